@@ -1,0 +1,203 @@
+//! Connection tracking and persistence.
+//!
+//! The director sees only the client-to-server direction in DR mode, so TCP
+//! state follows ipvs's input-only table: SYN opens (SYN_RECV, inactive), the
+//! next ACK establishes, FIN moves to FIN_WAIT, RST to CLOSE. Entries are never
+//! deleted from the data plane: an entry idle for longer than its state's
+//! timeout is treated as absent and overwritten, and the LRU evicts the oldest
+//! when the table is full.
+
+use lb_common::{
+    Conn, FlowKey, Persist, PersistKey, Service, Timeouts, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT,
+    CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
+};
+
+use crate::{
+    maps::{LB_CONNTRACK, LB_PERSIST, LB_TIMEOUTS},
+    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    sched::{self, Pick},
+};
+
+const NS: u64 = 1_000_000_000;
+/// An established flow's timestamp is written at most this often (keeps the
+/// conntrack cache line mostly read-only on the fast path).
+const TOUCH_NS: u64 = NS;
+
+/// How a flow got its real.
+pub enum Outcome {
+    /// Existing entry, same real.
+    Established(Pick),
+    /// Newly scheduled.
+    New(Pick),
+}
+
+/// Why no real could be found.
+pub enum NoReal {
+    /// The service has no real that can take new flows.
+    Empty,
+}
+
+/// Counters the caller adds for reschedules.
+pub struct Events {
+    pub resched: bool,
+    pub expired: bool,
+}
+
+#[inline(always)]
+fn timeouts() -> Timeouts {
+    match LB_TIMEOUTS.get(0) {
+        Some(t) if t.tcp_s != 0 => *t,
+        _ => Timeouts::default(),
+    }
+}
+
+/// State of a new flow from its first packet.
+#[inline(always)]
+fn initial_state(pkt: &Packet) -> u32 {
+    if pkt.proto != PROTO_TCP {
+        return CT_UDP;
+    }
+    let f = pkt.tcp_flags;
+    if f & TCP_RST != 0 {
+        CT_CLOSE
+    } else if f & TCP_FIN != 0 {
+        CT_FIN_WAIT
+    } else if f & TCP_SYN != 0 && f & TCP_ACK == 0 {
+        CT_SYN_RECV
+    } else {
+        // Mid-stream packet of a flow we have no entry for (agent restarted
+        // without its pinned table, or a takeover): keep it going.
+        CT_ESTABLISHED
+    }
+}
+
+/// State after `pkt` on an existing flow in `state`.
+#[inline(always)]
+fn next_state(state: u32, pkt: &Packet) -> u32 {
+    if pkt.proto != PROTO_TCP {
+        return CT_UDP;
+    }
+    let f = pkt.tcp_flags;
+    if f & TCP_RST != 0 {
+        CT_CLOSE
+    } else if f & TCP_FIN != 0 {
+        if state == CT_CLOSE {
+            CT_CLOSE
+        } else {
+            CT_FIN_WAIT
+        }
+    } else if state == CT_SYN_RECV && f & TCP_ACK != 0 && f & TCP_SYN == 0 {
+        CT_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// A SYN on a flow that was closing reuses the port: schedule it anew
+/// (ipvs conn_reuse_mode).
+#[inline(always)]
+fn is_reuse(state: u32, pkt: &Packet) -> bool {
+    pkt.proto == PROTO_TCP
+        && pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+        && (state == CT_FIN_WAIT || state == CT_CLOSE)
+}
+
+/// Finds the real for `pkt` of service `svc`: the tracked one, else the
+/// persistent one, else the scheduler's next; records the result.
+#[inline(always)]
+pub fn lookup_or_schedule(
+    pkt: &Packet,
+    svc: &Service,
+    now: u64,
+    ev: &mut Events,
+) -> Result<Outcome, NoReal> {
+    let key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport_be: pkt.sport_be,
+        dport_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let to = timeouts();
+    if let Some(ct) = LB_CONNTRACK.get_ptr_mut(&key) {
+        // SAFETY: the pointer is valid for this program run; concurrent
+        // writers only store whole fields of the same flow (benign races).
+        let c = unsafe { &mut *ct };
+        let idle = now.saturating_sub(c.last_ns);
+        if idle > to.for_state(c.state) as u64 * NS {
+            ev.expired = true;
+        } else if c.svc_id != svc.svc_id || is_reuse(c.state, pkt) {
+            // Same 5-tuple but another service (reconfigured) or a reused port.
+        } else if sched::real_if_valid(c.real_id, c.real_gen).is_some() {
+            let st = next_state(c.state, pkt);
+            if st != c.state || idle > TOUCH_NS {
+                c.state = st;
+                c.last_ns = now;
+            }
+            return Ok(Outcome::Established(Pick {
+                real_id: c.real_id,
+                gen: c.real_gen,
+            }));
+        } else {
+            // Its real was removed or became unavailable: expire_nodest_conn.
+            ev.resched = true;
+        }
+    }
+
+    let pick = match persistent_pick(pkt, svc, now) {
+        Some(p) => p,
+        None => sched::pick(svc).ok_or(NoReal::Empty)?,
+    };
+    let conn = Conn {
+        real_id: pick.real_id,
+        real_gen: pick.gen,
+        svc_id: svc.svc_id,
+        state: initial_state(pkt),
+        last_ns: now,
+    };
+    // A full table evicts its least recently used entry; an insert failure
+    // only means this flow is scheduled again on its next packet.
+    let _ = LB_CONNTRACK.insert(&key, &conn, 0);
+    if svc.flags & SVC_F_PERSISTENT != 0 {
+        let pk = persist_key(pkt, svc);
+        let p = Persist {
+            real_id: pick.real_id,
+            real_gen: pick.gen,
+            last_ns: now,
+        };
+        let _ = LB_PERSIST.insert(&pk, &p, 0);
+    }
+    Ok(Outcome::New(pick))
+}
+
+#[inline(always)]
+fn persist_key(pkt: &Packet, svc: &Service) -> PersistKey {
+    PersistKey {
+        client: pkt.src,
+        svc_id: svc.svc_id,
+        family: pkt.family,
+        _pad: [0; 3],
+    }
+}
+
+/// The real a persistent service already gave this client, if the template
+/// is still fresh and its real still valid.
+#[inline(always)]
+fn persistent_pick(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
+    if svc.flags & SVC_F_PERSISTENT == 0 {
+        return None;
+    }
+    let pk = persist_key(pkt, svc);
+    // SAFETY: read-only copy of the value.
+    let p = unsafe { *LB_PERSIST.get(&pk)? };
+    if now.saturating_sub(p.last_ns) > svc.persist_timeout_s as u64 * NS {
+        return None;
+    }
+    sched::real_if_valid(p.real_id, p.real_gen)?;
+    Some(Pick {
+        real_id: p.real_id,
+        gen: p.real_gen,
+    })
+}

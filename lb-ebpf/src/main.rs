@@ -1,0 +1,136 @@
+//! XDP layer-4 load balancer: entry point, dispatch and per-verdict counters.
+//!
+//! Packet flow: parse (parse.rs) → service lookup → connection tracking and
+//! scheduling (conntrack.rs, sched.rs) → forwarding (fwd.rs). Anything that is
+//! not for a configured virtual service is XDP_PASS, untouched.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod fwd;
+mod maps;
+mod parse;
+mod sched;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    helpers::bpf_ktime_get_ns,
+    macros::xdp,
+    programs::XdpContext,
+};
+use lb_common::{GlobalStats, Stats, SvcKey};
+
+use crate::{
+    conntrack::{Events, Outcome},
+    maps::{LB_GLOBAL_STATS, LB_REAL_STATS, LB_SERVICES, LB_SVC_STATS},
+    parse::Skip,
+};
+
+/// Adds one to a global counter chosen by `f`.
+#[inline(always)]
+fn count(f: impl FnOnce(&mut GlobalStats) -> &mut u64) {
+    if let Some(p) = LB_GLOBAL_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        let g = unsafe { &mut *p };
+        *f(g) += 1;
+    }
+}
+
+#[inline(always)]
+fn add_stats(stats: Option<*mut Stats>, new_conn: bool, len: u32) {
+    if let Some(p) = stats {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        let s = unsafe { &mut *p };
+        s.packets += 1;
+        s.bytes += len as u64;
+        if new_conn {
+            s.conns += 1;
+        }
+    }
+}
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let verdict = process(&ctx);
+    match verdict {
+        XDP_PASS => count(|g| &mut g.pass),
+        XDP_TX => count(|g| &mut g.tx),
+        XDP_REDIRECT => count(|g| &mut g.redirect),
+        XDP_DROP => count(|g| &mut g.drop),
+        _ => count(|g| &mut g.aborted),
+    }
+    verdict
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> u32 {
+    let pkt = match parse::parse(ctx) {
+        Ok(p) => p,
+        Err(skip) => {
+            match skip {
+                Skip::NotIp => count(|g| &mut g.pass_not_ip),
+                Skip::OtherProto => count(|g| &mut g.pass_other_proto),
+                Skip::Fragment => count(|g| &mut g.pass_fragment),
+                Skip::IpOptions => count(|g| &mut g.pass_ip_options),
+                Skip::Malformed => count(|g| &mut g.pass_malformed),
+            }
+            return XDP_PASS;
+        }
+    };
+    let key = SvcKey {
+        addr: pkt.dst,
+        port_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    // SAFETY: copy of the value; the agent replaces entries whole.
+    let svc = match unsafe { LB_SERVICES.get(&key) } {
+        Some(s) => *s,
+        None => {
+            count(|g| &mut g.pass_not_vip);
+            return XDP_PASS;
+        }
+    };
+    // SAFETY: helper without side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut ev = Events {
+        resched: false,
+        expired: false,
+    };
+    let outcome = conntrack::lookup_or_schedule(&pkt, &svc, now, &mut ev);
+    if ev.resched {
+        count(|g| &mut g.resched);
+    }
+    if ev.expired {
+        count(|g| &mut g.expired);
+    }
+    let (pick, new_conn) = match outcome {
+        Ok(Outcome::Established(p)) => (p, false),
+        Ok(Outcome::New(p)) => {
+            count(|g| &mut g.new_flows);
+            (p, true)
+        }
+        Err(_) => {
+            count(|g| &mut g.drop_no_real);
+            return XDP_DROP;
+        }
+    };
+    let verdict = fwd::direct_route(ctx, pick.real_id);
+    if verdict == XDP_DROP {
+        count(|g| &mut g.drop_no_egress);
+        return verdict;
+    }
+    add_stats(LB_SVC_STATS.get_ptr_mut(svc.svc_id), new_conn, pkt.len);
+    add_stats(LB_REAL_STATS.get_ptr_mut(pick.real_id), new_conn, pkt.len);
+    verdict
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

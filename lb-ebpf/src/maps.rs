@@ -1,0 +1,68 @@
+//! Every map of the data plane. All are BTF maps so `bpftool map dump pinned …`
+//! prints field names; the agent pins them under its bpffs directory by name.
+//! Sizes given here are defaults: the agent overrides the connection and
+//! persistence table sizes at load time.
+
+use aya_ebpf::{
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    Conn, FlowKey, GlobalStats, Iface, Persist, PersistKey, Real, Service, Stats, SvcKey,
+    Timeouts, DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE, MAX_IFACES, MAX_REALS, MAX_SERVICES,
+    RING_GENS, RING_SIZE,
+};
+
+const MAX_SERVICES_U: usize = MAX_SERVICES as usize;
+const MAX_REALS_U: usize = MAX_REALS as usize;
+const RINGS_U: usize = (MAX_SERVICES * RING_GENS * RING_SIZE) as usize;
+
+/// Virtual services by (VIP, port, protocol).
+#[btf_map]
+pub static LB_SERVICES: HashMap<SvcKey, Service, MAX_SERVICES_U> = HashMap::new();
+
+/// Real servers by real id.
+#[btf_map]
+pub static LB_REALS: Array<Real, MAX_REALS_U> = Array::new();
+
+/// Scheduling rings: real ids, `ring_index(svc, gen, pos)`; built by the agent.
+#[btf_map]
+pub static LB_RINGS: Array<u32, RINGS_U> = Array::new();
+
+/// Per-CPU position in each service's ring (lock-free round robin).
+#[btf_map]
+pub static LB_CURSORS: PerCpuArray<u32, MAX_SERVICES_U> = PerCpuArray::new();
+
+/// Connection tracking: client 5-tuple to real.
+#[btf_map]
+pub static LB_CONNTRACK: LruHashMap<FlowKey, Conn, { DEFAULT_CONNTRACK_SIZE as usize }> =
+    LruHashMap::new();
+
+/// Persistence templates: (client address, service) to real.
+#[btf_map]
+pub static LB_PERSIST: LruHashMap<PersistKey, Persist, { DEFAULT_PERSIST_SIZE as usize }> =
+    LruHashMap::new();
+
+/// Attached interfaces by ifindex: the source MAC for frames leaving through them.
+#[btf_map]
+pub static LB_IFACES: HashMap<u32, Iface, { MAX_IFACES as usize }> = HashMap::new();
+
+/// Redirect targets by ifindex (reals reached through another attached interface).
+#[btf_map]
+pub static LB_DEVMAP: DevMapHash<{ MAX_IFACES as usize }> = DevMapHash::new();
+
+/// Per-CPU counters per service.
+#[btf_map]
+pub static LB_SVC_STATS: PerCpuArray<Stats, MAX_SERVICES_U> = PerCpuArray::new();
+
+/// Per-CPU counters per real.
+#[btf_map]
+pub static LB_REAL_STATS: PerCpuArray<Stats, MAX_REALS_U> = PerCpuArray::new();
+
+/// Per-CPU counters per verdict and reason.
+#[btf_map]
+pub static LB_GLOBAL_STATS: PerCpuArray<GlobalStats, 1> = PerCpuArray::new();
+
+/// Idle timeouts (one entry).
+#[btf_map]
+pub static LB_TIMEOUTS: Array<Timeouts, 1> = Array::new();

@@ -1,0 +1,253 @@
+//! `lb run`: load and attach the XDP program, apply the configuration, keep
+//! the reals' MAC addresses current, reload on SIGHUP, detach on SIGTERM/SIGINT.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{anyhow, Context as _};
+use aya::programs::XdpMode;
+use lb_common::Timeouts;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::UnixListener,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    config::{self, Config},
+    dataplane::{self, Dataplane, LoadOptions},
+    neigh,
+    state::{Tables, L2},
+};
+
+/// Settings of one agent.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub ifaces: Vec<String>,
+    pub config: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+    pub mode: XdpMode,
+    pub conntrack_size: u32,
+    pub timeouts: Timeouts,
+}
+
+fn iface_info(name: &str) -> anyhow::Result<(u32, [u8; 6])> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(anyhow!("no interface named {name}"));
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .with_context(|| format!("reading the MAC address of {name}"))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(anyhow!("{name} has no Ethernet address ({})", text.trim()));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16)?;
+    }
+    Ok((idx, mac))
+}
+
+/// Loads the configuration file; errors are printed and returned as one error.
+pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    let loaded = config::load(path);
+    for d in &loaded.diags {
+        match d.severity {
+            config::Severity::Warning => tracing::warn!("{d}"),
+            config::Severity::Error => tracing::error!("{d}"),
+        }
+    }
+    if loaded.has_errors() {
+        let n = loaded.errors().count();
+        return Err(anyhow!("{}: {n} error(s) in the configuration", path.display()));
+    }
+    Ok(loaded.config)
+}
+
+struct Agent {
+    opts: Options,
+    dp: Dataplane,
+    tables: Tables,
+    config: Config,
+    ifindexes: Vec<u32>,
+    l2: BTreeMap<IpAddr, L2>,
+    handle: rtnetlink::Handle,
+    unresolved: Vec<IpAddr>,
+}
+
+impl Agent {
+    fn real_addrs(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.config.services.iter().flat_map(|s| s.reals.iter().map(|r| r.addr)).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Re-reads neighbours and applies the configuration if anything changed.
+    async fn refresh(&mut self, force: bool) -> anyhow::Result<()> {
+        let (found, missing) = neigh::resolve(&self.handle, &self.ifindexes, &self.real_addrs()).await?;
+        if missing != self.unresolved {
+            for ip in &missing {
+                tracing::warn!(%ip, "real server MAC unknown (not on a subnet of an attached interface, or no ARP/ND reply yet); it gets no traffic until resolved");
+            }
+            self.unresolved = missing;
+        }
+        if force || found != self.l2 {
+            for (ip, l2) in &found {
+                if self.l2.get(ip) != Some(l2) {
+                    tracing::info!(%ip, ifindex = l2.ifindex, mac = %fmt_mac(&l2.mac), "real server reachable");
+                }
+            }
+            self.l2 = found;
+            let l2 = self.l2.clone();
+            self.tables.sync(&mut self.dp, &self.config, &|ip| l2.get(&ip).copied())?;
+        }
+        Ok(())
+    }
+
+    async fn reload(&mut self) -> String {
+        match load_config(&self.opts.config) {
+            Ok(cfg) => {
+                let old = std::mem::replace(&mut self.config, cfg);
+                match self.refresh(true).await {
+                    Ok(()) => {
+                        tracing::info!(services = self.config.services.len(), "configuration reloaded");
+                        "ok: configuration reloaded".into()
+                    }
+                    Err(e) => {
+                        tracing::error!("applying the new configuration failed: {e:#}; restoring the previous one");
+                        self.config = old;
+                        let _ = self.refresh(true).await;
+                        format!("error: {e:#}")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("reload refused, running configuration kept: {e:#}");
+                format!("error: {e:#}")
+            }
+        }
+    }
+
+    fn status(&self) -> String {
+        let mut s = format!("config {}\nifaces {}\n", self.opts.config.display(), self.opts.ifaces.join(" "));
+        for vs in &self.config.services {
+            s.push_str(&format!("service {} {}\n", vs.key, vs.sched.name()));
+            for r in &vs.reals {
+                let st = match self.l2.get(&r.addr) {
+                    Some(l) => format!("mac {} ifindex {}", fmt_mac(&l.mac), l.ifindex),
+                    None => "unresolved".into(),
+                };
+                s.push_str(&format!("  real {} weight {} {st}\n", config::fmt_sock(r.addr, r.port), r.weight));
+            }
+        }
+        s
+    }
+}
+
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Runs the agent until SIGTERM / SIGINT.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let config = load_config(&opts.config)?;
+    dataplane::prepare_pin_dir(&opts.bpffs)?;
+    let mut ebpf = dataplane::load(&LoadOptions {
+        pin_dir: Some(opts.bpffs.clone()),
+        conntrack_size: opts.conntrack_size,
+        ..Default::default()
+    })?;
+    let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
+    dp.set_timeouts(opts.timeouts)?;
+    let mut ifindexes = Vec::new();
+    for name in &opts.ifaces {
+        let (idx, mac) = iface_info(name)?;
+        dp.add_iface(idx, mac)?;
+        ifindexes.push(idx);
+    }
+    let tables = Tables::recover(&dp).context("reading the pinned tables")?;
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(conn);
+    let mut agent = Agent {
+        opts: opts.clone(),
+        dp,
+        tables,
+        config,
+        ifindexes,
+        l2: BTreeMap::new(),
+        handle,
+        unresolved: Vec::new(),
+    };
+    agent.refresh(true).await?;
+    for name in &opts.ifaces {
+        dataplane::attach(&mut ebpf, name, opts.mode)?;
+        tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
+    }
+
+    let _ = std::fs::remove_file(&opts.socket);
+    if let Some(dir) = opts.socket.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let listener = UnixListener::bind(&opts.socket).with_context(|| format!("binding {}", opts.socket.display()))?;
+    std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!(services = agent.config.services.len(), socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { agent.reload().await; }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => {
+                if let Err(e) = agent.refresh(false).await {
+                    tracing::warn!("neighbour refresh failed: {e:#}");
+                }
+            }
+            Ok((stream, _)) = listener.accept() => {
+                let (r, mut w) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = BufReader::new(r);
+                if reader.read_line(&mut line).await.is_ok() {
+                    let reply = match line.trim() {
+                        "reload" => agent.reload().await,
+                        "status" => agent.status(),
+                        other => format!("error: unknown command '{other}' (reload, status)"),
+                    };
+                    let _ = w.write_all(reply.as_bytes()).await;
+                    let _ = w.write_all(b"\n").await;
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: detaching XDP (maps stay pinned in {})", opts.bpffs.display());
+    let _ = std::fs::remove_file(&opts.socket);
+    drop(ebpf);
+    Ok(())
+}
+
+/// Sends one command to a running agent and returns its reply.
+pub async fn control(socket: &std::path::Path, cmd: &str) -> anyhow::Result<String> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {} (is `lb run` running with this --socket?)", socket.display()))?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(format!("{cmd}\n").as_bytes()).await?;
+    w.shutdown().await?;
+    let mut out = String::new();
+    let mut reader = BufReader::new(r);
+    while reader.read_line(&mut out).await? > 0 {}
+    Ok(out)
+}

@@ -1,0 +1,457 @@
+//! keepalived.conf: the whole grammar is parsed (see [`syntax`]); this module
+//! gives meaning to `virtual_server` / `real_server` and keeps every other
+//! block for the features that will implement it.
+//!
+//! Every problem is collected and reported at once with its location. Errors
+//! make the file unusable (the running configuration is kept); warnings name
+//! unknown keywords and keywords whose semantics are not implemented yet.
+
+pub mod syntax;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::IpAddr,
+    path::Path,
+};
+
+pub use syntax::{Diag, Loc, Node, Severity};
+
+/// Transport protocol of a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => lb_common::PROTO_TCP,
+            Proto::Udp => lb_common::PROTO_UDP,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        }
+    }
+}
+
+/// Scheduler (`lb_algo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sched {
+    Rr,
+    Wrr,
+}
+
+impl Sched {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sched::Rr => "rr",
+            Sched::Wrr => "wrr",
+        }
+    }
+    pub fn id(self) -> u32 {
+        match self {
+            Sched::Rr => lb_common::SCHED_RR,
+            Sched::Wrr => lb_common::SCHED_WRR,
+        }
+    }
+}
+
+/// Forwarding method (`lb_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fwd {
+    Dr,
+}
+
+/// A virtual service's identity: (VIP, port, protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceAddr {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl fmt::Display for ServiceAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.proto.name(), fmt_sock(self.addr, self.port))
+    }
+}
+
+/// `IP:PORT`, with brackets for IPv6, as ipvsadm prints.
+pub fn fmt_sock(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealServer {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub loc: Loc,
+}
+
+#[derive(Clone, Debug)]
+pub struct VirtualServer {
+    pub key: ServiceAddr,
+    pub sched: Sched,
+    pub fwd: Fwd,
+    /// Seconds; `None` when not persistent.
+    pub persistence_timeout: Option<u32>,
+    pub delay_loop: u32,
+    pub reals: Vec<RealServer>,
+    pub loc: Loc,
+}
+
+/// The usable result of a configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub services: Vec<VirtualServer>,
+    /// Every top-level statement, kept for the features that use the other blocks.
+    pub nodes: Vec<Node>,
+}
+
+/// A parsed file with all its diagnostics.
+pub struct Loaded {
+    pub config: Config,
+    pub diags: Vec<Diag>,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(|d| d.severity == Severity::Error)
+    }
+    pub fn errors(&self) -> impl Iterator<Item = &Diag> {
+        self.diags.iter().filter(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Top-level blocks of keepalived whose semantics belong to later features.
+const TOP_LATER: &[&str] = &[
+    "global_defs",
+    "vrrp_instance",
+    "vrrp_script",
+    "vrrp_sync_group",
+    "static_ipaddress",
+    "static_routes",
+    "static_rules",
+    "virtual_server_group",
+    "linkbeat_interfaces",
+    "garp_group",
+    "track_file",
+    "vrrp_track_file",
+    "track_process",
+    "bfd_instance",
+    "net_namespace",
+    "instance",
+];
+
+/// `virtual_server` keywords keepalived knows whose semantics are not implemented yet.
+const VS_LATER: &[&str] = &[
+    "nat_mask",
+    "persistence_granularity",
+    "persistence_engine",
+    "virtualhost",
+    "sorry_server",
+    "sorry_server_inhibit",
+    "sorry_server_lvs_method",
+    "alpha",
+    "omega",
+    "quorum",
+    "quorum_up",
+    "quorum_down",
+    "hysteresis",
+    "ha_suspend",
+    "ops",
+    "retry",
+    "delay_before_retry",
+    "connect_timeout",
+    "warmup",
+    "inhibit_on_failure",
+    "lb_algo_flags",
+    "flag-1",
+    "flag-2",
+    "flag-3",
+    "sh-port",
+    "sh-fallback",
+    "mh-port",
+    "mh-fallback",
+    "lvs_method",
+    "smtp_alert",
+    "virtualhost",
+    "ip_family",
+];
+
+/// Health checkers and other `real_server` keywords for later features.
+const RS_LATER: &[&str] = &[
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "SMTP_CHECK",
+    "DNS_CHECK",
+    "UDP_CHECK",
+    "BFD_CHECK",
+    "PING_CHECK",
+    "FILE_CHECK",
+    "inhibit_on_failure",
+    "notify_up",
+    "notify_down",
+    "uthreshold",
+    "lthreshold",
+    "alpha",
+    "retry",
+    "delay_before_retry",
+    "connect_timeout",
+    "warmup",
+    "delay_loop",
+    "smtp_alert",
+    "virtualhost",
+    "lb_kind",
+    "lvs_method",
+];
+
+fn later(node: &Node, what: &str) -> Diag {
+    Diag::warning(
+        &node.loc,
+        Some(&node.keyword),
+        format!("{what} not implemented yet; parsed and ignored"),
+    )
+}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &Path) -> Loaded {
+    let mut diags = Vec::new();
+    let nodes = syntax::parse_file(path, &mut diags);
+    finish(nodes, diags)
+}
+
+/// Reads and checks configuration text as if it were file `path`.
+pub fn load_str(text: &str, path: &Path) -> Loaded {
+    let mut diags = Vec::new();
+    let nodes = syntax::parse_str(text, path, &mut diags);
+    finish(nodes, diags)
+}
+
+fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
+    let mut services: Vec<VirtualServer> = Vec::new();
+    let mut index: BTreeMap<ServiceAddr, usize> = BTreeMap::new();
+    for n in &nodes {
+        match n.keyword.as_str() {
+            "virtual_server" => {
+                if let Some(vs) = virtual_server(n, &mut diags) {
+                    if let Some(&i) = index.get(&vs.key) {
+                        // Two blocks for one service (seen in operators' files):
+                        // ipvs ends up with the reals of both.
+                        let first = &mut services[i];
+                        diags.push(Diag::warning(
+                            &vs.loc,
+                            Some("virtual_server"),
+                            format!(
+                                "{} is also defined at {}; real servers merged, settings of the first block kept",
+                                vs.key, first.loc
+                            ),
+                        ));
+                        for r in vs.reals {
+                            add_real(first, r, &mut diags);
+                        }
+                    } else {
+                        index.insert(vs.key, services.len());
+                        services.push(vs);
+                    }
+                }
+            }
+            k if TOP_LATER.contains(&k) => diags.push(later(n, "this block")),
+            _ => diags.push(Diag::warning(&n.loc, Some(&n.keyword), "unknown keyword; ignored")),
+        }
+    }
+    Loaded {
+        config: Config { services, nodes },
+        diags,
+    }
+}
+
+fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
+    if let Some(prev) = vs.reals.iter().find(|p| p.addr == r.addr && p.port == r.port) {
+        diags.push(Diag::warning(
+            &r.loc,
+            Some("real_server"),
+            format!("{} already defined at {}; ignored", fmt_sock(r.addr, r.port), prev.loc),
+        ));
+        return;
+    }
+    if r.addr.is_ipv4() != vs.key.addr.is_ipv4() {
+        diags.push(Diag::error(
+            &r.loc,
+            Some("real_server"),
+            "address family differs from the virtual server's (DR forwards within one family)",
+        ));
+        return;
+    }
+    if r.port != vs.key.port && vs.key.port != 0 {
+        diags.push(Diag::warning(
+            &r.loc,
+            Some("real_server"),
+            format!("direct routing cannot change ports: packets reach the real on port {}", vs.key.port),
+        ));
+    }
+    vs.reals.push(r);
+}
+
+fn arg<'a>(n: &'a Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<&'a str> {
+    match n.args.get(i) {
+        Some(a) => Some(a),
+        None => {
+            diags.push(Diag::error(&n.loc, Some(&n.keyword), format!("missing {what}")));
+            None
+        }
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(n: &Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<T> {
+    let a = arg(n, i, what, diags)?;
+    match a.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            diags.push(Diag::error(&n.loc, Some(&n.keyword), format!("invalid {what} '{a}'")));
+            None
+        }
+    }
+}
+
+fn parse_addr(n: &Node, i: usize, diags: &mut Vec<Diag>) -> Option<IpAddr> {
+    let a = arg(n, i, "IP address", diags)?;
+    match a.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            diags.push(Diag::error(&n.loc, Some(&n.keyword), format!("invalid IP address '{a}'")));
+            None
+        }
+    }
+}
+
+fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
+    let errors_before = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    match n.args.first().map(String::as_str) {
+        Some("fwmark") | Some("group") => {
+            diags.push(later(n, &format!("virtual_server {}", n.args[0])));
+            return None;
+        }
+        _ => {}
+    }
+    let addr = parse_addr(n, 0, diags);
+    let port: Option<u16> = parse_num(n, 1, "port", diags);
+    if n.children.is_none() {
+        diags.push(Diag::error(&n.loc, Some("virtual_server"), "missing '{ … }' block"));
+    }
+    let mut proto = Proto::Tcp;
+    let mut sched = Sched::Wrr; // keepalived's default lb_algo
+    let mut persistence_timeout = None;
+    let mut delay_loop = 60;
+    let mut reals = Vec::new();
+    for c in n.children.iter().flatten() {
+        match c.keyword.as_str() {
+            "protocol" => match arg(c, 0, "protocol", diags) {
+                Some("TCP") => proto = Proto::Tcp,
+                Some("UDP") => proto = Proto::Udp,
+                Some(p) => diags.push(Diag::error(
+                    &c.loc,
+                    Some("protocol"),
+                    format!("protocol '{p}' not supported (TCP or UDP)"),
+                )),
+                None => {}
+            },
+            "lb_algo" | "lvs_sched" => match arg(c, 0, "scheduler", diags) {
+                Some("rr") => sched = Sched::Rr,
+                Some("wrr") => sched = Sched::Wrr,
+                Some(s @ ("lc" | "wlc" | "lblc" | "lblcr" | "dh" | "sh" | "sed" | "nq" | "mh" | "fo" | "ovf" | "twos")) => {
+                    diags.push(Diag::error(
+                        &c.loc,
+                        Some(&c.keyword),
+                        format!("scheduler '{s}' not implemented yet (implemented: rr, wrr)"),
+                    ))
+                }
+                Some(s) => diags.push(Diag::error(&c.loc, Some(&c.keyword), format!("unknown scheduler '{s}'"))),
+                None => {}
+            },
+            "lb_kind" | "lvs_method" => match arg(c, 0, "forwarding method", diags) {
+                Some("DR") => {}
+                Some(k @ ("NAT" | "TUN")) => diags.push(Diag::error(
+                    &c.loc,
+                    Some(&c.keyword),
+                    format!("forwarding method '{k}' not implemented yet (implemented: DR)"),
+                )),
+                Some(k) => diags.push(Diag::error(&c.loc, Some(&c.keyword), format!("unknown forwarding method '{k}'"))),
+                None => {}
+            },
+            "persistence_timeout" => {
+                // keepalived: a bare keyword means 360 s; 0 means not persistent.
+                let t = if c.args.is_empty() { Some(360) } else { parse_num::<u32>(c, 0, "timeout", diags) };
+                persistence_timeout = t.filter(|&t| t > 0);
+            }
+            "delay_loop" => {
+                if let Some(d) = parse_num::<f64>(c, 0, "delay", diags) {
+                    delay_loop = d.max(1.0) as u32;
+                }
+            }
+            "real_server" => {
+                if let Some(r) = real_server(c, diags) {
+                    reals.push(r);
+                }
+            }
+            k if VS_LATER.contains(&k) => diags.push(later(c, "keyword")),
+            _ => diags.push(Diag::warning(&c.loc, Some(&c.keyword), "unknown keyword in virtual_server; ignored")),
+        }
+    }
+    let errors_after = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let (addr, port) = (addr?, port?);
+    if errors_after > errors_before {
+        return None;
+    }
+    let mut vs = VirtualServer {
+        key: ServiceAddr { addr, port, proto },
+        sched,
+        fwd: Fwd::Dr,
+        persistence_timeout,
+        delay_loop,
+        reals: Vec::new(),
+        loc: n.loc.clone(),
+    };
+    for r in reals {
+        add_real(&mut vs, r, diags);
+    }
+    Some(vs)
+}
+
+fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
+    let addr = parse_addr(n, 0, diags);
+    let port: Option<u16> = parse_num(n, 1, "port", diags);
+    let mut weight = 1;
+    for c in n.children.iter().flatten() {
+        match c.keyword.as_str() {
+            "weight" => {
+                if let Some(w) = parse_num::<u32>(c, 0, "weight", diags) {
+                    if w > 65535 {
+                        diags.push(Diag::error(&c.loc, Some("weight"), "weight must be 0..65535"));
+                    } else {
+                        weight = w;
+                    }
+                }
+            }
+            k if RS_LATER.contains(&k) => diags.push(later(c, "keyword")),
+            _ => diags.push(Diag::warning(&c.loc, Some(&c.keyword), "unknown keyword in real_server; ignored")),
+        }
+    }
+    Some(RealServer {
+        addr: addr?,
+        port: port?,
+        weight,
+        loc: n.loc.clone(),
+    })
+}

@@ -1,0 +1,256 @@
+//! Loading the XDP program and the typed handles on its maps.
+//!
+//! Everything that writes to the data plane goes through [`Dataplane`]; the
+//! agent, the fixture tests and the benchmark all fill the maps through it.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use aya::{
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    maps, Conn, FlowKey, GlobalStats, Iface, Persist, PersistKey, Real, Service, Stats, SvcKey,
+    Timeouts,
+};
+
+/// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-xdp"));
+
+/// Name of the XDP program in the object.
+pub const PROGRAM: &str = "lb_xdp";
+
+/// Options that shape the maps at load time.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Pin every map here (reusing maps already pinned there), or pin nothing.
+    pub pin_dir: Option<PathBuf>,
+    pub conntrack_size: u32,
+    pub persist_size: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pin_dir: None,
+            conntrack_size: lb_common::DEFAULT_CONNTRACK_SIZE,
+            persist_size: lb_common::DEFAULT_PERSIST_SIZE,
+        }
+    }
+}
+
+/// Loads the XDP object (maps created or reused from the pin directory) and
+/// the program into the kernel, without attaching it.
+pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
+    if EBPF_OBJECT.is_empty() {
+        bail!("this `lb` was built with AYA_BUILD_SKIP=1 and has no XDP program; rebuild without it (cargo xtask setup installs what the build needs)");
+    }
+    let paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
+        Some(dir) => maps::ALL.iter().map(|m| (*m, dir.join(m))).collect(),
+        None => Vec::new(),
+    };
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(maps::CONNTRACK, opts.conntrack_size)
+        .map_max_entries(maps::PERSIST, opts.persist_size);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).context("loading the XDP object (maps)")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
+        .try_into()?;
+    prog.load().context("loading the XDP program into the kernel (verifier)")?;
+    Ok(ebpf)
+}
+
+/// Attaches the program to `iface`; a native attach that fails says how to fall back.
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| anyhow!("program {PROGRAM} missing"))?
+        .try_into()?;
+    match prog.attach(iface, mode) {
+        Ok(_) => Ok(()),
+        Err(e) if mode == XdpMode::Driver => Err(anyhow!(e)).with_context(|| {
+            format!("attaching XDP to {iface} in native mode failed; the driver may lack native XDP: try --xdp-mode skb")
+        }),
+        Err(e) => Err(anyhow!(e)).with_context(|| format!("attaching XDP to {iface}")),
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf when it is not, and creates `dir` (mode 0700).
+pub fn prepare_pin_dir(dir: &Path) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        fs::create_dir_all(root).ok();
+        let src = c"bpf";
+        let target = c"/sys/fs/bpf";
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("mounting bpffs on /sys/fs/bpf");
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Typed handles on every map.
+pub struct Dataplane {
+    pub services: HashMap<MapData, SvcKey, Service>,
+    pub reals: Array<MapData, Real>,
+    pub rings: Array<MapData, u32>,
+    pub cursors: PerCpuArray<MapData, u32>,
+    pub conntrack: HashMap<MapData, FlowKey, Conn>,
+    pub persist: HashMap<MapData, PersistKey, Persist>,
+    pub ifaces: HashMap<MapData, u32, Iface>,
+    pub devmap: DevMapHash<MapData>,
+    pub svc_stats: PerCpuArray<MapData, Stats>,
+    pub real_stats: PerCpuArray<MapData, Stats>,
+    pub global: PerCpuArray<MapData, GlobalStats>,
+    pub timeouts: Array<MapData, Timeouts>,
+    /// Capacity of the connection table.
+    conntrack_max: u32,
+}
+
+impl Dataplane {
+    /// Takes the maps out of a loaded object (the program keeps using them).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Self::build(|name| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object")))
+    }
+
+    /// Opens the maps pinned in `dir` (works while an agent runs, or after it stopped).
+    pub fn from_pins(dir: &Path) -> anyhow::Result<Self> {
+        Self::build(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).with_context(|| {
+                format!("opening pinned map {} (is an agent running with --bpffs {}?)", path.display(), dir.display())
+            })?;
+            Ok(Map::from_map_data(data)?)
+        })
+    }
+
+    fn build(mut take: impl FnMut(&str) -> anyhow::Result<Map>) -> anyhow::Result<Self> {
+        let ct = take(maps::CONNTRACK)?;
+        let conntrack_max = match &ct {
+            Map::LruHashMap(d) | Map::HashMap(d) => d.info()?.max_entries(),
+            _ => bail!("{} has an unexpected map type", maps::CONNTRACK),
+        };
+        Ok(Self {
+            conntrack_max,
+            services: take(maps::SERVICES)?.try_into()?,
+            reals: take(maps::REALS)?.try_into()?,
+            rings: take(maps::RINGS)?.try_into()?,
+            cursors: take(maps::CURSORS)?.try_into()?,
+            conntrack: ct.try_into()?,
+            persist: take(maps::PERSIST)?.try_into()?,
+            ifaces: take(maps::IFACES)?.try_into()?,
+            devmap: take(maps::DEVMAP)?.try_into()?,
+            svc_stats: take(maps::SVC_STATS)?.try_into()?,
+            real_stats: take(maps::REAL_STATS)?.try_into()?,
+            global: take(maps::GLOBAL_STATS)?.try_into()?,
+            timeouts: take(maps::TIMEOUTS)?.try_into()?,
+        })
+    }
+
+    /// Registers an attached interface: its MAC (source of rewritten frames) and
+    /// a devmap entry so other interfaces can redirect to it.
+    pub fn add_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
+        self.ifaces.insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?;
+        self.devmap.insert(ifindex, ifindex, None, 0)?;
+        Ok(())
+    }
+
+    /// Capacity of the connection table.
+    pub fn conntrack_size(&self) -> u32 {
+        self.conntrack_max
+    }
+
+    pub fn set_timeouts(&mut self, t: Timeouts) -> anyhow::Result<()> {
+        self.timeouts.set(0, t, 0)?;
+        Ok(())
+    }
+
+    /// Per-CPU counters of service `id`, summed.
+    pub fn svc_stats_sum(&self, id: u32) -> anyhow::Result<Stats> {
+        Ok(sum_stats(&self.svc_stats.get(&id, 0)?))
+    }
+
+    /// Per-CPU counters of real `id`, summed.
+    pub fn real_stats_sum(&self, id: u32) -> anyhow::Result<Stats> {
+        Ok(sum_stats(&self.real_stats.get(&id, 0)?))
+    }
+
+    /// Global counters summed over CPUs.
+    pub fn global_sum(&self) -> anyhow::Result<GlobalStats> {
+        let v = self.global.get(&0, 0)?;
+        let mut g = GlobalStats::default();
+        for c in v.iter() {
+            g.pass += c.pass;
+            g.tx += c.tx;
+            g.redirect += c.redirect;
+            g.drop += c.drop;
+            g.aborted += c.aborted;
+            g.pass_not_ip += c.pass_not_ip;
+            g.pass_not_vip += c.pass_not_vip;
+            g.pass_other_proto += c.pass_other_proto;
+            g.pass_fragment += c.pass_fragment;
+            g.pass_ip_options += c.pass_ip_options;
+            g.pass_malformed += c.pass_malformed;
+            g.drop_no_real += c.drop_no_real;
+            g.drop_no_egress += c.drop_no_egress;
+            g.new_flows += c.new_flows;
+            g.resched += c.resched;
+            g.expired += c.expired;
+        }
+        Ok(g)
+    }
+
+    /// Zeroes the per-CPU counters of a service slot (when the slot is reused).
+    pub fn reset_svc_slot(&mut self, id: u32) -> anyhow::Result<()> {
+        let n = nr_cpus()?;
+        self.svc_stats.set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        self.cursors.set(id, PerCpuValues::try_from(vec![0u32; n])?, 0)?;
+        Ok(())
+    }
+
+    /// Zeroes the per-CPU counters of a real slot (when the slot is reused).
+    pub fn reset_real_slot(&mut self, id: u32) -> anyhow::Result<()> {
+        let n = nr_cpus()?;
+        self.real_stats.set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        Ok(())
+    }
+}
+
+fn nr_cpus() -> anyhow::Result<usize> {
+    aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))
+}
+
+fn sum_stats(v: &PerCpuValues<Stats>) -> Stats {
+    v.iter().fold(Stats::default(), |a, s| Stats {
+        conns: a.conns + s.conns,
+        packets: a.packets + s.packets,
+        bytes: a.bytes + s.bytes,
+    })
+}

@@ -1,0 +1,9 @@
+//! The `lb` agent and CLI as a library, so that tests and benchmarks fill the
+//! data plane through the same code as the agent.
+pub mod agent;
+pub mod config;
+pub mod dataplane;
+pub mod list;
+pub mod neigh;
+pub mod sched;
+pub mod state;

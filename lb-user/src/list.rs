@@ -1,0 +1,404 @@
+//! `lb list`: the table in the layouts of `ipvsadm -Ln`, `--stats`, `--rate`
+//! and `-Lnc`, read from the pinned maps.
+
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, time::Duration};
+
+use lb_common::{
+    Stats, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, PROTO_TCP,
+    PROTO_UDP, REAL_F_INUSE, SVC_F_PERSISTENT,
+};
+
+use crate::{config::fmt_sock, dataplane::Dataplane, state::words_addr};
+
+/// One real server as listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealRow {
+    pub id: u32,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub fwd: u32,
+    pub weight: u32,
+    pub active: u64,
+    pub inactive: u64,
+    pub stats: Stats,
+}
+
+/// One virtual service as listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SvcRow {
+    pub id: u32,
+    pub proto: u8,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub sched: u32,
+    pub persistent: Option<u32>,
+    pub stats: Stats,
+    pub reals: Vec<RealRow>,
+}
+
+/// One tracked connection as listed by `-c`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnRow {
+    pub proto: u8,
+    pub expire_s: u64,
+    pub state: u32,
+    pub src: (IpAddr, u16),
+    pub vip: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+}
+
+/// A snapshot of the tables.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub conn_table_size: u32,
+    pub services: Vec<SvcRow>,
+    pub conns: Vec<ConnRow>,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Reads services, reals, counters and (live) connections from the maps.
+pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
+    let timeouts = dp.timeouts.get(&0, 0).ok().filter(|t| t.tcp_s != 0).unwrap_or_default();
+    let now = monotonic_ns();
+    let mut reals_by_svc: BTreeMap<u32, Vec<RealRow>> = BTreeMap::new();
+    let mut real_addr: BTreeMap<u32, (IpAddr, u16, u32)> = BTreeMap::new();
+    for (id, r) in dp.reals.iter().enumerate() {
+        let r = r?;
+        if r.flags & REAL_F_INUSE == 0 {
+            continue;
+        }
+        let id = id as u32;
+        let addr = words_addr(r.addr, r.family);
+        real_addr.insert(id, (addr, u16::from_be(r.port_be), r.gen));
+        reals_by_svc.entry(r.svc_id).or_default().push(RealRow {
+            id,
+            addr,
+            port: u16::from_be(r.port_be),
+            fwd: r.fwd,
+            weight: r.weight,
+            active: 0,
+            inactive: 0,
+            stats: dp.real_stats_sum(id)?,
+        });
+    }
+    let mut services = Vec::new();
+    let mut vip_of: BTreeMap<u32, (IpAddr, u16)> = BTreeMap::new();
+    for item in dp.services.iter() {
+        let (k, s) = item?;
+        let addr = words_addr(k.addr, k.family);
+        vip_of.insert(s.svc_id, (addr, u16::from_be(k.port_be)));
+        services.push(SvcRow {
+            id: s.svc_id,
+            proto: k.proto,
+            addr,
+            port: u16::from_be(k.port_be),
+            sched: s.sched,
+            persistent: (s.flags & SVC_F_PERSISTENT != 0).then_some(s.persist_timeout_s),
+            stats: dp.svc_stats_sum(s.svc_id)?,
+            reals: reals_by_svc.remove(&s.svc_id).unwrap_or_default(),
+        });
+    }
+    services.sort_by_key(|s| s.id);
+
+    // Connection counts: live entries (not idle past their state's timeout)
+    // whose real still holds the generation they were scheduled to.
+    let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut conns = Vec::new();
+    for item in dp.conntrack.iter() {
+        let Ok((k, c)) = item else { continue };
+        let timeout_ns = timeouts.for_state(c.state) as u64 * 1_000_000_000;
+        let idle = now.saturating_sub(c.last_ns);
+        if idle > timeout_ns {
+            continue;
+        }
+        let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else { continue };
+        if gen != c.real_gen {
+            continue;
+        }
+        let e = counts.entry(c.real_id).or_default();
+        if c.state == CT_ESTABLISHED {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+        if with_conns {
+            let vip = vip_of.get(&c.svc_id).copied().unwrap_or((words_addr(k.dst, k.family), u16::from_be(k.dport_be)));
+            conns.push(ConnRow {
+                proto: k.proto,
+                expire_s: (timeout_ns - idle) / 1_000_000_000,
+                state: c.state,
+                src: (words_addr(k.src, k.family), u16::from_be(k.sport_be)),
+                vip,
+                dst: (raddr, rport),
+            });
+        }
+    }
+    for s in services.iter_mut() {
+        for r in s.reals.iter_mut() {
+            if let Some(&(a, i)) = counts.get(&r.id) {
+                r.active = a;
+                r.inactive = i;
+            }
+        }
+    }
+    Ok(Snapshot {
+        conn_table_size: dp.conntrack_size(),
+        services,
+        conns,
+    })
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        _ => "???",
+    }
+}
+
+fn sched_name(s: u32) -> &'static str {
+    match s {
+        lb_common::SCHED_RR => "rr",
+        lb_common::SCHED_WRR => "wrr",
+        _ => "?",
+    }
+}
+
+fn fwd_name(f: u32) -> &'static str {
+    match f {
+        FWD_DR => "Route",
+        _ => "?",
+    }
+}
+
+fn state_name(s: u32, proto: u8) -> &'static str {
+    if proto == PROTO_UDP {
+        return "UDP";
+    }
+    match s {
+        CT_SYN_RECV => "SYN_RECV",
+        CT_ESTABLISHED => "ESTABLISHED",
+        CT_FIN_WAIT => "FIN_WAIT",
+        CT_CLOSE => "CLOSE",
+        CT_UDP => "UDP",
+        _ => "NONE",
+    }
+}
+
+fn header(out: &mut String, size: u32) {
+    let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={size})");
+}
+
+/// ipvsadm's number format: exact below 100 million, then K/M/G/T.
+fn largenum(out: &mut String, i: u64, exact: bool) {
+    let _ = if exact {
+        let len = i.to_string().len();
+        write!(out, "{:>w$}", i, w = if len <= 8 { 9 } else { len + 1 })
+    } else if i < 100_000_000 {
+        write!(out, "{i:>9}")
+    } else if i < 1_000_000_000 {
+        write!(out, "{:>8}K", i / 1_000)
+    } else if i < 100_000_000_000 {
+        write!(out, "{:>8}M", i / 1_000_000)
+    } else if i < 100_000_000_000_000 {
+        write!(out, "{:>8}G", i / 1_000_000_000)
+    } else {
+        write!(out, "{:>8}T", i / 1_000_000_000_000)
+    };
+}
+
+fn svc_name(s: &SvcRow) -> String {
+    format!("{}  {}", proto_name(s.proto), fmt_sock(s.addr, s.port))
+}
+
+/// `ipvsadm -Ln`.
+pub fn render_table(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    header(&mut out, snap.conn_table_size);
+    out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
+    out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+    for s in &snap.services {
+        let _ = write!(out, "{} {}", svc_name(s), sched_name(s.sched));
+        if let Some(t) = s.persistent {
+            let _ = write!(out, " persistent {t}");
+        }
+        out.push('\n');
+        for r in &s.reals {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
+                fmt_sock(r.addr, r.port),
+                fwd_name(r.fwd),
+                r.weight,
+                r.active,
+                r.inactive
+            );
+        }
+    }
+    out
+}
+
+/// `ipvsadm -Ln --stats` (DR forwards only the inbound direction: Out* are 0).
+pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
+    let mut out = String::new();
+    header(&mut out, snap.conn_table_size);
+    out.push_str("Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n");
+    out.push_str("  -> RemoteAddress:Port\n");
+    let row = |out: &mut String, name: String, st: &Stats| {
+        let _ = write!(out, "{name:<33}");
+        for v in [st.conns, st.packets, 0, st.bytes, 0] {
+            largenum(out, v, exact);
+        }
+        out.push('\n');
+    };
+    for s in &snap.services {
+        row(&mut out, svc_name(s), &s.stats);
+        for r in &s.reals {
+            row(&mut out, format!("  -> {}", fmt_sock(r.addr, r.port)), &r.stats);
+        }
+    }
+    out
+}
+
+/// Rates between two snapshots taken `dt` apart (`ipvsadm -Ln --rate`).
+pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: bool) -> String {
+    let mut out = String::new();
+    header(&mut out, after.conn_table_size);
+    out.push_str("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n");
+    out.push_str("  -> RemoteAddress:Port\n");
+    let secs = dt.as_secs_f64().max(1e-3);
+    let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / secs).round() as u64;
+    let row = |out: &mut String, name: String, a: Stats, b: &Stats| {
+        let _ = write!(out, "{name:<33}");
+        for v in [rate(a.conns, b.conns), rate(a.packets, b.packets), 0, rate(a.bytes, b.bytes), 0] {
+            largenum(out, v, exact);
+        }
+        out.push('\n');
+    };
+    for s in &after.services {
+        let prev = before.services.iter().find(|p| p.id == s.id);
+        row(&mut out, svc_name(s), prev.map(|p| p.stats).unwrap_or_default(), &s.stats);
+        for r in &s.reals {
+            let pr = prev.and_then(|p| p.reals.iter().find(|x| x.id == r.id)).map(|x| x.stats);
+            row(&mut out, format!("  -> {}", fmt_sock(r.addr, r.port)), pr.unwrap_or_default(), &r.stats);
+        }
+    }
+    out
+}
+
+/// `ipvsadm -Lnc`.
+pub fn render_conns(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    out.push_str("IPVS connection entries\n");
+    let _ = writeln!(out, "pro expire {:<11} {:<18} {:<18} destination", "state", "source", "virtual");
+    let mut conns = snap.conns.clone();
+    conns.sort_by(|a, b| (a.vip, a.src).cmp(&(b.vip, b.src)));
+    for c in &conns {
+        let _ = writeln!(
+            out,
+            "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}",
+            proto_name(c.proto),
+            c.expire_s / 60,
+            c.expire_s % 60,
+            state_name(c.state, c.proto),
+            fmt_sock(c.src.0, c.src.1),
+            fmt_sock(c.vip.0, c.vip.1),
+            fmt_sock(c.dst.0, c.dst.1),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            conn_table_size: 4096,
+            services: vec![SvcRow {
+                id: 0,
+                proto: PROTO_TCP,
+                addr: "172.20.1.100".parse().unwrap(),
+                port: 80,
+                sched: lb_common::SCHED_RR,
+                persistent: None,
+                stats: Stats { conns: 3, packets: 120, bytes: 9000 },
+                reals: vec![RealRow {
+                    id: 0,
+                    addr: "172.20.1.10".parse().unwrap(),
+                    port: 80,
+                    fwd: FWD_DR,
+                    weight: 1,
+                    active: 0,
+                    inactive: 0,
+                    stats: Stats { conns: 3, packets: 120, bytes: 9000 },
+                }],
+            }],
+            conns: vec![],
+        }
+    }
+
+    #[test]
+    fn table_matches_ipvsadm_layout() {
+        // The layout operators know from `ipvsadm -Ln` (column widths included).
+        let want = "IP Virtual Server version 1.2.1 (size=4096)\n\
+Prot LocalAddress:Port Scheduler Flags\n\
+\x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+TCP  172.20.1.100:80 rr\n\
+\x20 -> 172.20.1.10:80               Route   1      0          0         \n";
+        assert_eq!(render_table(&snap()), want);
+    }
+
+    #[test]
+    fn persistent_flag_printed() {
+        let mut s = snap();
+        s.services[0].persistent = Some(60);
+        s.services[0].sched = lb_common::SCHED_WRR;
+        assert!(render_table(&s).contains("TCP  172.20.1.100:80 wrr persistent 60\n"));
+    }
+
+    #[test]
+    fn stats_layout() {
+        let out = render_stats(&snap(), false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
+        assert_eq!(lines[3], "TCP  172.20.1.100:80                        3      120        0     9000        0");
+        assert_eq!(lines[4], "  -> 172.20.1.10:80                         3      120        0     9000        0");
+    }
+
+    #[test]
+    fn largenum_units() {
+        let mut s = String::new();
+        largenum(&mut s, 123_456_789, false);
+        assert_eq!(s, "  123456K");
+        s.clear();
+        largenum(&mut s, 5_000_000_000, false);
+        assert_eq!(s, "    5000M");
+    }
+
+    #[test]
+    fn conns_layout() {
+        let mut s = snap();
+        s.conns.push(ConnRow {
+            proto: PROTO_TCP,
+            expire_s: 897,
+            state: CT_ESTABLISHED,
+            src: ("10.0.0.2".parse().unwrap(), 53356),
+            vip: ("172.20.1.100".parse().unwrap(), 80),
+            dst: ("172.20.1.10".parse().unwrap(), 80),
+        });
+        let out = render_conns(&s);
+        assert_eq!(
+            out.lines().nth(2).unwrap(),
+            "TCP 14:57  ESTABLISHED 10.0.0.2:53356     172.20.1.100:80    172.20.1.10:80"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! `lb`: XDP layer-4 load balancer agent and CLI.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use aya::programs::XdpMode;
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_common::{Timeouts, DEFAULT_BPFFS_DIR, DEFAULT_CONNTRACK_SIZE};
+use lb_user::{agent, config, dataplane::Dataplane, list};
+
+const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
+/// sysexits.h EX_USAGE: bad configuration.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "lb", version, about = "XDP layer-4 load balancer (LVS/ipvs + keepalived replacement)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum Mode {
+    /// Native (driver) XDP.
+    Native,
+    /// Generic (skb) XDP, for drivers without native support.
+    Skb,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load and attach XDP, apply the configuration and run in the foreground.
+    Run {
+        /// Interface to attach to (repeat for several).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// keepalived.conf-syntax configuration file.
+        #[arg(long, short = 'f', default_value = "/etc/keepalived/keepalived.conf")]
+        config: PathBuf,
+        /// bpffs directory where the maps are pinned.
+        #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+        /// Control socket (root only).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long, value_enum, default_value = "native")]
+        xdp_mode: Mode,
+        /// Connection-table capacity (flows).
+        #[arg(long, default_value_t = DEFAULT_CONNTRACK_SIZE)]
+        conntrack_size: u32,
+        /// Idle timeout of established TCP connections, seconds.
+        #[arg(long, default_value_t = 900)]
+        tcp_timeout: u32,
+        /// Idle timeout of TCP connections after FIN, seconds.
+        #[arg(long, default_value_t = 120)]
+        tcpfin_timeout: u32,
+        /// Idle timeout of UDP flows, seconds.
+        #[arg(long, default_value_t = 300)]
+        udp_timeout: u32,
+    },
+    /// Print the virtual server table (ipvsadm -Ln layout).
+    List {
+        #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+        /// Counters (ipvsadm -Ln --stats).
+        #[arg(long)]
+        stats: bool,
+        /// Rates over one second (ipvsadm -Ln --rate).
+        #[arg(long)]
+        rate: bool,
+        /// Tracked connections (ipvsadm -Lnc).
+        #[arg(short = 'c', long = "connection")]
+        conns: bool,
+        /// Exact numbers (no K/M/G).
+        #[arg(long)]
+        exact: bool,
+        /// Accepted for ipvsadm compatibility: output is always numeric.
+        #[arg(short = 'n', long = "numeric")]
+        _numeric: bool,
+    },
+    /// Validate a configuration file; prints every problem, exits 64 on errors.
+    CheckConfig { file: PathBuf },
+    /// Ask a running agent to reload its configuration (same as SIGHUP).
+    Reload {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Ask a running agent for its state (interfaces, reals' MAC resolution).
+    Status {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match cli.cmd {
+        Cmd::Run {
+            ifaces,
+            config,
+            bpffs,
+            socket,
+            xdp_mode,
+            conntrack_size,
+            tcp_timeout,
+            tcpfin_timeout,
+            udp_timeout,
+        } => {
+            let opts = agent::Options {
+                ifaces,
+                config: config.clone(),
+                bpffs,
+                socket,
+                mode: match xdp_mode {
+                    Mode::Native => XdpMode::Driver,
+                    Mode::Skb => XdpMode::Skb,
+                },
+                conntrack_size,
+                timeouts: Timeouts {
+                    tcp_s: tcp_timeout,
+                    tcp_fin_s: tcpfin_timeout,
+                    udp_s: udp_timeout,
+                    ..Timeouts::default()
+                },
+            };
+            if let Err(e) = agent::load_config(&config) {
+                eprintln!("lb: {e:#}");
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::List { bpffs, stats, rate, conns, exact, .. } => {
+            let dp = Dataplane::from_pins(&bpffs)?;
+            let out = if rate {
+                let a = list::snapshot(&dp, false)?;
+                let t = std::time::Instant::now();
+                std::thread::sleep(Duration::from_secs(1));
+                let b = list::snapshot(&dp, false)?;
+                list::render_rate(&a, &b, t.elapsed(), exact)
+            } else {
+                let snap = list::snapshot(&dp, conns)?;
+                if conns {
+                    list::render_conns(&snap)
+                } else if stats {
+                    list::render_stats(&snap, exact)
+                } else {
+                    list::render_table(&snap)
+                }
+            };
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig { file } => {
+            let loaded = config::load(&file);
+            for d in &loaded.diags {
+                println!("{d}");
+            }
+            let errors = loaded.errors().count();
+            let warnings = loaded.diags.len() - errors;
+            println!(
+                "{}: {} virtual server(s), {errors} error(s), {warnings} warning(s)",
+                file.display(),
+                loaded.config.services.len()
+            );
+            Ok(if errors > 0 { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS })
+        }
+        Cmd::Reload { socket } => {
+            let reply = rt.block_on(agent::control(&socket, "reload"))?;
+            print!("{reply}");
+            Ok(if reply.starts_with("ok") { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Status { socket } => {
+            print!("{}", rt.block_on(agent::control(&socket, "status"))?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! What the agent has written to the data plane, and how a new configuration
+//! is applied as a difference.
+//!
+//! Ids are stable: a service keeps its id and a real its id and generation as
+//! long as they stay configured, so established flows (which remember the real
+//! id and generation) are untouched by a reload. A removed real's slot is
+//! cleared, which makes its flows reschedule on their next packet (ipvs
+//! `expire_nodest_conn`). Rings are double buffered: the new ring is written to
+//! the idle generation, then the service entry is replaced whole, so the data
+//! plane switches in one map update.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::{bail, Context as _};
+use lb_common::{
+    ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FWD_DR, MAX_REALS, MAX_SERVICES,
+    REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SVC_F_PERSISTENT,
+};
+
+use crate::{
+    config::{Config, Proto, ServiceAddr, VirtualServer},
+    dataplane::Dataplane,
+    sched::build_ring,
+};
+
+/// Address in the maps' layout: network-order words, IPv4 in word 0.
+pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
+    match a {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
+
+/// Inverse of [`addr_words`].
+pub fn words_addr(w: [u32; 4], family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::from(w[0].to_ne_bytes()))
+    } else {
+        let mut o = [0u8; 16];
+        for i in 0..4 {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(o))
+    }
+}
+
+pub fn svc_key(s: &ServiceAddr) -> SvcKey {
+    let (addr, family) = addr_words(s.addr);
+    SvcKey {
+        addr,
+        port_be: s.port.to_be(),
+        proto: s.proto.number(),
+        family,
+    }
+}
+
+/// Where and how a real is reached, from the neighbour table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2 {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+#[derive(Clone, Debug)]
+struct RealSlot {
+    id: u32,
+    entry: Real,
+}
+
+#[derive(Clone, Debug)]
+struct SvcSlot {
+    entry: Service,
+    reals: BTreeMap<(IpAddr, u16), RealSlot>,
+    /// Real ids in ring order as last written.
+    ring: Vec<u32>,
+}
+
+/// The agent's view of the service and real tables.
+#[derive(Default)]
+pub struct Tables {
+    services: BTreeMap<ServiceAddr, SvcSlot>,
+}
+
+impl Tables {
+    /// Rebuilds the view from maps an earlier agent left pinned, so that ids
+    /// (and therefore established flows) survive a restart.
+    pub fn recover(dp: &Dataplane) -> anyhow::Result<Self> {
+        let mut by_svc: BTreeMap<u32, Vec<(u32, Real)>> = BTreeMap::new();
+        for (id, r) in dp.reals.iter().enumerate() {
+            let r = r?;
+            if r.flags & REAL_F_INUSE != 0 {
+                by_svc.entry(r.svc_id).or_default().push((id as u32, r));
+            }
+        }
+        let mut services = BTreeMap::new();
+        for item in dp.services.iter() {
+            let (k, s) = item?;
+            let proto = match k.proto {
+                lb_common::PROTO_TCP => Proto::Tcp,
+                lb_common::PROTO_UDP => Proto::Udp,
+                _ => continue,
+            };
+            let addr = ServiceAddr {
+                addr: words_addr(k.addr, k.family),
+                port: u16::from_be(k.port_be),
+                proto,
+            };
+            let mut reals = BTreeMap::new();
+            for (id, r) in by_svc.remove(&s.svc_id).unwrap_or_default() {
+                let a = words_addr(r.addr, r.family);
+                reals.insert((a, u16::from_be(r.port_be)), RealSlot { id, entry: r });
+            }
+            let mut ring = Vec::new();
+            for pos in 0..s.ring_len.min(RING_SIZE) {
+                ring.push(dp.rings.get(&ring_index(s.svc_id, s.ring_gen, pos), 0)?);
+            }
+            services.insert(addr, SvcSlot { entry: s, reals, ring });
+        }
+        Ok(Self { services })
+    }
+
+    /// Services currently applied, with their ids.
+    pub fn service_ids(&self) -> impl Iterator<Item = (&ServiceAddr, u32)> {
+        self.services.iter().map(|(k, s)| (k, s.entry.svc_id))
+    }
+
+    /// Id of a real of a service.
+    pub fn real_id(&self, svc: &ServiceAddr, addr: IpAddr, port: u16) -> Option<u32> {
+        self.services.get(svc)?.reals.get(&(addr, port)).map(|r| r.id)
+    }
+
+    /// Applies `cfg`, with `l2` telling where each real address is reachable
+    /// (reals without an entry are configured but get no traffic yet).
+    /// Only differences are written.
+    pub fn sync(
+        &mut self,
+        dp: &mut Dataplane,
+        cfg: &Config,
+        l2: &dyn Fn(IpAddr) -> Option<L2>,
+    ) -> anyhow::Result<()> {
+        let wanted: BTreeSet<ServiceAddr> = cfg.services.iter().map(|v| v.key).collect();
+        if wanted.len() > MAX_SERVICES as usize {
+            bail!("{} virtual services configured; the data plane holds {MAX_SERVICES}", wanted.len());
+        }
+        // Removed services: delete the entry first (no new flows), then free the reals.
+        let gone: Vec<ServiceAddr> = self.services.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for k in gone {
+            let slot = self.services.remove(&k).expect("key listed above");
+            let _ = dp.services.remove(&svc_key(&k));
+            for r in slot.reals.values() {
+                clear_real(dp, r)?;
+            }
+        }
+        for vs in &cfg.services {
+            self.sync_service(dp, vs, l2).with_context(|| format!("applying virtual_server {}", vs.key))?;
+        }
+        Ok(())
+    }
+
+    fn used_svc_ids(&self) -> BTreeSet<u32> {
+        self.services.values().map(|s| s.entry.svc_id).collect()
+    }
+
+    fn used_real_ids(&self) -> BTreeSet<u32> {
+        self.services.values().flat_map(|s| s.reals.values().map(|r| r.id)).collect()
+    }
+
+    fn sync_service(
+        &mut self,
+        dp: &mut Dataplane,
+        vs: &VirtualServer,
+        l2: &dyn Fn(IpAddr) -> Option<L2>,
+    ) -> anyhow::Result<()> {
+        let mut fresh = false;
+        if !self.services.contains_key(&vs.key) {
+            let used = self.used_svc_ids();
+            let id = (0..MAX_SERVICES).find(|i| !used.contains(i)).context("no free service slot")?;
+            dp.reset_svc_slot(id)?;
+            let entry = Service {
+                svc_id: id,
+                ring_gen: 1, // the first ring goes to generation 0
+                ..Default::default()
+            };
+            self.services.insert(vs.key, SvcSlot { entry, reals: BTreeMap::new(), ring: Vec::new() });
+            fresh = true;
+        }
+        let mut used_reals = self.used_real_ids();
+        let slot = self.services.get_mut(&vs.key).expect("inserted above");
+        let svc_id = slot.entry.svc_id;
+
+        // Reals: add or update the wanted ones, remember the removed ones.
+        let wanted: BTreeSet<(IpAddr, u16)> = vs.reals.iter().map(|r| (r.addr, r.port)).collect();
+        let removed: Vec<RealSlot> = slot
+            .reals
+            .iter()
+            .filter(|(k, _)| !wanted.contains(k))
+            .map(|(_, r)| r.clone())
+            .collect();
+        slot.reals.retain(|k, _| wanted.contains(k));
+        for rs in &vs.reals {
+            let (addr, family) = addr_words(rs.addr);
+            let where_ = l2(rs.addr);
+            let key = (rs.addr, rs.port);
+            let id = match slot.reals.get(&key) {
+                Some(r) => r.id,
+                None => {
+                    let id = (0..MAX_REALS).find(|i| !used_reals.contains(i)).context("no free real slot")?;
+                    used_reals.insert(id);
+                    let old = dp.reals.get(&id, 0)?;
+                    dp.reset_real_slot(id)?;
+                    let entry = Real { gen: old.gen.wrapping_add(1), ..Default::default() };
+                    slot.reals.insert(key, RealSlot { id, entry });
+                    id
+                }
+            };
+            let cur = slot.reals.get_mut(&key).expect("present");
+            let mut entry = Real {
+                addr,
+                // DR keeps the virtual port on the wire.
+                port_be: vs.key.port.to_be(),
+                family,
+                _pad0: 0,
+                flags: REAL_F_INUSE,
+                gen: cur.entry.gen,
+                svc_id,
+                weight: rs.weight,
+                fwd: FWD_DR,
+                ifindex: 0,
+                mac: [0; 6],
+                _pad1: [0; 2],
+            };
+            if let Some(w) = where_ {
+                entry.flags |= REAL_F_AVAILABLE;
+                entry.ifindex = w.ifindex;
+                entry.mac = w.mac;
+            }
+            if fresh || entry != cur.entry {
+                dp.reals.set(id, entry, 0)?;
+                cur.entry = entry;
+            }
+        }
+
+        // Ring over available reals, in configuration order.
+        let members: Vec<(u32, u32)> = vs
+            .reals
+            .iter()
+            .filter_map(|r| {
+                let s = slot.reals.get(&(r.addr, r.port))?;
+                (s.entry.flags & REAL_F_AVAILABLE != 0).then_some((s.id, s.entry.weight))
+            })
+            .collect();
+        let ring = build_ring(vs.sched, &members, RING_SIZE as usize);
+        let mut entry = slot.entry;
+        entry.sched = vs.sched.id();
+        entry.flags = if vs.persistence_timeout.is_some() { SVC_F_PERSISTENT } else { 0 };
+        entry.persist_timeout_s = vs.persistence_timeout.unwrap_or(0);
+        if ring != slot.ring || fresh {
+            let gen = entry.ring_gen ^ 1;
+            for (pos, id) in ring.iter().enumerate() {
+                dp.rings.set(ring_index(svc_id, gen, pos as u32), *id, 0)?;
+            }
+            entry.ring_gen = gen;
+            entry.ring_len = ring.len() as u32;
+        }
+        if entry != slot.entry || fresh {
+            dp.services.insert(svc_key(&vs.key), entry, 0)?;
+            slot.entry = entry;
+        }
+        slot.ring = ring;
+        // Only now that no ring refers to them: free the removed reals.
+        for r in &removed {
+            clear_real(dp, r)?;
+        }
+        Ok(())
+    }
+}
+
+fn clear_real(dp: &mut Dataplane, r: &RealSlot) -> anyhow::Result<()> {
+    // Keep the generation so the next owner of the slot gets a new one.
+    let cleared = Real { gen: r.entry.gen, ..Default::default() };
+    dp.reals.set(r.id, cleared, 0)?;
+    Ok(())
+}
