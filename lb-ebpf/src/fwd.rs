@@ -25,7 +25,7 @@ pub fn direct_route(ctx: &XdpContext, real_id: u32) -> u32 {
         return XDP_DROP;
     };
     let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
+    if start + ETH_HLEN > crate::parse::data_end(ctx) {
         return XDP_DROP;
     }
     let eth = start as *mut [u8; 12];

@@ -52,6 +52,9 @@ fn add_stats(stats: Option<*mut Stats>, new_conn: bool, len: u32) {
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let verdict = process(&ctx);
+    // Debug builds only (LB_EBPF_LOG=1 at build time): one line per packet.
+    #[cfg(feature = "log")]
+    aya_log_ebpf::debug!(&ctx, "verdict {}", verdict);
     match verdict {
         XDP_PASS => count(|g| &mut g.pass),
         XDP_TX => count(|g| &mut g.tx),
@@ -123,6 +126,26 @@ fn process(ctx: &XdpContext) -> u32 {
     add_stats(LB_SVC_STATS.get_ptr_mut(svc.svc_id), new_conn, pkt.len);
     add_stats(LB_REAL_STATS.get_ptr_mut(pick.real_id), new_conn, pkt.len);
     verdict
+}
+
+/// Reference for benchmarks: swaps the Ethernet addresses and returns XDP_TX,
+/// the least work a program that sends a frame back out can do.
+#[xdp]
+pub fn xdp_tx_ref(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + parse::ETH_HLEN > ctx.data_end() {
+        return XDP_PASS;
+    }
+    let eth = start as *mut [u8; 12];
+    // SAFETY: the 12 address bytes are inside the packet (checked above).
+    unsafe {
+        let m = eth.read_unaligned();
+        let mut sw = [0u8; 12];
+        sw[..6].copy_from_slice(&m[6..]);
+        sw[6..].copy_from_slice(&m[..6]);
+        eth.write_unaligned(sw);
+    }
+    XDP_TX
 }
 
 #[cfg(not(test))]

@@ -167,6 +167,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         conntrack_size: opts.conntrack_size,
         ..Default::default()
     })?;
+    spawn_ebpf_logger(&mut ebpf);
     let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
     dp.set_timeouts(opts.timeouts)?;
     let mut ifindexes = Vec::new();
@@ -236,6 +237,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&opts.socket);
     drop(ebpf);
     Ok(())
+}
+
+/// Forwards the XDP program's aya-log records to tracing, when the program
+/// was built with logging (LB_EBPF_LOG=1); the release program has none.
+fn spawn_ebpf_logger(ebpf: &mut aya::Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => {
+            // SAFETY: the logger owns its ring-buffer fd and keeps it open
+            // for as long as the AsyncFd owns the logger.
+            let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+            let Ok(mut fd) = registered else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    let Ok(mut guard) = fd.readable_mut().await else { return };
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            });
+        }
+        Err(e) => tracing::debug!("XDP program built without logging ({e})"),
+    }
 }
 
 /// Sends one command to a running agent and returns its reply.

@@ -7,3 +7,4 @@ pub mod list;
 pub mod neigh;
 pub mod sched;
 pub mod state;
+pub mod testing;

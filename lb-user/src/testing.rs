@@ -1,0 +1,262 @@
+//! Test harness for the data plane through BPF_PROG_TEST_RUN, shared by the
+//! fixture tests and `cargo xtask bench` (the same packets are timed).
+//!
+//! A harness lives in a private network namespace of the calling thread
+//! (unshare(CLONE_NEWNET)) with two veth pairs, so redirect targets exist and
+//! nothing touches the host's interfaces. The maps are filled through the
+//! agent's own code ([`Tables::sync`]).
+
+use std::{collections::BTreeMap, net::IpAddr, process::Command};
+
+use anyhow::{anyhow, bail, Context as _};
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use etherparse::PacketBuilder;
+
+use crate::{
+    config,
+    dataplane::{self, Dataplane, LoadOptions, PROGRAM},
+    state::{Tables, L2},
+};
+
+/// Name of the XDP_TX reference program in the object.
+pub const REFERENCE_PROGRAM: &str = "xdp_tx_ref";
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+pub fn verdict_name(v: u32) -> &'static str {
+    match v {
+        XDP_ABORTED => "XDP_ABORTED",
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "unknown",
+    }
+}
+
+/// Moves the calling thread into a new, empty network namespace.
+pub fn enter_private_netns() -> anyhow::Result<()> {
+    // SAFETY: affects only the calling thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNET) (needs root)");
+    }
+    Ok(())
+}
+
+fn sh(args: &[&str]) -> anyhow::Result<()> {
+    let st = Command::new(args[0]).args(&args[1..]).status().with_context(|| format!("running {}", args.join(" ")))?;
+    if !st.success() {
+        bail!("{} failed: {st}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(anyhow!("no interface {name}")),
+        i => Ok(i),
+    }
+}
+
+/// An interface of the harness.
+#[derive(Clone, Copy, Debug)]
+pub struct TestIface {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// The data plane loaded in a private namespace, ready for test runs.
+pub struct Harness {
+    ebpf: Ebpf,
+    pub dp: Dataplane,
+    pub tables: Tables,
+    /// Interface packets arrive on (XDP_TX target).
+    pub a: TestIface,
+    /// Second attached interface (redirect target).
+    pub b: TestIface,
+    pub l2: BTreeMap<IpAddr, L2>,
+}
+
+pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa1];
+pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb1];
+
+impl Harness {
+    /// Enters a private netns, creates two veth pairs and loads the program
+    /// with small tables (`conntrack_size` flows).
+    pub fn new(conntrack_size: u32) -> anyhow::Result<Self> {
+        enter_private_netns()?;
+        sh(&["ip", "link", "add", "lbta", "address", "02:00:00:00:00:a1", "type", "veth", "peer", "name", "lbta-p"])?;
+        sh(&["ip", "link", "add", "lbtb", "address", "02:00:00:00:00:b1", "type", "veth", "peer", "name", "lbtb-p"])?;
+        for i in ["lbta", "lbta-p", "lbtb", "lbtb-p"] {
+            sh(&["ip", "link", "set", i, "up"])?;
+        }
+        let mut ebpf = dataplane::load(&LoadOptions {
+            pin_dir: None,
+            conntrack_size,
+            persist_size: conntrack_size,
+        })?;
+        let reference: &mut Xdp = ebpf
+            .program_mut(REFERENCE_PROGRAM)
+            .ok_or_else(|| anyhow!("{REFERENCE_PROGRAM} missing"))?
+            .try_into()?;
+        reference.load()?;
+        let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
+        let a = TestIface { ifindex: ifindex("lbta")?, mac: MAC_A };
+        let b = TestIface { ifindex: ifindex("lbtb")?, mac: MAC_B };
+        dp.add_iface(a.ifindex, a.mac)?;
+        dp.add_iface(b.ifindex, b.mac)?;
+        Ok(Self { ebpf, dp, tables: Tables::default(), a, b, l2: BTreeMap::new() })
+    }
+
+    /// Declares `ip` reachable with `mac` through interface `a` (or `b`).
+    pub fn neighbour(&mut self, ip: &str, mac: [u8; 6], via_b: bool) {
+        let ifindex = if via_b { self.b.ifindex } else { self.a.ifindex };
+        self.l2.insert(ip.parse().expect("test address"), L2 { ifindex, mac });
+    }
+
+    /// Forgets a neighbour (its real becomes unavailable).
+    pub fn forget(&mut self, ip: &str) {
+        self.l2.remove(&ip.parse::<IpAddr>().expect("test address"));
+    }
+
+    /// Applies a keepalived.conf text through the agent's code.
+    pub fn apply(&mut self, conf: &str) -> anyhow::Result<()> {
+        let loaded = config::load_str(conf, std::path::Path::new("fixture.conf"));
+        if loaded.has_errors() {
+            let errs: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+            bail!("fixture configuration has errors: {}", errs.join("; "));
+        }
+        let l2 = self.l2.clone();
+        self.tables.sync(&mut self.dp, &loaded.config, &|ip| l2.get(&ip).copied())
+    }
+
+    fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {
+        Ok(self.ebpf.program(name).ok_or_else(|| anyhow!("{name} missing"))?.try_into()?)
+    }
+
+    /// Runs the balancer once on `pkt` arriving on interface `a`: (verdict, output bytes).
+    pub fn run(&self, pkt: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        self.run_prog(PROGRAM, pkt, 1).map(|(v, out, _)| (v, out))
+    }
+
+    /// Runs `prog` `repeat` times on `pkt`; returns the verdict, the output
+    /// and the kernel's average nanoseconds per run.
+    pub fn run_prog(&self, prog: &str, pkt: &[u8], repeat: u32) -> anyhow::Result<(u32, Vec<u8>, f64)> {
+        let mut out = vec![0u8; pkt.len() + 256];
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let md: [u32; 6] = [0, pkt.len() as u32, 0, self.a.ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let r = self.prog(prog)?.test_run(TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..Default::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out, r.duration.as_nanos() as f64))
+    }
+}
+
+/// Ethernet addresses used by the fixtures.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 0x01];
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0xd0, 0, 0, 0, 0x01];
+
+/// TCP flags for [`tcp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flags {
+    Syn,
+    Ack,
+    Fin,
+    Rst,
+}
+
+/// Where a test packet's Ethernet header points.
+#[derive(Clone, Copy, Debug)]
+pub struct Eth {
+    pub src: [u8; 6],
+    pub dst: [u8; 6],
+    pub vlan: Option<u16>,
+}
+
+impl Eth {
+    /// From a client to the director's interface `a`.
+    pub fn inbound() -> Self {
+        Self { src: CLIENT_MAC, dst: MAC_A, vlan: None }
+    }
+}
+
+fn builder(eth: Eth, src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+    let b = PacketBuilder::ethernet2(eth.src, eth.dst);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => match eth.vlan {
+            Some(v) => b
+                .single_vlan(etherparse::VlanId::try_new(v).expect("vlan id"))
+                .ipv4(s.octets(), d.octets(), 64),
+            None => b.ipv4(s.octets(), d.octets(), 64),
+        },
+        (IpAddr::V6(s), IpAddr::V6(d)) => match eth.vlan {
+            Some(v) => b
+                .single_vlan(etherparse::VlanId::try_new(v).expect("vlan id"))
+                .ipv6(s.octets(), d.octets(), 64),
+            None => b.ipv6(s.octets(), d.octets(), 64),
+        },
+        _ => panic!("mixed address families in a test packet"),
+    }
+}
+
+/// A TCP segment `src:sport → dst:dport` with `payload`.
+pub fn tcp(eth: Eth, src: &str, sport: u16, dst: &str, dport: u16, flags: Flags, payload: &[u8]) -> Vec<u8> {
+    let b = builder(eth, src.parse().expect("src"), dst.parse().expect("dst")).tcp(sport, dport, 1000, 64240);
+    let b = match flags {
+        Flags::Syn => b.syn(),
+        Flags::Ack => b.ack(1),
+        Flags::Fin => b.fin().ack(1),
+        Flags::Rst => b.rst(),
+    };
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("write packet");
+    out
+}
+
+/// A UDP datagram `src:sport → dst:dport` with `payload`.
+pub fn udp(eth: Eth, src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = builder(eth, src.parse().expect("src"), dst.parse().expect("dst")).udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("write packet");
+    out
+}
+
+/// `pkt` as direct routing must emit it: only the two MAC addresses change.
+pub fn dr_rewrite(pkt: &[u8], real_mac: [u8; 6], egress_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = pkt.to_vec();
+    out[..6].copy_from_slice(&real_mac);
+    out[6..12].copy_from_slice(&egress_mac);
+    out
+}
+
+/// A hex dump of two packets side by side, marking differing bytes.
+pub fn hex_diff(got: &[u8], want: &[u8]) -> String {
+    let mut s = String::new();
+    let n = got.len().max(want.len());
+    for row in (0..n).step_by(16) {
+        let line = |p: &[u8]| {
+            (row..row + 16)
+                .map(|i| p.get(i).map(|b| format!("{b:02x}")).unwrap_or_else(|| "  ".into()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mark = if (row..row + 16).any(|i| got.get(i) != want.get(i)) { " <<" } else { "" };
+        s.push_str(&format!("{row:04x}  got {}  want {}{mark}\n", line(got), line(want)));
+    }
+    s
+}
