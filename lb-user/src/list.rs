@@ -370,8 +370,8 @@ TCP  172.20.1.100:80 rr\n\
         let out = render_stats(&snap(), false);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[1], "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
-        assert_eq!(lines[3], "TCP  172.20.1.100:80                        3      120        0     9000        0");
-        assert_eq!(lines[4], "  -> 172.20.1.10:80                         3      120        0     9000        0");
+        assert_eq!(lines[3], "TCP  172.20.1.100:80                     3      120        0     9000        0");
+        assert_eq!(lines[4], "  -> 172.20.1.10:80                      3      120        0     9000        0");
     }
 
     #[test]

@@ -1,0 +1,270 @@
+//! keepalived.conf parsing: grammar, diagnostics with locations, the
+//! semantics of virtual_server / real_server, and every seed document's
+//! configuration blocks.
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use lb_user::config::{load, load_str, Sched, Severity};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lb-config-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn grammar_comments_quotes_braces() {
+    let text = r#"
+! Configuration File for keepalived
+global_defs {
+   router_id "LVS DEVEL"   # trailing comment
+}
+virtual_server 10.1.1.1 80 {   ! comment after brace
+    lb_algo rr#glued comment
+    protocol TCP
+    real_server 10.1.1.2 80{
+        weight 2
+        TCP_CHECK{
+            connect_port 80
+        }
+    }
+    real_server 10.1.1.3 80
+    {
+        weight 3
+    }
+}
+"#;
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let gd = &l.config.nodes[0];
+    assert_eq!(gd.keyword, "global_defs");
+    assert_eq!(gd.child("router_id").unwrap().args, ["LVS DEVEL"]);
+    let vs = &l.config.services[0];
+    assert_eq!(vs.sched, Sched::Rr);
+    assert_eq!(vs.reals.len(), 2);
+    assert_eq!((vs.reals[0].addr, vs.reals[0].weight), (ip("10.1.1.2"), 2));
+    assert_eq!((vs.reals[1].addr, vs.reals[1].weight), (ip("10.1.1.3"), 3));
+}
+
+#[test]
+fn include_with_glob_relative_to_file() {
+    let d = tmpdir("include");
+    std::fs::create_dir_all(d.join("conf.d")).unwrap();
+    std::fs::write(d.join("main.conf"), "include conf.d/*.conf\n").unwrap();
+    std::fs::write(
+        d.join("conf.d/a.conf"),
+        "virtual_server 10.2.0.1 80 {\n lb_algo rr\n real_server 10.2.0.2 80 { weight 1 }\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("conf.d/b.conf"),
+        "virtual_server 10.2.0.1 443 {\n lb_algo wrr\n real_server 10.2.0.2 443 { weight 1 }\n}\n",
+    )
+    .unwrap();
+    let l = load(&d.join("main.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let ports: Vec<u16> = l.config.services.iter().map(|s| s.key.port).collect();
+    assert_eq!(ports, [80, 443]);
+    assert!(l.config.services[1].loc.file.ends_with("conf.d/b.conf"));
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn syntax_errors_have_file_line_column() {
+    let l = load_str("virtual_server 10.0.0.1 80 {\n  lb_algo rr\n", Path::new("/etc/k.conf"));
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(e, ["/etc/k.conf:1:28: error: unclosed '{' (missing '}')"]);
+    let l = load_str("global_defs {\n}\n}\n", Path::new("k.conf"));
+    assert_eq!(l.errors().next().unwrap().to_string(), "k.conf:3:1: error: unexpected '}'");
+    let l = load_str("global_defs {\n router_id \"abc\n}\n", Path::new("k.conf"));
+    assert_eq!(l.errors().next().unwrap().to_string(), "k.conf:2:12: error: unterminated quoted string");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "virtual_server 10.0.0.300 80 {\n lb_algo lc\n lb_kind NAT\n real_server 10.0.0.2 80 { weight x }\n}\n\
+                virtual_server 10.0.0.1 99999 {\n protocol SCTP\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(
+        e,
+        [
+            "k.conf:1:1: error: virtual_server: invalid IP address '10.0.0.300'",
+            "k.conf:2:2: error: lb_algo: scheduler 'lc' not implemented yet (implemented: rr, wrr)",
+            "k.conf:3:2: error: lb_kind: forwarding method 'NAT' not implemented yet (implemented: DR)",
+            "k.conf:4:28: error: weight: invalid weight 'x'",
+            "k.conf:6:1: error: virtual_server: invalid port '99999'",
+            "k.conf:7:2: error: protocol: protocol 'SCTP' not supported (TCP or UDP)",
+        ]
+    );
+    assert!(l.config.services.is_empty());
+}
+
+#[test]
+fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
+    let text = "frobnicate 1\nvrrp_instance VI_1 {\n state MASTER\n}\n\
+                virtual_server 10.0.0.1 80 {\n sorry_server 10.0.0.9 80\n bogus_kw 1\n \
+                real_server 10.0.0.2 80 {\n  weight 1\n  HTTP_GET {\n   url { path / }\n  }\n }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors());
+    let w: Vec<String> = l.diags.iter().filter(|d| d.severity == Severity::Warning).map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "k.conf:1:1: warning: frobnicate: unknown keyword; ignored",
+            "k.conf:2:1: warning: vrrp_instance: this block not implemented yet; parsed and ignored",
+            "k.conf:6:2: warning: sorry_server: keyword not implemented yet; parsed and ignored",
+            "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
+            "k.conf:10:3: warning: HTTP_GET: keyword not implemented yet; parsed and ignored",
+        ]
+    );
+    // The other blocks are kept for later features.
+    let vi = l.config.nodes.iter().find(|n| n.keyword == "vrrp_instance").unwrap();
+    assert_eq!(vi.child("state").unwrap().args, ["MASTER"]);
+}
+
+#[test]
+fn semantics_defaults_and_persistence() {
+    let text = "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n }\n}\n\
+                virtual_server 10.0.0.1 53 {\n protocol UDP\n lb_algo rr\n persistence_timeout 120\n delay_loop 6\n \
+                real_server 10.0.0.2 53 { weight 0 }\n}\n\
+                virtual_server 2001:db8::1 80 {\n persistence_timeout 0\n real_server 2001:db8::2 80 { weight 7 }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let s = &l.config.services;
+    assert_eq!((s[0].sched, s[0].persistence_timeout, s[0].delay_loop), (Sched::Wrr, None, 60));
+    assert_eq!(s[0].reals[0].weight, 1, "keepalived's default weight");
+    assert_eq!((s[1].key.proto.name(), s[1].persistence_timeout, s[1].delay_loop), ("UDP", Some(120), 6));
+    assert_eq!(s[1].reals[0].weight, 0);
+    assert_eq!((s[2].key.addr, s[2].persistence_timeout), (ip("2001:db8::1"), None));
+}
+
+#[test]
+fn duplicate_virtual_server_blocks_merge_their_reals() {
+    let text = "virtual_server 10.0.0.1 80 {\n lb_algo rr\n real_server 10.0.0.2 80 { weight 1 }\n}\n\
+                virtual_server 10.0.0.1 80 {\n lb_algo rr\n real_server 10.0.0.3 80 { weight 1 }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors());
+    assert_eq!(l.config.services.len(), 1);
+    assert_eq!(l.config.services[0].reals.len(), 2);
+    assert!(l.diags.iter().any(|d| d.to_string().starts_with("k.conf:5:1: warning: virtual_server:")));
+}
+
+/// Lines of a seed document that form keepalived configuration blocks: a
+/// top-level keyword opening a block, to its matching brace.
+fn config_blocks(doc: &str) -> String {
+    const TOP: &[&str] = &["global_defs", "vrrp_instance", "vrrp_script", "vrrp_sync_group", "virtual_server"];
+    let mut out = String::new();
+    let mut depth = 0i32;
+    for line in doc.lines() {
+        let code = line.split(['#', '!']).next().unwrap_or("");
+        let first = code.split_whitespace().next().unwrap_or("");
+        if depth == 0 {
+            if !(TOP.contains(&first) && code.contains('{')) {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
+        depth = depth.max(0);
+    }
+    out
+}
+
+fn seeds_dir() -> PathBuf {
+    std::env::var_os("LB_SEEDS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds"))
+}
+
+fn seed(prefix: &str) -> lb_user::config::Loaded {
+    let dir = seeds_dir();
+    let path = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("seeds directory {} ({e}); set LB_SEEDS_DIR", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap_or_else(|| panic!("seed {prefix} not found"));
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let l = load_str(&config_blocks(&doc), &path);
+    let errors: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "seed {prefix} has errors: {errors:#?}");
+    l
+}
+
+#[test]
+fn seed_000_dr_wrr_persistent() {
+    let l = seed("000");
+    let s = &l.config.services;
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].key.addr, s[0].key.port), (ip("172.16.7.5"), 80));
+    assert_eq!((s[0].sched, s[0].persistence_timeout, s[0].delay_loop), (Sched::Wrr, Some(60), 6));
+    let reals: Vec<(IpAddr, u32)> = s[0].reals.iter().map(|r| (r.addr, r.weight)).collect();
+    assert_eq!(reals, [(ip("172.16.7.3"), 3), (ip("172.16.7.4"), 1)]);
+}
+
+#[test]
+fn seed_001_two_blocks_one_service() {
+    let l = seed("001");
+    let s = &l.config.services;
+    assert_eq!(s.len(), 1, "both blocks describe 172.20.1.100:80");
+    assert_eq!((s[0].sched, s[0].persistence_timeout), (Sched::Rr, None));
+    let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
+    assert_eq!(reals, [ip("172.20.1.10"), ip("172.20.1.11")]);
+    assert!(l.config.nodes.iter().any(|n| n.keyword == "vrrp_instance"));
+}
+
+#[test]
+fn seed_002_dr_and_vrrp_scripts() {
+    let l = seed("002");
+    let s = &l.config.services;
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].key.addr, s[0].sched), (ip("192.168.118.100"), Sched::Wrr));
+    let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
+    assert_eq!(reals, [ip("192.168.118.30"), ip("192.168.118.40")]);
+    assert!(l.config.nodes.iter().any(|n| n.keyword == "vrrp_script"));
+}
+
+#[test]
+fn seed_003_has_no_keepalived_configuration() {
+    // Piranha's lvs.cf is another format; nothing in the document is keepalived syntax.
+    let l = seed("003");
+    assert!(l.config.nodes.is_empty());
+}
+
+#[test]
+fn seed_004_reference_blocks() {
+    let l = seed("004");
+    let kws: Vec<&str> = l.config.nodes.iter().map(|n| n.keyword.as_str()).collect();
+    assert_eq!(kws, ["global_defs", "vrrp_script", "vrrp_instance"]);
+    let vs = l.config.nodes.iter().find(|n| n.keyword == "vrrp_script").unwrap();
+    assert_eq!(vs.child("weight").unwrap().args, ["-20"]);
+}
+
+#[test]
+fn check_config_command_exit_codes() {
+    let d = tmpdir("check");
+    let good = d.join("good.conf");
+    std::fs::write(&good, "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 { weight 1 }\n}\n").unwrap();
+    let bad = d.join("bad.conf");
+    std::fs::write(&bad, "virtual_server 10.0.0.1 80 {\n lb_algo nope\n bogus 1\n").unwrap();
+    let lb = env!("CARGO_BIN_EXE_lb");
+    let ok = Command::new(lb).arg("check-config").arg(&good).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    let out = Command::new(lb).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{}:2:2: error: lb_algo: unknown scheduler 'nope'", bad.display())), "{text}");
+    assert!(text.contains(&format!("{}:3:2: warning: bogus: unknown keyword", bad.display())), "{text}");
+    assert!(text.contains(":1:28: error: unclosed '{'"), "{text}");
+    std::fs::remove_dir_all(d).unwrap();
+}
