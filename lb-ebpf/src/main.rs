@@ -148,6 +148,13 @@ pub fn xdp_tx_ref(ctx: XdpContext) -> u32 {
     XDP_TX
 }
 
+/// Passes every frame. Labs attach it to the far end of a veth so that
+/// XDP_TX / XDP_REDIRECT frames sent into that veth are delivered.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

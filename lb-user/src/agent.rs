@@ -262,6 +262,24 @@ fn spawn_ebpf_logger(ebpf: &mut aya::Ebpf) {
     }
 }
 
+/// Attaches the object's `xdp_pass` program to `iface` until SIGTERM / SIGINT.
+pub async fn xdp_pass(iface: &str) -> anyhow::Result<()> {
+    let mut ebpf = dataplane::load(&LoadOptions { pin_dir: None, conntrack_size: 1024, persist_size: 1024 })?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut("xdp_pass")
+        .ok_or_else(|| anyhow!("xdp_pass missing from the object"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(iface, XdpMode::Driver).with_context(|| format!("attaching xdp_pass to {iface}"))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
 /// Sends one command to a running agent and returns its reply.
 pub async fn control(socket: &std::path::Path, cmd: &str) -> anyhow::Result<String> {
     let stream = tokio::net::UnixStream::connect(socket)

@@ -100,11 +100,18 @@ pub fn prepare_pin_dir(dir: &Path) -> anyhow::Result<()> {
         }
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !is_bpffs(dir) {
+        bail!(
+            "{} is not on a bpffs mount: maps cannot be pinned there (mount one with `mount -t bpf bpf DIR`)",
+            dir.display()
+        );
+    }
+    // Pinned maps are root-only: the directory is closed to everyone else.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     Ok(())
 }
 
-fn is_bpffs(path: &Path) -> bool {
+pub fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;

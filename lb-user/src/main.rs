@@ -78,6 +78,13 @@ enum Cmd {
     },
     /// Validate a configuration file; prints every problem, exits 64 on errors.
     CheckConfig { file: PathBuf },
+    /// Attach a pass-everything XDP program to IFACE until SIGTERM (for labs:
+    /// veth delivers XDP_TX frames only when its peer has an XDP program).
+    #[command(hide = true)]
+    XdpPass {
+        #[arg(long)]
+        iface: String,
+    },
     /// Ask a running agent to reload its configuration (same as SIGHUP).
     Reload {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -180,6 +187,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 loaded.config.services.len()
             );
             Ok(if errors > 0 { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS })
+        }
+        Cmd::XdpPass { iface } => {
+            rt.block_on(agent::xdp_pass(&iface))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { socket } => {
             let reply = rt.block_on(agent::control(&socket, "reload"))?;

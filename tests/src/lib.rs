@@ -1,1 +1,376 @@
+//! Network-namespace labs for the integration tests and `cargo xtask demo`.
+//!
+//! A [`Lab`] is one L2 segment (a bridge in its own namespace) joining a
+//! client, a director and real servers, each in its own namespace, as in an
+//! LVS-DR setup: the VIP is on the director's interface (where keepalived's
+//! VRRP would put it) and on the reals' `lo` with arp_ignore=1 /
+//! arp_announce=2. Everything a lab makes (namespaces, links, processes, its
+//! bpffs mount and files) is removed when it is dropped, also on panic.
 
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _};
+
+pub const SUBNET: &str = "10.200.0";
+pub const VIP: &str = "10.200.0.100";
+pub const CLIENT_IP: &str = "10.200.0.1";
+pub const DIRECTOR_IP: &str = "10.200.0.2";
+pub const SUBNET6: &str = "fd00:200::";
+pub const VIP6: &str = "fd00:200::100";
+
+/// Address of real `i` (1-based).
+pub fn real_ip(i: usize) -> String {
+    format!("{SUBNET}.{}", 10 + i)
+}
+
+/// IPv6 address of real `i` (1-based).
+pub fn real_ip6(i: usize) -> String {
+    format!("{SUBNET6}{:x}", 0x10 + i)
+}
+
+/// Runs a command; fails with its stderr when it exits non-zero.
+pub fn run(args: &[&str]) -> anyhow::Result<Output> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("{} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// Paths of the binaries a lab runs.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub lb: PathBuf,
+    pub nsprobe: PathBuf,
+}
+
+impl Bins {
+    /// `lb` and `nsprobe` next to the running test executable
+    /// (target/<profile>/deps/..), or from LB_BIN / NSPROBE_BIN.
+    pub fn from_target_dir(nsprobe: &str) -> Self {
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_owned();
+        let lb = std::env::var_os("LB_BIN").map(PathBuf::from).unwrap_or_else(|| profile_dir.join("lb"));
+        assert!(
+            lb.exists(),
+            "{} not found: build it first (`cargo build -p lb-user`; `cargo xtask test` does)",
+            lb.display()
+        );
+        Self { lb, nsprobe: PathBuf::from(nsprobe) }
+    }
+}
+
+/// One DR lab. Dropping it removes everything it made.
+pub struct Lab {
+    pub prefix: String,
+    pub bins: Bins,
+    namespaces: Vec<String>,
+    procs: Vec<(String, Child)>,
+    pub workdir: PathBuf,
+    pub bpffs_mount: PathBuf,
+    pub reals: usize,
+}
+
+impl Lab {
+    /// Namespace name of a role (`cl`, `dir`, `sw`, `r1`…).
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Builds the topology with `reals` real servers, each serving HTTP on
+    /// port 80 (and 8080) and answering with its name (`r1`, `r2`…).
+    pub fn dr(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
+        let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
+        let _ = std::fs::remove_dir_all(&workdir);
+        std::fs::create_dir_all(&workdir)?;
+        let mut lab = Lab {
+            prefix: prefix.to_owned(),
+            bins,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            bpffs_mount: PathBuf::from(format!("/run/{prefix}-bpffs")),
+            workdir,
+            reals,
+        };
+        lab.build().context("building the namespace lab")?;
+        Ok(lab)
+    }
+
+    fn add_ns(&mut self, role: &str) -> anyhow::Result<String> {
+        let ns = self.ns(role);
+        let _ = run(&["ip", "netns", "del", &ns]);
+        run(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        self.exec(role, &["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace of `role`.
+    pub fn exec(&self, role: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let ns = self.ns(role);
+        let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    fn sysctl(&self, role: &str, kv: &str) -> anyhow::Result<()> {
+        self.exec(role, &["sysctl", "-qw", kv]).map(|_| ())
+    }
+
+    fn build(&mut self) -> anyhow::Result<()> {
+        let sw = self.add_ns("sw")?;
+        self.exec("sw", &["ip", "link", "add", "br0", "type", "bridge"])?;
+        self.exec("sw", &["ip", "link", "set", "br0", "up"])?;
+        let mut hosts = vec![("cl".to_string(), CLIENT_IP.to_string(), format!("{SUBNET6}1")),
+                             ("dir".to_string(), DIRECTOR_IP.to_string(), format!("{SUBNET6}2"))];
+        for i in 1..=self.reals {
+            hosts.push((format!("r{i}"), real_ip(i), real_ip6(i)));
+        }
+        for (role, ip, ip6) in &hosts {
+            let ns = self.add_ns(role)?;
+            // Switch-side end named after the host; host-side end is eth0.
+            self.exec("sw", &["ip", "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            self.exec("sw", &["ip", "link", "set", role, "master", "br0", "up"])?;
+            self.sysctl(role, "net.ipv6.conf.all.accept_dad=0")?;
+            self.sysctl(role, "net.ipv6.conf.eth0.accept_dad=0")?;
+            self.exec(role, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            self.exec(role, &["ip", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+            self.exec(role, &["ip", "link", "set", "eth0", "up"])?;
+        }
+        let _ = sw;
+        // The client's stack leaves TCP/UDP checksums to "hardware"; XDP_TX
+        // loses that metadata, so the client computes them itself.
+        self.exec("cl", &["ethtool", "-K", "eth0", "tx", "off"])?;
+        // VIP on the director (as VRRP would add it).
+        self.exec("dir", &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        self.exec("dir", &["ip", "addr", "add", &format!("{VIP6}/128"), "dev", "eth0", "nodad"])?;
+        // Reals: VIP on lo, never answering ARP for it.
+        for i in 1..=self.reals {
+            let r = format!("r{i}");
+            self.exec(&r, &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            self.exec(&r, &["ip", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])?;
+            for k in ["all", "eth0"] {
+                self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_ignore=1"))?;
+                self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_announce=2"))?;
+            }
+            let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+            self.spawn(&r, &[&probe, "serve", "80", &r], "httpd80")?;
+            self.spawn(&r, &[&probe, "serve", "8080", &r], "httpd8080")?;
+        }
+        // veth delivers the director's XDP_TX frames only if the peer runs XDP too.
+        let lb = self.bins.lb.to_string_lossy().into_owned();
+        self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir"], "xdp-pass")?;
+        // The director's own service, to check that non-VIP traffic is untouched.
+        let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+        self.spawn("dir", &[&probe, "serve", "80", "director"], "director-httpd")?;
+        self.spawn("dir", &[&probe, "serve", "8080", "director"], "director-httpd8080")?;
+        // bpffs for the agent's pins, outside /sys (which `ip netns exec` remounts).
+        std::fs::create_dir_all(&self.bpffs_mount)?;
+        run(&["mount", "-t", "bpf", "bpf", &self.bpffs_mount.to_string_lossy()])?;
+        // Let servers bind before traffic starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    /// Starts a process in `role`'s namespace; it is killed when the lab drops.
+    pub fn spawn(&mut self, role: &str, args: &[&str], tag: &str) -> anyhow::Result<()> {
+        let ns = self.ns(role);
+        let log = std::fs::File::create(self.workdir.join(format!("{role}-{tag}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", args.join(" ")))?;
+        self.procs.push((format!("{role}-{tag}"), child));
+        Ok(())
+    }
+
+    /// Stops the process started with `tag` in `role` (SIGTERM, then SIGKILL).
+    pub fn stop(&mut self, role: &str, tag: &str) -> anyhow::Result<()> {
+        let key = format!("{role}-{tag}");
+        if let Some(i) = self.procs.iter().position(|(k, _)| *k == key) {
+            let (_, mut child) = self.procs.remove(i);
+            terminate(&mut child);
+        }
+        Ok(())
+    }
+
+    /// Sends `sig` to the process started with `tag` in `role`.
+    pub fn signal(&self, role: &str, tag: &str, sig: i32) -> anyhow::Result<()> {
+        let key = format!("{role}-{tag}");
+        let (_, child) = self.procs.iter().find(|(k, _)| *k == key).ok_or_else(|| anyhow!("no process {key}"))?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(child.id() as i32, sig) } != 0 {
+            bail!("kill {key}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Log of a spawned process.
+    pub fn log(&self, role: &str, tag: &str) -> String {
+        std::fs::read_to_string(self.workdir.join(format!("{role}-{tag}.log"))).unwrap_or_default()
+    }
+
+    pub fn bpffs(&self) -> PathBuf {
+        self.bpffs_mount.join("lb")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.workdir.join("lb.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.workdir.join("keepalived.conf")
+    }
+
+    /// Writes the agent's configuration file.
+    pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
+        std::fs::write(self.config_path(), text)?;
+        Ok(())
+    }
+
+    /// Starts `lb run` on the director and waits until every real of the
+    /// configuration has a resolved MAC (or `timeout`).
+    pub fn start_agent(&mut self, config: &str, extra: &[&str]) -> anyhow::Result<()> {
+        self.write_config(config)?;
+        let lb = self.bins.lb.to_string_lossy().into_owned();
+        let cfg = self.config_path().to_string_lossy().into_owned();
+        let bpffs = self.bpffs().to_string_lossy().into_owned();
+        let sock = self.socket().to_string_lossy().into_owned();
+        let mut args = vec![lb.as_str(), "run", "--iface", "eth0", "--config", &cfg, "--bpffs", &bpffs, "--socket", &sock];
+        args.extend_from_slice(extra);
+        self.spawn("dir", &args, "lb")?;
+        self.wait_resolved(Duration::from_secs(10))
+    }
+
+    /// Waits until `lb status` reports no unresolved real.
+    pub fn wait_resolved(&self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = self.lb(&["status", "--socket", &self.socket().to_string_lossy()]) {
+                if s.contains("service") && !s.contains("unresolved") {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!("agent did not resolve every real within {timeout:?}; agent log:\n{}", self.log("dir", "lb"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs the `lb` CLI on the host (maps are pinned on a host-visible bpffs).
+    pub fn lb(&self, args: &[&str]) -> anyhow::Result<String> {
+        let lb = self.bins.lb.to_string_lossy().into_owned();
+        let mut full = vec![lb.as_str()];
+        full.extend_from_slice(args);
+        Ok(String::from_utf8(run(&full)?.stdout)?)
+    }
+
+    /// `count` HTTP requests from the client to `addr` (one connection each):
+    /// answers per real and failures.
+    pub fn http_get(&self, addr: &str, count: usize) -> anyhow::Result<BTreeMap<String, usize>> {
+        let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+        let out = self.exec("cl", &[&probe, "get", addr, &count.to_string()])?;
+        let mut tally = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut it = line.split_whitespace();
+            if let (Some(k), Some(v)) = (it.next(), it.next()) {
+                tally.insert(k.to_owned(), v.parse().unwrap_or(0));
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Opens a long-lived keep-alive HTTP connection from the client.
+    pub fn hold(&self, addr: &str) -> anyhow::Result<Held> {
+        let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("cl"), &probe, "hold", addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        let mut held = Held { first: String::new(), child, stdin, stdout };
+        held.first = held.read_line()?;
+        Ok(held)
+    }
+}
+
+/// A long-lived connection through the VIP.
+pub struct Held {
+    /// Answer to the first request (which real serves this connection).
+    pub first: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Held {
+    fn read_line(&mut self) -> anyhow::Result<String> {
+        let mut s = String::new();
+        self.stdout.read_line(&mut s)?;
+        Ok(s.trim().to_owned())
+    }
+
+    /// Sends one more request on the same connection; returns the answer.
+    pub fn request(&mut self) -> anyhow::Result<String> {
+        writeln!(self.stdin)?;
+        self.stdin.flush()?;
+        self.read_line()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // `ip netns exec` runs the program in place (exec), so the pid we
+        // hold is the program itself.
+        for (_, mut c) in self.procs.drain(..).rev() {
+            terminate(&mut c);
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = run(&["ip", "netns", "pids", &ns]).map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = run(&["kill", "-9", pid]);
+                }
+            });
+            let _ = run(&["ip", "netns", "del", &ns]);
+        }
+        let _ = run(&["umount", &self.bpffs_mount.to_string_lossy()]);
+        let _ = std::fs::remove_dir(&self.bpffs_mount);
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}

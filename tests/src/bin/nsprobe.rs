@@ -1,0 +1,144 @@
+//! Tiny HTTP server and clients for the namespace tests and the demo lab.
+//!
+//! nsprobe serve PORT NAME        answer every request with body "NAME\n" (keep-alive aware)
+//! nsprobe get HOST:PORT COUNT    COUNT requests, one connection each; prints "NAME count" lines and "fail N"
+//! nsprobe hold HOST:PORT         one keep-alive connection; a request per stdin line, prints each answer
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<bool>> {
+    let mut keep_alive = false;
+    let mut first = true;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if first {
+            keep_alive = line.contains("HTTP/1.1");
+            first = false;
+        }
+        let l = line.to_ascii_lowercase();
+        if l.starts_with("connection: close") {
+            keep_alive = false;
+        }
+        if line == "\r\n" || line == "\n" {
+            return Ok(Some(keep_alive));
+        }
+    }
+}
+
+fn serve(port: u16, name: String) {
+    let l = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .expect("bind");
+    for s in l.incoming().flatten() {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
+            let mut w = s.try_clone().expect("clone");
+            let mut r = BufReader::new(s);
+            while let Ok(Some(keep)) = read_request(&mut r) {
+                let body = format!("{name}\n");
+                let conn = if keep { "keep-alive" } else { "close" };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
+                    body.len()
+                );
+                if w.write_all(resp.as_bytes()).is_err() || !keep {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn response_body(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    let mut len = 0usize;
+    let mut status = String::new();
+    r.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("bad status {status:?}")));
+    }
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("eof in headers"));
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).trim().to_string())
+}
+
+fn one(addr: SocketAddr) -> std::io::Result<String> {
+    let s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    let mut w = s.try_clone()?;
+    w.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
+    response_body(&mut BufReader::new(s))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("serve") => serve(args[2].parse().expect("port"), args[3].clone()),
+        Some("get") => {
+            let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
+            let count: usize = args[3].parse().expect("count");
+            let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+            let mut fail = 0;
+            for _ in 0..count {
+                match one(addr) {
+                    Ok(name) => *tally.entry(name).or_default() += 1,
+                    Err(e) => {
+                        eprintln!("request failed: {e}");
+                        fail += 1;
+                    }
+                }
+            }
+            for (k, v) in tally {
+                println!("{k} {v}");
+            }
+            println!("fail {fail}");
+        }
+        Some("hold") => {
+            let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
+            let s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let stdin = std::io::stdin();
+            let mut lines = stdin.lock().lines();
+            loop {
+                let res = w
+                    .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+                    .and_then(|_| response_body(&mut r));
+                match res {
+                    Ok(b) => println!("{b}"),
+                    Err(e) => println!("error {e}"),
+                }
+                std::io::stdout().flush().unwrap();
+                if lines.next().is_none() {
+                    break;
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: nsprobe serve PORT NAME | get HOST:PORT COUNT | hold HOST:PORT");
+            std::process::exit(2);
+        }
+    }
+}
