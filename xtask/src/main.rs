@@ -1,1 +1,40 @@
-fn main(){}
+//! Orchestration for the project: `cargo xtask <command>`.
+mod bench;
+mod demo;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run, test and benchmark the XDP load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine needs (nightly rust-src, bpf-linker, Debian packages).
+    Setup(setup::Options),
+    /// Build, then run the agent on real interfaces.
+    Run(run::Options),
+    /// The self-contained lab: namespaces, agent, HTTP through the VIP, `lb list`.
+    Demo(demo::Options),
+    /// Every test.
+    Test(test::Options),
+    /// Per-packet cost of each data-plane path next to an XDP_TX reference.
+    Bench(bench::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup(o) => setup::run(o),
+        Cmd::Run(o) => run::run(o),
+        Cmd::Demo(o) => demo::run(o),
+        Cmd::Test(o) => test::run(o),
+        Cmd::Bench(o) => bench::run(o),
+    }
+}

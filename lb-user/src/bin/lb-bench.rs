@@ -1,0 +1,103 @@
+//! Per-packet cost of the data plane through BPF_PROG_TEST_RUN with
+//! `repeat`, next to an XDP_TX-only reference program in the same run.
+//! `cargo xtask bench` builds and runs this; it prints a Markdown table.
+//!
+//! Usage: lb-bench [--repeat N] [--rounds N] [--out FILE.md]
+use std::{fmt::Write as _, path::PathBuf};
+
+use anyhow::{bail, Context as _};
+use lb_common::Timeouts;
+use lb_user::testing::*;
+
+const VIP: &str = "10.0.0.100";
+const MAC1: [u8; 6] = [0x02, 0x11, 0, 0, 0, 0x11];
+const MAC2: [u8; 6] = [0x02, 0x12, 0, 0, 0, 0x12];
+
+struct Case {
+    name: &'static str,
+    prog: &'static str,
+    algo: &'static str,
+    pkt: Vec<u8>,
+    /// Expire entries at once, so every repetition schedules a new flow.
+    new_flow: bool,
+    verdict: u32,
+}
+
+fn conf(algo: &str) -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind DR\n \
+         real_server 10.0.0.11 80 {{ weight 3 }}\n real_server 10.0.0.12 80 {{ weight 1 }}\n}}\n"
+    )
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let repeat: u32 = get("--repeat").map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let rounds: usize = get("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let out: Option<PathBuf> = get("--out").map(PathBuf::from);
+
+    let syn = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Syn, b"");
+    let ack = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Ack, b"");
+    let other = tcp(Eth::inbound(), "192.0.2.7", 40000, "10.0.0.1", 80, Flags::Syn, b"");
+    let cases = vec![
+        Case { name: "XDP_TX reference (swap MACs)", prog: REFERENCE_PROGRAM, algo: "rr", pkt: syn.clone(), new_flow: false, verdict: XDP_TX },
+        Case { name: "non-VIP pass", prog: "lb_xdp", algo: "rr", pkt: other, new_flow: false, verdict: XDP_PASS },
+        Case { name: "DR established flow", prog: "lb_xdp", algo: "rr", pkt: ack, new_flow: false, verdict: XDP_TX },
+        Case { name: "DR new flow, rr", prog: "lb_xdp", algo: "rr", pkt: syn.clone(), new_flow: true, verdict: XDP_TX },
+        Case { name: "DR new flow, wrr", prog: "lb_xdp", algo: "wrr", pkt: syn, new_flow: true, verdict: XDP_TX },
+    ];
+
+    // The harness enters a private network namespace on this thread.
+    let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(String, Vec<f64>)>> {
+        let mut h = Harness::new(1 << 16)?;
+        h.neighbour("10.0.0.11", MAC1, false);
+        h.neighbour("10.0.0.12", MAC2, false);
+        let mut results: Vec<(String, Vec<f64>)> = cases.iter().map(|c| (c.name.to_string(), Vec::new())).collect();
+        for round in 0..rounds {
+            eprintln!("round {}/{rounds}", round + 1);
+            for (i, c) in cases.iter().enumerate() {
+                h.apply(&conf(c.algo))?;
+                let t = if c.new_flow { Timeouts { tcp_syn_s: 0, ..Default::default() } } else { Timeouts::default() };
+                h.dp.set_timeouts(t)?;
+                // Prime (creates the flow for the established case) and check the path.
+                let (v, _, _) = h.run_prog(c.prog, &c.pkt, 1)?;
+                if v != c.verdict {
+                    bail!("{}: verdict {} instead of {}", c.name, verdict_name(v), verdict_name(c.verdict));
+                }
+                let (_, _, ns) = h.run_prog(c.prog, &c.pkt, repeat).with_context(|| c.name)?;
+                results[i].1.push(ns);
+            }
+        }
+        let g = h.dp.global_sum()?;
+        if g.aborted != 0 {
+            bail!("XDP_ABORTED seen during the benchmark");
+        }
+        Ok(results)
+    });
+    let results = handle.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+
+    let reference = median(&mut results[0].1.clone());
+    let mut md = String::new();
+    writeln!(md, "| path | ns/packet (median) | min–max | ratio to XDP_TX reference |")?;
+    writeln!(md, "|---|---:|---:|---:|")?;
+    for (name, v) in &results {
+        let mut s = v.clone();
+        let m = median(&mut s);
+        writeln!(md, "| {name} | {m:.1} | {:.1}–{:.1} | {:.2}× |", s[0], s[s.len() - 1], m / reference)?;
+    }
+    print!("{md}");
+    if let Some(path) = out {
+        let head = format!(
+            "BPF_PROG_TEST_RUN, {repeat} repetitions per run, {rounds} interleaved rounds; \
+             kernel-reported average per repetition.\n\n"
+        );
+        std::fs::write(&path, format!("{head}{md}"))?;
+    }
+    Ok(())
+}
