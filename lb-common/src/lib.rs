@@ -328,3 +328,41 @@ mod pod {
     unsafe impl aya::Pod for Timeouts {}
     unsafe impl aya::Pod for GlobalStats {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::offset_of;
+
+    #[test]
+    fn layouts_are_pinned() {
+        // The kernel side reads these offsets; a change here is a change of ABI.
+        assert_eq!(offset_of!(SvcKey, port_be), 16);
+        assert_eq!(offset_of!(SvcKey, proto), 18);
+        assert_eq!(offset_of!(SvcKey, family), 19);
+        assert_eq!(offset_of!(Real, flags), 20);
+        assert_eq!(offset_of!(Real, gen), 24);
+        assert_eq!(offset_of!(Real, mac), 44);
+        assert_eq!(offset_of!(FlowKey, sport_be), 32);
+        assert_eq!(offset_of!(FlowKey, proto), 36);
+        assert_eq!(offset_of!(Conn, last_ns), 16);
+        assert_eq!(offset_of!(Persist, last_ns), 8);
+    }
+
+    #[test]
+    fn ring_index_separates_services_and_generations() {
+        assert_eq!(ring_index(0, 0, 0), 0);
+        assert_eq!(ring_index(0, 1, 0), RING_SIZE);
+        assert_eq!(ring_index(1, 0, 5), 2 * RING_SIZE + 5);
+        assert_eq!(ring_index(MAX_SERVICES - 1, 1, RING_SIZE - 1), MAX_SERVICES * RING_GENS * RING_SIZE - 1);
+    }
+
+    #[test]
+    fn timeouts_per_state() {
+        let t = Timeouts::default();
+        assert_eq!(
+            [CT_ESTABLISHED, CT_FIN_WAIT, CT_UDP, CT_SYN_RECV, CT_CLOSE].map(|s| t.for_state(s)),
+            [900, 120, 300, 60, 10]
+        );
+    }
+}

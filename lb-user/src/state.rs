@@ -288,3 +288,35 @@ fn clear_real(dp: &mut Dataplane, r: &RealSlot) -> anyhow::Result<()> {
     dp.reals.set(r.id, cleared, 0)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: plain-old-data types without padding.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
+    }
+
+    #[test]
+    fn service_key_encoding_matches_the_wire() {
+        let k = svc_key(&ServiceAddr { addr: "10.0.0.1".parse().unwrap(), port: 80, proto: Proto::Tcp });
+        let mut want = vec![10, 0, 0, 1];
+        want.extend([0; 12]);
+        want.extend([0, 80, 6, 4]);
+        assert_eq!(bytes(&k), want);
+        let k6 = svc_key(&ServiceAddr { addr: "2001:db8::1".parse().unwrap(), port: 443, proto: Proto::Udp });
+        let mut want6: Vec<u8> = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+        want6.extend([0x01, 0xbb, 17, 6]);
+        assert_eq!(bytes(&k6), want6);
+    }
+
+    #[test]
+    fn address_words_round_trip() {
+        for a in ["192.0.2.1", "255.255.255.255", "::1", "2001:db8::ff00:42:8329"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let (w, f) = addr_words(ip);
+            assert_eq!(words_addr(w, f), ip);
+        }
+    }
+}

@@ -163,3 +163,33 @@ fn bpftool_shows_field_names_of_pinned_maps() {
     let mode = std::fs::metadata(lab.bpffs()).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "pin directory mode {mode:o}");
 }
+
+#[test]
+fn restarted_agent_keeps_established_flows() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("rst");
+    let conf = service("rr", 1, 1, "");
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    let mut held: Vec<_> = (0..4).map(|_| lab.hold(&vip80()).unwrap()).collect();
+    let before: Vec<String> = held.iter().map(|h| h.first.clone()).collect();
+    assert!(before.contains(&"r1".to_string()) && before.contains(&"r2".to_string()), "{before:?}");
+    lab.stop("dir", "lb").unwrap();
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    assert!(lab.log("dir", "lb").contains("running"), "{}", lab.log("dir", "lb"));
+    for (h, want) in held.iter_mut().zip(&before) {
+        assert_eq!(&h.request().unwrap(), want, "flow kept its real across the restart");
+    }
+}
+
+#[test]
+fn two_agents_on_one_machine_do_not_collide() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut a = lab("twa");
+    let mut b = lab("twb");
+    a.start_agent(&service("rr", 1, 0, ""), AGENT_ARGS).unwrap();
+    b.start_agent(&service("rr", 0, 1, ""), AGENT_ARGS).unwrap();
+    assert_eq!(a.http_get(&vip80(), 6).unwrap().get("r1"), Some(&6));
+    assert_eq!(b.http_get(&vip80(), 6).unwrap().get("r2"), Some(&6));
+    assert_ne!(a.bpffs(), b.bpffs());
+    assert_ne!(a.socket(), b.socket());
+}
