@@ -30,7 +30,11 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?;
-    let features: Vec<&str> = if env::var("LB_EBPF_LOG").is_ok() { vec!["log"] } else { vec![] };
+    let features: Vec<&str> = if env::var("LB_EBPF_LOG").is_ok() {
+        vec!["log"]
+    } else {
+        vec![]
+    };
     println!("cargo:rerun-if-env-changed=LB_EBPF_LOG");
     aya_build::build_ebpf(
         [aya_build::Package {
@@ -41,5 +45,7 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-    .context("building the XDP program (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+    .context(
+        "building the XDP program (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
+    )
 }

@@ -354,7 +354,10 @@ mod tests {
         assert_eq!(ring_index(0, 0, 0), 0);
         assert_eq!(ring_index(0, 1, 0), RING_SIZE);
         assert_eq!(ring_index(1, 0, 5), 2 * RING_SIZE + 5);
-        assert_eq!(ring_index(MAX_SERVICES - 1, 1, RING_SIZE - 1), MAX_SERVICES * RING_GENS * RING_SIZE - 1);
+        assert_eq!(
+            ring_index(MAX_SERVICES - 1, 1, RING_SIZE - 1),
+            MAX_SERVICES * RING_GENS * RING_SIZE - 1
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn lookup_or_schedule(
         _pad: [0; 2],
     };
     let to = timeouts();
-    if let Some(ct) = LB_CONNTRACK.get_ptr_mut(&key) {
+    if let Some(ct) = LB_CONNTRACK.get_ptr_mut(key) {
         // SAFETY: the pointer is valid for this program run; concurrent
         // writers only store whole fields of the same flow (benign races).
         let c = unsafe { &mut *ct };
@@ -159,7 +159,7 @@ pub fn lookup_or_schedule(
     };
     // A full table evicts its least recently used entry; an insert failure
     // only means this flow is scheduled again on its next packet.
-    let _ = LB_CONNTRACK.insert(&key, &conn, 0);
+    let _ = LB_CONNTRACK.insert(key, conn, 0);
     if svc.flags & SVC_F_PERSISTENT != 0 {
         let pk = persist_key(pkt, svc);
         let p = Persist {
@@ -167,7 +167,7 @@ pub fn lookup_or_schedule(
             real_gen: pick.gen,
             last_ns: now,
         };
-        let _ = LB_PERSIST.insert(&pk, &p, 0);
+        let _ = LB_PERSIST.insert(pk, p, 0);
     }
     Ok(Outcome::New(pick))
 }
@@ -191,7 +191,7 @@ fn persistent_pick(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     }
     let pk = persist_key(pkt, svc);
     // SAFETY: read-only copy of the value.
-    let p = unsafe { *LB_PERSIST.get(&pk)? };
+    let p = unsafe { *LB_PERSIST.get(pk)? };
     if now.saturating_sub(p.last_ns) > svc.persist_timeout_s as u64 * NS {
         return None;
     }

@@ -87,7 +87,7 @@ fn process(ctx: &XdpContext) -> u32 {
         family: pkt.family,
     };
     // SAFETY: copy of the value; the agent replaces entries whole.
-    let svc = match unsafe { LB_SERVICES.get(&key) } {
+    let svc = match unsafe { LB_SERVICES.get(key) } {
         Some(s) => *s,
         None => {
             count(|g| &mut g.pass_not_vip);

@@ -8,9 +8,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Conn, FlowKey, GlobalStats, Iface, Persist, PersistKey, Real, Service, Stats, SvcKey,
-    Timeouts, DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE, MAX_IFACES, MAX_REALS, MAX_SERVICES,
-    RING_GENS, RING_SIZE,
+    Conn, FlowKey, GlobalStats, Iface, Persist, PersistKey, Real, Service, Stats, SvcKey, Timeouts,
+    DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE, MAX_IFACES, MAX_REALS, MAX_SERVICES, RING_GENS,
+    RING_SIZE,
 };
 
 const MAX_SERVICES_U: usize = MAX_SERVICES as usize;

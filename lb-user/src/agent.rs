@@ -2,11 +2,7 @@
 //! the reals' MAC addresses current, reload on SIGHUP, detach on SIGTERM/SIGINT.
 
 use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    os::unix::fs::PermissionsExt,
-    path::PathBuf,
-    time::Duration,
+    collections::BTreeMap, net::IpAddr, os::unix::fs::PermissionsExt, path::PathBuf, time::Duration,
 };
 
 use anyhow::{anyhow, Context as _};
@@ -68,7 +64,10 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     }
     if loaded.has_errors() {
         let n = loaded.errors().count();
-        return Err(anyhow!("{}: {n} error(s) in the configuration", path.display()));
+        return Err(anyhow!(
+            "{}: {n} error(s) in the configuration",
+            path.display()
+        ));
     }
     Ok(loaded.config)
 }
@@ -86,7 +85,12 @@ struct Agent {
 
 impl Agent {
     fn real_addrs(&self) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = self.config.services.iter().flat_map(|s| s.reals.iter().map(|r| r.addr)).collect();
+        let mut v: Vec<IpAddr> = self
+            .config
+            .services
+            .iter()
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -94,7 +98,8 @@ impl Agent {
 
     /// Re-reads neighbours and applies the configuration if anything changed.
     async fn refresh(&mut self, force: bool) -> anyhow::Result<()> {
-        let (found, missing) = neigh::resolve(&self.handle, &self.ifindexes, &self.real_addrs()).await?;
+        let (found, missing) =
+            neigh::resolve(&self.handle, &self.ifindexes, &self.real_addrs()).await?;
         if missing != self.unresolved {
             for ip in &missing {
                 tracing::warn!(%ip, "real server MAC unknown (not on a subnet of an attached interface, or no ARP/ND reply yet); it gets no traffic until resolved");
@@ -109,7 +114,8 @@ impl Agent {
             }
             self.l2 = found;
             let l2 = self.l2.clone();
-            self.tables.sync(&mut self.dp, &self.config, &|ip| l2.get(&ip).copied())?;
+            self.tables
+                .sync(&mut self.dp, &self.config, &|ip| l2.get(&ip).copied())?;
         }
         Ok(())
     }
@@ -120,7 +126,10 @@ impl Agent {
                 let old = std::mem::replace(&mut self.config, cfg);
                 match self.refresh(true).await {
                     Ok(()) => {
-                        tracing::info!(services = self.config.services.len(), "configuration reloaded");
+                        tracing::info!(
+                            services = self.config.services.len(),
+                            "configuration reloaded"
+                        );
                         "ok: configuration reloaded".into()
                     }
                     Err(e) => {
@@ -139,7 +148,11 @@ impl Agent {
     }
 
     fn status(&self) -> String {
-        let mut s = format!("config {}\nifaces {}\n", self.opts.config.display(), self.opts.ifaces.join(" "));
+        let mut s = format!(
+            "config {}\nifaces {}\n",
+            self.opts.config.display(),
+            self.opts.ifaces.join(" ")
+        );
         for vs in &self.config.services {
             s.push_str(&format!("service {} {}\n", vs.key, vs.sched.name()));
             for r in &vs.reals {
@@ -147,7 +160,11 @@ impl Agent {
                     Some(l) => format!("mac {} ifindex {}", fmt_mac(&l.mac), l.ifindex),
                     None => "unresolved".into(),
                 };
-                s.push_str(&format!("  real {} weight {} {st}\n", config::fmt_sock(r.addr, r.port), r.weight));
+                s.push_str(&format!(
+                    "  real {} weight {} {st}\n",
+                    config::fmt_sock(r.addr, r.port),
+                    r.weight
+                ));
             }
         }
         s
@@ -155,7 +172,10 @@ impl Agent {
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Runs the agent until SIGTERM / SIGINT.
@@ -199,7 +219,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    let listener = UnixListener::bind(&opts.socket).with_context(|| format!("binding {}", opts.socket.display()))?;
+    let listener = UnixListener::bind(&opts.socket)
+        .with_context(|| format!("binding {}", opts.socket.display()))?;
     std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -233,7 +254,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping: detaching XDP (maps stay pinned in {})", opts.bpffs.display());
+    tracing::info!(
+        "stopping: detaching XDP (maps stay pinned in {})",
+        opts.bpffs.display()
+    );
     let _ = std::fs::remove_file(&opts.socket);
     drop(ebpf);
     Ok(())
@@ -246,13 +270,20 @@ fn spawn_ebpf_logger(ebpf: &mut aya::Ebpf) {
         Ok(logger) => {
             // SAFETY: the logger owns its ring-buffer fd and keeps it open
             // for as long as the AsyncFd owns the logger.
-            let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
+            };
             let Ok(mut fd) = registered else {
                 return;
             };
             tokio::spawn(async move {
                 loop {
-                    let Ok(mut guard) = fd.readable_mut().await else { return };
+                    let Ok(mut guard) = fd.readable_mut().await else {
+                        return;
+                    };
                     guard.get_inner_mut().flush();
                     guard.clear_ready();
                 }
@@ -264,13 +295,18 @@ fn spawn_ebpf_logger(ebpf: &mut aya::Ebpf) {
 
 /// Attaches the object's `xdp_pass` program to `iface` until SIGTERM / SIGINT.
 pub async fn xdp_pass(iface: &str) -> anyhow::Result<()> {
-    let mut ebpf = dataplane::load(&LoadOptions { pin_dir: None, conntrack_size: 1024, persist_size: 1024 })?;
+    let mut ebpf = dataplane::load(&LoadOptions {
+        pin_dir: None,
+        conntrack_size: 1024,
+        persist_size: 1024,
+    })?;
     let prog: &mut aya::programs::Xdp = ebpf
         .program_mut("xdp_pass")
         .ok_or_else(|| anyhow!("xdp_pass missing from the object"))?
         .try_into()?;
     prog.load()?;
-    prog.attach(iface, XdpMode::Driver).with_context(|| format!("attaching xdp_pass to {iface}"))?;
+    prog.attach(iface, XdpMode::Driver)
+        .with_context(|| format!("attaching xdp_pass to {iface}"))?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
@@ -284,7 +320,12 @@ pub async fn xdp_pass(iface: &str) -> anyhow::Result<()> {
 pub async fn control(socket: &std::path::Path, cmd: &str) -> anyhow::Result<String> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
-        .with_context(|| format!("connecting to {} (is `lb run` running with this --socket?)", socket.display()))?;
+        .with_context(|| {
+            format!(
+                "connecting to {} (is `lb run` running with this --socket?)",
+                socket.display()
+            )
+        })?;
     let (r, mut w) = stream.into_split();
     w.write_all(format!("{cmd}\n").as_bytes()).await?;
     w.shutdown().await?;

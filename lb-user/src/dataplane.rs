@@ -62,12 +62,15 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader.load(EBPF_OBJECT).context("loading the XDP object (maps)")?;
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .context("loading the XDP object (maps)")?;
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM)
         .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
         .try_into()?;
-    prog.load().context("loading the XDP program into the kernel (verifier)")?;
+    prog.load()
+        .context("loading the XDP program into the kernel (verifier)")?;
     Ok(ebpf)
 }
 
@@ -94,7 +97,15 @@ pub fn prepare_pin_dir(dir: &Path) -> anyhow::Result<()> {
         let src = c"bpf";
         let target = c"/sys/fs/bpf";
         // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
         if rc != 0 {
             return Err(std::io::Error::last_os_error()).context("mounting bpffs on /sys/fs/bpf");
         }
@@ -144,7 +155,10 @@ pub struct Dataplane {
 impl Dataplane {
     /// Takes the maps out of a loaded object (the program keeps using them).
     pub fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        Self::build(|name| ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object")))
+        Self::build(|name| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the object"))
+        })
     }
 
     /// Opens the maps pinned in `dir` (works while an agent runs, or after it stopped).
@@ -152,7 +166,11 @@ impl Dataplane {
         Self::build(|name| {
             let path = dir.join(name);
             let data = MapData::from_pin(&path).with_context(|| {
-                format!("opening pinned map {} (is an agent running with --bpffs {}?)", path.display(), dir.display())
+                format!(
+                    "opening pinned map {} (is an agent running with --bpffs {}?)",
+                    path.display(),
+                    dir.display()
+                )
             })?;
             Ok(Map::from_map_data(data)?)
         })
@@ -184,7 +202,8 @@ impl Dataplane {
     /// Registers an attached interface: its MAC (source of rewritten frames) and
     /// a devmap entry so other interfaces can redirect to it.
     pub fn add_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
-        self.ifaces.insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?;
+        self.ifaces
+            .insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?;
         self.devmap.insert(ifindex, ifindex, None, 0)?;
         Ok(())
     }
@@ -237,15 +256,18 @@ impl Dataplane {
     /// Zeroes the per-CPU counters of a service slot (when the slot is reused).
     pub fn reset_svc_slot(&mut self, id: u32) -> anyhow::Result<()> {
         let n = nr_cpus()?;
-        self.svc_stats.set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
-        self.cursors.set(id, PerCpuValues::try_from(vec![0u32; n])?, 0)?;
+        self.svc_stats
+            .set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        self.cursors
+            .set(id, PerCpuValues::try_from(vec![0u32; n])?, 0)?;
         Ok(())
     }
 
     /// Zeroes the per-CPU counters of a real slot (when the slot is reused).
     pub fn reset_real_slot(&mut self, id: u32) -> anyhow::Result<()> {
         let n = nr_cpus()?;
-        self.real_stats.set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        self.real_stats
+            .set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
         Ok(())
     }
 }

@@ -57,7 +57,10 @@ pub struct Snapshot {
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into ts.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -65,7 +68,12 @@ pub fn monotonic_ns() -> u64 {
 
 /// Reads services, reals, counters and (live) connections from the maps.
 pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
-    let timeouts = dp.timeouts.get(&0, 0).ok().filter(|t| t.tcp_s != 0).unwrap_or_default();
+    let timeouts = dp
+        .timeouts
+        .get(&0, 0)
+        .ok()
+        .filter(|t| t.tcp_s != 0)
+        .unwrap_or_default();
     let now = monotonic_ns();
     let mut reals_by_svc: BTreeMap<u32, Vec<RealRow>> = BTreeMap::new();
     let mut real_addr: BTreeMap<u32, (IpAddr, u16, u32)> = BTreeMap::new();
@@ -118,7 +126,9 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
         if idle > timeout_ns {
             continue;
         }
-        let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else { continue };
+        let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else {
+            continue;
+        };
         if gen != c.real_gen {
             continue;
         }
@@ -129,7 +139,10 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
             e.1 += 1;
         }
         if with_conns {
-            let vip = vip_of.get(&c.svc_id).copied().unwrap_or((words_addr(k.dst, k.family), u16::from_be(k.dport_be)));
+            let vip = vip_of
+                .get(&c.svc_id)
+                .copied()
+                .unwrap_or((words_addr(k.dst, k.family), u16::from_be(k.dport_be)));
             conns.push(ConnRow {
                 proto: k.proto,
                 expire_s: (timeout_ns - idle) / 1_000_000_000,
@@ -249,7 +262,9 @@ pub fn render_table(snap: &Snapshot) -> String {
 pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
     let mut out = String::new();
     header(&mut out, snap.conn_table_size);
-    out.push_str("Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n");
+    out.push_str(
+        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n",
+    );
     out.push_str("  -> RemoteAddress:Port\n");
     let row = |out: &mut String, name: String, st: &Stats| {
         let _ = write!(out, "{name:<33}");
@@ -261,7 +276,11 @@ pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
     for s in &snap.services {
         row(&mut out, svc_name(s), &s.stats);
         for r in &s.reals {
-            row(&mut out, format!("  -> {}", fmt_sock(r.addr, r.port)), &r.stats);
+            row(
+                &mut out,
+                format!("  -> {}", fmt_sock(r.addr, r.port)),
+                &r.stats,
+            );
         }
     }
     out
@@ -271,23 +290,43 @@ pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
 pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: bool) -> String {
     let mut out = String::new();
     header(&mut out, after.conn_table_size);
-    out.push_str("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n");
+    out.push_str(
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n",
+    );
     out.push_str("  -> RemoteAddress:Port\n");
     let secs = dt.as_secs_f64().max(1e-3);
     let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / secs).round() as u64;
     let row = |out: &mut String, name: String, a: Stats, b: &Stats| {
         let _ = write!(out, "{name:<33}");
-        for v in [rate(a.conns, b.conns), rate(a.packets, b.packets), 0, rate(a.bytes, b.bytes), 0] {
+        for v in [
+            rate(a.conns, b.conns),
+            rate(a.packets, b.packets),
+            0,
+            rate(a.bytes, b.bytes),
+            0,
+        ] {
             largenum(out, v, exact);
         }
         out.push('\n');
     };
     for s in &after.services {
         let prev = before.services.iter().find(|p| p.id == s.id);
-        row(&mut out, svc_name(s), prev.map(|p| p.stats).unwrap_or_default(), &s.stats);
+        row(
+            &mut out,
+            svc_name(s),
+            prev.map(|p| p.stats).unwrap_or_default(),
+            &s.stats,
+        );
         for r in &s.reals {
-            let pr = prev.and_then(|p| p.reals.iter().find(|x| x.id == r.id)).map(|x| x.stats);
-            row(&mut out, format!("  -> {}", fmt_sock(r.addr, r.port)), pr.unwrap_or_default(), &r.stats);
+            let pr = prev
+                .and_then(|p| p.reals.iter().find(|x| x.id == r.id))
+                .map(|x| x.stats);
+            row(
+                &mut out,
+                format!("  -> {}", fmt_sock(r.addr, r.port)),
+                pr.unwrap_or_default(),
+                &r.stats,
+            );
         }
     }
     out
@@ -297,9 +336,13 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: boo
 pub fn render_conns(snap: &Snapshot) -> String {
     let mut out = String::new();
     out.push_str("IPVS connection entries\n");
-    let _ = writeln!(out, "pro expire {:<11} {:<18} {:<18} destination", "state", "source", "virtual");
+    let _ = writeln!(
+        out,
+        "pro expire {:<11} {:<18} {:<18} destination",
+        "state", "source", "virtual"
+    );
     let mut conns = snap.conns.clone();
-    conns.sort_by(|a, b| (a.vip, a.src).cmp(&(b.vip, b.src)));
+    conns.sort_by_key(|c| (c.vip, c.src));
     for c in &conns {
         let _ = writeln!(
             out,
@@ -330,7 +373,11 @@ mod tests {
                 port: 80,
                 sched: lb_common::SCHED_RR,
                 persistent: None,
-                stats: Stats { conns: 3, packets: 120, bytes: 9000 },
+                stats: Stats {
+                    conns: 3,
+                    packets: 120,
+                    bytes: 9000,
+                },
                 reals: vec![RealRow {
                     id: 0,
                     addr: "172.20.1.10".parse().unwrap(),
@@ -339,7 +386,11 @@ mod tests {
                     weight: 1,
                     active: 0,
                     inactive: 0,
-                    stats: Stats { conns: 3, packets: 120, bytes: 9000 },
+                    stats: Stats {
+                        conns: 3,
+                        packets: 120,
+                        bytes: 9000,
+                    },
                 }],
             }],
             conns: vec![],
@@ -369,9 +420,18 @@ TCP  172.20.1.100:80 rr\n\
     fn stats_layout() {
         let out = render_stats(&snap(), false);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[1], "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
-        assert_eq!(lines[3], "TCP  172.20.1.100:80                     3      120        0     9000        0");
-        assert_eq!(lines[4], "  -> 172.20.1.10:80                      3      120        0     9000        0");
+        assert_eq!(
+            lines[1],
+            "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes"
+        );
+        assert_eq!(
+            lines[3],
+            "TCP  172.20.1.100:80                     3      120        0     9000        0"
+        );
+        assert_eq!(
+            lines[4],
+            "  -> 172.20.1.10:80                      3      120        0     9000        0"
+        );
     }
 
     #[test]

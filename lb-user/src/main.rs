@@ -11,7 +11,11 @@ const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "lb", version, about = "XDP layer-4 load balancer (LVS/ipvs + keepalived replacement)")]
+#[command(
+    name = "lb",
+    version,
+    about = "XDP layer-4 load balancer (LVS/ipvs + keepalived replacement)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -116,7 +120,9 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match cli.cmd {
         Cmd::Run {
             ifaces,
@@ -153,7 +159,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(agent::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::List { bpffs, stats, rate, conns, exact, .. } => {
+        Cmd::List {
+            bpffs,
+            stats,
+            rate,
+            conns,
+            exact,
+            ..
+        } => {
             let dp = Dataplane::from_pins(&bpffs)?;
             let out = if rate {
                 let a = list::snapshot(&dp, false)?;
@@ -186,7 +199,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 file.display(),
                 loaded.config.services.len()
             );
-            Ok(if errors > 0 { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS })
+            Ok(if errors > 0 {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::XdpPass { iface } => {
             rt.block_on(agent::xdp_pass(&iface))?;
@@ -195,7 +212,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Reload { socket } => {
             let reply = rt.block_on(agent::control(&socket, "reload"))?;
             print!("{reply}");
-            Ok(if reply.starts_with("ok") { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if reply.starts_with("ok") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Status { socket } => {
             print!("{}", rt.block_on(agent::control(&socket, "status"))?);

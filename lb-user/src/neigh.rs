@@ -7,10 +7,7 @@
 //! until its MAC is known. The table is read again every second, so a
 //! changed entry is picked up.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use futures::TryStreamExt as _;
 use netlink_packet_route::{
@@ -97,8 +94,12 @@ pub async fn neighbours(handle: &Handle) -> anyhow::Result<BTreeMap<(u32, IpAddr
         let mut mac = None;
         for attr in &msg.attributes {
             match attr {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(IpAddr::V4(*a)),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                    dst = Some(IpAddr::V4(*a))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                    dst = Some(IpAddr::V6(*a))
+                }
                 NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
                     let mut m = [0u8; 6];
                     m.copy_from_slice(l);
@@ -169,8 +170,16 @@ mod tests {
         assert!(in_prefix(a("2001:db8::5"), a("2001:db8::1"), 64));
         assert!(!in_prefix(a("2001:db8:1::5"), a("2001:db8::1"), 64));
         let addrs = vec![
-            IfAddr { ifindex: 2, addr: a("10.0.0.1"), prefix: 8 },
-            IfAddr { ifindex: 3, addr: a("10.1.0.1"), prefix: 16 },
+            IfAddr {
+                ifindex: 2,
+                addr: a("10.0.0.1"),
+                prefix: 8,
+            },
+            IfAddr {
+                ifindex: 3,
+                addr: a("10.1.0.1"),
+                prefix: 16,
+            },
         ];
         assert_eq!(iface_for(a("10.1.0.9"), &addrs), Some(3));
         assert_eq!(iface_for(a("10.9.0.9"), &addrs), Some(2));

@@ -51,7 +51,11 @@ pub fn build_ring(sched: Sched, reals: &[(u32, u32)], cap: usize) -> Vec<u32> {
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]
@@ -64,12 +68,18 @@ mod tests {
 
     #[test]
     fn wrr_three_to_one_interleaves() {
-        assert_eq!(names(&build_ring(Sched::Wrr, &[(0, 3), (1, 1)], 1024)), "AABA");
+        assert_eq!(
+            names(&build_ring(Sched::Wrr, &[(0, 3), (1, 1)], 1024)),
+            "AABA"
+        );
     }
 
     #[test]
     fn wrr_five_one_one() {
-        assert_eq!(names(&build_ring(Sched::Wrr, &[(0, 5), (1, 1), (2, 1)], 1024)), "AABACAA");
+        assert_eq!(
+            names(&build_ring(Sched::Wrr, &[(0, 5), (1, 1), (2, 1)], 1024)),
+            "AABACAA"
+        );
     }
 
     #[test]
@@ -79,12 +89,18 @@ mod tests {
 
     #[test]
     fn rr_ignores_positive_weights() {
-        assert_eq!(names(&build_ring(Sched::Rr, &[(0, 3), (1, 1), (2, 7)], 1024)), "ABC");
+        assert_eq!(
+            names(&build_ring(Sched::Rr, &[(0, 3), (1, 1), (2, 7)], 1024)),
+            "ABC"
+        );
     }
 
     #[test]
     fn weight_zero_gets_no_slots() {
-        assert_eq!(names(&build_ring(Sched::Wrr, &[(0, 2), (1, 0), (2, 1)], 1024)), "ACA");
+        assert_eq!(
+            names(&build_ring(Sched::Wrr, &[(0, 2), (1, 0), (2, 1)], 1024)),
+            "ACA"
+        );
         assert_eq!(names(&build_ring(Sched::Rr, &[(0, 1), (1, 0)], 1024)), "A");
         assert!(build_ring(Sched::Wrr, &[(0, 0), (1, 0)], 1024).is_empty());
     }

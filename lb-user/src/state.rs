@@ -121,7 +121,14 @@ impl Tables {
             for pos in 0..s.ring_len.min(RING_SIZE) {
                 ring.push(dp.rings.get(&ring_index(s.svc_id, s.ring_gen, pos), 0)?);
             }
-            services.insert(addr, SvcSlot { entry: s, reals, ring });
+            services.insert(
+                addr,
+                SvcSlot {
+                    entry: s,
+                    reals,
+                    ring,
+                },
+            );
         }
         Ok(Self { services })
     }
@@ -133,7 +140,11 @@ impl Tables {
 
     /// Id of a real of a service.
     pub fn real_id(&self, svc: &ServiceAddr, addr: IpAddr, port: u16) -> Option<u32> {
-        self.services.get(svc)?.reals.get(&(addr, port)).map(|r| r.id)
+        self.services
+            .get(svc)?
+            .reals
+            .get(&(addr, port))
+            .map(|r| r.id)
     }
 
     /// Applies `cfg`, with `l2` telling where each real address is reachable
@@ -147,10 +158,18 @@ impl Tables {
     ) -> anyhow::Result<()> {
         let wanted: BTreeSet<ServiceAddr> = cfg.services.iter().map(|v| v.key).collect();
         if wanted.len() > MAX_SERVICES as usize {
-            bail!("{} virtual services configured; the data plane holds {MAX_SERVICES}", wanted.len());
+            bail!(
+                "{} virtual services configured; the data plane holds {MAX_SERVICES}",
+                wanted.len()
+            );
         }
         // Removed services: delete the entry first (no new flows), then free the reals.
-        let gone: Vec<ServiceAddr> = self.services.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        let gone: Vec<ServiceAddr> = self
+            .services
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
         for k in gone {
             let slot = self.services.remove(&k).expect("key listed above");
             let _ = dp.services.remove(&svc_key(&k));
@@ -159,7 +178,8 @@ impl Tables {
             }
         }
         for vs in &cfg.services {
-            self.sync_service(dp, vs, l2).with_context(|| format!("applying virtual_server {}", vs.key))?;
+            self.sync_service(dp, vs, l2)
+                .with_context(|| format!("applying virtual_server {}", vs.key))?;
         }
         Ok(())
     }
@@ -169,7 +189,10 @@ impl Tables {
     }
 
     fn used_real_ids(&self) -> BTreeSet<u32> {
-        self.services.values().flat_map(|s| s.reals.values().map(|r| r.id)).collect()
+        self.services
+            .values()
+            .flat_map(|s| s.reals.values().map(|r| r.id))
+            .collect()
     }
 
     fn sync_service(
@@ -181,14 +204,23 @@ impl Tables {
         let mut fresh = false;
         if !self.services.contains_key(&vs.key) {
             let used = self.used_svc_ids();
-            let id = (0..MAX_SERVICES).find(|i| !used.contains(i)).context("no free service slot")?;
+            let id = (0..MAX_SERVICES)
+                .find(|i| !used.contains(i))
+                .context("no free service slot")?;
             dp.reset_svc_slot(id)?;
             let entry = Service {
                 svc_id: id,
                 ring_gen: 1, // the first ring goes to generation 0
                 ..Default::default()
             };
-            self.services.insert(vs.key, SvcSlot { entry, reals: BTreeMap::new(), ring: Vec::new() });
+            self.services.insert(
+                vs.key,
+                SvcSlot {
+                    entry,
+                    reals: BTreeMap::new(),
+                    ring: Vec::new(),
+                },
+            );
             fresh = true;
         }
         let mut used_reals = self.used_real_ids();
@@ -211,11 +243,16 @@ impl Tables {
             let id = match slot.reals.get(&key) {
                 Some(r) => r.id,
                 None => {
-                    let id = (0..MAX_REALS).find(|i| !used_reals.contains(i)).context("no free real slot")?;
+                    let id = (0..MAX_REALS)
+                        .find(|i| !used_reals.contains(i))
+                        .context("no free real slot")?;
                     used_reals.insert(id);
                     let old = dp.reals.get(&id, 0)?;
                     dp.reset_real_slot(id)?;
-                    let entry = Real { gen: old.gen.wrapping_add(1), ..Default::default() };
+                    let entry = Real {
+                        gen: old.gen.wrapping_add(1),
+                        ..Default::default()
+                    };
                     slot.reals.insert(key, RealSlot { id, entry });
                     id
                 }
@@ -259,7 +296,11 @@ impl Tables {
         let ring = build_ring(vs.sched, &members, RING_SIZE as usize);
         let mut entry = slot.entry;
         entry.sched = vs.sched.id();
-        entry.flags = if vs.persistence_timeout.is_some() { SVC_F_PERSISTENT } else { 0 };
+        entry.flags = if vs.persistence_timeout.is_some() {
+            SVC_F_PERSISTENT
+        } else {
+            0
+        };
         entry.persist_timeout_s = vs.persistence_timeout.unwrap_or(0);
         if ring != slot.ring || fresh {
             let gen = entry.ring_gen ^ 1;
@@ -284,7 +325,10 @@ impl Tables {
 
 fn clear_real(dp: &mut Dataplane, r: &RealSlot) -> anyhow::Result<()> {
     // Keep the generation so the next owner of the slot gets a new one.
-    let cleared = Real { gen: r.entry.gen, ..Default::default() };
+    let cleared = Real {
+        gen: r.entry.gen,
+        ..Default::default()
+    };
     dp.reals.set(r.id, cleared, 0)?;
     Ok(())
 }
@@ -295,25 +339,45 @@ mod tests {
 
     fn bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: plain-old-data types without padding.
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
+        unsafe {
+            std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>())
+                .to_vec()
+        }
     }
 
     #[test]
     fn service_key_encoding_matches_the_wire() {
-        let k = svc_key(&ServiceAddr { addr: "10.0.0.1".parse().unwrap(), port: 80, proto: Proto::Tcp });
+        let k = svc_key(&ServiceAddr {
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 80,
+            proto: Proto::Tcp,
+        });
         let mut want = vec![10, 0, 0, 1];
         want.extend([0; 12]);
         want.extend([0, 80, 6, 4]);
         assert_eq!(bytes(&k), want);
-        let k6 = svc_key(&ServiceAddr { addr: "2001:db8::1".parse().unwrap(), port: 443, proto: Proto::Udp });
-        let mut want6: Vec<u8> = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+        let k6 = svc_key(&ServiceAddr {
+            addr: "2001:db8::1".parse().unwrap(),
+            port: 443,
+            proto: Proto::Udp,
+        });
+        let mut want6: Vec<u8> = "2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets()
+            .to_vec();
         want6.extend([0x01, 0xbb, 17, 6]);
         assert_eq!(bytes(&k6), want6);
     }
 
     #[test]
     fn address_words_round_trip() {
-        for a in ["192.0.2.1", "255.255.255.255", "::1", "2001:db8::ff00:42:8329"] {
+        for a in [
+            "192.0.2.1",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::ff00:42:8329",
+        ] {
             let ip: IpAddr = a.parse().unwrap();
             let (w, f) = addr_words(ip);
             assert_eq!(words_addr(w, f), ip);

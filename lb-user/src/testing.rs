@@ -51,7 +51,10 @@ pub fn enter_private_netns() -> anyhow::Result<()> {
 }
 
 fn sh(args: &[&str]) -> anyhow::Result<()> {
-    let st = Command::new(args[0]).args(&args[1..]).status().with_context(|| format!("running {}", args.join(" ")))?;
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .with_context(|| format!("running {}", args.join(" ")))?;
     if !st.success() {
         bail!("{} failed: {st}", args.join(" "));
     }
@@ -94,8 +97,32 @@ impl Harness {
     /// with small tables (`conntrack_size` flows).
     pub fn new(conntrack_size: u32) -> anyhow::Result<Self> {
         enter_private_netns()?;
-        sh(&["ip", "link", "add", "lbta", "address", "02:00:00:00:00:a1", "type", "veth", "peer", "name", "lbta-p"])?;
-        sh(&["ip", "link", "add", "lbtb", "address", "02:00:00:00:00:b1", "type", "veth", "peer", "name", "lbtb-p"])?;
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "lbta",
+            "address",
+            "02:00:00:00:00:a1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lbta-p",
+        ])?;
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "lbtb",
+            "address",
+            "02:00:00:00:00:b1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lbtb-p",
+        ])?;
         for i in ["lbta", "lbta-p", "lbtb", "lbtb-p"] {
             sh(&["ip", "link", "set", i, "up"])?;
         }
@@ -110,17 +137,35 @@ impl Harness {
             .try_into()?;
         reference.load()?;
         let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
-        let a = TestIface { ifindex: ifindex("lbta")?, mac: MAC_A };
-        let b = TestIface { ifindex: ifindex("lbtb")?, mac: MAC_B };
+        let a = TestIface {
+            ifindex: ifindex("lbta")?,
+            mac: MAC_A,
+        };
+        let b = TestIface {
+            ifindex: ifindex("lbtb")?,
+            mac: MAC_B,
+        };
         dp.add_iface(a.ifindex, a.mac)?;
         dp.add_iface(b.ifindex, b.mac)?;
-        Ok(Self { ebpf, dp, tables: Tables::default(), a, b, l2: BTreeMap::new() })
+        Ok(Self {
+            ebpf,
+            dp,
+            tables: Tables::default(),
+            a,
+            b,
+            l2: BTreeMap::new(),
+        })
     }
 
     /// Declares `ip` reachable with `mac` through interface `a` (or `b`).
     pub fn neighbour(&mut self, ip: &str, mac: [u8; 6], via_b: bool) {
-        let ifindex = if via_b { self.b.ifindex } else { self.a.ifindex };
-        self.l2.insert(ip.parse().expect("test address"), L2 { ifindex, mac });
+        let ifindex = if via_b {
+            self.b.ifindex
+        } else {
+            self.a.ifindex
+        };
+        self.l2
+            .insert(ip.parse().expect("test address"), L2 { ifindex, mac });
     }
 
     /// Forgets a neighbour (its real becomes unavailable).
@@ -136,11 +181,16 @@ impl Harness {
             bail!("fixture configuration has errors: {}", errs.join("; "));
         }
         let l2 = self.l2.clone();
-        self.tables.sync(&mut self.dp, &loaded.config, &|ip| l2.get(&ip).copied())
+        self.tables
+            .sync(&mut self.dp, &loaded.config, &|ip| l2.get(&ip).copied())
     }
 
     fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {
-        Ok(self.ebpf.program(name).ok_or_else(|| anyhow!("{name} missing"))?.try_into()?)
+        Ok(self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("{name} missing"))?
+            .try_into()?)
     }
 
     /// Runs the balancer once on `pkt` arriving on interface `a`: (verdict, output bytes).
@@ -150,7 +200,12 @@ impl Harness {
 
     /// Runs `prog` `repeat` times on `pkt`; returns the verdict, the output
     /// and the kernel's average nanoseconds per run.
-    pub fn run_prog(&self, prog: &str, pkt: &[u8], repeat: u32) -> anyhow::Result<(u32, Vec<u8>, f64)> {
+    pub fn run_prog(
+        &self,
+        prog: &str,
+        pkt: &[u8],
+        repeat: u32,
+    ) -> anyhow::Result<(u32, Vec<u8>, f64)> {
         let mut out = vec![0u8; pkt.len() + 256];
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
         let md: [u32; 6] = [0, pkt.len() as u32, 0, self.a.ifindex, 0, 0];
@@ -191,11 +246,19 @@ pub struct Eth {
 impl Eth {
     /// From a client to the director's interface `a`.
     pub fn inbound() -> Self {
-        Self { src: CLIENT_MAC, dst: MAC_A, vlan: None }
+        Self {
+            src: CLIENT_MAC,
+            dst: MAC_A,
+            vlan: None,
+        }
     }
 }
 
-fn builder(eth: Eth, src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+fn builder(
+    eth: Eth,
+    src: IpAddr,
+    dst: IpAddr,
+) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
     let b = PacketBuilder::ethernet2(eth.src, eth.dst);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => match eth.vlan {
@@ -215,8 +278,17 @@ fn builder(eth: Eth, src: IpAddr, dst: IpAddr) -> etherparse::PacketBuilderStep<
 }
 
 /// A TCP segment `src:sport → dst:dport` with `payload`.
-pub fn tcp(eth: Eth, src: &str, sport: u16, dst: &str, dport: u16, flags: Flags, payload: &[u8]) -> Vec<u8> {
-    let b = builder(eth, src.parse().expect("src"), dst.parse().expect("dst")).tcp(sport, dport, 1000, 64240);
+pub fn tcp(
+    eth: Eth,
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = builder(eth, src.parse().expect("src"), dst.parse().expect("dst"))
+        .tcp(sport, dport, 1000, 64240);
     let b = match flags {
         Flags::Syn => b.syn(),
         Flags::Ack => b.ack(1),
@@ -251,12 +323,24 @@ pub fn hex_diff(got: &[u8], want: &[u8]) -> String {
     for row in (0..n).step_by(16) {
         let line = |p: &[u8]| {
             (row..row + 16)
-                .map(|i| p.get(i).map(|b| format!("{b:02x}")).unwrap_or_else(|| "  ".into()))
+                .map(|i| {
+                    p.get(i)
+                        .map(|b| format!("{b:02x}"))
+                        .unwrap_or_else(|| "  ".into())
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let mark = if (row..row + 16).any(|i| got.get(i) != want.get(i)) { " <<" } else { "" };
-        s.push_str(&format!("{row:04x}  got {}  want {}{mark}\n", line(got), line(want)));
+        let mark = if (row..row + 16).any(|i| got.get(i) != want.get(i)) {
+            " <<"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "{row:04x}  got {}  want {}{mark}\n",
+            line(got),
+            line(want)
+        ));
     }
     s
 }

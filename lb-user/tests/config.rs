@@ -79,13 +79,22 @@ fn include_with_glob_relative_to_file() {
 
 #[test]
 fn syntax_errors_have_file_line_column() {
-    let l = load_str("virtual_server 10.0.0.1 80 {\n  lb_algo rr\n", Path::new("/etc/k.conf"));
+    let l = load_str(
+        "virtual_server 10.0.0.1 80 {\n  lb_algo rr\n",
+        Path::new("/etc/k.conf"),
+    );
     let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
     assert_eq!(e, ["/etc/k.conf:1:28: error: unclosed '{' (missing '}')"]);
     let l = load_str("global_defs {\n}\n}\n", Path::new("k.conf"));
-    assert_eq!(l.errors().next().unwrap().to_string(), "k.conf:3:1: error: unexpected '}'");
+    assert_eq!(
+        l.errors().next().unwrap().to_string(),
+        "k.conf:3:1: error: unexpected '}'"
+    );
     let l = load_str("global_defs {\n router_id \"abc\n}\n", Path::new("k.conf"));
-    assert_eq!(l.errors().next().unwrap().to_string(), "k.conf:2:12: error: unterminated quoted string");
+    assert_eq!(
+        l.errors().next().unwrap().to_string(),
+        "k.conf:2:12: error: unterminated quoted string"
+    );
 }
 
 #[test]
@@ -115,7 +124,12 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
                 real_server 10.0.0.2 80 {\n  weight 1\n  HTTP_GET {\n   url { path / }\n  }\n }\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     assert!(!l.has_errors());
-    let w: Vec<String> = l.diags.iter().filter(|d| d.severity == Severity::Warning).map(|d| d.to_string()).collect();
+    let w: Vec<String> = l
+        .diags
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| d.to_string())
+        .collect();
     assert_eq!(
         w,
         [
@@ -127,7 +141,12 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
         ]
     );
     // The other blocks are kept for later features.
-    let vi = l.config.nodes.iter().find(|n| n.keyword == "vrrp_instance").unwrap();
+    let vi = l
+        .config
+        .nodes
+        .iter()
+        .find(|n| n.keyword == "vrrp_instance")
+        .unwrap();
     assert_eq!(vi.child("state").unwrap().args, ["MASTER"]);
 }
 
@@ -140,11 +159,24 @@ fn semantics_defaults_and_persistence() {
     let l = load_str(text, Path::new("k.conf"));
     assert!(!l.has_errors(), "{:?}", l.diags);
     let s = &l.config.services;
-    assert_eq!((s[0].sched, s[0].persistence_timeout, s[0].delay_loop), (Sched::Wrr, None, 60));
+    assert_eq!(
+        (s[0].sched, s[0].persistence_timeout, s[0].delay_loop),
+        (Sched::Wrr, None, 60)
+    );
     assert_eq!(s[0].reals[0].weight, 1, "keepalived's default weight");
-    assert_eq!((s[1].key.proto.name(), s[1].persistence_timeout, s[1].delay_loop), ("UDP", Some(120), 6));
+    assert_eq!(
+        (
+            s[1].key.proto.name(),
+            s[1].persistence_timeout,
+            s[1].delay_loop
+        ),
+        ("UDP", Some(120), 6)
+    );
     assert_eq!(s[1].reals[0].weight, 0);
-    assert_eq!((s[2].key.addr, s[2].persistence_timeout), (ip("2001:db8::1"), None));
+    assert_eq!(
+        (s[2].key.addr, s[2].persistence_timeout),
+        (ip("2001:db8::1"), None)
+    );
 }
 
 #[test]
@@ -155,22 +187,28 @@ fn duplicate_virtual_server_blocks_merge_their_reals() {
     assert!(!l.has_errors());
     assert_eq!(l.config.services.len(), 1);
     assert_eq!(l.config.services[0].reals.len(), 2);
-    assert!(l.diags.iter().any(|d| d.to_string().starts_with("k.conf:5:1: warning: virtual_server:")));
+    assert!(l.diags.iter().any(|d| d
+        .to_string()
+        .starts_with("k.conf:5:1: warning: virtual_server:")));
 }
 
 /// Lines of a seed document that form keepalived configuration blocks: a
 /// top-level keyword opening a block, to its matching brace.
 fn config_blocks(doc: &str) -> String {
-    const TOP: &[&str] = &["global_defs", "vrrp_instance", "vrrp_script", "vrrp_sync_group", "virtual_server"];
+    const TOP: &[&str] = &[
+        "global_defs",
+        "vrrp_instance",
+        "vrrp_script",
+        "vrrp_sync_group",
+        "virtual_server",
+    ];
     let mut out = String::new();
     let mut depth = 0i32;
     for line in doc.lines() {
         let code = line.split(['#', '!']).next().unwrap_or("");
         let first = code.split_whitespace().next().unwrap_or("");
-        if depth == 0 {
-            if !(TOP.contains(&first) && code.contains('{')) {
-                continue;
-            }
+        if depth == 0 && !(TOP.contains(&first) && code.contains('{')) {
+            continue;
         }
         out.push_str(line);
         out.push('\n');
@@ -207,7 +245,10 @@ fn seed_000_dr_wrr_persistent() {
     let s = &l.config.services;
     assert_eq!(s.len(), 1);
     assert_eq!((s[0].key.addr, s[0].key.port), (ip("172.16.7.5"), 80));
-    assert_eq!((s[0].sched, s[0].persistence_timeout, s[0].delay_loop), (Sched::Wrr, Some(60), 6));
+    assert_eq!(
+        (s[0].sched, s[0].persistence_timeout, s[0].delay_loop),
+        (Sched::Wrr, Some(60), 6)
+    );
     let reals: Vec<(IpAddr, u32)> = s[0].reals.iter().map(|r| (r.addr, r.weight)).collect();
     assert_eq!(reals, [(ip("172.16.7.3"), 3), (ip("172.16.7.4"), 1)]);
 }
@@ -228,7 +269,10 @@ fn seed_002_dr_and_vrrp_scripts() {
     let l = seed("002");
     let s = &l.config.services;
     assert_eq!(s.len(), 1);
-    assert_eq!((s[0].key.addr, s[0].sched), (ip("192.168.118.100"), Sched::Wrr));
+    assert_eq!(
+        (s[0].key.addr, s[0].sched),
+        (ip("192.168.118.100"), Sched::Wrr)
+    );
     let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
     assert_eq!(reals, [ip("192.168.118.30"), ip("192.168.118.40")]);
     assert!(l.config.nodes.iter().any(|n| n.keyword == "vrrp_script"));
@@ -246,7 +290,12 @@ fn seed_004_reference_blocks() {
     let l = seed("004");
     let kws: Vec<&str> = l.config.nodes.iter().map(|n| n.keyword.as_str()).collect();
     assert_eq!(kws, ["global_defs", "vrrp_script", "vrrp_instance"]);
-    let vs = l.config.nodes.iter().find(|n| n.keyword == "vrrp_script").unwrap();
+    let vs = l
+        .config
+        .nodes
+        .iter()
+        .find(|n| n.keyword == "vrrp_script")
+        .unwrap();
     assert_eq!(vs.child("weight").unwrap().args, ["-20"]);
 }
 
@@ -254,17 +303,45 @@ fn seed_004_reference_blocks() {
 fn check_config_command_exit_codes() {
     let d = tmpdir("check");
     let good = d.join("good.conf");
-    std::fs::write(&good, "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 { weight 1 }\n}\n").unwrap();
+    std::fs::write(
+        &good,
+        "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 { weight 1 }\n}\n",
+    )
+    .unwrap();
     let bad = d.join("bad.conf");
-    std::fs::write(&bad, "virtual_server 10.0.0.1 80 {\n lb_algo nope\n bogus 1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "virtual_server 10.0.0.1 80 {\n lb_algo nope\n bogus 1\n",
+    )
+    .unwrap();
     let lb = env!("CARGO_BIN_EXE_lb");
-    let ok = Command::new(lb).arg("check-config").arg(&good).output().unwrap();
+    let ok = Command::new(lb)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
     assert_eq!(ok.status.code(), Some(0));
-    let out = Command::new(lb).arg("check-config").arg(&bad).output().unwrap();
+    let out = Command::new(lb)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("{}:2:2: error: lb_algo: unknown scheduler 'nope'", bad.display())), "{text}");
-    assert!(text.contains(&format!("{}:3:2: warning: bogus: unknown keyword", bad.display())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}:2:2: error: lb_algo: unknown scheduler 'nope'",
+            bad.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}:3:2: warning: bogus: unknown keyword",
+            bad.display()
+        )),
+        "{text}"
+    );
     assert!(text.contains(":1:28: error: unclosed '{'"), "{text}");
     std::fs::remove_dir_all(d).unwrap();
 }

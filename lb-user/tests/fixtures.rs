@@ -37,9 +37,15 @@ fn syn(sport: u16) -> Vec<u8> {
 
 /// Runs `pkt` and checks the verdict and that the output is exactly `want`.
 fn expect(h: &Harness, what: &str, pkt: &[u8], verdict: u32, want: &[u8]) {
-    let (v, out) = h.run(pkt).unwrap_or_else(|e| panic!("{what}: test run failed: {e:#}"));
+    let (v, out) = h
+        .run(pkt)
+        .unwrap_or_else(|e| panic!("{what}: test run failed: {e:#}"));
     assert_eq!(verdict_name(v), verdict_name(verdict), "{what}: verdict");
-    assert!(out == want, "{what}: output bytes differ\n{}", hex_diff(&out, want));
+    assert!(
+        out == want,
+        "{what}: output bytes differ\n{}",
+        hex_diff(&out, want)
+    );
 }
 
 /// Runs `pkt`, expects XDP_TX DR-rewritten toward a real; returns which (1 or 2).
@@ -47,7 +53,11 @@ fn forwarded_to(h: &Harness, pkt: &[u8]) -> u8 {
     let (v, out) = h.run(pkt).expect("test run");
     assert_eq!(verdict_name(v), "XDP_TX");
     assert_eq!(&out[6..12], &MAC_A, "source MAC is the egress interface's");
-    assert_eq!(&out[12..], &pkt[12..], "DR leaves everything after the MACs untouched");
+    assert_eq!(
+        &out[12..],
+        &pkt[12..],
+        "DR leaves everything after the MACs untouched"
+    );
     match &out[..6] {
         m if m == MAC1 => 1,
         m if m == MAC2 => 2,
@@ -59,11 +69,23 @@ fn forwarded_to(h: &Harness, pkt: &[u8]) -> u8 {
 fn dr_tcp_v4_new_flow_exact_bytes_and_counters() {
     let h = harness("rr", 1, 1, "");
     let pkt = syn(40000);
-    expect(&h, "SYN to VIP", &pkt, XDP_TX, &dr_rewrite(&pkt, MAC1, MAC_A));
+    expect(
+        &h,
+        "SYN to VIP",
+        &pkt,
+        XDP_TX,
+        &dr_rewrite(&pkt, MAC1, MAC_A),
+    );
     let g = h.dp.global_sum().unwrap();
-    assert_eq!((g.tx, g.new_flows, g.pass, g.drop, g.aborted), (1, 1, 0, 0, 0));
+    assert_eq!(
+        (g.tx, g.new_flows, g.pass, g.drop, g.aborted),
+        (1, 1, 0, 0, 0)
+    );
     let svc = h.dp.svc_stats_sum(0).unwrap();
-    assert_eq!((svc.conns, svc.packets, svc.bytes), (1, 1, pkt.len() as u64));
+    assert_eq!(
+        (svc.conns, svc.packets, svc.bytes),
+        (1, 1, pkt.len() as u64)
+    );
     let r1 = h.dp.real_stats_sum(0).unwrap();
     assert_eq!((r1.conns, r1.packets, r1.bytes), (1, 1, pkt.len() as u64));
 }
@@ -72,9 +94,23 @@ fn dr_tcp_v4_new_flow_exact_bytes_and_counters() {
 fn established_flow_stays_and_is_not_a_new_connection() {
     let h = harness("rr", 1, 1, "");
     assert_eq!(forwarded_to(&h, &syn(40000)), 1);
-    let ack = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, b"GET / HTTP/1.0\r\n\r\n");
+    let ack = tcp(
+        Eth::inbound(),
+        CLIENT,
+        40000,
+        VIP,
+        80,
+        Flags::Ack,
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
     for _ in 0..5 {
-        expect(&h, "data on established flow", &ack, XDP_TX, &dr_rewrite(&ack, MAC1, MAC_A));
+        expect(
+            &h,
+            "data on established flow",
+            &ack,
+            XDP_TX,
+            &dr_rewrite(&ack, MAC1, MAC_A),
+        );
     }
     let g = h.dp.global_sum().unwrap();
     assert_eq!((g.tx, g.new_flows), (6, 1));
@@ -104,10 +140,18 @@ fn weight_zero_takes_no_new_flows_but_keeps_established() {
     assert_eq!(forwarded_to(&h, &syn(43001)), 2);
     h.apply(&conf("rr", 1, 0, "")).unwrap();
     for i in 0..4 {
-        assert_eq!(forwarded_to(&h, &syn(43100 + i)), 1, "new flows avoid the weight-0 real");
+        assert_eq!(
+            forwarded_to(&h, &syn(43100 + i)),
+            1,
+            "new flows avoid the weight-0 real"
+        );
     }
     let ack = tcp(Eth::inbound(), CLIENT, 43001, VIP, 80, Flags::Ack, b"x");
-    assert_eq!(forwarded_to(&h, &ack), 2, "established flow stays on its weight-0 real");
+    assert_eq!(
+        forwarded_to(&h, &ack),
+        2,
+        "established flow stays on its weight-0 real"
+    );
 }
 
 #[test]
@@ -120,9 +164,17 @@ fn removed_real_flows_are_rescheduled() {
     );
     h.apply(&only1).unwrap();
     let ack = tcp(Eth::inbound(), CLIENT, 44001, VIP, 80, Flags::Ack, b"x");
-    assert_eq!(forwarded_to(&h, &ack), 1, "flow of the removed real moves on its next packet");
+    assert_eq!(
+        forwarded_to(&h, &ack),
+        1,
+        "flow of the removed real moves on its next packet"
+    );
     let ack0 = tcp(Eth::inbound(), CLIENT, 44000, VIP, 80, Flags::Ack, b"x");
-    assert_eq!(forwarded_to(&h, &ack0), 1, "flow of the remaining real untouched");
+    assert_eq!(
+        forwarded_to(&h, &ack0),
+        1,
+        "flow of the remaining real untouched"
+    );
     let g = h.dp.global_sum().unwrap();
     assert_eq!(g.resched, 1);
 }
@@ -130,7 +182,9 @@ fn removed_real_flows_are_rescheduled() {
 #[test]
 fn added_real_does_not_move_established_flows() {
     let mut h = harness("rr", 1, 1, "");
-    let flows: Vec<(u16, u8)> = (0..6).map(|i| (45000 + i, forwarded_to(&h, &syn(45000 + i)))).collect();
+    let flows: Vec<(u16, u8)> = (0..6)
+        .map(|i| (45000 + i, forwarded_to(&h, &syn(45000 + i))))
+        .collect();
     h.neighbour("10.0.0.13", [2, 0x13, 0, 0, 0, 0x13], false);
     let three = conf("wrr", 5, 1, "").replace(
         &format!("real_server {RIP2} 80 {{ weight 1 }}"),
@@ -139,7 +193,11 @@ fn added_real_does_not_move_established_flows() {
     h.apply(&three).unwrap();
     for (port, real) in flows {
         let ack = tcp(Eth::inbound(), CLIENT, port, VIP, 80, Flags::Ack, b"x");
-        assert_eq!(forwarded_to(&h, &ack), real, "flow {port} kept its real after weights changed");
+        assert_eq!(
+            forwarded_to(&h, &ack),
+            real,
+            "flow {port} kept its real after weights changed"
+        );
     }
 }
 
@@ -148,10 +206,18 @@ fn persistence_keeps_client_on_one_real() {
     let h = harness("rr", 1, 1, "persistence_timeout 60");
     let first = forwarded_to(&h, &syn(46000));
     for i in 1..8 {
-        assert_eq!(forwarded_to(&h, &syn(46000 + i)), first, "same client, new connection");
+        assert_eq!(
+            forwarded_to(&h, &syn(46000 + i)),
+            first,
+            "same client, new connection"
+        );
     }
     let other = tcp(Eth::inbound(), "192.0.2.8", 46000, VIP, 80, Flags::Syn, b"");
-    assert_ne!(forwarded_to(&h, &other), first, "another client takes the next real");
+    assert_ne!(
+        forwarded_to(&h, &other),
+        first,
+        "another client takes the next real"
+    );
 }
 
 #[test]
@@ -159,28 +225,79 @@ fn udp_v4_is_forwarded_and_tracked() {
     let h = harness("rr", 1, 1, "");
     let d = udp(Eth::inbound(), CLIENT, 5353, VIP, 53, b"query");
     expect(&h, "UDP to VIP", &d, XDP_TX, &dr_rewrite(&d, MAC1, MAC_A));
-    expect(&h, "same UDP flow", &d, XDP_TX, &dr_rewrite(&d, MAC1, MAC_A));
+    expect(
+        &h,
+        "same UDP flow",
+        &d,
+        XDP_TX,
+        &dr_rewrite(&d, MAC1, MAC_A),
+    );
     let d2 = udp(Eth::inbound(), CLIENT, 5354, VIP, 53, b"query");
-    expect(&h, "next UDP flow", &d2, XDP_TX, &dr_rewrite(&d2, MAC2, MAC_A));
+    expect(
+        &h,
+        "next UDP flow",
+        &d2,
+        XDP_TX,
+        &dr_rewrite(&d2, MAC2, MAC_A),
+    );
 }
 
 #[test]
 fn ipv6_tcp_dr() {
     let h = harness("rr", 1, 1, "");
-    let p = tcp(Eth::inbound(), "2001:db8::7", 40000, "2001:db8::100", 80, Flags::Syn, b"");
+    let p = tcp(
+        Eth::inbound(),
+        "2001:db8::7",
+        40000,
+        "2001:db8::100",
+        80,
+        Flags::Syn,
+        b"",
+    );
     expect(&h, "IPv6 SYN", &p, XDP_TX, &dr_rewrite(&p, MAC1, MAC_A));
-    let p2 = tcp(Eth::inbound(), "2001:db8::7", 40001, "2001:db8::100", 80, Flags::Syn, b"");
-    expect(&h, "IPv6 second flow", &p2, XDP_TX, &dr_rewrite(&p2, MAC2, MAC_A));
+    let p2 = tcp(
+        Eth::inbound(),
+        "2001:db8::7",
+        40001,
+        "2001:db8::100",
+        80,
+        Flags::Syn,
+        b"",
+    );
+    expect(
+        &h,
+        "IPv6 second flow",
+        &p2,
+        XDP_TX,
+        &dr_rewrite(&p2, MAC2, MAC_A),
+    );
 }
 
 #[test]
 fn vlan_tagged_frame_keeps_its_tag() {
     let h = harness("rr", 1, 1, "");
-    let eth = Eth { vlan: Some(42), ..Eth::inbound() };
+    let eth = Eth {
+        vlan: Some(42),
+        ..Eth::inbound()
+    };
     let p = tcp(eth, CLIENT, 40000, VIP, 80, Flags::Syn, b"");
     expect(&h, "802.1Q SYN", &p, XDP_TX, &dr_rewrite(&p, MAC1, MAC_A));
-    let p6 = tcp(eth, "2001:db8::7", 40000, "2001:db8::100", 80, Flags::Syn, b"");
-    expect(&h, "802.1Q IPv6 SYN", &p6, XDP_TX, &dr_rewrite(&p6, MAC1, MAC_A));
+    let p6 = tcp(
+        eth,
+        "2001:db8::7",
+        40000,
+        "2001:db8::100",
+        80,
+        Flags::Syn,
+        b"",
+    );
+    expect(
+        &h,
+        "802.1Q IPv6 SYN",
+        &p6,
+        XDP_TX,
+        &dr_rewrite(&p6, MAC1, MAC_A),
+    );
 }
 
 #[test]
@@ -190,7 +307,13 @@ fn real_behind_other_interface_is_redirected() {
     h.neighbour(RIP2, MAC2, true);
     h.apply(&conf("rr", 1, 1, "")).unwrap();
     let p = syn(47000);
-    expect(&h, "SYN to a real on the second interface", &p, XDP_REDIRECT, &dr_rewrite(&p, MAC1, MAC_B));
+    expect(
+        &h,
+        "SYN to a real on the second interface",
+        &p,
+        XDP_REDIRECT,
+        &dr_rewrite(&p, MAC1, MAC_B),
+    );
     assert_eq!(h.dp.global_sum().unwrap().redirect, 1);
 }
 
@@ -217,16 +340,47 @@ fn no_available_real_drops_and_counts() {
 fn traffic_not_for_a_service_passes_untouched() {
     let h = harness("rr", 1, 1, "");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("other address", tcp(Eth::inbound(), CLIENT, 40000, "10.0.0.1", 80, Flags::Syn, b"")),
-        ("other port on the VIP", tcp(Eth::inbound(), CLIENT, 40000, VIP, 22, Flags::Syn, b"")),
-        ("UDP to the TCP port", udp(Eth::inbound(), CLIENT, 40000, VIP, 80, b"x")),
-        ("director's own IPv6", tcp(Eth::inbound(), "2001:db8::7", 40000, "2001:db8::1", 80, Flags::Syn, b"")),
+        (
+            "other address",
+            tcp(
+                Eth::inbound(),
+                CLIENT,
+                40000,
+                "10.0.0.1",
+                80,
+                Flags::Syn,
+                b"",
+            ),
+        ),
+        (
+            "other port on the VIP",
+            tcp(Eth::inbound(), CLIENT, 40000, VIP, 22, Flags::Syn, b""),
+        ),
+        (
+            "UDP to the TCP port",
+            udp(Eth::inbound(), CLIENT, 40000, VIP, 80, b"x"),
+        ),
+        (
+            "director's own IPv6",
+            tcp(
+                Eth::inbound(),
+                "2001:db8::7",
+                40000,
+                "2001:db8::1",
+                80,
+                Flags::Syn,
+                b"",
+            ),
+        ),
     ];
     for (what, p) in &cases {
         expect(&h, what, p, XDP_PASS, p);
     }
     let g = h.dp.global_sum().unwrap();
-    assert_eq!((g.pass, g.pass_not_vip, g.tx), (cases.len() as u64, cases.len() as u64, 0));
+    assert_eq!(
+        (g.pass, g.pass_not_vip, g.tx),
+        (cases.len() as u64, cases.len() as u64, 0)
+    );
 }
 
 /// Sets byte `i` of a packet and fixes nothing else.
@@ -260,12 +414,24 @@ fn malformed_and_unsupported_input_passes_untouched() {
     let mut cases: Vec<(String, Vec<u8>, Counter)> = Vec::new();
     // Truncation at every offset from a full Ethernet header on.
     for n in 14..good.len() {
-        cases.push((format!("truncated to {n} bytes"), good[..n].to_vec(), |g| g.pass_malformed + g.pass_not_ip));
+        cases.push(
+            (format!("truncated to {n} bytes"), good[..n].to_vec(), |g| {
+                g.pass_malformed + g.pass_not_ip
+            }),
+        );
     }
     for ihl in [0u8, 4] {
-        cases.push((format!("IHL {ihl}"), with_byte(good.clone(), l3, 0x40 | ihl), |g| g.pass_malformed));
+        cases.push((
+            format!("IHL {ihl}"),
+            with_byte(good.clone(), l3, 0x40 | ihl),
+            |g| g.pass_malformed,
+        ));
     }
-    cases.push(("IP version 5".into(), with_byte(good.clone(), l3, 0x55), |g| g.pass_malformed));
+    cases.push((
+        "IP version 5".into(),
+        with_byte(good.clone(), l3, 0x55),
+        |g| g.pass_malformed,
+    ));
     // Total length beyond the frame and below the header size.
     let mut long = good.clone();
     long[l3 + 2..l3 + 4].copy_from_slice(&200u16.to_be_bytes());
@@ -275,7 +441,9 @@ fn malformed_and_unsupported_input_passes_untouched() {
     cases.push(("total length < 20".into(), short, |g| g.pass_malformed));
     let mut tiny = good.clone();
     tiny[l3 + 2..l3 + 4].copy_from_slice(&30u16.to_be_bytes());
-    cases.push(("total length cuts the TCP header".into(), tiny, |g| g.pass_malformed));
+    cases.push(("total length cuts the TCP header".into(), tiny, |g| {
+        g.pass_malformed
+    }));
     // IPv4 with options (IHL 6, one NOP word), consistent lengths and checksum.
     let mut opts = good[..l3 + 20].to_vec();
     opts.extend_from_slice(&[1, 1, 1, 0]);
@@ -286,7 +454,11 @@ fn malformed_and_unsupported_input_passes_untouched() {
     ipv4_checksum(&mut opts, l3);
     cases.push(("IPv4 options".into(), opts, |g| g.pass_ip_options));
     // Fragments: first (MF), middle and last (offset).
-    for (what, ff) in [("first fragment", 0x2000u16), ("later fragment", 0x2010), ("last fragment", 0x0010)] {
+    for (what, ff) in [
+        ("first fragment", 0x2000u16),
+        ("later fragment", 0x2010),
+        ("last fragment", 0x0010),
+    ] {
         let mut f = good.clone();
         f[l3 + 6..l3 + 8].copy_from_slice(&ff.to_be_bytes());
         ipv4_checksum(&mut f, l3);
@@ -297,27 +469,66 @@ fn malformed_and_unsupported_input_passes_untouched() {
         let mut p = good.clone();
         p[l3 + 9] = proto;
         ipv4_checksum(&mut p, l3);
-        cases.push((format!("IP protocol {proto} to VIP"), p, |g| g.pass_other_proto));
+        cases.push((format!("IP protocol {proto} to VIP"), p, |g| {
+            g.pass_other_proto
+        }));
     }
     // TCP data offset below 5 and beyond the segment.
-    cases.push(("TCP doff 4".into(), with_byte(good.clone(), l3 + 20 + 12, 0x40), |g| g.pass_malformed));
-    cases.push(("TCP doff 15".into(), with_byte(good.clone(), l3 + 20 + 12, 0xf0), |g| g.pass_malformed));
+    cases.push((
+        "TCP doff 4".into(),
+        with_byte(good.clone(), l3 + 20 + 12, 0x40),
+        |g| g.pass_malformed,
+    ));
+    cases.push((
+        "TCP doff 15".into(),
+        with_byte(good.clone(), l3 + 20 + 12, 0xf0),
+        |g| g.pass_malformed,
+    ));
     // UDP length that disagrees with the IP payload.
     let mut u = udp(Eth::inbound(), CLIENT, 5353, VIP, 53, b"query");
     u[l3 + 20 + 4..l3 + 20 + 6].copy_from_slice(&500u16.to_be_bytes());
     cases.push(("UDP length > payload".into(), u, |g| g.pass_malformed));
     // IPv6 with a hop-by-hop header and with a fragment header.
-    let v6 = tcp(Eth::inbound(), "2001:db8::7", 40000, "2001:db8::100", 80, Flags::Syn, b"");
-    cases.push(("IPv6 hop-by-hop".into(), with_byte(v6.clone(), 14 + 6, 0), |g| g.pass_ip_options));
-    cases.push(("IPv6 fragment header".into(), with_byte(v6.clone(), 14 + 6, 44), |g| g.pass_fragment));
+    let v6 = tcp(
+        Eth::inbound(),
+        "2001:db8::7",
+        40000,
+        "2001:db8::100",
+        80,
+        Flags::Syn,
+        b"",
+    );
+    cases.push((
+        "IPv6 hop-by-hop".into(),
+        with_byte(v6.clone(), 14 + 6, 0),
+        |g| g.pass_ip_options,
+    ));
+    cases.push((
+        "IPv6 fragment header".into(),
+        with_byte(v6.clone(), 14 + 6, 44),
+        |g| g.pass_fragment,
+    ));
     for n in 14..v6.len() {
-        cases.push((format!("IPv6 truncated to {n}"), v6[..n].to_vec(), |g| g.pass_malformed + g.pass_not_ip));
+        cases.push((format!("IPv6 truncated to {n}"), v6[..n].to_vec(), |g| {
+            g.pass_malformed + g.pass_not_ip
+        }));
     }
     // Not IP at all: ARP, and a double-tagged frame.
     let mut arp = good[..42].to_vec();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     cases.push(("ARP".into(), arp, |g| g.pass_not_ip));
-    let qinq = tcp(Eth { vlan: Some(7), ..Eth::inbound() }, CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    let qinq = tcp(
+        Eth {
+            vlan: Some(7),
+            ..Eth::inbound()
+        },
+        CLIENT,
+        40000,
+        VIP,
+        80,
+        Flags::Syn,
+        b"",
+    );
     let mut qinq2 = qinq[..12].to_vec();
     qinq2.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
     qinq2.extend_from_slice(&qinq[12..]);
@@ -327,39 +538,69 @@ fn malformed_and_unsupported_input_passes_untouched() {
         let before = h.dp.global_sum().unwrap();
         expect(&h, what, p, XDP_PASS, p);
         let after = h.dp.global_sum().unwrap();
-        assert_eq!(counter(&after), counter(&before) + 1, "{what}: reason counter");
+        assert_eq!(
+            counter(&after),
+            counter(&before) + 1,
+            "{what}: reason counter"
+        );
         assert_eq!(after.pass, before.pass + 1, "{what}: pass counter");
     }
     let g = h.dp.global_sum().unwrap();
-    assert_eq!((g.aborted, g.tx, g.new_flows), (0, 0, 0), "nothing malformed was forwarded");
+    assert_eq!(
+        (g.aborted, g.tx, g.new_flows),
+        (0, 0, 0),
+        "nothing malformed was forwarded"
+    );
 }
 
 #[test]
 fn tcp_states_follow_syn_ack_fin_rst() {
     let h = harness("rr", 1, 1, "");
     let states = |h: &Harness| -> Vec<u32> {
-        let mut v: Vec<u32> = h.dp.conntrack.iter().filter_map(Result::ok).map(|(_, c)| c.state).collect();
+        let mut v: Vec<u32> =
+            h.dp.conntrack
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(_, c)| c.state)
+                .collect();
         v.sort();
         v
     };
     forwarded_to(&h, &syn(51000));
     assert_eq!(states(&h), [lb_common::CT_SYN_RECV]);
-    forwarded_to(&h, &tcp(Eth::inbound(), CLIENT, 51000, VIP, 80, Flags::Ack, b""));
+    forwarded_to(
+        &h,
+        &tcp(Eth::inbound(), CLIENT, 51000, VIP, 80, Flags::Ack, b""),
+    );
     assert_eq!(states(&h), [lb_common::CT_ESTABLISHED]);
-    forwarded_to(&h, &tcp(Eth::inbound(), CLIENT, 51000, VIP, 80, Flags::Fin, b""));
+    forwarded_to(
+        &h,
+        &tcp(Eth::inbound(), CLIENT, 51000, VIP, 80, Flags::Fin, b""),
+    );
     assert_eq!(states(&h), [lb_common::CT_FIN_WAIT]);
-    forwarded_to(&h, &tcp(Eth::inbound(), CLIENT, 51000, VIP, 80, Flags::Rst, b""));
+    forwarded_to(
+        &h,
+        &tcp(Eth::inbound(), CLIENT, 51000, VIP, 80, Flags::Rst, b""),
+    );
     assert_eq!(states(&h), [lb_common::CT_CLOSE]);
 }
 
 #[test]
 fn expired_flow_is_scheduled_again() {
     let mut h = harness("rr", 1, 1, "");
-    h.dp.set_timeouts(lb_common::Timeouts { udp_s: 1, ..Default::default() }).unwrap();
+    h.dp.set_timeouts(lb_common::Timeouts {
+        udp_s: 1,
+        ..Default::default()
+    })
+    .unwrap();
     let d = udp(Eth::inbound(), CLIENT, 6000, VIP, 53, b"q");
     assert_eq!(forwarded_to(&h, &d), 1);
     assert_eq!(forwarded_to(&h, &d), 1);
     std::thread::sleep(std::time::Duration::from_millis(2100));
-    assert_eq!(forwarded_to(&h, &d), 2, "idle past the UDP timeout: a new flow");
+    assert_eq!(
+        forwarded_to(&h, &d),
+        2,
+        "idle past the UDP timeout: a new flow"
+    );
     assert_eq!(h.dp.global_sum().unwrap().expired, 1);
 }

@@ -41,7 +41,12 @@ pub fn run(args: &[&str]) -> anyhow::Result<Output> {
         .output()
         .with_context(|| format!("running {}", args.join(" ")))?;
     if !out.status.success() {
-        bail!("{} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -58,14 +63,23 @@ impl Bins {
     /// (target/<profile>/deps/..), or from LB_BIN / NSPROBE_BIN.
     pub fn from_target_dir(nsprobe: &str) -> Self {
         let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_owned();
-        let lb = std::env::var_os("LB_BIN").map(PathBuf::from).unwrap_or_else(|| profile_dir.join("lb"));
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_owned();
+        let lb = std::env::var_os("LB_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.join("lb"));
         assert!(
             lb.exists(),
             "{} not found: build it first (`cargo build -p lb-user`; `cargo xtask test` does)",
             lb.display()
         );
-        Self { lb, nsprobe: PathBuf::from(nsprobe) }
+        Self {
+            lb,
+            nsprobe: PathBuf::from(nsprobe),
+        }
     }
 }
 
@@ -130,20 +144,49 @@ impl Lab {
         let sw = self.add_ns("sw")?;
         self.exec("sw", &["ip", "link", "add", "br0", "type", "bridge"])?;
         self.exec("sw", &["ip", "link", "set", "br0", "up"])?;
-        let mut hosts = vec![("cl".to_string(), CLIENT_IP.to_string(), format!("{SUBNET6}1")),
-                             ("dir".to_string(), DIRECTOR_IP.to_string(), format!("{SUBNET6}2"))];
+        let mut hosts = vec![
+            (
+                "cl".to_string(),
+                CLIENT_IP.to_string(),
+                format!("{SUBNET6}1"),
+            ),
+            (
+                "dir".to_string(),
+                DIRECTOR_IP.to_string(),
+                format!("{SUBNET6}2"),
+            ),
+        ];
         for i in 1..=self.reals {
             hosts.push((format!("r{i}"), real_ip(i), real_ip6(i)));
         }
         for (role, ip, ip6) in &hosts {
             let ns = self.add_ns(role)?;
             // Switch-side end named after the host; host-side end is eth0.
-            self.exec("sw", &["ip", "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            self.exec(
+                "sw",
+                &[
+                    "ip", "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
             self.exec("sw", &["ip", "link", "set", role, "master", "br0", "up"])?;
             self.sysctl(role, "net.ipv6.conf.all.accept_dad=0")?;
             self.sysctl(role, "net.ipv6.conf.eth0.accept_dad=0")?;
-            self.exec(role, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-            self.exec(role, &["ip", "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;
+            self.exec(
+                role,
+                &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            )?;
+            self.exec(
+                role,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{ip6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )?;
             self.exec(role, &["ip", "link", "set", "eth0", "up"])?;
         }
         let _ = sw;
@@ -151,13 +194,33 @@ impl Lab {
         // loses that metadata, so the client computes them itself.
         self.exec("cl", &["ethtool", "-K", "eth0", "tx", "off"])?;
         // VIP on the director (as VRRP would add it).
-        self.exec("dir", &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
-        self.exec("dir", &["ip", "addr", "add", &format!("{VIP6}/128"), "dev", "eth0", "nodad"])?;
+        self.exec(
+            "dir",
+            &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"],
+        )?;
+        self.exec(
+            "dir",
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
         // Reals: VIP on lo, never answering ARP for it.
         for i in 1..=self.reals {
             let r = format!("r{i}");
-            self.exec(&r, &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-            self.exec(&r, &["ip", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])?;
+            self.exec(
+                &r,
+                &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+            )?;
+            self.exec(
+                &r,
+                &["ip", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"],
+            )?;
             for k in ["all", "eth0"] {
                 self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_ignore=1"))?;
                 self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_announce=2"))?;
@@ -171,11 +234,25 @@ impl Lab {
         self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir"], "xdp-pass")?;
         // The director's own service, to check that non-VIP traffic is untouched.
         let probe = self.bins.nsprobe.to_string_lossy().into_owned();
-        self.spawn("dir", &[&probe, "serve", "80", "director"], "director-httpd")?;
-        self.spawn("dir", &[&probe, "serve", "8080", "director"], "director-httpd8080")?;
+        self.spawn(
+            "dir",
+            &[&probe, "serve", "80", "director"],
+            "director-httpd",
+        )?;
+        self.spawn(
+            "dir",
+            &[&probe, "serve", "8080", "director"],
+            "director-httpd8080",
+        )?;
         // bpffs for the agent's pins, outside /sys (which `ip netns exec` remounts).
         std::fs::create_dir_all(&self.bpffs_mount)?;
-        run(&["mount", "-t", "bpf", "bpf", &self.bpffs_mount.to_string_lossy()])?;
+        run(&[
+            "mount",
+            "-t",
+            "bpf",
+            "bpf",
+            &self.bpffs_mount.to_string_lossy(),
+        ])?;
         // Let servers bind before traffic starts.
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
@@ -210,7 +287,11 @@ impl Lab {
     /// Sends `sig` to the process started with `tag` in `role`.
     pub fn signal(&self, role: &str, tag: &str, sig: i32) -> anyhow::Result<()> {
         let key = format!("{role}-{tag}");
-        let (_, child) = self.procs.iter().find(|(k, _)| *k == key).ok_or_else(|| anyhow!("no process {key}"))?;
+        let (_, child) = self
+            .procs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .ok_or_else(|| anyhow!("no process {key}"))?;
         // SAFETY: plain kill(2) on our own child's pid.
         if unsafe { libc::kill(child.id() as i32, sig) } != 0 {
             bail!("kill {key}: {}", std::io::Error::last_os_error());
@@ -249,7 +330,18 @@ impl Lab {
         let cfg = self.config_path().to_string_lossy().into_owned();
         let bpffs = self.bpffs().to_string_lossy().into_owned();
         let sock = self.socket().to_string_lossy().into_owned();
-        let mut args = vec![lb.as_str(), "run", "--iface", "eth0", "--config", &cfg, "--bpffs", &bpffs, "--socket", &sock];
+        let mut args = vec![
+            lb.as_str(),
+            "run",
+            "--iface",
+            "eth0",
+            "--config",
+            &cfg,
+            "--bpffs",
+            &bpffs,
+            "--socket",
+            &sock,
+        ];
         args.extend_from_slice(extra);
         self.spawn("dir", &args, "lb")?;
         self.wait_resolved(Duration::from_secs(10))
@@ -265,7 +357,10 @@ impl Lab {
                 }
             }
             if start.elapsed() > timeout {
-                bail!("agent did not resolve every real within {timeout:?}; agent log:\n{}", self.log("dir", "lb"));
+                bail!(
+                    "agent did not resolve every real within {timeout:?}; agent log:\n{}",
+                    self.log("dir", "lb")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -304,7 +399,12 @@ impl Lab {
             .spawn()?;
         let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
         let stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
-        let mut held = Held { first: String::new(), child, stdin, stdout };
+        let mut held = Held {
+            first: String::new(),
+            child,
+            stdin,
+            stdout,
+        };
         held.first = held.read_line()?;
         Ok(held)
     }

@@ -35,7 +35,8 @@ fn vip80() -> String {
 fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("rr");
-    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
+        .unwrap();
     let t = lab.http_get(&vip80(), 100).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
     let r1 = t.get("r1").copied().unwrap_or(0) as i64;
@@ -49,13 +50,31 @@ fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines[0], "IP Virtual Server version 1.2.1 (size=65536)");
     assert_eq!(lines[1], "Prot LocalAddress:Port Scheduler Flags");
-    assert_eq!(lines[2], "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
+    assert_eq!(
+        lines[2],
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+    );
     assert_eq!(lines[3], format!("TCP  {VIP}:80 rr"));
-    assert!(lines[4].starts_with(&format!("  -> {:<28} Route   1      ", format!("{}:80", real_ip(1)))), "{list}");
-    assert!(lines[5].starts_with(&format!("  -> {:<28} Route   1      ", format!("{}:80", real_ip(2)))), "{list}");
+    assert!(
+        lines[4].starts_with(&format!(
+            "  -> {:<28} Route   1      ",
+            format!("{}:80", real_ip(1))
+        )),
+        "{list}"
+    );
+    assert!(
+        lines[5].starts_with(&format!(
+            "  -> {:<28} Route   1      ",
+            format!("{}:80", real_ip(2))
+        )),
+        "{list}"
+    );
     assert_eq!(lines[6], format!("TCP  [{VIP6}]:80 rr"));
     // Closed connections are inactive (FIN seen), none is active.
-    let inact: u64 = lines[4..6].iter().map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap()).sum();
+    let inact: u64 = lines[4..6]
+        .iter()
+        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap())
+        .sum();
     assert_eq!(inact, 100, "{list}");
 
     let stats = lab.lb(&["list", "--stats", "--bpffs", &bpffs]).unwrap();
@@ -64,14 +83,18 @@ fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
     assert_eq!(conns, 100, "{stats}");
     let conns_list = lab.lb(&["list", "-c", "--bpffs", &bpffs]).unwrap();
     assert_eq!(conns_list.lines().count(), 2 + 100, "{conns_list}");
-    assert!(conns_list.lines().nth(2).unwrap().starts_with("TCP "), "{conns_list}");
+    assert!(
+        conns_list.lines().nth(2).unwrap().starts_with("TCP "),
+        "{conns_list}"
+    );
 }
 
 #[test]
 fn wrr_three_to_one_within_five_percent() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("wrr");
-    lab.start_agent(&service("wrr", 3, 1, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("wrr", 3, 1, ""), AGENT_ARGS)
+        .unwrap();
     let t = lab.http_get(&vip80(), 100).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
     let r1 = t.get("r1").copied().unwrap_or(0) as i64;
@@ -82,48 +105,82 @@ fn wrr_three_to_one_within_five_percent() {
 fn persistence_keeps_a_client_on_one_real() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("per");
-    lab.start_agent(&service("rr", 1, 1, "persistence_timeout 60"), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("rr", 1, 1, "persistence_timeout 60"), AGENT_ARGS)
+        .unwrap();
     let t = lab.http_get(&vip80(), 30).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    assert!(t.get("r1") == Some(&30) || t.get("r2") == Some(&30), "one client, one real: {t:?}");
+    assert!(
+        t.get("r1") == Some(&30) || t.get("r2") == Some(&30),
+        "one client, one real: {t:?}"
+    );
     let bpffs = lab.bpffs().to_string_lossy().into_owned();
     let list = lab.lb(&["list", "--bpffs", &bpffs]).unwrap();
-    assert!(list.contains(&format!("TCP  {VIP}:80 rr persistent 60\n")), "{list}");
+    assert!(
+        list.contains(&format!("TCP  {VIP}:80 rr persistent 60\n")),
+        "{list}"
+    );
 }
 
 #[test]
 fn sighup_removes_a_real_without_breaking_open_connections() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("hup");
-    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
+        .unwrap();
     let mut held = lab.hold(&vip80()).unwrap();
     let kept = held.first.clone();
     assert!(kept == "r1" || kept == "r2", "first answer {kept:?}");
     let (gone, keep_idx) = if kept == "r1" { (2, 1) } else { (1, 2) };
     // Remove the other real and reload with SIGHUP.
-    let conf = service("rr", 1, 1, "").replace(&format!("  real_server {} 80 {{\n    weight 1\n  }}\n", real_ip(gone)), "");
+    let conf = service("rr", 1, 1, "").replace(
+        &format!(
+            "  real_server {} 80 {{\n    weight 1\n  }}\n",
+            real_ip(gone)
+        ),
+        "",
+    );
     assert!(!conf.contains(&format!("real_server {} 80", real_ip(gone))));
     lab.write_config(&conf).unwrap();
     lab.signal("dir", "lb", libc::SIGHUP).unwrap();
     let start = std::time::Instant::now();
     while !lab.log("dir", "lb").contains("configuration reloaded") {
-        assert!(start.elapsed() < Duration::from_secs(5), "no reload: {}", lab.log("dir", "lb"));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no reload: {}",
+            lab.log("dir", "lb")
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let t = lab.http_get(&vip80(), 20).unwrap();
-    assert_eq!(t.get(&format!("r{keep_idx}")), Some(&20), "new flows only to the remaining real: {t:?}");
+    assert_eq!(
+        t.get(&format!("r{keep_idx}")),
+        Some(&20),
+        "new flows only to the remaining real: {t:?}"
+    );
     for _ in 0..3 {
-        assert_eq!(held.request().unwrap(), kept, "open connection survives the reload");
+        assert_eq!(
+            held.request().unwrap(),
+            kept,
+            "open connection survives the reload"
+        );
     }
     // A broken file is refused and the running configuration kept.
-    lab.write_config("virtual_server 10.200.0.100 80 {\n lb_algo rr\n").unwrap();
+    lab.write_config("virtual_server 10.200.0.100 80 {\n lb_algo rr\n")
+        .unwrap();
     lab.signal("dir", "lb", libc::SIGHUP).unwrap();
     let start = std::time::Instant::now();
     while !lab.log("dir", "lb").contains("reload refused") {
-        assert!(start.elapsed() < Duration::from_secs(5), "no refusal: {}", lab.log("dir", "lb"));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no refusal: {}",
+            lab.log("dir", "lb")
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(lab.log("dir", "lb").contains("keepalived.conf:1:"), "error names the location");
+    assert!(
+        lab.log("dir", "lb").contains("keepalived.conf:1:"),
+        "error names the location"
+    );
     let t = lab.http_get(&vip80(), 10).unwrap();
     assert_eq!(t.get(&format!("r{keep_idx}")), Some(&10), "{t:?}");
     assert_eq!(held.request().unwrap(), kept);
@@ -133,30 +190,51 @@ fn sighup_removes_a_real_without_breaking_open_connections() {
 fn other_traffic_is_untouched_and_ipv6_is_balanced() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("oth");
-    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
+        .unwrap();
     let t = lab.http_get(&format!("{DIRECTOR_IP}:80"), 5).unwrap();
     assert_eq!(t.get("director"), Some(&5), "director's own address: {t:?}");
     let t = lab.http_get(&format!("{VIP}:8080"), 5).unwrap();
-    assert_eq!(t.get("director"), Some(&5), "a VIP port with no service reaches the director's stack: {t:?}");
+    assert_eq!(
+        t.get("director"),
+        Some(&5),
+        "a VIP port with no service reaches the director's stack: {t:?}"
+    );
     let t = lab.http_get(&format!("[{VIP6}]:80"), 10).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    assert_eq!(t.get("r1").copied().unwrap_or(0) + t.get("r2").copied().unwrap_or(0), 10, "{t:?}");
-    assert!(t.get("r1").copied().unwrap_or(0) >= 3 && t.get("r2").copied().unwrap_or(0) >= 3, "{t:?}");
+    assert_eq!(
+        t.get("r1").copied().unwrap_or(0) + t.get("r2").copied().unwrap_or(0),
+        10,
+        "{t:?}"
+    );
+    assert!(
+        t.get("r1").copied().unwrap_or(0) >= 3 && t.get("r2").copied().unwrap_or(0) >= 3,
+        "{t:?}"
+    );
 }
 
 #[test]
 fn bpftool_shows_field_names_of_pinned_maps() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("btf");
-    lab.start_agent(&service("wrr", 2, 1, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("wrr", 2, 1, ""), AGENT_ARGS)
+        .unwrap();
     let path = lab.bpffs().join("LB_SERVICES");
-    let out = lb_tests::run(&["bpftool", "map", "dump", "pinned", &path.to_string_lossy()]).unwrap();
+    let out =
+        lb_tests::run(&["bpftool", "map", "dump", "pinned", &path.to_string_lossy()]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for field in ["\"port_be\"", "\"proto\"", "\"svc_id\"", "\"ring_len\"", "\"persist_timeout_s\""] {
+    for field in [
+        "\"port_be\"",
+        "\"proto\"",
+        "\"svc_id\"",
+        "\"ring_len\"",
+        "\"persist_timeout_s\"",
+    ] {
         assert!(text.contains(field), "{field} missing in:\n{text}");
     }
     let path = lab.bpffs().join("LB_REALS");
-    let out = lb_tests::run(&["bpftool", "map", "dump", "pinned", &path.to_string_lossy()]).unwrap();
+    let out =
+        lb_tests::run(&["bpftool", "map", "dump", "pinned", &path.to_string_lossy()]).unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"weight\""));
     // Pinned maps are root-only.
     use std::os::unix::fs::PermissionsExt;
@@ -172,12 +250,23 @@ fn restarted_agent_keeps_established_flows() {
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     let mut held: Vec<_> = (0..4).map(|_| lab.hold(&vip80()).unwrap()).collect();
     let before: Vec<String> = held.iter().map(|h| h.first.clone()).collect();
-    assert!(before.contains(&"r1".to_string()) && before.contains(&"r2".to_string()), "{before:?}");
+    assert!(
+        before.contains(&"r1".to_string()) && before.contains(&"r2".to_string()),
+        "{before:?}"
+    );
     lab.stop("dir", "lb").unwrap();
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
-    assert!(lab.log("dir", "lb").contains("running"), "{}", lab.log("dir", "lb"));
+    assert!(
+        lab.log("dir", "lb").contains("running"),
+        "{}",
+        lab.log("dir", "lb")
+    );
     for (h, want) in held.iter_mut().zip(&before) {
-        assert_eq!(&h.request().unwrap(), want, "flow kept its real across the restart");
+        assert_eq!(
+            &h.request().unwrap(),
+            want,
+            "flow kept its real across the restart"
+        );
     }
 }
 

@@ -3,7 +3,10 @@
 //! the same run; the table is printed and written to results/bench.md.
 use std::process::Command;
 
-use crate::{setup, util::{cargo, exec, output, root}};
+use crate::{
+    setup,
+    util::{cargo, exec, output, root},
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Options {
@@ -21,19 +24,37 @@ pub struct Options {
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
     exec(cargo().args(["build", "--release", "-p", "lb-user", "--bin", "lb-bench"]))?;
-    let (repeat, rounds) = if opts.quick { (100_000, 3) } else { (opts.repeat, opts.rounds) };
+    let (repeat, rounds) = if opts.quick {
+        (100_000, 3)
+    } else {
+        (opts.repeat, opts.rounds)
+    };
     let dir = root().join("results");
     std::fs::create_dir_all(&dir)?;
     let table = dir.join("bench-table.md");
     exec(
         Command::new(root().join("target/release/lb-bench"))
-            .args(["--repeat", &repeat.to_string(), "--rounds", &rounds.to_string(), "--out"])
+            .args([
+                "--repeat",
+                &repeat.to_string(),
+                "--rounds",
+                &rounds.to_string(),
+                "--out",
+            ])
             .arg(&table),
     )?;
-    let commit = output(Command::new("git").args(["-C", &root().to_string_lossy(), "rev-parse", "--short", "HEAD"]))
-        .unwrap_or_else(|_| "unknown".into());
+    let commit = output(Command::new("git").args([
+        "-C",
+        &root().to_string_lossy(),
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]))
+    .unwrap_or_else(|_| "unknown".into());
     let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     let report = format!(
         "# Data-plane benchmark\n\nMachine: {cpus} CPUs, kernel {}; date {}; commit {}.\n\n{}",

@@ -14,7 +14,10 @@ use std::{
 use anyhow::bail;
 use lb_tests::{real_ip, Bins, Lab, VIP};
 
-use crate::{setup, util::{cargo, exec, root}};
+use crate::{
+    setup,
+    util::{cargo, exec, root},
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Options {
@@ -51,29 +54,50 @@ virtual_server {VIP} 80 {{
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
-    exec(cargo().args(["build", "--release", "-p", "lb-user", "-p", "lb-tests", "--bins"]))?;
+    exec(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "lb-user",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))?;
-    let bins = Bins { lb: root().join("target/release/lb"), nsprobe: root().join("target/release/nsprobe") };
+    let bins = Bins {
+        lb: root().join("target/release/lb"),
+        nsprobe: root().join("target/release/nsprobe"),
+    };
     println!("== building the lab: namespaces lbdemo-{{sw,cl,dir,r1,r2}}, bridge 10.200.0.0/24, VIP {VIP}");
     let mut lab = Lab::dr("lbdemo", bins, 2)?;
     let conf = config();
     println!("== keepalived.conf on the director:\n{conf}");
     lab.start_agent(&conf, &["--conntrack-size", "65536"])?;
     println!("== agent running on lbdemo-dir (XDP on eth0); reals' MACs resolved:");
-    print!("{}", lab.lb(&["status", "--socket", &lab.socket().to_string_lossy()])?);
+    print!(
+        "{}",
+        lab.lb(&["status", "--socket", &lab.socket().to_string_lossy()])?
+    );
     if stop.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
-    println!("\n== {} HTTP requests from the client to http://{VIP}/ (one connection each):", opts.requests);
+    println!(
+        "\n== {} HTTP requests from the client to http://{VIP}/ (one connection each):",
+        opts.requests
+    );
     let mut answers = Vec::new();
     for i in 0..opts.requests {
         if stop.load(Ordering::SeqCst) {
             bail!("interrupted");
         }
         let t = lab.http_get(&format!("{VIP}:80"), 1)?;
-        let who = t.keys().find(|k| k.as_str() != "fail").cloned().unwrap_or_else(|| "FAILED".into());
+        let who = t
+            .keys()
+            .find(|k| k.as_str() != "fail")
+            .cloned()
+            .unwrap_or_else(|| "FAILED".into());
         println!("request {:>2}: answered by {who}", i + 1);
         answers.push(who);
     }
@@ -84,7 +108,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     print!("{}", lab.lb(&["list", "--stats", "--bpffs", &bpffs])?);
     let failed = answers.iter().filter(|a| *a == "FAILED").count();
     if opts.hold {
-        println!("\n== lab kept up; Ctrl-C removes it. Try: ip netns exec lbdemo-cl curl http://{VIP}/");
+        println!(
+            "\n== lab kept up; Ctrl-C removes it. Try: ip netns exec lbdemo-cl curl http://{VIP}/"
+        );
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }

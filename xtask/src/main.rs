@@ -9,7 +9,10 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "Build, run, test and benchmark the XDP load balancer")]
+#[command(
+    name = "xtask",
+    about = "Build, run, test and benchmark the XDP load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -1,7 +1,10 @@
 //! `cargo xtask run --iface IF [--config FILE] [-- extra lb run options]`.
 use std::{path::PathBuf, process::Command};
 
-use crate::{setup, util::{cargo, exec, root}};
+use crate::{
+    setup,
+    util::{cargo, exec, root},
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Options {

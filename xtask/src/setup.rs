@@ -12,7 +12,12 @@ use crate::util::{exec, find_program, output};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// (program, Debian package) the tests and labs run.
-const PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("bpftool", "bpftool"), ("ethtool", "ethtool"), ("mount", "mount")];
+const PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("ethtool", "ethtool"),
+    ("mount", "mount"),
+];
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Options {
@@ -28,7 +33,9 @@ fn nightly_sysroot() -> anyhow::Result<PathBuf> {
 }
 
 fn has_rust_src(sysroot: &std::path::Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
 }
 
 /// bpf-linker loads the nightly toolchain's libLLVM, which `rustup run`
@@ -78,7 +85,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         return Err(anyhow!("missing: {}", miss.join(", ")));
     }
     if miss.is_empty() {
-        eprintln!("xtask setup: nothing to do (nightly rust-src, bpf-linker and test packages present)");
+        eprintln!(
+            "xtask setup: nothing to do (nightly rust-src, bpf-linker and test packages present)"
+        );
         return Ok(());
     }
     eprintln!("xtask setup: installing {}", miss.join(", "));
@@ -86,12 +95,24 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let sysroot = match nightly_sysroot() {
         Ok(s) => s,
         Err(_) => {
-            exec(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+            exec(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]))?;
             nightly_sysroot()?
         }
     };
     if !has_rust_src(&sysroot) {
-        exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
 
     if !bpf_linker_ok() {
@@ -101,25 +122,46 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let lib = std::fs::read_dir(sysroot.join("lib"))?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so")))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so"))
+            })
             .ok_or_else(|| anyhow!("no libLLVM.so* in {}/lib", sysroot.display()))?;
         let prefix = dirs_home().join(".local/share/lb-bpf-llvm");
         std::fs::create_dir_all(prefix.join("lib"))?;
         let link = prefix.join("lib/libLLVM.so");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&lib, &link)?;
-        eprintln!("xtask setup: bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major})", lib.display());
+        eprintln!(
+            "xtask setup: bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major})",
+            lib.display()
+        );
         exec(
             Command::new("cargo")
-                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--no-default-features",
+                    "--features",
+                ])
                 .arg(format!("llvm-{major}"))
                 .env("LLVM_PREFIX", &prefix),
         )?;
     }
 
-    let pkgs: Vec<&str> = PACKAGES.iter().filter(|(p, _)| find_program(p).is_none()).map(|(_, k)| *k).collect();
+    let pkgs: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(p, _)| find_program(p).is_none())
+        .map(|(_, k)| *k)
+        .collect();
     if !pkgs.is_empty() {
-        exec(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+        exec(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
         exec(
             Command::new("apt-get")
                 .args(["install", "-y", "--no-install-recommends"])
@@ -136,7 +178,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 fn dirs_home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// Runs setup when something is missing (the other commands call this).

@@ -22,10 +22,14 @@ pub struct Options {
 
 /// Sums "test result: ok. N passed; M failed; K ignored" lines.
 fn tally(line: &str, totals: &mut [u64; 3]) {
-    let Some(rest) = line.strip_prefix("test result: ") else { return };
+    let Some(rest) = line.strip_prefix("test result: ") else {
+        return;
+    };
     for part in rest.split(';') {
         let mut words = part.split_whitespace().rev();
-        let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+        let (Some(what), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
         let Ok(n) = n.parse::<u64>() else { continue };
         match what {
             "passed" => totals[0] += n,
@@ -41,9 +45,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     // The namespace tests run the `lb` binary itself.
     exec(cargo().args(["build", "-p", "lb-user", "--bins"]))?;
     let mut cmd: Command = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--"]).args(&opts.args);
+    cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--"])
+        .args(&opts.args);
     eprintln!("xtask: $ {cmd:?}");
-    let mut child = cmd.stdout(Stdio::piped()).spawn().context("starting cargo test")?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
     let mut totals = [0u64; 3];
     for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
         let line = line?;
@@ -51,7 +59,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         tally(&line, &mut totals);
     }
     let status = child.wait()?;
-    println!("tests: {} passed, {} failed, {} skipped", totals[0], totals[1], totals[2]);
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals[0], totals[1], totals[2]
+    );
     if !status.success() {
         bail!("cargo test failed: {status}");
     }

@@ -37,20 +37,71 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let repeat: u32 = get("--repeat").map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let repeat: u32 = get("--repeat")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let rounds: usize = get("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let out: Option<PathBuf> = get("--out").map(PathBuf::from);
 
     let syn = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Syn, b"");
     let ack = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Ack, b"");
-    let other = tcp(Eth::inbound(), "192.0.2.7", 40000, "10.0.0.1", 80, Flags::Syn, b"");
-    let cases = vec![
-        Case { name: "XDP_TX reference (swap MACs)", prog: REFERENCE_PROGRAM, algo: "rr", pkt: syn.clone(), new_flow: false, verdict: XDP_TX },
-        Case { name: "non-VIP pass", prog: "lb_xdp", algo: "rr", pkt: other, new_flow: false, verdict: XDP_PASS },
-        Case { name: "DR established flow", prog: "lb_xdp", algo: "rr", pkt: ack, new_flow: false, verdict: XDP_TX },
-        Case { name: "DR new flow, rr", prog: "lb_xdp", algo: "rr", pkt: syn.clone(), new_flow: true, verdict: XDP_TX },
-        Case { name: "DR new flow, wrr", prog: "lb_xdp", algo: "wrr", pkt: syn, new_flow: true, verdict: XDP_TX },
+    let other = tcp(
+        Eth::inbound(),
+        "192.0.2.7",
+        40000,
+        "10.0.0.1",
+        80,
+        Flags::Syn,
+        b"",
+    );
+    let cases = [
+        Case {
+            name: "XDP_TX reference (swap MACs)",
+            prog: REFERENCE_PROGRAM,
+            algo: "rr",
+            pkt: syn.clone(),
+            new_flow: false,
+            verdict: XDP_TX,
+        },
+        Case {
+            name: "non-VIP pass",
+            prog: "lb_xdp",
+            algo: "rr",
+            pkt: other,
+            new_flow: false,
+            verdict: XDP_PASS,
+        },
+        Case {
+            name: "DR established flow",
+            prog: "lb_xdp",
+            algo: "rr",
+            pkt: ack,
+            new_flow: false,
+            verdict: XDP_TX,
+        },
+        Case {
+            name: "DR new flow, rr",
+            prog: "lb_xdp",
+            algo: "rr",
+            pkt: syn.clone(),
+            new_flow: true,
+            verdict: XDP_TX,
+        },
+        Case {
+            name: "DR new flow, wrr",
+            prog: "lb_xdp",
+            algo: "wrr",
+            pkt: syn,
+            new_flow: true,
+            verdict: XDP_TX,
+        },
     ];
 
     // The harness enters a private network namespace on this thread.
@@ -58,17 +109,32 @@ fn main() -> anyhow::Result<()> {
         let mut h = Harness::new(1 << 16)?;
         h.neighbour("10.0.0.11", MAC1, false);
         h.neighbour("10.0.0.12", MAC2, false);
-        let mut results: Vec<(String, Vec<f64>)> = cases.iter().map(|c| (c.name.to_string(), Vec::new())).collect();
+        let mut results: Vec<(String, Vec<f64>)> = cases
+            .iter()
+            .map(|c| (c.name.to_string(), Vec::new()))
+            .collect();
         for round in 0..rounds {
             eprintln!("round {}/{rounds}", round + 1);
             for (i, c) in cases.iter().enumerate() {
                 h.apply(&conf(c.algo))?;
-                let t = if c.new_flow { Timeouts { tcp_syn_s: 0, ..Default::default() } } else { Timeouts::default() };
+                let t = if c.new_flow {
+                    Timeouts {
+                        tcp_syn_s: 0,
+                        ..Default::default()
+                    }
+                } else {
+                    Timeouts::default()
+                };
                 h.dp.set_timeouts(t)?;
                 // Prime (creates the flow for the established case) and check the path.
                 let (v, _, _) = h.run_prog(c.prog, &c.pkt, 1)?;
                 if v != c.verdict {
-                    bail!("{}: verdict {} instead of {}", c.name, verdict_name(v), verdict_name(c.verdict));
+                    bail!(
+                        "{}: verdict {} instead of {}",
+                        c.name,
+                        verdict_name(v),
+                        verdict_name(c.verdict)
+                    );
                 }
                 let (_, _, ns) = h.run_prog(c.prog, &c.pkt, repeat).with_context(|| c.name)?;
                 results[i].1.push(ns);
@@ -80,16 +146,27 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(results)
     });
-    let results = handle.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+    let results = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
 
     let reference = median(&mut results[0].1.clone());
     let mut md = String::new();
-    writeln!(md, "| path | ns/packet (median) | min–max | ratio to XDP_TX reference |")?;
+    writeln!(
+        md,
+        "| path | ns/packet (median) | min–max | ratio to XDP_TX reference |"
+    )?;
     writeln!(md, "|---|---:|---:|---:|")?;
     for (name, v) in &results {
         let mut s = v.clone();
         let m = median(&mut s);
-        writeln!(md, "| {name} | {m:.1} | {:.1}–{:.1} | {:.2}× |", s[0], s[s.len() - 1], m / reference)?;
+        writeln!(
+            md,
+            "| {name} | {m:.1} | {:.1}–{:.1} | {:.2}× |",
+            s[0],
+            s[s.len() - 1],
+            m / reference
+        )?;
     }
     print!("{md}");
     if let Some(path) = out {

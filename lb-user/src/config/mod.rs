@@ -8,12 +8,7 @@
 
 pub mod syntax;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::IpAddr,
-    path::Path,
-};
+use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 
 pub use syntax::{Diag, Loc, Node, Severity};
 
@@ -77,7 +72,12 @@ pub struct ServiceAddr {
 
 impl fmt::Display for ServiceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.proto.name(), fmt_sock(self.addr, self.port))
+        write!(
+            f,
+            "{} {}",
+            self.proto.name(),
+            fmt_sock(self.addr, self.port)
+        )
     }
 }
 
@@ -268,7 +268,11 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
                 }
             }
             k if TOP_LATER.contains(&k) => diags.push(later(n, "this block")),
-            _ => diags.push(Diag::warning(&n.loc, Some(&n.keyword), "unknown keyword; ignored")),
+            _ => diags.push(Diag::warning(
+                &n.loc,
+                Some(&n.keyword),
+                "unknown keyword; ignored",
+            )),
         }
     }
     Loaded {
@@ -278,11 +282,19 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
 }
 
 fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
-    if let Some(prev) = vs.reals.iter().find(|p| p.addr == r.addr && p.port == r.port) {
+    if let Some(prev) = vs
+        .reals
+        .iter()
+        .find(|p| p.addr == r.addr && p.port == r.port)
+    {
         diags.push(Diag::warning(
             &r.loc,
             Some("real_server"),
-            format!("{} already defined at {}; ignored", fmt_sock(r.addr, r.port), prev.loc),
+            format!(
+                "{} already defined at {}; ignored",
+                fmt_sock(r.addr, r.port),
+                prev.loc
+            ),
         ));
         return;
     }
@@ -298,7 +310,10 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
         diags.push(Diag::warning(
             &r.loc,
             Some("real_server"),
-            format!("direct routing cannot change ports: packets reach the real on port {}", vs.key.port),
+            format!(
+                "direct routing cannot change ports: packets reach the real on port {}",
+                vs.key.port
+            ),
         ));
     }
     vs.reals.push(r);
@@ -308,18 +323,31 @@ fn arg<'a>(n: &'a Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<&
     match n.args.get(i) {
         Some(a) => Some(a),
         None => {
-            diags.push(Diag::error(&n.loc, Some(&n.keyword), format!("missing {what}")));
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("missing {what}"),
+            ));
             None
         }
     }
 }
 
-fn parse_num<T: std::str::FromStr>(n: &Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<T> {
+fn parse_num<T: std::str::FromStr>(
+    n: &Node,
+    i: usize,
+    what: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
     let a = arg(n, i, what, diags)?;
     match a.parse() {
         Ok(v) => Some(v),
         Err(_) => {
-            diags.push(Diag::error(&n.loc, Some(&n.keyword), format!("invalid {what} '{a}'")));
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("invalid {what} '{a}'"),
+            ));
             None
         }
     }
@@ -330,14 +358,21 @@ fn parse_addr(n: &Node, i: usize, diags: &mut Vec<Diag>) -> Option<IpAddr> {
     match a.parse() {
         Ok(v) => Some(v),
         Err(_) => {
-            diags.push(Diag::error(&n.loc, Some(&n.keyword), format!("invalid IP address '{a}'")));
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("invalid IP address '{a}'"),
+            ));
             None
         }
     }
 }
 
 fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
-    let errors_before = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors_before = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     match n.args.first().map(String::as_str) {
         Some("fwmark") | Some("group") => {
             diags.push(later(n, &format!("virtual_server {}", n.args[0])));
@@ -348,7 +383,11 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let addr = parse_addr(n, 0, diags);
     let port: Option<u16> = parse_num(n, 1, "port", diags);
     if n.children.is_none() {
-        diags.push(Diag::error(&n.loc, Some("virtual_server"), "missing '{ … }' block"));
+        diags.push(Diag::error(
+            &n.loc,
+            Some("virtual_server"),
+            "missing '{ … }' block",
+        ));
     }
     let mut proto = Proto::Tcp;
     let mut sched = Sched::Wrr; // keepalived's default lb_algo
@@ -370,14 +409,19 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
             "lb_algo" | "lvs_sched" => match arg(c, 0, "scheduler", diags) {
                 Some("rr") => sched = Sched::Rr,
                 Some("wrr") => sched = Sched::Wrr,
-                Some(s @ ("lc" | "wlc" | "lblc" | "lblcr" | "dh" | "sh" | "sed" | "nq" | "mh" | "fo" | "ovf" | "twos")) => {
-                    diags.push(Diag::error(
-                        &c.loc,
-                        Some(&c.keyword),
-                        format!("scheduler '{s}' not implemented yet (implemented: rr, wrr)"),
-                    ))
-                }
-                Some(s) => diags.push(Diag::error(&c.loc, Some(&c.keyword), format!("unknown scheduler '{s}'"))),
+                Some(
+                    s @ ("lc" | "wlc" | "lblc" | "lblcr" | "dh" | "sh" | "sed" | "nq" | "mh" | "fo"
+                    | "ovf" | "twos"),
+                ) => diags.push(Diag::error(
+                    &c.loc,
+                    Some(&c.keyword),
+                    format!("scheduler '{s}' not implemented yet (implemented: rr, wrr)"),
+                )),
+                Some(s) => diags.push(Diag::error(
+                    &c.loc,
+                    Some(&c.keyword),
+                    format!("unknown scheduler '{s}'"),
+                )),
                 None => {}
             },
             "lb_kind" | "lvs_method" => match arg(c, 0, "forwarding method", diags) {
@@ -387,12 +431,20 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                     Some(&c.keyword),
                     format!("forwarding method '{k}' not implemented yet (implemented: DR)"),
                 )),
-                Some(k) => diags.push(Diag::error(&c.loc, Some(&c.keyword), format!("unknown forwarding method '{k}'"))),
+                Some(k) => diags.push(Diag::error(
+                    &c.loc,
+                    Some(&c.keyword),
+                    format!("unknown forwarding method '{k}'"),
+                )),
                 None => {}
             },
             "persistence_timeout" => {
                 // keepalived: a bare keyword means 360 s; 0 means not persistent.
-                let t = if c.args.is_empty() { Some(360) } else { parse_num::<u32>(c, 0, "timeout", diags) };
+                let t = if c.args.is_empty() {
+                    Some(360)
+                } else {
+                    parse_num::<u32>(c, 0, "timeout", diags)
+                };
                 persistence_timeout = t.filter(|&t| t > 0);
             }
             "delay_loop" => {
@@ -406,10 +458,17 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             k if VS_LATER.contains(&k) => diags.push(later(c, "keyword")),
-            _ => diags.push(Diag::warning(&c.loc, Some(&c.keyword), "unknown keyword in virtual_server; ignored")),
+            _ => diags.push(Diag::warning(
+                &c.loc,
+                Some(&c.keyword),
+                "unknown keyword in virtual_server; ignored",
+            )),
         }
     }
-    let errors_after = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors_after = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let (addr, port) = (addr?, port?);
     if errors_after > errors_before {
         return None;
@@ -438,14 +497,22 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
             "weight" => {
                 if let Some(w) = parse_num::<u32>(c, 0, "weight", diags) {
                     if w > 65535 {
-                        diags.push(Diag::error(&c.loc, Some("weight"), "weight must be 0..65535"));
+                        diags.push(Diag::error(
+                            &c.loc,
+                            Some("weight"),
+                            "weight must be 0..65535",
+                        ));
                     } else {
                         weight = w;
                     }
                 }
             }
             k if RS_LATER.contains(&k) => diags.push(later(c, "keyword")),
-            _ => diags.push(Diag::warning(&c.loc, Some(&c.keyword), "unknown keyword in real_server; ignored")),
+            _ => diags.push(Diag::warning(
+                &c.loc,
+                Some(&c.keyword),
+                "unknown keyword in real_server; ignored",
+            )),
         }
     }
     Some(RealServer {

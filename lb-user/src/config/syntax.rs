@@ -40,7 +40,10 @@ pub struct Node {
 impl Node {
     /// The first child statement with this keyword.
     pub fn child(&self, keyword: &str) -> Option<&Node> {
-        self.children.as_ref()?.iter().find(|n| n.keyword == keyword)
+        self.children
+            .as_ref()?
+            .iter()
+            .find(|n| n.keyword == keyword)
     }
 }
 
@@ -126,10 +129,16 @@ fn tokenize(text: &str, file: &Arc<PathBuf>, diags: &mut Vec<Diag>) -> Vec<Token
             } else if c == '#' || c == '!' {
                 break;
             } else if c == '{' {
-                out.push(Token { tok: Tok::Open, loc: loc(i) });
+                out.push(Token {
+                    tok: Tok::Open,
+                    loc: loc(i),
+                });
                 i += 1;
             } else if c == '}' {
-                out.push(Token { tok: Tok::Close, loc: loc(i) });
+                out.push(Token {
+                    tok: Tok::Close,
+                    loc: loc(i),
+                });
                 i += 1;
             } else if c == '"' {
                 let start = i;
@@ -152,7 +161,10 @@ fn tokenize(text: &str, file: &Arc<PathBuf>, diags: &mut Vec<Diag>) -> Vec<Token
                 if !closed {
                     diags.push(Diag::error(&loc(start), None, "unterminated quoted string"));
                 }
-                out.push(Token { tok: Tok::Word(s), loc: loc(start) });
+                out.push(Token {
+                    tok: Tok::Word(s),
+                    loc: loc(start),
+                });
             } else {
                 let start = i;
                 let mut s = String::new();
@@ -168,7 +180,10 @@ fn tokenize(text: &str, file: &Arc<PathBuf>, diags: &mut Vec<Diag>) -> Vec<Token
                     s.push(c);
                     i += 1;
                 }
-                out.push(Token { tok: Tok::Word(s), loc: loc(start) });
+                out.push(Token {
+                    tok: Tok::Word(s),
+                    loc: loc(start),
+                });
             }
         }
         out.push(Token {
@@ -243,7 +258,11 @@ impl Parser<'_> {
                                 while p < self.toks.len() && self.toks[p].tok == Tok::Newline {
                                     p += 1;
                                 }
-                                if let Some(Token { tok: Tok::Open, loc: open }) = self.toks.get(p) {
+                                if let Some(Token {
+                                    tok: Tok::Open,
+                                    loc: open,
+                                }) = self.toks.get(p)
+                                {
                                     let next_is_eol = matches!(
                                         self.toks.get(p + 1).map(|t| &t.tok),
                                         Some(Tok::Newline)
@@ -281,7 +300,12 @@ pub fn parse_str(text: &str, path: &Path, diags: &mut Vec<Diag>) -> Vec<Node> {
     parse_text(text, path, diags, 0)
 }
 
-fn parse_file_depth(path: &Path, diags: &mut Vec<Diag>, depth: usize, from: Option<&Loc>) -> Vec<Node> {
+fn parse_file_depth(
+    path: &Path,
+    diags: &mut Vec<Diag>,
+    depth: usize,
+    from: Option<&Loc>,
+) -> Vec<Node> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
@@ -293,7 +317,11 @@ fn parse_file_depth(path: &Path, diags: &mut Vec<Diag>, depth: usize, from: Opti
                 line: 0,
                 col: 0,
             });
-            diags.push(Diag::error(&loc, from.map(|_| "include"), format!("cannot read {}: {e}", path.display())));
+            diags.push(Diag::error(
+                &loc,
+                from.map(|_| "include"),
+                format!("cannot read {}: {e}", path.display()),
+            ));
             Vec::new()
         }
     }
@@ -302,12 +330,20 @@ fn parse_file_depth(path: &Path, diags: &mut Vec<Diag>, depth: usize, from: Opti
 fn parse_text(text: &str, path: &Path, diags: &mut Vec<Diag>, depth: usize) -> Vec<Node> {
     let file = Arc::new(path.to_owned());
     let toks = tokenize(text, &file, diags);
-    let mut p = Parser { toks: &toks, pos: 0 };
+    let mut p = Parser {
+        toks: &toks,
+        pos: 0,
+    };
     let nodes = p.block(None, diags);
     expand_includes(nodes, path, diags, depth)
 }
 
-fn expand_includes(nodes: Vec<Node>, path: &Path, diags: &mut Vec<Diag>, depth: usize) -> Vec<Node> {
+fn expand_includes(
+    nodes: Vec<Node>,
+    path: &Path,
+    diags: &mut Vec<Diag>,
+    depth: usize,
+) -> Vec<Node> {
     let mut out = Vec::with_capacity(nodes.len());
     for mut n in nodes {
         if n.keyword == "include" {
@@ -316,7 +352,11 @@ fn expand_includes(nodes: Vec<Node>, path: &Path, diags: &mut Vec<Diag>, depth: 
                 continue;
             };
             if depth >= MAX_INCLUDE_DEPTH {
-                diags.push(Diag::error(&n.loc, Some("include"), "includes nested too deeply (loop?)"));
+                diags.push(Diag::error(
+                    &n.loc,
+                    Some("include"),
+                    "includes nested too deeply (loop?)",
+                ));
                 continue;
             }
             let base = path.parent().unwrap_or(Path::new("."));
@@ -335,7 +375,11 @@ fn expand_includes(nodes: Vec<Node>, path: &Path, diags: &mut Vec<Diag>, depth: 
                         out.extend(parse_file_depth(&f, diags, depth + 1, Some(&n.loc)));
                     }
                 }
-                Err(e) => diags.push(Diag::error(&n.loc, Some("include"), format!("bad pattern: {e}"))),
+                Err(e) => diags.push(Diag::error(
+                    &n.loc,
+                    Some("include"),
+                    format!("bad pattern: {e}"),
+                )),
             }
             if !matched {
                 diags.push(Diag::warning(
