@@ -28,7 +28,7 @@ pub const RING_GENS: u32 = 2;
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 1 << 20;
 /// Default persistence-table size (overridable at load time).
 pub const DEFAULT_PERSIST_SIZE: u32 = 1 << 18;
-/// Capacity of the interface table (attached interfaces).
+/// Capacity of the redirect table (attached interfaces).
 pub const MAX_IFACES: u32 = 64;
 
 /// Address families, as used in the `family` fields.
@@ -118,11 +118,12 @@ pub struct Real {
     pub fwd: u32,
     /// Interface the real is reached through.
     pub ifindex: u32,
-    /// Real's MAC address.
+    /// Real's MAC address (destination of rewritten frames).
     pub mac: [u8; 6],
-    pub _pad1: [u8; 2],
+    /// MAC of the interface `ifindex` (source of rewritten frames).
+    pub src_mac: [u8; 6],
 }
-const _: () = assert!(size_of::<Real>() == 52);
+const _: () = assert!(size_of::<Real>() == 56);
 
 /// Key of the connection table: the client's 5-tuple as seen on ingress.
 #[repr(C)]
@@ -173,15 +174,6 @@ pub struct Persist {
     pub last_ns: u64,
 }
 const _: () = assert!(size_of::<Persist>() == 16);
-
-/// Per-interface data for the attached interfaces, keyed by ifindex.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Iface {
-    pub mac: [u8; 6],
-    pub _pad: [u8; 2],
-}
-const _: () = assert!(size_of::<Iface>() == 8);
 
 /// Per-CPU traffic counters of a service or a real.
 #[repr(C)]
@@ -283,21 +275,19 @@ pub mod maps {
     pub const CURSORS: &str = "LB_CURSORS";
     pub const CONNTRACK: &str = "LB_CONNTRACK";
     pub const PERSIST: &str = "LB_PERSIST";
-    pub const IFACES: &str = "LB_IFACES";
     pub const DEVMAP: &str = "LB_DEVMAP";
     pub const SVC_STATS: &str = "LB_SVC_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const GLOBAL_STATS: &str = "LB_GLOBAL_STATS";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     /// Every map, for pinning and listing.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 11] = [
         SERVICES,
         REALS,
         RINGS,
         CURSORS,
         CONNTRACK,
         PERSIST,
-        IFACES,
         DEVMAP,
         SVC_STATS,
         REAL_STATS,
@@ -323,7 +313,6 @@ mod pod {
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for PersistKey {}
     unsafe impl aya::Pod for Persist {}
-    unsafe impl aya::Pod for Iface {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for Timeouts {}
     unsafe impl aya::Pod for GlobalStats {}

@@ -126,11 +126,12 @@ pub fn lookup_or_schedule(
         // writers only store whole fields of the same flow (benign races).
         let c = unsafe { &mut *ct };
         let idle = now.saturating_sub(c.last_ns);
-        if idle > to.for_state(c.state) as u64 * NS {
+        // A 0 s timeout expires at once (idle counts in clock ticks).
+        if idle >= to.for_state(c.state) as u64 * NS {
             ev.expired = true;
         } else if c.svc_id != svc.svc_id || is_reuse(c.state, pkt) {
             // Same 5-tuple but another service (reconfigured) or a reused port.
-        } else if sched::real_if_valid(c.real_id, c.real_gen).is_some() {
+        } else if let Some(real) = sched::real_if_valid(c.real_id, c.real_gen) {
             let st = next_state(c.state, pkt);
             if st != c.state || idle > TOUCH_NS {
                 c.state = st;
@@ -139,6 +140,7 @@ pub fn lookup_or_schedule(
             return Ok(Outcome::Established(Pick {
                 real_id: c.real_id,
                 gen: c.real_gen,
+                real,
             }));
         } else {
             // Its real was removed or became unavailable: expire_nodest_conn.
@@ -192,12 +194,13 @@ fn persistent_pick(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     let pk = persist_key(pkt, svc);
     // SAFETY: read-only copy of the value.
     let p = unsafe { *LB_PERSIST.get(pk)? };
-    if now.saturating_sub(p.last_ns) > svc.persist_timeout_s as u64 * NS {
+    if now.saturating_sub(p.last_ns) >= svc.persist_timeout_s as u64 * NS {
         return None;
     }
-    sched::real_if_valid(p.real_id, p.real_gen)?;
+    let real = sched::real_if_valid(p.real_id, p.real_gen)?;
     Some(Pick {
         real_id: p.real_id,
         gen: p.real_gen,
+        real,
     })
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Conn, FlowKey, GlobalStats, Iface, Persist, PersistKey, Real, Service, Stats, SvcKey, Timeouts,
+    Conn, FlowKey, GlobalStats, Persist, PersistKey, Real, Service, Stats, SvcKey, Timeouts,
     DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE, MAX_IFACES, MAX_REALS, MAX_SERVICES, RING_GENS,
     RING_SIZE,
 };
@@ -33,19 +33,27 @@ pub static LB_RINGS: Array<u32, RINGS_U> = Array::new();
 #[btf_map]
 pub static LB_CURSORS: PerCpuArray<u32, MAX_SERVICES_U> = PerCpuArray::new();
 
+/// BPF_F_NO_COMMON_LRU: each CPU keeps its own LRU list, so inserting a new
+/// flow never takes a lock shared with other CPUs.
+const NO_COMMON_LRU: usize = 2;
+
 /// Connection tracking: client 5-tuple to real.
 #[btf_map]
-pub static LB_CONNTRACK: LruHashMap<FlowKey, Conn, { DEFAULT_CONNTRACK_SIZE as usize }> =
-    LruHashMap::new();
+pub static LB_CONNTRACK: LruHashMap<
+    FlowKey,
+    Conn,
+    { DEFAULT_CONNTRACK_SIZE as usize },
+    NO_COMMON_LRU,
+> = LruHashMap::new();
 
 /// Persistence templates: (client address, service) to real.
 #[btf_map]
-pub static LB_PERSIST: LruHashMap<PersistKey, Persist, { DEFAULT_PERSIST_SIZE as usize }> =
-    LruHashMap::new();
-
-/// Attached interfaces by ifindex: the source MAC for frames leaving through them.
-#[btf_map]
-pub static LB_IFACES: HashMap<u32, Iface, { MAX_IFACES as usize }> = HashMap::new();
+pub static LB_PERSIST: LruHashMap<
+    PersistKey,
+    Persist,
+    { DEFAULT_PERSIST_SIZE as usize },
+    NO_COMMON_LRU,
+> = LruHashMap::new();
 
 /// Redirect targets by ifindex (reals reached through another attached interface).
 #[btf_map]

@@ -10,11 +10,12 @@ use lb_common::{ring_index, Real, Service, REAL_F_AVAILABLE, REAL_F_INUSE, RING_
 
 use crate::maps::{LB_CURSORS, LB_REALS, LB_RINGS};
 
-/// A real chosen for a flow: its id and the slot generation it had.
+/// A real chosen for a flow: its id, the slot generation it had, and its entry.
 #[derive(Clone, Copy)]
 pub struct Pick {
     pub real_id: u32,
     pub gen: u32,
+    pub real: &'static Real,
 }
 
 /// The real behind `real_id` if it may take traffic and still has generation `gen`.
@@ -49,5 +50,6 @@ pub fn pick(svc: &Service) -> Option<Pick> {
     Some(Pick {
         real_id,
         gen: real.gen,
+        real,
     })
 }

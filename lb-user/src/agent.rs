@@ -77,7 +77,8 @@ struct Agent {
     dp: Dataplane,
     tables: Tables,
     config: Config,
-    ifindexes: Vec<u32>,
+    /// Attached interfaces: (ifindex, MAC).
+    ifindexes: Vec<(u32, [u8; 6])>,
     l2: BTreeMap<IpAddr, L2>,
     handle: rtnetlink::Handle,
     unresolved: Vec<IpAddr>,
@@ -193,8 +194,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut ifindexes = Vec::new();
     for name in &opts.ifaces {
         let (idx, mac) = iface_info(name)?;
-        dp.add_iface(idx, mac)?;
-        ifindexes.push(idx);
+        dp.add_iface(idx)?;
+        ifindexes.push((idx, mac));
     }
     let tables = Tables::recover(&dp).context("reading the pinned tables")?;
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;

@@ -16,8 +16,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps, Conn, FlowKey, GlobalStats, Iface, Persist, PersistKey, Real, Service, Stats, SvcKey,
-    Timeouts,
+    maps, Conn, FlowKey, GlobalStats, Persist, PersistKey, Real, Service, Stats, SvcKey, Timeouts,
 };
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
@@ -142,7 +141,6 @@ pub struct Dataplane {
     pub cursors: PerCpuArray<MapData, u32>,
     pub conntrack: HashMap<MapData, FlowKey, Conn>,
     pub persist: HashMap<MapData, PersistKey, Persist>,
-    pub ifaces: HashMap<MapData, u32, Iface>,
     pub devmap: DevMapHash<MapData>,
     pub svc_stats: PerCpuArray<MapData, Stats>,
     pub real_stats: PerCpuArray<MapData, Stats>,
@@ -190,7 +188,6 @@ impl Dataplane {
             cursors: take(maps::CURSORS)?.try_into()?,
             conntrack: ct.try_into()?,
             persist: take(maps::PERSIST)?.try_into()?,
-            ifaces: take(maps::IFACES)?.try_into()?,
             devmap: take(maps::DEVMAP)?.try_into()?,
             svc_stats: take(maps::SVC_STATS)?.try_into()?,
             real_stats: take(maps::REAL_STATS)?.try_into()?,
@@ -199,11 +196,9 @@ impl Dataplane {
         })
     }
 
-    /// Registers an attached interface: its MAC (source of rewritten frames) and
-    /// a devmap entry so other interfaces can redirect to it.
-    pub fn add_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> anyhow::Result<()> {
-        self.ifaces
-            .insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?;
+    /// Registers an attached interface as a redirect target, so reals behind
+    /// it can be reached from the other attached interfaces.
+    pub fn add_iface(&mut self, ifindex: u32) -> anyhow::Result<()> {
         self.devmap.insert(ifindex, ifindex, None, 0)?;
         Ok(())
     }

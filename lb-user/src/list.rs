@@ -55,14 +55,15 @@ pub struct Snapshot {
     pub conns: Vec<ConnRow>,
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns.
+/// CLOCK_MONOTONIC_COARSE in nanoseconds, the clock of the data plane's
+/// bpf_ktime_get_coarse_ns.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into ts.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -123,7 +124,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
         let Ok((k, c)) = item else { continue };
         let timeout_ns = timeouts.for_state(c.state) as u64 * 1_000_000_000;
         let idle = now.saturating_sub(c.last_ns);
-        if idle > timeout_ns {
+        if idle >= timeout_ns {
             continue;
         }
         let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else {

@@ -128,13 +128,15 @@ pub async fn solicit(handle: &Handle, ifindex: u32, ip: IpAddr) -> anyhow::Resul
     Ok(())
 }
 
-/// Where each of `reals` is reachable now; unresolved ones are solicited.
+/// Where each of `reals` is reachable now through the `attached` interfaces
+/// (ifindex, MAC); unresolved ones are solicited.
 pub async fn resolve(
     handle: &Handle,
-    attached: &[u32],
+    attached: &[(u32, [u8; 6])],
     reals: &[IpAddr],
 ) -> anyhow::Result<(BTreeMap<IpAddr, L2>, Vec<IpAddr>)> {
-    let addrs = addresses(handle, attached).await?;
+    let ifindexes: Vec<u32> = attached.iter().map(|a| a.0).collect();
+    let addrs = addresses(handle, &ifindexes).await?;
     let neigh = neighbours(handle).await?;
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
@@ -145,7 +147,19 @@ pub async fn resolve(
         };
         match neigh.get(&(ifindex, ip)) {
             Some(mac) => {
-                found.insert(ip, L2 { ifindex, mac: *mac });
+                let src_mac = attached
+                    .iter()
+                    .find(|a| a.0 == ifindex)
+                    .map(|a| a.1)
+                    .unwrap_or_default();
+                found.insert(
+                    ip,
+                    L2 {
+                        ifindex,
+                        mac: *mac,
+                        src_mac,
+                    },
+                );
             }
             None => {
                 if let Err(e) = solicit(handle, ifindex, ip).await {

@@ -65,7 +65,10 @@ pub fn svc_key(s: &ServiceAddr) -> SvcKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L2 {
     pub ifindex: u32,
+    /// The real's MAC.
     pub mac: [u8; 6],
+    /// The MAC of interface `ifindex` (source of forwarded frames).
+    pub src_mac: [u8; 6],
 }
 
 #[derive(Clone, Debug)]
@@ -271,12 +274,13 @@ impl Tables {
                 fwd: FWD_DR,
                 ifindex: 0,
                 mac: [0; 6],
-                _pad1: [0; 2],
+                src_mac: [0; 6],
             };
             if let Some(w) = where_ {
                 entry.flags |= REAL_F_AVAILABLE;
                 entry.ifindex = w.ifindex;
                 entry.mac = w.mac;
+                entry.src_mac = w.src_mac;
             }
             if fresh || entry != cur.entry {
                 dp.reals.set(id, entry, 0)?;

@@ -145,8 +145,8 @@ impl Harness {
             ifindex: ifindex("lbtb")?,
             mac: MAC_B,
         };
-        dp.add_iface(a.ifindex, a.mac)?;
-        dp.add_iface(b.ifindex, b.mac)?;
+        dp.add_iface(a.ifindex)?;
+        dp.add_iface(b.ifindex)?;
         Ok(Self {
             ebpf,
             dp,
@@ -159,13 +159,13 @@ impl Harness {
 
     /// Declares `ip` reachable with `mac` through interface `a` (or `b`).
     pub fn neighbour(&mut self, ip: &str, mac: [u8; 6], via_b: bool) {
-        let ifindex = if via_b {
-            self.b.ifindex
-        } else {
-            self.a.ifindex
+        let via = if via_b { self.b } else { self.a };
+        let l2 = L2 {
+            ifindex: via.ifindex,
+            mac,
+            src_mac: via.mac,
         };
-        self.l2
-            .insert(ip.parse().expect("test address"), L2 { ifindex, mac });
+        self.l2.insert(ip.parse().expect("test address"), l2);
     }
 
     /// Forgets a neighbour (its real becomes unavailable).

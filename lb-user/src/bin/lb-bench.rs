@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     let rounds: usize = get("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let out: Option<PathBuf> = get("--out").map(PathBuf::from);
 
-    let syn = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Syn, b"");
+    let syn = tcp(Eth::inbound(), "192.0.2.7", 40001, VIP, 80, Flags::Syn, b"");
     let ack = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Ack, b"");
     let other = tcp(
         Eth::inbound(),
@@ -136,7 +136,18 @@ fn main() -> anyhow::Result<()> {
                         verdict_name(c.verdict)
                     );
                 }
+                let before = h.dp.global_sum()?.new_flows;
                 let (_, _, ns) = h.run_prog(c.prog, &c.pkt, repeat).with_context(|| c.name)?;
+                let scheduled = h.dp.global_sum()?.new_flows - before;
+                // Guard: the new-flow cases must schedule every repetition,
+                // the others none.
+                let want = if c.new_flow { u64::from(repeat) } else { 0 };
+                if scheduled != want {
+                    bail!(
+                        "{}: {scheduled} new flows in {repeat} runs, expected {want}",
+                        c.name
+                    );
+                }
                 results[i].1.push(ns);
             }
         }
