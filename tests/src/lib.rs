@@ -462,11 +462,16 @@ impl Drop for Lab {
             terminate(&mut c);
         }
         for ns in self.namespaces.drain(..).rev() {
-            let _ = run(&["ip", "netns", "pids", &ns]).map(|o| {
+            // Anything still running in the namespace (e.g. children of a
+            // killed test) goes too, so the namespace can really disappear.
+            if let Ok(o) = run(&["ip", "netns", "pids", &ns]) {
                 for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = run(&["kill", "-9", pid]);
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: kill(2) on a pid listed in our own namespace.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
                 }
-            });
+            }
             let _ = run(&["ip", "netns", "del", &ns]);
         }
         let _ = run(&["umount", &self.bpffs_mount.to_string_lossy()]);
