@@ -343,5 +343,24 @@ fn check_config_command_exit_codes() {
         "{text}"
     );
     assert!(text.contains(":1:28: error: unclosed '{'"), "{text}");
+    // `lb run` refuses a broken file before touching any interface.
+    let run = Command::new(lb)
+        .args([
+            "run",
+            "--iface",
+            "lb-no-such-if",
+            "--bpffs",
+            "/nonexistent/bpffs",
+            "--config",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -282,3 +282,80 @@ fn two_agents_on_one_machine_do_not_collide() {
     assert_ne!(a.bpffs(), b.bpffs());
     assert_ne!(a.socket(), b.socket());
 }
+
+#[test]
+fn changed_neighbour_entry_is_picked_up() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("nbr");
+    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
+        .unwrap();
+    let t = lab.http_get(&vip80(), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    assert!(t.contains_key("r1") && t.contains_key("r2"), "{t:?}");
+    // r1 gets a new MAC (a replaced NIC); the director's kernel learns it.
+    let new_mac = "02:aa:bb:cc:dd:01";
+    lab.exec("r1", &["ip", "link", "set", "eth0", "address", new_mac])
+        .unwrap();
+    lab.exec(
+        "dir",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &real_ip(1),
+            "lladdr",
+            new_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "reachable",
+        ],
+    )
+    .unwrap();
+    let sock = lab.socket().to_string_lossy().into_owned();
+    let start = std::time::Instant::now();
+    while !lab
+        .lb(&["status", "--socket", &sock])
+        .unwrap()
+        .contains(new_mac)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "new MAC not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = lab.http_get(&vip80(), 6).unwrap();
+    assert_eq!(
+        t.get("fail"),
+        Some(&0),
+        "the moved real is reached at its new MAC: {t:?}"
+    );
+    assert!(t.contains_key("r1") && t.contains_key("r2"), "{t:?}");
+}
+
+#[test]
+fn generic_xdp_mode_and_rate_listing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("skb");
+    let mut args = AGENT_ARGS.to_vec();
+    args.extend(["--xdp-mode", "skb"]);
+    lab.start_agent(&service("rr", 1, 1, ""), &args).unwrap();
+    let t = lab.http_get(&vip80(), 10).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    let r1 = t.get("r1").copied().unwrap_or(0) as i64;
+    // Per-CPU rr cursors: exact per CPU, so within one flow per CPU of 5/5.
+    assert!(
+        (r1 - 5).abs() <= 2 && t.get("r2").copied().unwrap_or(0) as i64 == 10 - r1,
+        "{t:?}"
+    );
+    let bpffs = lab.bpffs().to_string_lossy().into_owned();
+    let rate = lab.lb(&["list", "--rate", "--bpffs", &bpffs]).unwrap();
+    let lines: Vec<&str> = rate.lines().collect();
+    assert_eq!(
+        lines[1],
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"
+    );
+    assert_eq!(lines[2], "  -> RemoteAddress:Port");
+    assert!(lines[3].starts_with(&format!("TCP  {VIP}:80 ")), "{rate}");
+}
