@@ -55,6 +55,8 @@ pub const REAL_F_AVAILABLE: u32 = 2;
 pub const FWD_DR: u32 = 1;
 
 /// Connection states kept in [`Conn::state`]; names follow ipvs.
+/// `CT_NONE` stands for "no entry yet" and is never stored.
+pub const CT_NONE: u32 = 0;
 pub const CT_SYN_RECV: u32 = 1;
 pub const CT_ESTABLISHED: u32 = 2;
 pub const CT_FIN_WAIT: u32 = 3;

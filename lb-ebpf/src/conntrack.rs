@@ -9,7 +9,7 @@
 
 use lb_common::{
     Conn, FlowKey, Persist, PersistKey, Service, Timeouts, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT,
-    CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
+    CT_NONE, CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
 };
 
 use crate::{
@@ -51,33 +51,15 @@ fn timeouts() -> Timeouts {
     }
 }
 
-/// State of a new flow from its first packet.
-#[inline(always)]
-fn initial_state(pkt: &Packet) -> u32 {
-    if pkt.proto != PROTO_TCP {
-        return CT_UDP;
-    }
-    let f = pkt.tcp_flags;
-    if f & TCP_RST != 0 {
-        CT_CLOSE
-    } else if f & TCP_FIN != 0 {
-        CT_FIN_WAIT
-    } else if f & TCP_SYN != 0 && f & TCP_ACK == 0 {
-        CT_SYN_RECV
-    } else {
-        // Mid-stream packet of a flow we have no entry for (agent restarted
-        // without its pinned table, or a takeover): keep it going.
-        CT_ESTABLISHED
-    }
-}
-
-/// State after `pkt` on an existing flow in `state`.
+/// TCP state after `pkt` on a flow in `state` (`CT_NONE` for a new flow),
+/// following ipvs's table for the input-only direction.
 #[inline(always)]
 fn next_state(state: u32, pkt: &Packet) -> u32 {
     if pkt.proto != PROTO_TCP {
         return CT_UDP;
     }
     let f = pkt.tcp_flags;
+    let syn_only = f & TCP_SYN != 0 && f & TCP_ACK == 0;
     if f & TCP_RST != 0 {
         CT_CLOSE
     } else if f & TCP_FIN != 0 {
@@ -85,6 +67,14 @@ fn next_state(state: u32, pkt: &Packet) -> u32 {
             CT_CLOSE
         } else {
             CT_FIN_WAIT
+        }
+    } else if state == CT_NONE {
+        // A mid-stream packet of a flow we have no entry for (agent restarted
+        // without its pinned table, or a takeover) keeps the flow going.
+        if syn_only {
+            CT_SYN_RECV
+        } else {
+            CT_ESTABLISHED
         }
     } else if state == CT_SYN_RECV && f & TCP_ACK != 0 && f & TCP_SYN == 0 {
         CT_ESTABLISHED
@@ -156,7 +146,7 @@ pub fn lookup_or_schedule(
         real_id: pick.real_id,
         real_gen: pick.gen,
         svc_id: svc.svc_id,
-        state: initial_state(pkt),
+        state: next_state(CT_NONE, pkt),
         last_ns: now,
     };
     // A full table evicts its least recently used entry; an insert failure

@@ -111,7 +111,7 @@ fn every_problem_is_reported_at_once() {
             "k.conf:3:2: error: lb_kind: forwarding method 'NAT' not implemented yet (implemented: DR)",
             "k.conf:4:28: error: weight: invalid weight 'x'",
             "k.conf:6:1: error: virtual_server: invalid port '99999'",
-            "k.conf:7:2: error: protocol: protocol 'SCTP' not supported (TCP or UDP)",
+            "k.conf:7:2: error: protocol: protocol 'SCTP' not implemented yet (implemented: TCP, UDP)",
         ]
     );
     assert!(l.config.services.is_empty());

@@ -319,6 +319,33 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
     vs.reals.push(r);
 }
 
+/// A one-word setting: `known` values are implemented; `later` ones are valid
+/// keepalived values not implemented yet, an error rather than a warning, so
+/// that traffic is never handled otherwise than configured.
+fn choice<T: Copy>(
+    n: &Node,
+    what: &str,
+    known: &[(&str, T)],
+    later: &[&str],
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
+    let v = arg(n, 0, what, diags)?;
+    if let Some((_, t)) = known.iter().find(|(k, _)| *k == v) {
+        return Some(*t);
+    }
+    let msg = if later.contains(&v) {
+        let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+        format!(
+            "{what} '{v}' not implemented yet (implemented: {})",
+            names.join(", ")
+        )
+    } else {
+        format!("unknown {what} '{v}'")
+    };
+    diags.push(Diag::error(&n.loc, Some(&n.keyword), msg));
+    None
+}
+
 fn arg<'a>(n: &'a Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<&'a str> {
     match n.args.get(i) {
         Some(a) => Some(a),
@@ -396,48 +423,31 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut reals = Vec::new();
     for c in n.children.iter().flatten() {
         match c.keyword.as_str() {
-            "protocol" => match arg(c, 0, "protocol", diags) {
-                Some("TCP") => proto = Proto::Tcp,
-                Some("UDP") => proto = Proto::Udp,
-                Some(p) => diags.push(Diag::error(
-                    &c.loc,
-                    Some("protocol"),
-                    format!("protocol '{p}' not supported (TCP or UDP)"),
-                )),
-                None => {}
-            },
-            "lb_algo" | "lvs_sched" => match arg(c, 0, "scheduler", diags) {
-                Some("rr") => sched = Sched::Rr,
-                Some("wrr") => sched = Sched::Wrr,
-                Some(
-                    s @ ("lc" | "wlc" | "lblc" | "lblcr" | "dh" | "sh" | "sed" | "nq" | "mh" | "fo"
-                    | "ovf" | "twos"),
-                ) => diags.push(Diag::error(
-                    &c.loc,
-                    Some(&c.keyword),
-                    format!("scheduler '{s}' not implemented yet (implemented: rr, wrr)"),
-                )),
-                Some(s) => diags.push(Diag::error(
-                    &c.loc,
-                    Some(&c.keyword),
-                    format!("unknown scheduler '{s}'"),
-                )),
-                None => {}
-            },
-            "lb_kind" | "lvs_method" => match arg(c, 0, "forwarding method", diags) {
-                Some("DR") => {}
-                Some(k @ ("NAT" | "TUN")) => diags.push(Diag::error(
-                    &c.loc,
-                    Some(&c.keyword),
-                    format!("forwarding method '{k}' not implemented yet (implemented: DR)"),
-                )),
-                Some(k) => diags.push(Diag::error(
-                    &c.loc,
-                    Some(&c.keyword),
-                    format!("unknown forwarding method '{k}'"),
-                )),
-                None => {}
-            },
+            "protocol" => {
+                let known = [("TCP", Proto::Tcp), ("UDP", Proto::Udp)];
+                if let Some(p) = choice(c, "protocol", &known, &["SCTP"], diags) {
+                    proto = p;
+                }
+            }
+            "lb_algo" | "lvs_sched" => {
+                let known = [("rr", Sched::Rr), ("wrr", Sched::Wrr)];
+                let later = [
+                    "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf",
+                    "twos",
+                ];
+                if let Some(v) = choice(c, "scheduler", &known, &later, diags) {
+                    sched = v;
+                }
+            }
+            "lb_kind" | "lvs_method" => {
+                let _ = choice(
+                    c,
+                    "forwarding method",
+                    &[("DR", Fwd::Dr)],
+                    &["NAT", "TUN"],
+                    diags,
+                );
+            }
             "persistence_timeout" => {
                 // keepalived: a bare keyword means 360 s; 0 means not persistent.
                 let t = if c.args.is_empty() {
