@@ -126,6 +126,11 @@ pub fn lookup_or_schedule(
             if st != c.state || idle > TOUCH_NS {
                 c.state = st;
                 c.last_ns = now;
+                // ipvs keeps a persistence template alive while connections
+                // it scheduled are alive: refresh it at the same pace.
+                if svc.flags & SVC_F_PERSISTENT != 0 {
+                    touch_persist(pkt, svc, c.real_id, now);
+                }
             }
             return Ok(Outcome::Established(Pick {
                 real_id: c.real_id,
@@ -171,6 +176,18 @@ fn persist_key(pkt: &Packet, svc: &Service) -> PersistKey {
         svc_id: svc.svc_id,
         family: pkt.family,
         _pad: [0; 3],
+    }
+}
+
+/// Refreshes the client's persistence template if it still points at `real_id`.
+#[inline(always)]
+fn touch_persist(pkt: &Packet, svc: &Service, real_id: u32, now: u64) {
+    if let Some(p) = LB_PERSIST.get_ptr_mut(persist_key(pkt, svc)) {
+        // SAFETY: valid for this run; a racing writer stores the same kind of value.
+        let p = unsafe { &mut *p };
+        if p.real_id == real_id {
+            p.last_ns = now;
+        }
     }
 }
 

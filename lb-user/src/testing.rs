@@ -50,6 +50,24 @@ pub fn enter_private_netns() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps the calling thread on the CPU it runs on: the data plane's per-CPU
+/// state (rr cursors, counters' slots) then behaves as one sequence.
+pub fn pin_to_current_cpu() -> anyhow::Result<()> {
+    // SAFETY: sched_getcpu has no arguments; the cpu_set_t is ours.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_getcpu");
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+    }
+    Ok(())
+}
+
 fn sh(args: &[&str]) -> anyhow::Result<()> {
     let st = Command::new(args[0])
         .args(&args[1..])
@@ -97,6 +115,7 @@ impl Harness {
     /// with small tables (`conntrack_size` flows).
     pub fn new(conntrack_size: u32) -> anyhow::Result<Self> {
         enter_private_netns()?;
+        pin_to_current_cpu()?;
         sh(&[
             "ip",
             "link",

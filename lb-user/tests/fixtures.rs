@@ -604,3 +604,21 @@ fn expired_flow_is_scheduled_again() {
     );
     assert_eq!(h.dp.global_sum().unwrap().expired, 1);
 }
+
+#[test]
+fn persistence_template_lives_while_its_connection_does() {
+    let h = harness("rr", 1, 1, "persistence_timeout 1");
+    let ack = tcp(Eth::inbound(), CLIENT, 52000, VIP, 80, Flags::Ack, b"x");
+    let first = forwarded_to(&h, &syn(52000));
+    // The connection stays busy for longer than the persistence timeout…
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(350));
+        assert_eq!(forwarded_to(&h, &ack), first);
+    }
+    // …so the client's template is still alive for its next connection,
+    // although rr alone would now pick the other real.
+    assert_eq!(forwarded_to(&h, &syn(52001)), first);
+    // Once everything is idle past the timeout, the client is scheduled afresh.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_ne!(forwarded_to(&h, &syn(52002)), first);
+}
