@@ -3,8 +3,10 @@
 //! Packet flow: parse (parse.rs) → service lookup → connection tracking and
 //! scheduling (conntrack.rs, sched.rs) → forwarding (fwd.rs). Anything that is
 //! not for a configured virtual service is XDP_PASS, untouched.
-#![no_std]
-#![no_main]
+// Built for bpfel-unknown-none by lb-user's build.rs. On the host (cargo
+// check / clippy --workspace) it compiles as an ordinary binary that only says so.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod conntrack;
 mod fwd;
@@ -157,7 +159,12 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
-#[cfg(not(test))]
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("lb-xdp is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs");
+}
+
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
