@@ -333,6 +333,81 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: boo
     out
 }
 
+/// `lb counters`: one global counter a line, summed over CPUs.
+pub fn render_counters(g: &lb_common::GlobalStats) -> String {
+    let rows: [(&str, u64, &str); 16] = [
+        (
+            "pass",
+            g.pass,
+            "verdict XDP_PASS (to the kernel, untouched)",
+        ),
+        (
+            "tx",
+            g.tx,
+            "verdict XDP_TX (forwarded out of the ingress interface)",
+        ),
+        (
+            "redirect",
+            g.redirect,
+            "verdict XDP_REDIRECT (forwarded through another interface)",
+        ),
+        ("drop", g.drop, "verdict XDP_DROP"),
+        ("aborted", g.aborted, "verdict XDP_ABORTED (a bug if not 0)"),
+        (
+            "pass_not_ip",
+            g.pass_not_ip,
+            "passed: not IPv4/IPv6 (ARP, ...)",
+        ),
+        (
+            "pass_not_vip",
+            g.pass_not_vip,
+            "passed: not for a virtual service",
+        ),
+        (
+            "pass_other_proto",
+            g.pass_other_proto,
+            "passed: neither TCP nor UDP",
+        ),
+        ("pass_fragment", g.pass_fragment, "passed: IP fragment"),
+        (
+            "pass_ip_options",
+            g.pass_ip_options,
+            "passed: IPv4 options / IPv6 extension headers",
+        ),
+        (
+            "pass_malformed",
+            g.pass_malformed,
+            "passed: truncated or inconsistent headers",
+        ),
+        (
+            "drop_no_real",
+            g.drop_no_real,
+            "dropped: no real can take new flows",
+        ),
+        (
+            "drop_no_egress",
+            g.drop_no_egress,
+            "dropped: egress interface unknown",
+        ),
+        ("new_flows", g.new_flows, "new flows scheduled"),
+        (
+            "resched",
+            g.resched,
+            "flows rescheduled (their real was removed)",
+        ),
+        (
+            "expired",
+            g.expired,
+            "flows scheduled again after their idle timeout",
+        ),
+    ];
+    let mut out = String::new();
+    for (name, v, what) in rows {
+        let _ = writeln!(out, "{name:<18} {v:>14}  {what}");
+    }
+    out
+}
+
 /// `ipvsadm -Lnc`.
 pub fn render_conns(snap: &Snapshot) -> String {
     let mut out = String::new();

@@ -82,6 +82,11 @@ enum Cmd {
     },
     /// Validate a configuration file; prints every problem, exits 64 on errors.
     CheckConfig { file: PathBuf },
+    /// Global data-plane counters: verdicts, and why packets were passed or dropped.
+    Counters {
+        #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+    },
     /// Attach a pass-everything XDP program to IFACE until SIGTERM (for labs:
     /// veth delivers XDP_TX frames only when its peer has an XDP program).
     #[command(hide = true)]
@@ -185,6 +190,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Counters { bpffs } => {
+            let dp = Dataplane::from_pins(&bpffs)?;
+            print!("{}", list::render_counters(&dp.global_sum()?));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig { file } => {

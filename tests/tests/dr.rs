@@ -35,6 +35,12 @@ fn vip80() -> String {
 fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("rr");
+    // The director knows no real yet: the agent must have them resolved.
+    lab.exec("dir", &["ip", "neigh", "flush", "all"]).unwrap();
+    let neigh = lab
+        .exec("dir", &["ip", "neigh", "show", &real_ip(1)])
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&neigh.stdout).contains("lladdr"));
     lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
         .unwrap();
     let t = lab.http_get(&vip80(), 100).unwrap();
@@ -81,6 +87,24 @@ fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
     let svc = stats.lines().nth(3).unwrap();
     let conns: u64 = svc.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert_eq!(conns, 100, "{stats}");
+    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
+    let counter = |name: &str| -> u64 {
+        let line = counters
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(counter("new_flows"), 100, "{counters}");
+    assert!(
+        counter("tx") >= 500,
+        "SYN, ACK, request, FIN, ACK per connection: {counters}"
+    );
+    assert_eq!(counter("aborted"), 0);
+    assert!(
+        counter("pass_not_ip") > 0,
+        "ARP went to the kernel: {counters}"
+    );
     let conns_list = lab.lb(&["list", "-c", "--bpffs", &bpffs]).unwrap();
     assert_eq!(conns_list.lines().count(), 2 + 100, "{conns_list}");
     assert!(
