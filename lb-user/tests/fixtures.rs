@@ -607,11 +607,12 @@ fn expired_flow_is_scheduled_again() {
 
 #[test]
 fn persistence_template_lives_while_its_connection_does() {
-    let h = harness("rr", 1, 1, "persistence_timeout 1");
+    let h = harness("rr", 1, 1, "persistence_timeout 3");
     let ack = tcp(Eth::inbound(), CLIENT, 52000, VIP, 80, Flags::Ack, b"x");
     let first = forwarded_to(&h, &syn(52000));
-    // The connection stays busy for longer than the persistence timeout…
-    for _ in 0..6 {
+    // The connection stays busy for longer than the persistence timeout (its
+    // entry, and so the template, is refreshed about once a second)…
+    for _ in 0..12 {
         std::thread::sleep(std::time::Duration::from_millis(350));
         assert_eq!(forwarded_to(&h, &ack), first);
     }
@@ -619,6 +620,6 @@ fn persistence_template_lives_while_its_connection_does() {
     // although rr alone would now pick the other real.
     assert_eq!(forwarded_to(&h, &syn(52001)), first);
     // Once everything is idle past the timeout, the client is scheduled afresh.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     assert_ne!(forwarded_to(&h, &syn(52002)), first);
 }
