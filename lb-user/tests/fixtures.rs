@@ -623,3 +623,17 @@ fn persistence_template_lives_while_its_connection_does() {
     std::thread::sleep(std::time::Duration::from_millis(3500));
     assert_ne!(forwarded_to(&h, &syn(52002)), first);
 }
+
+#[test]
+fn syn_reusing_a_closed_port_is_a_new_connection() {
+    let h = harness("rr", 1, 1, "");
+    assert_eq!(forwarded_to(&h, &syn(53000)), 1);
+    let rst = tcp(Eth::inbound(), CLIENT, 53000, VIP, 80, Flags::Rst, b"");
+    assert_eq!(forwarded_to(&h, &rst), 1, "RST follows its flow");
+    // The client reuses the port: ipvs schedules it again (conn_reuse_mode).
+    assert_eq!(forwarded_to(&h, &syn(53000)), 2);
+    let g = h.dp.global_sum().unwrap();
+    assert_eq!(g.new_flows, 2);
+    let svc = h.dp.svc_stats_sum(0).unwrap();
+    assert_eq!((svc.conns, svc.packets), (2, 3));
+}
