@@ -35,6 +35,11 @@ fn syn(sport: u16) -> Vec<u8> {
     tcp(Eth::inbound(), CLIENT, sport, VIP, 80, Flags::Syn, b"")
 }
 
+/// A data segment of the client's connection from `sport`.
+fn ack(sport: u16) -> Vec<u8> {
+    tcp(Eth::inbound(), CLIENT, sport, VIP, 80, Flags::Ack, b"x")
+}
+
 /// Runs `pkt` and checks the verdict and that the output is exactly `want`.
 fn expect(h: &Harness, what: &str, pkt: &[u8], verdict: u32, want: &[u8]) {
     let (v, out) = h
@@ -146,7 +151,7 @@ fn weight_zero_takes_no_new_flows_but_keeps_established() {
             "new flows avoid the weight-0 real"
         );
     }
-    let ack = tcp(Eth::inbound(), CLIENT, 43001, VIP, 80, Flags::Ack, b"x");
+    let ack = ack(43001);
     assert_eq!(
         forwarded_to(&h, &ack),
         2,
@@ -163,15 +168,13 @@ fn removed_real_flows_are_rescheduled() {
         "virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind DR\n real_server {RIP1} 80 {{ weight 1 }}\n}}\n"
     );
     h.apply(&only1).unwrap();
-    let ack = tcp(Eth::inbound(), CLIENT, 44001, VIP, 80, Flags::Ack, b"x");
     assert_eq!(
-        forwarded_to(&h, &ack),
+        forwarded_to(&h, &ack(44001)),
         1,
         "flow of the removed real moves on its next packet"
     );
-    let ack0 = tcp(Eth::inbound(), CLIENT, 44000, VIP, 80, Flags::Ack, b"x");
     assert_eq!(
-        forwarded_to(&h, &ack0),
+        forwarded_to(&h, &ack(44000)),
         1,
         "flow of the remaining real untouched"
     );
@@ -192,7 +195,7 @@ fn added_real_does_not_move_established_flows() {
     );
     h.apply(&three).unwrap();
     for (port, real) in flows {
-        let ack = tcp(Eth::inbound(), CLIENT, port, VIP, 80, Flags::Ack, b"x");
+        let ack = ack(port);
         assert_eq!(
             forwarded_to(&h, &ack),
             real,
@@ -608,7 +611,7 @@ fn expired_flow_is_scheduled_again() {
 #[test]
 fn persistence_template_lives_while_its_connection_does() {
     let h = harness("rr", 1, 1, "persistence_timeout 3");
-    let ack = tcp(Eth::inbound(), CLIENT, 52000, VIP, 80, Flags::Ack, b"x");
+    let ack = ack(52000);
     let first = forwarded_to(&h, &syn(52000));
     // The connection stays busy for longer than the persistence timeout (its
     // entry, and so the template, is refreshed about once a second)…
