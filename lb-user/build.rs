@@ -6,15 +6,17 @@ use std::{env, fs, path::PathBuf};
 
 use anyhow::{anyhow, Context as _};
 
-const EBPF_BIN: &str = "lb-xdp";
+/// The eBPF binaries of lb-ebpf: the balancer and the real servers' tunnel endpoint.
+const EBPF_BINS: [&str; 2] = ["lb-xdp", "lb-decap"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let stub = out_dir.join(EBPF_BIN);
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if skip {
-        fs::write(&stub, []).context("writing stub eBPF object")?;
+        for bin in EBPF_BINS {
+            fs::write(out_dir.join(bin), []).context("writing stub eBPF object")?;
+        }
         return Ok(());
     }
     let meta = cargo_metadata::MetadataCommand::new()

@@ -39,12 +39,37 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// Scheduler identifiers stored in [`Service::sched`].
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6: u8 = 41;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Scheduler identifiers stored in [`Service::sched`] (names as ipvs).
 pub const SCHED_RR: u32 = 1;
 pub const SCHED_WRR: u32 = 2;
+pub const SCHED_LC: u32 = 3;
+pub const SCHED_WLC: u32 = 4;
+pub const SCHED_SED: u32 = 5;
+pub const SCHED_NQ: u32 = 6;
+pub const SCHED_SH: u32 = 7;
+pub const SCHED_MH: u32 = 8;
+
+/// Most reals a least-connection family service (lc, wlc, sed, nq) scans
+/// per new flow; the agent refuses more.
+pub const MAX_LC_MEMBERS: u32 = 256;
+/// Buckets of a source-hash table (ipvs: IP_VS_SH_TAB_SIZE).
+pub const SH_TABLE_SIZE: u32 = 256;
+/// Slots of a Maglev lookup table: a prime (ipvs mh's default, 65537).
+pub const MH_TABLE_SIZE: u32 = 65537;
+/// Maglev tables the data plane holds (services using `mh`).
+pub const MAX_MH_TABLES: u32 = 16;
+/// Slots probed after the hashed one when its real is unavailable (sh / mh).
+pub const HASH_FALLBACK_PROBES: u32 = 16;
 
 /// [`Service::flags`]: clients stick to one real for `persist_timeout_s`.
 pub const SVC_F_PERSISTENT: u32 = 1;
+/// [`Service::flags`]: sh / mh hash the source port too (`sh-port`, `mh-port`).
+pub const SVC_F_HASH_PORT: u32 = 2;
 
 /// [`Real::flags`]: slot is in use (configured).
 pub const REAL_F_INUSE: u32 = 1;
@@ -53,6 +78,14 @@ pub const REAL_F_AVAILABLE: u32 = 2;
 
 /// Forwarding methods stored in [`Real::fwd`] (`lb list` prints them as ipvsadm).
 pub const FWD_DR: u32 = 1;
+/// LVS-NAT: destination rewritten to the real, replies rewritten back.
+pub const FWD_NAT: u32 = 2;
+/// LVS-TUN: IPIP (IPv6-in-IPv6) encapsulation to the real.
+pub const FWD_TUN: u32 = 3;
+
+/// Bits of the single `LB_FLAGS` entry.
+/// Some service uses NAT: look up replies of reals in the reverse table.
+pub const FLAG_NAT: u32 = 1;
 
 /// Connection states kept in [`Conn::state`]; names follow ipvs.
 /// `CT_NONE` stands for "no entry yet" and is never stored.
@@ -94,8 +127,11 @@ pub struct Service {
     pub ring_gen: u32,
     /// Number of valid slots in the live ring; 0 means no real can take new flows.
     pub ring_len: u32,
+    /// Maglev table slot (mh only).
+    pub table_id: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Service>() == 24);
+const _: () = assert!(size_of::<Service>() == 32);
 
 /// A real server; the map is an array indexed by real id.
 #[repr(C)]
@@ -120,12 +156,128 @@ pub struct Real {
     pub fwd: u32,
     /// Interface the real is reached through.
     pub ifindex: u32,
-    /// Real's MAC address (destination of rewritten frames).
+    /// Real's MAC address (destination of rewritten frames; DR only, NAT
+    /// and TUN take the next hop from the kernel's FIB).
     pub mac: [u8; 6],
     /// MAC of the interface `ifindex` (source of rewritten frames).
     pub src_mac: [u8; 6],
+    /// TUN: outer source address (the director's address toward the real).
+    pub tun_src: [u32; 4],
 }
-const _: () = assert!(size_of::<Real>() == 56);
+const _: () = assert!(size_of::<Real>() == 72);
+
+/// Connection counts of a real, as ipvs's activeconns / inactconns.
+///
+/// `LB_REAL_CONNS` is written by the data plane only, with atomic adds (a
+/// connection may open on one CPU and close on another). `LB_CONN_ADJ` is
+/// written by the agent only: what its periodic sweep found counted but
+/// expired. The count in effect is the difference (wrapping arithmetic).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealConns {
+    pub active: u64,
+    pub inactive: u64,
+}
+const _: () = assert!(size_of::<RealConns>() == 16);
+
+impl RealConns {
+    /// Counts in effect: `self` (data plane) minus `adj` (agent), never below 0.
+    #[inline(always)]
+    pub fn minus(&self, adj: &RealConns) -> RealConns {
+        let f = |a: u64, b: u64| {
+            let d = a.wrapping_sub(b) as i64;
+            if d < 0 {
+                0
+            } else {
+                d as u64
+            }
+        };
+        RealConns {
+            active: f(self.active, adj.active),
+            inactive: f(self.inactive, adj.inactive),
+        }
+    }
+}
+
+/// Value of the NAT reverse table, keyed by the real's reply 5-tuple
+/// (real → client): what to write back as the source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RevNat {
+    /// Virtual address, network order.
+    pub vaddr: [u32; 4],
+    pub vport_be: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub svc_id: u32,
+    pub real_id: u32,
+    pub real_gen: u32,
+    /// Last packet in either direction (refreshed at most once a second).
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<RevNat>() == 40);
+
+/// Key of the fragment table: the fields that identify one datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// IPv4 identification (16 bits) or IPv6 fragment identification.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+/// Where the later fragments of a datagram go (the first fragment's real).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragVal {
+    pub real_id: u32,
+    pub real_gen: u32,
+    pub svc_id: u32,
+    pub _pad: u32,
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<FragVal>() == 24);
+
+/// Key of the decapsulation program's address set (`lb decap --vip`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<VipKey>() == 20);
+
+/// Per-CPU counters of the decapsulation program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecapStats {
+    /// Tunnel packets to a configured address, decapsulated and passed on.
+    pub decapsulated: u64,
+    /// Not an IPIP / IPv6-in-IPv6 packet: passed untouched.
+    pub pass_not_tunnel: u64,
+    /// A tunnel packet whose inner destination is not configured: passed untouched.
+    pub pass_not_vip: u64,
+    /// Truncated or inconsistent headers: passed untouched.
+    pub pass_malformed: u64,
+}
+const _: () = assert!(size_of::<DecapStats>() == 32);
+
+/// Maps of the decapsulation program.
+pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
+pub const DECAP_STATS: &str = "LB_DECAP_STATS";
+/// Capacity of the decapsulation address set.
+pub const MAX_DECAP_VIPS: u32 = 1024;
+
+/// Capacity of the fragment table (datagrams in flight).
+pub const FRAG_TABLE_SIZE: u32 = 65536;
+/// A fragment-table entry is used for at most this long (the kernel's ipfrag_time).
+pub const FRAG_TIMEOUT_S: u32 = 30;
 
 /// Key of the connection table: the client's 5-tuple as seen on ingress.
 #[repr(C)]
@@ -187,8 +339,21 @@ pub struct Stats {
     pub packets: u64,
     /// Bytes forwarded (whole frames as received).
     pub bytes: u64,
+    /// NAT replies translated back (real → client).
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
-const _: () = assert!(size_of::<Stats>() == 24);
+const _: () = assert!(size_of::<Stats>() == 40);
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.conns += o.conns;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.out_packets += o.out_packets;
+        self.out_bytes += o.out_bytes;
+    }
+}
 
 /// Idle timeouts, in seconds; one entry, set by the agent.
 #[repr(C)]
@@ -230,44 +395,87 @@ impl Timeouts {
     }
 }
 
-/// Global per-CPU counters: one per verdict and one per reason.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct GlobalStats {
-    /// Verdict XDP_PASS (all reasons below summed).
-    pub pass: u64,
-    /// Verdict XDP_TX.
-    pub tx: u64,
-    /// Verdict XDP_REDIRECT.
-    pub redirect: u64,
-    /// Verdict XDP_DROP.
-    pub drop: u64,
-    /// Verdict XDP_ABORTED (must stay 0).
-    pub aborted: u64,
-    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...).
-    pub pass_not_ip: u64,
-    /// Passed: destination is not a virtual service.
-    pub pass_not_vip: u64,
-    /// Passed: neither TCP nor UDP.
-    pub pass_other_proto: u64,
-    /// Passed: IPv4 fragment or IPv6 fragment header.
-    pub pass_fragment: u64,
-    /// Passed: IPv4 options or IPv6 extension headers.
-    pub pass_ip_options: u64,
-    /// Passed: truncated or inconsistent headers.
-    pub pass_malformed: u64,
-    /// Dropped: service has no real that can take new flows.
-    pub drop_no_real: u64,
-    /// Dropped: egress interface unknown or redirect failed.
-    pub drop_no_egress: u64,
-    /// New flows scheduled.
-    pub new_flows: u64,
-    /// Flows rescheduled because their real was removed or unavailable.
-    pub resched: u64,
-    /// Flows rescheduled because their entry had expired.
-    pub expired: u64,
+macro_rules! global_stats {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Global per-CPU counters: one per verdict and one per reason.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+        pub struct GlobalStats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl GlobalStats {
+            /// (name, description) of every counter, in field order.
+            pub const FIELDS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($name), concat!($($doc),*)),)*];
+
+            /// The counters in field order.
+            pub fn values(&self) -> [u64; Self::FIELDS.len()] {
+                [$(self.$name,)*]
+            }
+
+            pub fn add(&mut self, o: &GlobalStats) {
+                $(self.$name += o.$name;)*
+            }
+        }
+    };
 }
-const _: () = assert!(size_of::<GlobalStats>() == 16 * 8);
+
+global_stats! {
+    /// verdict XDP_PASS (to the kernel)
+    pass,
+    /// verdict XDP_TX (forwarded out of the ingress interface)
+    tx,
+    /// verdict XDP_REDIRECT (forwarded through another interface)
+    redirect,
+    /// verdict XDP_DROP
+    drop,
+    /// verdict XDP_ABORTED (a bug if not 0)
+    aborted,
+    /// passed: not IPv4/IPv6 (ARP, ...)
+    pass_not_ip,
+    /// passed: not for a virtual service
+    pass_not_vip,
+    /// passed: protocol not balanced (not TCP/UDP, ICMP not about a flow)
+    pass_other_proto,
+    /// passed: fragment of a datagram whose first fragment was not seen
+    pass_fragment,
+    /// passed: IPv4 options / IPv6 extension headers
+    pass_ip_options,
+    /// passed: truncated or inconsistent headers
+    pass_malformed,
+    /// passed: next hop not resolved yet (the kernel resolves and forwards it)
+    pass_no_neigh,
+    /// passed: egress interface not attached (the kernel forwards it)
+    pass_no_devmap,
+    /// dropped: service has no real that can take new flows
+    drop_no_real,
+    /// dropped: egress interface unknown or redirect failed
+    drop_no_egress,
+    /// dropped: no route to the real / client (FIB lookup failed)
+    drop_unroutable,
+    /// dropped: too big to encapsulate and DF not set
+    drop_too_big,
+    /// new flows scheduled
+    new_flows,
+    /// flows rescheduled (their real was removed or unavailable)
+    resched,
+    /// flows rescheduled (their entry had expired)
+    expired,
+    /// NAT replies translated back to the virtual address
+    nat_reverse,
+    /// first fragments tracked
+    frag_first,
+    /// later fragments forwarded to the first one's real
+    frag_forwarded,
+    /// ICMP errors forwarded / translated for a tracked flow
+    icmp_forwarded,
+    /// ICMP fragmentation-needed / packet-too-big sent to clients (TUN)
+    icmp_too_big_sent,
+    /// packets sent into an IPIP / IPv6 tunnel
+    encap,
+}
+const _: () = assert!(size_of::<GlobalStats>() == 26 * 8);
 
 /// Map names, as pinned under the bpffs directory.
 pub mod maps {
@@ -282,8 +490,14 @@ pub mod maps {
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const GLOBAL_STATS: &str = "LB_GLOBAL_STATS";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
+    pub const FLAGS: &str = "LB_FLAGS";
+    pub const REAL_CONNS: &str = "LB_REAL_CONNS";
+    pub const CONN_ADJ: &str = "LB_CONN_ADJ";
+    pub const NAT_REV: &str = "LB_NAT_REV";
+    pub const FRAGS: &str = "LB_FRAGS";
+    pub const MAGLEV: &str = "LB_MAGLEV";
     /// Every map, for pinning and listing.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 17] = [
         SERVICES,
         REALS,
         RINGS,
@@ -295,7 +509,61 @@ pub mod maps {
         REAL_STATS,
         GLOBAL_STATS,
         TIMEOUTS,
+        FLAGS,
+        REAL_CONNS,
+        CONN_ADJ,
+        NAT_REV,
+        FRAGS,
+        MAGLEV,
     ];
+}
+
+/// Index of slot `pos` of Maglev table `table` generation `gen` in `LB_MAGLEV`.
+#[inline(always)]
+pub fn maglev_index(table: u32, gen: u32, pos: u32) -> u32 {
+    (table * RING_GENS + (gen & 1)) * MH_TABLE_SIZE + pos
+}
+
+/// Hashes that the data plane computes and the agent's tests predict.
+pub mod hash {
+    /// ipvs's `hash_32`: multiplicative hash, top `bits` bits.
+    #[inline(always)]
+    pub fn hash_32(val: u32, bits: u32) -> u32 {
+        val.wrapping_mul(0x61C8_8647) >> (32 - bits)
+    }
+
+    /// Source-hash bucket as ipvs sh computes it (`ip_vs_sh_hashkey`): the
+    /// address words XOR-folded, host order, plus the port when hashed.
+    /// `addr` is in the maps' layout (network-order words).
+    #[inline(always)]
+    pub fn sh_bucket(addr: &[u32; 4], port_be: u16, offset: u32) -> u32 {
+        let fold = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+        let v = u16::from_be(port_be) as u32 + u32::from_be(fold);
+        (offset + hash_32(v, 8)) & (super::SH_TABLE_SIZE - 1)
+    }
+
+    /// murmur3's finaliser: a cheap, well-mixing 32-bit permutation.
+    #[inline(always)]
+    pub fn fmix32(mut h: u32) -> u32 {
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        h
+    }
+
+    /// Flow hash for Maglev: source address (and port when hashed).
+    #[inline(always)]
+    pub fn mh_hash(addr: &[u32; 4], port_be: u16) -> u32 {
+        let mut h = 0x9747_b28c_u32;
+        let mut i = 0;
+        while i < 4 {
+            h = fmix32(h ^ addr[i]);
+            i += 1;
+        }
+        fmix32(h ^ port_be as u32)
+    }
 }
 
 /// Index of slot `pos` of ring generation `gen` of service `svc_id` in `LB_RINGS`.
@@ -318,6 +586,12 @@ mod pod {
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for Timeouts {}
     unsafe impl aya::Pod for GlobalStats {}
+    unsafe impl aya::Pod for RealConns {}
+    unsafe impl aya::Pod for RevNat {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragVal {}
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for DecapStats {}
 }
 
 #[cfg(test)]
@@ -334,6 +608,9 @@ mod tests {
         assert_eq!(offset_of!(Real, flags), 20);
         assert_eq!(offset_of!(Real, gen), 24);
         assert_eq!(offset_of!(Real, mac), 44);
+        assert_eq!(offset_of!(Real, tun_src), 56);
+        assert_eq!(offset_of!(RevNat, last_ns), 32);
+        assert_eq!(offset_of!(FragKey, id), 32);
         assert_eq!(offset_of!(FlowKey, sport_be), 32);
         assert_eq!(offset_of!(FlowKey, proto), 36);
         assert_eq!(offset_of!(Conn, last_ns), 16);
@@ -349,6 +626,25 @@ mod tests {
             ring_index(MAX_SERVICES - 1, 1, RING_SIZE - 1),
             MAX_SERVICES * RING_GENS * RING_SIZE - 1
         );
+    }
+
+    #[test]
+    fn sh_bucket_matches_ipvs() {
+        // ipvs: hash_32(ntohl(addr), 8) for 192.0.2.7 without port.
+        let a = [u32::from_ne_bytes([192, 0, 2, 7]), 0, 0, 0];
+        let want = (0xc000_0207u32.wrapping_mul(0x61C8_8647)) >> 24;
+        assert_eq!(hash::sh_bucket(&a, 0, 0), want);
+        assert_eq!(hash::sh_bucket(&a, 0, 1), (want + 1) & 255);
+    }
+
+    #[test]
+    fn real_conns_never_negative() {
+        let c = RealConns { active: 3, inactive: 1 };
+        let adj = RealConns { active: 1, inactive: 2 };
+        assert_eq!(c.minus(&adj), RealConns { active: 2, inactive: 0 });
+        let wrapped = RealConns { active: 1, inactive: 0 };
+        let adj = RealConns { active: u64::MAX, inactive: 0 };
+        assert_eq!(wrapped.minus(&adj).active, 2);
     }
 
     #[test]

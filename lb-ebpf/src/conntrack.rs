@@ -13,12 +13,12 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{LB_CONNTRACK, LB_PERSIST, LB_TIMEOUTS},
+    maps::{LB_CONNTRACK, LB_PERSIST, LB_REALS, LB_REAL_CONNS, LB_TIMEOUTS},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     sched::{self, Pick},
 };
 
-const NS: u64 = 1_000_000_000;
+pub const NS: u64 = 1_000_000_000;
 /// An established flow's timestamp is written at most this often (keeps the
 /// conntrack cache line mostly read-only on the fast path).
 const TOUCH_NS: u64 = NS;
@@ -37,14 +37,17 @@ pub enum NoReal {
     Empty,
 }
 
-/// Counters the caller adds for reschedules.
+/// Counters the caller adds for reschedules, and whether the entry was written.
 pub struct Events {
     pub resched: bool,
     pub expired: bool,
+    /// The entry's state or timestamp was written (at most once a second for
+    /// an established flow): the moment to refresh what depends on it.
+    pub touched: bool,
 }
 
 #[inline(always)]
-fn timeouts() -> Timeouts {
+pub fn timeouts() -> Timeouts {
     match LB_TIMEOUTS.get(0) {
         Some(t) if t.tcp_s != 0 => *t,
         _ => Timeouts::default(),
@@ -83,6 +86,78 @@ fn next_state(state: u32, pkt: &Packet) -> u32 {
     }
 }
 
+/// Which ipvs counter a connection in `state` is counted in: 1 active,
+/// 2 inactive, 0 none.
+#[inline(always)]
+fn class(state: u32) -> u32 {
+    match state {
+        CT_NONE => 0,
+        CT_ESTABLISHED => 1,
+        _ => 2,
+    }
+}
+
+/// Adds `delta` (wrapping) to the active (class 1) or inactive (class 2)
+/// count of `real_id`: an atomic add, as a connection may be opened on one
+/// CPU and closed on another.
+#[inline(always)]
+fn count_conn(real_id: u32, class: u32, delta: u64) {
+    if class == 0 {
+        return;
+    }
+    if let Some(c) = LB_REAL_CONNS.get_ptr_mut(real_id) {
+        // SAFETY: the pointer is valid for this program run and aligned for
+        // u64; all writers use atomic operations on these fields.
+        unsafe {
+            let field = if class == 1 {
+                &raw mut (*c).active
+            } else {
+                &raw mut (*c).inactive
+            };
+            atomic_add(field, delta);
+        }
+    }
+}
+
+/// Atomic add without fetching the old value (BPF_ATOMIC BPF_ADD).
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned, and only accessed atomically.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: as required by the caller.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, v);
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as required by the caller.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(p).fetch_add(v, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Moves a live connection of `real_id` from the class of `old` to that of `new`.
+#[inline(always)]
+fn recount(real_id: u32, old: u32, new: u32) {
+    let (a, b) = (class(old), class(new));
+    if a != b {
+        count_conn(real_id, a, u64::MAX);
+        count_conn(real_id, b, 1);
+    }
+}
+
+/// Releases a live connection being replaced, if its real slot still
+/// belongs to the real it was counted for.
+#[inline(always)]
+fn release(c: &Conn) {
+    if let Some(r) = LB_REALS.get(c.real_id) {
+        if r.gen == c.real_gen {
+            count_conn(c.real_id, class(c.state), u64::MAX);
+        }
+    }
+}
+
 /// A SYN on a flow that was closing reuses the port: schedule it anew
 /// (ipvs conn_reuse_mode).
 #[inline(always)]
@@ -92,24 +167,39 @@ fn is_reuse(state: u32, pkt: &Packet) -> bool {
         && (state == CT_FIN_WAIT || state == CT_CLOSE)
 }
 
+/// [`schedule`]'s answers.
+pub const SCHED_NONE: u32 = 0;
+pub const SCHED_ESTABLISHED: u32 = 1;
+pub const SCHED_NEW: u32 = 2;
+
+/// [`lookup_or_schedule`] as a function of its own in the object (its stack
+/// is then not part of the forwarding call chain), with plain types only in
+/// its signature: the real chosen goes to `pick` = [real id, generation].
+#[inline(never)]
+pub fn schedule(pkt: &Packet, svc: &Service, now: u64, ev: &mut Events, pick: &mut [u32; 2]) -> u32 {
+    match lookup_or_schedule(pkt, svc, now, ev) {
+        Ok(Outcome::Established(p)) => {
+            *pick = [p.real_id, p.gen];
+            SCHED_ESTABLISHED
+        }
+        Ok(Outcome::New(p)) => {
+            *pick = [p.real_id, p.gen];
+            SCHED_NEW
+        }
+        Err(NoReal::Empty) => SCHED_NONE,
+    }
+}
+
 /// Finds the real for `pkt` of service `svc`: the tracked one, else the
 /// persistent one, else the scheduler's next; records the result.
 #[inline(always)]
-pub fn lookup_or_schedule(
+fn lookup_or_schedule(
     pkt: &Packet,
     svc: &Service,
     now: u64,
     ev: &mut Events,
 ) -> Result<Outcome, NoReal> {
-    let key = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport_be: pkt.sport_be,
-        dport_be: pkt.dport_be,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    let key = flow_key(pkt);
     let to = timeouts();
     if let Some(ct) = LB_CONNTRACK.get_ptr_mut(key) {
         // SAFETY: the pointer is valid for this program run; concurrent
@@ -117,13 +207,17 @@ pub fn lookup_or_schedule(
         let c = unsafe { &mut *ct };
         let idle = now.saturating_sub(c.last_ns);
         // A 0 s timeout expires at once (idle counts in clock ticks).
+        // An expired entry's count is released by the agent's sweep.
         if idle >= to.for_state(c.state) as u64 * NS {
             ev.expired = true;
         } else if c.svc_id != svc.svc_id || is_reuse(c.state, pkt) {
             // Same 5-tuple but another service (reconfigured) or a reused port.
+            release(c);
         } else if let Some(real) = sched::real_if_valid(c.real_id, c.real_gen) {
             let st = next_state(c.state, pkt);
             if st != c.state || idle > TOUCH_NS {
+                recount(c.real_id, c.state, st);
+                ev.touched = true;
                 c.state = st;
                 c.last_ns = now;
                 // ipvs keeps a persistence template alive while connections
@@ -139,13 +233,14 @@ pub fn lookup_or_schedule(
             }));
         } else {
             // Its real was removed or became unavailable: expire_nodest_conn.
+            release(c);
             ev.resched = true;
         }
     }
 
     let pick = match persistent_pick(pkt, svc, now) {
         Some(p) => p,
-        None => sched::pick(svc).ok_or(NoReal::Empty)?,
+        None => sched::pick(svc, &pkt.src, pkt.sport_be).ok_or(NoReal::Empty)?,
     };
     let conn = Conn {
         real_id: pick.real_id,
@@ -154,6 +249,8 @@ pub fn lookup_or_schedule(
         state: next_state(CT_NONE, pkt),
         last_ns: now,
     };
+    count_conn(pick.real_id, class(conn.state), 1);
+    ev.touched = true;
     // A full table evicts its least recently used entry; an insert failure
     // only means this flow is scheduled again on its next packet.
     let _ = LB_CONNTRACK.insert(key, conn, 0);
@@ -167,6 +264,38 @@ pub fn lookup_or_schedule(
         let _ = LB_PERSIST.insert(pk, p, 0);
     }
     Ok(Outcome::New(pick))
+}
+
+/// The tracked real of the flow `pkt` describes, without scheduling or
+/// changing anything (ICMP errors about a flow).
+#[inline(always)]
+pub fn lookup(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
+    let key = flow_key(pkt);
+    // SAFETY: read-only copy of the value.
+    let c = unsafe { *LB_CONNTRACK.get(key)? };
+    if c.svc_id != svc.svc_id || now.saturating_sub(c.last_ns) >= timeouts().for_state(c.state) as u64 * NS {
+        return None;
+    }
+    let real = sched::real_if_valid(c.real_id, c.real_gen)?;
+    Some(Pick {
+        real_id: c.real_id,
+        gen: c.real_gen,
+        real,
+    })
+}
+
+/// The connection-table key of `pkt`: its 5-tuple as seen on ingress.
+#[inline(always)]
+pub fn flow_key(pkt: &Packet) -> FlowKey {
+    FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport_be: pkt.sport_be,
+        dport_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
 }
 
 #[inline(always)]

@@ -7,12 +7,15 @@
 // check / clippy --workspace) it compiles as an ordinary binary that only says so.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod conntrack;
+mod frag;
 mod fwd;
 mod maps;
-mod parse;
 mod sched;
+mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
@@ -20,36 +23,16 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use lb_common::{GlobalStats, Stats, SvcKey};
+use lb_common::{
+    FlowKey, Real, RevNat, Service, SvcKey, FLAG_NAT, FWD_NAT, FWD_TUN, PROTO_TCP,
+};
+use lb_ebpf::parse::{self, Packet, Skip, KIND_FRAG, KIND_ICMP};
 
 use crate::{
-    conntrack::{Events, Outcome},
-    maps::{LB_GLOBAL_STATS, LB_REAL_STATS, LB_SERVICES, LB_SVC_STATS},
-    parse::Skip,
+    conntrack::{Events, NS, SCHED_ESTABLISHED, SCHED_NEW},
+    maps::{LB_FLAGS, LB_NAT_REV, LB_SCRATCH, LB_SERVICES},
+    stats::count,
 };
-
-/// Adds one to a global counter chosen by `f`.
-#[inline(always)]
-fn count(f: impl FnOnce(&mut GlobalStats) -> &mut u64) {
-    if let Some(p) = LB_GLOBAL_STATS.get_ptr_mut(0) {
-        // SAFETY: per-CPU value, only this CPU writes it.
-        let g = unsafe { &mut *p };
-        *f(g) += 1;
-    }
-}
-
-#[inline(always)]
-fn add_stats(stats: Option<*mut Stats>, new_conn: bool, len: u32) {
-    if let Some(p) = stats {
-        // SAFETY: per-CPU value, only this CPU writes it.
-        let s = unsafe { &mut *p };
-        s.packets += 1;
-        s.bytes += len as u64;
-        if new_conn {
-            s.conns += 1;
-        }
-    }
-}
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -69,30 +52,21 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> u32 {
-    let pkt = match parse::parse(ctx) {
-        Ok(p) => p,
+    let Some(scratch) = LB_SCRATCH.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: per-CPU scratch value; XDP runs with preemption disabled, so
+    // nothing else uses it during this program run.
+    let pkt = unsafe { &mut *scratch };
+    match parse::parse(ctx, pkt) {
+        Ok(()) => {}
         Err(skip) => {
             match skip {
                 Skip::NotIp => count(|g| &mut g.pass_not_ip),
                 Skip::OtherProto => count(|g| &mut g.pass_other_proto),
-                Skip::Fragment => count(|g| &mut g.pass_fragment),
                 Skip::IpOptions => count(|g| &mut g.pass_ip_options),
                 Skip::Malformed => count(|g| &mut g.pass_malformed),
             }
-            return XDP_PASS;
-        }
-    };
-    let key = SvcKey {
-        addr: pkt.dst,
-        port_be: pkt.dport_be,
-        proto: pkt.proto,
-        family: pkt.family,
-    };
-    // SAFETY: copy of the value; the agent replaces entries whole.
-    let svc = match unsafe { LB_SERVICES.get(key) } {
-        Some(s) => *s,
-        None => {
-            count(|g| &mut g.pass_not_vip);
             return XDP_PASS;
         }
     };
@@ -100,47 +74,200 @@ fn process(ctx: &XdpContext) -> u32 {
     // counted in seconds, and cheaper than the precise clock.
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let pkt: &Packet = pkt;
+    if pkt.kind == KIND_FRAG {
+        return frag::later_fragment(ctx, pkt, now);
+    }
+    let key = SvcKey {
+        addr: pkt.dst,
+        port_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    // SAFETY: copy of the value; the agent replaces entries whole.
+    match unsafe { LB_SERVICES.get(key) } {
+        Some(s) => {
+            let svc = *s;
+            if pkt.kind == KIND_ICMP {
+                icmp_for_service(ctx, pkt, &svc, now)
+            } else {
+                balance(ctx, pkt, &svc, now)
+            }
+        }
+        None => {
+            let nat = matches!(LB_FLAGS.get(0), Some(f) if f & FLAG_NAT != 0);
+            if nat {
+                let v = nat_reply(ctx, pkt, now);
+                if v != NOT_NAT {
+                    return v;
+                }
+            }
+            if pkt.kind == KIND_ICMP {
+                count(|g| &mut g.pass_other_proto);
+            } else {
+                count(|g| &mut g.pass_not_vip);
+            }
+            XDP_PASS
+        }
+    }
+}
+
+/// Sends `pkt` to `real` by the real's forwarding method.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> u32 {
+    match real.fwd {
+        FWD_NAT => fwd::nat_to_real(ctx, pkt, real),
+        FWD_TUN => fwd::encap(ctx, pkt, real),
+        _ => fwd::direct_route(ctx, pkt, real),
+    }
+}
+
+/// A TCP / UDP packet (or first fragment) for a virtual service.
+#[inline(never)]
+fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> u32 {
     let mut ev = Events {
         resched: false,
         expired: false,
+        touched: false,
     };
-    let outcome = conntrack::lookup_or_schedule(&pkt, &svc, now, &mut ev);
+    let mut ids = [0u32; 2];
+    let outcome = conntrack::schedule(pkt, svc, now, &mut ev, &mut ids);
     if ev.resched {
         count(|g| &mut g.resched);
     }
     if ev.expired {
         count(|g| &mut g.expired);
     }
-    let (pick, new_conn) = match outcome {
-        Ok(Outcome::Established(p)) => (p, false),
-        Ok(Outcome::New(p)) => {
+    let new_conn = match outcome {
+        SCHED_ESTABLISHED => false,
+        SCHED_NEW => {
             count(|g| &mut g.new_flows);
-            (p, true)
+            true
         }
-        Err(_) => {
+        _ => {
             count(|g| &mut g.drop_no_real);
             return XDP_DROP;
         }
     };
-    let verdict = fwd::direct_route(ctx, pick.real);
+    let Some(real) = sched::real_if_valid(ids[0], ids[1]) else {
+        count(|g| &mut g.drop_no_real);
+        return XDP_DROP;
+    };
+    let pick = sched::Pick {
+        real_id: ids[0],
+        gen: ids[1],
+        real,
+    };
+    if pkt.first_frag {
+        frag::track(pkt, svc.svc_id, &pick, now);
+    }
+    if pick.real.fwd == FWD_NAT && ev.touched {
+        // The reverse entry is (re)written with the forward one, at most
+        // once a second for an established flow.
+        nat_track(pkt, svc, &pick, now);
+    }
+    let verdict = forward(ctx, pkt, pick.real);
+    if verdict & fwd::TOO_BIG != 0 {
+        return fwd::too_big(ctx, pkt, (verdict & 0xffff) as usize);
+    }
     if verdict == XDP_DROP {
         count(|g| &mut g.drop_no_egress);
         return verdict;
     }
-    add_stats(LB_SVC_STATS.get_ptr_mut(svc.svc_id), new_conn, pkt.len);
-    add_stats(LB_REAL_STATS.get_ptr_mut(pick.real_id), new_conn, pkt.len);
+    stats::forwarded(svc.svc_id, pick.real_id, new_conn, false, pkt.len);
     verdict
+}
+
+/// Records how to translate the real's replies of this flow back.
+#[inline(never)]
+fn nat_track(pkt: &Packet, svc: &Service, pick: &sched::Pick, now: u64) {
+    let key = FlowKey {
+        src: pick.real.addr,
+        dst: pkt.src,
+        sport_be: pick.real.port_be,
+        dport_be: pkt.sport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let v = RevNat {
+        vaddr: pkt.dst,
+        vport_be: pkt.dport_be,
+        family: pkt.family,
+        _pad: 0,
+        svc_id: svc.svc_id,
+        real_id: pick.real_id,
+        real_gen: pick.gen,
+        last_ns: now,
+    };
+    let _ = LB_NAT_REV.insert(key, v, 0);
+}
+
+/// A packet from a NAT real to a client (or an ICMP error about one):
+/// translated back to the virtual service.
+#[inline(never)]
+fn nat_reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> u32 {
+    nat_reply_inner(ctx, pkt, now).unwrap_or(NOT_NAT)
+}
+
+/// [`nat_reply`]'s answer when the packet is not a NAT reply.
+const NOT_NAT: u32 = u32::MAX;
+
+#[inline(always)]
+fn nat_reply_inner(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<u32> {
+    let key = conntrack::flow_key(pkt);
+    let rev = LB_NAT_REV.get_ptr_mut(key)?;
+    // SAFETY: valid for this program run; racing writers store whole fields.
+    let rev = unsafe { &mut *rev };
+    let to = conntrack::timeouts();
+    let limit = if pkt.proto == PROTO_TCP { to.tcp_s } else { to.udp_s };
+    let idle = now.saturating_sub(rev.last_ns);
+    if idle >= limit as u64 * NS {
+        return None;
+    }
+    sched::real_if_valid(rev.real_id, rev.real_gen)?;
+    if idle > NS {
+        rev.last_ns = now;
+    }
+    let (vaddr, vport, svc_id, real_id) = (rev.vaddr, rev.vport_be, rev.svc_id, rev.real_id);
+    let v = fwd::nat_to_client(ctx, pkt, &vaddr, vport);
+    if v == XDP_DROP {
+        count(|g| &mut g.drop_no_egress);
+        return Some(v);
+    }
+    if pkt.kind == KIND_ICMP {
+        count(|g| &mut g.icmp_forwarded);
+    } else {
+        count(|g| &mut g.nat_reverse);
+    }
+    stats::forwarded(svc_id, real_id, false, true, pkt.len);
+    Some(v)
+}
+
+/// An ICMP error about a flow of a virtual service: to that flow's real.
+#[inline(never)]
+fn icmp_for_service(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> u32 {
+    let Some(pick) = conntrack::lookup(pkt, svc, now) else {
+        count(|g| &mut g.pass_other_proto);
+        return XDP_PASS;
+    };
+    let v = forward(ctx, pkt, pick.real);
+    if v & fwd::TOO_BIG != 0 || v == XDP_DROP {
+        count(|g| &mut g.drop_no_egress);
+        return XDP_DROP;
+    }
+    count(|g| &mut g.icmp_forwarded);
+    stats::forwarded(svc.svc_id, pick.real_id, false, false, pkt.len);
+    v
 }
 
 /// Reference for benchmarks: swaps the Ethernet addresses and returns XDP_TX,
 /// the least work a program that sends a frame back out can do.
 #[xdp]
 pub fn xdp_tx_ref(ctx: XdpContext) -> u32 {
-    let start = ctx.data();
-    if start + parse::ETH_HLEN > ctx.data_end() {
+    let Ok(eth) = parse::ptr_at::<[u8; 12]>(&ctx, 0) else {
         return XDP_PASS;
-    }
-    let eth = start as *mut [u8; 12];
+    };
     // SAFETY: the 12 address bytes are inside the packet (checked above).
     unsafe {
         let m = eth.read_unaligned();

@@ -7,15 +7,18 @@ use aya_ebpf::{
     btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
+use lb_ebpf::parse::Packet;
 use lb_common::{
-    Conn, FlowKey, GlobalStats, Persist, PersistKey, Real, Service, Stats, SvcKey, Timeouts,
-    DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE, MAX_IFACES, MAX_REALS, MAX_SERVICES, RING_GENS,
+    Conn, FlowKey, FragKey, FragVal, GlobalStats, Persist, PersistKey, Real, RealConns, RevNat,
+    Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE,
+    FRAG_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES, MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS,
     RING_SIZE,
 };
 
 const MAX_SERVICES_U: usize = MAX_SERVICES as usize;
 const MAX_REALS_U: usize = MAX_REALS as usize;
 const RINGS_U: usize = (MAX_SERVICES * RING_GENS * RING_SIZE) as usize;
+const MAGLEV_U: usize = (MAX_MH_TABLES * RING_GENS * MH_TABLE_SIZE) as usize;
 
 /// Virtual services by (VIP, port, protocol).
 #[btf_map]
@@ -74,3 +77,33 @@ pub static LB_GLOBAL_STATS: PerCpuArray<GlobalStats, 1> = PerCpuArray::new();
 /// Idle timeouts (one entry).
 #[btf_map]
 pub static LB_TIMEOUTS: Array<Timeouts, 1> = Array::new();
+
+/// Feature bits (`FLAG_*`, one entry), set by the agent.
+#[btf_map]
+pub static LB_FLAGS: Array<u32, 1> = Array::new();
+
+/// Connection counts per real, data-plane side (atomic adds).
+#[btf_map]
+pub static LB_REAL_CONNS: Array<RealConns, MAX_REALS_U> = Array::new();
+
+/// Connection counts per real, agent side (expired entries it swept).
+#[btf_map]
+pub static LB_CONN_ADJ: Array<RealConns, MAX_REALS_U> = Array::new();
+
+/// NAT reverse table: the real's reply 5-tuple to the virtual address.
+#[btf_map]
+pub static LB_NAT_REV: LruHashMap<FlowKey, RevNat, { DEFAULT_CONNTRACK_SIZE as usize }, NO_COMMON_LRU> =
+    LruHashMap::new();
+
+/// Fragment tracking: later fragments follow the first one's real.
+#[btf_map]
+pub static LB_FRAGS: LruHashMap<FragKey, FragVal, { FRAG_TABLE_SIZE as usize }, NO_COMMON_LRU> =
+    LruHashMap::new();
+
+/// Maglev lookup tables (mh): `maglev_index(table, gen, pos)` to real id.
+#[btf_map]
+pub static LB_MAGLEV: Array<u32, MAGLEV_U> = Array::new();
+
+/// Per-CPU scratch space for the parsed packet (keeps it off the BPF stack).
+#[btf_map]
+pub static LB_SCRATCH: PerCpuArray<Packet, 1> = PerCpuArray::new();

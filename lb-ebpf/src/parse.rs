@@ -1,21 +1,23 @@
-//! Header parsing with a bounds check before every access.
+//! Header parsing with a bounds check before every access, and the
+//! bounds-checked accessors every other module reads and writes packets with.
 //!
-//! Everything here reads packet memory only; nothing is written. A packet the
-//! balancer does not handle is reported as a [`Skip`] reason and passed to the
-//! kernel untouched.
+//! Parsing reads packet memory only. A packet the balancer does not handle is
+//! reported as a [`Skip`] reason and passed to the kernel untouched.
 
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
-use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+const FRAG_HLEN: usize = 8;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
+pub const ICMP_HLEN: usize = 8;
 /// IPv6 next-header values that are extension headers (hop-by-hop, routing,
 /// fragment, ESP, AH, destination options, mobility, HIP, shim6).
 const IPV6_EXT: [u8; 9] = [0, 43, 44, 50, 51, 60, 135, 139, 140];
@@ -31,24 +33,60 @@ pub const TCP_ACK: u8 = 0x10;
 pub enum Skip {
     NotIp,
     OtherProto,
-    Fragment,
     IpOptions,
     Malformed,
 }
 
+/// A TCP / UDP packet (whole, or the first fragment of a datagram).
+pub const KIND_L4: u8 = 0;
+/// A later fragment: no transport header, ports are 0.
+pub const KIND_FRAG: u8 = 1;
+/// An ICMP / ICMPv6 error quoting a TCP / UDP packet. The addresses and
+/// ports describe the flow the quoted packet answers: source = the quoted
+/// destination, and so on (see [`Packet::inner_l3`]).
+pub const KIND_ICMP: u8 = 2;
+
 /// What the forwarding path needs to know about a packet.
 pub struct Packet {
+    pub kind: u8,
     pub family: u8,
+    /// Transport protocol (of the quoted packet for [`KIND_ICMP`]).
     pub proto: u8,
+    /// IPv4 MF set or IPv6 fragment header with M set, offset 0.
+    pub first_frag: bool,
     /// Source and destination addresses, network order (IPv4 in word 0).
     pub src: [u32; 4],
     pub dst: [u32; 4],
     pub sport_be: u16,
     pub dport_be: u16,
-    /// TCP flags (0 for UDP).
+    /// TCP flags (0 for UDP, fragments and ICMP).
     pub tcp_flags: u8,
     /// Frame length as received.
     pub len: u32,
+    /// Offset of the (outer) IP header.
+    pub l3: usize,
+    /// Offset of the transport (or ICMP) header; unused for [`KIND_FRAG`].
+    pub l4: usize,
+    /// Offset of the quoted IP header ([`KIND_ICMP`] only).
+    pub inner_l3: usize,
+    /// IP packet length (header + payload) from the IP header.
+    pub ip_len: usize,
+    /// Fragment identification (fragments only).
+    pub frag_id: u32,
+    /// Interface the packet arrived on (read once: see [`ingress_ifindex`]).
+    pub ingress: u32,
+}
+
+/// The ingress interface index.
+///
+/// Verifier workaround: the context may only be dereferenced at a constant
+/// offset from its original pointer; LLVM likes to keep `ctx + 12` in a
+/// register across calls, which the verifier rejects. Reading the field once
+/// per packet, volatile, keeps the access a direct `*(u32 *)(ctx + 12)`.
+#[inline(always)]
+pub fn ingress_ifindex(ctx: &XdpContext) -> u32 {
+    // SAFETY: ctx points to the kernel's xdp_md for this program run.
+    unsafe { core::ptr::read_volatile(&(*ctx.ctx).ingress_ifindex) }
 }
 
 /// `data_end`, loaded afresh each time.
@@ -70,26 +108,36 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
     data_end(ctx) - ctx.data()
 }
 
+/// Headers are only ever read or written this far into a frame.
+pub const MAX_HDR_OFF: usize = 512;
+
 /// Bounds-checked pointer to a `T` at `off` bytes into the packet.
+///
+/// The explicit bound on `off` is for the verifier: an offset that went
+/// through the stack (a field of [`Packet`]) comes back as an unbounded
+/// scalar, and packet pointer arithmetic needs a bounded one.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Skip> {
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, Skip> {
+    if off > MAX_HDR_OFF {
+        return Err(Skip::Malformed);
+    }
     let start = ctx.data();
     let end = data_end(ctx);
     if start + off + size_of::<T>() > end {
         return Err(Skip::Malformed);
     }
-    Ok((start + off) as *const T)
+    Ok((start + off) as *mut T)
 }
 
 #[inline(always)]
-fn read_u8(ctx: &XdpContext, off: usize) -> Result<u8, Skip> {
+pub fn read_u8(ctx: &XdpContext, off: usize) -> Result<u8, Skip> {
     // SAFETY: ptr_at checked that the byte lies inside the packet.
     Ok(unsafe { *ptr_at::<u8>(ctx, off)? })
 }
 
 /// Reads a 16-bit field as stored (network order).
 #[inline(always)]
-fn read_u16_raw(ctx: &XdpContext, off: usize) -> Result<u16, Skip> {
+pub fn read_u16_raw(ctx: &XdpContext, off: usize) -> Result<u16, Skip> {
     // SAFETY: bounds checked by ptr_at; packet data has no alignment guarantee.
     Ok(unsafe { ptr_at::<u16>(ctx, off)?.read_unaligned() })
 }
@@ -97,35 +145,112 @@ fn read_u16_raw(ctx: &XdpContext, off: usize) -> Result<u16, Skip> {
 /// Reads a 32-bit field as stored (network order is kept: the value is only
 /// compared with and copied to other network-order fields).
 #[inline(always)]
-fn read_u32_raw(ctx: &XdpContext, off: usize) -> Result<u32, Skip> {
+pub fn read_u32_raw(ctx: &XdpContext, off: usize) -> Result<u32, Skip> {
     // SAFETY: bounds checked by ptr_at; packet data has no alignment guarantee.
     Ok(unsafe { ptr_at::<u32>(ctx, off)?.read_unaligned() })
 }
 
-/// Parses Ethernet (with at most one 802.1Q tag), IPv4 / IPv6 and the TCP / UDP ports.
+/// Writes a 16-bit field as given (network order).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
-    let len = frame_len(ctx) as u32;
-    let mut l3 = ETH_HLEN;
-    // Ethertype is read in network order and converted once.
+pub fn write_u16_raw(ctx: &XdpContext, off: usize, v: u16) -> Result<(), Skip> {
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { ptr_at::<u16>(ctx, off)?.write_unaligned(v) };
+    Ok(())
+}
+
+/// Writes a 32-bit field as given (network order).
+#[inline(always)]
+pub fn write_u32_raw(ctx: &XdpContext, off: usize, v: u32) -> Result<(), Skip> {
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { ptr_at::<u32>(ctx, off)?.write_unaligned(v) };
+    Ok(())
+}
+
+/// Reads an address of `family` at `off` (IPv4: one word).
+#[inline(always)]
+pub fn read_addr(ctx: &XdpContext, off: usize, family: u8) -> Result<[u32; 4], Skip> {
+    let mut a = [0u32; 4];
+    a[0] = read_u32_raw(ctx, off)?;
+    if family == FAMILY_V6 {
+        a[1] = read_u32_raw(ctx, off + 4)?;
+        a[2] = read_u32_raw(ctx, off + 8)?;
+        a[3] = read_u32_raw(ctx, off + 12)?;
+    }
+    Ok(a)
+}
+
+/// Writes an address of `family` at `off`.
+#[inline(always)]
+pub fn write_addr(ctx: &XdpContext, off: usize, a: &[u32; 4], family: u8) -> Result<(), Skip> {
+    write_u32_raw(ctx, off, a[0])?;
+    if family == FAMILY_V6 {
+        write_u32_raw(ctx, off + 4, a[1])?;
+        write_u32_raw(ctx, off + 8, a[2])?;
+        write_u32_raw(ctx, off + 12, a[3])?;
+    }
+    Ok(())
+}
+
+/// Offset of the IP header (after at most one 802.1Q tag) and the ethertype.
+#[inline(always)]
+pub fn l3_of(ctx: &XdpContext) -> Result<(usize, u16), Skip> {
     let mut ethertype = u16::from_be(read_u16_raw(ctx, 12).map_err(|_| Skip::NotIp)?);
     if ethertype == ETH_P_8021Q {
         ethertype = u16::from_be(read_u16_raw(ctx, 16).map_err(|_| Skip::NotIp)?);
-        l3 = ETH_HLEN + 4;
+        return Ok((ETH_HLEN + 4, ethertype));
     }
-    match ethertype {
-        ETH_P_IP => parse_v4(ctx, l3, len),
-        ETH_P_IPV6 => parse_v6(ctx, l3, len),
-        _ => Err(Skip::NotIp),
+    Ok((ETH_HLEN, ethertype))
+}
+
+/// Parses Ethernet (with at most one 802.1Q tag), IPv4 / IPv6 and the TCP / UDP
+/// ports, fragments, and ICMP errors quoting TCP / UDP, into `out` (the
+/// balancer keeps it in a per-CPU map: the BPF stack is 512 bytes for the
+/// whole call chain).
+#[inline(always)]
+pub fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<(), Skip> {
+    match parse_into(ctx, out) {
+        0 => Ok(()),
+        1 => Err(Skip::NotIp),
+        2 => Err(Skip::OtherProto),
+        3 => Err(Skip::IpOptions),
+        _ => Err(Skip::Malformed),
+    }
+}
+
+/// [`parse`] as a function of its own in the object, so that its stack is
+/// not part of the forwarding call chain. Only plain types cross the call:
+/// bpf-linker emits BTF the kernel rejects for Rust enums in a signature.
+#[inline(never)]
+fn parse_into(ctx: &XdpContext, out: &mut Packet) -> u32 {
+    match parse_inline(ctx) {
+        Ok(p) => {
+            *out = p;
+            0
+        }
+        Err(Skip::NotIp) => 1,
+        Err(Skip::OtherProto) => 2,
+        Err(Skip::IpOptions) => 3,
+        Err(Skip::Malformed) => 4,
     }
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
-    let avail = frame_len(ctx);
-    if l3 + IPV4_HLEN > avail {
-        return Err(Skip::Malformed);
-    }
+fn parse_inline(ctx: &XdpContext) -> Result<Packet, Skip> {
+    let ingress = ingress_ifindex(ctx);
+    let len = frame_len(ctx) as u32;
+    let (l3, ethertype) = l3_of(ctx)?;
+    let mut p = match ethertype {
+        ETH_P_IP => parse_v4(ctx, l3, len)?,
+        ETH_P_IPV6 => parse_v6(ctx, l3, len)?,
+        _ => return Err(Skip::NotIp),
+    };
+    p.ingress = ingress;
+    Ok(p)
+}
+
+/// Checks an IPv4 header without options at `l3`: (total length, protocol).
+#[inline(always)]
+pub fn ipv4_header(ctx: &XdpContext, l3: usize) -> Result<(usize, u8), Skip> {
     let vihl = read_u8(ctx, l3)?;
     if vihl >> 4 != 4 {
         return Err(Skip::Malformed);
@@ -138,30 +263,61 @@ fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
         return Err(Skip::IpOptions);
     }
     let tot_len = u16::from_be(read_u16_raw(ctx, l3 + 2)?) as usize;
-    if tot_len < IPV4_HLEN || l3 + tot_len > avail {
+    if tot_len < IPV4_HLEN {
         return Err(Skip::Malformed);
     }
-    // More-fragments flag or a non-zero offset: a fragment.
-    let frag = u16::from_be(read_u16_raw(ctx, l3 + 6)?);
-    if frag & 0x3fff != 0 {
-        return Err(Skip::Fragment);
+    Ok((tot_len, read_u8(ctx, l3 + 9)?))
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
+    let avail = frame_len(ctx);
+    if l3 + IPV4_HLEN > avail {
+        return Err(Skip::Malformed);
     }
-    let proto = read_u8(ctx, l3 + 9)?;
-    let src = read_u32_raw(ctx, l3 + 12)?;
-    let dst = read_u32_raw(ctx, l3 + 16)?;
-    let l4 = l3 + IPV4_HLEN;
-    let l4_len = tot_len - IPV4_HLEN;
-    let (sport_be, dport_be, tcp_flags) = parse_l4(ctx, proto, l4, l4_len)?;
-    Ok(Packet {
+    let (tot_len, proto) = ipv4_header(ctx, l3)?;
+    if l3 + tot_len > avail {
+        return Err(Skip::Malformed);
+    }
+    let frag = u16::from_be(read_u16_raw(ctx, l3 + 6)?);
+    let more = frag & 0x2000 != 0;
+    let offset = frag & 0x1fff;
+    let mut p = Packet {
+        kind: KIND_L4,
         family: FAMILY_V4,
         proto,
-        src: [src, 0, 0, 0],
-        dst: [dst, 0, 0, 0],
-        sport_be,
-        dport_be,
-        tcp_flags,
+        first_frag: more && offset == 0,
+        src: [read_u32_raw(ctx, l3 + 12)?, 0, 0, 0],
+        dst: [read_u32_raw(ctx, l3 + 16)?, 0, 0, 0],
+        sport_be: 0,
+        dport_be: 0,
+        tcp_flags: 0,
         len,
-    })
+        l3,
+        l4: l3 + IPV4_HLEN,
+        inner_l3: 0,
+        ip_len: tot_len,
+        frag_id: 0,
+        ingress: 0,
+    };
+    if more || offset != 0 {
+        p.frag_id = u16::from_be(read_u16_raw(ctx, l3 + 4)?) as u32;
+    }
+    if offset != 0 {
+        if proto != PROTO_TCP && proto != PROTO_UDP {
+            return Err(Skip::OtherProto);
+        }
+        p.kind = KIND_FRAG;
+        return Ok(p);
+    }
+    if proto == PROTO_ICMP && !p.first_frag {
+        return icmp_error(ctx, p, tot_len - IPV4_HLEN);
+    }
+    let (s, d, f) = parse_l4(ctx, proto, p.l4, tot_len - IPV4_HLEN, p.first_frag)?;
+    p.sport_be = s;
+    p.dport_be = d;
+    p.tcp_flags = f;
+    Ok(p)
 }
 
 #[inline(always)]
@@ -177,38 +333,75 @@ fn parse_v6(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
     if l3 + IPV6_HLEN + payload > avail {
         return Err(Skip::Malformed);
     }
-    let next = read_u8(ctx, l3 + 6)?;
-    if next == IPV6_FRAG {
-        return Err(Skip::Fragment);
-    }
-    if IPV6_EXT.contains(&next) {
+    let mut p = Packet {
+        kind: KIND_L4,
+        family: FAMILY_V6,
+        proto: read_u8(ctx, l3 + 6)?,
+        first_frag: false,
+        src: read_addr(ctx, l3 + 8, FAMILY_V6)?,
+        dst: read_addr(ctx, l3 + 24, FAMILY_V6)?,
+        sport_be: 0,
+        dport_be: 0,
+        tcp_flags: 0,
+        len,
+        l3,
+        l4: l3 + IPV6_HLEN,
+        inner_l3: 0,
+        ip_len: IPV6_HLEN + payload,
+        frag_id: 0,
+        ingress: 0,
+    };
+    let mut l4_len = payload;
+    if p.proto == IPV6_FRAG {
+        // Only a fragment header directly after the fixed header is handled.
+        if l4_len < FRAG_HLEN {
+            return Err(Skip::Malformed);
+        }
+        let next = read_u8(ctx, p.l4)?;
+        let off_flags = u16::from_be(read_u16_raw(ctx, p.l4 + 2)?);
+        let id = read_u32_raw(ctx, p.l4 + 4)?;
+        let offset = off_flags >> 3;
+        let more = off_flags & 1 != 0;
+        p.l4 += FRAG_HLEN;
+        l4_len -= FRAG_HLEN;
+        p.proto = next;
+        if IPV6_EXT.contains(&next) {
+            return Err(Skip::IpOptions);
+        }
+        if more || offset != 0 {
+            p.frag_id = u32::from_be(id);
+            p.first_frag = offset == 0;
+        }
+        if offset != 0 {
+            if next != PROTO_TCP && next != PROTO_UDP {
+                return Err(Skip::OtherProto);
+            }
+            p.kind = KIND_FRAG;
+            return Ok(p);
+        }
+    } else if IPV6_EXT.contains(&p.proto) {
         return Err(Skip::IpOptions);
     }
-    let mut src = [0u32; 4];
-    let mut dst = [0u32; 4];
-    let mut i = 0;
-    while i < 4 {
-        src[i] = read_u32_raw(ctx, l3 + 8 + i * 4)?;
-        dst[i] = read_u32_raw(ctx, l3 + 24 + i * 4)?;
-        i += 1;
+    if p.proto == PROTO_ICMPV6 && !p.first_frag {
+        return icmp_error(ctx, p, l4_len);
     }
-    let (sport_be, dport_be, tcp_flags) = parse_l4(ctx, next, l3 + IPV6_HLEN, payload)?;
-    Ok(Packet {
-        family: FAMILY_V6,
-        proto: next,
-        src,
-        dst,
-        sport_be,
-        dport_be,
-        tcp_flags,
-        len,
-    })
+    let (s, d, f) = parse_l4(ctx, p.proto, p.l4, l4_len, p.first_frag)?;
+    p.sport_be = s;
+    p.dport_be = d;
+    p.tcp_flags = f;
+    Ok(p)
 }
 
 /// Ports (network order) and TCP flags; the transport header must lie
 /// entirely inside both the frame and the IP payload length.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, proto: u8, l4: usize, l4_len: usize) -> Result<(u16, u16, u8), Skip> {
+fn parse_l4(
+    ctx: &XdpContext,
+    proto: u8,
+    l4: usize,
+    l4_len: usize,
+    fragment: bool,
+) -> Result<(u16, u16, u8), Skip> {
     let hlen = match proto {
         PROTO_TCP => TCP_HLEN,
         PROTO_UDP => UDP_HLEN,
@@ -220,9 +413,10 @@ fn parse_l4(ctx: &XdpContext, proto: u8, l4: usize, l4_len: usize) -> Result<(u1
     let sport = read_u16_raw(ctx, l4)?;
     let dport = read_u16_raw(ctx, l4 + 2)?;
     if proto == PROTO_UDP {
-        // The UDP length must agree with the IP payload.
+        // The UDP length covers the whole datagram: it must agree with the IP
+        // payload, or (first fragment) at least cover it.
         let ulen = u16::from_be(read_u16_raw(ctx, l4 + 4)?) as usize;
-        if ulen < UDP_HLEN || ulen > l4_len {
+        if ulen < UDP_HLEN || (!fragment && ulen > l4_len) || (fragment && ulen < l4_len) {
             return Err(Skip::Malformed);
         }
         return Ok((sport, dport, 0));
@@ -233,4 +427,58 @@ fn parse_l4(ctx: &XdpContext, proto: u8, l4: usize, l4_len: usize) -> Result<(u1
     }
     let flags = read_u8(ctx, l4 + 13)?;
     Ok((sport, dport, flags))
+}
+
+/// An ICMP / ICMPv6 error (destination unreachable, fragmentation needed /
+/// packet too big, time exceeded) quoting a TCP or UDP packet without IP
+/// options; anything else is not the balancer's.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, mut p: Packet, l4_len: usize) -> Result<Packet, Skip> {
+    if l4_len < ICMP_HLEN {
+        return Err(Skip::Malformed);
+    }
+    let ty = read_u8(ctx, p.l4)?;
+    let is_error = if p.family == FAMILY_V4 {
+        ty == 3 || ty == 11
+    } else {
+        ty == 1 || ty == 2 || ty == 3
+    };
+    if !is_error {
+        return Err(Skip::OtherProto);
+    }
+    let inner = p.l4 + ICMP_HLEN;
+    let (hlen, proto) = if p.family == FAMILY_V4 {
+        let (_, proto) = ipv4_header(ctx, inner)?;
+        if u16::from_be(read_u16_raw(ctx, inner + 6)?) & 0x1fff != 0 {
+            return Err(Skip::OtherProto);
+        }
+        (IPV4_HLEN, proto)
+    } else {
+        if read_u8(ctx, inner)? >> 4 != 6 {
+            return Err(Skip::Malformed);
+        }
+        (IPV6_HLEN, read_u8(ctx, inner + 6)?)
+    };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(Skip::OtherProto);
+    }
+    // The quote must hold the whole inner IP header and the two ports.
+    if ICMP_HLEN + hlen + 4 > l4_len {
+        return Err(Skip::Malformed);
+    }
+    let (src_off, dst_off) = if p.family == FAMILY_V4 {
+        (12, 16)
+    } else {
+        (8, 24)
+    };
+    // The quoted packet went from the balanced side to the client: the flow
+    // it belongs to runs the other way.
+    p.dst = read_addr(ctx, inner + src_off, p.family)?;
+    p.src = read_addr(ctx, inner + dst_off, p.family)?;
+    p.dport_be = read_u16_raw(ctx, inner + hlen)?;
+    p.sport_be = read_u16_raw(ctx, inner + hlen + 2)?;
+    p.proto = proto;
+    p.kind = KIND_ICMP;
+    p.inner_l3 = inner;
+    Ok(p)
 }

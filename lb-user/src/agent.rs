@@ -19,7 +19,11 @@ use crate::{
     dataplane::{self, Dataplane, LoadOptions},
     neigh,
     state::{Tables, L2},
+    sweep,
 };
+
+/// How often expired connections are released from the per-real counts.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Settings of one agent.
 #[derive(Clone, Debug)]
@@ -85,11 +89,13 @@ struct Agent {
 }
 
 impl Agent {
+    /// Reals whose MAC the data plane needs (DR; NAT and TUN use the FIB).
     fn real_addrs(&self) -> Vec<IpAddr> {
         let mut v: Vec<IpAddr> = self
             .config
             .services
             .iter()
+            .filter(|s| s.fwd == config::Fwd::Dr)
             .flat_map(|s| s.reals.iter().map(|r| r.addr))
             .collect();
         v.sort();
@@ -119,6 +125,23 @@ impl Agent {
                 .sync(&mut self.dp, &self.config, &|ip| l2.get(&ip).copied())?;
         }
         Ok(())
+    }
+
+    /// NAT forwards through the kernel for unresolved next hops and passes
+    /// replies the data plane does not know: both need IP forwarding.
+    fn check_forwarding(&self) {
+        let nat = self.config.services.iter().any(|s| s.fwd == config::Fwd::Nat);
+        if !nat {
+            return;
+        }
+        for (path, what) in [
+            ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"),
+            ("/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"),
+        ] {
+            if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
+                tracing::warn!("{what} is 0: NAT needs the director to forward (sysctl -w {what}=1)");
+            }
+        }
     }
 
     async fn reload(&mut self) -> String {
@@ -228,6 +251,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut next_sweep = std::time::Instant::now();
+    agent.check_forwarding();
     tracing::info!(services = agent.config.services.len(), socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");
     loop {
         tokio::select! {
@@ -237,6 +262,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 if let Err(e) = agent.refresh(false).await {
                     tracing::warn!("neighbour refresh failed: {e:#}");
+                }
+                if std::time::Instant::now() >= next_sweep {
+                    let gens = agent.tables.real_gens();
+                    match sweep::sweep(&mut agent.dp, &gens) {
+                        Ok(r) => {
+                            tracing::debug!(live = r.live, expired = r.expired, took = ?r.took, "connection sweep");
+                            // A sweep costs at most a tenth of the agent's time.
+                            next_sweep = std::time::Instant::now() + SWEEP_INTERVAL.max(r.took * 10);
+                        }
+                        Err(e) => tracing::warn!("connection sweep failed: {e:#}"),
+                    }
                 }
             }
             Ok((stream, _)) = listener.accept() => {

@@ -16,11 +16,16 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps, Conn, FlowKey, GlobalStats, Persist, PersistKey, Real, Service, Stats, SvcKey, Timeouts,
+    maps, Conn, FlowKey, FragKey, FragVal, GlobalStats, Persist, PersistKey, Real, RealConns,
+    RevNat, Service, Stats, SvcKey, Timeouts,
 };
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-xdp"));
+
+/// The real servers' decapsulation object (`lb decap`).
+pub static DECAP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "lb_xdp";
@@ -57,6 +62,7 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::CONNTRACK, opts.conntrack_size)
+        .map_max_entries(maps::NAT_REV, opts.conntrack_size)
         .map_max_entries(maps::PERSIST, opts.persist_size);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
@@ -146,6 +152,12 @@ pub struct Dataplane {
     pub real_stats: PerCpuArray<MapData, Stats>,
     pub global: PerCpuArray<MapData, GlobalStats>,
     pub timeouts: Array<MapData, Timeouts>,
+    pub flags: Array<MapData, u32>,
+    pub real_conns: Array<MapData, RealConns>,
+    pub conn_adj: Array<MapData, RealConns>,
+    pub nat_rev: HashMap<MapData, FlowKey, RevNat>,
+    pub frags: HashMap<MapData, FragKey, FragVal>,
+    pub maglev: Array<MapData, u32>,
     /// Capacity of the connection table.
     conntrack_max: u32,
 }
@@ -193,6 +205,12 @@ impl Dataplane {
             real_stats: take(maps::REAL_STATS)?.try_into()?,
             global: take(maps::GLOBAL_STATS)?.try_into()?,
             timeouts: take(maps::TIMEOUTS)?.try_into()?,
+            flags: take(maps::FLAGS)?.try_into()?,
+            real_conns: take(maps::REAL_CONNS)?.try_into()?,
+            conn_adj: take(maps::CONN_ADJ)?.try_into()?,
+            nat_rev: take(maps::NAT_REV)?.try_into()?,
+            frags: take(maps::FRAGS)?.try_into()?,
+            maglev: take(maps::MAGLEV)?.try_into()?,
         })
     }
 
@@ -228,24 +246,16 @@ impl Dataplane {
         let v = self.global.get(&0, 0)?;
         let mut g = GlobalStats::default();
         for c in v.iter() {
-            g.pass += c.pass;
-            g.tx += c.tx;
-            g.redirect += c.redirect;
-            g.drop += c.drop;
-            g.aborted += c.aborted;
-            g.pass_not_ip += c.pass_not_ip;
-            g.pass_not_vip += c.pass_not_vip;
-            g.pass_other_proto += c.pass_other_proto;
-            g.pass_fragment += c.pass_fragment;
-            g.pass_ip_options += c.pass_ip_options;
-            g.pass_malformed += c.pass_malformed;
-            g.drop_no_real += c.drop_no_real;
-            g.drop_no_egress += c.drop_no_egress;
-            g.new_flows += c.new_flows;
-            g.resched += c.resched;
-            g.expired += c.expired;
+            g.add(c);
         }
         Ok(g)
+    }
+
+    /// Connection counts of real `id` in effect (data plane minus sweep).
+    pub fn real_conns(&self, id: u32) -> anyhow::Result<RealConns> {
+        let c = self.real_conns.get(&id, 0)?;
+        let a = self.conn_adj.get(&id, 0)?;
+        Ok(c.minus(&a))
     }
 
     /// Zeroes the per-CPU counters of a service slot (when the slot is reused).
@@ -263,6 +273,10 @@ impl Dataplane {
         let n = nr_cpus()?;
         self.real_stats
             .set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        // Counts start at zero with the new owner (data plane and agent side
+        // together, so they stay consistent).
+        self.real_conns.set(id, RealConns::default(), 0)?;
+        self.conn_adj.set(id, RealConns::default(), 0)?;
         Ok(())
     }
 }
@@ -272,9 +286,9 @@ fn nr_cpus() -> anyhow::Result<usize> {
 }
 
 fn sum_stats(v: &PerCpuValues<Stats>) -> Stats {
-    v.iter().fold(Stats::default(), |a, s| Stats {
-        conns: a.conns + s.conns,
-        packets: a.packets + s.packets,
-        bytes: a.bytes + s.bytes,
-    })
+    let mut sum = Stats::default();
+    for s in v.iter() {
+        sum.add(s);
+    }
+    sum
 }

@@ -3,8 +3,10 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod decap;
 pub mod list;
 pub mod neigh;
 pub mod sched;
 pub mod state;
+pub mod sweep;
 pub mod testing;

@@ -4,8 +4,8 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, time::Duration};
 
 use lb_common::{
-    Stats, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, PROTO_TCP,
-    PROTO_UDP, REAL_F_INUSE, SVC_F_PERSISTENT,
+    Stats, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, FWD_NAT, FWD_TUN,
+    PROTO_TCP, PROTO_UDP, REAL_F_INUSE, SVC_F_HASH_PORT, SVC_F_PERSISTENT,
 };
 
 use crate::{config::fmt_sock, dataplane::Dataplane, state::words_addr};
@@ -31,6 +31,8 @@ pub struct SvcRow {
     pub addr: IpAddr,
     pub port: u16,
     pub sched: u32,
+    /// `SVC_F_*`.
+    pub flags: u32,
     pub persistent: Option<u32>,
     pub stats: Stats,
     pub reals: Vec<RealRow>,
@@ -86,14 +88,16 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
         let id = id as u32;
         let addr = words_addr(r.addr, r.family);
         real_addr.insert(id, (addr, u16::from_be(r.port_be), r.gen));
+        // The data plane's counts (minus what the agent's sweep found expired).
+        let conns = dp.real_conns(id)?;
         reals_by_svc.entry(r.svc_id).or_default().push(RealRow {
             id,
             addr,
             port: u16::from_be(r.port_be),
             fwd: r.fwd,
             weight: r.weight,
-            active: 0,
-            inactive: 0,
+            active: conns.active,
+            inactive: conns.inactive,
             stats: dp.real_stats_sum(id)?,
         });
     }
@@ -109,6 +113,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
             addr,
             port: u16::from_be(k.port_be),
             sched: s.sched,
+            flags: s.flags,
             persistent: (s.flags & SVC_F_PERSISTENT != 0).then_some(s.persist_timeout_s),
             stats: dp.svc_stats_sum(s.svc_id)?,
             reals: reals_by_svc.remove(&s.svc_id).unwrap_or_default(),
@@ -116,30 +121,23 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
     }
     services.sort_by_key(|s| s.id);
 
-    // Connection counts: live entries (not idle past their state's timeout)
-    // whose real still holds the generation they were scheduled to.
-    let mut counts: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    // Connection listing (-c): live entries (not idle past their state's
+    // timeout) whose real still holds the generation they were scheduled to.
     let mut conns = Vec::new();
-    for item in dp.conntrack.iter() {
-        let Ok((k, c)) = item else { continue };
-        let timeout_ns = timeouts.for_state(c.state) as u64 * 1_000_000_000;
-        let idle = now.saturating_sub(c.last_ns);
-        if idle >= timeout_ns {
-            continue;
-        }
-        let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else {
-            continue;
-        };
-        if gen != c.real_gen {
-            continue;
-        }
-        let e = counts.entry(c.real_id).or_default();
-        if c.state == CT_ESTABLISHED {
-            e.0 += 1;
-        } else {
-            e.1 += 1;
-        }
-        if with_conns {
+    if with_conns {
+        for item in dp.conntrack.iter() {
+            let Ok((k, c)) = item else { continue };
+            let timeout_ns = timeouts.for_state(c.state) as u64 * 1_000_000_000;
+            let idle = now.saturating_sub(c.last_ns);
+            if idle >= timeout_ns {
+                continue;
+            }
+            let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else {
+                continue;
+            };
+            if gen != c.real_gen {
+                continue;
+            }
             let vip = vip_of
                 .get(&c.svc_id)
                 .copied()
@@ -152,14 +150,6 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
                 vip,
                 dst: (raddr, rport),
             });
-        }
-    }
-    for s in services.iter_mut() {
-        for r in s.reals.iter_mut() {
-            if let Some(&(a, i)) = counts.get(&r.id) {
-                r.active = a;
-                r.inactive = i;
-            }
         }
     }
     Ok(Snapshot {
@@ -178,16 +168,15 @@ fn proto_name(p: u8) -> &'static str {
 }
 
 fn sched_name(s: u32) -> &'static str {
-    match s {
-        lb_common::SCHED_RR => "rr",
-        lb_common::SCHED_WRR => "wrr",
-        _ => "?",
-    }
+    crate::config::Sched::from_id(s).map_or("?", |s| s.name())
 }
 
+/// ipvsadm's names of the forwarding methods.
 fn fwd_name(f: u32) -> &'static str {
     match f {
         FWD_DR => "Route",
+        FWD_NAT => "Masq",
+        FWD_TUN => "Tunnel",
         _ => "?",
     }
 }
@@ -240,6 +229,10 @@ pub fn render_table(snap: &Snapshot) -> String {
     out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     for s in &snap.services {
         let _ = write!(out, "{} {}", svc_name(s), sched_name(s.sched));
+        if s.flags & SVC_F_HASH_PORT != 0 {
+            // ipvsadm prints the scheduler flags in parentheses.
+            let _ = write!(out, " ({}-port)", sched_name(s.sched));
+        }
         if let Some(t) = s.persistent {
             let _ = write!(out, " persistent {t}");
         }
@@ -259,7 +252,7 @@ pub fn render_table(snap: &Snapshot) -> String {
     out
 }
 
-/// `ipvsadm -Ln --stats` (DR forwards only the inbound direction: Out* are 0).
+/// `ipvsadm -Ln --stats` (Out* count NAT replies; DR and TUN replies bypass the director).
 pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
     let mut out = String::new();
     header(&mut out, snap.conn_table_size);
@@ -269,7 +262,7 @@ pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
     out.push_str("  -> RemoteAddress:Port\n");
     let row = |out: &mut String, name: String, st: &Stats| {
         let _ = write!(out, "{name:<33}");
-        for v in [st.conns, st.packets, 0, st.bytes, 0] {
+        for v in [st.conns, st.packets, st.out_packets, st.bytes, st.out_bytes] {
             largenum(out, v, exact);
         }
         out.push('\n');
@@ -302,9 +295,9 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: boo
         for v in [
             rate(a.conns, b.conns),
             rate(a.packets, b.packets),
-            0,
+            rate(a.out_packets, b.out_packets),
             rate(a.bytes, b.bytes),
-            0,
+            rate(a.out_bytes, b.out_bytes),
         ] {
             largenum(out, v, exact);
         }
@@ -335,75 +328,9 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: boo
 
 /// `lb counters`: one global counter a line, summed over CPUs.
 pub fn render_counters(g: &lb_common::GlobalStats) -> String {
-    let rows: [(&str, u64, &str); 16] = [
-        (
-            "pass",
-            g.pass,
-            "verdict XDP_PASS (to the kernel, untouched)",
-        ),
-        (
-            "tx",
-            g.tx,
-            "verdict XDP_TX (forwarded out of the ingress interface)",
-        ),
-        (
-            "redirect",
-            g.redirect,
-            "verdict XDP_REDIRECT (forwarded through another interface)",
-        ),
-        ("drop", g.drop, "verdict XDP_DROP"),
-        ("aborted", g.aborted, "verdict XDP_ABORTED (a bug if not 0)"),
-        (
-            "pass_not_ip",
-            g.pass_not_ip,
-            "passed: not IPv4/IPv6 (ARP, ...)",
-        ),
-        (
-            "pass_not_vip",
-            g.pass_not_vip,
-            "passed: not for a virtual service",
-        ),
-        (
-            "pass_other_proto",
-            g.pass_other_proto,
-            "passed: neither TCP nor UDP",
-        ),
-        ("pass_fragment", g.pass_fragment, "passed: IP fragment"),
-        (
-            "pass_ip_options",
-            g.pass_ip_options,
-            "passed: IPv4 options / IPv6 extension headers",
-        ),
-        (
-            "pass_malformed",
-            g.pass_malformed,
-            "passed: truncated or inconsistent headers",
-        ),
-        (
-            "drop_no_real",
-            g.drop_no_real,
-            "dropped: no real can take new flows",
-        ),
-        (
-            "drop_no_egress",
-            g.drop_no_egress,
-            "dropped: egress interface unknown",
-        ),
-        ("new_flows", g.new_flows, "new flows scheduled"),
-        (
-            "resched",
-            g.resched,
-            "flows rescheduled (their real was removed)",
-        ),
-        (
-            "expired",
-            g.expired,
-            "flows scheduled again after their idle timeout",
-        ),
-    ];
     let mut out = String::new();
-    for (name, v, what) in rows {
-        let _ = writeln!(out, "{name:<18} {v:>14}  {what}");
+    for ((name, what), v) in lb_common::GlobalStats::FIELDS.iter().zip(g.values()) {
+        let _ = writeln!(out, "{name:<18} {v:>14}  {}", what.trim());
     }
     out
 }
@@ -448,11 +375,13 @@ mod tests {
                 addr: "172.20.1.100".parse().unwrap(),
                 port: 80,
                 sched: lb_common::SCHED_RR,
+                flags: 0,
                 persistent: None,
                 stats: Stats {
                     conns: 3,
                     packets: 120,
                     bytes: 9000,
+                    ..Default::default()
                 },
                 reals: vec![RealRow {
                     id: 0,
@@ -466,6 +395,7 @@ mod tests {
                         conns: 3,
                         packets: 120,
                         bytes: 9000,
+                        ..Default::default()
                     },
                 }],
             }],

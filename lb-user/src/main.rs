@@ -94,6 +94,18 @@ enum Cmd {
         #[arg(long)]
         iface: String,
     },
+    /// Real-server side of LVS-TUN without a kernel ipip device: strip the
+    /// tunnel header of packets to VIP (XDP) until SIGTERM.
+    Decap {
+        /// Interface the tunnelled packets arrive on.
+        #[arg(long)]
+        iface: String,
+        /// Virtual address to accept (repeat for several).
+        #[arg(long = "vip", required = true)]
+        vips: Vec<std::net::IpAddr>,
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        xdp_mode: Mode,
+    },
     /// Ask a running agent to reload its configuration (same as SIGHUP).
     Reload {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -217,6 +229,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::XdpPass { iface } => {
             rt.block_on(agent::xdp_pass(&iface))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Decap {
+            iface,
+            vips,
+            xdp_mode,
+        } => {
+            let mode = match xdp_mode {
+                Mode::Native => XdpMode::Driver,
+                Mode::Skb => XdpMode::Skb,
+            };
+            rt.block_on(lb_user::decap::run(&iface, &vips, mode))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { socket } => {

@@ -8,7 +8,112 @@
 //! sum still exceeds the ring size they are scaled down proportionally (each
 //! positive weight keeps at least one slot).
 
+use lb_common::{MH_TABLE_SIZE, SH_TABLE_SIZE};
+
 use crate::config::Sched;
+
+/// What the data plane reads for a service's scheduler: a ring in `LB_RINGS`
+/// (rr, wrr: the sequence; lc family: the member list; sh: the 256-bucket
+/// table) or a Maglev table in `LB_MAGLEV` (mh).
+pub fn build(sched: Sched, reals: &[Member], ring_cap: usize) -> Vec<u32> {
+    let members: Vec<Member> = reals.iter().filter(|m| m.weight > 0).cloned().collect();
+    let pairs: Vec<(u32, u32)> = members.iter().map(|m| (m.id, m.weight)).collect();
+    match sched {
+        Sched::Rr | Sched::Wrr => build_ring(sched, &pairs, ring_cap),
+        Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq => pairs.iter().map(|&(id, _)| id).collect(),
+        Sched::Sh => sh_table(&pairs),
+        Sched::Mh => maglev_table(&members, MH_TABLE_SIZE as usize),
+    }
+}
+
+/// A real that can take new flows, as the table builders see it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u32,
+    pub weight: u32,
+    /// Stable name (address and port) that places the real in a Maglev table.
+    pub name: String,
+}
+
+/// ipvs sh's table (`ip_vs_sh_reassign`): the buckets are dealt out in
+/// member order, each real taking `weight` consecutive buckets per turn.
+pub fn sh_table(members: &[(u32, u32)]) -> Vec<u32> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let mut t = Vec::with_capacity(SH_TABLE_SIZE as usize);
+    let (mut i, mut d) = (0, 0);
+    while t.len() < SH_TABLE_SIZE as usize {
+        let (id, w) = members[i];
+        t.push(id);
+        d += 1;
+        if d >= w {
+            i = (i + 1) % members.len();
+            d = 0;
+        }
+    }
+    t
+}
+
+/// FNV-1a, 64 bits, from `seed`: stable across builds and runs, so a
+/// restarted agent builds the same Maglev table.
+fn fnv1a(seed: u64, data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Final avalanche (FNV alone mixes the last bytes weakly).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// Maglev lookup table of `m` slots (m prime) for `members` = (real id,
+/// weight), as in the Maglev paper with weights as turns: each round, a real
+/// takes `weight / gcd` slots from its own permutation of the table
+/// (offset + j × skip mod m), until every slot is taken. The permutation
+/// depends only on the real's id, so adding or removing one real of N moves
+/// about 1/N of the slots.
+pub fn maglev_table(members: &[Member], m: usize) -> Vec<u32> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let g = members.iter().fold(0u64, |g, r| gcd(g, r.weight as u64));
+    let turns: Vec<u64> = members.iter().map(|r| r.weight as u64 / g).collect();
+    let perm: Vec<(u64, u64)> = members
+        .iter()
+        .map(|r| {
+            let k = r.name.as_bytes();
+            let offset = fnv1a(0x6d61_676c_6576_0001, k) % m as u64;
+            let skip = fnv1a(0x6d61_676c_6576_0002, k) % (m as u64 - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0u64; members.len()];
+    let mut table = vec![u32::MAX; m];
+    let mut filled = 0;
+    'fill: loop {
+        for (i, r) in members.iter().enumerate() {
+            let id = r.id;
+            for _ in 0..turns[i] {
+                let (offset, skip) = perm[i];
+                let mut c = ((offset + next[i] * skip) % m as u64) as usize;
+                while table[c] != u32::MAX {
+                    next[i] += 1;
+                    c = ((offset + next[i] * skip) % m as u64) as usize;
+                }
+                table[c] = id;
+                next[i] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+    }
+    table
+}
 
 /// Builds the ring for `reals` = (real id, weight), at most `cap` slots.
 pub fn build_ring(sched: Sched, reals: &[(u32, u32)], cap: usize) -> Vec<u32> {
@@ -50,7 +155,7 @@ pub fn build_ring(sched: Sched, reals: &[(u32, u32)], cap: usize) -> Vec<u32> {
     ring
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
+pub fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
     } else {
@@ -129,5 +234,55 @@ mod tests {
         assert_eq!(ring.len(), 12);
         assert_eq!(ring.iter().filter(|&&r| r == 0).count(), 7);
         assert_eq!(ring.iter().filter(|&&r| r == 1).count(), 3);
+    }
+}
+
+#[cfg(test)]
+mod hash_tables {
+    use super::*;
+
+    #[test]
+    fn sh_table_deals_weighted_runs() {
+        let t = sh_table(&[(7, 2), (9, 1)]);
+        assert_eq!(t.len(), 256);
+        assert_eq!(&t[..6], &[7, 7, 9, 7, 7, 9]);
+        assert!(sh_table(&[]).is_empty());
+    }
+
+    fn members(v: &[(u32, u32)]) -> Vec<Member> {
+        v.iter()
+            .map(|&(id, weight)| Member {
+                id,
+                weight,
+                name: format!("10.0.0.{id}:80"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn maglev_is_balanced_and_weighted() {
+        let m = 65537;
+        let t = maglev_table(&members(&[(1, 1), (2, 1), (3, 1)]), m);
+        let c = |id| t.iter().filter(|&&x| x == id).count();
+        for id in 1..=3 {
+            assert!((c(id) as i64 - m as i64 / 3).abs() <= 1, "{id}: {}", c(id));
+        }
+        let t = maglev_table(&members(&[(1, 3), (2, 1)]), m);
+        let c1 = t.iter().filter(|&&x| x == 1).count();
+        assert!((c1 as f64 / m as f64 - 0.75).abs() < 0.001, "{c1}");
+    }
+
+    #[test]
+    fn maglev_removal_moves_only_the_removed_reals_slots() {
+        let m = 65537;
+        let reals = members(&(0..10).map(|i| (i, 1)).collect::<Vec<_>>());
+        let before = maglev_table(&reals, m);
+        let after = maglev_table(&reals[..9], m);
+        let moved = (0..m)
+            .filter(|&i| before[i] != 9 && before[i] != after[i])
+            .count();
+        // Maglev's bound: a small fraction of the others' slots move.
+        assert!(moved < m / 50, "{moved} slots of other reals moved");
+        assert!(after.iter().all(|&x| x != 9));
     }
 }

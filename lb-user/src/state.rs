@@ -16,15 +16,28 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use lb_common::{
-    ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FWD_DR, MAX_REALS, MAX_SERVICES,
-    REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SVC_F_PERSISTENT,
+    maglev_index, ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FLAG_NAT, MAX_MH_TABLES,
+    MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_MH, SVC_F_HASH_PORT,
+    SVC_F_PERSISTENT,
 };
 
 use crate::{
-    config::{Config, Proto, ServiceAddr, VirtualServer},
+    config::{fmt_sock, Config, Fwd, Proto, Sched, ServiceAddr, VirtualServer},
     dataplane::Dataplane,
-    sched::build_ring,
+    sched::{self, Member},
 };
+
+/// The director's source address toward `real`, as the kernel's routing
+/// would choose it (a connected UDP socket sends nothing). TUN's outer source.
+pub fn source_toward(real: IpAddr) -> Option<IpAddr> {
+    let bind: std::net::SocketAddr = match real {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect((real, 9)).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
 
 /// Address in the maps' layout: network-order words, IPv4 in word 0.
 pub fn addr_words(a: IpAddr) -> ([u32; 4], u8) {
@@ -121,8 +134,14 @@ impl Tables {
                 reals.insert((a, u16::from_be(r.port_be)), RealSlot { id, entry: r });
             }
             let mut ring = Vec::new();
-            for pos in 0..s.ring_len.min(RING_SIZE) {
-                ring.push(dp.rings.get(&ring_index(s.svc_id, s.ring_gen, pos), 0)?);
+            if s.sched == SCHED_MH {
+                for pos in 0..s.ring_len.min(lb_common::MH_TABLE_SIZE) {
+                    ring.push(dp.maglev.get(&maglev_index(s.table_id, s.ring_gen, pos), 0)?);
+                }
+            } else {
+                for pos in 0..s.ring_len.min(RING_SIZE) {
+                    ring.push(dp.rings.get(&ring_index(s.svc_id, s.ring_gen, pos), 0)?);
+                }
             }
             services.insert(
                 addr,
@@ -134,6 +153,14 @@ impl Tables {
             );
         }
         Ok(Self { services })
+    }
+
+    /// Generation of every real id in use.
+    pub fn real_gens(&self) -> BTreeMap<u32, u32> {
+        self.services
+            .values()
+            .flat_map(|s| s.reals.values().map(|r| (r.id, r.entry.gen)))
+            .collect()
     }
 
     /// Services currently applied, with their ids.
@@ -180,11 +207,37 @@ impl Tables {
                 clear_real(dp, r)?;
             }
         }
+        let mh = cfg.services.iter().filter(|v| v.sched == Sched::Mh).count();
+        if mh > MAX_MH_TABLES as usize {
+            bail!("{mh} virtual services use mh; the data plane holds {MAX_MH_TABLES} Maglev tables");
+        }
+        // Services leaving mh free their table first, so others can take it.
+        for vs in &cfg.services {
+            if let Some(slot) = self.services.get_mut(&vs.key) {
+                if vs.sched != Sched::Mh && slot.entry.sched == SCHED_MH {
+                    slot.entry.table_id = u32::MAX;
+                }
+            }
+        }
         for vs in &cfg.services {
             self.sync_service(dp, vs, l2)
                 .with_context(|| format!("applying virtual_server {}", vs.key))?;
         }
+        let flags = if cfg.services.iter().any(|v| v.fwd == Fwd::Nat) {
+            FLAG_NAT
+        } else {
+            0
+        };
+        dp.flags.set(0, flags, 0)?;
         Ok(())
+    }
+
+    fn used_tables(&self) -> BTreeSet<u32> {
+        self.services
+            .values()
+            .filter(|s| s.entry.sched == SCHED_MH && s.entry.table_id != u32::MAX)
+            .map(|s| s.entry.table_id)
+            .collect()
     }
 
     fn used_svc_ids(&self) -> BTreeSet<u32> {
@@ -214,6 +267,7 @@ impl Tables {
             let entry = Service {
                 svc_id: id,
                 ring_gen: 1, // the first ring goes to generation 0
+                table_id: u32::MAX,
                 ..Default::default()
             };
             self.services.insert(
@@ -227,6 +281,7 @@ impl Tables {
             fresh = true;
         }
         let mut used_reals = self.used_real_ids();
+        let used_tables = self.used_tables();
         let slot = self.services.get_mut(&vs.key).expect("inserted above");
         let svc_id = slot.entry.svc_id;
 
@@ -241,7 +296,6 @@ impl Tables {
         slot.reals.retain(|k, _| wanted.contains(k));
         for rs in &vs.reals {
             let (addr, family) = addr_words(rs.addr);
-            let where_ = l2(rs.addr);
             let key = (rs.addr, rs.port);
             let id = match slot.reals.get(&key) {
                 Some(r) => r.id,
@@ -263,24 +317,41 @@ impl Tables {
             let cur = slot.reals.get_mut(&key).expect("present");
             let mut entry = Real {
                 addr,
-                // DR keeps the virtual port on the wire.
-                port_be: vs.key.port.to_be(),
+                // Only NAT changes the port on the wire.
+                port_be: if vs.fwd == Fwd::Nat { rs.port } else { vs.key.port }.to_be(),
                 family,
                 _pad0: 0,
                 flags: REAL_F_INUSE,
                 gen: cur.entry.gen,
                 svc_id,
                 weight: rs.weight,
-                fwd: FWD_DR,
+                fwd: vs.fwd.id(),
                 ifindex: 0,
                 mac: [0; 6],
                 src_mac: [0; 6],
+                tun_src: [0; 4],
             };
-            if let Some(w) = where_ {
-                entry.flags |= REAL_F_AVAILABLE;
-                entry.ifindex = w.ifindex;
-                entry.mac = w.mac;
-                entry.src_mac = w.src_mac;
+            match vs.fwd {
+                // DR needs the real's MAC; NAT and TUN route with the FIB.
+                Fwd::Dr => {
+                    if let Some(w) = l2(rs.addr) {
+                        entry.flags |= REAL_F_AVAILABLE;
+                        entry.ifindex = w.ifindex;
+                        entry.mac = w.mac;
+                        entry.src_mac = w.src_mac;
+                    }
+                }
+                Fwd::Nat => entry.flags |= REAL_F_AVAILABLE,
+                Fwd::Tun => match source_toward(rs.addr) {
+                    Some(src) => {
+                        entry.flags |= REAL_F_AVAILABLE;
+                        entry.tun_src = addr_words(src).0;
+                    }
+                    None => tracing::warn!(
+                        real = %fmt_sock(rs.addr, rs.port),
+                        "no route to the real server: it gets no tunnelled traffic"
+                    ),
+                },
             }
             if fresh || entry != cur.entry {
                 dp.reals.set(id, entry, 0)?;
@@ -288,16 +359,20 @@ impl Tables {
             }
         }
 
-        // Ring over available reals, in configuration order.
-        let members: Vec<(u32, u32)> = vs
+        // Scheduler table over available reals, in configuration order.
+        let members: Vec<Member> = vs
             .reals
             .iter()
             .filter_map(|r| {
                 let s = slot.reals.get(&(r.addr, r.port))?;
-                (s.entry.flags & REAL_F_AVAILABLE != 0).then_some((s.id, s.entry.weight))
+                (s.entry.flags & REAL_F_AVAILABLE != 0).then(|| Member {
+                    id: s.id,
+                    weight: s.entry.weight,
+                    name: fmt_sock(r.addr, r.port),
+                })
             })
             .collect();
-        let ring = build_ring(vs.sched, &members, RING_SIZE as usize);
+        let ring = sched::build(vs.sched, &members, RING_SIZE as usize);
         let mut entry = slot.entry;
         entry.sched = vs.sched.id();
         entry.flags = if vs.persistence_timeout.is_some() {
@@ -305,11 +380,28 @@ impl Tables {
         } else {
             0
         };
+        if vs.hash_port {
+            entry.flags |= SVC_F_HASH_PORT;
+        }
         entry.persist_timeout_s = vs.persistence_timeout.unwrap_or(0);
-        if ring != slot.ring || fresh {
+        let mut table_changed = false;
+        if vs.sched == Sched::Mh && entry.table_id == u32::MAX {
+            entry.table_id = (0..MAX_MH_TABLES)
+                .find(|t| !used_tables.contains(t))
+                .context("no free Maglev table")?;
+            table_changed = true;
+        } else if vs.sched != Sched::Mh {
+            entry.table_id = u32::MAX;
+        }
+        if ring != slot.ring || fresh || table_changed || entry.sched != slot.entry.sched {
             let gen = entry.ring_gen ^ 1;
             for (pos, id) in ring.iter().enumerate() {
-                dp.rings.set(ring_index(svc_id, gen, pos as u32), *id, 0)?;
+                let pos = pos as u32;
+                if vs.sched == Sched::Mh {
+                    dp.maglev.set(maglev_index(entry.table_id, gen, pos), *id, 0)?;
+                } else {
+                    dp.rings.set(ring_index(svc_id, gen, pos), *id, 0)?;
+                }
             }
             entry.ring_gen = gen;
             entry.ring_len = ring.len() as u32;

@@ -39,20 +39,51 @@ impl Proto {
 pub enum Sched {
     Rr,
     Wrr,
+    Lc,
+    Wlc,
+    Sed,
+    Nq,
+    Sh,
+    Mh,
 }
 
 impl Sched {
+    pub const ALL: [(&'static str, Sched); 8] = [
+        ("rr", Sched::Rr),
+        ("wrr", Sched::Wrr),
+        ("lc", Sched::Lc),
+        ("wlc", Sched::Wlc),
+        ("sed", Sched::Sed),
+        ("nq", Sched::Nq),
+        ("sh", Sched::Sh),
+        ("mh", Sched::Mh),
+    ];
     pub fn name(self) -> &'static str {
-        match self {
-            Sched::Rr => "rr",
-            Sched::Wrr => "wrr",
-        }
+        Self::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
+            .expect("every scheduler is listed")
     }
     pub fn id(self) -> u32 {
+        use lb_common::*;
         match self {
-            Sched::Rr => lb_common::SCHED_RR,
-            Sched::Wrr => lb_common::SCHED_WRR,
+            Sched::Rr => SCHED_RR,
+            Sched::Wrr => SCHED_WRR,
+            Sched::Lc => SCHED_LC,
+            Sched::Wlc => SCHED_WLC,
+            Sched::Sed => SCHED_SED,
+            Sched::Nq => SCHED_NQ,
+            Sched::Sh => SCHED_SH,
+            Sched::Mh => SCHED_MH,
         }
+    }
+    pub fn from_id(id: u32) -> Option<Sched> {
+        Self::ALL.iter().map(|(_, s)| *s).find(|s| s.id() == id)
+    }
+    /// Schedulers that scan the member list and compare connection counts.
+    pub fn is_least_conn(self) -> bool {
+        matches!(self, Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq)
     }
 }
 
@@ -60,6 +91,18 @@ impl Sched {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fwd {
     Dr,
+    Nat,
+    Tun,
+}
+
+impl Fwd {
+    pub fn id(self) -> u32 {
+        match self {
+            Fwd::Dr => lb_common::FWD_DR,
+            Fwd::Nat => lb_common::FWD_NAT,
+            Fwd::Tun => lb_common::FWD_TUN,
+        }
+    }
 }
 
 /// A virtual service's identity: (VIP, port, protocol).
@@ -102,6 +145,8 @@ pub struct VirtualServer {
     pub key: ServiceAddr,
     pub sched: Sched,
     pub fwd: Fwd,
+    /// sh / mh hash the source port as well (`sh-port`, `mh-port`, `flag-2`).
+    pub hash_port: bool,
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
     pub delay_loop: u32,
@@ -174,14 +219,6 @@ const VS_LATER: &[&str] = &[
     "connect_timeout",
     "warmup",
     "inhibit_on_failure",
-    "lb_algo_flags",
-    "flag-1",
-    "flag-2",
-    "flag-3",
-    "sh-port",
-    "sh-fallback",
-    "mh-port",
-    "mh-fallback",
     "lvs_method",
     "smtp_alert",
     "virtualhost",
@@ -302,19 +339,32 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
         diags.push(Diag::error(
             &r.loc,
             Some("real_server"),
-            "address family differs from the virtual server's (DR forwards within one family)",
+            "address family differs from the virtual server's (forwarding stays within one family)",
         ));
         return;
     }
-    if r.port != vs.key.port && vs.key.port != 0 {
+    if r.port != vs.key.port && vs.key.port != 0 && vs.fwd != Fwd::Nat {
         diags.push(Diag::warning(
             &r.loc,
             Some("real_server"),
             format!(
-                "direct routing cannot change ports: packets reach the real on port {}",
+                "{} cannot change ports (only NAT can): packets reach the real on port {}",
+                if vs.fwd == Fwd::Dr { "direct routing" } else { "tunnelling" },
                 vs.key.port
             ),
         ));
+    }
+    if vs.sched.is_least_conn() && vs.reals.len() >= lb_common::MAX_LC_MEMBERS as usize {
+        diags.push(Diag::error(
+            &r.loc,
+            Some("real_server"),
+            format!(
+                "{} scans at most {} real servers per new connection",
+                vs.sched.name(),
+                lb_common::MAX_LC_MEMBERS
+            ),
+        ));
+        return;
     }
     vs.reals.push(r);
 }
@@ -418,6 +468,8 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     }
     let mut proto = Proto::Tcp;
     let mut sched = Sched::Wrr; // keepalived's default lb_algo
+    let mut fwd = Fwd::Nat; // keepalived's default lb_kind
+    let mut hash_port = false;
     let mut persistence_timeout = None;
     let mut delay_loop = 60;
     let mut reals = Vec::new();
@@ -430,23 +482,34 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             "lb_algo" | "lvs_sched" => {
-                let known = [("rr", Sched::Rr), ("wrr", Sched::Wrr)];
-                let later = [
-                    "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf",
-                    "twos",
-                ];
-                if let Some(v) = choice(c, "scheduler", &known, &later, diags) {
+                let later = ["lblc", "lblcr", "dh", "fo", "ovf", "twos"];
+                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &later, diags) {
                     sched = v;
                 }
             }
             "lb_kind" | "lvs_method" => {
-                let _ = choice(
-                    c,
-                    "forwarding method",
-                    &[("DR", Fwd::Dr)],
-                    &["NAT", "TUN"],
-                    diags,
-                );
+                let known = [("DR", Fwd::Dr), ("NAT", Fwd::Nat), ("TUN", Fwd::Tun)];
+                if let Some(v) = choice(c, "forwarding method", &known, &[], diags) {
+                    fwd = v;
+                }
+            }
+            // keepalived's scheduler flags: flag-2 is sh-port / mh-port,
+            // flag-1 sh-fallback / mh-fallback (fallback is always on here).
+            "sh-port" | "mh-port" | "flag-2" => hash_port = true,
+            "sh-fallback" | "mh-fallback" | "flag-1" => {}
+            "flag-3" => diags.push(later(c, "keyword")),
+            "lb_algo_flags" => {
+                for a in &c.args {
+                    match a.as_str() {
+                        "sh-port" | "mh-port" | "flag-2" => hash_port = true,
+                        "sh-fallback" | "mh-fallback" | "flag-1" => {}
+                        other => diags.push(Diag::warning(
+                            &c.loc,
+                            Some("lb_algo_flags"),
+                            format!("unknown scheduler flag '{other}'; ignored"),
+                        )),
+                    }
+                }
             }
             "persistence_timeout" => {
                 // keepalived: a bare keyword means 360 s; 0 means not persistent.
@@ -486,7 +549,8 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut vs = VirtualServer {
         key: ServiceAddr { addr, port, proto },
         sched,
-        fwd: Fwd::Dr,
+        fwd,
+        hash_port,
         persistence_timeout,
         delay_loop,
         reals: Vec::new(),

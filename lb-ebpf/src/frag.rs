@@ -1,0 +1,65 @@
+//! Fragments: the first fragment of a datagram (which carries the ports) is
+//! balanced like any packet and remembered by (source, destination,
+//! protocol, identification); later fragments follow it to the same real.
+//! A later fragment seen before its first one goes to the kernel, counted.
+
+use aya_ebpf::{bindings::xdp_action::{XDP_DROP, XDP_PASS}, programs::XdpContext};
+use lb_common::{FragKey, FragVal, FRAG_TIMEOUT_S};
+use lb_ebpf::parse::Packet;
+
+use crate::{conntrack::NS, maps::LB_FRAGS, sched, stats::{self, count}};
+
+#[inline(always)]
+fn key(pkt: &Packet) -> FragKey {
+    FragKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        id: pkt.frag_id,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
+}
+
+/// Remembers the real of a first fragment.
+#[inline(never)]
+pub fn track(pkt: &Packet, svc_id: u32, pick: &sched::Pick, now: u64) {
+    let v = FragVal {
+        real_id: pick.real_id,
+        real_gen: pick.gen,
+        svc_id,
+        _pad: 0,
+        last_ns: now,
+    };
+    let _ = LB_FRAGS.insert(key(pkt), v, 0);
+    count(|g| &mut g.frag_first);
+}
+
+/// A fragment other than the first.
+#[inline(never)]
+pub fn later_fragment(ctx: &XdpContext, pkt: &Packet, now: u64) -> u32 {
+    // SAFETY: read-only copy of the value.
+    let v = match unsafe { LB_FRAGS.get(key(pkt)) } {
+        Some(v) if now.saturating_sub(v.last_ns) < FRAG_TIMEOUT_S as u64 * NS => *v,
+        _ => {
+            count(|g| &mut g.pass_fragment);
+            return XDP_PASS;
+        }
+    };
+    let Some(real) = sched::real_if_valid(v.real_id, v.real_gen) else {
+        count(|g| &mut g.pass_fragment);
+        return XDP_PASS;
+    };
+    let verdict = crate::forward(ctx, pkt, real);
+    if verdict & crate::fwd::TOO_BIG != 0 {
+        count(|g| &mut g.drop_too_big);
+        return XDP_DROP;
+    }
+    if verdict == XDP_DROP {
+        count(|g| &mut g.drop_no_egress);
+        return verdict;
+    }
+    count(|g| &mut g.frag_forwarded);
+    stats::forwarded(v.svc_id, v.real_id, false, false, pkt.len);
+    verdict
+}
