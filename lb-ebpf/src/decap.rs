@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use lb_common::{DecapStats, VipKey, FAMILY_V4, FAMILY_V6, MAX_DECAP_VIPS, PROTO_IPIP, PROTO_IPV6};
 use lb_ebpf::parse::{
-    ipv4_header, l3_of, ptr_at, read_addr, read_u16_raw, read_u8, Skip, ETH_HLEN, ETH_P_IP,
+    frame_len, ipv4_header, l3_of, ptr_at, read_addr, read_u16_raw, read_u8, Skip, ETH_HLEN, ETH_P_IP,
     ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN,
 };
 
@@ -66,7 +66,7 @@ fn decap(ctx: &XdpContext) -> Result<(), Not> {
     let (l3, ethertype) = l3_of(ctx)?;
     let (outer, family, inner_dst) = match ethertype {
         ETH_P_IP => {
-            let (_, proto) = ipv4_header(ctx, l3)?;
+            let (tot, proto) = ipv4_header(ctx, l3)?;
             if proto != PROTO_IPIP {
                 return Err(Not::Tunnel);
             }
@@ -74,7 +74,11 @@ fn decap(ctx: &XdpContext) -> Result<(), Not> {
                 // A fragmented tunnel packet: the kernel would have to reassemble it.
                 return Err(Not::Tunnel);
             }
-            ipv4_header(ctx, l3 + IPV4_HLEN)?;
+            // Both headers whole and their lengths consistent with the frame.
+            let (inner_tot, _) = ipv4_header(ctx, l3 + IPV4_HLEN)?;
+            if l3 + tot > frame_len(ctx) || inner_tot + IPV4_HLEN != tot {
+                return Err(Not::Malformed);
+            }
             (IPV4_HLEN, FAMILY_V4, l3 + IPV4_HLEN + 16)
         }
         ETH_P_IPV6 => {
@@ -84,10 +88,16 @@ fn decap(ctx: &XdpContext) -> Result<(), Not> {
             if read_u8(ctx, l3 + 6)? != PROTO_IPV6 {
                 return Err(Not::Tunnel);
             }
-            if read_u8(ctx, l3 + IPV6_HLEN)? >> 4 != 6 {
+            let inner = l3 + IPV6_HLEN;
+            if read_u8(ctx, inner)? >> 4 != 6 {
                 return Err(Not::Malformed);
             }
-            (IPV6_HLEN, FAMILY_V6, l3 + IPV6_HLEN + 24)
+            let plen = u16::from_be(read_u16_raw(ctx, l3 + 4)?) as usize;
+            let inner_plen = u16::from_be(read_u16_raw(ctx, inner + 4)?) as usize;
+            if inner + plen > frame_len(ctx) || inner_plen + IPV6_HLEN != plen {
+                return Err(Not::Malformed);
+            }
+            (IPV6_HLEN, FAMILY_V6, inner + 24)
         }
         _ => return Err(Not::Tunnel),
     };

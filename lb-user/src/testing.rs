@@ -217,6 +217,63 @@ impl Harness {
         self.run_prog(PROGRAM, pkt, 1).map(|(v, out, _)| (v, out))
     }
 
+    /// Runs the balancer once on `pkt` arriving on interface `b`.
+    pub fn run_on_b(&self, pkt: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        run_xdp(self.prog(PROGRAM)?, pkt, 1, self.b.ifindex).map(|(v, out, _)| (v, out))
+    }
+
+    /// Gives the harness namespace routes and neighbours for the FIB-based
+    /// methods (NAT, TUN): interface `a` is the clients' side
+    /// (192.0.2.0/24, 2001:db8:c::/64, client [`CLIENT_MAC`] at .7 / ::7),
+    /// interface `b` the reals' (10.1.0.0/24, 2001:db8:1::/64, reals at
+    /// .11 / ::11 with `mac1` and .12 / ::12 with `mac2`), forwarding on.
+    pub fn routed(&mut self, mac1: [u8; 6], mac2: [u8; 6]) -> anyhow::Result<()> {
+        let fmt = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        for (addr, dev) in [
+            ("192.0.2.1/24", "lbta"),
+            ("2001:db8:c::1/64", "lbta"),
+            ("10.1.0.1/24", "lbtb"),
+            ("2001:db8:1::1/64", "lbtb"),
+        ] {
+            let mut cmd = vec!["ip", "addr", "add", addr, "dev", dev];
+            if addr.contains(':') {
+                cmd.push("nodad");
+            }
+            sh(&cmd)?;
+        }
+        let client = fmt(CLIENT_MAC);
+        let (m1, m2) = (fmt(mac1), fmt(mac2));
+        for (ip, mac, dev) in [
+            ("192.0.2.7", &client, "lbta"),
+            ("2001:db8:c::7", &client, "lbta"),
+            ("10.1.0.11", &m1, "lbtb"),
+            ("10.1.0.12", &m2, "lbtb"),
+            ("2001:db8:1::11", &m1, "lbtb"),
+            ("2001:db8:1::12", &m2, "lbtb"),
+        ] {
+            sh(&[
+                "ip", "neigh", "replace", ip, "lladdr", mac, "dev", dev, "nud", "permanent",
+            ])?;
+        }
+        for k in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ] {
+            sh(&["sysctl", "-qw", k])?;
+        }
+        Ok(())
+    }
+
+    /// Sets the MTU of interface `b` (too-big fixtures).
+    pub fn set_mtu_b(&self, mtu: u32) -> anyhow::Result<()> {
+        sh(&["ip", "link", "set", "lbtb", "mtu", &mtu.to_string()])
+    }
+
     /// Runs `prog` `repeat` times on `pkt`; returns the verdict, the output
     /// and the kernel's average nanoseconds per run.
     pub fn run_prog(
@@ -225,20 +282,31 @@ impl Harness {
         pkt: &[u8],
         repeat: u32,
     ) -> anyhow::Result<(u32, Vec<u8>, f64)> {
-        let mut out = vec![0u8; pkt.len() + 256];
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let md: [u32; 6] = [0, pkt.len() as u32, 0, self.a.ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let r = self.prog(prog)?.test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..Default::default()
-        })?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out, r.duration.as_nanos() as f64))
+        run_xdp(self.prog(prog)?, pkt, repeat, self.a.ifindex)
     }
+}
+
+/// BPF_PROG_TEST_RUN of an XDP program on `pkt` arriving on `ifindex`:
+/// the verdict, the output and the kernel's average nanoseconds per run.
+pub fn run_xdp(
+    prog: &Xdp,
+    pkt: &[u8],
+    repeat: u32,
+    ifindex: u32,
+) -> anyhow::Result<(u32, Vec<u8>, f64)> {
+    let mut out = vec![0u8; pkt.len() + 256];
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+    let md: [u32; 6] = [0, pkt.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(pkt),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat,
+        ..Default::default()
+    })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out, r.duration.as_nanos() as f64))
 }
 
 /// Ethernet addresses used by the fixtures.

@@ -1,0 +1,422 @@
+//! Fixtures (BPF_PROG_TEST_RUN) for NAT, TUN, too-big replies, fragments,
+//! ICMP errors and the decapsulation program. Expected packets are built
+//! independently with etherparse (checksums computed in full), so the data
+//! plane's incremental checksum updates are checked against recomputation.
+use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder};
+use lb_user::testing::*;
+
+const VIP: &str = "10.0.0.100";
+const VIP6: &str = "2001:db8::100";
+const CLIENT: &str = "192.0.2.7";
+const CLIENT6: &str = "2001:db8:c::7";
+const R1: &str = "10.1.0.11";
+const R2: &str = "10.1.0.12";
+const R1_6: &str = "2001:db8:1::11";
+const MAC1: [u8; 6] = [0x02, 0x11, 0, 0, 0, 0x11];
+const MAC2: [u8; 6] = [0x02, 0x12, 0, 0, 0, 0x12];
+
+fn harness(conf: &str) -> Harness {
+    let mut h = Harness::new(4096).expect("harness (needs root and a BPF-capable kernel)");
+    h.routed(MAC1, MAC2).expect("routes");
+    h.apply(conf).expect("apply");
+    h
+}
+
+fn nat_conf(algo: &str) -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind NAT\n protocol TCP\n \
+         real_server {R1} 8080 {{ weight 1 }}\n real_server {R2} 8080 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP} 53 {{\n lb_algo rr\n lb_kind NAT\n protocol UDP\n \
+         real_server {R1} 5353 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 80 {{\n lb_algo rr\n lb_kind NAT\n protocol TCP\n \
+         real_server {R1_6} 8080 {{ weight 1 }}\n}}\n"
+    )
+}
+
+fn tun_conf() -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind TUN\n protocol TCP\n \
+         real_server {R1} 80 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 80 {{\n lb_algo rr\n lb_kind TUN\n protocol TCP\n \
+         real_server {R1_6} 80 {{ weight 1 }}\n}}\n"
+    )
+}
+
+fn eth(src: [u8; 6], dst: [u8; 6]) -> Eth {
+    Eth {
+        src,
+        dst,
+        vlan: None,
+    }
+}
+
+fn check(what: &str, got: (u32, Vec<u8>), verdict: u32, want: &[u8]) {
+    assert_eq!(verdict_name(got.0), verdict_name(verdict), "{what}: verdict");
+    assert!(
+        got.1 == want,
+        "{what}: output bytes differ\n{}",
+        hex_diff(&got.1, want)
+    );
+}
+
+fn counters(h: &Harness) -> lb_common::GlobalStats {
+    h.dp.global_sum().expect("counters")
+}
+
+#[test]
+fn nat_tcp_v4_both_directions_exact_bytes() {
+    let h = harness(&nat_conf("rr"));
+    let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    // DNAT: to the real's address and port, out of interface b toward its MAC.
+    let want = tcp(eth(MAC_B, MAC1), CLIENT, 40000, R1, 8080, Flags::Syn, b"");
+    check("SYN to VIP", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
+    // The real's answer, arriving on b: source back to VIP:80, to the client.
+    let reply = tcp(eth(MAC1, MAC_B), R1, 8080, CLIENT, 40000, Flags::Ack, b"hello");
+    let want = tcp(eth(MAC_A, CLIENT_MAC), VIP, 80, CLIENT, 40000, Flags::Ack, b"hello");
+    check("reply from real", h.run_on_b(&reply).unwrap(), XDP_REDIRECT, &want);
+    // Data from the client keeps the real.
+    let data = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, b"GET /");
+    let want = tcp(eth(MAC_B, MAC1), CLIENT, 40000, R1, 8080, Flags::Ack, b"GET /");
+    check("data to VIP", h.run(&data).unwrap(), XDP_REDIRECT, &want);
+    let g = counters(&h);
+    assert_eq!((g.new_flows, g.nat_reverse, g.redirect), (1, 1, 3));
+    let svc = h.dp.svc_stats_sum(0).unwrap();
+    assert_eq!((svc.conns, svc.packets, svc.out_packets), (1, 2, 1));
+    assert_eq!(svc.out_bytes, reply.len() as u64);
+    // A packet from the real that belongs to no flow goes to the kernel.
+    let stray = tcp(eth(MAC1, MAC_B), R1, 8080, CLIENT, 40001, Flags::Ack, b"x");
+    check("stray reply", h.run_on_b(&stray).unwrap(), XDP_PASS, &stray);
+}
+
+#[test]
+fn nat_udp_checksums_zero_kept_and_updated() {
+    let h = harness(&nat_conf("rr"));
+    let q = udp(Eth::inbound(), CLIENT, 5000, VIP, 53, b"query");
+    let want = udp(eth(MAC_B, MAC1), CLIENT, 5000, R1, 5353, b"query");
+    check("UDP to VIP", h.run(&q).unwrap(), XDP_REDIRECT, &want);
+    // IPv4 UDP without a checksum stays without one.
+    let mut q0 = udp(Eth::inbound(), CLIENT, 5001, VIP, 53, b"query");
+    q0[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let mut want0 = udp(eth(MAC_B, MAC1), CLIENT, 5001, R1, 5353, b"query");
+    want0[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    check("UDP without checksum", h.run(&q0).unwrap(), XDP_REDIRECT, &want0);
+    let a = udp(eth(MAC1, MAC_B), R1, 5353, CLIENT, 5000, b"answer");
+    let want = udp(eth(MAC_A, CLIENT_MAC), VIP, 53, CLIENT, 5000, b"answer");
+    check("UDP reply", h.run_on_b(&a).unwrap(), XDP_REDIRECT, &want);
+}
+
+#[test]
+fn nat_tcp_v6_both_directions() {
+    let h = harness(&nat_conf("rr"));
+    let syn = tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Syn, b"");
+    let want = tcp(eth(MAC_B, MAC1), CLIENT6, 40000, R1_6, 8080, Flags::Syn, b"");
+    check("IPv6 SYN", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
+    let reply = tcp(eth(MAC1, MAC_B), R1_6, 8080, CLIENT6, 40000, Flags::Ack, b"hi");
+    let want = tcp(eth(MAC_A, CLIENT_MAC), VIP6, 80, CLIENT6, 40000, Flags::Ack, b"hi");
+    check("IPv6 reply", h.run_on_b(&reply).unwrap(), XDP_REDIRECT, &want);
+}
+
+#[test]
+fn nat_unresolved_next_hop_goes_to_the_kernel_rewritten() {
+    let mut h = harness(&nat_conf("rr"));
+    h.apply(&nat_conf("rr").replace(R2, "10.1.0.13")).unwrap();
+    // rr: first R1, then 10.1.0.13 which has no neighbour entry.
+    let first = tcp(Eth::inbound(), CLIENT, 41000, VIP, 80, Flags::Syn, b"");
+    assert_eq!(h.run(&first).unwrap().0, XDP_REDIRECT);
+    let second = tcp(Eth::inbound(), CLIENT, 41001, VIP, 80, Flags::Syn, b"");
+    let want = tcp(Eth::inbound(), CLIENT, 41001, "10.1.0.13", 8080, Flags::Syn, b"");
+    check("no neighbour", h.run(&second).unwrap(), XDP_PASS, &want);
+    assert_eq!(counters(&h).pass_no_neigh, 1);
+}
+
+/// An IPIP / IPv6-in-IPv6 frame as TUN must emit it around `inner`.
+fn encapsulated(inner: &[u8], src: &str, dst: &str) -> Vec<u8> {
+    let ip = &inner[14..];
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAC1);
+    out.extend_from_slice(&MAC_B);
+    match (src.parse().unwrap(), dst.parse().unwrap()) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            out.extend_from_slice(&0x0800u16.to_be_bytes());
+            let mut h = Ipv4Header::new(ip.len() as u16, 64, IpNumber(4), s.octets(), d.octets())
+                .unwrap();
+            h.dscp = etherparse::Ipv4Dscp::try_new(ip[1] >> 2).unwrap();
+            h.ecn = etherparse::Ipv4Ecn::try_new(ip[1] & 3).unwrap();
+            h.header_checksum = h.calc_header_checksum();
+            h.write(&mut out).unwrap();
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            out.extend_from_slice(&0x86ddu16.to_be_bytes());
+            let h = Ipv6Header {
+                traffic_class: (u16::from_be_bytes([ip[0], ip[1]]) >> 4) as u8,
+                flow_label: Ipv6FlowLabel::try_new(
+                    u32::from_be_bytes([0, ip[1], ip[2], ip[3]]) & 0xfffff,
+                )
+                .unwrap(),
+                payload_length: ip.len() as u16,
+                next_header: IpNumber(41),
+                hop_limit: 64,
+                source: s.octets(),
+                destination: d.octets(),
+            };
+            h.write(&mut out).unwrap();
+        }
+        _ => unreachable!(),
+    }
+    out.extend_from_slice(ip);
+    out
+}
+
+#[test]
+fn tun_v4_and_v6_encapsulation_exact_bytes() {
+    let h = harness(&tun_conf());
+    let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    // Outer source: the director's address toward the real (10.1.0.1).
+    let want = encapsulated(&syn, "10.1.0.1", R1);
+    check("IPIP", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
+    let syn6 = tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Syn, b"");
+    let want6 = encapsulated(&syn6, "2001:db8:1::1", R1_6);
+    check("IPv6-in-IPv6", h.run(&syn6).unwrap(), XDP_REDIRECT, &want6);
+    assert_eq!(counters(&h).encap, 2);
+}
+
+#[test]
+fn tun_too_big_sends_fragmentation_needed_and_packet_too_big() {
+    let h = harness(&tun_conf());
+    // IPv6 first: an MTU below 1280 disables IPv6 on the link.
+    h.set_mtu_b(1300).unwrap();
+    let payload6 = vec![0x62u8; 1300];
+    let big6 = tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Ack, &payload6);
+    let (v, out) = h.run(&big6).unwrap();
+    assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
+    // ICMPv6 packet too big with MTU 1300 - 40 from the VIP, quoting the IPv6
+    // header and 64 bytes.
+    let quote = &big6[14..14 + 40 + 64];
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
+        .ipv6(
+            VIP6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            CLIENT6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            255,
+        )
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1260 })
+        .write(&mut want, quote)
+        .unwrap();
+    assert!(out == want, "too big v6\n{}", hex_diff(&out, &want));
+
+    h.set_mtu_b(1000).unwrap();
+    // 1040-byte IP packet, DF set (etherparse's default): 1060 > 1000 with the tunnel.
+    let payload = vec![0x61u8; 1000];
+    let big = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, &payload);
+    let (v, out) = h.run(&big).unwrap();
+    assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
+    // Expected: ICMP type 3 code 4, next-hop MTU 1000 - 20, from the VIP,
+    // quoting the IP header and 64 bytes of the packet.
+    let quote = &big[14..14 + 20 + 64];
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
+        .ipv4([10, 0, 0, 100], [192, 0, 2, 7], 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 980 },
+        ))
+        .write(&mut want, quote)
+        .unwrap();
+    // The balancer's header: TOS 0xc0 (as the kernel's ICMP errors), DF clear.
+    want[15] = 0xc0;
+    want[20] = 0;
+    let mut h4 = Ipv4Header::from_slice(&want[14..]).unwrap().0;
+    h4.header_checksum = h4.calc_header_checksum();
+    want[24..26].copy_from_slice(&h4.header_checksum.to_be_bytes());
+    assert!(out == want, "too big v4\n{}", hex_diff(&out, &want));
+    // Without DF the packet cannot be reported nor fragmented here: dropped, counted.
+    let mut nodf = big.clone();
+    nodf[20] = 0;
+    let mut ih = Ipv4Header::from_slice(&nodf[14..]).unwrap().0;
+    ih.header_checksum = ih.calc_header_checksum();
+    nodf[24..26].copy_from_slice(&ih.header_checksum.to_be_bytes());
+    assert_eq!(h.run(&nodf).unwrap().0, XDP_DROP);
+    let g = counters(&h);
+    assert_eq!((g.icmp_too_big_sent, g.drop_too_big), (2, 1));
+}
+
+/// Splits a UDP datagram to VIP:53 (from `sport`) into a first fragment
+/// carrying the UDP header and `split` payload bytes, and the rest.
+fn udp_fragments(sport: u16, id: u16, payload: &[u8], split: usize) -> (Vec<u8>, Vec<u8>) {
+    let whole = udp(Eth::inbound(), CLIENT, sport, VIP, 53, payload);
+    let l4 = &whole[14 + 20..];
+    let cut = 8 + split;
+    assert_eq!(cut % 8, 0);
+    let frag = |data: &[u8], offset: usize, more: bool| {
+        let mut h = Ipv4Header::new(data.len() as u16, 64, IpNumber(17), [192, 0, 2, 7], [10, 0, 0, 100])
+            .unwrap();
+        h.dont_fragment = false;
+        h.more_fragments = more;
+        h.identification = id;
+        h.fragment_offset = etherparse::IpFragOffset::try_new((offset / 8) as u16).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAC_A);
+        out.extend_from_slice(&CLIENT_MAC);
+        out.extend_from_slice(&0x0800u16.to_be_bytes());
+        h.write(&mut out).unwrap();
+        out.extend_from_slice(data);
+        out
+    };
+    (frag(&l4[..cut], 0, true), frag(&l4[cut..], cut, false))
+}
+
+fn dr_conf() -> String {
+    format!(
+        "virtual_server {VIP} 53 {{\n lb_algo rr\n lb_kind DR\n protocol UDP\n \
+         real_server {R1} 53 {{ weight 1 }}\n real_server {R2} 53 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n \
+         real_server {R1} 80 {{ weight 1 }}\n real_server {R2} 80 {{ weight 1 }}\n}}\n"
+    )
+}
+
+fn dr_harness() -> Harness {
+    let mut h = Harness::new(4096).expect("harness");
+    h.neighbour(R1, MAC1, false);
+    h.neighbour(R2, MAC2, false);
+    h.apply(&dr_conf()).expect("apply");
+    h
+}
+
+#[test]
+fn fragments_follow_the_first_one_in_and_out_of_order() {
+    let h = dr_harness();
+    let payload = vec![7u8; 64];
+    // In order: first fragment scheduled (rr → R1), the rest follows it.
+    let (first, rest) = udp_fragments(6000, 0x1111, &payload, 16);
+    check("first fragment", h.run(&first).unwrap(), XDP_TX, &dr_rewrite(&first, MAC1, MAC_A));
+    check("later fragment", h.run(&rest).unwrap(), XDP_TX, &dr_rewrite(&rest, MAC1, MAC_A));
+    // Second datagram from another port: rr → R2, fragments follow R2.
+    let (first2, rest2) = udp_fragments(6001, 0x2222, &payload, 16);
+    // Out of order: the later fragment first goes to the kernel (counted).
+    check("early later fragment", h.run(&rest2).unwrap(), XDP_PASS, &rest2);
+    check("first fragment 2", h.run(&first2).unwrap(), XDP_TX, &dr_rewrite(&first2, MAC2, MAC_A));
+    check("later fragment 2", h.run(&rest2).unwrap(), XDP_TX, &dr_rewrite(&rest2, MAC2, MAC_A));
+    let g = counters(&h);
+    assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
+}
+
+#[test]
+fn nat_fragments_rewrite_the_address_only() {
+    let h = harness(&nat_conf("rr"));
+    let payload = vec![9u8; 64];
+    let (first, rest) = udp_fragments(6000, 0x3333, &payload, 16);
+    let (v, _) = h.run(&first).unwrap();
+    assert_eq!(verdict_name(v), "XDP_REDIRECT");
+    let (v, out) = h.run(&rest).unwrap();
+    assert_eq!(verdict_name(v), "XDP_REDIRECT");
+    // Expected: same fragment, destination R1, header checksum recomputed.
+    let mut want = rest.clone();
+    want[..6].copy_from_slice(&MAC1);
+    want[6..12].copy_from_slice(&MAC_B);
+    want[14 + 16..14 + 20].copy_from_slice(&[10, 1, 0, 11]);
+    let mut ih = Ipv4Header::from_slice(&want[14..]).unwrap().0;
+    ih.header_checksum = ih.calc_header_checksum();
+    want[24..26].copy_from_slice(&ih.header_checksum.to_be_bytes());
+    assert!(out == want, "{}", hex_diff(&out, &want));
+}
+
+/// An ICMPv4 error from `from` (a router) to `to` quoting `quoted` (a frame).
+fn icmp_error(e: Eth, from: [u8; 4], to: [u8; 4], ty: etherparse::Icmpv4Type, quoted: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(e.src, e.dst)
+        .ipv4(from, to, 64)
+        .icmpv4(ty)
+        .write(&mut out, &quoted[14..14 + 28])
+        .unwrap();
+    out
+}
+
+fn frag_needed(mtu: u16) -> etherparse::Icmpv4Type {
+    etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+    )
+}
+
+#[test]
+fn icmp_errors_follow_their_flow_to_the_real() {
+    let h = dr_harness();
+    // Two flows: rr gives 40000 → R1, 40001 → R2.
+    for p in [40000, 40001] {
+        h.run(&tcp(Eth::inbound(), CLIENT, p, VIP, 80, Flags::Syn, b"")).unwrap();
+    }
+    // A router on the way back reports that the real's reply (VIP:80 →
+    // client:40001) was too big: the error goes to R2, untouched otherwise.
+    let reply = tcp(Eth::inbound(), VIP, 80, CLIENT, 40001, Flags::Ack, b"data");
+    let err = icmp_error(Eth::inbound(), [192, 0, 2, 254], [10, 0, 0, 100], frag_needed(1400), &reply);
+    check("ICMP to R2", h.run(&err).unwrap(), XDP_TX, &dr_rewrite(&err, MAC2, MAC_A));
+    // About a flow nobody tracks: to the kernel.
+    let other = tcp(Eth::inbound(), VIP, 80, CLIENT, 49999, Flags::Ack, b"data");
+    let err2 = icmp_error(Eth::inbound(), [192, 0, 2, 254], [10, 0, 0, 100], frag_needed(1400), &other);
+    check("ICMP unknown flow", h.run(&err2).unwrap(), XDP_PASS, &err2);
+    assert_eq!(counters(&h).icmp_forwarded, 1);
+}
+
+#[test]
+fn icmp_errors_are_translated_for_nat() {
+    let h = harness(&nat_conf("rr"));
+    h.run(&tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"")).unwrap();
+    // From the client side: about the reply VIP:80 → client:40000.
+    let reply = tcp(Eth::inbound(), VIP, 80, CLIENT, 40000, Flags::Ack, b"data");
+    let err = icmp_error(Eth::inbound(), [192, 0, 2, 254], [10, 0, 0, 100], frag_needed(1400), &reply);
+    // Expected: outer destination R1, quoted source R1:8080 (the quote holds
+    // the IP header and 8 bytes: ports and sequence number), checksums of
+    // both IP headers and of the ICMP message right.
+    let real_reply = tcp(Eth::inbound(), R1, 8080, CLIENT, 40000, Flags::Ack, b"data");
+    let quoted = real_reply[14..14 + 28].to_vec();
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(MAC_B, MAC1)
+        .ipv4([192, 0, 2, 254], [10, 1, 0, 11], 64)
+        .icmpv4(frag_needed(1400))
+        .write(&mut want, &quoted)
+        .unwrap();
+    check("ICMP to NAT real", h.run(&err).unwrap(), XDP_REDIRECT, &want);
+    // From the real: port unreachable about client:40000 → R1:8080.
+    let req = tcp(Eth::inbound(), CLIENT, 40000, R1, 8080, Flags::Ack, b"data");
+    let unreach = etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::Port,
+    );
+    let err = icmp_error(eth(MAC1, MAC_B), [10, 1, 0, 11], [192, 0, 2, 7], unreach.clone(), &req);
+    let vreq = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, b"data");
+    let quoted = vreq[14..14 + 28].to_vec();
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
+        .ipv4([10, 0, 0, 100], [192, 0, 2, 7], 64)
+        .icmpv4(unreach)
+        .write(&mut want, &quoted)
+        .unwrap();
+    check("ICMP from NAT real", h.run_on_b(&err).unwrap(), XDP_REDIRECT, &want);
+    assert_eq!(counters(&h).icmp_forwarded, 2);
+}
+
+#[test]
+fn decap_strips_tunnels_to_configured_vips_only() {
+    enter_private_netns().unwrap();
+    let ebpf = lb_user::decap::load(&[VIP.parse().unwrap(), VIP6.parse().unwrap()]).expect("decap");
+    let prog: &aya::programs::Xdp = ebpf.program(lb_user::decap::PROGRAM).unwrap().try_into().unwrap();
+    let run = |p: &[u8]| run_xdp(prog, p, 1, 1).map(|(v, o, _)| (v, o)).unwrap();
+    let inner = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    let outer = encapsulated(&inner, "10.1.0.1", R1);
+    let mut want = inner.clone();
+    want[..12].copy_from_slice(&outer[..12]);
+    check("IPIP to VIP", run(&outer), XDP_PASS, &want);
+    let inner6 = tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Syn, b"");
+    let outer6 = encapsulated(&inner6, "2001:db8:1::1", R1_6);
+    let mut want6 = inner6.clone();
+    want6[..12].copy_from_slice(&outer6[..12]);
+    check("IPv6-in-IPv6 to VIP", run(&outer6), XDP_PASS, &want6);
+    // Another inner destination, and plain traffic: untouched.
+    let other = encapsulated(&tcp(Eth::inbound(), CLIENT, 1, "10.0.0.99", 80, Flags::Syn, b""), "10.1.0.1", R1);
+    check("IPIP to another address", run(&other), XDP_PASS, &other);
+    check("plain TCP", run(&inner), XDP_PASS, &inner);
+    // Truncated tunnel packets never crash or get stripped.
+    for n in 14..outer.len() {
+        check(&format!("IPIP truncated to {n}"), run(&outer[..n]), XDP_PASS, &outer[..n]);
+    }
+    let s = lb_user::decap::stats(&ebpf).unwrap();
+    assert_eq!((s.decapsulated, s.pass_not_vip), (2, 1));
+}
