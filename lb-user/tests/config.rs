@@ -99,7 +99,7 @@ fn syntax_errors_have_file_line_column() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let text = "virtual_server 10.0.0.300 80 {\n lb_algo lc\n lb_kind NAT\n real_server 10.0.0.2 80 { weight x }\n}\n\
+    let text = "virtual_server 10.0.0.300 80 {\n lb_algo lblc\n lb_kind BRIDGE\n real_server 10.0.0.2 80 { weight x }\n}\n\
                 virtual_server 10.0.0.1 99999 {\n protocol SCTP\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
@@ -107,8 +107,8 @@ fn every_problem_is_reported_at_once() {
         e,
         [
             "k.conf:1:1: error: virtual_server: invalid IP address '10.0.0.300'",
-            "k.conf:2:2: error: lb_algo: scheduler 'lc' not implemented yet (implemented: rr, wrr)",
-            "k.conf:3:2: error: lb_kind: forwarding method 'NAT' not implemented yet (implemented: DR)",
+            "k.conf:2:2: error: lb_algo: scheduler 'lblc' not implemented yet (implemented: rr, wrr, lc, wlc, sed, nq, sh, mh)",
+            "k.conf:3:2: error: lb_kind: unknown forwarding method 'BRIDGE'",
             "k.conf:4:28: error: weight: invalid weight 'x'",
             "k.conf:6:1: error: virtual_server: invalid port '99999'",
             "k.conf:7:2: error: protocol: protocol 'SCTP' not implemented yet (implemented: TCP, UDP)",
