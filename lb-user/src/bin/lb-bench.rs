@@ -17,16 +17,27 @@ struct Case {
     name: &'static str,
     prog: &'static str,
     algo: &'static str,
+    /// lb_kind: DR, NAT or TUN.
+    kind: &'static str,
+    /// Sent once before measuring (creates the flow a reply belongs to).
+    prime: Option<Vec<u8>>,
     pkt: Vec<u8>,
     /// Expire entries at once, so every repetition schedules a new flow.
     new_flow: bool,
     verdict: u32,
 }
 
-fn conf(algo: &str) -> String {
+fn conf(algo: &str, kind: &str) -> String {
+    // DR reals are resolved through the harness's neighbour list; NAT and
+    // TUN reals sit behind interface b, routed by the FIB.
+    let (net, port) = match kind {
+        "DR" => ("10.0.0", 80),
+        "NAT" => ("10.1.0", 8080),
+        _ => ("10.1.0", 80),
+    };
     format!(
-        "virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind DR\n \
-         real_server 10.0.0.11 80 {{ weight 3 }}\n real_server 10.0.0.12 80 {{ weight 1 }}\n}}\n"
+        "virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind {kind}\n \
+         real_server {net}.11 {port} {{ weight 3 }}\n real_server {net}.12 {port} {{ weight 1 }}\n}}\n"
     )
 }
 
@@ -61,47 +72,49 @@ fn main() -> anyhow::Result<()> {
         Flags::Syn,
         b"",
     );
+    let client_mac_in = Eth {
+        src: MAC1,
+        dst: MAC_A,
+        vlan: None,
+    };
+    // The NAT real's reply (arrives on a here; the cost is the same on b).
+    let nat_reply = tcp(client_mac_in, "10.1.0.11", 8080, "192.0.2.7", 40000, Flags::Ack, b"");
+    let case = |name, algo, kind, pkt: &Vec<u8>, new_flow, verdict| Case {
+        name,
+        prog: "lb_xdp",
+        algo,
+        kind,
+        prime: None,
+        pkt: pkt.clone(),
+        new_flow,
+        verdict,
+    };
     let cases = [
         Case {
             name: "XDP_TX reference (swap MACs)",
             prog: REFERENCE_PROGRAM,
             algo: "rr",
+            kind: "DR",
+            prime: None,
             pkt: syn.clone(),
             new_flow: false,
             verdict: XDP_TX,
         },
+        case("non-VIP pass", "rr", "DR", &other, false, XDP_PASS),
+        case("DR established flow", "rr", "DR", &ack, false, XDP_TX),
+        case("DR new flow, rr", "rr", "DR", &syn, true, XDP_TX),
+        case("DR new flow, wrr", "wrr", "DR", &syn, true, XDP_TX),
+        case("DR new flow, wlc (2 reals)", "wlc", "DR", &syn, true, XDP_TX),
+        case("DR new flow, sh", "sh", "DR", &syn, true, XDP_TX),
+        case("DR new flow, mh", "mh", "DR", &syn, true, XDP_TX),
+        case("NAT established flow (client → real)", "rr", "NAT", &ack, false, XDP_REDIRECT),
         Case {
-            name: "non-VIP pass",
-            prog: "lb_xdp",
-            algo: "rr",
-            pkt: other,
-            new_flow: false,
-            verdict: XDP_PASS,
+            prime: Some(ack.clone()),
+            ..case("NAT reply (real → client)", "rr", "NAT", &nat_reply, false, XDP_TX)
         },
-        Case {
-            name: "DR established flow",
-            prog: "lb_xdp",
-            algo: "rr",
-            pkt: ack,
-            new_flow: false,
-            verdict: XDP_TX,
-        },
-        Case {
-            name: "DR new flow, rr",
-            prog: "lb_xdp",
-            algo: "rr",
-            pkt: syn.clone(),
-            new_flow: true,
-            verdict: XDP_TX,
-        },
-        Case {
-            name: "DR new flow, wrr",
-            prog: "lb_xdp",
-            algo: "wrr",
-            pkt: syn,
-            new_flow: true,
-            verdict: XDP_TX,
-        },
+        case("NAT new flow, rr", "rr", "NAT", &syn, true, XDP_REDIRECT),
+        case("TUN established flow", "rr", "TUN", &ack, false, XDP_REDIRECT),
+        case("TUN new flow, rr", "rr", "TUN", &syn, true, XDP_REDIRECT),
     ];
 
     // The harness enters a private network namespace on this thread.
@@ -109,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         let mut h = Harness::new(1 << 16)?;
         h.neighbour("10.0.0.11", MAC1, false);
         h.neighbour("10.0.0.12", MAC2, false);
+        h.routed(MAC1, MAC2)?;
         let mut results: Vec<(String, Vec<f64>)> = cases
             .iter()
             .map(|c| (c.name.to_string(), Vec::new()))
@@ -116,7 +130,10 @@ fn main() -> anyhow::Result<()> {
         for round in 0..rounds {
             eprintln!("round {}/{rounds}", round + 1);
             for (i, c) in cases.iter().enumerate() {
-                h.apply(&conf(c.algo))?;
+                h.apply(&conf(c.algo, c.kind))?;
+                if let Some(p) = &c.prime {
+                    h.run_prog(c.prog, p, 1)?;
+                }
                 let t = if c.new_flow {
                     Timeouts {
                         tcp_syn_s: 0,
