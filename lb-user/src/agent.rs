@@ -180,9 +180,14 @@ impl Agent {
         for vs in &self.config.services {
             s.push_str(&format!("service {} {}\n", vs.key, vs.sched.name()));
             for r in &vs.reals {
-                let st = match self.l2.get(&r.addr) {
-                    Some(l) => format!("mac {} ifindex {}", fmt_mac(&l.mac), l.ifindex),
-                    None => "unresolved".into(),
+                let st = match (vs.fwd, self.l2.get(&r.addr)) {
+                    (config::Fwd::Nat, _) => "nat (next hop from the FIB)".to_string(),
+                    (config::Fwd::Tun, _) => match crate::state::source_toward(r.addr) {
+                        Some(src) => format!("tunnel from {src}"),
+                        None => "tunnel: no route".into(),
+                    },
+                    (_, Some(l)) => format!("mac {} ifindex {}", fmt_mac(&l.mac), l.ifindex),
+                    (_, None) => "unresolved".into(),
                 };
                 s.push_str(&format!(
                     "  real {} weight {} {st}\n",

@@ -1,0 +1,108 @@
+//! End to end in network namespaces: LVS-NAT (one-interface variant: the
+//! reals route the client through the director) and LVS-TUN with the
+//! project's decapsulation program on the reals (this kernel has no ipip
+//! device). Real HTTP over TCP. Needs root; tests run one at a time.
+use std::sync::Mutex;
+
+use lb_tests::{real_ip, Bins, Lab, CLIENT_IP, DIRECTOR_IP, VIP};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn lab(name: &str) -> Lab {
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    Lab::dr(&format!("lbn{}{name}", std::process::id() % 1000), bins, 2).expect("lab")
+}
+
+const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+
+fn service(kind: &str, port: u16) -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind {kind}\n  protocol TCP\n\
+           real_server {r1} {port} {{ weight 1 }}\n  real_server {r2} {port} {{ weight 1 }}\n}}\n",
+        r1 = real_ip(1),
+        r2 = real_ip(2),
+    )
+}
+
+#[test]
+fn nat_rewrites_both_directions_with_port_translation() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("nat");
+    // The director forwards (and must not redirect the reals to the client).
+    for kv in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.eth0.send_redirects=0",
+    ] {
+        lab.exec("dir", &["sysctl", "-qw", kv]).unwrap();
+    }
+    // Reals: the client is reached through the director (its gateway in
+    // classic LVS-NAT); their stack computes checksums itself, as the
+    // director's XDP_TX loses checksum offload metadata.
+    for r in ["r1", "r2"] {
+        lab.exec(r, &["ip", "route", "add", &format!("{CLIENT_IP}/32"), "via", DIRECTOR_IP])
+            .unwrap();
+        lab.exec(r, &["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"]).unwrap();
+        lab.exec(r, &["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
+    }
+    // Virtual port 80, reals' port 8080.
+    lab.start_agent(&service("NAT", 8080), AGENT_ARGS).unwrap();
+    let t = lab.http_get(&format!("{VIP}:80"), 40).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
+    let (r1, r2) = (t.get("r1").copied().unwrap_or(0), t.get("r2").copied().unwrap_or(0));
+    assert_eq!(r1 + r2, 40, "{t:?}");
+    assert!(r1 > 0 && r2 > 0, "both reals answer: {t:?}");
+
+    let bpffs = lab.bpffs().to_string_lossy().into_owned();
+    let list = lab.lb(&["list", "--bpffs", &bpffs]).unwrap();
+    assert!(list.contains(&format!("  -> {}:8080", real_ip(1))), "{list}");
+    assert!(list.contains("Masq"), "{list}");
+    // Replies were translated by the data plane (OutPkts counted).
+    let stats = lab.lb(&["list", "--stats", "--exact", "--bpffs", &bpffs]).unwrap();
+    let svc_line = stats.lines().find(|l| l.starts_with("TCP")).unwrap();
+    let cols: Vec<u64> = svc_line
+        .split_whitespace()
+        .skip(2)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert_eq!(cols[0], 40, "{stats}");
+    assert!(cols[2] > 0, "OutPkts: {stats}");
+    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
+    assert!(counters.contains("aborted                         0"), "{counters}");
+}
+
+#[test]
+#[ignore = "not passing yet: every request through the tunnel fails in the namespace lab (the encapsulation and decapsulation bytes are verified by fixtures); see README, Limits"]
+fn tun_reaches_reals_through_the_decapsulation_program() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("tun");
+    let lb = lab.bins.lb.to_string_lossy().into_owned();
+    for r in ["r1", "r2"] {
+        lab.spawn(r, &[&lb, "decap", "--iface", "eth0", "--vip", VIP], "decap")
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    lab.start_agent(&service("TUN", 80), AGENT_ARGS).unwrap();
+    let t = lab.http_get(&format!("{VIP}:80"), 40).unwrap();
+    assert_eq!(
+        t.get("fail"),
+        Some(&0),
+        "{t:?}\n{}\n{}",
+        lab.log("dir", "lb"),
+        lab.log("r1", "decap")
+    );
+    let (r1, r2) = (t.get("r1").copied().unwrap_or(0), t.get("r2").copied().unwrap_or(0));
+    assert_eq!(r1 + r2, 40, "{t:?}");
+    assert!(r1 > 0 && r2 > 0, "both reals answer: {t:?}");
+    let bpffs = lab.bpffs().to_string_lossy().into_owned();
+    let list = lab.lb(&["list", "--bpffs", &bpffs]).unwrap();
+    assert!(list.contains("Tunnel"), "{list}");
+    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
+    let encap: u64 = counters
+        .lines()
+        .find(|l| l.starts_with("encap"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(encap >= 40, "{counters}");
+}
