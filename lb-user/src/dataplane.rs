@@ -226,6 +226,15 @@ impl Dataplane {
         self.conntrack_max
     }
 
+    /// Timeouts in effect (the data plane uses the defaults until set).
+    pub fn timeouts_in_effect(&self) -> Timeouts {
+        self.timeouts
+            .get(&0, 0)
+            .ok()
+            .filter(|t| t.tcp_s != 0)
+            .unwrap_or_default()
+    }
+
     pub fn set_timeouts(&mut self, t: Timeouts) -> anyhow::Result<()> {
         self.timeouts.set(0, t, 0)?;
         Ok(())

@@ -71,12 +71,7 @@ pub fn monotonic_ns() -> u64 {
 
 /// Reads services, reals, counters and (live) connections from the maps.
 pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
-    let timeouts = dp
-        .timeouts
-        .get(&0, 0)
-        .ok()
-        .filter(|t| t.tcp_s != 0)
-        .unwrap_or_default();
+    let timeouts = dp.timeouts_in_effect();
     let now = monotonic_ns();
     let mut reals_by_svc: BTreeMap<u32, Vec<RealRow>> = BTreeMap::new();
     let mut real_addr: BTreeMap<u32, (IpAddr, u16, u32)> = BTreeMap::new();

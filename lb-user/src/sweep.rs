@@ -29,12 +29,7 @@ pub struct Report {
 /// maps each real id in use to its generation.
 pub fn sweep(dp: &mut Dataplane, reals: &BTreeMap<u32, u32>) -> anyhow::Result<Report> {
     let start = std::time::Instant::now();
-    let timeouts = dp
-        .timeouts
-        .get(&0, 0)
-        .ok()
-        .filter(|t| t.tcp_s != 0)
-        .unwrap_or_default();
+    let timeouts = dp.timeouts_in_effect();
     // Data-plane counts first: connections made during the walk are then
     // in the live count but not in the snapshot (counted once more until the
     // next sweep), never the other way round.
