@@ -16,7 +16,7 @@ pub fn fold(mut s: u64) -> u16 {
 
 /// The changes made to the fields a checksum covers, to be applied to the
 /// checksum field incrementally: HC' = ~(~HC + ~m + m') (RFC 1624, eqn. 3).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Delta(u64);
 
 impl Delta {

@@ -193,11 +193,9 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, addr: &[u32; 4], port_be: 
     write_u16_raw(ctx, poff, port_be)?;
     let coff = pkt.l4 + if pkt.proto == PROTO_TCP { 16 } else { 6 };
     let c = read_u16_raw(ctx, coff)?;
-    if pkt.proto == PROTO_UDP && c == 0 {
-        if fam == FAMILY_V4 {
-            // IPv4 UDP without checksum stays without one.
-            return Ok(());
-        }
+    if pkt.proto == PROTO_UDP && c == 0 && fam == FAMILY_V4 {
+        // IPv4 UDP without checksum stays without one.
+        return Ok(());
     }
     let mut n = d.apply(c);
     if pkt.proto == PROTO_UDP && n == 0 {
