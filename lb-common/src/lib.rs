@@ -454,6 +454,8 @@ global_stats! {
     drop_no_egress,
     /// dropped: no route to the real / client (FIB lookup failed)
     drop_unroutable,
+    /// dropped: IP forwarding disabled on the ingress interface (NAT, TUN need it)
+    drop_fwd_disabled,
     /// dropped: too big to encapsulate and DF not set
     drop_too_big,
     /// new flows scheduled
@@ -475,7 +477,7 @@ global_stats! {
     /// packets sent into an IPIP / IPv6 tunnel
     encap,
 }
-const _: () = assert!(size_of::<GlobalStats>() == 26 * 8);
+const _: () = assert!(size_of::<GlobalStats>() == 27 * 8);
 
 /// Map names, as pinned under the bpffs directory.
 pub mod maps {

@@ -36,6 +36,7 @@ use crate::{maps::LB_DEVMAP, stats::count};
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const FIB_SUCCESS: i64 = 0;
+const FIB_FWD_DISABLED: i64 = 5;
 const FIB_NO_NEIGH: i64 = 7;
 const FIB_FRAG_NEEDED: i64 = 8;
 /// TTL / hop limit of headers the balancer builds.
@@ -142,11 +143,19 @@ fn route(ctx: &XdpContext, pkt: &Packet, src: &[u32; 4], dst: &[u32; 4]) -> Verd
             count(|g| &mut g.pass_no_neigh);
             XDP_PASS
         }
-        _ => {
-            count(|g| &mut g.drop_unroutable);
-            XDP_DROP
-        }
+        _ => unroutable(rc),
     }
+}
+
+/// Counts a failed FIB lookup; the packet is dropped.
+#[inline(always)]
+fn unroutable(rc: i64) -> Verdict {
+    if rc == FIB_FWD_DISABLED {
+        count(|g| &mut g.drop_fwd_disabled);
+    } else {
+        count(|g| &mut g.drop_unroutable);
+    }
+    XDP_DROP
 }
 
 /// Offset of the source (or destination) address in the IP header.
@@ -315,8 +324,7 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Verdict {
         return TOO_BIG | (mtu.saturating_sub(outer) as u32 & 0xffff);
     }
     if rc != FIB_SUCCESS && rc != FIB_NO_NEIGH {
-        count(|g| &mut g.drop_unroutable);
-        return XDP_DROP;
+        return unroutable(rc);
     }
     // Inner bytes needed for the outer header, read before the head moves.
     let first = match read_u32_raw(ctx, pkt.l3) {

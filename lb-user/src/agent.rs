@@ -89,13 +89,15 @@ struct Agent {
 }
 
 impl Agent {
-    /// Reals whose MAC the data plane needs (DR; NAT and TUN use the FIB).
+    /// Reals whose neighbour entry is kept resolved: DR needs their MAC; for
+    /// NAT and TUN the FIB needs the kernel's neighbour entry (the kernel
+    /// cannot resolve it from a tunnelled packet it is handed, whose source
+    /// is one of its own addresses).
     fn real_addrs(&self) -> Vec<IpAddr> {
         let mut v: Vec<IpAddr> = self
             .config
             .services
             .iter()
-            .filter(|s| s.fwd == config::Fwd::Dr)
             .flat_map(|s| s.reals.iter().map(|r| r.addr))
             .collect();
         v.sort();
@@ -107,6 +109,16 @@ impl Agent {
     async fn refresh(&mut self, force: bool) -> anyhow::Result<()> {
         let (found, missing) =
             neigh::resolve(&self.handle, &self.ifindexes, &self.real_addrs()).await?;
+        // Only DR reals depend on the neighbour table (NAT / TUN reals may be
+        // behind a router, whose entry the FIB finds).
+        let dr: std::collections::BTreeSet<IpAddr> = self
+            .config
+            .services
+            .iter()
+            .filter(|s| s.fwd == config::Fwd::Dr)
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .collect();
+        let missing: Vec<IpAddr> = missing.into_iter().filter(|ip| dr.contains(ip)).collect();
         if missing != self.unresolved {
             for ip in &missing {
                 tracing::warn!(%ip, "real server MAC unknown (not on a subnet of an attached interface, or no ARP/ND reply yet); it gets no traffic until resolved");
@@ -127,11 +139,16 @@ impl Agent {
         Ok(())
     }
 
-    /// NAT forwards through the kernel for unresolved next hops and passes
-    /// replies the data plane does not know: both need IP forwarding.
+    /// NAT and TUN route with the kernel's FIB, which answers only where IP
+    /// forwarding is enabled on the ingress interface (and NAT passes
+    /// packets with unresolved next hops to the kernel to forward).
     fn check_forwarding(&self) {
-        let nat = self.config.services.iter().any(|s| s.fwd == config::Fwd::Nat);
-        if !nat {
+        let routed = self
+            .config
+            .services
+            .iter()
+            .any(|s| s.fwd != config::Fwd::Dr);
+        if !routed {
             return;
         }
         for (path, what) in [
@@ -139,7 +156,7 @@ impl Agent {
             ("/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"),
         ] {
             if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
-                tracing::warn!("{what} is 0: NAT needs the director to forward (sysctl -w {what}=1)");
+                tracing::warn!("{what} is 0: NAT and TUN need the director to forward (sysctl -w {what}=1)");
             }
         }
     }

@@ -181,6 +181,18 @@ fn tun_v4_and_v6_encapsulation_exact_bytes() {
 }
 
 #[test]
+fn fib_without_forwarding_drops_and_says_why() {
+    let h = harness(&tun_conf());
+    std::process::Command::new("sysctl")
+        .args(["-qw", "net.ipv4.conf.all.forwarding=0", "net.ipv4.conf.lbta.forwarding=0"])
+        .status()
+        .unwrap();
+    let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    check("forwarding off", h.run(&syn).unwrap(), XDP_DROP, &syn);
+    assert_eq!(counters(&h).drop_fwd_disabled, 1);
+}
+
+#[test]
 fn tun_too_big_sends_fragmentation_needed_and_packet_too_big() {
     let h = harness(&tun_conf());
     // IPv6 first: an MTU below 1280 disables IPv6 on the link.
