@@ -24,6 +24,23 @@ pub const DIRECTOR_IP: &str = "10.200.0.2";
 pub const SUBNET6: &str = "fd00:200::";
 pub const VIP6: &str = "fd00:200::100";
 
+/// The private subnet of a two-subnet (LVS-NAT) lab: the reals and the
+/// director's second interface, whose address is the reals' gateway.
+pub const PRIVATE_SUBNET: &str = "10.201.0";
+pub const PRIVATE_SUBNET6: &str = "fd00:201::";
+pub const DIRECTOR_PRIVATE_IP: &str = "10.201.0.2";
+pub const DIRECTOR_PRIVATE_IP6: &str = "fd00:201::2";
+
+/// Address of real `i` (1-based) in a two-subnet lab.
+pub fn private_ip(i: usize) -> String {
+    format!("{PRIVATE_SUBNET}.{}", 10 + i)
+}
+
+/// IPv6 address of real `i` (1-based) in a two-subnet lab.
+pub fn private_ip6(i: usize) -> String {
+    format!("{PRIVATE_SUBNET6}{:x}", 0x10 + i)
+}
+
 /// Address of real `i` (1-based).
 pub fn real_ip(i: usize) -> String {
     format!("{SUBNET}.{}", 10 + i)
@@ -92,6 +109,8 @@ pub struct Lab {
     pub workdir: PathBuf,
     pub bpffs_mount: PathBuf,
     pub reals: usize,
+    /// Two subnets (classic LVS-NAT): reals behind the director's eth1.
+    pub two_subnets: bool,
 }
 
 impl Lab {
@@ -103,6 +122,18 @@ impl Lab {
     /// Builds the topology with `reals` real servers, each serving HTTP on
     /// port 80 (and 8080) and answering with its name (`r1`, `r2`…).
     pub fn dr(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
+        Self::new(prefix, bins, reals, false)
+    }
+
+    /// The classic LVS-NAT topology: client and director's eth0 on the
+    /// public bridge; the director's eth1 (10.201.0.2, fd00:201::2) and the
+    /// reals on a private bridge, the director being the reals' default
+    /// gateway and forwarding. The agent must be given `--iface eth1` too.
+    pub fn nat(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
+        Self::new(prefix, bins, reals, true)
+    }
+
+    fn new(prefix: &str, bins: Bins, reals: usize, two_subnets: bool) -> anyhow::Result<Self> {
         let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(&workdir)?;
@@ -114,6 +145,7 @@ impl Lab {
             bpffs_mount: PathBuf::from(format!("/run/{prefix}-bpffs")),
             workdir,
             reals,
+            two_subnets,
         };
         lab.build().context("building the namespace lab")?;
         Ok(lab)
@@ -144,6 +176,10 @@ impl Lab {
         let sw = self.add_ns("sw")?;
         self.exec("sw", &["ip", "link", "add", "br0", "type", "bridge"])?;
         self.exec("sw", &["ip", "link", "set", "br0", "up"])?;
+        if self.two_subnets {
+            self.exec("sw", &["ip", "link", "add", "br1", "type", "bridge"])?;
+            self.exec("sw", &["ip", "link", "set", "br1", "up"])?;
+        }
         let mut hosts = vec![
             (
                 "cl".to_string(),
@@ -157,7 +193,11 @@ impl Lab {
             ),
         ];
         for i in 1..=self.reals {
-            hosts.push((format!("r{i}"), real_ip(i), real_ip6(i)));
+            if self.two_subnets {
+                hosts.push((format!("r{i}"), private_ip(i), private_ip6(i)));
+            } else {
+                hosts.push((format!("r{i}"), real_ip(i), real_ip6(i)));
+            }
         }
         for (role, ip, ip6) in &hosts {
             let ns = self.add_ns(role)?;
@@ -168,7 +208,12 @@ impl Lab {
                     "ip", "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns", &ns,
                 ],
             )?;
-            self.exec("sw", &["ip", "link", "set", role, "master", "br0", "up"])?;
+            let bridge = if self.two_subnets && role.starts_with('r') {
+                "br1"
+            } else {
+                "br0"
+            };
+            self.exec("sw", &["ip", "link", "set", role, "master", bridge, "up"])?;
             self.sysctl(role, "net.ipv6.conf.all.accept_dad=0")?;
             self.sysctl(role, "net.ipv6.conf.eth0.accept_dad=0")?;
             self.exec(
@@ -210,9 +255,19 @@ impl Lab {
                 "nodad",
             ],
         )?;
-        // Reals: VIP on lo, never answering ARP for it.
+        if self.two_subnets {
+            self.build_private_side()?;
+        }
+        // Reals: VIP on lo, never answering ARP for it (DR, TUN); in a
+        // two-subnet lab they only serve.
         for i in 1..=self.reals {
             let r = format!("r{i}");
+            if self.two_subnets {
+                let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+                self.spawn(&r, &[&probe, "serve", "80", &r], "httpd80")?;
+                self.spawn(&r, &[&probe, "serve", "8080", &r], "httpd8080")?;
+                continue;
+            }
             self.exec(
                 &r,
                 &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
@@ -324,24 +379,62 @@ impl Lab {
 
     /// Starts `lb run` on the director and waits until every real of the
     /// configuration has a resolved MAC (or `timeout`).
+    /// The director's second interface on the private bridge, forwarding on,
+    /// reals routed through it.
+    fn build_private_side(&mut self) -> anyhow::Result<()> {
+        let ns = self.ns("dir");
+        self.exec(
+            "sw",
+            &["ip", "link", "add", "dir1", "type", "veth", "peer", "name", "eth1", "netns", &ns],
+        )?;
+        self.exec("sw", &["ip", "link", "set", "dir1", "master", "br1", "up"])?;
+        self.sysctl("dir", "net.ipv6.conf.eth1.accept_dad=0")?;
+        self.exec(
+            "dir",
+            &["ip", "addr", "add", &format!("{DIRECTOR_PRIVATE_IP}/24"), "dev", "eth1"],
+        )?;
+        self.exec(
+            "dir",
+            &["ip", "addr", "add", &format!("{DIRECTOR_PRIVATE_IP6}/64"), "dev", "eth1", "nodad"],
+        )?;
+        self.exec("dir", &["ip", "link", "set", "eth1", "up"])?;
+        for kv in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            self.sysctl("dir", kv)?;
+        }
+        for i in 1..=self.reals {
+            let r = format!("r{i}");
+            self.exec(&r, &["ip", "route", "add", "default", "via", DIRECTOR_PRIVATE_IP])?;
+            self.exec(
+                &r,
+                &["ip", "-6", "route", "add", "default", "via", DIRECTOR_PRIVATE_IP6],
+            )?;
+            // Replies cross the director's XDP_REDIRECT, which loses checksum
+            // offload metadata: the reals compute checksums themselves.
+            self.exec(&r, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        }
+        let lb = self.bins.lb.to_string_lossy().into_owned();
+        self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir1"], "xdp-pass1")?;
+        Ok(())
+    }
+
     pub fn start_agent(&mut self, config: &str, extra: &[&str]) -> anyhow::Result<()> {
         self.write_config(config)?;
         let lb = self.bins.lb.to_string_lossy().into_owned();
         let cfg = self.config_path().to_string_lossy().into_owned();
         let bpffs = self.bpffs().to_string_lossy().into_owned();
         let sock = self.socket().to_string_lossy().into_owned();
-        let mut args = vec![
-            lb.as_str(),
-            "run",
-            "--iface",
-            "eth0",
+        let mut args = vec![lb.as_str(), "run", "--iface", "eth0"];
+        if self.two_subnets {
+            args.extend(["--iface", "eth1"]);
+        }
+        args.extend([
             "--config",
-            &cfg,
+            cfg.as_str(),
             "--bpffs",
-            &bpffs,
+            bpffs.as_str(),
             "--socket",
-            &sock,
-        ];
+            sock.as_str(),
+        ]);
         args.extend_from_slice(extra);
         self.spawn("dir", &args, "lb")?;
         self.wait_resolved(Duration::from_secs(10))

@@ -4,7 +4,9 @@
 //! device). Real HTTP over TCP. Needs root; tests run one at a time.
 use std::sync::Mutex;
 
-use lb_tests::{real_ip, Bins, Lab, CLIENT_IP, DIRECTOR_IP, VIP};
+use lb_tests::{
+    private_ip, private_ip6, real_ip, Bins, Lab, CLIENT_IP, DIRECTOR_IP, VIP, VIP6,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -111,4 +113,42 @@ fn tun_reaches_reals_through_the_decapsulation_program() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(encap >= 40, "{counters}");
+}
+
+#[test]
+fn nat_with_two_subnets_director_as_gateway_ipv4_and_ipv6() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    let mut lab = Lab::nat(&format!("lbn{}two", std::process::id() % 1000), bins, 2).expect("lab");
+    let conf = format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server {a} 8080 {{ weight 1 }}\n  real_server {b} 8080 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server {a6} 8080 {{ weight 1 }}\n  real_server {b6} 8080 {{ weight 1 }}\n}}\n",
+        a = private_ip(1),
+        b = private_ip(2),
+        a6 = private_ip6(1),
+        b6 = private_ip6(2),
+    );
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    for (what, addr) in [("IPv4", format!("{VIP}:80")), ("IPv6", format!("[{VIP6}]:80"))] {
+        let t = lab.http_get(&addr, 30).unwrap();
+        assert_eq!(t.get("fail"), Some(&0), "{what}: {t:?}\n{}", lab.log("dir", "lb"));
+        let (r1, r2) = (t.get("r1").copied().unwrap_or(0), t.get("r2").copied().unwrap_or(0));
+        assert_eq!(r1 + r2, 30, "{what}: {t:?}");
+        assert!(r1 > 0 && r2 > 0, "{what}: both reals answer: {t:?}");
+    }
+    let bpffs = lab.bpffs().to_string_lossy().into_owned();
+    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
+    let get = |name: &str| -> u64 {
+        counters
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    // Both directions crossed the director's XDP between its two interfaces.
+    assert!(get("redirect") > 0 && get("nat_reverse") > 0, "{counters}");
+    assert_eq!(get("aborted"), 0);
 }
