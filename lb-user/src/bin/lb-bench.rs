@@ -237,6 +237,7 @@ fn main() -> anyhow::Result<()> {
             m / reference
         )?;
     }
+    md.push_str(&scaling(repeat, rounds)?);
     print!("{md}");
     if let Some(path) = out {
         let head = format!(
@@ -249,4 +250,96 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&path, format!("{head}{md}"))?;
     }
     Ok(())
+}
+
+/// Cost versus tracked flows: the table is filled with N established flows
+/// (written through the map, as a restarted agent finds them), then an
+/// established flow and new flows are timed. Flat is the goal (O(1) hash
+/// lookups); a full table makes every new flow evict its least recently
+/// used entry.
+fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<String> {
+    const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+    let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(u32, f64, f64)>> {
+        // Per-CPU LRU lists split the table between CPUs, and the filling
+        // runs on one: twice the entries keep 1M flows on 2 CPUs.
+        let mut h = Harness::new(1 << 21)?;
+        h.neighbour("10.0.0.11", MAC1, false);
+        h.neighbour("10.0.0.12", MAC2, false);
+        h.apply(&conf("rr", "DR"))?;
+        let ack = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Ack, b"");
+        let svc = lb_user::config::ServiceAddr {
+            addr: VIP.parse()?,
+            port: 80,
+            proto: lb_user::config::Proto::Tcp,
+        };
+        let real_id = h
+            .tables
+            .real_id(&svc, "10.0.0.11".parse()?, 80)
+            .context("real id")?;
+        let gen = h.dp.reals.get(&real_id, 0)?.gen;
+        let (vip, family) = lb_user::state::addr_words(VIP.parse()?);
+        let now = lb_user::list::monotonic_ns();
+        let mut filled = 0u32;
+        let mut out = Vec::new();
+        for n in SIZES {
+            eprintln!("scaling: {n} tracked flows");
+            let key_of = |i: u32| {
+                // Clients 100.64.0.0/10 (never the measured client), port 1000+.
+                let src = u32::from_be_bytes([100, 64 + (i >> 22) as u8 % 64, (i >> 14) as u8, (i >> 6) as u8]);
+                lb_common::FlowKey {
+                    src: [src.to_be(), 0, 0, 0],
+                    dst: vip,
+                    sport_be: (1000 + (i & 63) as u16).to_be(),
+                    dport_be: 80u16.to_be(),
+                    proto: lb_common::PROTO_TCP,
+                    family,
+                    _pad: [0; 2],
+                }
+            };
+            while filled < n {
+                let key = key_of(filled);
+                let conn = lb_common::Conn {
+                    real_id,
+                    real_gen: gen,
+                    svc_id: 0,
+                    state: lb_common::CT_ESTABLISHED,
+                    last_ns: now,
+                };
+                h.dp.conntrack.insert(key, conn, 0)?;
+                filled += 1;
+            }
+            // Guard: nothing was evicted while filling.
+            if h.dp.conntrack.get(&key_of(0), 0).is_err() {
+                bail!("the first tracked flow was evicted while filling {n} flows");
+            }
+            let mut est = Vec::new();
+            let mut new = Vec::new();
+            for _ in 0..rounds {
+                h.dp.set_timeouts(Timeouts::default())?;
+                h.run_prog("lb_xdp", &ack, 1)?;
+                est.push(h.run_prog("lb_xdp", &ack, repeat)?.2);
+                // New flows: the measured SYN expires at once (SYN timeout 0),
+                // so each repetition inserts; the filled flows stay established.
+                h.dp.set_timeouts(Timeouts {
+                    tcp_syn_s: 0,
+                    ..Default::default()
+                })?;
+                let syn = tcp(Eth::inbound(), "192.0.2.7", 40001, VIP, 80, Flags::Syn, b"");
+                new.push(h.run_prog("lb_xdp", &syn, repeat / 4)?.2);
+            }
+            out.push((n, median(&mut est), median(&mut new)));
+        }
+        Ok(out)
+    });
+    let rows = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("scaling thread panicked"))??;
+    let mut md = String::from(
+        "\n### Cost versus tracked flows (DR, conntrack 2,097,152 entries)\n\n\
+         | tracked flows | established flow, ns | new flow, ns |\n|---:|---:|---:|\n",
+    );
+    for (n, e, f) in rows {
+        writeln!(md, "| {n} | {e:.1} | {f:.1} |")?;
+    }
+    Ok(md)
 }
