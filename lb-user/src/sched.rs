@@ -284,5 +284,12 @@ mod hash_tables {
         // Maglev's bound: a small fraction of the others' slots move.
         assert!(moved < m / 50, "{moved} slots of other reals moved");
         assert!(after.iter().all(|&x| x != 9));
+        // Adding it back: it takes about 1/10 of the slots, nearly all from others
+        // in proportion, and the table is the one before (deterministic).
+        let again = maglev_table(&reals, m);
+        assert_eq!(again, before);
+        let taken = (0..m).filter(|&i| after[i] != again[i]).count();
+        let share = before.iter().filter(|&&x| x == 9).count();
+        assert!(taken < share + m / 50, "adding moved {taken} slots for a share of {share}");
     }
 }

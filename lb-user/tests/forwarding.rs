@@ -12,6 +12,7 @@ const CLIENT6: &str = "2001:db8:c::7";
 const R1: &str = "10.1.0.11";
 const R2: &str = "10.1.0.12";
 const R1_6: &str = "2001:db8:1::11";
+const R2_6: &str = "2001:db8:1::12";
 const MAC1: [u8; 6] = [0x02, 0x11, 0, 0, 0, 0x11];
 const MAC2: [u8; 6] = [0x02, 0x12, 0, 0, 0, 0x12];
 
@@ -282,7 +283,11 @@ fn dr_conf() -> String {
         "virtual_server {VIP} 53 {{\n lb_algo rr\n lb_kind DR\n protocol UDP\n \
          real_server {R1} 53 {{ weight 1 }}\n real_server {R2} 53 {{ weight 1 }}\n}}\n\
          virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n \
-         real_server {R1} 80 {{ weight 1 }}\n real_server {R2} 80 {{ weight 1 }}\n}}\n"
+         real_server {R1} 80 {{ weight 1 }}\n real_server {R2} 80 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 53 {{\n lb_algo rr\n lb_kind DR\n protocol UDP\n \
+         real_server {R1_6} 53 {{ weight 1 }}\n real_server {R2_6} 53 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n \
+         real_server {R1_6} 80 {{ weight 1 }}\n real_server {R2_6} 80 {{ weight 1 }}\n}}\n"
     )
 }
 
@@ -290,6 +295,8 @@ fn dr_harness() -> Harness {
     let mut h = Harness::new(4096).expect("harness");
     h.neighbour(R1, MAC1, false);
     h.neighbour(R2, MAC2, false);
+    h.neighbour(R1_6, MAC1, false);
+    h.neighbour(R2_6, MAC2, false);
     h.apply(&dr_conf()).expect("apply");
     h
 }
@@ -310,6 +317,75 @@ fn fragments_follow_the_first_one_in_and_out_of_order() {
     check("later fragment 2", h.run(&rest2).unwrap(), XDP_TX, &dr_rewrite(&rest2, MAC2, MAC_A));
     let g = counters(&h);
     assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
+}
+
+/// An IPv6 UDP datagram to VIP6:53 split after the UDP header and `split`
+/// bytes: (first fragment, rest), fragment header directly after the IPv6 header.
+fn udp6_fragments(sport: u16, id: u32, payload: &[u8], split: usize) -> (Vec<u8>, Vec<u8>) {
+    let whole = udp(Eth::inbound(), CLIENT6, sport, VIP6, 53, payload);
+    let l4 = &whole[14 + 40..];
+    let cut = 8 + split;
+    assert_eq!(cut % 8, 0);
+    let frag = |data: &[u8], offset: usize, more: bool| {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAC_A);
+        out.extend_from_slice(&CLIENT_MAC);
+        out.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let h = Ipv6Header {
+            traffic_class: 0,
+            flow_label: Ipv6FlowLabel::ZERO,
+            payload_length: (8 + data.len()) as u16,
+            next_header: IpNumber(44),
+            hop_limit: 64,
+            source: CLIENT6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            destination: VIP6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        };
+        h.write(&mut out).unwrap();
+        let off_flags = ((offset / 8) as u16) << 3 | more as u16;
+        out.extend_from_slice(&[17, 0]);
+        out.extend_from_slice(&off_flags.to_be_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(data);
+        out
+    };
+    (frag(&l4[..cut], 0, true), frag(&l4[cut..], cut, false))
+}
+
+#[test]
+fn ipv6_fragments_follow_the_first_one() {
+    let h = dr_harness();
+    let payload = vec![5u8; 64];
+    // rr: the first datagram goes to R1, the second to R2; ids differ.
+    let (first, rest) = udp6_fragments(7000, 0xabcdef01, &payload, 16);
+    let (first2, rest2) = udp6_fragments(7001, 0xabcdef02, &payload, 16);
+    check("v6 later fragment first", h.run(&rest2).unwrap(), XDP_PASS, &rest2);
+    check("v6 first fragment", h.run(&first).unwrap(), XDP_TX, &dr_rewrite(&first, MAC1, MAC_A));
+    check("v6 first fragment 2", h.run(&first2).unwrap(), XDP_TX, &dr_rewrite(&first2, MAC2, MAC_A));
+    check("v6 later fragment", h.run(&rest).unwrap(), XDP_TX, &dr_rewrite(&rest, MAC1, MAC_A));
+    check("v6 later fragment 2", h.run(&rest2).unwrap(), XDP_TX, &dr_rewrite(&rest2, MAC2, MAC_A));
+    let g = counters(&h);
+    assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
+}
+
+#[test]
+fn icmpv6_packet_too_big_follows_its_flow() {
+    let h = dr_harness();
+    for p in [40000, 40001] {
+        h.run(&tcp(Eth::inbound(), CLIENT6, p, VIP6, 80, Flags::Syn, b"")).unwrap();
+    }
+    let reply = tcp(Eth::inbound(), VIP6, 80, CLIENT6, 40001, Flags::Ack, b"data");
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, MAC_A)
+        .ipv6(
+            "2001:db8:c::fe".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            VIP6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            64,
+        )
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut err, &reply[14..14 + 48])
+        .unwrap();
+    check("ICMPv6 to R2", h.run(&err).unwrap(), XDP_TX, &dr_rewrite(&err, MAC2, MAC_A));
+    assert_eq!(counters(&h).icmp_forwarded, 1);
 }
 
 #[test]

@@ -188,3 +188,30 @@ fn mh_follows_the_maglev_table_and_removal_moves_only_that_reals_clients() {
     }
     assert!(moved_others <= 200 / 20, "{moved_others} of 200 flows of kept reals moved");
 }
+
+#[test]
+fn sweep_releases_idle_flows_and_keeps_live_ones() {
+    let mut h = harness("lc", &[1, 1], "");
+    // Flow 1 established on R1 (overhead 256); flows 2 and 3 stay SYN_RECV on R2.
+    assert_eq!(open(&h, 1), 1);
+    assert_eq!([syn(&h, 2), syn(&h, 3)], [2, 2]);
+    assert_eq!((conns(&h, 1), conns(&h, 2)), ((1, 0), (0, 2)));
+    // A sweep with nothing expired changes nothing.
+    let gens = h.tables.real_gens();
+    let r = lb_user::sweep::sweep(&mut h.dp, &gens).unwrap();
+    assert_eq!((r.live, r.expired), (3, 0));
+    assert_eq!((conns(&h, 1), conns(&h, 2)), ((1, 0), (0, 2)));
+    // SYN_RECV flows time out at once: the sweep releases them, and only them.
+    h.dp.set_timeouts(lb_common::Timeouts {
+        tcp_syn_s: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let r = lb_user::sweep::sweep(&mut h.dp, &gens).unwrap();
+    assert_eq!((r.live, r.expired), (1, 2));
+    assert_eq!((conns(&h, 1), conns(&h, 2)), ((1, 0), (0, 0)));
+    // The data plane keeps counting on top of the correction.
+    h.dp.set_timeouts(lb_common::Timeouts::default()).unwrap();
+    assert_eq!(syn(&h, 4), 2);
+    assert_eq!(conns(&h, 2), (0, 1));
+}
