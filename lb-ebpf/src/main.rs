@@ -70,13 +70,9 @@ fn process(ctx: &XdpContext) -> u32 {
             return XDP_PASS;
         }
     };
-    // Coarse CLOCK_MONOTONIC (tick resolution) is plenty for idle timeouts
-    // counted in seconds, and cheaper than the precise clock.
-    // SAFETY: helper without side effects.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let pkt: &Packet = pkt;
     if pkt.kind == KIND_FRAG {
-        return frag::later_fragment(ctx, pkt, now);
+        return frag::later_fragment(ctx, pkt, clock());
     }
     let key = SvcKey {
         addr: pkt.dst,
@@ -88,6 +84,7 @@ fn process(ctx: &XdpContext) -> u32 {
     match unsafe { LB_SERVICES.get(key) } {
         Some(s) => {
             let svc = *s;
+            let now = clock();
             if pkt.kind == KIND_ICMP {
                 icmp_for_service(ctx, pkt, &svc, now)
             } else {
@@ -97,7 +94,7 @@ fn process(ctx: &XdpContext) -> u32 {
         None => {
             let nat = matches!(LB_FLAGS.get(0), Some(f) if f & FLAG_NAT != 0);
             if nat {
-                let v = nat_reply(ctx, pkt, now);
+                let v = nat_reply(ctx, pkt, clock());
                 if v != NOT_NAT {
                     return v;
                 }
@@ -110,6 +107,15 @@ fn process(ctx: &XdpContext) -> u32 {
             XDP_PASS
         }
     }
+}
+
+/// Coarse CLOCK_MONOTONIC (tick resolution) is plenty for idle timeouts
+/// counted in seconds, and cheaper than the precise clock. Read only on the
+/// paths that need it (not for traffic that is not the balancer's).
+#[inline(always)]
+fn clock() -> u64 {
+    // SAFETY: helper without side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// Sends `pkt` to `real` by the real's forwarding method.

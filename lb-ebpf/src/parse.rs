@@ -222,11 +222,8 @@ pub fn parse(ctx: &XdpContext, out: &mut Packet) -> Result<(), Skip> {
 /// bpf-linker emits BTF the kernel rejects for Rust enums in a signature.
 #[inline(never)]
 fn parse_into(ctx: &XdpContext, out: &mut Packet) -> u32 {
-    match parse_inline(ctx) {
-        Ok(p) => {
-            *out = p;
-            0
-        }
+    match parse_inline(ctx, out) {
+        Ok(()) => 0,
         Err(Skip::NotIp) => 1,
         Err(Skip::OtherProto) => 2,
         Err(Skip::IpOptions) => 3,
@@ -235,17 +232,25 @@ fn parse_into(ctx: &XdpContext, out: &mut Packet) -> u32 {
 }
 
 #[inline(always)]
-fn parse_inline(ctx: &XdpContext) -> Result<Packet, Skip> {
-    let ingress = ingress_ifindex(ctx);
-    let len = frame_len(ctx) as u32;
+fn parse_inline(ctx: &XdpContext, p: &mut Packet) -> Result<(), Skip> {
+    // Written field by field into the caller's (per-CPU map) memory: no
+    // packet-sized copies.
+    p.ingress = ingress_ifindex(ctx);
+    p.len = frame_len(ctx) as u32;
+    p.kind = KIND_L4;
+    p.first_frag = false;
+    p.sport_be = 0;
+    p.dport_be = 0;
+    p.tcp_flags = 0;
+    p.inner_l3 = 0;
+    p.frag_id = 0;
     let (l3, ethertype) = l3_of(ctx)?;
-    let mut p = match ethertype {
-        ETH_P_IP => parse_v4(ctx, l3, len)?,
-        ETH_P_IPV6 => parse_v6(ctx, l3, len)?,
-        _ => return Err(Skip::NotIp),
-    };
-    p.ingress = ingress;
-    Ok(p)
+    p.l3 = l3;
+    match ethertype {
+        ETH_P_IP => parse_v4(ctx, p),
+        ETH_P_IPV6 => parse_v6(ctx, p),
+        _ => Err(Skip::NotIp),
+    }
 }
 
 /// Checks an IPv4 header without options at `l3`: (total length, protocol).
@@ -270,7 +275,8 @@ pub fn ipv4_header(ctx: &XdpContext, l3: usize) -> Result<(usize, u8), Skip> {
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
+fn parse_v4(ctx: &XdpContext, p: &mut Packet) -> Result<(), Skip> {
+    let l3 = p.l3;
     let avail = frame_len(ctx);
     if l3 + IPV4_HLEN > avail {
         return Err(Skip::Malformed);
@@ -282,24 +288,13 @@ fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
     let frag = u16::from_be(read_u16_raw(ctx, l3 + 6)?);
     let more = frag & 0x2000 != 0;
     let offset = frag & 0x1fff;
-    let mut p = Packet {
-        kind: KIND_L4,
-        family: FAMILY_V4,
-        proto,
-        first_frag: more && offset == 0,
-        src: [read_u32_raw(ctx, l3 + 12)?, 0, 0, 0],
-        dst: [read_u32_raw(ctx, l3 + 16)?, 0, 0, 0],
-        sport_be: 0,
-        dport_be: 0,
-        tcp_flags: 0,
-        len,
-        l3,
-        l4: l3 + IPV4_HLEN,
-        inner_l3: 0,
-        ip_len: tot_len,
-        frag_id: 0,
-        ingress: 0,
-    };
+    p.family = FAMILY_V4;
+    p.proto = proto;
+    p.first_frag = more && offset == 0;
+    p.src = [read_u32_raw(ctx, l3 + 12)?, 0, 0, 0];
+    p.dst = [read_u32_raw(ctx, l3 + 16)?, 0, 0, 0];
+    p.l4 = l3 + IPV4_HLEN;
+    p.ip_len = tot_len;
     if more || offset != 0 {
         p.frag_id = u16::from_be(read_u16_raw(ctx, l3 + 4)?) as u32;
     }
@@ -308,7 +303,7 @@ fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
             return Err(Skip::OtherProto);
         }
         p.kind = KIND_FRAG;
-        return Ok(p);
+        return Ok(());
     }
     if proto == PROTO_ICMP && !p.first_frag {
         return icmp_error(ctx, p, tot_len - IPV4_HLEN);
@@ -317,11 +312,12 @@ fn parse_v4(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
     p.sport_be = s;
     p.dport_be = d;
     p.tcp_flags = f;
-    Ok(p)
+    Ok(())
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
+fn parse_v6(ctx: &XdpContext, p: &mut Packet) -> Result<(), Skip> {
+    let l3 = p.l3;
     let avail = frame_len(ctx);
     if l3 + IPV6_HLEN > avail {
         return Err(Skip::Malformed);
@@ -333,24 +329,12 @@ fn parse_v6(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
     if l3 + IPV6_HLEN + payload > avail {
         return Err(Skip::Malformed);
     }
-    let mut p = Packet {
-        kind: KIND_L4,
-        family: FAMILY_V6,
-        proto: read_u8(ctx, l3 + 6)?,
-        first_frag: false,
-        src: read_addr(ctx, l3 + 8, FAMILY_V6)?,
-        dst: read_addr(ctx, l3 + 24, FAMILY_V6)?,
-        sport_be: 0,
-        dport_be: 0,
-        tcp_flags: 0,
-        len,
-        l3,
-        l4: l3 + IPV6_HLEN,
-        inner_l3: 0,
-        ip_len: IPV6_HLEN + payload,
-        frag_id: 0,
-        ingress: 0,
-    };
+    p.family = FAMILY_V6;
+    p.proto = read_u8(ctx, l3 + 6)?;
+    p.src = read_addr(ctx, l3 + 8, FAMILY_V6)?;
+    p.dst = read_addr(ctx, l3 + 24, FAMILY_V6)?;
+    p.l4 = l3 + IPV6_HLEN;
+    p.ip_len = IPV6_HLEN + payload;
     let mut l4_len = payload;
     if p.proto == IPV6_FRAG {
         // Only a fragment header directly after the fixed header is handled.
@@ -377,7 +361,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
                 return Err(Skip::OtherProto);
             }
             p.kind = KIND_FRAG;
-            return Ok(p);
+            return Ok(());
         }
     } else if IPV6_EXT.contains(&p.proto) {
         return Err(Skip::IpOptions);
@@ -389,7 +373,7 @@ fn parse_v6(ctx: &XdpContext, l3: usize, len: u32) -> Result<Packet, Skip> {
     p.sport_be = s;
     p.dport_be = d;
     p.tcp_flags = f;
-    Ok(p)
+    Ok(())
 }
 
 /// Ports (network order) and TCP flags; the transport header must lie
@@ -433,7 +417,7 @@ fn parse_l4(
 /// packet too big, time exceeded) quoting a TCP or UDP packet without IP
 /// options; anything else is not the balancer's.
 #[inline(always)]
-fn icmp_error(ctx: &XdpContext, mut p: Packet, l4_len: usize) -> Result<Packet, Skip> {
+fn icmp_error(ctx: &XdpContext, p: &mut Packet, l4_len: usize) -> Result<(), Skip> {
     if l4_len < ICMP_HLEN {
         return Err(Skip::Malformed);
     }
@@ -480,5 +464,5 @@ fn icmp_error(ctx: &XdpContext, mut p: Packet, l4_len: usize) -> Result<Packet, 
     p.proto = proto;
     p.kind = KIND_ICMP;
     p.inner_l3 = inner;
-    Ok(p)
+    Ok(())
 }
