@@ -482,6 +482,30 @@ fn icmp_errors_are_translated_for_nat() {
 }
 
 #[test]
+fn icmpv6_errors_are_translated_for_nat() {
+    let h = harness(&nat_conf("rr"));
+    h.run(&tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Syn, b"")).unwrap();
+    let v6 = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let router = "2001:db8:c::fe";
+    // About the reply VIP6:80 → client: to the real, as if about its own reply.
+    let reply = tcp(Eth::inbound(), VIP6, 80, CLIENT6, 40000, Flags::Ack, b"data");
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, MAC_A)
+        .ipv6(v6(router), v6(VIP6), 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut err, &reply[14..14 + 48])
+        .unwrap();
+    let real_reply = tcp(Eth::inbound(), R1_6, 8080, CLIENT6, 40000, Flags::Ack, b"data");
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(MAC_B, MAC1)
+        .ipv6(v6(router), v6(R1_6), 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut want, &real_reply[14..14 + 48])
+        .unwrap();
+    check("ICMPv6 to NAT real", h.run(&err).unwrap(), XDP_REDIRECT, &want);
+}
+
+#[test]
 fn decap_strips_tunnels_to_configured_vips_only() {
     enter_private_netns().unwrap();
     let ebpf = lb_user::decap::load(&[VIP.parse().unwrap(), VIP6.parse().unwrap()]).expect("decap");
