@@ -171,6 +171,7 @@ impl Agent {
                             services = self.config.services.len(),
                             "configuration reloaded"
                         );
+                        self.check_forwarding();
                         "ok: configuration reloaded".into()
                     }
                     Err(e) => {
