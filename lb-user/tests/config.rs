@@ -121,7 +121,7 @@ fn every_problem_is_reported_at_once() {
 fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
     let text = "frobnicate 1\nvrrp_instance VI_1 {\n state MASTER\n}\n\
                 virtual_server 10.0.0.1 80 {\n sorry_server 10.0.0.9 80\n bogus_kw 1\n \
-                real_server 10.0.0.2 80 {\n  weight 1\n  HTTP_GET {\n   url { path / }\n  }\n }\n}\n";
+                real_server 10.0.0.2 80 {\n  weight 1\n  SSL_GET {\n   url { path / }\n  }\n }\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     assert!(!l.has_errors());
     let w: Vec<String> = l
@@ -137,7 +137,7 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
             "k.conf:2:1: warning: vrrp_instance: this block not implemented yet; parsed and ignored",
             "k.conf:6:2: warning: sorry_server: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
-            "k.conf:10:3: warning: HTTP_GET: keyword not implemented yet; parsed and ignored",
+            "k.conf:10:3: warning: SSL_GET: checker not implemented yet; parsed and ignored (the real is not checked by it)",
         ]
     );
     // The other blocks are kept for later features.
@@ -363,4 +363,48 @@ fn check_config_command_exit_codes() {
         String::from_utf8_lossy(&run.stderr)
     );
     std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn checkers_and_their_timing_are_read() {
+    use lb_user::config::check::{CheckKind, Url};
+    use std::time::Duration;
+    let text = "virtual_server 10.0.0.1 80 {\n delay_loop 6\n retry 2\n alpha\n \
+                real_server 10.0.0.2 80 {\n  inhibit_on_failure\n  connect_timeout 2\n  \
+                TCP_CHECK {\n   connect_port 8080\n   nb_get_retry 3\n  }\n  \
+                HTTP_GET {\n   url {\n    path /health\n    status_code 200-204 301\n    \
+                digest 9e107d9d372bb6826bd81d3542a419d6\n   }\n   virtualhost example.org\n  }\n  \
+                MISC_CHECK {\n   misc_path \"/usr/bin/check --port 80 'a b'\"\n   misc_timeout 3\n   misc_dynamic\n  }\n }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let vs = &l.config.services[0];
+    assert!(vs.alpha);
+    assert_eq!(vs.timing.delay_loop, Some(Duration::from_secs(6)));
+    assert_eq!(vs.timing.retry, Some(2));
+    let r = &vs.reals[0];
+    assert_eq!(r.inhibit_on_failure, Some(true));
+    assert_eq!(r.timing.connect_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(r.checks.len(), 3);
+    assert_eq!(r.checks[0].kind, CheckKind::Tcp);
+    assert_eq!(r.checks[0].connect_port, Some(8080));
+    assert_eq!(r.checks[0].timing.retry, Some(3));
+    assert_eq!(
+        r.checks[1].kind,
+        CheckKind::Http {
+            urls: vec![Url {
+                path: "/health".into(),
+                status: vec![(200, 204), (301, 301)],
+                digest: Some("9e107d9d372bb6826bd81d3542a419d6".into()),
+            }],
+            virtualhost: Some("example.org".into()),
+        }
+    );
+    match &r.checks[2].kind {
+        CheckKind::Misc { argv, timeout, dynamic } => {
+            assert_eq!(argv, &["/usr/bin/check", "--port", "80", "a b"]);
+            assert_eq!(*timeout, Some(Duration::from_secs(3)));
+            assert!(dynamic);
+        }
+        k => panic!("{k:?}"),
+    }
 }

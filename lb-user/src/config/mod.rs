@@ -6,6 +6,7 @@
 //! make the file unusable (the running configuration is kept); warnings name
 //! unknown keywords and keywords whose semantics are not implemented yet.
 
+pub mod check;
 pub mod syntax;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
@@ -137,6 +138,12 @@ pub struct RealServer {
     pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
+    /// Health checkers; the real is up when all of them pass.
+    pub checks: Vec<check::Check>,
+    /// Timing defaults for its checkers.
+    pub timing: check::Timing,
+    /// Keep a failed real with weight 0 instead of removing it.
+    pub inhibit_on_failure: Option<bool>,
     pub loc: Loc,
 }
 
@@ -150,6 +157,12 @@ pub struct VirtualServer {
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
     pub delay_loop: u32,
+    /// Timing defaults for the checkers of its reals.
+    pub timing: check::Timing,
+    /// Reals start down until their checkers pass.
+    pub alpha: bool,
+    /// Default of the reals' `inhibit_on_failure`.
+    pub inhibit_on_failure: bool,
     pub reals: Vec<RealServer>,
     pub loc: Loc,
 }
@@ -206,7 +219,6 @@ const VS_LATER: &[&str] = &[
     "sorry_server",
     "sorry_server_inhibit",
     "sorry_server_lvs_method",
-    "alpha",
     "omega",
     "quorum",
     "quorum_up",
@@ -214,11 +226,6 @@ const VS_LATER: &[&str] = &[
     "hysteresis",
     "ha_suspend",
     "ops",
-    "retry",
-    "delay_before_retry",
-    "connect_timeout",
-    "warmup",
-    "inhibit_on_failure",
     "lvs_method",
     "smtp_alert",
     "virtualhost",
@@ -227,27 +234,10 @@ const VS_LATER: &[&str] = &[
 
 /// Health checkers and other `real_server` keywords for later features.
 const RS_LATER: &[&str] = &[
-    "TCP_CHECK",
-    "HTTP_GET",
-    "SSL_GET",
-    "MISC_CHECK",
-    "SMTP_CHECK",
-    "DNS_CHECK",
-    "UDP_CHECK",
-    "BFD_CHECK",
-    "PING_CHECK",
-    "FILE_CHECK",
-    "inhibit_on_failure",
     "notify_up",
     "notify_down",
     "uthreshold",
     "lthreshold",
-    "alpha",
-    "retry",
-    "delay_before_retry",
-    "connect_timeout",
-    "warmup",
-    "delay_loop",
     "smtp_alert",
     "virtualhost",
     "lb_kind",
@@ -472,6 +462,9 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut hash_port = false;
     let mut persistence_timeout = None;
     let mut delay_loop = 60;
+    let mut timing = check::Timing::default();
+    let mut alpha = false;
+    let mut inhibit_on_failure = false;
     let mut reals = Vec::new();
     for c in n.children.iter().flatten() {
         match c.keyword.as_str() {
@@ -523,7 +516,13 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
             "delay_loop" => {
                 if let Some(d) = parse_num::<f64>(c, 0, "delay", diags) {
                     delay_loop = d.max(1.0) as u32;
+                    timing.delay_loop = Some(std::time::Duration::from_secs_f64(d.max(0.01)));
                 }
+            }
+            "alpha" => alpha = true,
+            "inhibit_on_failure" => inhibit_on_failure = flag(c),
+            k if timing_keyword(k) => {
+                timing.take(c, diags);
             }
             "real_server" => {
                 if let Some(r) = real_server(c, diags) {
@@ -553,6 +552,9 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         hash_port,
         persistence_timeout,
         delay_loop,
+        timing,
+        alpha,
+        inhibit_on_failure,
         reals: Vec::new(),
         loc: n.loc.clone(),
     };
@@ -562,12 +564,39 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     Some(vs)
 }
 
+/// `inhibit_on_failure` alone or followed by true/false/on/off/yes/no.
+fn flag(n: &Node) -> bool {
+    !matches!(
+        n.args.first().map(|a| a.to_ascii_lowercase()).as_deref(),
+        Some("false" | "off" | "no" | "0")
+    )
+}
+
+fn timing_keyword(k: &str) -> bool {
+    matches!(
+        k,
+        "connect_timeout" | "retry" | "nb_get_retry" | "delay_before_retry" | "warmup"
+    )
+}
+
 fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
     let addr = parse_addr(n, 0, diags);
     let port: Option<u16> = parse_num(n, 1, "port", diags);
     let mut weight = 1;
+    let mut checks = Vec::new();
+    let mut timing = check::Timing::default();
+    let mut inhibit_on_failure = None;
     for c in n.children.iter().flatten() {
         match c.keyword.as_str() {
+            k if check::is_checker(k) => {
+                if let Some(ch) = check::parse(c, diags) {
+                    checks.push(ch);
+                }
+            }
+            "inhibit_on_failure" => inhibit_on_failure = Some(flag(c)),
+            k if timing_keyword(k) || k == "delay_loop" => {
+                timing.take(c, diags);
+            }
             "weight" => {
                 if let Some(w) = parse_num::<u32>(c, 0, "weight", diags) {
                     if w > 65535 {
@@ -593,6 +622,9 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
         addr: addr?,
         port: port?,
         weight,
+        checks,
+        timing,
+        inhibit_on_failure,
         loc: n.loc.clone(),
     })
 }

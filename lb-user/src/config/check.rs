@@ -1,0 +1,329 @@
+//! Health checkers inside `real_server` (keepalived's `check` syntax) and the
+//! timing keywords they inherit from `real_server` and `virtual_server`.
+
+use std::{net::IpAddr, time::Duration};
+
+use super::{arg, parse_addr, parse_num, Diag, Node};
+
+/// Timing of a checker; unset fields inherit from the enclosing block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub delay_loop: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    pub retry: Option<u32>,
+    pub delay_before_retry: Option<Duration>,
+    pub warmup: Option<Duration>,
+}
+
+impl Timing {
+    /// Values of `self`, else of `outer`.
+    pub fn or(self, outer: Timing) -> Timing {
+        Timing {
+            delay_loop: self.delay_loop.or(outer.delay_loop),
+            connect_timeout: self.connect_timeout.or(outer.connect_timeout),
+            retry: self.retry.or(outer.retry),
+            delay_before_retry: self.delay_before_retry.or(outer.delay_before_retry),
+            warmup: self.warmup.or(outer.warmup),
+        }
+    }
+
+    /// Reads a timing keyword; false if `n` is not one.
+    pub fn take(&mut self, n: &Node, diags: &mut Vec<Diag>) -> bool {
+        let secs = |diags: &mut Vec<Diag>| {
+            parse_num::<f64>(n, 0, "seconds", diags)
+                .filter(|s| *s >= 0.0 && s.is_finite())
+                .map(Duration::from_secs_f64)
+        };
+        match n.keyword.as_str() {
+            "delay_loop" => self.delay_loop = secs(diags),
+            "connect_timeout" => self.connect_timeout = secs(diags),
+            "delay_before_retry" => self.delay_before_retry = secs(diags),
+            "warmup" => self.warmup = secs(diags),
+            "retry" | "nb_get_retry" => self.retry = parse_num(n, 0, "count", diags),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// One `url { }` of an HTTP_GET.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub path: String,
+    /// Accepted status codes as inclusive ranges (default 200–299).
+    pub status: Vec<(u16, u16)>,
+    /// MD5 of the body, lower-case hex.
+    pub digest: Option<String>,
+}
+
+/// What a checker does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// TCP_CHECK: a connection is accepted.
+    Tcp,
+    /// HTTP_GET: every url answers with an accepted status (and digest).
+    Http {
+        urls: Vec<Url>,
+        virtualhost: Option<String>,
+    },
+    /// MISC_CHECK: a program, run without a shell; exit 0 up, 1 down,
+    /// 2–255 with `misc_dynamic` sets the weight to code − 2.
+    Misc {
+        argv: Vec<String>,
+        timeout: Option<Duration>,
+        dynamic: bool,
+    },
+}
+
+/// A configured checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub connect_ip: Option<IpAddr>,
+    pub connect_port: Option<u16>,
+    pub bindto: Option<IpAddr>,
+    pub timing: Timing,
+}
+
+/// Checkers this build runs; the others are parsed and reported.
+const LATER: &[&str] = &[
+    "SSL_GET",
+    "UDP_CHECK",
+    "DNS_CHECK",
+    "SMTP_CHECK",
+    "BFD_CHECK",
+    "PING_CHECK",
+    "FILE_CHECK",
+];
+
+/// Whether `keyword` names a checker block.
+pub fn is_checker(keyword: &str) -> bool {
+    matches!(keyword, "TCP_CHECK" | "HTTP_GET" | "MISC_CHECK") || LATER.contains(&keyword)
+}
+
+/// Parses a checker block; `None` (with a diagnostic) when it cannot run.
+pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
+    if LATER.contains(&n.keyword.as_str()) {
+        diags.push(Diag::warning(
+            &n.loc,
+            Some(&n.keyword),
+            "checker not implemented yet; parsed and ignored (the real is not checked by it)",
+        ));
+        return None;
+    }
+    let mut check = Check {
+        kind: CheckKind::Tcp,
+        connect_ip: None,
+        connect_port: None,
+        bindto: None,
+        timing: Timing::default(),
+    };
+    let mut urls = Vec::new();
+    let mut virtualhost = None;
+    let mut misc_path = None;
+    let mut misc_timeout = None;
+    let mut dynamic = false;
+    for c in n.children.iter().flatten() {
+        if check.timing.take(c, diags) {
+            continue;
+        }
+        match c.keyword.as_str() {
+            "connect_ip" => check.connect_ip = parse_addr(c, 0, diags),
+            "connect_port" => check.connect_port = parse_num(c, 0, "port", diags),
+            "bindto" => check.bindto = parse_addr(c, 0, diags),
+            "url" if n.keyword == "HTTP_GET" => {
+                if let Some(u) = url(c, diags) {
+                    urls.push(u);
+                }
+            }
+            "virtualhost" => virtualhost = arg(c, 0, "host name", diags).map(String::from),
+            "misc_path" if n.keyword == "MISC_CHECK" => {
+                misc_path = arg(c, 0, "command", diags).map(String::from);
+            }
+            "misc_timeout" => {
+                misc_timeout = parse_num::<f64>(c, 0, "seconds", diags)
+                    .filter(|s| *s > 0.0 && s.is_finite())
+                    .map(Duration::from_secs_f64);
+            }
+            "misc_dynamic" => dynamic = true,
+            "http_protocol" | "enable_sni" | "fast_recovery" | "bind_port" | "bind_if"
+            | "fwmark" | "user" => diags.push(Diag::warning(
+                &c.loc,
+                Some(&c.keyword),
+                "not implemented yet; parsed and ignored",
+            )),
+            _ => diags.push(Diag::warning(
+                &c.loc,
+                Some(&c.keyword),
+                format!("unknown keyword in {}; ignored", n.keyword),
+            )),
+        }
+    }
+    check.kind = match n.keyword.as_str() {
+        "TCP_CHECK" => CheckKind::Tcp,
+        "HTTP_GET" => {
+            if urls.is_empty() {
+                diags.push(Diag::error(
+                    &n.loc,
+                    Some("HTTP_GET"),
+                    "needs at least one url { path … }",
+                ));
+                return None;
+            }
+            CheckKind::Http { urls, virtualhost }
+        }
+        _ => {
+            let Some(path) = misc_path else {
+                diags.push(Diag::error(&n.loc, Some("MISC_CHECK"), "needs misc_path"));
+                return None;
+            };
+            // keepalived's quoting rules: words, with "…" and '…' grouping.
+            let argv = match shell_words(&path) {
+                Some(a) if !a.is_empty() => a,
+                _ => {
+                    diags.push(Diag::error(
+                        &n.loc,
+                        Some("misc_path"),
+                        format!("cannot split '{path}' into a program and arguments"),
+                    ));
+                    return None;
+                }
+            };
+            CheckKind::Misc {
+                argv,
+                timeout: misc_timeout,
+                dynamic,
+            }
+        }
+    };
+    Some(check)
+}
+
+fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
+    let mut path = None;
+    let mut status = Vec::new();
+    let mut digest = None;
+    for c in n.children.iter().flatten() {
+        match c.keyword.as_str() {
+            "path" => path = arg(c, 0, "path", diags).map(String::from),
+            "status_code" => {
+                for a in &c.args {
+                    match parse_range(a) {
+                        Some(r) => status.push(r),
+                        None => diags.push(Diag::error(
+                            &c.loc,
+                            Some("status_code"),
+                            format!("invalid status code '{a}' (a code or a range such as 200-299)"),
+                        )),
+                    }
+                }
+            }
+            "digest" => {
+                let d = arg(c, 0, "MD5 digest", diags)?.to_ascii_lowercase();
+                if d.len() != 32 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    diags.push(Diag::error(
+                        &c.loc,
+                        Some("digest"),
+                        "a digest is 32 hexadecimal digits (MD5)",
+                    ));
+                } else {
+                    digest = Some(d);
+                }
+            }
+            _ => diags.push(Diag::warning(
+                &c.loc,
+                Some(&c.keyword),
+                "unknown keyword in url; ignored",
+            )),
+        }
+    }
+    let Some(path) = path else {
+        diags.push(Diag::error(&n.loc, Some("url"), "needs a path"));
+        return None;
+    };
+    if status.is_empty() {
+        status.push((200, 299));
+    }
+    Some(Url {
+        path,
+        status,
+        digest,
+    })
+}
+
+fn parse_range(a: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match a.split_once('-') {
+        Some((l, h)) => (l.parse().ok()?, h.parse().ok()?),
+        None => {
+            let c = a.parse().ok()?;
+            (c, c)
+        }
+    };
+    (100..=599).contains(&lo).then_some(())?;
+    (lo <= hi && hi <= 599).then_some((lo, hi))
+}
+
+/// Splits a command line into words: whitespace separates, double or
+/// single quotes group, backslash escapes the next character. No expansion
+/// of any kind: the words go to the program as they are (never to a shell).
+pub fn shell_words(s: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => cur.push(chars.next()?),
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '\\') => {
+                cur.push(chars.next()?);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return None;
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_split_without_a_shell() {
+        assert_eq!(
+            shell_words(r#"/bin/check "a b" 'c d' e\ f $HOME;rm"#).unwrap(),
+            ["/bin/check", "a b", "c d", "e f", "$HOME;rm"]
+        );
+        assert!(shell_words("\"open").is_none());
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_range("200"), Some((200, 200)));
+        assert_eq!(parse_range("200-299"), Some((200, 299)));
+        assert_eq!(parse_range("300-200"), None);
+        assert_eq!(parse_range("99"), None);
+    }
+}
