@@ -75,6 +75,9 @@ pub const SVC_F_HASH_PORT: u32 = 2;
 pub const REAL_F_INUSE: u32 = 1;
 /// [`Real::flags`]: the real's MAC is known and it may receive packets.
 pub const REAL_F_AVAILABLE: u32 = 2;
+/// [`Real::flags`]: its health checkers failed (not available; `lb list`
+/// leaves it out, as ipvsadm does with a removed destination).
+pub const REAL_F_DOWN: u32 = 4;
 
 /// Forwarding methods stored in [`Real::fwd`] (`lb list` prints them as ipvsadm).
 pub const FWD_DR: u32 = 1;

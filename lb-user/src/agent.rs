@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     config::{self, Config},
     dataplane::{self, Dataplane, LoadOptions},
+    health::{monitor::Monitor, Health},
     neigh,
     state::{Tables, L2},
     sweep,
@@ -86,6 +87,7 @@ struct Agent {
     l2: BTreeMap<IpAddr, L2>,
     handle: rtnetlink::Handle,
     unresolved: Vec<IpAddr>,
+    monitor: Monitor,
 }
 
 impl Agent {
@@ -132,11 +134,26 @@ impl Agent {
                 }
             }
             self.l2 = found;
-            let l2 = self.l2.clone();
-            self.tables
-                .sync(&mut self.dp, &self.config, &|ip| l2.get(&ip).copied())?;
+            self.apply()?;
         }
         Ok(())
+    }
+
+    /// Writes the configuration, neighbours and checker verdicts to the maps.
+    fn apply(&mut self) -> anyhow::Result<()> {
+        let l2 = self.l2.clone();
+        let health = self.monitor.snapshot();
+        self.tables.sync(
+            &mut self.dp,
+            &self.config,
+            &|ip| l2.get(&ip).copied(),
+            &|svc, ip, port| {
+                health
+                    .get(&(*svc, ip, port))
+                    .copied()
+                    .unwrap_or(Health::Up { weight: None })
+            },
+        )
     }
 
     /// NAT and TUN route with the kernel's FIB, which answers only where IP
@@ -165,6 +182,8 @@ impl Agent {
         match load_config(&self.opts.config) {
             Ok(cfg) => {
                 let old = std::mem::replace(&mut self.config, cfg);
+                // Unchanged checkers keep running with their state.
+                self.monitor.apply(&self.config);
                 match self.refresh(true).await {
                     Ok(()) => {
                         tracing::info!(
@@ -177,6 +196,7 @@ impl Agent {
                     Err(e) => {
                         tracing::error!("applying the new configuration failed: {e:#}; restoring the previous one");
                         self.config = old;
+                        self.monitor.apply(&self.config);
                         let _ = self.refresh(true).await;
                         format!("error: {e:#}")
                     }
@@ -246,6 +266,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let tables = Tables::recover(&dp).context("reading the pinned tables")?;
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(conn);
+    let (mut monitor, mut health_rx) = Monitor::new();
+    monitor.apply(&config);
     let mut agent = Agent {
         opts: opts.clone(),
         dp,
@@ -255,6 +277,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         l2: BTreeMap::new(),
         handle,
         unresolved: Vec::new(),
+        monitor,
     };
     agent.refresh(true).await?;
     for name in &opts.ifaces {
@@ -282,6 +305,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = hup.recv() => { agent.reload().await; }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(_real) = health_rx.recv() => {
+                // A checker changed state: the maps follow at once.
+                while health_rx.try_recv().is_ok() {}
+                if let Err(e) = agent.apply() {
+                    tracing::error!("applying a health change failed: {e:#}");
+                }
+            }
             _ = tick.tick() => {
                 if let Err(e) = agent.refresh(false).await {
                     tracing::warn!("neighbour refresh failed: {e:#}");
@@ -306,7 +336,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     let reply = match line.trim() {
                         "reload" => agent.reload().await,
                         "status" => agent.status(),
-                        other => format!("error: unknown command '{other}' (reload, status)"),
+                        "checks" => agent.monitor.render(),
+                        other => format!("error: unknown command '{other}' (reload, status, checks)"),
                     };
                     let _ = w.write_all(reply.as_bytes()).await;
                     let _ = w.write_all(b"\n").await;

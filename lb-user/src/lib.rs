@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod health;
 pub mod decap;
 pub mod list;
 pub mod neigh;

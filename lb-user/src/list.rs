@@ -77,7 +77,9 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
     let mut real_addr: BTreeMap<u32, (IpAddr, u16, u32)> = BTreeMap::new();
     for (id, r) in dp.reals.iter().enumerate() {
         let r = r?;
-        if r.flags & REAL_F_INUSE == 0 {
+        // Reals whose checkers failed are left out, as ipvsadm lists only
+        // the destinations keepalived kept.
+        if r.flags & REAL_F_INUSE == 0 || r.flags & lb_common::REAL_F_DOWN != 0 {
             continue;
         }
         let id = id as u32;

@@ -79,6 +79,12 @@ enum Cmd {
         /// Accepted for ipvsadm compatibility: output is always numeric.
         #[arg(short = 'n', long = "numeric")]
         _numeric: bool,
+        /// Health checkers: state, last result, last change (asks the agent).
+        #[arg(long)]
+        checks: bool,
+        /// The agent's control socket (for --checks).
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Validate a configuration file; prints every problem, exits 64 on errors.
     CheckConfig { file: PathBuf },
@@ -174,6 +180,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EX_USAGE));
             }
             rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::List {
+            checks: true,
+            socket,
+            ..
+        } => {
+            print!("{}", rt.block_on(agent::control(&socket, "checks"))?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List {

@@ -17,15 +17,24 @@ use std::{
 use anyhow::{bail, Context as _};
 use lb_common::{
     maglev_index, ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FLAG_NAT, MAX_MH_TABLES,
-    MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_MH, SVC_F_HASH_PORT,
-    SVC_F_PERSISTENT,
+    MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_DOWN, REAL_F_INUSE, RING_SIZE, SCHED_MH,
+    SVC_F_HASH_PORT, SVC_F_PERSISTENT,
 };
 
 use crate::{
     config::{fmt_sock, Config, Fwd, Proto, Sched, ServiceAddr, VirtualServer},
     dataplane::Dataplane,
+    health::Health,
     sched::{self, Member},
 };
+
+/// A real's health as the health checkers see it.
+pub type HealthOf<'a> = &'a dyn Fn(&ServiceAddr, IpAddr, u16) -> Health;
+
+/// Every real up (no checkers, or tests that do not exercise them).
+pub fn all_up(_: &ServiceAddr, _: IpAddr, _: u16) -> Health {
+    Health::Up { weight: None }
+}
 
 /// The director's source address toward `real`, as the kernel's routing
 /// would choose it (a connected UDP socket sends nothing). TUN's outer source.
@@ -178,13 +187,14 @@ impl Tables {
     }
 
     /// Applies `cfg`, with `l2` telling where each real address is reachable
-    /// (reals without an entry are configured but get no traffic yet).
-    /// Only differences are written.
+    /// (reals without an entry are configured but get no traffic yet) and
+    /// `health` what the checkers found. Only differences are written.
     pub fn sync(
         &mut self,
         dp: &mut Dataplane,
         cfg: &Config,
         l2: &dyn Fn(IpAddr) -> Option<L2>,
+        health: HealthOf,
     ) -> anyhow::Result<()> {
         let wanted: BTreeSet<ServiceAddr> = cfg.services.iter().map(|v| v.key).collect();
         if wanted.len() > MAX_SERVICES as usize {
@@ -220,7 +230,7 @@ impl Tables {
             }
         }
         for vs in &cfg.services {
-            self.sync_service(dp, vs, l2)
+            self.sync_service(dp, vs, l2, health)
                 .with_context(|| format!("applying virtual_server {}", vs.key))?;
         }
         let flags = if cfg.services.iter().any(|v| v.fwd == Fwd::Nat) {
@@ -256,6 +266,7 @@ impl Tables {
         dp: &mut Dataplane,
         vs: &VirtualServer,
         l2: &dyn Fn(IpAddr) -> Option<L2>,
+        health: HealthOf,
     ) -> anyhow::Result<()> {
         let mut fresh = false;
         if !self.services.contains_key(&vs.key) {
@@ -315,6 +326,13 @@ impl Tables {
                 }
             };
             let cur = slot.reals.get_mut(&key).expect("present");
+            let checked = health(&vs.key, rs.addr, rs.port);
+            let weight = match checked {
+                // inhibit_on_failure: stays, with weight 0 (no new flows).
+                Health::Down { inhibit: true } => 0,
+                Health::Up { weight: Some(w) } => w,
+                _ => rs.weight,
+            };
             let mut entry = Real {
                 addr,
                 // Only NAT changes the port on the wire.
@@ -324,7 +342,7 @@ impl Tables {
                 flags: REAL_F_INUSE,
                 gen: cur.entry.gen,
                 svc_id,
-                weight: rs.weight,
+                weight,
                 fwd: vs.fwd.id(),
                 ifindex: 0,
                 mac: [0; 6],
@@ -352,6 +370,11 @@ impl Tables {
                         "no route to the real server: it gets no tunnelled traffic"
                     ),
                 },
+            }
+            if checked == (Health::Down { inhibit: false }) {
+                // Failed: out of scheduling; its flows are rescheduled on
+                // their next packet (ipvs removes the destination).
+                entry.flags = (entry.flags & !REAL_F_AVAILABLE) | REAL_F_DOWN;
             }
             if fresh || entry != cur.entry {
                 dp.reals.set(id, entry, 0)?;

@@ -105,6 +105,8 @@ pub struct Harness {
     /// Second attached interface (redirect target).
     pub b: TestIface,
     pub l2: BTreeMap<IpAddr, L2>,
+    /// Health-checker verdicts to apply (reals not listed are up).
+    pub health: BTreeMap<IpAddr, crate::health::Health>,
 }
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa1];
@@ -173,6 +175,7 @@ impl Harness {
             a,
             b,
             l2: BTreeMap::new(),
+            health: BTreeMap::new(),
         })
     }
 
@@ -200,8 +203,18 @@ impl Harness {
             bail!("fixture configuration has errors: {}", errs.join("; "));
         }
         let l2 = self.l2.clone();
-        self.tables
-            .sync(&mut self.dp, &loaded.config, &|ip| l2.get(&ip).copied())
+        let health = self.health.clone();
+        self.tables.sync(
+            &mut self.dp,
+            &loaded.config,
+            &|ip| l2.get(&ip).copied(),
+            &|_, ip, _| {
+                health
+                    .get(&ip)
+                    .copied()
+                    .unwrap_or(crate::health::Health::Up { weight: None })
+            },
+        )
     }
 
     fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {

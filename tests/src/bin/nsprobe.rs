@@ -1,6 +1,8 @@
 //! Tiny HTTP server and clients for the namespace tests and the demo lab.
 //!
-//! nsprobe serve PORT NAME        answer every request with body "NAME\n" (keep-alive aware)
+//! nsprobe serve PORT NAME [STATUS_FILE]
+//!                                answer every request with body "NAME\n" (keep-alive aware), with
+//!                                the status code written in STATUS_FILE (200 when absent)
 //! nsprobe get HOST:PORT COUNT    COUNT requests, one connection each; prints "NAME count" lines and "fail N"
 //! nsprobe hold HOST:PORT         one keep-alive connection; a request per stdin line, prints each answer
 use std::{
@@ -34,12 +36,21 @@ fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<bool>> {
     }
 }
 
-fn serve(port: u16, name: String) {
+/// Status code to answer with: the number in `file`, else 200.
+fn status(file: &Option<String>) -> u16 {
+    file.as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(200)
+}
+
+fn serve(port: u16, name: String, status_file: Option<String>) {
     let l = TcpListener::bind(("::", port))
         .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
         .expect("bind");
     for s in l.incoming().flatten() {
         let name = name.clone();
+        let status_file = status_file.clone();
         std::thread::spawn(move || {
             let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
             let mut w = s.try_clone().expect("clone");
@@ -47,8 +58,9 @@ fn serve(port: u16, name: String) {
             while let Ok(Some(keep)) = read_request(&mut r) {
                 let body = format!("{name}\n");
                 let conn = if keep { "keep-alive" } else { "close" };
+                let code = status(&status_file);
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
                     body.len()
                 );
                 if w.write_all(resp.as_bytes()).is_err() || !keep {
@@ -94,7 +106,11 @@ fn one(addr: SocketAddr) -> std::io::Result<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("serve") => serve(args[2].parse().expect("port"), args[3].clone()),
+        Some("serve") => serve(
+            args[2].parse().expect("port"),
+            args[3].clone(),
+            args.get(4).cloned(),
+        ),
         Some("get") => {
             let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
             let count: usize = args[3].parse().expect("count");

@@ -1,0 +1,223 @@
+//! Runs the checkers concurrently (one tokio task each, so a slow check never
+//! delays another) and reports state changes to the agent, which applies
+//! them to the data plane. On reload, a checker whose real and settings are
+//! unchanged keeps running with its state (no flapping).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{combine, probe, CheckState, Health, Outcome, Schedule};
+use crate::config::{check::Check, fmt_sock, Config, ServiceAddr};
+
+/// A real server of a virtual service.
+pub type RealKey = (ServiceAddr, IpAddr, u16);
+
+/// One checker: its real and its position among the real's checkers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CheckId {
+    pub real: RealKey,
+    pub index: usize,
+}
+
+struct Running {
+    spec: (Check, Schedule, bool),
+    task: JoinHandle<()>,
+}
+
+/// The checkers of the current configuration and their states.
+pub struct Monitor {
+    start: Instant,
+    running: BTreeMap<CheckId, Running>,
+    states: Arc<Mutex<BTreeMap<CheckId, (String, CheckState)>>>,
+    inhibit: BTreeMap<RealKey, bool>,
+    tx: mpsc::UnboundedSender<RealKey>,
+}
+
+impl Monitor {
+    /// A monitor whose state changes arrive on the returned receiver.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<RealKey>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Monitor {
+                start: Instant::now(),
+                running: BTreeMap::new(),
+                states: Arc::default(),
+                inhibit: BTreeMap::new(),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    /// Starts, keeps or stops checkers to match `cfg`.
+    pub fn apply(&mut self, cfg: &Config) {
+        let mut wanted = BTreeMap::new();
+        self.inhibit.clear();
+        for vs in &cfg.services {
+            for r in &vs.reals {
+                let key = (vs.key, r.addr, r.port);
+                self.inhibit.insert(
+                    key,
+                    r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),
+                );
+                for (index, c) in r.checks.iter().enumerate() {
+                    let s = Schedule::resolve(c, r.timing, vs.timing);
+                    wanted.insert(
+                        CheckId { real: key, index },
+                        (c.clone(), s, vs.alpha),
+                    );
+                }
+            }
+        }
+        let gone: Vec<CheckId> = self
+            .running
+            .iter()
+            .filter(|(id, r)| wanted.get(*id) != Some(&r.spec))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(r) = self.running.remove(&id) {
+                r.task.abort();
+            }
+            self.states.lock().expect("states").remove(&id);
+        }
+        for (id, spec) in wanted {
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let task = self.spawn(id.clone(), spec.clone());
+            self.running.insert(id, Running { spec, task });
+        }
+    }
+
+    fn spawn(&self, id: CheckId, (check, sched, alpha): (Check, Schedule, bool)) -> JoinHandle<()> {
+        let states = self.states.clone();
+        let tx = self.tx.clone();
+        let start = self.start;
+        let name = describe(&check);
+        let to = probe::target(&check, id.real.1, id.real.2);
+        // keepalived's warmup: a random delay up to `warmup` before the first probe.
+        let first = if sched.warmup.is_zero() {
+            Duration::ZERO
+        } else {
+            let nanos = (start.elapsed().as_nanos() as u64 ^ id.index as u64 * 0x9e37_79b9)
+                % sched.warmup.as_nanos().max(1) as u64;
+            Duration::from_nanos(nanos)
+        };
+        let state = CheckState::new(alpha, start.elapsed(), first);
+        states
+            .lock()
+            .expect("states")
+            .insert(id.clone(), (name, state.clone()));
+        tokio::spawn(async move {
+            let mut state = state;
+            loop {
+                let now = start.elapsed();
+                if state.next > now {
+                    tokio::time::sleep(state.next - now).await;
+                }
+                let outcome = probe::run(&check, to, sched.connect_timeout).await;
+                let changed = state.record(&sched, start.elapsed(), outcome.clone());
+                if let Some(e) = states.lock().expect("states").get_mut(&id) {
+                    e.1 = state.clone();
+                }
+                if changed {
+                    let real = fmt_sock(id.real.1, id.real.2);
+                    match &outcome {
+                        Outcome::Down(err) => {
+                            tracing::warn!(service = %id.real.0, %real, check = id.index, error = %err, "real server DOWN")
+                        }
+                        _ => tracing::info!(service = %id.real.0, %real, check = id.index, weight = ?state.weight, "real server UP"),
+                    }
+                    if tx.send(id.real).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// A real's health; reals without checkers are up.
+    pub fn health(&self, real: &RealKey) -> Health {
+        let states = self.states.lock().expect("states");
+        let inhibit = self.inhibit.get(real).copied().unwrap_or(false);
+        combine(
+            states
+                .range(
+                    CheckId {
+                        real: *real,
+                        index: 0,
+                    }..=CheckId {
+                        real: *real,
+                        index: usize::MAX,
+                    },
+                )
+                .map(|(_, (_, s))| s),
+            inhibit,
+        )
+    }
+
+    /// All healths, for applying a configuration.
+    pub fn snapshot(&self) -> BTreeMap<RealKey, Health> {
+        self.inhibit.keys().map(|k| (*k, self.health(k))).collect()
+    }
+
+    /// `lb list --checks`: each checker's state, last result and last change.
+    pub fn render(&self) -> String {
+        let now = self.start.elapsed();
+        let states = self.states.lock().expect("states");
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<24} {:<10} {:<5} {:>7} {:>10}  last result",
+            "service", "real", "check", "state", "probes", "changed"
+        );
+        for (id, (name, s)) in states.iter() {
+            let changed = s
+                .last_change
+                .map(|c| format!("{}s ago", (now.saturating_sub(c)).as_secs()))
+                .unwrap_or_else(|| "never".into());
+            let last = match &s.last {
+                None => "not probed yet".to_string(),
+                Some(Outcome::Up) => "ok".into(),
+                Some(Outcome::UpWeight(w)) => format!("ok, weight {w}"),
+                Some(Outcome::Down(e)) => format!("failed: {e}"),
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:<24} {:<10} {:<5} {:>7} {:>10}  {last}",
+                id.real.0.to_string(),
+                fmt_sock(id.real.1, id.real.2),
+                name,
+                if s.up { "UP" } else { "DOWN" },
+                s.probes,
+                changed
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        for r in self.running.values() {
+            r.task.abort();
+        }
+    }
+}
+
+fn describe(c: &Check) -> String {
+    match &c.kind {
+        crate::config::check::CheckKind::Tcp => "TCP_CHECK",
+        crate::config::check::CheckKind::Http { .. } => "HTTP_GET",
+        crate::config::check::CheckKind::Misc { .. } => "MISC_CHECK",
+    }
+    .to_string()
+}

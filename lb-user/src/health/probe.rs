@@ -1,0 +1,227 @@
+//! The probes: TCP connect, HTTP GET (status codes, MD5 digest of the body)
+//! and MISC_CHECK programs (run without a shell, bounded, killed at the
+//! timeout). Every probe is bounded by its timeout as a whole.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::Stdio,
+    time::Duration,
+};
+
+use md5::{Digest, Md5};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+use super::Outcome;
+use crate::config::check::{Check, CheckKind, Url};
+
+/// Most bytes of an HTTP answer read (headers and body).
+const MAX_HTTP_BYTES: usize = 1 << 20;
+
+/// Where a checker connects: connect_ip / connect_port, else the real's.
+pub fn target(check: &Check, real: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(
+        check.connect_ip.unwrap_or(real),
+        check.connect_port.unwrap_or(port),
+    )
+}
+
+/// Runs one probe of `check` against `to`, within `timeout`.
+pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
+    match &check.kind {
+        CheckKind::Tcp => bounded(timeout, async {
+            connect(to, check.bindto).await?;
+            Ok(Outcome::Up)
+        })
+        .await,
+        CheckKind::Http { urls, virtualhost } => bounded(timeout, async {
+            for u in urls {
+                if let Err(e) = http_get(to, check.bindto, u, virtualhost.as_deref()).await {
+                    return Ok(Outcome::Down(format!("GET {}: {e}", u.path)));
+                }
+            }
+            Ok(Outcome::Up)
+        })
+        .await,
+        CheckKind::Misc {
+            argv,
+            timeout: t,
+            dynamic,
+        } => misc(argv, t.unwrap_or(timeout), *dynamic).await,
+    }
+}
+
+async fn bounded(
+    timeout: Duration,
+    f: impl std::future::Future<Output = Result<Outcome, String>>,
+) -> Outcome {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::Down(e),
+        Err(_) => Outcome::Down(format!("timed out after {:?}", timeout)),
+    }
+}
+
+async fn connect(to: SocketAddr, bindto: Option<IpAddr>) -> Result<TcpStream, String> {
+    let sock = if to.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(b) = bindto {
+        sock.bind(SocketAddr::new(b, 0))
+            .map_err(|e| format!("bind {b}: {e}"))?;
+    }
+    sock.connect(to).await.map_err(|e| format!("connect {to}: {e}"))
+}
+
+/// One HTTP/1.0 GET; Ok when the status is accepted and the digest matches.
+async fn http_get(
+    to: SocketAddr,
+    bindto: Option<IpAddr>,
+    url: &Url,
+    host: Option<&str>,
+) -> Result<(), String> {
+    let mut s = connect(to, bindto).await?;
+    let host = host.map(String::from).unwrap_or_else(|| match to {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => a.to_string(),
+    });
+    let req = format!(
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-healthcheck\r\nConnection: close\r\n\r\n",
+        url.path
+    );
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    // Without a digest, the status line is all that is needed.
+    let need_body = url.digest.is_some();
+    loop {
+        let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_HTTP_BYTES {
+            return Err(format!("answer larger than {MAX_HTTP_BYTES} bytes"));
+        }
+        if !need_body && buf.windows(2).any(|w| w == b"\r\n") {
+            break;
+        }
+    }
+    let line_end = buf
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or("no status line")?;
+    let line = String::from_utf8_lossy(&buf[..line_end]);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line '{line}'"))?;
+    if !url.status.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)) {
+        return Err(format!("status {code}"));
+    }
+    if let Some(want) = &url.digest {
+        let head_end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no end of headers")?;
+        let headers = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let raw = &buf[head_end + 4..];
+        let body = if headers.contains("transfer-encoding: chunked") {
+            dechunk(raw).ok_or("bad chunked body")?
+        } else {
+            raw.to_vec()
+        };
+        let got: String = Md5::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if &got != want {
+            return Err(format!("digest {got}"));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a chunked transfer-encoded body.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+/// MISC_CHECK: the program with its arguments, no shell, an empty
+/// environment (PATH only), output discarded, killed at the timeout.
+async fn misc(argv: &[String], timeout: Duration, dynamic: bool) -> Outcome {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Down(format!("cannot run {}: {e}", argv[0])),
+    };
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Err(_) => {
+            let _ = child.kill().await;
+            Outcome::Down(format!("killed after {timeout:?}"))
+        }
+        Ok(Err(e)) => Outcome::Down(e.to_string()),
+        Ok(Ok(st)) => match st.code() {
+            Some(0) => Outcome::Up,
+            Some(c) if dynamic && c >= 2 => Outcome::UpWeight(c as u32 - 2),
+            Some(c) => Outcome::Down(format!("exit status {c}")),
+            None => Outcome::Down(format!("{st}")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n").unwrap(),
+            b"hello world"
+        );
+        assert!(dechunk(b"5\r\nhel").is_none());
+    }
+
+    #[tokio::test]
+    async fn misc_exit_codes_and_timeout() {
+        let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.to_string()];
+        let t = Duration::from_secs(5);
+        assert_eq!(misc(&sh("exit 0"), t, false).await, Outcome::Up);
+        assert!(matches!(misc(&sh("exit 1"), t, true).await, Outcome::Down(_)));
+        assert_eq!(misc(&sh("exit 7"), t, true).await, Outcome::UpWeight(5));
+        assert!(matches!(misc(&sh("exit 7"), t, false).await, Outcome::Down(_)));
+        let start = std::time::Instant::now();
+        let o = misc(&sh("sleep 10"), Duration::from_millis(200), false).await;
+        assert!(matches!(o, Outcome::Down(e) if e.contains("killed")));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(matches!(
+            misc(&["/nonexistent/x".to_string()], t, false).await,
+            Outcome::Down(_)
+        ));
+    }
+}

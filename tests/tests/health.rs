@@ -1,0 +1,174 @@
+//! Health checking end to end in network namespaces: a real whose check
+//! fails leaves the table and gets no new traffic; when it passes again it
+//! comes back. Detection times are printed next to what keepalived's timing
+//! implies. Needs root; tests run one at a time.
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{real_ip, Bins, Lab, VIP};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+
+fn lab(name: &str) -> Lab {
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    Lab::dr(&format!("lbh{}{name}", std::process::id() % 1000), bins, 2).expect("lab")
+}
+
+/// Two reals, each with `check` (`{port}` is replaced by nothing: the check
+/// text names its own port), timing 1 s / retry 1 / 1 s.
+fn service(check1: &str, check2: &str, extra: &str) -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  {extra}\n\
+           real_server {r1} 80 {{\n    weight 1\n    {check1}\n  }}\n\
+           real_server {r2} 80 {{\n    weight 1\n    {check2}\n  }}\n}}\n",
+        r1 = real_ip(1),
+        r2 = real_ip(2),
+    )
+}
+
+const TIMING: &str = "connect_timeout 1\n      retry 1\n      delay_before_retry 1";
+
+fn tcp_check(port: u16) -> String {
+    format!("TCP_CHECK {{\n      connect_port {port}\n      {TIMING}\n    }}")
+}
+
+fn list(lab: &Lab) -> String {
+    let bpffs = lab.bpffs().to_string_lossy().into_owned();
+    lab.lb(&["list", "--bpffs", &bpffs]).unwrap()
+}
+
+fn checks(lab: &Lab) -> String {
+    let sock = lab.socket().to_string_lossy().into_owned();
+    lab.lb(&["list", "--checks", "--socket", &sock]).unwrap()
+}
+
+/// Waits until `lb list` satisfies `cond`; returns how long it took.
+fn wait_list(lab: &Lab, what: &str, limit: Duration, cond: impl Fn(&str) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let l = list(lab);
+        if cond(&l) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}\n{l}\n{}\n{}",
+            checks(lab),
+            lab.log("dir", "lb")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn has_real(l: &str, i: usize) -> bool {
+    l.contains(&format!("{}:80", real_ip(i)))
+}
+
+#[test]
+fn tcp_check_removes_a_stopped_server_and_brings_it_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("tcp");
+    lab.start_agent(&service(&tcp_check(8080), &tcp_check(8080), ""), AGENT_ARGS)
+        .unwrap();
+    wait_list(&lab, "both reals listed", Duration::from_secs(5), |l| {
+        has_real(l, 1) && has_real(l, 2)
+    });
+    // Stop r2's checked service: after the failure and one retry 1 s later
+    // it is removed. keepalived's timing: ≤ delay_loop (1) + retry × delay_before_retry (1) = 2 s.
+    lab.stop("r2", "httpd8080").unwrap();
+    let took = wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| !has_real(l, 2));
+    eprintln!("TCP_CHECK down detected in {took:?} (keepalived timing: at most 2 s + probe)");
+    let c = checks(&lab);
+    assert!(c.contains("DOWN") && c.contains("failed: connect"), "{c}");
+    let t = lab.http_get(&format!("{VIP}:80"), 20).unwrap();
+    assert_eq!(t.get("r1"), Some(&20), "all new requests to r1: {t:?}");
+    // Start it again: back after its next successful probe (≤ delay_loop).
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    lab.spawn("r2", &[&probe, "serve", "8080", "r2"], "httpd8080")
+        .unwrap();
+    let took = wait_list(&lab, "r2 back", Duration::from_secs(5), |l| has_real(l, 2));
+    eprintln!("TCP_CHECK up detected in {took:?} (keepalived timing: at most 1 s + probe)");
+    let t = lab.http_get(&format!("{VIP}:80"), 20).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    assert!(t.get("r2").copied().unwrap_or(0) > 0, "{t:?}");
+}
+
+#[test]
+fn http_get_follows_the_status_code_and_inhibit_keeps_weight_zero() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("http");
+    let status = lab.workdir.join("r2.status");
+    std::fs::write(&status, "200").unwrap();
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    let st = status.to_string_lossy().into_owned();
+    lab.spawn("r2", &[&probe, "serve", "8081", "r2", &st], "httpd8081")
+        .unwrap();
+    lab.spawn("r1", &[&probe, "serve", "8081", "r1"], "httpd8081")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let http = format!(
+        "HTTP_GET {{\n      url {{\n        path /health\n        status_code 200\n      }}\n      connect_port 8081\n      {TIMING}\n    }}"
+    );
+    lab.start_agent(&service(&http, &http, "inhibit_on_failure"), AGENT_ARGS)
+        .unwrap();
+    wait_list(&lab, "both up", Duration::from_secs(5), |l| {
+        has_real(l, 1) && has_real(l, 2)
+    });
+    // 500: down; with inhibit_on_failure it stays listed with weight 0.
+    std::fs::write(&status, "500").unwrap();
+    let r2_row = format!("{}:80", real_ip(2));
+    let took = wait_list(&lab, "r2 weight 0", Duration::from_secs(6), |l| {
+        l.lines()
+            .find(|x| x.contains(&r2_row))
+            .is_some_and(|x| x.split_whitespace().nth(3) == Some("0"))
+    });
+    eprintln!("HTTP_GET 500 detected in {took:?} (keepalived timing: at most 2 s + probe)");
+    assert!(checks(&lab).contains("status 500"));
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r1"), Some(&10), "{t:?}");
+    std::fs::write(&status, "200").unwrap();
+    wait_list(&lab, "r2 weight 1", Duration::from_secs(5), |l| {
+        l.lines()
+            .find(|x| x.contains(&r2_row))
+            .is_some_and(|x| x.split_whitespace().nth(3) == Some("1"))
+    });
+}
+
+#[test]
+fn misc_check_dynamic_weight_and_alpha() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("misc");
+    // The check program is the operator's: here a shell that exits with the
+    // code written in a file (the agent runs it without a shell of its own).
+    let code = lab.workdir.join("r2.code");
+    std::fs::write(&code, "1").unwrap();
+    let misc = format!(
+        "MISC_CHECK {{\n      misc_path \"/bin/sh -c 'exit $(cat {})'\"\n      misc_timeout 2\n      misc_dynamic\n    }}",
+        code.display()
+    );
+    // alpha: r2 starts down and stays down while its check fails.
+    lab.start_agent(&service(&tcp_check(8080), &misc, "alpha"), AGENT_ARGS)
+        .unwrap();
+    wait_list(&lab, "r1 up", Duration::from_secs(5), |l| has_real(l, 1));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!has_real(&list(&lab), 2), "alpha: r2 down until it passes");
+    // Exit 5 with misc_dynamic: up with weight 5 - 2 = 3.
+    std::fs::write(&code, "5").unwrap();
+    let r2_row = format!("{}:80", real_ip(2));
+    wait_list(&lab, "r2 weight 3", Duration::from_secs(5), |l| {
+        l.lines()
+            .find(|x| x.contains(&r2_row))
+            .is_some_and(|x| x.split_whitespace().nth(3) == Some("3"))
+    });
+    // Exit 0: up with the configured weight.
+    std::fs::write(&code, "0").unwrap();
+    wait_list(&lab, "r2 weight 1", Duration::from_secs(5), |l| {
+        l.lines()
+            .find(|x| x.contains(&r2_row))
+            .is_some_and(|x| x.split_whitespace().nth(3) == Some("1"))
+    });
+}
