@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     config::{self, Config},
     dataplane::{self, Dataplane, LoadOptions},
-    health::{monitor::Monitor, Health},
+    health::{self, monitor::Monitor, quorum::Quorum, Health},
     neigh,
     state::{Tables, L2},
     sweep,
@@ -88,6 +88,7 @@ struct Agent {
     handle: rtnetlink::Handle,
     unresolved: Vec<IpAddr>,
     monitor: Monitor,
+    quorum: Quorum,
 }
 
 impl Agent {
@@ -100,7 +101,12 @@ impl Agent {
             .config
             .services
             .iter()
-            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .flat_map(|s| {
+                s.reals
+                    .iter()
+                    .map(|r| r.addr)
+                    .chain(s.sorry_server.map(|(a, _)| a))
+            })
             .collect();
         v.sort();
         v.dedup();
@@ -140,12 +146,21 @@ impl Agent {
     }
 
     /// Writes the configuration, neighbours and checker verdicts to the maps.
+    /// Quorum and sorry server decide the configuration the data plane gets.
     fn apply(&mut self) -> anyhow::Result<()> {
         let l2 = self.l2.clone();
         let health = self.monitor.snapshot();
+        let of = |k: &(config::ServiceAddr, IpAddr, u16)| {
+            health.get(k).copied().unwrap_or(Health::Up { weight: None })
+        };
+        let (effective, events) = self.quorum.evaluate(&self.config, &of);
+        for e in events {
+            // Runs in the background; the handle is not needed.
+            let _ = health::handle_event(e);
+        }
         self.tables.sync(
             &mut self.dp,
-            &self.config,
+            &effective,
             &|ip| l2.get(&ip).copied(),
             &|svc, ip, port| {
                 health
@@ -278,6 +293,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         handle,
         unresolved: Vec::new(),
         monitor,
+        quorum: Quorum::default(),
     };
     agent.refresh(true).await?;
     for name in &opts.ifaces {
@@ -344,6 +360,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    // omega: quorum_down and notify_down on shutdown.
+    let running: Vec<_> = agent
+        .quorum
+        .omega(&agent.config)
+        .into_iter()
+        .filter_map(health::handle_event)
+        .collect();
+    for r in running {
+        // Each program is bounded by its own timeout; waited for here so
+        // that stopping the runtime does not kill it.
+        let _ = r.await;
     }
     tracing::info!(
         "stopping: detaching XDP (maps stay pinned in {})",

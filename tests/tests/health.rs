@@ -172,3 +172,85 @@ fn misc_check_dynamic_weight_and_alpha() {
             .is_some_and(|x| x.split_whitespace().nth(3) == Some("1"))
     });
 }
+
+#[test]
+fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("sorry");
+    let nd = lab.workdir.join("r1.down");
+    let qd = lab.workdir.join("quorum.down");
+    let qu = lab.workdir.join("quorum.up");
+    // One real (r1) and r2 as the sorry server; programs run without a shell.
+    let conf = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n\
+           sorry_server {r2} 80\n  quorum_down \"/usr/bin/touch {qd}\"\n  quorum_up \"/usr/bin/touch {qu}\"\n\
+           real_server {r1} 80 {{\n    weight 1\n    notify_down \"/usr/bin/touch {nd}\"\n    {check}\n  }}\n}}\n",
+        r1 = real_ip(1),
+        r2 = real_ip(2),
+        qd = qd.display(),
+        qu = qu.display(),
+        nd = nd.display(),
+        check = tcp_check(8080),
+    );
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    wait_list(&lab, "r1 serves", Duration::from_secs(5), |l| has_real(l, 1));
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r1"), Some(&10), "{t:?}");
+    lab.stop("r1", "httpd8080").unwrap();
+    let took = wait_list(&lab, "sorry server in", Duration::from_secs(6), |l| {
+        has_real(l, 2) && !has_real(l, 1)
+    });
+    eprintln!("sorry server took over after {took:?}");
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r2"), Some(&10), "{t:?}");
+    let start = Instant::now();
+    while !(nd.exists() && qd.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(3), "notify_down / quorum_down not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    lab.spawn("r1", &[&probe, "serve", "8080", "r1"], "httpd8080")
+        .unwrap();
+    wait_list(&lab, "r1 back", Duration::from_secs(5), |l| {
+        has_real(l, 1) && !has_real(l, 2)
+    });
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r1"), Some(&10), "{t:?}");
+    let start = Instant::now();
+    while !qu.exists() {
+        assert!(start.elapsed() < Duration::from_secs(3), "quorum_up not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reload_keeps_the_state_of_unchanged_checkers() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("reload");
+    let conf = service(&tcp_check(8080), &tcp_check(8080), "");
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    lab.stop("r2", "httpd8080").unwrap();
+    wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| !has_real(l, 2));
+    let before = checks(&lab);
+    // Reload with one more keyword elsewhere: r2 stays down (no flap through
+    // "up" while its checker would start over), its probe count keeps growing.
+    lab.write_config(&conf.replace("protocol TCP", "protocol TCP\n  persistence_timeout 0"))
+        .unwrap();
+    lab.signal("dir", "lb", libc::SIGHUP).unwrap();
+    let start = Instant::now();
+    while !lab.log("dir", "lb").contains("configuration reloaded") {
+        assert!(start.elapsed() < Duration::from_secs(5), "no reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!has_real(&list(&lab), 2), "r2 still out right after the reload");
+    let after = checks(&lab);
+    let probes = |c: &str| -> u64 {
+        c.lines()
+            .find(|l| l.contains(&format!("{}:80", real_ip(2))))
+            .and_then(|l| l.split_whitespace().nth(5))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(probes(&after) >= probes(&before), "{before}\n{after}");
+    assert!(after.contains("DOWN"), "{after}");
+}

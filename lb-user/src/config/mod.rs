@@ -144,6 +144,9 @@ pub struct RealServer {
     pub timing: check::Timing,
     /// Keep a failed real with weight 0 instead of removing it.
     pub inhibit_on_failure: Option<bool>,
+    /// Programs run when the real goes up / down (words, no shell).
+    pub notify_up: Option<Vec<String>>,
+    pub notify_down: Option<Vec<String>>,
     pub loc: Loc,
 }
 
@@ -163,6 +166,17 @@ pub struct VirtualServer {
     pub alpha: bool,
     /// Default of the reals' `inhibit_on_failure`.
     pub inhibit_on_failure: bool,
+    /// Used alone when the quorum is lost (e.g. every real down).
+    pub sorry_server: Option<(IpAddr, u16)>,
+    /// Sum of the weights of the reals up needed (default 1), and the
+    /// hysteresis around it.
+    pub quorum: u32,
+    pub hysteresis: u32,
+    /// Programs run when the quorum is gained / lost (words, no shell).
+    pub quorum_up: Option<Vec<String>>,
+    pub quorum_down: Option<Vec<String>>,
+    /// On shutdown, run quorum_down and the reals' notify_down.
+    pub omega: bool,
     pub reals: Vec<RealServer>,
     pub loc: Loc,
 }
@@ -216,14 +230,8 @@ const VS_LATER: &[&str] = &[
     "persistence_granularity",
     "persistence_engine",
     "virtualhost",
-    "sorry_server",
     "sorry_server_inhibit",
     "sorry_server_lvs_method",
-    "omega",
-    "quorum",
-    "quorum_up",
-    "quorum_down",
-    "hysteresis",
     "ha_suspend",
     "ops",
     "lvs_method",
@@ -234,8 +242,6 @@ const VS_LATER: &[&str] = &[
 
 /// Health checkers and other `real_server` keywords for later features.
 const RS_LATER: &[&str] = &[
-    "notify_up",
-    "notify_down",
     "uthreshold",
     "lthreshold",
     "smtp_alert",
@@ -465,6 +471,12 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut timing = check::Timing::default();
     let mut alpha = false;
     let mut inhibit_on_failure = false;
+    let mut sorry_server = None;
+    let mut quorum = 1;
+    let mut hysteresis = 0;
+    let mut quorum_up = None;
+    let mut quorum_down = None;
+    let mut omega = false;
     let mut reals = Vec::new();
     for c in n.children.iter().flatten() {
         match c.keyword.as_str() {
@@ -520,6 +532,26 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             "alpha" => alpha = true,
+            "omega" => omega = true,
+            "sorry_server" => {
+                let a = parse_addr(c, 0, diags);
+                let p: Option<u16> = parse_num(c, 1, "port", diags);
+                if let (Some(a), Some(p)) = (a, p) {
+                    sorry_server = Some((a, p));
+                }
+            }
+            "quorum" => {
+                if let Some(q) = parse_num(c, 0, "weight sum", diags) {
+                    quorum = q;
+                }
+            }
+            "hysteresis" => {
+                if let Some(h) = parse_num(c, 0, "weight", diags) {
+                    hysteresis = h;
+                }
+            }
+            "quorum_up" => quorum_up = command(c, diags),
+            "quorum_down" => quorum_down = command(c, diags),
             "inhibit_on_failure" => inhibit_on_failure = flag(c),
             k if timing_keyword(k) => {
                 timing.take(c, diags);
@@ -555,6 +587,12 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         timing,
         alpha,
         inhibit_on_failure,
+        sorry_server,
+        quorum,
+        hysteresis,
+        quorum_up,
+        quorum_down,
+        omega,
         reals: Vec::new(),
         loc: n.loc.clone(),
     };
@@ -562,6 +600,23 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         add_real(&mut vs, r, diags);
     }
     Some(vs)
+}
+
+/// A program and its arguments from one (quoted) argument, split into words;
+/// never given to a shell.
+fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
+    let text = n.args.join(" ");
+    match check::shell_words(&text) {
+        Some(w) if !w.is_empty() => Some(w),
+        _ => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("cannot split '{text}' into a program and arguments"),
+            ));
+            None
+        }
+    }
 }
 
 /// `inhibit_on_failure` alone or followed by true/false/on/off/yes/no.
@@ -586,6 +641,8 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
     let mut checks = Vec::new();
     let mut timing = check::Timing::default();
     let mut inhibit_on_failure = None;
+    let mut notify_up = None;
+    let mut notify_down = None;
     for c in n.children.iter().flatten() {
         match c.keyword.as_str() {
             k if check::is_checker(k) => {
@@ -594,6 +651,8 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
                 }
             }
             "inhibit_on_failure" => inhibit_on_failure = Some(flag(c)),
+            "notify_up" => notify_up = command(c, diags),
+            "notify_down" => notify_down = command(c, diags),
             k if timing_keyword(k) || k == "delay_loop" => {
                 timing.take(c, diags);
             }
@@ -625,6 +684,8 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
         checks,
         timing,
         inhibit_on_failure,
+        notify_up,
+        notify_down,
         loc: n.loc.clone(),
     })
 }

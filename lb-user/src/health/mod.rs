@@ -10,6 +10,7 @@
 //! [`probe`] does the network and process work.
 
 pub mod monitor;
+pub mod quorum;
 pub mod probe;
 
 use std::time::Duration;
@@ -130,6 +131,55 @@ pub enum Health {
     /// Failed: removed from scheduling (its flows are rescheduled), or kept
     /// with weight 0 when `inhibit_on_failure`.
     Down { inhibit: bool },
+}
+
+/// Longest a notify / quorum program may run before it is killed.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a notify_* / quorum_* program in the background: its words as
+/// configured (never through a shell), an empty environment (PATH only),
+/// output discarded, killed after [`SCRIPT_TIMEOUT`].
+pub fn run_script(argv: Vec<String>, what: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match cmd.spawn() {
+            Err(e) => tracing::warn!(%what, program = %argv[0], "cannot run: {e}"),
+            Ok(mut child) => match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
+                Ok(Ok(st)) if st.success() => tracing::info!(%what, program = %argv[0], "ran"),
+                Ok(Ok(st)) => tracing::warn!(%what, program = %argv[0], "exited with {st}"),
+                Ok(Err(e)) => tracing::warn!(%what, program = %argv[0], "{e}"),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    tracing::warn!(%what, program = %argv[0], "killed after {SCRIPT_TIMEOUT:?}");
+                }
+            },
+        }
+    })
+}
+
+/// Logs a quorum / real event and runs its program, if any.
+pub fn handle_event(e: quorum::Event) -> Option<tokio::task::JoinHandle<()>> {
+    use quorum::Event::*;
+    let (what, argv) = match e {
+        QuorumUp(s, a) => {
+            tracing::info!(service = %s, "quorum gained");
+            (format!("quorum_up {s}"), a)
+        }
+        QuorumDown(s, a) => {
+            tracing::warn!(service = %s, "quorum lost");
+            (format!("quorum_down {s}"), a)
+        }
+        RealUp(k, a) => (format!("notify_up {} {}", k.0, crate::config::fmt_sock(k.1, k.2)), a),
+        RealDown(k, a) => (format!("notify_down {} {}", k.0, crate::config::fmt_sock(k.1, k.2)), a),
+    };
+    argv.map(|a| run_script(a, what))
 }
 
 /// A real's health from its checkers' states (all must be up).
