@@ -408,3 +408,34 @@ fn checkers_and_their_timing_are_read() {
         k => panic!("{k:?}"),
     }
 }
+
+#[test]
+fn udp_and_dns_checks_are_read() {
+    use lb_user::config::check::CheckKind;
+    let text = "virtual_server 10.0.0.1 53 {\n protocol UDP\n \
+                real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   payload 0a0b\n   require_reply\n  }\n  \
+                DNS_CHECK {\n   type A\n   name www.example.org\n  }\n }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let r = &l.config.services[0].reals[0];
+    assert_eq!(
+        r.checks[0].kind,
+        CheckKind::Udp {
+            payload: vec![0x0a, 0x0b],
+            require_reply: true
+        }
+    );
+    assert_eq!(
+        r.checks[1].kind,
+        CheckKind::Dns {
+            qtype: 1,
+            name: "www.example.org".into()
+        }
+    );
+    let bad = load_str(
+        "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n  DNS_CHECK {\n   type BOGUS\n  }\n }\n}\n",
+        Path::new("k.conf"),
+    );
+    let e: Vec<String> = bad.errors().map(|d| d.to_string()).collect();
+    assert_eq!(e, ["k.conf:4:4: error: type: unknown DNS type 'BOGUS'"]);
+}

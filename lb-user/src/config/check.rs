@@ -66,6 +66,15 @@ pub enum CheckKind {
         urls: Vec<Url>,
         virtualhost: Option<String>,
     },
+    /// UDP_CHECK: a datagram is sent; down on an ICMP port unreachable (or
+    /// no reply when `require_reply`).
+    Udp {
+        payload: Vec<u8>,
+        require_reply: bool,
+    },
+    /// DNS_CHECK: a query (`type`, `name`) gets an answer with the same id,
+    /// QR set and RCODE 0.
+    Dns { qtype: u16, name: String },
     /// MISC_CHECK: a program, run without a shell; exit 0 up, 1 down,
     /// 2–255 with `misc_dynamic` sets the weight to code − 2.
     Misc {
@@ -88,8 +97,6 @@ pub struct Check {
 /// Checkers this build runs; the others are parsed and reported.
 const LATER: &[&str] = &[
     "SSL_GET",
-    "UDP_CHECK",
-    "DNS_CHECK",
     "SMTP_CHECK",
     "BFD_CHECK",
     "PING_CHECK",
@@ -98,7 +105,10 @@ const LATER: &[&str] = &[
 
 /// Whether `keyword` names a checker block.
 pub fn is_checker(keyword: &str) -> bool {
-    matches!(keyword, "TCP_CHECK" | "HTTP_GET" | "MISC_CHECK") || LATER.contains(&keyword)
+    matches!(
+        keyword,
+        "TCP_CHECK" | "HTTP_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
+    ) || LATER.contains(&keyword)
 }
 
 /// Parses a checker block; `None` (with a diagnostic) when it cannot run.
@@ -123,6 +133,10 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     let mut misc_path = None;
     let mut misc_timeout = None;
     let mut dynamic = false;
+    let mut payload = Vec::new();
+    let mut require_reply = false;
+    let mut qtype = 6u16; // SOA, keepalived's default
+    let mut qname = ".".to_string();
     for c in n.children.iter().flatten() {
         if check.timing.take(c, diags) {
             continue;
@@ -146,8 +160,36 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                     .map(Duration::from_secs_f64);
             }
             "misc_dynamic" => dynamic = true,
+            "payload" if n.keyword == "UDP_CHECK" => {
+                let hex = c.args.join("");
+                match decode_hex(&hex) {
+                    Some(p) => payload = p,
+                    None => diags.push(Diag::error(
+                        &c.loc,
+                        Some("payload"),
+                        "payload is hexadecimal bytes",
+                    )),
+                }
+            }
+            "require_reply" => require_reply = true,
+            "type" if n.keyword == "DNS_CHECK" => {
+                let t = arg(c, 0, "query type", diags).unwrap_or("SOA");
+                match dns_type(t) {
+                    Some(v) => qtype = v,
+                    None => diags.push(Diag::error(
+                        &c.loc,
+                        Some("type"),
+                        format!("unknown DNS type '{t}'"),
+                    )),
+                }
+            }
+            "name" if n.keyword == "DNS_CHECK" => {
+                if let Some(v) = arg(c, 0, "name", diags) {
+                    qname = v.to_string();
+                }
+            }
             "http_protocol" | "enable_sni" | "fast_recovery" | "bind_port" | "bind_if"
-            | "fwmark" | "user" => diags.push(Diag::warning(
+            | "fwmark" | "user" | "min_reply_length" | "max_reply_length" | "reply_data" => diags.push(Diag::warning(
                 &c.loc,
                 Some(&c.keyword),
                 "not implemented yet; parsed and ignored",
@@ -161,6 +203,11 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     }
     check.kind = match n.keyword.as_str() {
         "TCP_CHECK" => CheckKind::Tcp,
+        "UDP_CHECK" => CheckKind::Udp {
+            payload,
+            require_reply,
+        },
+        "DNS_CHECK" => CheckKind::Dns { qtype, name: qname },
         "HTTP_GET" => {
             if urls.is_empty() {
                 diags.push(Diag::error(
@@ -248,6 +295,31 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
         path,
         status,
         digest,
+    })
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// DNS query types keepalived's DNS_CHECK accepts.
+fn dns_type(t: &str) -> Option<u16> {
+    Some(match t.to_ascii_uppercase().as_str() {
+        "A" => 1,
+        "NS" => 2,
+        "CNAME" => 5,
+        "SOA" => 6,
+        "MX" => 15,
+        "TXT" => 16,
+        "AAAA" => 28,
+        _ => return None,
     })
 }
 

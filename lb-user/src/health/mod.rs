@@ -38,7 +38,7 @@ impl Schedule {
         let (retry, before) = match check.kind {
             CheckKind::Misc { .. } => (0, Duration::from_secs(1)),
             CheckKind::Http { .. } => (1, Duration::from_secs(3)),
-            CheckKind::Tcp => (1, Duration::from_secs(1)),
+            _ => (1, Duration::from_secs(1)),
         };
         Schedule {
             delay_loop: t.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP),

@@ -218,6 +218,8 @@ fn describe(c: &Check) -> String {
         crate::config::check::CheckKind::Tcp => "TCP_CHECK",
         crate::config::check::CheckKind::Http { .. } => "HTTP_GET",
         crate::config::check::CheckKind::Misc { .. } => "MISC_CHECK",
+        crate::config::check::CheckKind::Udp { .. } => "UDP_CHECK",
+        crate::config::check::CheckKind::Dns { .. } => "DNS_CHECK",
     }
     .to_string()
 }

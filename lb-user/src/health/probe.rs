@@ -50,7 +50,97 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
             timeout: t,
             dynamic,
         } => misc(argv, t.unwrap_or(timeout), *dynamic).await,
+        CheckKind::Udp {
+            payload,
+            require_reply,
+        } => udp(to, check.bindto, payload, *require_reply, timeout).await,
+        CheckKind::Dns { qtype, name } => bounded(timeout, dns(to, check.bindto, *qtype, name)).await,
     }
+}
+
+async fn udp_socket(to: SocketAddr, bindto: Option<IpAddr>) -> Result<tokio::net::UdpSocket, String> {
+    let local = match (bindto, to) {
+        (Some(b), _) => SocketAddr::new(b, 0),
+        (None, SocketAddr::V4(_)) => "0.0.0.0:0".parse().expect("literal"),
+        (None, SocketAddr::V6(_)) => "[::]:0".parse().expect("literal"),
+    };
+    let s = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("bind {local}: {e}"))?;
+    s.connect(to).await.map_err(|e| format!("connect {to}: {e}"))?;
+    Ok(s)
+}
+
+/// UDP_CHECK: a connected socket learns of an ICMP port unreachable as
+/// ECONNREFUSED; silence is success unless a reply is required.
+async fn udp(
+    to: SocketAddr,
+    bindto: Option<IpAddr>,
+    payload: &[u8],
+    require_reply: bool,
+    timeout: Duration,
+) -> Outcome {
+    let s = match udp_socket(to, bindto).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Down(e),
+    };
+    if let Err(e) = s.send(payload).await {
+        return Outcome::Down(format!("send: {e}"));
+    }
+    let mut buf = [0u8; 2048];
+    match tokio::time::timeout(timeout, s.recv(&mut buf)).await {
+        Ok(Ok(_)) => Outcome::Up,
+        Ok(Err(e)) => Outcome::Down(format!("{to}: {e}")),
+        Err(_) if require_reply => Outcome::Down(format!("no reply within {timeout:?}")),
+        Err(_) => Outcome::Up,
+    }
+}
+
+/// DNS_CHECK: one query; the answer must carry the query's id, QR and RCODE 0.
+async fn dns(to: SocketAddr, bindto: Option<IpAddr>, qtype: u16, name: &str) -> Result<Outcome, String> {
+    let s = udp_socket(to, bindto).await?;
+    let id = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        & 0xffff) as u16;
+    let q = dns_query(id, qtype, name)?;
+    s.send(&q).await.map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.recv(&mut buf).await.map_err(|e| format!("{to}: {e}"))?;
+        if n < 12 || u16::from_be_bytes([buf[0], buf[1]]) != id {
+            // Not the answer to this query (a stale one): keep waiting.
+            continue;
+        }
+        let flags = u16::from_be_bytes([buf[2], buf[3]]);
+        if flags & 0x8000 == 0 {
+            return Err("answer without QR".into());
+        }
+        let rcode = flags & 0xf;
+        if rcode != 0 {
+            return Err(format!("RCODE {rcode}"));
+        }
+        return Ok(Outcome::Up);
+    }
+}
+
+/// A DNS query: header (RD set), one question of `qtype` IN.
+fn dns_query(id: u16, qtype: u16, name: &str) -> Result<Vec<u8>, String> {
+    let mut q = Vec::with_capacity(32 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        if label.len() > 63 {
+            return Err(format!("label too long in '{name}'"));
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    Ok(q)
 }
 
 async fn bounded(
@@ -197,6 +287,48 @@ async fn misc(argv: &[String], timeout: Duration, dynamic: bool) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_query_bytes() {
+        assert_eq!(
+            dns_query(0x1234, 1, "a.example.").unwrap(),
+            [
+                0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 7, b'e', b'x', b'a', b'm', b'p',
+                b'l', b'e', 0, 0, 1, 0, 1
+            ]
+        );
+        assert_eq!(dns_query(1, 6, ".").unwrap()[12..], [0, 0, 6, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn udp_and_dns_against_local_sockets() {
+        let t = Duration::from_millis(300);
+        // A closed port answers with ICMP port unreachable.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        assert!(matches!(udp(addr, None, b"x", false, t).await, Outcome::Down(_)));
+        // A silent listener: up unless a reply is required.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        assert_eq!(udp(addr, None, b"x", false, t).await, Outcome::Up);
+        assert!(matches!(udp(addr, None, b"x", true, t).await, Outcome::Down(_)));
+        // A responder that answers every query with QR set: DNS up; with an
+        // RCODE, down.
+        for (rcode, up) in [(0u8, true), (2, false)] {
+            let srv = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = srv.local_addr().unwrap();
+            tokio::spawn(async move {
+                let mut b = [0u8; 512];
+                let (n, from) = srv.recv_from(&mut b).await.unwrap();
+                b[2] |= 0x80;
+                b[3] |= rcode;
+                srv.send_to(&b[..n], from).await.unwrap();
+            });
+            let o = bounded(t, dns(addr, None, 6, ".")).await;
+            assert_eq!(o == Outcome::Up, up, "{o:?}");
+        }
+    }
 
     #[test]
     fn chunked_bodies_decode() {
