@@ -121,7 +121,7 @@ fn every_problem_is_reported_at_once() {
 fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
     let text = "frobnicate 1\nvrrp_instance VI_1 {\n state MASTER\n}\n\
                 virtual_server 10.0.0.1 80 {\n ha_suspend\n bogus_kw 1\n \
-                real_server 10.0.0.2 80 {\n  weight 1\n  SSL_GET {\n   url { path / }\n  }\n }\n}\n";
+                real_server 10.0.0.2 80 {\n  weight 1\n  SMTP_CHECK {\n   helo_name x\n  }\n }\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     assert!(!l.has_errors());
     let w: Vec<String> = l
@@ -137,7 +137,7 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
             "k.conf:2:1: warning: vrrp_instance: this block not implemented yet; parsed and ignored",
             "k.conf:6:2: warning: ha_suspend: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
-            "k.conf:10:3: warning: SSL_GET: checker not implemented yet; parsed and ignored (the real is not checked by it)",
+            "k.conf:10:3: warning: SMTP_CHECK: checker not implemented yet; parsed and ignored (the real is not checked by it)",
         ]
     );
     // The other blocks are kept for later features.
@@ -397,6 +397,8 @@ fn checkers_and_their_timing_are_read() {
                 digest: Some("9e107d9d372bb6826bd81d3542a419d6".into()),
             }],
             virtualhost: Some("example.org".into()),
+            tls: false,
+            sni: false,
         }
     );
     match &r.checks[2].kind {

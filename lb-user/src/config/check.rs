@@ -61,10 +61,14 @@ pub struct Url {
 pub enum CheckKind {
     /// TCP_CHECK: a connection is accepted.
     Tcp,
-    /// HTTP_GET: every url answers with an accepted status (and digest).
+    /// HTTP_GET / SSL_GET: every url answers with an accepted status (and
+    /// digest); SSL_GET over TLS (rustls; the certificate is not verified,
+    /// as keepalived does not), with SNI when `enable_sni`.
     Http {
         urls: Vec<Url>,
         virtualhost: Option<String>,
+        tls: bool,
+        sni: bool,
     },
     /// UDP_CHECK: a datagram is sent; down on an ICMP port unreachable (or
     /// no reply when `require_reply`).
@@ -96,7 +100,6 @@ pub struct Check {
 
 /// Checkers this build runs; the others are parsed and reported.
 const LATER: &[&str] = &[
-    "SSL_GET",
     "SMTP_CHECK",
     "BFD_CHECK",
     "PING_CHECK",
@@ -107,7 +110,7 @@ const LATER: &[&str] = &[
 pub fn is_checker(keyword: &str) -> bool {
     matches!(
         keyword,
-        "TCP_CHECK" | "HTTP_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
+        "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
     ) || LATER.contains(&keyword)
 }
 
@@ -137,6 +140,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     let mut require_reply = false;
     let mut qtype = 6u16; // SOA, keepalived's default
     let mut qname = ".".to_string();
+    let mut sni = false;
     for c in n.children.iter().flatten() {
         if check.timing.take(c, diags) {
             continue;
@@ -145,7 +149,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             "connect_ip" => check.connect_ip = parse_addr(c, 0, diags),
             "connect_port" => check.connect_port = parse_num(c, 0, "port", diags),
             "bindto" => check.bindto = parse_addr(c, 0, diags),
-            "url" if n.keyword == "HTTP_GET" => {
+            "url" if n.keyword == "HTTP_GET" || n.keyword == "SSL_GET" => {
                 if let Some(u) = url(c, diags) {
                     urls.push(u);
                 }
@@ -188,7 +192,8 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                     qname = v.to_string();
                 }
             }
-            "http_protocol" | "enable_sni" | "fast_recovery" | "bind_port" | "bind_if"
+            "enable_sni" => sni = true,
+            "http_protocol" | "fast_recovery" | "bind_port" | "bind_if"
             | "fwmark" | "user" | "min_reply_length" | "max_reply_length" | "reply_data" => diags.push(Diag::warning(
                 &c.loc,
                 Some(&c.keyword),
@@ -208,16 +213,21 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             require_reply,
         },
         "DNS_CHECK" => CheckKind::Dns { qtype, name: qname },
-        "HTTP_GET" => {
+        "HTTP_GET" | "SSL_GET" => {
             if urls.is_empty() {
                 diags.push(Diag::error(
                     &n.loc,
-                    Some("HTTP_GET"),
+                    Some(&n.keyword),
                     "needs at least one url { path … }",
                 ));
                 return None;
             }
-            CheckKind::Http { urls, virtualhost }
+            CheckKind::Http {
+                urls,
+                virtualhost,
+                tls: n.keyword == "SSL_GET",
+                sni,
+            }
         }
         _ => {
             let Some(path) = misc_path else {

@@ -315,6 +315,8 @@ mod tests {
             kind: CheckKind::Http {
                 urls: vec![],
                 virtualhost: None,
+                tls: false,
+                sni: false,
             },
             timing: Timing::default(),
             ..tcp.clone()

@@ -216,7 +216,8 @@ impl Drop for Monitor {
 fn describe(c: &Check) -> String {
     match &c.kind {
         crate::config::check::CheckKind::Tcp => "TCP_CHECK",
-        crate::config::check::CheckKind::Http { .. } => "HTTP_GET",
+        crate::config::check::CheckKind::Http { tls: false, .. } => "HTTP_GET",
+        crate::config::check::CheckKind::Http { tls: true, .. } => "SSL_GET",
         crate::config::check::CheckKind::Misc { .. } => "MISC_CHECK",
         crate::config::check::CheckKind::Udp { .. } => "UDP_CHECK",
         crate::config::check::CheckKind::Dns { .. } => "DNS_CHECK",
