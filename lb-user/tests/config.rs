@@ -441,3 +441,41 @@ fn udp_and_dns_checks_are_read() {
     let e: Vec<String> = bad.errors().map(|d| d.to_string()).collect();
     assert_eq!(e, ["k.conf:4:4: error: type: unknown DNS type 'BOGUS'"]);
 }
+
+/// The seeds' checkers as their authors wrote them: TCP_CHECK on port 80
+/// with 3 s timeout, 3 retries 3 s (or 4 s) apart; HTTP_GET of / expecting 200.
+#[test]
+fn seed_checkers_are_understood() {
+    use lb_user::config::check::CheckKind;
+    use lb_user::health::Schedule;
+    use std::time::Duration;
+    let mut seen = 0;
+    for prefix in ["000", "001", "002", "003", "004"] {
+        let l = seed(prefix);
+        for w in l.diags.iter().filter(|d| d.severity == Severity::Warning) {
+            let text = w.to_string();
+            assert!(
+                !text.contains("_CHECK") && !text.contains("HTTP_GET"),
+                "seed {prefix}: checker not understood: {text}"
+            );
+        }
+        for vs in &l.config.services {
+            for r in &vs.reals {
+                for c in &r.checks {
+                    seen += 1;
+                    let s = Schedule::resolve(c, r.timing, vs.timing);
+                    assert_eq!(s.connect_timeout, Duration::from_secs(3), "seed {prefix}");
+                    assert_eq!(s.retry, 3, "seed {prefix}");
+                    match &c.kind {
+                        CheckKind::Tcp => assert_eq!(c.connect_port, Some(80)),
+                        CheckKind::Http { urls, .. } => {
+                            assert_eq!((urls[0].path.as_str(), urls[0].status.clone()), ("/", vec![(200, 200)]))
+                        }
+                        k => panic!("seed {prefix}: unexpected checker {k:?}"),
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen >= 6, "the seeds configure checkers on their reals ({seen} found)");
+}

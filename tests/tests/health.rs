@@ -80,8 +80,23 @@ fn tcp_check_removes_a_stopped_server_and_brings_it_back() {
     // Stop r2's checked service: after the failure and one retry 1 s later
     // it is removed. keepalived's timing: ≤ delay_loop (1) + retry × delay_before_retry (1) = 2 s.
     lab.stop("r2", "httpd8080").unwrap();
-    let took = wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| !has_real(l, 2));
-    eprintln!("TCP_CHECK down detected in {took:?} (keepalived timing: at most 2 s + probe)");
+    // Requests keep flowing while the check detects the failure: none may
+    // fail (r2's web server on port 80 still answers until it is removed).
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut failed = 0;
+    while has_real(&list(&lab), 2) {
+        assert!(start.elapsed() < Duration::from_secs(6), "r2 not removed");
+        let t = lab.http_get(&format!("{VIP}:80"), 2).unwrap();
+        sent += 2;
+        failed += t.get("fail").copied().unwrap_or(0);
+    }
+    let took = start.elapsed();
+    eprintln!(
+        "TCP_CHECK down detected in {took:?} (keepalived timing: at most 2 s + probe); \
+         {failed} of {sent} requests failed during the change"
+    );
+    assert_eq!(failed, 0);
     let c = checks(&lab);
     assert!(c.contains("DOWN") && c.contains("failed: connect"), "{c}");
     let t = lab.http_get(&format!("{VIP}:80"), 20).unwrap();
