@@ -224,3 +224,55 @@ fn describe(c: &Check) -> String {
     }
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 999 reals whose checks answer at once and one whose server never
+    /// answers: the slow check delays nobody.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_check_delays_no_other() {
+        let fast = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (fp, sp) = (fast.local_addr().unwrap().port(), silent.local_addr().unwrap().port());
+        // The fast server accepts (and closes) at once; the silent one's
+        // connection waits in its backlog, unanswered.
+        std::thread::spawn(move || for c in fast.incoming() { drop(c) });
+        let mut text = String::from("virtual_server 10.9.0.1 80 {\n lb_kind NAT\n");
+        for i in 0..1000u32 {
+            let check = if i == 0 {
+                format!("HTTP_GET {{\n url {{ path / }}\n connect_ip 127.0.0.1\n connect_port {sp}\n connect_timeout 5\n }}")
+            } else {
+                format!("TCP_CHECK {{\n connect_ip 127.0.0.1\n connect_port {fp}\n }}")
+            };
+            text += &format!(" real_server 10.10.{}.{} 80 {{ {check} }}\n", i / 250, i % 250 + 1);
+        }
+        text += "}\n";
+        let l = crate::config::load_str(&text, std::path::Path::new("many.conf"));
+        assert!(!l.has_errors());
+        let (mut m, _rx) = Monitor::new();
+        let start = Instant::now();
+        m.apply(&l.config);
+        loop {
+            let probed = m
+                .states
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|(_, s)| s.probes > 0)
+                .count();
+            if probed == 999 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(3), "{probed} of 999 probed\n{}", m.render().lines().nth(1).unwrap_or(""));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = start.elapsed();
+        // The silent one is still waiting for its answer.
+        let slow = m.states.lock().unwrap().values().filter(|(_, s)| s.probes == 0).count();
+        assert_eq!(slow, 1);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        drop(silent);
+    }
+}
