@@ -402,7 +402,7 @@ fn checkers_and_their_timing_are_read() {
         }
     );
     match &r.checks[2].kind {
-        CheckKind::Misc { argv, timeout, dynamic } => {
+        CheckKind::Misc { argv, timeout, dynamic, .. } => {
             assert_eq!(argv, &["/usr/bin/check", "--port", "80", "a b"]);
             assert_eq!(*timeout, Some(Duration::from_secs(3)));
             assert!(dynamic);
@@ -478,4 +478,23 @@ fn seed_checkers_are_understood() {
         }
     }
     assert!(seen >= 6, "the seeds configure checkers on their reals ({seen} found)");
+}
+
+#[test]
+fn misc_check_user_is_resolved_or_refused() {
+    use lb_user::config::check::CheckKind;
+    let conf = |u: &str| {
+        format!(
+            "virtual_server 10.0.0.1 80 {{\n real_server 10.0.0.2 80 {{\n  MISC_CHECK {{\n   misc_path /bin/true\n   user {u}\n  }}\n }}\n}}\n"
+        )
+    };
+    let l = load_str(&conf("nobody"), Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    match &l.config.services[0].reals[0].checks[0].kind {
+        CheckKind::Misc { user, .. } => assert_eq!(*user, Some((65534, 65534))),
+        k => panic!("{k:?}"),
+    }
+    let bad = load_str(&conf("no-such-user-here"), Path::new("k.conf"));
+    let e: Vec<String> = bad.errors().map(|d| d.to_string()).collect();
+    assert_eq!(e, ["k.conf:5:4: error: user: no user 'no-such-user-here' on this system"]);
 }

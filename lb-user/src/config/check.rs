@@ -85,6 +85,8 @@ pub enum CheckKind {
         argv: Vec<String>,
         timeout: Option<Duration>,
         dynamic: bool,
+        /// Run as this (uid, gid) (`user NAME [GROUP]`), else as the agent.
+        user: Option<(u32, u32)>,
     },
 }
 
@@ -141,6 +143,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     let mut qtype = 6u16; // SOA, keepalived's default
     let mut qname = ".".to_string();
     let mut sni = false;
+    let mut user = None;
     for c in n.children.iter().flatten() {
         if check.timing.take(c, diags) {
             continue;
@@ -193,8 +196,9 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 }
             }
             "enable_sni" => sni = true,
+            "user" if n.keyword == "MISC_CHECK" => user = run_as(c, diags),
             "http_protocol" | "fast_recovery" | "bind_port" | "bind_if"
-            | "fwmark" | "user" | "min_reply_length" | "max_reply_length" | "reply_data" => diags.push(Diag::warning(
+            | "fwmark" | "min_reply_length" | "max_reply_length" | "reply_data" => diags.push(Diag::warning(
                 &c.loc,
                 Some(&c.keyword),
                 "not implemented yet; parsed and ignored",
@@ -250,6 +254,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 argv,
                 timeout: misc_timeout,
                 dynamic,
+                user,
             }
         }
     };
@@ -306,6 +311,53 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
         status,
         digest,
     })
+}
+
+/// `user NAME [GROUP]`: the account's uid and gid (or GROUP's gid).
+fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
+    let name = arg(n, 0, "user name", diags)?;
+    let Some((uid, gid)) = lookup_user(name) else {
+        diags.push(Diag::error(
+            &n.loc,
+            Some("user"),
+            format!("no user '{name}' on this system"),
+        ));
+        return None;
+    };
+    let gid = match n.args.get(1) {
+        None => gid,
+        Some(g) => match lookup_group(g) {
+            Some(g) => g,
+            None => {
+                diags.push(Diag::error(
+                    &n.loc,
+                    Some("user"),
+                    format!("no group '{g}' on this system"),
+                ));
+                return None;
+            }
+        },
+    };
+    Some((uid, gid))
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns null or a pointer to static storage that we
+    // read at once (the agent does not call it concurrently).
+    unsafe {
+        let p = libc::getpwnam(c.as_ptr());
+        (!p.is_null()).then(|| ((*p).pw_uid, (*p).pw_gid))
+    }
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: as in lookup_user.
+    unsafe {
+        let p = libc::getgrnam(c.as_ptr());
+        (!p.is_null()).then(|| (*p).gr_gid)
+    }
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

@@ -331,6 +331,7 @@ mod tests {
                 argv: vec!["/bin/true".into()],
                 timeout: None,
                 dynamic: false,
+                user: None,
             },
             timing: Timing::default(),
             ..tcp

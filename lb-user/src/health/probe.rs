@@ -63,7 +63,8 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
             argv,
             timeout: t,
             dynamic,
-        } => misc(argv, t.unwrap_or(timeout), *dynamic).await,
+            user,
+        } => misc(argv, t.unwrap_or(timeout), *dynamic, *user).await,
         CheckKind::Udp {
             payload,
             require_reply,
@@ -362,8 +363,11 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 
 /// MISC_CHECK: the program with its arguments, no shell, an empty
 /// environment (PATH only), output discarded, killed at the timeout.
-async fn misc(argv: &[String], timeout: Duration, dynamic: bool) -> Outcome {
+async fn misc(argv: &[String], timeout: Duration, dynamic: bool, user: Option<(u32, u32)>) -> Outcome {
     let mut cmd = tokio::process::Command::new(&argv[0]);
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
     cmd.args(&argv[1..])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -449,16 +453,21 @@ mod tests {
     async fn misc_exit_codes_and_timeout() {
         let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.to_string()];
         let t = Duration::from_secs(5);
-        assert_eq!(misc(&sh("exit 0"), t, false).await, Outcome::Up);
-        assert!(matches!(misc(&sh("exit 1"), t, true).await, Outcome::Down(_)));
-        assert_eq!(misc(&sh("exit 7"), t, true).await, Outcome::UpWeight(5));
-        assert!(matches!(misc(&sh("exit 7"), t, false).await, Outcome::Down(_)));
+        assert_eq!(misc(&sh("exit 0"), t, false, None).await, Outcome::Up);
+        assert!(matches!(misc(&sh("exit 1"), t, true, None).await, Outcome::Down(_)));
+        assert_eq!(misc(&sh("exit 7"), t, true, None).await, Outcome::UpWeight(5));
+        assert!(matches!(misc(&sh("exit 7"), t, false, None).await, Outcome::Down(_)));
+        // `user`: runs as nobody (65534).
+        assert_eq!(
+            misc(&sh("test $(id -u) = 65534"), t, false, Some((65534, 65534))).await,
+            Outcome::Up
+        );
         let start = std::time::Instant::now();
-        let o = misc(&sh("sleep 10"), Duration::from_millis(200), false).await;
+        let o = misc(&sh("sleep 10"), Duration::from_millis(200), false, None).await;
         assert!(matches!(o, Outcome::Down(e) if e.contains("killed")));
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(matches!(
-            misc(&["/nonexistent/x".to_string()], t, false).await,
+            misc(&["/nonexistent/x".to_string()], t, false, None).await,
             Outcome::Down(_)
         ));
     }
