@@ -107,7 +107,9 @@ impl Monitor {
         let first = if sched.warmup.is_zero() {
             Duration::ZERO
         } else {
-            let nanos = (start.elapsed().as_nanos() as u64 ^ id.index as u64 * 0x9e37_79b9)
+            // Spread by time and checker: enough to keep checkers from
+            // starting in step, which is all warmup is for.
+            let nanos = (start.elapsed().as_nanos() as u64 ^ (id.index as u64 * 0x9e37_79b9))
                 % sched.warmup.as_nanos().max(1) as u64;
             Duration::from_nanos(nanos)
         };
