@@ -20,7 +20,7 @@ use crate::config::{check::Check, fmt_sock, Config, ServiceAddr};
 pub type RealKey = (ServiceAddr, IpAddr, u16);
 
 /// One checker: its real and its position among the real's checkers.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CheckId {
     pub real: RealKey,
     pub index: usize,
@@ -107,10 +107,13 @@ impl Monitor {
         let first = if sched.warmup.is_zero() {
             Duration::ZERO
         } else {
-            // Spread by time and checker: enough to keep checkers from
+            // Spread by checker and time: enough to keep checkers from
             // starting in step, which is all warmup is for.
-            let nanos = (start.elapsed().as_nanos() as u64 ^ (id.index as u64 * 0x9e37_79b9))
-                % sched.warmup.as_nanos().max(1) as u64;
+            use std::hash::{BuildHasher, Hash, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            id.hash(&mut h);
+            start.elapsed().as_nanos().hash(&mut h);
+            let nanos = h.finish() % sched.warmup.as_nanos().max(1) as u64;
             Duration::from_nanos(nanos)
         };
         let state = CheckState::new(alpha, start.elapsed(), first);
