@@ -269,3 +269,89 @@ fn reload_keeps_the_state_of_unchanged_checkers() {
     assert!(probes(&after) >= probes(&before), "{before}\n{after}");
     assert!(after.contains("DOWN"), "{after}");
 }
+
+/// MD5 of `b` in hex, as keepalived's genhash prints it.
+fn md5_hex(b: &[u8]) -> String {
+    // A small MD5 would be a second implementation; the digest is taken
+    // from the system's md5sum instead.
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..32].to_string()
+}
+
+#[test]
+fn http_digest_change_and_a_silent_server_are_detected() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("digest");
+    let status = lab.workdir.join("r1.status");
+    std::fs::write(&status, "200").unwrap();
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    let st = status.to_string_lossy().into_owned();
+    lab.spawn("r1", &[&probe, "serve", "8081", "r1", &st], "httpd8081")
+        .unwrap();
+    // r2's check port accepts connections and never answers.
+    lab.spawn("r2", &[&probe, "silent", "8081"], "silent").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let digest = md5_hex(b"r1\n");
+    let http = format!(
+        "HTTP_GET {{\n      url {{\n        path /\n        digest {digest}\n      }}\n      connect_port 8081\n      {TIMING}\n    }}"
+    );
+    lab.start_agent(&service(&http, &http, ""), AGENT_ARGS).unwrap();
+    // The silent server: each probe times out after connect_timeout (1 s),
+    // retried once 1 s later: out after about 3 s.
+    let took = wait_list(&lab, "silent r2 removed", Duration::from_secs(6), |l| {
+        has_real(l, 1) && !has_real(l, 2)
+    });
+    eprintln!("silent server detected in {took:?} (keepalived timing: 1 s timeout + 1 s + 1 s timeout)");
+    assert!(checks(&lab).contains("timed out"));
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r1"), Some(&10), "{t:?}");
+    // The body changes: its digest no longer matches.
+    std::fs::write(lab.workdir.join("r1.status.body"), "changed\n").unwrap();
+    let took = wait_list(&lab, "r1 removed", Duration::from_secs(6), |l| !has_real(l, 1));
+    eprintln!("digest change detected in {took:?}");
+    assert!(checks(&lab).contains("digest"));
+}
+
+#[test]
+fn ssl_get_against_a_tls_server_with_a_generated_certificate() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("ssl");
+    let cert = rcgen::generate_simple_self_signed(vec!["r1.example".into()]).unwrap();
+    let (c, k) = (lab.workdir.join("cert.der"), lab.workdir.join("key.der"));
+    std::fs::write(&c, cert.cert.der()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_der()).unwrap();
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    let (cs, ks) = (c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned());
+    // r1 serves TLS on 8443; r2 serves plain HTTP there (the handshake fails).
+    lab.spawn("r1", &[&probe, "tls-serve", "8443", "r1", &cs, &ks], "tls")
+        .unwrap();
+    lab.spawn("r2", &[&probe, "serve", "8443", "r2"], "plain").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let ssl = format!(
+        "SSL_GET {{\n      url {{\n        path /\n        digest {}\n      }}\n      virtualhost r1.example\n      enable_sni\n      connect_port 8443\n      {TIMING}\n    }}",
+        md5_hex(b"r1\n")
+    );
+    lab.start_agent(&service(&ssl, &ssl, ""), AGENT_ARGS).unwrap();
+    let took = wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| {
+        has_real(l, 1) && !has_real(l, 2)
+    });
+    eprintln!("SSL_GET failure detected in {took:?}");
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r1"), Some(&10), "{t:?}");
+    // r1 passed its probes over TLS (digest of its body included).
+    let c = checks(&lab);
+    assert!(c.contains("SSL_GET") && c.contains("TLS handshake"), "{c}");
+    let r1 = c
+        .lines()
+        .find(|l| l.contains(&format!("{}:80", real_ip(1))))
+        .unwrap();
+    assert!(r1.contains(" UP ") && r1.ends_with(" ok"), "{r1}");
+    assert!(has_real(&list(&lab), 1));
+}

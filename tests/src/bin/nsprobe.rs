@@ -3,6 +3,10 @@
 //! nsprobe serve PORT NAME [STATUS_FILE]
 //!                                answer every request with body "NAME\n" (keep-alive aware), with
 //!                                the status code written in STATUS_FILE (200 when absent)
+//!                                (STATUS_FILE.body, when present, replaces the body)
+//! nsprobe tls-serve PORT NAME CERT.der KEY.der
+//!                                the same over TLS (HTTP/1.0, one request per connection)
+//! nsprobe silent PORT            accept connections and never answer
 //! nsprobe get HOST:PORT COUNT    COUNT requests, one connection each; prints "NAME count" lines and "fail N"
 //! nsprobe hold HOST:PORT         one keep-alive connection; a request per stdin line, prints each answer
 use std::{
@@ -36,6 +40,61 @@ fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<bool>> {
     }
 }
 
+/// The body: STATUS_FILE.body when present, else "NAME\n".
+fn body(name: &str, status_file: &Option<String>) -> String {
+    status_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(format!("{f}.body")).ok())
+        .unwrap_or_else(|| format!("{name}\n"))
+}
+
+/// TLS: one HTTP/1.0 answer per connection.
+fn tls_serve(port: u16, name: String, cert: &str, key: &str) {
+    let cert = rustls::pki_types::CertificateDer::from(std::fs::read(cert).expect("certificate"));
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(std::fs::read(key).expect("key").into());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("certificate and key"),
+    );
+    let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    for s in l.incoming().flatten() {
+        let cfg = cfg.clone();
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let _ = s.set_read_timeout(Some(TIMEOUT));
+            let conn = rustls::ServerConnection::new(cfg).expect("TLS session");
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            let mut buf = Vec::new();
+            let mut b = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let body = format!("{name}\n");
+            let resp = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = tls.write_all(resp.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        });
+    }
+}
+
+/// Accepts and holds connections without ever answering.
+fn silent(port: u16) {
+    let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    let mut held = Vec::new();
+    for s in l.incoming().flatten() {
+        held.push(s);
+    }
+}
+
 /// Status code to answer with: the number in `file`, else 200.
 fn status(file: &Option<String>) -> u16 {
     file.as_ref()
@@ -56,7 +115,7 @@ fn serve(port: u16, name: String, status_file: Option<String>) {
             let mut w = s.try_clone().expect("clone");
             let mut r = BufReader::new(s);
             while let Ok(Some(keep)) = read_request(&mut r) {
-                let body = format!("{name}\n");
+                let body = body(&name, &status_file);
                 let conn = if keep { "keep-alive" } else { "close" };
                 let code = status(&status_file);
                 let resp = format!(
@@ -111,6 +170,13 @@ fn main() {
             args[3].clone(),
             args.get(4).cloned(),
         ),
+        Some("tls-serve") => tls_serve(
+            args[2].parse().expect("port"),
+            args[3].clone(),
+            &args[4],
+            &args[5],
+        ),
+        Some("silent") => silent(args[2].parse().expect("port")),
         Some("get") => {
             let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
             let count: usize = args[3].parse().expect("count");
