@@ -64,6 +64,17 @@ fn wait_list(lab: &Lab, what: &str, limit: Duration, cond: impl Fn(&str) -> bool
     }
 }
 
+/// Waits until real `i` is listed with weight `w`; returns how long it took.
+fn wait_weight(lab: &Lab, i: usize, w: u32, limit: Duration) -> Duration {
+    let row = format!("{}:80", real_ip(i));
+    let want = w.to_string();
+    wait_list(lab, &format!("r{i} weight {w}"), limit, |l| {
+        l.lines()
+            .find(|x| x.contains(&row))
+            .is_some_and(|x| x.split_whitespace().nth(3) == Some(want.as_str()))
+    })
+}
+
 fn has_real(l: &str, i: usize) -> bool {
     l.contains(&format!("{}:80", real_ip(i)))
 }
@@ -135,22 +146,13 @@ fn http_get_follows_the_status_code_and_inhibit_keeps_weight_zero() {
     });
     // 500: down; with inhibit_on_failure it stays listed with weight 0.
     std::fs::write(&status, "500").unwrap();
-    let r2_row = format!("{}:80", real_ip(2));
-    let took = wait_list(&lab, "r2 weight 0", Duration::from_secs(6), |l| {
-        l.lines()
-            .find(|x| x.contains(&r2_row))
-            .is_some_and(|x| x.split_whitespace().nth(3) == Some("0"))
-    });
+    let took = wait_weight(&lab, 2, 0, Duration::from_secs(6));
     eprintln!("HTTP_GET 500 detected in {took:?} (keepalived timing: at most 2 s + probe)");
     assert!(checks(&lab).contains("status 500"));
     let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
     assert_eq!(t.get("r1"), Some(&10), "{t:?}");
     std::fs::write(&status, "200").unwrap();
-    wait_list(&lab, "r2 weight 1", Duration::from_secs(5), |l| {
-        l.lines()
-            .find(|x| x.contains(&r2_row))
-            .is_some_and(|x| x.split_whitespace().nth(3) == Some("1"))
-    });
+    wait_weight(&lab, 2, 1, Duration::from_secs(5));
 }
 
 #[test]
@@ -173,19 +175,10 @@ fn misc_check_dynamic_weight_and_alpha() {
     assert!(!has_real(&list(&lab), 2), "alpha: r2 down until it passes");
     // Exit 5 with misc_dynamic: up with weight 5 - 2 = 3.
     std::fs::write(&code, "5").unwrap();
-    let r2_row = format!("{}:80", real_ip(2));
-    wait_list(&lab, "r2 weight 3", Duration::from_secs(5), |l| {
-        l.lines()
-            .find(|x| x.contains(&r2_row))
-            .is_some_and(|x| x.split_whitespace().nth(3) == Some("3"))
-    });
+    wait_weight(&lab, 2, 3, Duration::from_secs(5));
     // Exit 0: up with the configured weight.
     std::fs::write(&code, "0").unwrap();
-    wait_list(&lab, "r2 weight 1", Duration::from_secs(5), |l| {
-        l.lines()
-            .find(|x| x.contains(&r2_row))
-            .is_some_and(|x| x.split_whitespace().nth(3) == Some("1"))
-    });
+    wait_weight(&lab, 2, 1, Duration::from_secs(5));
 }
 
 #[test]
