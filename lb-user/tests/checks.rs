@@ -23,7 +23,9 @@ fn http(path: &str, digest: Option<&str>, tls: bool) -> Check {
             virtualhost: Some("localhost".into()),
             tls,
             sni: tls,
+            http11: tls,
         },
+        fast_recovery: false,
         connect_ip: None,
         connect_port: None,
         bindto: None,
@@ -135,4 +137,41 @@ async fn ssl_get_against_a_generated_certificate() {
 fn md5_of(b: &[u8]) -> u128 {
     use md5::{Digest, Md5};
     u128::from_be_bytes(Md5::digest(b).into())
+}
+
+#[tokio::test]
+async fn probes_connect_from_bindto_and_speak_the_configured_http_version() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, peer) = l.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 512];
+                let n = s.read(&mut b).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&b[..n]).lines().next().unwrap_or("").to_string();
+                let _ = tx.send((peer.ip(), line));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            });
+        }
+    });
+    let t = Duration::from_secs(2);
+    let mut tcp = http("/", None, false);
+    tcp.kind = CheckKind::Tcp;
+    tcp.bindto = Some("127.0.0.2".parse().unwrap());
+    assert_eq!(probe::run(&tcp, addr, t).await, Outcome::Up);
+    let (peer, _) = rx.recv().await.unwrap();
+    assert_eq!(peer, "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+    let mut h11 = http("/x", None, false);
+    if let CheckKind::Http { http11, .. } = &mut h11.kind {
+        *http11 = true;
+    }
+    assert_eq!(probe::run(&h11, addr, t).await, Outcome::Up);
+    let (_, line) = rx.recv().await.unwrap();
+    assert_eq!(line, "GET /x HTTP/1.1");
+    assert_eq!(probe::run(&http("/y", None, false), addr, t).await, Outcome::Up);
+    let (_, line) = rx.recv().await.unwrap();
+    assert_eq!(line, "GET /y HTTP/1.0");
 }

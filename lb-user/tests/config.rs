@@ -399,6 +399,7 @@ fn checkers_and_their_timing_are_read() {
             virtualhost: Some("example.org".into()),
             tls: false,
             sni: false,
+            http11: false,
         }
     );
     match &r.checks[2].kind {
@@ -497,4 +498,19 @@ fn misc_check_user_is_resolved_or_refused() {
     let bad = load_str(&conf("no-such-user-here"), Path::new("k.conf"));
     let e: Vec<String> = bad.errors().map(|d| d.to_string()).collect();
     assert_eq!(e, ["k.conf:5:4: error: user: no user 'no-such-user-here' on this system"]);
+}
+
+#[test]
+fn http_protocol_and_fast_recovery_are_read() {
+    use lb_user::config::check::CheckKind;
+    let text = "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url { path / }\n   \
+                http_protocol 1.1\n   fast_recovery\n  }\n  TCP_CHECK {\n   fast_recovery off\n  }\n }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let c = &l.config.services[0].reals[0].checks;
+    assert!(matches!(c[0].kind, CheckKind::Http { http11: true, .. }));
+    assert!(c[0].fast_recovery);
+    assert!(!c[1].fast_recovery);
+    let bad = load_str(&text.replace("1.1", "2"), Path::new("k.conf"));
+    assert_eq!(bad.errors().count(), 1);
 }

@@ -69,6 +69,9 @@ pub enum CheckKind {
         virtualhost: Option<String>,
         tls: bool,
         sni: bool,
+        /// `http_protocol 1.1` sends HTTP/1.1 requests (default 1.0); the
+        /// connection is always closed after the answer.
+        http11: bool,
     },
     /// UDP_CHECK: a datagram is sent; down on an ICMP port unreachable (or
     /// no reply when `require_reply`).
@@ -94,6 +97,9 @@ pub enum CheckKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     pub kind: CheckKind,
+    /// `fast_recovery`: while down, probe every delay_before_retry instead
+    /// of every delay_loop.
+    pub fast_recovery: bool,
     pub connect_ip: Option<IpAddr>,
     pub connect_port: Option<u16>,
     pub bindto: Option<IpAddr>,
@@ -128,6 +134,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     }
     let mut check = Check {
         kind: CheckKind::Tcp,
+        fast_recovery: false,
         connect_ip: None,
         connect_port: None,
         bindto: None,
@@ -143,6 +150,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     let mut qtype = 6u16; // SOA, keepalived's default
     let mut qname = ".".to_string();
     let mut sni = false;
+    let mut http11 = false;
     let mut user = None;
     for c in n.children.iter().flatten() {
         if check.timing.take(c, diags) {
@@ -197,8 +205,23 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             }
             "enable_sni" => sni = true,
             "user" if n.keyword == "MISC_CHECK" => user = run_as(c, diags),
-            "http_protocol" | "fast_recovery" | "bind_port" | "bind_if"
-            | "fwmark" | "min_reply_length" | "max_reply_length" | "reply_data" => diags.push(Diag::warning(
+            "fast_recovery" => {
+                check.fast_recovery = !matches!(
+                    c.args.first().map(String::as_str),
+                    Some("off" | "false" | "no" | "0")
+                )
+            }
+            "http_protocol" => match arg(c, 0, "version", diags) {
+                Some("1.1") => http11 = true,
+                Some("1.0" | "1.0C" | "1.0K" | "1.1C") | None => {}
+                Some(v) => diags.push(Diag::error(
+                    &c.loc,
+                    Some("http_protocol"),
+                    format!("unknown HTTP version '{v}' (1.0, 1.0C, 1.1)"),
+                )),
+            },
+            "bind_port" | "bind_if" | "fwmark" | "min_reply_length" | "max_reply_length"
+            | "reply_data" => diags.push(Diag::warning(
                 &c.loc,
                 Some(&c.keyword),
                 "not implemented yet; parsed and ignored",
@@ -231,6 +254,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 virtualhost,
                 tls: n.keyword == "SSL_GET",
                 sni,
+                http11,
             }
         }
         _ => {

@@ -30,6 +30,8 @@ pub struct Schedule {
     pub retry: u32,
     pub delay_before_retry: Duration,
     pub warmup: Duration,
+    /// While down, probe every delay_before_retry (`fast_recovery`).
+    pub fast_recovery: bool,
 }
 
 impl Schedule {
@@ -46,6 +48,7 @@ impl Schedule {
             retry: t.retry.unwrap_or(retry),
             delay_before_retry: t.delay_before_retry.unwrap_or(before),
             warmup: t.warmup.unwrap_or(Duration::ZERO),
+            fast_recovery: check.fast_recovery,
         }
     }
 }
@@ -110,7 +113,12 @@ impl CheckState {
                 } else {
                     self.failures = 0;
                     self.up = false;
-                    self.next = now + s.delay_loop;
+                    self.next = now
+                        + if s.fast_recovery {
+                            s.delay_before_retry
+                        } else {
+                            s.delay_loop
+                        };
                 }
             }
         }
@@ -209,6 +217,7 @@ mod tests {
             retry,
             delay_before_retry: Duration::from_secs(2),
             warmup: Duration::ZERO,
+            fast_recovery: false,
         }
     }
 
@@ -240,6 +249,21 @@ mod tests {
         // One success: up again at once.
         assert!(c.record(&s, t(18), Outcome::Up));
         assert!(c.up);
+    }
+
+    #[test]
+    fn fast_recovery_probes_a_down_real_every_delay_before_retry() {
+        let s = Schedule {
+            fast_recovery: true,
+            ..sched(0)
+        };
+        let mut c = CheckState::new(false, t(0), t(0));
+        assert!(c.record(&s, t(0), down()));
+        assert_eq!(c.next, t(2));
+        assert!(!c.record(&s, t(2), down()));
+        assert_eq!(c.next, t(4));
+        assert!(c.record(&s, t(4), Outcome::Up));
+        assert_eq!(c.next, t(10), "up again: back to delay_loop");
     }
 
     #[test]
@@ -289,6 +313,7 @@ mod tests {
         use crate::config::check::{Check, CheckKind, Timing};
         let tcp = Check {
             kind: CheckKind::Tcp,
+            fast_recovery: false,
             connect_ip: None,
             connect_port: None,
             bindto: None,
@@ -317,6 +342,7 @@ mod tests {
                 virtualhost: None,
                 tls: false,
                 sni: false,
+                http11: false,
             },
             timing: Timing::default(),
             ..tcp.clone()

@@ -42,15 +42,16 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
             virtualhost,
             tls,
             sni,
+            http11,
         } => bounded(timeout, async {
             for u in urls {
                 let s = connect(to, check.bindto).await?;
                 let host = virtualhost.as_deref();
                 let r = if *tls {
                     let s = tls_connect(s, to, if *sni { host } else { None }).await?;
-                    http_get(s, to, u, host).await
+                    http_get(s, to, u, host, *http11).await
                 } else {
-                    http_get(s, to, u, host).await
+                    http_get(s, to, u, host, *http11).await
                 };
                 if let Err(e) = r {
                     return Ok(Outcome::Down(format!("GET {}: {e}", u.path)));
@@ -277,14 +278,16 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     to: SocketAddr,
     url: &Url,
     host: Option<&str>,
+    http11: bool,
 ) -> Result<(), String> {
     let host = host.map(String::from).unwrap_or_else(|| match to {
         SocketAddr::V4(a) => a.to_string(),
         SocketAddr::V6(a) => a.to_string(),
     });
     let req = format!(
-        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-healthcheck\r\nConnection: close\r\n\r\n",
-        url.path
+        "GET {} HTTP/1.{}\r\nHost: {host}\r\nUser-Agent: lb-healthcheck\r\nConnection: close\r\n\r\n",
+        url.path,
+        u8::from(http11)
     );
     s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
