@@ -10,4 +10,5 @@ pub mod neigh;
 pub mod sched;
 pub mod state;
 pub mod sweep;
+pub mod vrrp;
 pub mod testing;

@@ -1,0 +1,416 @@
+//! The VRRP state machine of one instance (RFC 5798 §6.4, with keepalived's
+//! nopreempt and preempt_delay). Pure: time comes in as an argument and the
+//! machine answers with actions and its next deadline, so it is replayed in
+//! tests with a controllable clock.
+
+use std::{net::IpAddr, time::Duration};
+
+/// Instance states, as keepalived names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Init,
+    Backup,
+    Master,
+    Fault,
+}
+
+/// What the machine asks its owner to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advertisement with this priority (0: "I am leaving").
+    Advertise { priority: u8 },
+    /// Take the virtual addresses (and send gratuitous ARP / NA).
+    BecomeMaster,
+    /// Release the virtual addresses.
+    BecomeBackup,
+    /// Release the virtual addresses; stay silent until the fault clears.
+    BecomeFault,
+}
+
+/// Settings of an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Configured priority (1–255; 255 = address owner).
+    pub priority: u8,
+    /// Own advertisement interval, centiseconds.
+    pub advert_cs: u16,
+    /// v3 backups adopt the master's interval; v2 requires equal intervals.
+    pub adopt_interval: bool,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Own primary address (ties between equal priorities: higher wins).
+    pub addr: IpAddr,
+}
+
+/// Counters of an instance (adverts rejected before the machine are counted
+/// by the receiver).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub became_master: u64,
+    pub priority_zero_received: u64,
+    pub priority_zero_sent: u64,
+    /// Adverts from another master while master (split brain), resolved by
+    /// the RFC rule.
+    pub other_master_seen: u64,
+}
+
+pub struct Machine {
+    pub settings: Settings,
+    pub state: State,
+    /// Priority in effect (configured, adjusted by tracking).
+    pub priority: u8,
+    /// The master's interval (own when master), centiseconds.
+    pub master_adver_cs: u16,
+    /// Address of the current master when known.
+    pub master: Option<IpAddr>,
+    deadline: Option<Duration>,
+    /// preempt_delay running since this time (a lower master was seen).
+    preempt_from: Option<Duration>,
+    pub counters: Counters,
+}
+
+fn cs(c: u64) -> Duration {
+    Duration::from_millis(c * 10)
+}
+
+impl Machine {
+    pub fn new(settings: Settings) -> Self {
+        Machine {
+            priority: settings.priority,
+            master_adver_cs: settings.advert_cs,
+            settings,
+            state: State::Init,
+            master: None,
+            deadline: None,
+            preempt_from: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// When the machine next wants [`Machine::on_timer`].
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// Skew_Time: (256 - Priority) × Master_Adver_Interval / 256, in
+    /// microseconds as keepalived computes it.
+    pub fn skew(&self) -> Duration {
+        let interval_us = self.master_adver_cs as u64 * 10_000;
+        Duration::from_micros((256 - self.priority as u64) * interval_us / 256)
+    }
+
+    /// Master_Down_Interval: 3 × Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        cs(3 * self.master_adver_cs as u64) + self.skew()
+    }
+
+    fn to_master(&mut self, now: Duration, out: &mut Vec<Action>) {
+        self.state = State::Master;
+        self.master = Some(self.settings.addr);
+        self.master_adver_cs = self.settings.advert_cs;
+        self.preempt_from = None;
+        self.counters.became_master += 1;
+        self.advertise(now, out);
+        out.push(Action::BecomeMaster);
+    }
+
+    fn to_backup(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let was = self.state;
+        self.state = State::Backup;
+        self.deadline = Some(now + self.master_down_interval());
+        if was != State::Backup {
+            out.push(Action::BecomeBackup);
+        }
+    }
+
+    fn advertise(&mut self, now: Duration, out: &mut Vec<Action>) {
+        self.counters.adverts_sent += 1;
+        out.push(Action::Advertise {
+            priority: self.priority,
+        });
+        self.deadline = Some(now + cs(self.settings.advert_cs as u64));
+    }
+
+    /// Startup: the address owner becomes master at once, others backup.
+    pub fn start(&mut self, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.master_adver_cs = self.settings.advert_cs;
+        if self.priority == 255 {
+            self.to_master(now, &mut out);
+        } else {
+            self.to_backup(now, &mut out);
+        }
+        out
+    }
+
+    /// The deadline passed: advertise (master) or take over (backup).
+    pub fn on_timer(&mut self, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Master => self.advertise(now, &mut out),
+            State::Backup => self.to_master(now, &mut out),
+            State::Init | State::Fault => self.deadline = None,
+        }
+        out
+    }
+
+    /// A valid advertisement for this instance from `src`.
+    pub fn on_advert(&mut self, now: Duration, src: IpAddr, priority: u8, interval_cs: u16) -> Vec<Action> {
+        self.counters.adverts_received += 1;
+        let mut out = Vec::new();
+        if priority == 0 {
+            self.counters.priority_zero_received += 1;
+        }
+        match self.state {
+            State::Backup => {
+                if priority == 0 {
+                    // The master is leaving: take over after Skew_Time.
+                    self.deadline = Some(now + self.skew());
+                    return out;
+                }
+                let lower = priority < self.priority;
+                let hold = !self.settings.preempt || !lower || {
+                    // preempt_delay: a lower master keeps its role this long.
+                    let from = *self.preempt_from.get_or_insert(now);
+                    now < from + self.settings.preempt_delay
+                };
+                if hold {
+                    if !lower {
+                        self.preempt_from = None;
+                    }
+                    if self.settings.adopt_interval {
+                        self.master_adver_cs = interval_cs.max(1);
+                    }
+                    self.master = Some(src);
+                    self.deadline = Some(now + self.master_down_interval());
+                }
+                // Else: discarded; the Master_Down_Timer takes over.
+            }
+            State::Master => {
+                if priority == 0 {
+                    self.advertise(now, &mut out);
+                    return out;
+                }
+                self.counters.other_master_seen += 1;
+                let wins = priority > self.priority
+                    || (priority == self.priority && src > self.settings.addr);
+                if wins {
+                    if self.settings.adopt_interval {
+                        self.master_adver_cs = interval_cs.max(1);
+                    }
+                    self.master = Some(src);
+                    self.to_backup(now, &mut out);
+                }
+                // Else: discarded; our next advert makes the other step down.
+            }
+            State::Init | State::Fault => {}
+        }
+        out
+    }
+
+    /// Tracking changed the priority in effect.
+    pub fn set_priority(&mut self, now: Duration, priority: u8) -> Vec<Action> {
+        self.priority = priority.max(1);
+        let mut out = Vec::new();
+        if self.state == State::Master {
+            // Let a higher backup see the new priority at once.
+            self.advertise(now, &mut out);
+        }
+        out
+    }
+
+    /// A tracked interface or script failed (`true`) or recovered.
+    pub fn set_fault(&mut self, now: Duration, fault: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        match (fault, self.state) {
+            (true, State::Fault) | (false, State::Backup | State::Master) => {}
+            (true, st) => {
+                if st == State::Master {
+                    self.counters.priority_zero_sent += 1;
+                    out.push(Action::Advertise { priority: 0 });
+                }
+                self.state = State::Fault;
+                self.deadline = None;
+                out.push(Action::BecomeFault);
+            }
+            (false, _) => {
+                let mut o = self.start(now);
+                out.append(&mut o);
+            }
+        }
+        out
+    }
+
+    /// Clean shutdown: a master says priority 0 so backups take over after
+    /// Skew_Time instead of Master_Down_Interval.
+    pub fn shutdown(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.state == State::Master {
+            self.counters.priority_zero_sent += 1;
+            out.push(Action::Advertise { priority: 0 });
+            out.push(Action::BecomeBackup);
+        }
+        self.state = State::Init;
+        self.deadline = None;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn settings(priority: u8, addr: &str) -> Settings {
+        Settings {
+            priority,
+            advert_cs: 100,
+            adopt_interval: true,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn timers_follow_the_rfc() {
+        let m = Machine::new(settings(100, "10.0.0.2"));
+        // Skew = (256 - 100) × 1 s / 256 = 0.609375 s; down = 3 s + skew.
+        assert_eq!(m.skew(), Duration::from_micros(609_375));
+        assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
+        let m = Machine::new(Settings {
+            advert_cs: 10,
+            ..settings(200, "10.0.0.2")
+        });
+        assert_eq!(m.master_down_interval(), Duration::from_micros(300_000 + 21_875));
+    }
+
+    #[test]
+    fn backup_takes_over_when_adverts_stop_and_yields_to_a_higher_master() {
+        let mut m = Machine::new(settings(100, "10.0.0.2"));
+        let down = Duration::from_micros(3_609_375);
+        assert_eq!(m.start(ms(0)), [Action::BecomeBackup]);
+        assert_eq!(m.deadline(), Some(down));
+        // Adverts of a higher master keep resetting the timer.
+        assert!(m.on_advert(ms(1000), ip("10.0.0.3"), 150, 100).is_empty());
+        assert_eq!(m.deadline(), Some(ms(1000) + down));
+        // They stop: at the deadline the backup advertises and takes the VIPs.
+        assert_eq!(
+            m.on_timer(ms(4600)),
+            [Action::Advertise { priority: 100 }, Action::BecomeMaster]
+        );
+        assert_eq!((m.state, m.deadline()), (State::Master, Some(ms(5600))));
+        assert_eq!(m.on_timer(ms(5600)), [Action::Advertise { priority: 100 }]);
+        // The higher master returns: preemption.
+        assert_eq!(
+            m.on_advert(ms(6000), ip("10.0.0.3"), 150, 100),
+            [Action::BecomeBackup]
+        );
+        assert_eq!(m.state, State::Backup);
+        assert_eq!(m.master, Some(ip("10.0.0.3")));
+    }
+
+    #[test]
+    fn priority_zero_means_take_over_after_skew() {
+        let mut m = Machine::new(settings(100, "10.0.0.2"));
+        m.start(ms(0));
+        m.on_advert(ms(500), ip("10.0.0.3"), 150, 100);
+        assert!(m.on_advert(ms(800), ip("10.0.0.3"), 0, 100).is_empty());
+        assert_eq!(m.deadline(), Some(ms(800) + Duration::from_micros(609_375)));
+        assert_eq!(m.on_timer(ms(1400))[1], Action::BecomeMaster);
+        // A master that hears priority 0 answers at once.
+        assert_eq!(
+            m.on_advert(ms(1500), ip("10.0.0.9"), 0, 100),
+            [Action::Advertise { priority: 100 }]
+        );
+        // Shutting down as master says priority 0.
+        assert_eq!(
+            m.shutdown(),
+            [Action::Advertise { priority: 0 }, Action::BecomeBackup]
+        );
+    }
+
+    #[test]
+    fn preempt_nopreempt_and_preempt_delay() {
+        // preempt: a higher backup ignores a lower master's adverts and takes over.
+        let mut m = Machine::new(settings(200, "10.0.0.2"));
+        m.start(ms(0));
+        let down = Duration::from_micros(3_000_000 + 218_750);
+        m.on_advert(ms(100), ip("10.0.0.3"), 100, 100);
+        assert_eq!(m.deadline(), Some(down), "timer not reset by a lower master");
+        // nopreempt: it stays backup while the lower master advertises.
+        let mut m = Machine::new(Settings {
+            preempt: false,
+            ..settings(200, "10.0.0.2")
+        });
+        m.start(ms(0));
+        m.on_advert(ms(100), ip("10.0.0.3"), 100, 100);
+        assert_eq!(m.deadline(), Some(ms(100) + down));
+        // preempt_delay 5 s: the lower master keeps the role 5 s after first seen.
+        let mut m = Machine::new(Settings {
+            preempt_delay: Duration::from_secs(5),
+            ..settings(200, "10.0.0.2")
+        });
+        m.start(ms(0));
+        m.on_advert(ms(1000), ip("10.0.0.3"), 100, 100);
+        m.on_advert(ms(5000), ip("10.0.0.3"), 100, 100);
+        assert_eq!(m.deadline(), Some(ms(5000) + down));
+        m.on_advert(ms(6000), ip("10.0.0.3"), 100, 100);
+        assert_eq!(m.deadline(), Some(ms(5000) + down), "delay over: discarded");
+    }
+
+    #[test]
+    fn two_masters_resolve_by_priority_then_address() {
+        let mut a = Machine::new(settings(100, "10.0.0.2"));
+        a.start(ms(0));
+        a.on_timer(ms(3600));
+        assert_eq!(a.state, State::Master);
+        // Same priority, higher address: it wins, a steps down.
+        assert_eq!(a.on_advert(ms(4000), ip("10.0.0.3"), 100, 100), [Action::BecomeBackup]);
+        assert_eq!(a.counters.other_master_seen, 1);
+        let mut b = Machine::new(settings(100, "10.0.0.3"));
+        b.start(ms(0));
+        b.on_timer(ms(3600));
+        // Lower address with the same priority: discarded, b stays master.
+        assert!(b.on_advert(ms(4000), ip("10.0.0.2"), 100, 100).is_empty());
+        assert_eq!((b.state, b.counters.other_master_seen), (State::Master, 1));
+    }
+
+    #[test]
+    fn owner_starts_master_and_v3_backups_adopt_the_interval() {
+        let mut o = Machine::new(settings(255, "10.0.0.2"));
+        assert_eq!(o.start(ms(0))[1], Action::BecomeMaster);
+        let mut b = Machine::new(settings(100, "10.0.0.3"));
+        b.start(ms(0));
+        b.on_advert(ms(0), ip("10.0.0.2"), 255, 10);
+        assert_eq!(b.master_adver_cs, 10);
+        // 3 × 0.1 s + (256 - 100) × 0.1 s / 256.
+        assert_eq!(b.deadline(), Some(Duration::from_micros(300_000 + 60_937)));
+    }
+
+    #[test]
+    fn fault_releases_and_recovery_starts_over() {
+        let mut m = Machine::new(settings(100, "10.0.0.2"));
+        m.start(ms(0));
+        m.on_timer(ms(3600));
+        assert_eq!(
+            m.set_fault(ms(4000), true),
+            [Action::Advertise { priority: 0 }, Action::BecomeFault]
+        );
+        assert_eq!((m.state, m.deadline()), (State::Fault, None));
+        assert!(m.on_advert(ms(4100), ip("10.0.0.3"), 50, 100).is_empty());
+        assert_eq!(m.set_fault(ms(5000), false), [Action::BecomeBackup]);
+        // Tracking lowers the priority of a master: advertised at once.
+        m.on_timer(ms(9000));
+        assert_eq!(m.set_priority(ms(9100), 60), [Action::Advertise { priority: 60 }]);
+    }
+}
