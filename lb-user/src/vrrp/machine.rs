@@ -106,7 +106,7 @@ impl Machine {
         cs(3 * self.master_adver_cs as u64) + self.skew()
     }
 
-    fn to_master(&mut self, now: Duration, out: &mut Vec<Action>) {
+    fn enter_master(&mut self, now: Duration, out: &mut Vec<Action>) {
         self.state = State::Master;
         self.master = Some(self.settings.addr);
         self.master_adver_cs = self.settings.advert_cs;
@@ -116,7 +116,7 @@ impl Machine {
         out.push(Action::BecomeMaster);
     }
 
-    fn to_backup(&mut self, now: Duration, out: &mut Vec<Action>) {
+    fn enter_backup(&mut self, now: Duration, out: &mut Vec<Action>) {
         let was = self.state;
         self.state = State::Backup;
         self.deadline = Some(now + self.master_down_interval());
@@ -138,9 +138,9 @@ impl Machine {
         let mut out = Vec::new();
         self.master_adver_cs = self.settings.advert_cs;
         if self.priority == 255 {
-            self.to_master(now, &mut out);
+            self.enter_master(now, &mut out);
         } else {
-            self.to_backup(now, &mut out);
+            self.enter_backup(now, &mut out);
         }
         out
     }
@@ -150,7 +150,7 @@ impl Machine {
         let mut out = Vec::new();
         match self.state {
             State::Master => self.advertise(now, &mut out),
-            State::Backup => self.to_master(now, &mut out),
+            State::Backup => self.enter_master(now, &mut out),
             State::Init | State::Fault => self.deadline = None,
         }
         out
@@ -201,7 +201,7 @@ impl Machine {
                         self.master_adver_cs = interval_cs.max(1);
                     }
                     self.master = Some(src);
-                    self.to_backup(now, &mut out);
+                    self.enter_backup(now, &mut out);
                 }
                 // Else: discarded; our next advert makes the other step down.
             }
