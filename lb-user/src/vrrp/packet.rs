@@ -334,6 +334,53 @@ mod tests {
         assert_eq!(Advert::decode(&long, s, d, 255).unwrap(), a);
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Advertisements captured from Debian's keepalived 2.2.7 (VRID 51,
+    /// priority 150, advert_int 1, VIP 10.77.0.100, from 10.77.0.2), whole IP
+    /// packets: ours must decode them and encode the very same bytes.
+    #[test]
+    fn keepalived_bytes_round_trip() {
+        for (captured, version, auth_type, auth) in [
+            (
+                "45c0002800010000ff70d0430a4d0002e0000012213396010101cf9a0a4d00647365637265743132",
+                Version::V2,
+                AUTH_PASS,
+                pass_auth("secret12"),
+            ),
+            (
+                "45c0002000010000ff70d04b0a4d0002e000001231339601006442d80a4d0064",
+                Version::V3,
+                AUTH_NONE,
+                [0; AUTH_LEN],
+            ),
+        ] {
+            let pkt = hex(captured);
+            // TTL 255, protocol 112, TOS 0xc0 in the kernel-built IP header.
+            assert_eq!((pkt[1], pkt[8], pkt[9]), (0xc0, TTL, IPPROTO_VRRP));
+            let (src, dst) = (ip("10.77.0.2"), ip("224.0.0.18"));
+            let a = Advert::decode(&pkt[20..], src, dst, pkt[8]).unwrap();
+            assert_eq!(
+                a,
+                Advert {
+                    version,
+                    vrid: 51,
+                    priority: 150,
+                    interval_cs: 100,
+                    addrs: vec![ip("10.77.0.100")],
+                    auth_type,
+                    auth,
+                }
+            );
+            assert_eq!(a.encode(src, dst), &pkt[20..], "{version:?}");
+        }
+    }
+
     #[test]
     fn pass_is_truncated_and_padded_to_eight_bytes() {
         assert_eq!(&pass_auth("secret"), b"secret\0\0");
