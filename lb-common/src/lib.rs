@@ -644,11 +644,29 @@ mod tests {
 
     #[test]
     fn real_conns_never_negative() {
-        let c = RealConns { active: 3, inactive: 1 };
-        let adj = RealConns { active: 1, inactive: 2 };
-        assert_eq!(c.minus(&adj), RealConns { active: 2, inactive: 0 });
-        let wrapped = RealConns { active: 1, inactive: 0 };
-        let adj = RealConns { active: u64::MAX, inactive: 0 };
+        let c = RealConns {
+            active: 3,
+            inactive: 1,
+        };
+        let adj = RealConns {
+            active: 1,
+            inactive: 2,
+        };
+        assert_eq!(
+            c.minus(&adj),
+            RealConns {
+                active: 2,
+                inactive: 0
+            }
+        );
+        let wrapped = RealConns {
+            active: 1,
+            inactive: 0,
+        };
+        let adj = RealConns {
+            active: u64::MAX,
+            inactive: 0,
+        };
         assert_eq!(wrapped.minus(&adj).active, 2);
     }
 

@@ -128,12 +128,15 @@ unsafe fn atomic_add(p: *mut u64, v: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: as required by the caller.
     unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, v);
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, v,
+        );
     }
     #[cfg(not(target_arch = "bpf"))]
     // SAFETY: as required by the caller.
     unsafe {
-        core::sync::atomic::AtomicU64::from_ptr(p).fetch_add(v, core::sync::atomic::Ordering::Relaxed);
+        core::sync::atomic::AtomicU64::from_ptr(p)
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -176,7 +179,13 @@ pub const SCHED_NEW: u32 = 2;
 /// is then not part of the forwarding call chain), with plain types only in
 /// its signature: the real chosen goes to `pick` = [real id, generation].
 #[inline(never)]
-pub fn schedule(pkt: &Packet, svc: &Service, now: u64, ev: &mut Events, pick: &mut [u32; 2]) -> u32 {
+pub fn schedule(
+    pkt: &Packet,
+    svc: &Service,
+    now: u64,
+    ev: &mut Events,
+    pick: &mut [u32; 2],
+) -> u32 {
     match lookup_or_schedule(pkt, svc, now, ev) {
         Ok(Outcome::Established(p)) => {
             *pick = [p.real_id, p.gen];
@@ -273,7 +282,9 @@ pub fn lookup(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     let key = flow_key(pkt);
     // SAFETY: read-only copy of the value.
     let c = unsafe { *LB_CONNTRACK.get(key)? };
-    if c.svc_id != svc.svc_id || now.saturating_sub(c.last_ns) >= timeouts().for_state(c.state) as u64 * NS {
+    if c.svc_id != svc.svc_id
+        || now.saturating_sub(c.last_ns) >= timeouts().for_state(c.state) as u64 * NS
+    {
         return None;
     }
     let real = sched::real_if_valid(c.real_id, c.real_gen)?;

@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use lb_common::{DecapStats, VipKey, FAMILY_V4, FAMILY_V6, MAX_DECAP_VIPS, PROTO_IPIP, PROTO_IPV6};
 use lb_ebpf::parse::{
-    frame_len, ipv4_header, l3_of, ptr_at, read_addr, read_u16_raw, read_u8, Skip, ETH_HLEN, ETH_P_IP,
-    ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN,
+    frame_len, ipv4_header, l3_of, ptr_at, read_addr, read_u16_raw, read_u8, Skip, ETH_HLEN,
+    ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN,
 };
 
 /// Virtual addresses this real accepts tunnelled traffic for.
@@ -132,7 +132,9 @@ fn decap(ctx: &XdpContext) -> Result<(), Not> {
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("lb-decap is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs");
+    eprintln!(
+        "lb-decap is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs"
+    );
 }
 
 #[cfg(target_arch = "bpf")]

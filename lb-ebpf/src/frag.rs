@@ -3,11 +3,19 @@
 //! protocol, identification); later fragments follow it to the same real.
 //! A later fragment seen before its first one goes to the kernel, counted.
 
-use aya_ebpf::{bindings::xdp_action::{XDP_DROP, XDP_PASS}, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    programs::XdpContext,
+};
 use lb_common::{FragKey, FragVal, FRAG_TIMEOUT_S};
 use lb_ebpf::parse::Packet;
 
-use crate::{conntrack::NS, maps::LB_FRAGS, sched, stats::{self, count}};
+use crate::{
+    conntrack::NS,
+    maps::LB_FRAGS,
+    sched,
+    stats::{self, count},
+};
 
 #[inline(always)]
 fn key(pkt: &Packet) -> FragKey {

@@ -21,13 +21,16 @@ use aya_ebpf::{
     helpers::generated::{bpf_csum_diff, bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{Real, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPIP, PROTO_IPV6, PROTO_TCP, PROTO_UDP};
+use lb_common::{
+    Real, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPIP, PROTO_IPV6, PROTO_TCP,
+    PROTO_UDP,
+};
 use lb_ebpf::{
     csum::{self, Delta},
     parse::{
-        data_end, ptr_at, read_addr, read_u16_raw, read_u32_raw, write_addr,
+        data_end, frame_len, ptr_at, read_addr, read_u16_raw, read_u32_raw, write_addr,
         write_u16_raw, write_u32_raw, Packet, Skip, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ICMP_HLEN,
-        IPV4_HLEN, IPV6_HLEN, KIND_FRAG, KIND_ICMP, KIND_L4, frame_len,
+        IPV4_HLEN, IPV6_HLEN, KIND_FRAG, KIND_ICMP, KIND_L4,
     },
 };
 
@@ -89,7 +92,11 @@ fn fib(
 ) -> (i64, FibLookup) {
     // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
     let mut p: FibLookup = unsafe { core::mem::zeroed() };
-    p.family = if family == FAMILY_V4 { AF_INET } else { AF_INET6 };
+    p.family = if family == FAMILY_V4 {
+        AF_INET
+    } else {
+        AF_INET6
+    };
     p.ifindex = ingress;
     p.__bindgen_anon_1.tot_len = tot_len as u16;
     if family == FAMILY_V4 {
@@ -181,7 +188,13 @@ fn words(family: u8) -> usize {
 /// Rewrites one side (`dst`: destination, else source) of a TCP / UDP packet
 /// (or fragment) to `addr:port_be`, with incremental checksum updates.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, addr: &[u32; 4], port_be: u16) -> Result<(), Skip> {
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    dst: bool,
+    addr: &[u32; 4],
+    port_be: u16,
+) -> Result<(), Skip> {
     let fam = pkt.family;
     let aoff = pkt.l3 + addr_off(fam, dst);
     let old = read_addr(ctx, aoff, fam)?;
@@ -217,9 +230,17 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, addr: &[u32; 4], port_be: 
 #[inline(never)]
 pub fn nat_to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Verdict {
     if pkt.kind == KIND_ICMP {
-        return icmp_nat(ctx, pkt, true, &pkt.dst, &real.addr, pkt.dport_be, real.port_be)
-            .map(|_| route(ctx, pkt, &pkt.src, &real.addr))
-            .unwrap_or(XDP_DROP);
+        return icmp_nat(
+            ctx,
+            pkt,
+            true,
+            &pkt.dst,
+            &real.addr,
+            pkt.dport_be,
+            real.port_be,
+        )
+        .map(|_| route(ctx, pkt, &pkt.src, &real.addr))
+        .unwrap_or(XDP_DROP);
     }
     match rewrite(ctx, pkt, true, &real.addr, real.port_be) {
         Ok(()) => route(ctx, pkt, &pkt.src, &real.addr),
@@ -286,7 +307,11 @@ fn icmp_nat(
         // ICMPv6's checksum covers the outer addresses too.
         icmp.merge(&outer);
     }
-    let hlen = if fam == FAMILY_V4 { IPV4_HLEN } else { IPV6_HLEN };
+    let hlen = if fam == FAMILY_V4 {
+        IPV4_HLEN
+    } else {
+        IPV6_HLEN
+    };
     let poff = pkt.inner_l3 + hlen + if to_real { 0 } else { 2 };
     write_u16_raw(ctx, poff, new_port)?;
     icmp.u16(old_port, new_port);
@@ -483,7 +508,11 @@ fn build_too_big(
         let o = l3 + IPV4_HLEN;
         // Type 3 code 4, checksum 0 for now, unused, next-hop MTU.
         write_u32_raw(ctx, o, u32::from_ne_bytes([3, 4, 0, 0]))?;
-        write_u32_raw(ctx, o + 4, u32::from_ne_bytes([0, 0, (mtu >> 8) as u8, mtu as u8]))?;
+        write_u32_raw(
+            ctx,
+            o + 4,
+            u32::from_ne_bytes([0, 0, (mtu >> 8) as u8, mtu as u8]),
+        )?;
         o
     } else {
         write_u16_raw(ctx, 12, ETH_P_IPV6.to_be())?;
@@ -529,7 +558,13 @@ fn sum_bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u64, Skip> 
     // SAFETY: [start + off, + N) lies inside the packet (checked above); the
     // helper only reads it.
     let s = unsafe {
-        bpf_csum_diff(core::ptr::null_mut(), 0, (start + off) as *mut u32, N as u32, 0)
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            (start + off) as *mut u32,
+            N as u32,
+            0,
+        )
     };
     Ok(s as u32 as u64)
 }

@@ -23,9 +23,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use lb_common::{
-    FlowKey, Real, RevNat, Service, SvcKey, FLAG_NAT, FWD_NAT, FWD_TUN, PROTO_TCP,
-};
+use lb_common::{FlowKey, Real, RevNat, Service, SvcKey, FLAG_NAT, FWD_NAT, FWD_TUN, PROTO_TCP};
 use lb_ebpf::parse::{self, Packet, Skip, KIND_FRAG, KIND_ICMP};
 
 use crate::{
@@ -226,7 +224,11 @@ fn nat_reply_inner(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<u32> {
     // SAFETY: valid for this program run; racing writers store whole fields.
     let rev = unsafe { &mut *rev };
     let to = conntrack::timeouts();
-    let limit = if pkt.proto == PROTO_TCP { to.tcp_s } else { to.udp_s };
+    let limit = if pkt.proto == PROTO_TCP {
+        to.tcp_s
+    } else {
+        to.udp_s
+    };
     let idle = now.saturating_sub(rev.last_ns);
     if idle >= limit as u64 * NS {
         return None;

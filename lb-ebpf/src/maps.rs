@@ -7,13 +7,13 @@ use aya_ebpf::{
     btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use lb_ebpf::parse::Packet;
 use lb_common::{
     Conn, FlowKey, FragKey, FragVal, GlobalStats, Persist, PersistKey, Real, RealConns, RevNat,
     Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE,
     FRAG_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES, MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS,
     RING_SIZE,
 };
+use lb_ebpf::parse::Packet;
 
 const MAX_SERVICES_U: usize = MAX_SERVICES as usize;
 const MAX_REALS_U: usize = MAX_REALS as usize;
@@ -92,8 +92,12 @@ pub static LB_CONN_ADJ: Array<RealConns, MAX_REALS_U> = Array::new();
 
 /// NAT reverse table: the real's reply 5-tuple to the virtual address.
 #[btf_map]
-pub static LB_NAT_REV: LruHashMap<FlowKey, RevNat, { DEFAULT_CONNTRACK_SIZE as usize }, NO_COMMON_LRU> =
-    LruHashMap::new();
+pub static LB_NAT_REV: LruHashMap<
+    FlowKey,
+    RevNat,
+    { DEFAULT_CONNTRACK_SIZE as usize },
+    NO_COMMON_LRU,
+> = LruHashMap::new();
 
 /// Fragment tracking: later fragments follow the first one's real.
 #[btf_map]

@@ -12,9 +12,9 @@
 //!   the chosen real is unavailable the next slots are probed. O(1).
 
 use lb_common::{
-    hash, maglev_index, ring_index, Real, RealConns, Service, HASH_FALLBACK_PROBES,
-    MAX_LC_MEMBERS, MH_TABLE_SIZE, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_LC, SCHED_MH,
-    SCHED_NQ, SCHED_SED, SCHED_SH, SCHED_WLC, SH_TABLE_SIZE, SVC_F_HASH_PORT,
+    hash, maglev_index, ring_index, Real, RealConns, Service, HASH_FALLBACK_PROBES, MAX_LC_MEMBERS,
+    MH_TABLE_SIZE, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_LC, SCHED_MH, SCHED_NQ,
+    SCHED_SED, SCHED_SH, SCHED_WLC, SH_TABLE_SIZE, SVC_F_HASH_PORT,
 };
 
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};

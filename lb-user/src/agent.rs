@@ -151,7 +151,10 @@ impl Agent {
         let l2 = self.l2.clone();
         let health = self.monitor.snapshot();
         let of = |k: &(config::ServiceAddr, IpAddr, u16)| {
-            health.get(k).copied().unwrap_or(Health::Up { weight: None })
+            health
+                .get(k)
+                .copied()
+                .unwrap_or(Health::Up { weight: None })
         };
         let (effective, events) = self.quorum.evaluate(&self.config, &of);
         for e in events {
@@ -185,10 +188,15 @@ impl Agent {
         }
         for (path, what) in [
             ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"),
-            ("/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"),
+            (
+                "/proc/sys/net/ipv6/conf/all/forwarding",
+                "net.ipv6.conf.all.forwarding",
+            ),
         ] {
             if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
-                tracing::warn!("{what} is 0: NAT and TUN need the director to forward (sysctl -w {what}=1)");
+                tracing::warn!(
+                    "{what} is 0: NAT and TUN need the director to forward (sysctl -w {what}=1)"
+                );
             }
         }
     }

@@ -24,8 +24,7 @@ use lb_common::{
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-xdp"));
 
 /// The real servers' decapsulation object (`lb decap`).
-pub static DECAP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
+pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "lb_xdp";

@@ -3,12 +3,12 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
-pub mod health;
 pub mod decap;
+pub mod health;
 pub mod list;
 pub mod neigh;
 pub mod sched;
 pub mod state;
 pub mod sweep;
-pub mod vrrp;
 pub mod testing;
+pub mod vrrp;

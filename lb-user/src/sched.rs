@@ -20,7 +20,9 @@ pub fn build(sched: Sched, reals: &[Member], ring_cap: usize) -> Vec<u32> {
     let pairs: Vec<(u32, u32)> = members.iter().map(|m| (m.id, m.weight)).collect();
     match sched {
         Sched::Rr | Sched::Wrr => build_ring(sched, &pairs, ring_cap),
-        Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq => pairs.iter().map(|&(id, _)| id).collect(),
+        Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq => {
+            pairs.iter().map(|&(id, _)| id).collect()
+        }
         Sched::Sh => sh_table(&pairs),
         Sched::Mh => maglev_table(&members, MH_TABLE_SIZE as usize),
     }
@@ -290,6 +292,9 @@ mod hash_tables {
         assert_eq!(again, before);
         let taken = (0..m).filter(|&i| after[i] != again[i]).count();
         let share = before.iter().filter(|&&x| x == 9).count();
-        assert!(taken < share + m / 50, "adding moved {taken} slots for a share of {share}");
+        assert!(
+            taken < share + m / 50,
+            "adding moved {taken} slots for a share of {share}"
+        );
     }
 }

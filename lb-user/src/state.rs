@@ -145,7 +145,10 @@ impl Tables {
             let mut ring = Vec::new();
             if s.sched == SCHED_MH {
                 for pos in 0..s.ring_len.min(lb_common::MH_TABLE_SIZE) {
-                    ring.push(dp.maglev.get(&maglev_index(s.table_id, s.ring_gen, pos), 0)?);
+                    ring.push(
+                        dp.maglev
+                            .get(&maglev_index(s.table_id, s.ring_gen, pos), 0)?,
+                    );
                 }
             } else {
                 for pos in 0..s.ring_len.min(RING_SIZE) {
@@ -219,7 +222,9 @@ impl Tables {
         }
         let mh = cfg.services.iter().filter(|v| v.sched == Sched::Mh).count();
         if mh > MAX_MH_TABLES as usize {
-            bail!("{mh} virtual services use mh; the data plane holds {MAX_MH_TABLES} Maglev tables");
+            bail!(
+                "{mh} virtual services use mh; the data plane holds {MAX_MH_TABLES} Maglev tables"
+            );
         }
         // Services leaving mh free their table first, so others can take it.
         for vs in &cfg.services {
@@ -336,7 +341,12 @@ impl Tables {
             let mut entry = Real {
                 addr,
                 // Only NAT changes the port on the wire.
-                port_be: if vs.fwd == Fwd::Nat { rs.port } else { vs.key.port }.to_be(),
+                port_be: if vs.fwd == Fwd::Nat {
+                    rs.port
+                } else {
+                    vs.key.port
+                }
+                .to_be(),
                 family,
                 _pad0: 0,
                 flags: REAL_F_INUSE,
@@ -421,7 +431,8 @@ impl Tables {
             for (pos, id) in ring.iter().enumerate() {
                 let pos = pos as u32;
                 if vs.sched == Sched::Mh {
-                    dp.maglev.set(maglev_index(entry.table_id, gen, pos), *id, 0)?;
+                    dp.maglev
+                        .set(maglev_index(entry.table_id, gen, pos), *id, 0)?;
                 } else {
                     dp.rings.set(ring_index(svc_id, gen, pos), *id, 0)?;
                 }

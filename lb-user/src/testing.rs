@@ -270,13 +270,19 @@ impl Harness {
             ("2001:db8:1::12", &m2, "lbtb"),
         ] {
             sh(&[
-                "ip", "neigh", "replace", ip, "lladdr", mac, "dev", dev, "nud", "permanent",
+                "ip",
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
             ])?;
         }
-        for k in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-        ] {
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
             sh(&["sysctl", "-qw", k])?;
         }
         Ok(())

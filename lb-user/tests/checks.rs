@@ -34,7 +34,11 @@ fn http(path: &str, digest: Option<&str>, tls: bool) -> Check {
 }
 
 /// Reads a request head; answers `status` with `body`.
-async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, status: u16, body: &str) {
+async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    status: u16,
+    body: &str,
+) {
     let mut buf = Vec::new();
     let mut b = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -43,7 +47,10 @@ async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: 
             Ok(n) => buf.extend_from_slice(&b[..n]),
         }
     }
-    let resp = format!("HTTP/1.0 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let resp = format!(
+        "HTTP/1.0 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let _ = s.write_all(resp.as_bytes()).await;
     let _ = s.shutdown().await;
 }
@@ -72,10 +79,16 @@ async fn http_status_and_digest_changes() {
     assert_eq!(probe::run(&with_digest, addr, t).await, Outcome::Up);
     state.lock().unwrap().1 = "changed".into();
     let o = probe::run(&with_digest, addr, t).await;
-    assert!(matches!(&o, Outcome::Down(e) if e.contains("digest")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Down(e) if e.contains("digest")),
+        "{o:?}"
+    );
     *state.lock().unwrap() = (500, "hello".into());
     let o = probe::run(&http("/", None, false), addr, t).await;
-    assert!(matches!(&o, Outcome::Down(e) if e.contains("status 500")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Down(e) if e.contains("status 500")),
+        "{o:?}"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +105,10 @@ async fn a_server_that_never_answers_fails_at_the_timeout() {
     let start = std::time::Instant::now();
     let o = probe::run(&http("/", None, false), addr, Duration::from_millis(500)).await;
     let took = start.elapsed();
-    assert!(matches!(&o, Outcome::Down(e) if e.contains("timed out")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Down(e) if e.contains("timed out")),
+        "{o:?}"
+    );
     assert!(
         took >= Duration::from_millis(500) && took < Duration::from_millis(900),
         "{took:?}"
@@ -129,9 +145,15 @@ async fn ssl_get_against_a_generated_certificate() {
     let t = Duration::from_secs(2);
     // MD5("secure").
     let digest = format!("{:032x}", md5_of(b"secure"));
-    assert_eq!(probe::run(&http("/", Some(&digest), true), addr, t).await, Outcome::Up);
+    assert_eq!(
+        probe::run(&http("/", Some(&digest), true), addr, t).await,
+        Outcome::Up
+    );
     // Plain HTTP to the TLS port fails.
-    assert!(matches!(probe::run(&http("/", None, false), addr, t).await, Outcome::Down(_)));
+    assert!(matches!(
+        probe::run(&http("/", None, false), addr, t).await,
+        Outcome::Down(_)
+    ));
 }
 
 fn md5_of(b: &[u8]) -> u128 {
@@ -151,7 +173,11 @@ async fn probes_connect_from_bindto_and_speak_the_configured_http_version() {
             tokio::spawn(async move {
                 let mut b = [0u8; 512];
                 let n = s.read(&mut b).await.unwrap_or(0);
-                let line = String::from_utf8_lossy(&b[..n]).lines().next().unwrap_or("").to_string();
+                let line = String::from_utf8_lossy(&b[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 let _ = tx.send((peer.ip(), line));
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
             });
@@ -171,7 +197,10 @@ async fn probes_connect_from_bindto_and_speak_the_configured_http_version() {
     assert_eq!(probe::run(&h11, addr, t).await, Outcome::Up);
     let (_, line) = rx.recv().await.unwrap();
     assert_eq!(line, "GET /x HTTP/1.1");
-    assert_eq!(probe::run(&http("/y", None, false), addr, t).await, Outcome::Up);
+    assert_eq!(
+        probe::run(&http("/y", None, false), addr, t).await,
+        Outcome::Up
+    );
     let (_, line) = rx.recv().await.unwrap();
     assert_eq!(line, "GET /y HTTP/1.0");
 }

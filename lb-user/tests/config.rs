@@ -403,7 +403,12 @@ fn checkers_and_their_timing_are_read() {
         }
     );
     match &r.checks[2].kind {
-        CheckKind::Misc { argv, timeout, dynamic, .. } => {
+        CheckKind::Misc {
+            argv,
+            timeout,
+            dynamic,
+            ..
+        } => {
             assert_eq!(argv, &["/usr/bin/check", "--port", "80", "a b"]);
             assert_eq!(*timeout, Some(Duration::from_secs(3)));
             assert!(dynamic);
@@ -470,7 +475,10 @@ fn seed_checkers_are_understood() {
                     match &c.kind {
                         CheckKind::Tcp => assert_eq!(c.connect_port, Some(80)),
                         CheckKind::Http { urls, .. } => {
-                            assert_eq!((urls[0].path.as_str(), urls[0].status.clone()), ("/", vec![(200, 200)]))
+                            assert_eq!(
+                                (urls[0].path.as_str(), urls[0].status.clone()),
+                                ("/", vec![(200, 200)])
+                            )
                         }
                         k => panic!("seed {prefix}: unexpected checker {k:?}"),
                     }
@@ -478,7 +486,10 @@ fn seed_checkers_are_understood() {
             }
         }
     }
-    assert!(seen >= 6, "the seeds configure checkers on their reals ({seen} found)");
+    assert!(
+        seen >= 6,
+        "the seeds configure checkers on their reals ({seen} found)"
+    );
 }
 
 #[test]
@@ -497,7 +508,10 @@ fn misc_check_user_is_resolved_or_refused() {
     }
     let bad = load_str(&conf("no-such-user-here"), Path::new("k.conf"));
     let e: Vec<String> = bad.errors().map(|d| d.to_string()).collect();
-    assert_eq!(e, ["k.conf:5:4: error: user: no user 'no-such-user-here' on this system"]);
+    assert_eq!(
+        e,
+        ["k.conf:5:4: error: user: no user 'no-such-user-here' on this system"]
+    );
 }
 
 #[test]

@@ -52,7 +52,11 @@ fn eth(src: [u8; 6], dst: [u8; 6]) -> Eth {
 }
 
 fn check(what: &str, got: (u32, Vec<u8>), verdict: u32, want: &[u8]) {
-    assert_eq!(verdict_name(got.0), verdict_name(verdict), "{what}: verdict");
+    assert_eq!(
+        verdict_name(got.0),
+        verdict_name(verdict),
+        "{what}: verdict"
+    );
     assert!(
         got.1 == want,
         "{what}: output bytes differ\n{}",
@@ -72,12 +76,41 @@ fn nat_tcp_v4_both_directions_exact_bytes() {
     let want = tcp(eth(MAC_B, MAC1), CLIENT, 40000, R1, 8080, Flags::Syn, b"");
     check("SYN to VIP", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
     // The real's answer, arriving on b: source back to VIP:80, to the client.
-    let reply = tcp(eth(MAC1, MAC_B), R1, 8080, CLIENT, 40000, Flags::Ack, b"hello");
-    let want = tcp(eth(MAC_A, CLIENT_MAC), VIP, 80, CLIENT, 40000, Flags::Ack, b"hello");
-    check("reply from real", h.run_on_b(&reply).unwrap(), XDP_REDIRECT, &want);
+    let reply = tcp(
+        eth(MAC1, MAC_B),
+        R1,
+        8080,
+        CLIENT,
+        40000,
+        Flags::Ack,
+        b"hello",
+    );
+    let want = tcp(
+        eth(MAC_A, CLIENT_MAC),
+        VIP,
+        80,
+        CLIENT,
+        40000,
+        Flags::Ack,
+        b"hello",
+    );
+    check(
+        "reply from real",
+        h.run_on_b(&reply).unwrap(),
+        XDP_REDIRECT,
+        &want,
+    );
     // Data from the client keeps the real.
     let data = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, b"GET /");
-    let want = tcp(eth(MAC_B, MAC1), CLIENT, 40000, R1, 8080, Flags::Ack, b"GET /");
+    let want = tcp(
+        eth(MAC_B, MAC1),
+        CLIENT,
+        40000,
+        R1,
+        8080,
+        Flags::Ack,
+        b"GET /",
+    );
     check("data to VIP", h.run(&data).unwrap(), XDP_REDIRECT, &want);
     let g = counters(&h);
     assert_eq!((g.new_flows, g.nat_reverse, g.redirect), (1, 1, 3));
@@ -100,7 +133,12 @@ fn nat_udp_checksums_zero_kept_and_updated() {
     q0[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
     let mut want0 = udp(eth(MAC_B, MAC1), CLIENT, 5001, R1, 5353, b"query");
     want0[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
-    check("UDP without checksum", h.run(&q0).unwrap(), XDP_REDIRECT, &want0);
+    check(
+        "UDP without checksum",
+        h.run(&q0).unwrap(),
+        XDP_REDIRECT,
+        &want0,
+    );
     let a = udp(eth(MAC1, MAC_B), R1, 5353, CLIENT, 5000, b"answer");
     let want = udp(eth(MAC_A, CLIENT_MAC), VIP, 53, CLIENT, 5000, b"answer");
     check("UDP reply", h.run_on_b(&a).unwrap(), XDP_REDIRECT, &want);
@@ -110,11 +148,40 @@ fn nat_udp_checksums_zero_kept_and_updated() {
 fn nat_tcp_v6_both_directions() {
     let h = harness(&nat_conf("rr"));
     let syn = tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Syn, b"");
-    let want = tcp(eth(MAC_B, MAC1), CLIENT6, 40000, R1_6, 8080, Flags::Syn, b"");
+    let want = tcp(
+        eth(MAC_B, MAC1),
+        CLIENT6,
+        40000,
+        R1_6,
+        8080,
+        Flags::Syn,
+        b"",
+    );
     check("IPv6 SYN", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
-    let reply = tcp(eth(MAC1, MAC_B), R1_6, 8080, CLIENT6, 40000, Flags::Ack, b"hi");
-    let want = tcp(eth(MAC_A, CLIENT_MAC), VIP6, 80, CLIENT6, 40000, Flags::Ack, b"hi");
-    check("IPv6 reply", h.run_on_b(&reply).unwrap(), XDP_REDIRECT, &want);
+    let reply = tcp(
+        eth(MAC1, MAC_B),
+        R1_6,
+        8080,
+        CLIENT6,
+        40000,
+        Flags::Ack,
+        b"hi",
+    );
+    let want = tcp(
+        eth(MAC_A, CLIENT_MAC),
+        VIP6,
+        80,
+        CLIENT6,
+        40000,
+        Flags::Ack,
+        b"hi",
+    );
+    check(
+        "IPv6 reply",
+        h.run_on_b(&reply).unwrap(),
+        XDP_REDIRECT,
+        &want,
+    );
 }
 
 #[test]
@@ -125,7 +192,15 @@ fn nat_unresolved_next_hop_goes_to_the_kernel_rewritten() {
     let first = tcp(Eth::inbound(), CLIENT, 41000, VIP, 80, Flags::Syn, b"");
     assert_eq!(h.run(&first).unwrap().0, XDP_REDIRECT);
     let second = tcp(Eth::inbound(), CLIENT, 41001, VIP, 80, Flags::Syn, b"");
-    let want = tcp(Eth::inbound(), CLIENT, 41001, "10.1.0.13", 8080, Flags::Syn, b"");
+    let want = tcp(
+        Eth::inbound(),
+        CLIENT,
+        41001,
+        "10.1.0.13",
+        8080,
+        Flags::Syn,
+        b"",
+    );
     check("no neighbour", h.run(&second).unwrap(), XDP_PASS, &want);
     assert_eq!(counters(&h).pass_no_neigh, 1);
 }
@@ -139,8 +214,8 @@ fn encapsulated(inner: &[u8], src: &str, dst: &str) -> Vec<u8> {
     match (src.parse().unwrap(), dst.parse().unwrap()) {
         (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
             out.extend_from_slice(&0x0800u16.to_be_bytes());
-            let mut h = Ipv4Header::new(ip.len() as u16, 64, IpNumber(4), s.octets(), d.octets())
-                .unwrap();
+            let mut h =
+                Ipv4Header::new(ip.len() as u16, 64, IpNumber(4), s.octets(), d.octets()).unwrap();
             h.dscp = etherparse::Ipv4Dscp::try_new(ip[1] >> 2).unwrap();
             h.ecn = etherparse::Ipv4Ecn::try_new(ip[1] & 3).unwrap();
             h.header_checksum = h.calc_header_checksum();
@@ -185,7 +260,11 @@ fn tun_v4_and_v6_encapsulation_exact_bytes() {
 fn fib_without_forwarding_drops_and_says_why() {
     let h = harness(&tun_conf());
     std::process::Command::new("sysctl")
-        .args(["-qw", "net.ipv4.conf.all.forwarding=0", "net.ipv4.conf.lbta.forwarding=0"])
+        .args([
+            "-qw",
+            "net.ipv4.conf.all.forwarding=0",
+            "net.ipv4.conf.lbta.forwarding=0",
+        ])
         .status()
         .unwrap();
     let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
@@ -199,7 +278,15 @@ fn tun_too_big_sends_fragmentation_needed_and_packet_too_big() {
     // IPv6 first: an MTU below 1280 disables IPv6 on the link.
     h.set_mtu_b(1300).unwrap();
     let payload6 = vec![0x62u8; 1300];
-    let big6 = tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Ack, &payload6);
+    let big6 = tcp(
+        Eth::inbound(),
+        CLIENT6,
+        40000,
+        VIP6,
+        80,
+        Flags::Ack,
+        &payload6,
+    );
     let (v, out) = h.run(&big6).unwrap();
     assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
     // ICMPv6 packet too big with MTU 1300 - 40 from the VIP, quoting the IPv6
@@ -260,8 +347,14 @@ fn udp_fragments(sport: u16, id: u16, payload: &[u8], split: usize) -> (Vec<u8>,
     let cut = 8 + split;
     assert_eq!(cut % 8, 0);
     let frag = |data: &[u8], offset: usize, more: bool| {
-        let mut h = Ipv4Header::new(data.len() as u16, 64, IpNumber(17), [192, 0, 2, 7], [10, 0, 0, 100])
-            .unwrap();
+        let mut h = Ipv4Header::new(
+            data.len() as u16,
+            64,
+            IpNumber(17),
+            [192, 0, 2, 7],
+            [10, 0, 0, 100],
+        )
+        .unwrap();
         h.dont_fragment = false;
         h.more_fragments = more;
         h.identification = id;
@@ -307,14 +400,39 @@ fn fragments_follow_the_first_one_in_and_out_of_order() {
     let payload = vec![7u8; 64];
     // In order: first fragment scheduled (rr → R1), the rest follows it.
     let (first, rest) = udp_fragments(6000, 0x1111, &payload, 16);
-    check("first fragment", h.run(&first).unwrap(), XDP_TX, &dr_rewrite(&first, MAC1, MAC_A));
-    check("later fragment", h.run(&rest).unwrap(), XDP_TX, &dr_rewrite(&rest, MAC1, MAC_A));
+    check(
+        "first fragment",
+        h.run(&first).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&first, MAC1, MAC_A),
+    );
+    check(
+        "later fragment",
+        h.run(&rest).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&rest, MAC1, MAC_A),
+    );
     // Second datagram from another port: rr → R2, fragments follow R2.
     let (first2, rest2) = udp_fragments(6001, 0x2222, &payload, 16);
     // Out of order: the later fragment first goes to the kernel (counted).
-    check("early later fragment", h.run(&rest2).unwrap(), XDP_PASS, &rest2);
-    check("first fragment 2", h.run(&first2).unwrap(), XDP_TX, &dr_rewrite(&first2, MAC2, MAC_A));
-    check("later fragment 2", h.run(&rest2).unwrap(), XDP_TX, &dr_rewrite(&rest2, MAC2, MAC_A));
+    check(
+        "early later fragment",
+        h.run(&rest2).unwrap(),
+        XDP_PASS,
+        &rest2,
+    );
+    check(
+        "first fragment 2",
+        h.run(&first2).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&first2, MAC2, MAC_A),
+    );
+    check(
+        "later fragment 2",
+        h.run(&rest2).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&rest2, MAC2, MAC_A),
+    );
     let g = counters(&h);
     assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
 }
@@ -358,11 +476,36 @@ fn ipv6_fragments_follow_the_first_one() {
     // rr: the first datagram goes to R1, the second to R2; ids differ.
     let (first, rest) = udp6_fragments(7000, 0xabcdef01, &payload, 16);
     let (first2, rest2) = udp6_fragments(7001, 0xabcdef02, &payload, 16);
-    check("v6 later fragment first", h.run(&rest2).unwrap(), XDP_PASS, &rest2);
-    check("v6 first fragment", h.run(&first).unwrap(), XDP_TX, &dr_rewrite(&first, MAC1, MAC_A));
-    check("v6 first fragment 2", h.run(&first2).unwrap(), XDP_TX, &dr_rewrite(&first2, MAC2, MAC_A));
-    check("v6 later fragment", h.run(&rest).unwrap(), XDP_TX, &dr_rewrite(&rest, MAC1, MAC_A));
-    check("v6 later fragment 2", h.run(&rest2).unwrap(), XDP_TX, &dr_rewrite(&rest2, MAC2, MAC_A));
+    check(
+        "v6 later fragment first",
+        h.run(&rest2).unwrap(),
+        XDP_PASS,
+        &rest2,
+    );
+    check(
+        "v6 first fragment",
+        h.run(&first).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&first, MAC1, MAC_A),
+    );
+    check(
+        "v6 first fragment 2",
+        h.run(&first2).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&first2, MAC2, MAC_A),
+    );
+    check(
+        "v6 later fragment",
+        h.run(&rest).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&rest, MAC1, MAC_A),
+    );
+    check(
+        "v6 later fragment 2",
+        h.run(&rest2).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&rest2, MAC2, MAC_A),
+    );
     let g = counters(&h);
     assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
 }
@@ -371,20 +514,37 @@ fn ipv6_fragments_follow_the_first_one() {
 fn icmpv6_packet_too_big_follows_its_flow() {
     let h = dr_harness();
     for p in [40000, 40001] {
-        h.run(&tcp(Eth::inbound(), CLIENT6, p, VIP6, 80, Flags::Syn, b"")).unwrap();
+        h.run(&tcp(Eth::inbound(), CLIENT6, p, VIP6, 80, Flags::Syn, b""))
+            .unwrap();
     }
-    let reply = tcp(Eth::inbound(), VIP6, 80, CLIENT6, 40001, Flags::Ack, b"data");
+    let reply = tcp(
+        Eth::inbound(),
+        VIP6,
+        80,
+        CLIENT6,
+        40001,
+        Flags::Ack,
+        b"data",
+    );
     let mut err = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, MAC_A)
         .ipv6(
-            "2001:db8:c::fe".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            "2001:db8:c::fe"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
             VIP6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
             64,
         )
         .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
         .write(&mut err, &reply[14..14 + 48])
         .unwrap();
-    check("ICMPv6 to R2", h.run(&err).unwrap(), XDP_TX, &dr_rewrite(&err, MAC2, MAC_A));
+    check(
+        "ICMPv6 to R2",
+        h.run(&err).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&err, MAC2, MAC_A),
+    );
     assert_eq!(counters(&h).icmp_forwarded, 1);
 }
 
@@ -409,7 +569,13 @@ fn nat_fragments_rewrite_the_address_only() {
 }
 
 /// An ICMPv4 error from `from` (a router) to `to` quoting `quoted` (a frame).
-fn icmp_error(e: Eth, from: [u8; 4], to: [u8; 4], ty: etherparse::Icmpv4Type, quoted: &[u8]) -> Vec<u8> {
+fn icmp_error(
+    e: Eth,
+    from: [u8; 4],
+    to: [u8; 4],
+    ty: etherparse::Icmpv4Type,
+    quoted: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2(e.src, e.dst)
         .ipv4(from, to, 64)
@@ -430,16 +596,34 @@ fn icmp_errors_follow_their_flow_to_the_real() {
     let h = dr_harness();
     // Two flows: rr gives 40000 → R1, 40001 → R2.
     for p in [40000, 40001] {
-        h.run(&tcp(Eth::inbound(), CLIENT, p, VIP, 80, Flags::Syn, b"")).unwrap();
+        h.run(&tcp(Eth::inbound(), CLIENT, p, VIP, 80, Flags::Syn, b""))
+            .unwrap();
     }
     // A router on the way back reports that the real's reply (VIP:80 →
     // client:40001) was too big: the error goes to R2, untouched otherwise.
     let reply = tcp(Eth::inbound(), VIP, 80, CLIENT, 40001, Flags::Ack, b"data");
-    let err = icmp_error(Eth::inbound(), [192, 0, 2, 254], [10, 0, 0, 100], frag_needed(1400), &reply);
-    check("ICMP to R2", h.run(&err).unwrap(), XDP_TX, &dr_rewrite(&err, MAC2, MAC_A));
+    let err = icmp_error(
+        Eth::inbound(),
+        [192, 0, 2, 254],
+        [10, 0, 0, 100],
+        frag_needed(1400),
+        &reply,
+    );
+    check(
+        "ICMP to R2",
+        h.run(&err).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&err, MAC2, MAC_A),
+    );
     // About a flow nobody tracks: to the kernel.
     let other = tcp(Eth::inbound(), VIP, 80, CLIENT, 49999, Flags::Ack, b"data");
-    let err2 = icmp_error(Eth::inbound(), [192, 0, 2, 254], [10, 0, 0, 100], frag_needed(1400), &other);
+    let err2 = icmp_error(
+        Eth::inbound(),
+        [192, 0, 2, 254],
+        [10, 0, 0, 100],
+        frag_needed(1400),
+        &other,
+    );
     check("ICMP unknown flow", h.run(&err2).unwrap(), XDP_PASS, &err2);
     assert_eq!(counters(&h).icmp_forwarded, 1);
 }
@@ -447,10 +631,25 @@ fn icmp_errors_follow_their_flow_to_the_real() {
 #[test]
 fn icmp_errors_are_translated_for_nat() {
     let h = harness(&nat_conf("rr"));
-    h.run(&tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"")).unwrap();
+    h.run(&tcp(
+        Eth::inbound(),
+        CLIENT,
+        40000,
+        VIP,
+        80,
+        Flags::Syn,
+        b"",
+    ))
+    .unwrap();
     // From the client side: about the reply VIP:80 → client:40000.
     let reply = tcp(Eth::inbound(), VIP, 80, CLIENT, 40000, Flags::Ack, b"data");
-    let err = icmp_error(Eth::inbound(), [192, 0, 2, 254], [10, 0, 0, 100], frag_needed(1400), &reply);
+    let err = icmp_error(
+        Eth::inbound(),
+        [192, 0, 2, 254],
+        [10, 0, 0, 100],
+        frag_needed(1400),
+        &reply,
+    );
     // Expected: outer destination R1, quoted source R1:8080 (the quote holds
     // the IP header and 8 bytes: ports and sequence number), checksums of
     // both IP headers and of the ICMP message right.
@@ -462,13 +661,24 @@ fn icmp_errors_are_translated_for_nat() {
         .icmpv4(frag_needed(1400))
         .write(&mut want, &quoted)
         .unwrap();
-    check("ICMP to NAT real", h.run(&err).unwrap(), XDP_REDIRECT, &want);
+    check(
+        "ICMP to NAT real",
+        h.run(&err).unwrap(),
+        XDP_REDIRECT,
+        &want,
+    );
     // From the real: port unreachable about client:40000 → R1:8080.
     let req = tcp(Eth::inbound(), CLIENT, 40000, R1, 8080, Flags::Ack, b"data");
     let unreach = etherparse::Icmpv4Type::DestinationUnreachable(
         etherparse::icmpv4::DestUnreachableHeader::Port,
     );
-    let err = icmp_error(eth(MAC1, MAC_B), [10, 1, 0, 11], [192, 0, 2, 7], unreach.clone(), &req);
+    let err = icmp_error(
+        eth(MAC1, MAC_B),
+        [10, 1, 0, 11],
+        [192, 0, 2, 7],
+        unreach.clone(),
+        &req,
+    );
     let vreq = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, b"data");
     let quoted = vreq[14..14 + 28].to_vec();
     let mut want = Vec::new();
@@ -477,39 +687,78 @@ fn icmp_errors_are_translated_for_nat() {
         .icmpv4(unreach)
         .write(&mut want, &quoted)
         .unwrap();
-    check("ICMP from NAT real", h.run_on_b(&err).unwrap(), XDP_REDIRECT, &want);
+    check(
+        "ICMP from NAT real",
+        h.run_on_b(&err).unwrap(),
+        XDP_REDIRECT,
+        &want,
+    );
     assert_eq!(counters(&h).icmp_forwarded, 2);
 }
 
 #[test]
 fn icmpv6_errors_are_translated_for_nat() {
     let h = harness(&nat_conf("rr"));
-    h.run(&tcp(Eth::inbound(), CLIENT6, 40000, VIP6, 80, Flags::Syn, b"")).unwrap();
+    h.run(&tcp(
+        Eth::inbound(),
+        CLIENT6,
+        40000,
+        VIP6,
+        80,
+        Flags::Syn,
+        b"",
+    ))
+    .unwrap();
     let v6 = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap().octets();
     let router = "2001:db8:c::fe";
     // About the reply VIP6:80 → client: to the real, as if about its own reply.
-    let reply = tcp(Eth::inbound(), VIP6, 80, CLIENT6, 40000, Flags::Ack, b"data");
+    let reply = tcp(
+        Eth::inbound(),
+        VIP6,
+        80,
+        CLIENT6,
+        40000,
+        Flags::Ack,
+        b"data",
+    );
     let mut err = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, MAC_A)
         .ipv6(v6(router), v6(VIP6), 64)
         .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
         .write(&mut err, &reply[14..14 + 48])
         .unwrap();
-    let real_reply = tcp(Eth::inbound(), R1_6, 8080, CLIENT6, 40000, Flags::Ack, b"data");
+    let real_reply = tcp(
+        Eth::inbound(),
+        R1_6,
+        8080,
+        CLIENT6,
+        40000,
+        Flags::Ack,
+        b"data",
+    );
     let mut want = Vec::new();
     PacketBuilder::ethernet2(MAC_B, MAC1)
         .ipv6(v6(router), v6(R1_6), 64)
         .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
         .write(&mut want, &real_reply[14..14 + 48])
         .unwrap();
-    check("ICMPv6 to NAT real", h.run(&err).unwrap(), XDP_REDIRECT, &want);
+    check(
+        "ICMPv6 to NAT real",
+        h.run(&err).unwrap(),
+        XDP_REDIRECT,
+        &want,
+    );
 }
 
 #[test]
 fn decap_strips_tunnels_to_configured_vips_only() {
     enter_private_netns().unwrap();
     let ebpf = lb_user::decap::load(&[VIP.parse().unwrap(), VIP6.parse().unwrap()]).expect("decap");
-    let prog: &aya::programs::Xdp = ebpf.program(lb_user::decap::PROGRAM).unwrap().try_into().unwrap();
+    let prog: &aya::programs::Xdp = ebpf
+        .program(lb_user::decap::PROGRAM)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let run = |p: &[u8]| run_xdp(prog, p, 1, 1).map(|(v, o, _)| (v, o)).unwrap();
     let inner = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
     let outer = encapsulated(&inner, "10.1.0.1", R1);
@@ -522,12 +771,21 @@ fn decap_strips_tunnels_to_configured_vips_only() {
     want6[..12].copy_from_slice(&outer6[..12]);
     check("IPv6-in-IPv6 to VIP", run(&outer6), XDP_PASS, &want6);
     // Another inner destination, and plain traffic: untouched.
-    let other = encapsulated(&tcp(Eth::inbound(), CLIENT, 1, "10.0.0.99", 80, Flags::Syn, b""), "10.1.0.1", R1);
+    let other = encapsulated(
+        &tcp(Eth::inbound(), CLIENT, 1, "10.0.0.99", 80, Flags::Syn, b""),
+        "10.1.0.1",
+        R1,
+    );
     check("IPIP to another address", run(&other), XDP_PASS, &other);
     check("plain TCP", run(&inner), XDP_PASS, &inner);
     // Truncated tunnel packets never crash or get stripped.
     for n in 14..outer.len() {
-        check(&format!("IPIP truncated to {n}"), run(&outer[..n]), XDP_PASS, &outer[..n]);
+        check(
+            &format!("IPIP truncated to {n}"),
+            run(&outer[..n]),
+            XDP_PASS,
+            &outer[..n],
+        );
     }
     let s = lb_user::decap::stats(&ebpf).unwrap();
     assert_eq!((s.decapsulated, s.pass_not_vip), (2, 1));

@@ -11,7 +11,9 @@ const REALS: [(&str, [u8; 6]); 3] = [
 ];
 
 fn conf(algo: &str, weights: &[u32], extra: &str) -> String {
-    let mut s = format!("virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind DR\n protocol TCP\n {extra}\n");
+    let mut s = format!(
+        "virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind DR\n protocol TCP\n {extra}\n"
+    );
     for (i, w) in weights.iter().enumerate() {
         s += &format!(" real_server {} 80 {{ weight {w} }}\n", REALS[i].0);
     }
@@ -96,7 +98,10 @@ fn open(h: &Harness, port: u16) -> usize {
 #[test]
 fn sed_counts_active_plus_one_over_weight() {
     let h = harness("sed", &[3, 1], "");
-    assert_eq!([open(&h, 1), open(&h, 2), open(&h, 3), open(&h, 4)], [1, 1, 1, 2]);
+    assert_eq!(
+        [open(&h, 1), open(&h, 2), open(&h, 3), open(&h, 4)],
+        [1, 1, 1, 2]
+    );
 }
 
 #[test]
@@ -186,7 +191,10 @@ fn mh_follows_the_maglev_table_and_removal_moves_only_that_reals_clients() {
         }
         assert_ne!(after, 3);
     }
-    assert!(moved_others <= 200 / 20, "{moved_others} of 200 flows of kept reals moved");
+    assert!(
+        moved_others <= 200 / 20,
+        "{moved_others} of 200 flows of kept reals moved"
+    );
 }
 
 #[test]

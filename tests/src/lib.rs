@@ -385,17 +385,34 @@ impl Lab {
         let ns = self.ns("dir");
         self.exec(
             "sw",
-            &["ip", "link", "add", "dir1", "type", "veth", "peer", "name", "eth1", "netns", &ns],
+            &[
+                "ip", "link", "add", "dir1", "type", "veth", "peer", "name", "eth1", "netns", &ns,
+            ],
         )?;
         self.exec("sw", &["ip", "link", "set", "dir1", "master", "br1", "up"])?;
         self.sysctl("dir", "net.ipv6.conf.eth1.accept_dad=0")?;
         self.exec(
             "dir",
-            &["ip", "addr", "add", &format!("{DIRECTOR_PRIVATE_IP}/24"), "dev", "eth1"],
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{DIRECTOR_PRIVATE_IP}/24"),
+                "dev",
+                "eth1",
+            ],
         )?;
         self.exec(
             "dir",
-            &["ip", "addr", "add", &format!("{DIRECTOR_PRIVATE_IP6}/64"), "dev", "eth1", "nodad"],
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{DIRECTOR_PRIVATE_IP6}/64"),
+                "dev",
+                "eth1",
+                "nodad",
+            ],
         )?;
         self.exec("dir", &["ip", "link", "set", "eth1", "up"])?;
         for kv in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
@@ -403,10 +420,21 @@ impl Lab {
         }
         for i in 1..=self.reals {
             let r = format!("r{i}");
-            self.exec(&r, &["ip", "route", "add", "default", "via", DIRECTOR_PRIVATE_IP])?;
             self.exec(
                 &r,
-                &["ip", "-6", "route", "add", "default", "via", DIRECTOR_PRIVATE_IP6],
+                &["ip", "route", "add", "default", "via", DIRECTOR_PRIVATE_IP],
+            )?;
+            self.exec(
+                &r,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    DIRECTOR_PRIVATE_IP6,
+                ],
             )?;
             // Replies cross the director's XDP_REDIRECT, which loses checksum
             // offload metadata: the reals compute checksums themselves.

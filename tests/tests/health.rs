@@ -201,7 +201,9 @@ fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
         check = tcp_check(8080),
     );
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
-    wait_list(&lab, "r1 serves", Duration::from_secs(5), |l| has_real(l, 1));
+    wait_list(&lab, "r1 serves", Duration::from_secs(5), |l| {
+        has_real(l, 1)
+    });
     let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
     assert_eq!(t.get("r1"), Some(&10), "{t:?}");
     lab.stop("r1", "httpd8080").unwrap();
@@ -213,7 +215,10 @@ fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
     assert_eq!(t.get("r2"), Some(&10), "{t:?}");
     let start = Instant::now();
     while !(nd.exists() && qd.exists()) {
-        assert!(start.elapsed() < Duration::from_secs(3), "notify_down / quorum_down not run");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "notify_down / quorum_down not run"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
@@ -226,7 +231,10 @@ fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
     assert_eq!(t.get("r1"), Some(&10), "{t:?}");
     let start = Instant::now();
     while !qu.exists() {
-        assert!(start.elapsed() < Duration::from_secs(3), "quorum_up not run");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "quorum_up not run"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -238,7 +246,9 @@ fn reload_keeps_the_state_of_unchanged_checkers() {
     let conf = service(&tcp_check(8080), &tcp_check(8080), "");
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     lab.stop("r2", "httpd8080").unwrap();
-    wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| !has_real(l, 2));
+    wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| {
+        !has_real(l, 2)
+    });
     let before = checks(&lab);
     // Reload with one more keyword elsewhere: r2 stays down (no flap through
     // "up" while its checker would start over), its probe count keeps growing.
@@ -250,7 +260,10 @@ fn reload_keeps_the_state_of_unchanged_checkers() {
         assert!(start.elapsed() < Duration::from_secs(5), "no reload");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!has_real(&list(&lab), 2), "r2 still out right after the reload");
+    assert!(
+        !has_real(&list(&lab), 2),
+        "r2 still out right after the reload"
+    );
     let after = checks(&lab);
     let probes = |c: &str| -> u64 {
         c.lines()
@@ -289,25 +302,31 @@ fn http_digest_change_and_a_silent_server_are_detected() {
     lab.spawn("r1", &[&probe, "serve", "8081", "r1", &st], "httpd8081")
         .unwrap();
     // r2's check port accepts connections and never answers.
-    lab.spawn("r2", &[&probe, "silent", "8081"], "silent").unwrap();
+    lab.spawn("r2", &[&probe, "silent", "8081"], "silent")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let digest = md5_hex(b"r1\n");
     let http = format!(
         "HTTP_GET {{\n      url {{\n        path /\n        digest {digest}\n      }}\n      connect_port 8081\n      {TIMING}\n    }}"
     );
-    lab.start_agent(&service(&http, &http, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service(&http, &http, ""), AGENT_ARGS)
+        .unwrap();
     // The silent server: each probe times out after connect_timeout (1 s),
     // retried once 1 s later: out after about 3 s.
     let took = wait_list(&lab, "silent r2 removed", Duration::from_secs(6), |l| {
         has_real(l, 1) && !has_real(l, 2)
     });
-    eprintln!("silent server detected in {took:?} (keepalived timing: 1 s timeout + 1 s + 1 s timeout)");
+    eprintln!(
+        "silent server detected in {took:?} (keepalived timing: 1 s timeout + 1 s + 1 s timeout)"
+    );
     assert!(checks(&lab).contains("timed out"));
     let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
     assert_eq!(t.get("r1"), Some(&10), "{t:?}");
     // The body changes: its digest no longer matches.
     std::fs::write(lab.workdir.join("r1.status.body"), "changed\n").unwrap();
-    let took = wait_list(&lab, "r1 removed", Duration::from_secs(6), |l| !has_real(l, 1));
+    let took = wait_list(&lab, "r1 removed", Duration::from_secs(6), |l| {
+        !has_real(l, 1)
+    });
     eprintln!("digest change detected in {took:?}");
     assert!(checks(&lab).contains("digest"));
 }
@@ -321,17 +340,22 @@ fn ssl_get_against_a_tls_server_with_a_generated_certificate() {
     std::fs::write(&c, cert.cert.der()).unwrap();
     std::fs::write(&k, cert.key_pair.serialize_der()).unwrap();
     let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
-    let (cs, ks) = (c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned());
+    let (cs, ks) = (
+        c.to_string_lossy().into_owned(),
+        k.to_string_lossy().into_owned(),
+    );
     // r1 serves TLS on 8443; r2 serves plain HTTP there (the handshake fails).
     lab.spawn("r1", &[&probe, "tls-serve", "8443", "r1", &cs, &ks], "tls")
         .unwrap();
-    lab.spawn("r2", &[&probe, "serve", "8443", "r2"], "plain").unwrap();
+    lab.spawn("r2", &[&probe, "serve", "8443", "r2"], "plain")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let ssl = format!(
         "SSL_GET {{\n      url {{\n        path /\n        digest {}\n      }}\n      virtualhost r1.example\n      enable_sni\n      connect_port 8443\n      {TIMING}\n    }}",
         md5_hex(b"r1\n")
     );
-    lab.start_agent(&service(&ssl, &ssl, ""), AGENT_ARGS).unwrap();
+    lab.start_agent(&service(&ssl, &ssl, ""), AGENT_ARGS)
+        .unwrap();
     let took = wait_list(&lab, "r2 removed", Duration::from_secs(6), |l| {
         has_real(l, 1) && !has_real(l, 2)
     });

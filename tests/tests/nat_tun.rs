@@ -4,9 +4,7 @@
 //! device). Real HTTP over TCP. Needs root; tests run one at a time.
 use std::sync::Mutex;
 
-use lb_tests::{
-    private_ip, private_ip6, real_ip, Bins, Lab, CLIENT_IP, DIRECTOR_IP, VIP, VIP6,
-};
+use lb_tests::{private_ip, private_ip6, real_ip, Bins, Lab, CLIENT_IP, DIRECTOR_IP, VIP, VIP6};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -42,25 +40,48 @@ fn nat_rewrites_both_directions_with_port_translation() {
     // classic LVS-NAT); their stack computes checksums itself, as the
     // director's XDP_TX loses checksum offload metadata.
     for r in ["r1", "r2"] {
-        lab.exec(r, &["ip", "route", "add", &format!("{CLIENT_IP}/32"), "via", DIRECTOR_IP])
+        lab.exec(
+            r,
+            &[
+                "ip",
+                "route",
+                "add",
+                &format!("{CLIENT_IP}/32"),
+                "via",
+                DIRECTOR_IP,
+            ],
+        )
+        .unwrap();
+        lab.exec(
+            r,
+            &["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"],
+        )
+        .unwrap();
+        lab.exec(r, &["ethtool", "-K", "eth0", "tx", "off"])
             .unwrap();
-        lab.exec(r, &["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"]).unwrap();
-        lab.exec(r, &["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
     }
     // Virtual port 80, reals' port 8080.
     lab.start_agent(&service("NAT", 8080), AGENT_ARGS).unwrap();
     let t = lab.http_get(&format!("{VIP}:80"), 40).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
-    let (r1, r2) = (t.get("r1").copied().unwrap_or(0), t.get("r2").copied().unwrap_or(0));
+    let (r1, r2) = (
+        t.get("r1").copied().unwrap_or(0),
+        t.get("r2").copied().unwrap_or(0),
+    );
     assert_eq!(r1 + r2, 40, "{t:?}");
     assert!(r1 > 0 && r2 > 0, "both reals answer: {t:?}");
 
     let bpffs = lab.bpffs().to_string_lossy().into_owned();
     let list = lab.lb(&["list", "--bpffs", &bpffs]).unwrap();
-    assert!(list.contains(&format!("  -> {}:8080", real_ip(1))), "{list}");
+    assert!(
+        list.contains(&format!("  -> {}:8080", real_ip(1))),
+        "{list}"
+    );
     assert!(list.contains("Masq"), "{list}");
     // Replies were translated by the data plane (OutPkts counted).
-    let stats = lab.lb(&["list", "--stats", "--exact", "--bpffs", &bpffs]).unwrap();
+    let stats = lab
+        .lb(&["list", "--stats", "--exact", "--bpffs", &bpffs])
+        .unwrap();
     let svc_line = stats.lines().find(|l| l.starts_with("TCP")).unwrap();
     let cols: Vec<u64> = svc_line
         .split_whitespace()
@@ -70,7 +91,10 @@ fn nat_rewrites_both_directions_with_port_translation() {
     assert_eq!(cols[0], 40, "{stats}");
     assert!(cols[2] > 0, "OutPkts: {stats}");
     let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
-    assert!(counters.contains("aborted                         0"), "{counters}");
+    assert!(
+        counters.contains("aborted                         0"),
+        "{counters}"
+    );
 }
 
 #[test]
@@ -78,7 +102,8 @@ fn tun_reaches_reals_through_the_decapsulation_program() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("tun");
     // The FIB lookup that routes the tunnel answers only where forwarding is on.
-    lab.exec("dir", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    lab.exec("dir", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
     let lb = lab.bins.lb.to_string_lossy().into_owned();
     for r in ["r1", "r2"] {
         lab.spawn(r, &[&lb, "decap", "--iface", "eth0", "--vip", VIP], "decap")
@@ -99,7 +124,10 @@ fn tun_reaches_reals_through_the_decapsulation_program() {
             lab.log("r1", "decap")
         );
     }
-    let (r1, r2) = (t.get("r1").copied().unwrap_or(0), t.get("r2").copied().unwrap_or(0));
+    let (r1, r2) = (
+        t.get("r1").copied().unwrap_or(0),
+        t.get("r2").copied().unwrap_or(0),
+    );
     assert_eq!(r1 + r2, 40, "{t:?}");
     assert!(r1 > 0 && r2 > 0, "both reals answer: {t:?}");
     let bpffs = lab.bpffs().to_string_lossy().into_owned();
@@ -131,10 +159,21 @@ fn nat_with_two_subnets_director_as_gateway_ipv4_and_ipv6() {
         b6 = private_ip6(2),
     );
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
-    for (what, addr) in [("IPv4", format!("{VIP}:80")), ("IPv6", format!("[{VIP6}]:80"))] {
+    for (what, addr) in [
+        ("IPv4", format!("{VIP}:80")),
+        ("IPv6", format!("[{VIP6}]:80")),
+    ] {
         let t = lab.http_get(&addr, 30).unwrap();
-        assert_eq!(t.get("fail"), Some(&0), "{what}: {t:?}\n{}", lab.log("dir", "lb"));
-        let (r1, r2) = (t.get("r1").copied().unwrap_or(0), t.get("r2").copied().unwrap_or(0));
+        assert_eq!(
+            t.get("fail"),
+            Some(&0),
+            "{what}: {t:?}\n{}",
+            lab.log("dir", "lb")
+        );
+        let (r1, r2) = (
+            t.get("r1").copied().unwrap_or(0),
+            t.get("r2").copied().unwrap_or(0),
+        );
         assert_eq!(r1 + r2, 30, "{what}: {t:?}");
         assert!(r1 > 0 && r2 > 0, "{what}: both reals answer: {t:?}");
     }

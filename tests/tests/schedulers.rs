@@ -11,7 +11,12 @@ const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
 
 fn lab(name: &str, reals: usize) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
-    Lab::dr(&format!("lbs{}{name}", std::process::id() % 1000), bins, reals).expect("lab")
+    Lab::dr(
+        &format!("lbs{}{name}", std::process::id() % 1000),
+        bins,
+        reals,
+    )
+    .expect("lab")
 }
 
 fn service(algo: &str, reals: usize, extra: &str) -> String {
@@ -70,14 +75,18 @@ fn sh_keeps_a_client_on_one_real() {
     lab.start_agent(&service("sh", 2, ""), AGENT_ARGS).unwrap();
     let t = lab.http_get(&vip80(), 30).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    assert!(t.get("r1") == Some(&30) || t.get("r2") == Some(&30), "{t:?}");
+    assert!(
+        t.get("r1") == Some(&30) || t.get("r2") == Some(&30),
+        "{t:?}"
+    );
 }
 
 #[test]
 fn mh_removing_a_real_moves_only_its_flows() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab("mh", 3);
-    lab.start_agent(&service("mh", 3, "mh-port"), AGENT_ARGS).unwrap();
+    lab.start_agent(&service("mh", 3, "mh-port"), AGENT_ARGS)
+        .unwrap();
     // mh-port: one client's connections spread over the reals by port.
     let t = lab.http_get(&vip80(), 60).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
@@ -86,7 +95,10 @@ fn mh_removing_a_real_moves_only_its_flows() {
     for _ in 0..12 {
         held.push(lab.hold(&vip80()).unwrap());
     }
-    assert!(held.iter().any(|h| h.first != "r3"), "some connection on r1/r2");
+    assert!(
+        held.iter().any(|h| h.first != "r3"),
+        "some connection on r1/r2"
+    );
     // Remove r3.
     lab.write_config(&service("mh", 2, "mh-port")).unwrap();
     lab.signal("dir", "lb", libc::SIGHUP).unwrap();

@@ -90,7 +90,15 @@ fn main() -> anyhow::Result<()> {
         vlan: None,
     };
     // The NAT real's reply (arrives on a here; the cost is the same on b).
-    let nat_reply = tcp(client_mac_in, "10.1.0.11", 8080, "192.0.2.7", 40000, Flags::Ack, b"");
+    let nat_reply = tcp(
+        client_mac_in,
+        "10.1.0.11",
+        8080,
+        "192.0.2.7",
+        40000,
+        Flags::Ack,
+        b"",
+    );
     let case = |name, algo, kind: &'static str, pkt: &Vec<u8>, new_flow, verdict| Case {
         name,
         prog: "lb_xdp",
@@ -129,16 +137,44 @@ fn main() -> anyhow::Result<()> {
         case("DR established flow", "rr", "DR", &ack, false, XDP_TX),
         case("DR new flow, rr", "rr", "DR", &syn, true, XDP_TX),
         case("DR new flow, wrr", "wrr", "DR", &syn, true, XDP_TX),
-        case("DR new flow, wlc (2 reals)", "wlc", "DR", &syn, true, XDP_TX),
+        case(
+            "DR new flow, wlc (2 reals)",
+            "wlc",
+            "DR",
+            &syn,
+            true,
+            XDP_TX,
+        ),
         case("DR new flow, sh", "sh", "DR", &syn, true, XDP_TX),
         case("DR new flow, mh", "mh", "DR", &syn, true, XDP_TX),
-        case("NAT established flow (client → real)", "rr", "NAT", &ack, false, XDP_REDIRECT),
+        case(
+            "NAT established flow (client → real)",
+            "rr",
+            "NAT",
+            &ack,
+            false,
+            XDP_REDIRECT,
+        ),
         Case {
             prime: Some(ack.clone()),
-            ..case("NAT reply (real → client)", "rr", "NAT1", &nat_reply, false, XDP_TX)
+            ..case(
+                "NAT reply (real → client)",
+                "rr",
+                "NAT1",
+                &nat_reply,
+                false,
+                XDP_TX,
+            )
         },
         case("NAT new flow, rr", "rr", "NAT", &syn, true, XDP_REDIRECT),
-        case("TUN established flow", "rr", "TUN", &ack, false, XDP_REDIRECT),
+        case(
+            "TUN established flow",
+            "rr",
+            "TUN",
+            &ack,
+            false,
+            XDP_REDIRECT,
+        ),
         case("TUN new flow, rr", "rr", "TUN", &syn, true, XDP_REDIRECT),
     ];
 
@@ -188,7 +224,9 @@ fn main() -> anyhow::Result<()> {
                     }
                     total / f64::from(singles)
                 } else {
-                    h.run_prog(c.prog, &c.pkt, repeat).with_context(|| c.name)?.2
+                    h.run_prog(c.prog, &c.pkt, repeat)
+                        .with_context(|| c.name)?
+                        .2
                 };
                 let scheduled = h.dp.global_sum()?.new_flows - before;
                 // Guard: the new-flow cases must schedule every repetition,
@@ -285,7 +323,12 @@ fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<String> {
             eprintln!("scaling: {n} tracked flows");
             let key_of = |i: u32| {
                 // Clients 100.64.0.0/10 (never the measured client), port 1000+.
-                let src = u32::from_be_bytes([100, 64 + (i >> 22) as u8 % 64, (i >> 14) as u8, (i >> 6) as u8]);
+                let src = u32::from_be_bytes([
+                    100,
+                    64 + (i >> 22) as u8 % 64,
+                    (i >> 14) as u8,
+                    (i >> 6) as u8,
+                ]);
                 lb_common::FlowKey {
                     src: [src.to_be(), 0, 0, 0],
                     dst: vip,

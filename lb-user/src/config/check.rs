@@ -107,12 +107,7 @@ pub struct Check {
 }
 
 /// Checkers this build runs; the others are parsed and reported.
-const LATER: &[&str] = &[
-    "SMTP_CHECK",
-    "BFD_CHECK",
-    "PING_CHECK",
-    "FILE_CHECK",
-];
+const LATER: &[&str] = &["SMTP_CHECK", "BFD_CHECK", "PING_CHECK", "FILE_CHECK"];
 
 /// Whether `keyword` names a checker block.
 pub fn is_checker(keyword: &str) -> bool {
@@ -299,7 +294,9 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
                         None => diags.push(Diag::error(
                             &c.loc,
                             Some("status_code"),
-                            format!("invalid status code '{a}' (a code or a range such as 200-299)"),
+                            format!(
+                                "invalid status code '{a}' (a code or a range such as 200-299)"
+                            ),
                         )),
                     }
                 }

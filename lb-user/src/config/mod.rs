@@ -345,7 +345,11 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
             Some("real_server"),
             format!(
                 "{} cannot change ports (only NAT can): packets reach the real on port {}",
-                if vs.fwd == Fwd::Dr { "direct routing" } else { "tunnelling" },
+                if vs.fwd == Fwd::Dr {
+                    "direct routing"
+                } else {
+                    "tunnelling"
+                },
                 vs.key.port
             ),
         ));

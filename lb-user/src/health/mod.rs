@@ -10,8 +10,8 @@
 //! [`probe`] does the network and process work.
 
 pub mod monitor;
-pub mod quorum;
 pub mod probe;
+pub mod quorum;
 
 use std::time::Duration;
 
@@ -184,8 +184,14 @@ pub fn handle_event(e: quorum::Event) -> Option<tokio::task::JoinHandle<()>> {
             tracing::warn!(service = %s, "quorum lost");
             (format!("quorum_down {s}"), a)
         }
-        RealUp(k, a) => (format!("notify_up {} {}", k.0, crate::config::fmt_sock(k.1, k.2)), a),
-        RealDown(k, a) => (format!("notify_down {} {}", k.0, crate::config::fmt_sock(k.1, k.2)), a),
+        RealUp(k, a) => (
+            format!("notify_up {} {}", k.0, crate::config::fmt_sock(k.1, k.2)),
+            a,
+        ),
+        RealDown(k, a) => (
+            format!("notify_down {} {}", k.0, crate::config::fmt_sock(k.1, k.2)),
+            a,
+        ),
     };
     argv.map(|a| run_script(a, what))
 }
@@ -333,7 +339,12 @@ mod tests {
         };
         let s = Schedule::resolve(&tcp, real, vs);
         assert_eq!(
-            (s.delay_loop, s.connect_timeout, s.retry, s.delay_before_retry),
+            (
+                s.delay_loop,
+                s.connect_timeout,
+                s.retry,
+                s.delay_before_retry
+            ),
             (t(6), t(2), 3, t(1))
         );
         let http = Check {
@@ -349,7 +360,12 @@ mod tests {
         };
         let s = Schedule::resolve(&http, Timing::default(), Timing::default());
         assert_eq!(
-            (s.delay_loop, s.connect_timeout, s.retry, s.delay_before_retry),
+            (
+                s.delay_loop,
+                s.connect_timeout,
+                s.retry,
+                s.delay_before_retry
+            ),
             (t(60), t(5), 1, t(3))
         );
         let misc = Check {
@@ -362,6 +378,9 @@ mod tests {
             timing: Timing::default(),
             ..tcp
         };
-        assert_eq!(Schedule::resolve(&misc, Timing::default(), Timing::default()).retry, 0);
+        assert_eq!(
+            Schedule::resolve(&misc, Timing::default(), Timing::default()).retry,
+            0
+        );
     }
 }

@@ -63,16 +63,11 @@ impl Monitor {
         for vs in &cfg.services {
             for r in &vs.reals {
                 let key = (vs.key, r.addr, r.port);
-                self.inhibit.insert(
-                    key,
-                    r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),
-                );
+                self.inhibit
+                    .insert(key, r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure));
                 for (index, c) in r.checks.iter().enumerate() {
                     let s = Schedule::resolve(c, r.timing, vs.timing);
-                    wanted.insert(
-                        CheckId { real: key, index },
-                        (c.clone(), s, vs.alpha),
-                    );
+                    wanted.insert(CheckId { real: key, index }, (c.clone(), s, vs.alpha));
                 }
             }
         }
@@ -139,7 +134,9 @@ impl Monitor {
                         Outcome::Down(err) => {
                             tracing::warn!(service = %id.real.0, %real, check = id.index, error = %err, "real server DOWN")
                         }
-                        _ => tracing::info!(service = %id.real.0, %real, check = id.index, weight = ?state.weight, "real server UP"),
+                        _ => {
+                            tracing::info!(service = %id.real.0, %real, check = id.index, weight = ?state.weight, "real server UP")
+                        }
                     }
                     if tx.send(id.real).is_err() {
                         return;
@@ -240,10 +237,17 @@ mod tests {
     async fn a_slow_check_delays_no_other() {
         let fast = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (fp, sp) = (fast.local_addr().unwrap().port(), silent.local_addr().unwrap().port());
+        let (fp, sp) = (
+            fast.local_addr().unwrap().port(),
+            silent.local_addr().unwrap().port(),
+        );
         // The fast server accepts (and closes) at once; the silent one's
         // connection waits in its backlog, unanswered.
-        std::thread::spawn(move || for c in fast.incoming() { drop(c) });
+        std::thread::spawn(move || {
+            for c in fast.incoming() {
+                drop(c)
+            }
+        });
         let mut text = String::from("virtual_server 10.9.0.1 80 {\n lb_kind NAT\n");
         for i in 0..1000u32 {
             let check = if i == 0 {
@@ -251,7 +255,11 @@ mod tests {
             } else {
                 format!("TCP_CHECK {{\n connect_ip 127.0.0.1\n connect_port {fp}\n }}")
             };
-            text += &format!(" real_server 10.10.{}.{} 80 {{ {check} }}\n", i / 250, i % 250 + 1);
+            text += &format!(
+                " real_server 10.10.{}.{} 80 {{ {check} }}\n",
+                i / 250,
+                i % 250 + 1
+            );
         }
         text += "}\n";
         let l = crate::config::load_str(&text, std::path::Path::new("many.conf"));
@@ -270,12 +278,22 @@ mod tests {
             if probed == 999 {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(3), "{probed} of 999 probed\n{}", m.render().lines().nth(1).unwrap_or(""));
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "{probed} of 999 probed\n{}",
+                m.render().lines().nth(1).unwrap_or("")
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let took = start.elapsed();
         // The silent one is still waiting for its answer.
-        let slow = m.states.lock().unwrap().values().filter(|(_, s)| s.probes == 0).count();
+        let slow = m
+            .states
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(_, s)| s.probes == 0)
+            .count();
         assert_eq!(slow, 1);
         assert!(took < Duration::from_secs(3), "{took:?}");
         drop(silent);

@@ -32,34 +32,38 @@ pub fn target(check: &Check, real: IpAddr, port: u16) -> SocketAddr {
 /// Runs one probe of `check` against `to`, within `timeout`.
 pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
     match &check.kind {
-        CheckKind::Tcp => bounded(timeout, async {
-            connect(to, check.bindto).await?;
-            Ok(Outcome::Up)
-        })
-        .await,
+        CheckKind::Tcp => {
+            bounded(timeout, async {
+                connect(to, check.bindto).await?;
+                Ok(Outcome::Up)
+            })
+            .await
+        }
         CheckKind::Http {
             urls,
             virtualhost,
             tls,
             sni,
             http11,
-        } => bounded(timeout, async {
-            for u in urls {
-                let s = connect(to, check.bindto).await?;
-                let host = virtualhost.as_deref();
-                let r = if *tls {
-                    let s = tls_connect(s, to, if *sni { host } else { None }).await?;
-                    http_get(s, to, u, host, *http11).await
-                } else {
-                    http_get(s, to, u, host, *http11).await
-                };
-                if let Err(e) = r {
-                    return Ok(Outcome::Down(format!("GET {}: {e}", u.path)));
+        } => {
+            bounded(timeout, async {
+                for u in urls {
+                    let s = connect(to, check.bindto).await?;
+                    let host = virtualhost.as_deref();
+                    let r = if *tls {
+                        let s = tls_connect(s, to, if *sni { host } else { None }).await?;
+                        http_get(s, to, u, host, *http11).await
+                    } else {
+                        http_get(s, to, u, host, *http11).await
+                    };
+                    if let Err(e) = r {
+                        return Ok(Outcome::Down(format!("GET {}: {e}", u.path)));
+                    }
                 }
-            }
-            Ok(Outcome::Up)
-        })
-        .await,
+                Ok(Outcome::Up)
+            })
+            .await
+        }
         CheckKind::Misc {
             argv,
             timeout: t,
@@ -70,11 +74,16 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
             payload,
             require_reply,
         } => udp(to, check.bindto, payload, *require_reply, timeout).await,
-        CheckKind::Dns { qtype, name } => bounded(timeout, dns(to, check.bindto, *qtype, name)).await,
+        CheckKind::Dns { qtype, name } => {
+            bounded(timeout, dns(to, check.bindto, *qtype, name)).await
+        }
     }
 }
 
-async fn udp_socket(to: SocketAddr, bindto: Option<IpAddr>) -> Result<tokio::net::UdpSocket, String> {
+async fn udp_socket(
+    to: SocketAddr,
+    bindto: Option<IpAddr>,
+) -> Result<tokio::net::UdpSocket, String> {
     let local = match (bindto, to) {
         (Some(b), _) => SocketAddr::new(b, 0),
         (None, SocketAddr::V4(_)) => "0.0.0.0:0".parse().expect("literal"),
@@ -83,7 +92,9 @@ async fn udp_socket(to: SocketAddr, bindto: Option<IpAddr>) -> Result<tokio::net
     let s = tokio::net::UdpSocket::bind(local)
         .await
         .map_err(|e| format!("bind {local}: {e}"))?;
-    s.connect(to).await.map_err(|e| format!("connect {to}: {e}"))?;
+    s.connect(to)
+        .await
+        .map_err(|e| format!("connect {to}: {e}"))?;
     Ok(s)
 }
 
@@ -113,7 +124,12 @@ async fn udp(
 }
 
 /// DNS_CHECK: one query; the answer must carry the query's id, QR and RCODE 0.
-async fn dns(to: SocketAddr, bindto: Option<IpAddr>, qtype: u16, name: &str) -> Result<Outcome, String> {
+async fn dns(
+    to: SocketAddr,
+    bindto: Option<IpAddr>,
+    qtype: u16,
+    name: &str,
+) -> Result<Outcome, String> {
     let s = udp_socket(to, bindto).await?;
     let id = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -146,7 +162,11 @@ fn dns_query(id: u16, qtype: u16, name: &str) -> Result<Vec<u8>, String> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         if label.len() > 63 {
             return Err(format!("label too long in '{name}'"));
         }
@@ -181,7 +201,9 @@ async fn connect(to: SocketAddr, bindto: Option<IpAddr>) -> Result<TcpStream, St
         sock.bind(SocketAddr::new(b, 0))
             .map_err(|e| format!("bind {b}: {e}"))?;
     }
-    sock.connect(to).await.map_err(|e| format!("connect {to}: {e}"))
+    sock.connect(to)
+        .await
+        .map_err(|e| format!("connect {to}: {e}"))
 }
 
 /// Accepts any certificate: keepalived's SSL_GET does not verify the
@@ -230,9 +252,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -289,7 +309,9 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         url.path,
         u8::from(http11)
     );
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     // Without a digest, the status line is all that is needed.
@@ -366,7 +388,12 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 
 /// MISC_CHECK: the program with its arguments, no shell, an empty
 /// environment (PATH only), output discarded, killed at the timeout.
-async fn misc(argv: &[String], timeout: Duration, dynamic: bool, user: Option<(u32, u32)>) -> Outcome {
+async fn misc(
+    argv: &[String],
+    timeout: Duration,
+    dynamic: bool,
+    user: Option<(u32, u32)>,
+) -> Outcome {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     if let Some((uid, gid)) = user {
         cmd.uid(uid).gid(gid);
@@ -420,12 +447,18 @@ mod tests {
         let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        assert!(matches!(udp(addr, None, b"x", false, t).await, Outcome::Down(_)));
+        assert!(matches!(
+            udp(addr, None, b"x", false, t).await,
+            Outcome::Down(_)
+        ));
         // A silent listener: up unless a reply is required.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = silent.local_addr().unwrap();
         assert_eq!(udp(addr, None, b"x", false, t).await, Outcome::Up);
-        assert!(matches!(udp(addr, None, b"x", true, t).await, Outcome::Down(_)));
+        assert!(matches!(
+            udp(addr, None, b"x", true, t).await,
+            Outcome::Down(_)
+        ));
         // A responder that answers every query with QR set: DNS up; with an
         // RCODE, down.
         for (rcode, up) in [(0u8, true), (2, false)] {
@@ -457,9 +490,18 @@ mod tests {
         let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.to_string()];
         let t = Duration::from_secs(5);
         assert_eq!(misc(&sh("exit 0"), t, false, None).await, Outcome::Up);
-        assert!(matches!(misc(&sh("exit 1"), t, true, None).await, Outcome::Down(_)));
-        assert_eq!(misc(&sh("exit 7"), t, true, None).await, Outcome::UpWeight(5));
-        assert!(matches!(misc(&sh("exit 7"), t, false, None).await, Outcome::Down(_)));
+        assert!(matches!(
+            misc(&sh("exit 1"), t, true, None).await,
+            Outcome::Down(_)
+        ));
+        assert_eq!(
+            misc(&sh("exit 7"), t, true, None).await,
+            Outcome::UpWeight(5)
+        );
+        assert!(matches!(
+            misc(&sh("exit 7"), t, false, None).await,
+            Outcome::Down(_)
+        ));
         // `user`: runs as nobody (65534).
         assert_eq!(
             misc(&sh("test $(id -u) = 65534"), t, false, Some((65534, 65534))).await,

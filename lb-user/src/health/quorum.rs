@@ -166,7 +166,10 @@ mod tests {
         let (eff, ev) = eval(&mut q, &down);
         assert_eq!(
             ev,
-            [Event::RealDown((svc, ip("10.0.0.2"), 80), Some(vec!["/bin/nd".into(), "2".into()]))]
+            [Event::RealDown(
+                (svc, ip("10.0.0.2"), 80),
+                Some(vec!["/bin/nd".into(), "2".into()])
+            )]
         );
         assert_eq!(eff.services[0].reals.len(), 2);
         // Both down: 0 < 2, quorum lost: the sorry server alone.
@@ -183,7 +186,10 @@ mod tests {
         // Both back: 4 ≥ 4, gained; quorum_up's words kept together.
         down.clear();
         let (eff, ev) = eval(&mut q, &down);
-        assert!(ev.contains(&Event::QuorumUp(svc, Some(vec!["/bin/up".into(), "a b".into()]))));
+        assert!(ev.contains(&Event::QuorumUp(
+            svc,
+            Some(vec!["/bin/up".into(), "a b".into()])
+        )));
         assert_eq!(eff.services[0].reals.len(), 2);
         // omega is off here.
         assert!(q.omega(&c).is_empty());

@@ -157,7 +157,13 @@ impl Machine {
     }
 
     /// A valid advertisement for this instance from `src`.
-    pub fn on_advert(&mut self, now: Duration, src: IpAddr, priority: u8, interval_cs: u16) -> Vec<Action> {
+    pub fn on_advert(
+        &mut self,
+        now: Duration,
+        src: IpAddr,
+        priority: u8,
+        interval_cs: u16,
+    ) -> Vec<Action> {
         self.counters.adverts_received += 1;
         let mut out = Vec::new();
         if priority == 0 {
@@ -291,7 +297,10 @@ mod tests {
             advert_cs: 10,
             ..settings(200, "10.0.0.2")
         });
-        assert_eq!(m.master_down_interval(), Duration::from_micros(300_000 + 21_875));
+        assert_eq!(
+            m.master_down_interval(),
+            Duration::from_micros(300_000 + 21_875)
+        );
     }
 
     #[test]
@@ -346,7 +355,11 @@ mod tests {
         m.start(ms(0));
         let down = Duration::from_micros(3_000_000 + 218_750);
         m.on_advert(ms(100), ip("10.0.0.3"), 100, 100);
-        assert_eq!(m.deadline(), Some(down), "timer not reset by a lower master");
+        assert_eq!(
+            m.deadline(),
+            Some(down),
+            "timer not reset by a lower master"
+        );
         // nopreempt: it stays backup while the lower master advertises.
         let mut m = Machine::new(Settings {
             preempt: false,
@@ -375,7 +388,10 @@ mod tests {
         a.on_timer(ms(3600));
         assert_eq!(a.state, State::Master);
         // Same priority, higher address: it wins, a steps down.
-        assert_eq!(a.on_advert(ms(4000), ip("10.0.0.3"), 100, 100), [Action::BecomeBackup]);
+        assert_eq!(
+            a.on_advert(ms(4000), ip("10.0.0.3"), 100, 100),
+            [Action::BecomeBackup]
+        );
         assert_eq!(a.counters.other_master_seen, 1);
         let mut b = Machine::new(settings(100, "10.0.0.3"));
         b.start(ms(0));
@@ -411,6 +427,9 @@ mod tests {
         assert_eq!(m.set_fault(ms(5000), false), [Action::BecomeBackup]);
         // Tracking lowers the priority of a master: advertised at once.
         m.on_timer(ms(9000));
-        assert_eq!(m.set_priority(ms(9100), 60), [Action::Advertise { priority: 60 }]);
+        assert_eq!(
+            m.set_priority(ms(9100), 60),
+            [Action::Advertise { priority: 60 }]
+        );
     }
 }

@@ -295,7 +295,11 @@ mod tests {
             assert_eq!(&m[..6], &[0x31, 7, 150, 1, 0, 10]);
             assert_eq!(Advert::decode(&m, ip(src), ip(dst), 255).unwrap(), a);
             // The same bytes from another source fail: the pseudo-header counts.
-            let other = if src.contains(':') { "fe80::2" } else { "10.0.0.3" };
+            let other = if src.contains(':') {
+                "fe80::2"
+            } else {
+                "10.0.0.3"
+            };
             assert_eq!(
                 Advert::decode(&m, ip(other), ip(dst), 255),
                 Err(Reject::Checksum)
@@ -318,7 +322,11 @@ mod tests {
         let m = a.encode(s, d);
         assert_eq!(Advert::decode(&m, s, d, 254), Err(Reject::Ttl));
         for n in 0..m.len() {
-            assert_eq!(Advert::decode(&m[..n], s, d, 255), Err(Reject::Length), "{n} bytes");
+            assert_eq!(
+                Advert::decode(&m[..n], s, d, 255),
+                Err(Reject::Length),
+                "{n} bytes"
+            );
         }
         let mut bad = m.clone();
         bad[0] = 0x41;

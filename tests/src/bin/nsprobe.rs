@@ -78,7 +78,10 @@ fn tls_serve(port: u16, name: String, cert: &str, key: &str) {
                 }
             }
             let body = format!("{name}\n");
-            let resp = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let resp = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             let _ = tls.write_all(resp.as_bytes());
             tls.conn.send_close_notify();
             let _ = tls.flush();
