@@ -3,7 +3,8 @@
 //! - rust-src for the nightly toolchain (build-std for bpfel-unknown-none);
 //! - bpf-linker built against the nightly toolchain's own libLLVM (its major
 //!   version and file name are read from the toolchain at run time);
-//! - the Debian packages the tests use (iproute2, bpftool, ethtool).
+//! - the Debian packages the build and the tests use (iproute2, bpftool,
+//!   ethtool, procps, a C compiler for ring, the TLS library of SSL_GET).
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{anyhow, Context as _};
@@ -17,6 +18,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("ethtool", "ethtool"),
     ("mount", "mount"),
+    ("sysctl", "procps"),
+    ("md5sum", "coreutils"),
+    // ring (rustls' crypto for SSL_GET) compiles C and assembly.
+    ("cc", "gcc"),
 ];
 
 #[derive(clap::Args, Debug, Default)]
