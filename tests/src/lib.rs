@@ -487,6 +487,17 @@ impl Lab {
         }
     }
 
+    /// One of `lb counters`' global counters, by name.
+    pub fn counter(&self, name: &str) -> anyhow::Result<u64> {
+        let bpffs = self.bpffs().to_string_lossy().into_owned();
+        let out = self.lb(&["counters", "--bpffs", &bpffs])?;
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no counter {name} in:\n{out}"))
+    }
+
     /// Runs the `lb` CLI on the host (maps are pinned on a host-visible bpffs).
     pub fn lb(&self, args: &[&str]) -> anyhow::Result<String> {
         let lb = self.bins.lb.to_string_lossy().into_owned();

@@ -15,6 +15,16 @@ fn lab(name: &str) -> Lab {
 
 const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
 
+/// Every one of `total` requests answered, by both reals.
+fn both_answered(t: &std::collections::BTreeMap<String, usize>, total: usize, what: &str) {
+    let (r1, r2) = (
+        t.get("r1").copied().unwrap_or(0),
+        t.get("r2").copied().unwrap_or(0),
+    );
+    assert_eq!(r1 + r2, total, "{what}: {t:?}");
+    assert!(r1 > 0 && r2 > 0, "{what}: both reals answer: {t:?}");
+}
+
 fn service(kind: &str, port: u16) -> String {
     format!(
         "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind {kind}\n  protocol TCP\n\
@@ -64,12 +74,7 @@ fn nat_rewrites_both_directions_with_port_translation() {
     lab.start_agent(&service("NAT", 8080), AGENT_ARGS).unwrap();
     let t = lab.http_get(&format!("{VIP}:80"), 40).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
-    let (r1, r2) = (
-        t.get("r1").copied().unwrap_or(0),
-        t.get("r2").copied().unwrap_or(0),
-    );
-    assert_eq!(r1 + r2, 40, "{t:?}");
-    assert!(r1 > 0 && r2 > 0, "both reals answer: {t:?}");
+    both_answered(&t, 40, "HTTP through the VIP");
 
     let bpffs = lab.bpffs().to_string_lossy().into_owned();
     let list = lab.lb(&["list", "--bpffs", &bpffs]).unwrap();
@@ -90,11 +95,7 @@ fn nat_rewrites_both_directions_with_port_translation() {
         .collect();
     assert_eq!(cols[0], 40, "{stats}");
     assert!(cols[2] > 0, "OutPkts: {stats}");
-    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
-    assert!(
-        counters.contains("aborted                         0"),
-        "{counters}"
-    );
+    assert_eq!(lab.counter("aborted").unwrap(), 0);
 }
 
 #[test]
@@ -124,23 +125,12 @@ fn tun_reaches_reals_through_the_decapsulation_program() {
             lab.log("r1", "decap")
         );
     }
-    let (r1, r2) = (
-        t.get("r1").copied().unwrap_or(0),
-        t.get("r2").copied().unwrap_or(0),
-    );
-    assert_eq!(r1 + r2, 40, "{t:?}");
-    assert!(r1 > 0 && r2 > 0, "both reals answer: {t:?}");
+    both_answered(&t, 40, "HTTP through the VIP");
     let bpffs = lab.bpffs().to_string_lossy().into_owned();
     let list = lab.lb(&["list", "--bpffs", &bpffs]).unwrap();
     assert!(list.contains("Tunnel"), "{list}");
-    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
-    let encap: u64 = counters
-        .lines()
-        .find(|l| l.starts_with("encap"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!(encap >= 40, "{counters}");
+    let encap = lab.counter("encap").unwrap();
+    assert!(encap >= 40, "{encap} packets tunnelled");
 }
 
 #[test]
@@ -170,24 +160,10 @@ fn nat_with_two_subnets_director_as_gateway_ipv4_and_ipv6() {
             "{what}: {t:?}\n{}",
             lab.log("dir", "lb")
         );
-        let (r1, r2) = (
-            t.get("r1").copied().unwrap_or(0),
-            t.get("r2").copied().unwrap_or(0),
-        );
-        assert_eq!(r1 + r2, 30, "{what}: {t:?}");
-        assert!(r1 > 0 && r2 > 0, "{what}: both reals answer: {t:?}");
+        both_answered(&t, 30, what);
     }
-    let bpffs = lab.bpffs().to_string_lossy().into_owned();
-    let counters = lab.lb(&["counters", "--bpffs", &bpffs]).unwrap();
-    let get = |name: &str| -> u64 {
-        counters
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
     // Both directions crossed the director's XDP between its two interfaces.
-    assert!(get("redirect") > 0 && get("nat_reverse") > 0, "{counters}");
+    let get = |name: &str| lab.counter(name).unwrap();
+    assert!(get("redirect") > 0 && get("nat_reverse") > 0);
     assert_eq!(get("aborted"), 0);
 }
