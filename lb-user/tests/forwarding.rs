@@ -64,6 +64,16 @@ fn check(what: &str, got: (u32, Vec<u8>), verdict: u32, want: &[u8]) {
     );
 }
 
+/// `pkt` goes out of the ingress interface, DR-rewritten toward `mac`.
+fn dr_sent(h: &Harness, what: &str, pkt: &[u8], mac: [u8; 6]) {
+    check(
+        what,
+        h.run(pkt).unwrap(),
+        XDP_TX,
+        &dr_rewrite(pkt, mac, MAC_A),
+    );
+}
+
 fn counters(h: &Harness) -> lb_common::GlobalStats {
     h.dp.global_sum().expect("counters")
 }
@@ -400,18 +410,8 @@ fn fragments_follow_the_first_one_in_and_out_of_order() {
     let payload = vec![7u8; 64];
     // In order: first fragment scheduled (rr → R1), the rest follows it.
     let (first, rest) = udp_fragments(6000, 0x1111, &payload, 16);
-    check(
-        "first fragment",
-        h.run(&first).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&first, MAC1, MAC_A),
-    );
-    check(
-        "later fragment",
-        h.run(&rest).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&rest, MAC1, MAC_A),
-    );
+    dr_sent(&h, "first fragment", &first, MAC1);
+    dr_sent(&h, "later fragment", &rest, MAC1);
     // Second datagram from another port: rr → R2, fragments follow R2.
     let (first2, rest2) = udp_fragments(6001, 0x2222, &payload, 16);
     // Out of order: the later fragment first goes to the kernel (counted).
@@ -421,18 +421,8 @@ fn fragments_follow_the_first_one_in_and_out_of_order() {
         XDP_PASS,
         &rest2,
     );
-    check(
-        "first fragment 2",
-        h.run(&first2).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&first2, MAC2, MAC_A),
-    );
-    check(
-        "later fragment 2",
-        h.run(&rest2).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&rest2, MAC2, MAC_A),
-    );
+    dr_sent(&h, "first fragment 2", &first2, MAC2);
+    dr_sent(&h, "later fragment 2", &rest2, MAC2);
     let g = counters(&h);
     assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
 }
@@ -482,30 +472,10 @@ fn ipv6_fragments_follow_the_first_one() {
         XDP_PASS,
         &rest2,
     );
-    check(
-        "v6 first fragment",
-        h.run(&first).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&first, MAC1, MAC_A),
-    );
-    check(
-        "v6 first fragment 2",
-        h.run(&first2).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&first2, MAC2, MAC_A),
-    );
-    check(
-        "v6 later fragment",
-        h.run(&rest).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&rest, MAC1, MAC_A),
-    );
-    check(
-        "v6 later fragment 2",
-        h.run(&rest2).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&rest2, MAC2, MAC_A),
-    );
+    dr_sent(&h, "v6 first fragment", &first, MAC1);
+    dr_sent(&h, "v6 first fragment 2", &first2, MAC2);
+    dr_sent(&h, "v6 later fragment", &rest, MAC1);
+    dr_sent(&h, "v6 later fragment 2", &rest2, MAC2);
     let g = counters(&h);
     assert_eq!((g.frag_first, g.frag_forwarded, g.pass_fragment), (2, 2, 1));
 }
@@ -539,12 +509,7 @@ fn icmpv6_packet_too_big_follows_its_flow() {
         .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
         .write(&mut err, &reply[14..14 + 48])
         .unwrap();
-    check(
-        "ICMPv6 to R2",
-        h.run(&err).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&err, MAC2, MAC_A),
-    );
+    dr_sent(&h, "ICMPv6 to R2", &err, MAC2);
     assert_eq!(counters(&h).icmp_forwarded, 1);
 }
 
@@ -609,12 +574,7 @@ fn icmp_errors_follow_their_flow_to_the_real() {
         frag_needed(1400),
         &reply,
     );
-    check(
-        "ICMP to R2",
-        h.run(&err).unwrap(),
-        XDP_TX,
-        &dr_rewrite(&err, MAC2, MAC_A),
-    );
+    dr_sent(&h, "ICMP to R2", &err, MAC2);
     // About a flow nobody tracks: to the kernel.
     let other = tcp(Eth::inbound(), VIP, 80, CLIENT, 49999, Flags::Ack, b"data");
     let err2 = icmp_error(

@@ -168,6 +168,16 @@ impl Lab {
         run(&full)
     }
 
+    /// Adds `cidr` to `dev` in `role`'s namespace (IPv6 without duplicate
+    /// address detection, so it is usable at once).
+    fn add_addr(&self, role: &str, cidr: &str, dev: &str) -> anyhow::Result<()> {
+        let mut args = vec!["ip", "addr", "add", cidr, "dev", dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        self.exec(role, &args).map(|_| ())
+    }
+
     fn sysctl(&self, role: &str, kv: &str) -> anyhow::Result<()> {
         self.exec(role, &["sysctl", "-qw", kv]).map(|_| ())
     }
@@ -216,22 +226,8 @@ impl Lab {
             self.exec("sw", &["ip", "link", "set", role, "master", bridge, "up"])?;
             self.sysctl(role, "net.ipv6.conf.all.accept_dad=0")?;
             self.sysctl(role, "net.ipv6.conf.eth0.accept_dad=0")?;
-            self.exec(
-                role,
-                &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            )?;
-            self.exec(
-                role,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{ip6}/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            )?;
+            self.add_addr(role, &format!("{ip}/24"), "eth0")?;
+            self.add_addr(role, &format!("{ip6}/64"), "eth0")?;
             self.exec(role, &["ip", "link", "set", "eth0", "up"])?;
         }
         let _ = sw;
@@ -239,22 +235,8 @@ impl Lab {
         // loses that metadata, so the client computes them itself.
         self.exec("cl", &["ethtool", "-K", "eth0", "tx", "off"])?;
         // VIP on the director (as VRRP would add it).
-        self.exec(
-            "dir",
-            &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "eth0"],
-        )?;
-        self.exec(
-            "dir",
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{VIP6}/128"),
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
+        self.add_addr("dir", &format!("{VIP}/32"), "eth0")?;
+        self.add_addr("dir", &format!("{VIP6}/128"), "eth0")?;
         if self.two_subnets {
             self.build_private_side()?;
         }
@@ -268,14 +250,8 @@ impl Lab {
                 self.spawn(&r, &[&probe, "serve", "8080", &r], "httpd8080")?;
                 continue;
             }
-            self.exec(
-                &r,
-                &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
-            )?;
-            self.exec(
-                &r,
-                &["ip", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"],
-            )?;
+            self.add_addr(&r, &format!("{VIP}/32"), "lo")?;
+            self.add_addr(&r, &format!("{VIP6}/128"), "lo")?;
             for k in ["all", "eth0"] {
                 self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_ignore=1"))?;
                 self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_announce=2"))?;
@@ -391,29 +367,8 @@ impl Lab {
         )?;
         self.exec("sw", &["ip", "link", "set", "dir1", "master", "br1", "up"])?;
         self.sysctl("dir", "net.ipv6.conf.eth1.accept_dad=0")?;
-        self.exec(
-            "dir",
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{DIRECTOR_PRIVATE_IP}/24"),
-                "dev",
-                "eth1",
-            ],
-        )?;
-        self.exec(
-            "dir",
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{DIRECTOR_PRIVATE_IP6}/64"),
-                "dev",
-                "eth1",
-                "nodad",
-            ],
-        )?;
+        self.add_addr("dir", &format!("{DIRECTOR_PRIVATE_IP}/24"), "eth1")?;
+        self.add_addr("dir", &format!("{DIRECTOR_PRIVATE_IP6}/64"), "eth1")?;
         self.exec("dir", &["ip", "link", "set", "eth1", "up"])?;
         for kv in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
             self.sysctl("dir", kv)?;
