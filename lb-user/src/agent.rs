@@ -20,7 +20,7 @@ use crate::{
     health::{self, monitor::Monitor, quorum::Quorum, Health},
     neigh,
     state::{Tables, L2},
-    sweep,
+    sweep, vrrp,
 };
 
 /// How often expired connections are released from the per-real counts.
@@ -89,6 +89,7 @@ struct Agent {
     unresolved: Vec<IpAddr>,
     monitor: Monitor,
     quorum: Quorum,
+    vrrp: vrrp::engine::Handle,
 }
 
 impl Agent {
@@ -209,6 +210,8 @@ impl Agent {
                 self.monitor.apply(&self.config);
                 match self.refresh(true).await {
                     Ok(()) => {
+                        // Unchanged VRRP instances keep their state too.
+                        self.vrrp.reload(self.config.vrrp.clone()).await;
                         tracing::info!(
                             services = self.config.services.len(),
                             "configuration reloaded"
@@ -289,6 +292,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let tables = Tables::recover(&dp).context("reading the pinned tables")?;
     let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
     tokio::spawn(conn);
+    let handle_vrrp = handle.clone();
     let (mut monitor, mut health_rx) = Monitor::new();
     monitor.apply(&config);
     let mut agent = Agent {
@@ -302,12 +306,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         unresolved: Vec::new(),
         monitor,
         quorum: Quorum::default(),
+        vrrp: vrrp::engine::spawn(Default::default(), handle_vrrp.clone()).await?,
     };
     agent.refresh(true).await?;
     for name in &opts.ifaces {
         dataplane::attach(&mut ebpf, name, opts.mode)?;
         tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
     }
+    // VRRP last: by the time this node takes the virtual addresses, the
+    // data plane forwards what they attract.
+    agent.vrrp.reload(agent.config.vrrp.clone()).await;
 
     let _ = std::fs::remove_file(&opts.socket);
     if let Some(dir) = opts.socket.parent() {
@@ -361,7 +369,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                         "reload" => agent.reload().await,
                         "status" => agent.status(),
                         "checks" => agent.monitor.render(),
-                        other => format!("error: unknown command '{other}' (reload, status, checks)"),
+                        "vrrp" => agent.vrrp.render().await,
+                        other => format!("error: unknown command '{other}' (reload, status, checks, vrrp)"),
                     };
                     let _ = w.write_all(reply.as_bytes()).await;
                     let _ = w.write_all(b"\n").await;
@@ -369,6 +378,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
     }
+    // VRRP first: priority 0 tells the backups to take over now, and the
+    // virtual addresses leave this node.
+    agent.vrrp.stop().await;
     // omega: quorum_down and notify_down on shutdown.
     let running: Vec<_> = agent
         .quorum

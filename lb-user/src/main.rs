@@ -82,7 +82,11 @@ enum Cmd {
         /// Health checkers: state, last result, last change (asks the agent).
         #[arg(long)]
         checks: bool,
-        /// The agent's control socket (for --checks).
+        /// VRRP instances: state, priority (effective and configured),
+        /// master, advert interval, counters (asks the agent).
+        #[arg(long)]
+        vrrp: bool,
+        /// The agent's control socket (for --checks and --vrrp).
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -93,6 +97,10 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
     },
+    /// Helper started by `lb run`: removes the virtual addresses the agent
+    /// held if it dies without releasing them.
+    #[command(hide = true)]
+    VipGuard,
     /// Attach a pass-everything XDP program to IFACE until SIGTERM (for labs:
     /// veth delivers XDP_TX frames only when its peer has an XDP program).
     #[command(hide = true)]
@@ -191,6 +199,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List {
+            vrrp: true, socket, ..
+        } => {
+            print!("{}", rt.block_on(agent::control(&socket, "vrrp"))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::List {
             bpffs,
             stats,
             rate,
@@ -240,6 +254,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Cmd::VipGuard => {
+            rt.block_on(lb_user::vrrp::guard::run())?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::XdpPass { iface } => {
             rt.block_on(agent::xdp_pass(&iface))?;

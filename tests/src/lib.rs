@@ -21,6 +21,8 @@ pub const SUBNET: &str = "10.200.0";
 pub const VIP: &str = "10.200.0.100";
 pub const CLIENT_IP: &str = "10.200.0.1";
 pub const DIRECTOR_IP: &str = "10.200.0.2";
+/// The second director of an HA lab ([`Lab::ha`]).
+pub const DIRECTOR2_IP: &str = "10.200.0.3";
 pub const SUBNET6: &str = "fd00:200::";
 pub const VIP6: &str = "fd00:200::100";
 
@@ -111,6 +113,9 @@ pub struct Lab {
     pub reals: usize,
     /// Two subnets (classic LVS-NAT): reals behind the director's eth1.
     pub two_subnets: bool,
+    /// Two directors (`dir`, `dir2`) sharing the VIP through VRRP: no
+    /// static VIP on either.
+    pub ha: bool,
 }
 
 impl Lab {
@@ -122,7 +127,13 @@ impl Lab {
     /// Builds the topology with `reals` real servers, each serving HTTP on
     /// port 80 (and 8080) and answering with its name (`r1`, `r2`…).
     pub fn dr(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
-        Self::new(prefix, bins, reals, false)
+        Self::new(prefix, bins, reals, false, false)
+    }
+
+    /// An LVS-DR lab with two directors, `dir` (10.200.0.2) and `dir2`
+    /// (10.200.0.3), neither holding the VIP: VRRP decides which does.
+    pub fn ha(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
+        Self::new(prefix, bins, reals, false, true)
     }
 
     /// The classic LVS-NAT topology: client and director's eth0 on the
@@ -130,10 +141,16 @@ impl Lab {
     /// reals on a private bridge, the director being the reals' default
     /// gateway and forwarding. The agent must be given `--iface eth1` too.
     pub fn nat(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
-        Self::new(prefix, bins, reals, true)
+        Self::new(prefix, bins, reals, true, false)
     }
 
-    fn new(prefix: &str, bins: Bins, reals: usize, two_subnets: bool) -> anyhow::Result<Self> {
+    fn new(
+        prefix: &str,
+        bins: Bins,
+        reals: usize,
+        two_subnets: bool,
+        ha: bool,
+    ) -> anyhow::Result<Self> {
         let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(&workdir)?;
@@ -146,6 +163,7 @@ impl Lab {
             workdir,
             reals,
             two_subnets,
+            ha,
         };
         lab.build().context("building the namespace lab")?;
         Ok(lab)
@@ -202,6 +220,13 @@ impl Lab {
                 format!("{SUBNET6}2"),
             ),
         ];
+        if self.ha {
+            hosts.push((
+                "dir2".to_string(),
+                DIRECTOR2_IP.to_string(),
+                format!("{SUBNET6}3"),
+            ));
+        }
         for i in 1..=self.reals {
             if self.two_subnets {
                 hosts.push((format!("r{i}"), private_ip(i), private_ip6(i)));
@@ -234,9 +259,11 @@ impl Lab {
         // The client's stack leaves TCP/UDP checksums to "hardware"; XDP_TX
         // loses that metadata, so the client computes them itself.
         self.exec("cl", &["ethtool", "-K", "eth0", "tx", "off"])?;
-        // VIP on the director (as VRRP would add it).
-        self.add_addr("dir", &format!("{VIP}/32"), "eth0")?;
-        self.add_addr("dir", &format!("{VIP6}/128"), "eth0")?;
+        // VIP on the director (as VRRP would add it), unless VRRP does.
+        if !self.ha {
+            self.add_addr("dir", &format!("{VIP}/32"), "eth0")?;
+            self.add_addr("dir", &format!("{VIP6}/128"), "eth0")?;
+        }
         if self.two_subnets {
             self.build_private_side()?;
         }
@@ -263,6 +290,9 @@ impl Lab {
         // veth delivers the director's XDP_TX frames only if the peer runs XDP too.
         let lb = self.bins.lb.to_string_lossy().into_owned();
         self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir"], "xdp-pass")?;
+        if self.ha {
+            self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir2"], "xdp-pass2")?;
+        }
         // The director's own service, to check that non-VIP traffic is untouched.
         let probe = self.bins.nsprobe.to_string_lossy().into_owned();
         self.spawn(
@@ -336,15 +366,39 @@ impl Lab {
     }
 
     pub fn bpffs(&self) -> PathBuf {
-        self.bpffs_mount.join("lb")
+        self.bpffs_of("dir")
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.workdir.join("lb.sock")
+        self.socket_of("dir")
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.workdir.join("keepalived.conf")
+        self.config_path_of("dir")
+    }
+
+    /// Pin directory of the agent on director `role`.
+    pub fn bpffs_of(&self, role: &str) -> PathBuf {
+        match role {
+            "dir" => self.bpffs_mount.join("lb"),
+            r => self.bpffs_mount.join(r),
+        }
+    }
+
+    /// Control socket of the agent on director `role`.
+    pub fn socket_of(&self, role: &str) -> PathBuf {
+        match role {
+            "dir" => self.workdir.join("lb.sock"),
+            r => self.workdir.join(format!("{r}.sock")),
+        }
+    }
+
+    /// Configuration file of the agent on director `role`.
+    pub fn config_path_of(&self, role: &str) -> PathBuf {
+        match role {
+            "dir" => self.workdir.join("keepalived.conf"),
+            r => self.workdir.join(format!("{r}.conf")),
+        }
     }
 
     /// Writes the agent's configuration file.
@@ -401,11 +455,21 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self, config: &str, extra: &[&str]) -> anyhow::Result<()> {
-        self.write_config(config)?;
+        self.start_agent_on("dir", config, extra)
+    }
+
+    /// Starts `lb run` on director `role` (`dir` or `dir2`), process tag `lb`.
+    pub fn start_agent_on(
+        &mut self,
+        role: &str,
+        config: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
+        std::fs::write(self.config_path_of(role), config)?;
         let lb = self.bins.lb.to_string_lossy().into_owned();
-        let cfg = self.config_path().to_string_lossy().into_owned();
-        let bpffs = self.bpffs().to_string_lossy().into_owned();
-        let sock = self.socket().to_string_lossy().into_owned();
+        let cfg = self.config_path_of(role).to_string_lossy().into_owned();
+        let bpffs = self.bpffs_of(role).to_string_lossy().into_owned();
+        let sock = self.socket_of(role).to_string_lossy().into_owned();
         let mut args = vec![lb.as_str(), "run", "--iface", "eth0"];
         if self.two_subnets {
             args.extend(["--iface", "eth1"]);
@@ -419,15 +483,24 @@ impl Lab {
             sock.as_str(),
         ]);
         args.extend_from_slice(extra);
-        self.spawn("dir", &args, "lb")?;
-        self.wait_resolved(Duration::from_secs(10))
+        self.spawn(role, &args, "lb")?;
+        self.wait_resolved_on(role, Duration::from_secs(10))
     }
 
     /// Waits until `lb status` reports no unresolved real.
     pub fn wait_resolved(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_resolved_on("dir", timeout)
+    }
+
+    /// [`Lab::wait_resolved`] for the agent on director `role`.
+    pub fn wait_resolved_on(&self, role: &str, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            if let Ok(s) = self.lb(&["status", "--socket", &self.socket().to_string_lossy()]) {
+            if let Ok(s) = self.lb(&[
+                "status",
+                "--socket",
+                &self.socket_of(role).to_string_lossy(),
+            ]) {
                 if s.contains("service") && !s.contains("unresolved") {
                     return Ok(());
                 }
@@ -435,7 +508,7 @@ impl Lab {
             if start.elapsed() > timeout {
                 bail!(
                     "agent did not resolve every real within {timeout:?}; agent log:\n{}",
-                    self.log("dir", "lb")
+                    self.log(role, "lb")
                 );
             }
             std::thread::sleep(Duration::from_millis(100));

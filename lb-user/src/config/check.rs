@@ -335,7 +335,7 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
 }
 
 /// `user NAME [GROUP]`: the account's uid and gid (or GROUP's gid).
-fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
+pub(super) fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
     let name = arg(n, 0, "user name", diags)?;
     let Some((uid, gid)) = lookup_user(name) else {
         diags.push(Diag::error(

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod syntax;
+pub mod vrrp;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 
@@ -185,6 +186,8 @@ pub struct VirtualServer {
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     pub services: Vec<VirtualServer>,
+    /// `global_defs`, `vrrp_script`, `vrrp_instance`, `vrrp_sync_group`.
+    pub vrrp: vrrp::Vrrp,
     /// Every top-level statement, kept for the features that use the other blocks.
     pub nodes: Vec<Node>,
 }
@@ -206,10 +209,6 @@ impl Loaded {
 
 /// Top-level blocks of keepalived whose semantics belong to later features.
 const TOP_LATER: &[&str] = &[
-    "global_defs",
-    "vrrp_instance",
-    "vrrp_script",
-    "vrrp_sync_group",
     "static_ipaddress",
     "static_routes",
     "static_rules",
@@ -275,8 +274,39 @@ pub fn load_str(text: &str, path: &Path) -> Loaded {
 fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     let mut services: Vec<VirtualServer> = Vec::new();
     let mut index: BTreeMap<ServiceAddr, usize> = BTreeMap::new();
+    let mut vr = vrrp::Vrrp::default();
+    // global_defs first: it sets the instances' defaults wherever it is.
+    for n in nodes.iter().filter(|n| n.keyword == "global_defs") {
+        vrrp::globals(n, &mut vr.globals, &mut diags);
+    }
     for n in &nodes {
         match n.keyword.as_str() {
+            "global_defs" => {}
+            "vrrp_script" => {
+                if let Some(s) = vrrp::script(n, &mut diags) {
+                    if vr.scripts.contains_key(&s.name) {
+                        diags.push(Diag::error(
+                            &n.loc,
+                            Some("vrrp_script"),
+                            format!("'{}' is defined twice", s.name),
+                        ));
+                    }
+                    vr.scripts.insert(s.name.clone(), s);
+                }
+            }
+            "vrrp_instance" => {
+                if let Some(i) = vrrp::instance(n, &vr.globals, &mut diags) {
+                    if vr.instances.iter().any(|o| o.name == i.name) {
+                        diags.push(Diag::error(
+                            &n.loc,
+                            Some("vrrp_instance"),
+                            format!("'{}' is defined twice", i.name),
+                        ));
+                    }
+                    vr.instances.push(i);
+                }
+            }
+            "vrrp_sync_group" => vr.groups.extend(vrrp::sync_group(n, &mut diags)),
             "virtual_server" => {
                 if let Some(vs) = virtual_server(n, &mut diags) {
                     if let Some(&i) = index.get(&vs.key) {
@@ -308,8 +338,13 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
             )),
         }
     }
+    vrrp::finish(&mut vr, &mut diags);
     Loaded {
-        config: Config { services, nodes },
+        config: Config {
+            services,
+            vrrp: vr,
+            nodes,
+        },
         diags,
     }
 }
@@ -608,7 +643,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
 
 /// A program and its arguments from one (quoted) argument, split into words;
 /// never given to a shell.
-fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
+pub(crate) fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
     let text = n.args.join(" ");
     match check::shell_words(&text) {
         Some(w) if !w.is_empty() => Some(w),
@@ -624,7 +659,7 @@ fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
 }
 
 /// `inhibit_on_failure` alone or followed by true/false/on/off/yes/no.
-fn flag(n: &Node) -> bool {
+pub(crate) fn flag(n: &Node) -> bool {
     !matches!(
         n.args.first().map(|a| a.to_ascii_lowercase()).as_deref(),
         Some("false" | "off" | "no" | "0")

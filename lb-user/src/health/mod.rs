@@ -148,8 +148,20 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// configured (never through a shell), an empty environment (PATH only),
 /// output discarded, killed after [`SCRIPT_TIMEOUT`].
 pub fn run_script(argv: Vec<String>, what: String) -> tokio::task::JoinHandle<()> {
+    run_script_as(argv, what, None)
+}
+
+/// [`run_script`] as the given (uid, gid).
+pub fn run_script_as(
+    argv: Vec<String>,
+    what: String,
+    user: Option<(u32, u32)>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut cmd = tokio::process::Command::new(&argv[0]);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
         cmd.args(&argv[1..])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")

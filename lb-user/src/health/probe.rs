@@ -388,7 +388,7 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
 
 /// MISC_CHECK: the program with its arguments, no shell, an empty
 /// environment (PATH only), output discarded, killed at the timeout.
-async fn misc(
+pub(crate) async fn misc(
     argv: &[String],
     timeout: Duration,
     dynamic: bool,

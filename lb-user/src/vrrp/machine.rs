@@ -40,6 +40,9 @@ pub struct Settings {
     pub preempt_delay: Duration,
     /// Own primary address (ties between equal priorities: higher wins).
     pub addr: IpAddr,
+    /// `state MASTER`: take over at once on start (keepalived), stepping
+    /// down as soon as a higher master is heard.
+    pub initial_master: bool,
 }
 
 /// Counters of an instance (adverts rejected before the machine are counted
@@ -137,7 +140,7 @@ impl Machine {
     pub fn start(&mut self, now: Duration) -> Vec<Action> {
         let mut out = Vec::new();
         self.master_adver_cs = self.settings.advert_cs;
-        if self.priority == 255 {
+        if self.priority == 255 || self.settings.initial_master {
             self.enter_master(now, &mut out);
         } else {
             self.enter_backup(now, &mut out);
@@ -249,6 +252,21 @@ impl Machine {
         out
     }
 
+    /// A sync group moves this member with the others (keepalived's
+    /// vrrp_sync_group): to MASTER, or to BACKUP waiting for the master.
+    pub fn follow_group(&mut self, now: Duration, master: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        match (master, self.state) {
+            (true, State::Backup) => self.enter_master(now, &mut out),
+            (false, State::Master) => {
+                self.master = None;
+                self.enter_backup(now, &mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// Clean shutdown: a master says priority 0 so backups take over after
     /// Skew_Time instead of Master_Down_Interval.
     pub fn shutdown(&mut self) -> Vec<Action> {
@@ -280,6 +298,7 @@ mod tests {
             preempt: true,
             preempt_delay: Duration::ZERO,
             addr: addr.parse().unwrap(),
+            initial_master: false,
         }
     }
 

@@ -8,6 +8,10 @@
 //!                                the same over TLS (HTTP/1.0, one request per connection)
 //! nsprobe silent PORT            accept connections and never answer
 //! nsprobe get HOST:PORT COUNT    COUNT requests, one connection each; prints "NAME count" lines and "fail N"
+//! nsprobe load HOST:PORT SECONDS GAP_MS
+//!                                a request every GAP_MS (one connection each, 0.5 s timeout) for
+//!                                SECONDS; prints "NAME count" lines, "fail N" and "outage_ms T"
+//!                                (from the start of the first failed request to the end of the last)
 //! nsprobe hold HOST:PORT         one keep-alive connection; a request per stdin line, prints each answer
 use std::{
     collections::BTreeMap,
@@ -158,8 +162,12 @@ fn response_body(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
 }
 
 fn one(addr: SocketAddr) -> std::io::Result<String> {
-    let s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    s.set_read_timeout(Some(TIMEOUT))?;
+    one_within(addr, TIMEOUT)
+}
+
+fn one_within(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
     let mut w = s.try_clone()?;
     w.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
     response_body(&mut BufReader::new(s))
@@ -198,6 +206,35 @@ fn main() {
                 println!("{k} {v}");
             }
             println!("fail {fail}");
+        }
+        Some("load") => {
+            let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
+            let secs: f64 = args[3].parse().expect("seconds");
+            let gap = Duration::from_millis(args[4].parse().expect("gap ms"));
+            let start = std::time::Instant::now();
+            let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+            let (mut fail, mut first, mut last) = (0, None, None);
+            while start.elapsed().as_secs_f64() < secs {
+                let t0 = start.elapsed();
+                match one_within(addr, Duration::from_millis(500)) {
+                    Ok(name) => *tally.entry(name).or_default() += 1,
+                    Err(_) => {
+                        fail += 1;
+                        first.get_or_insert(t0);
+                        last = Some(start.elapsed());
+                    }
+                }
+                std::thread::sleep(gap);
+            }
+            for (k, v) in tally {
+                println!("{k} {v}");
+            }
+            println!("fail {fail}");
+            let outage = match (first, last) {
+                (Some(a), Some(b)) => (b - a).as_millis(),
+                _ => 0,
+            };
+            println!("outage_ms {outage}");
         }
         Some("hold") => {
             let addr: SocketAddr = args[2].parse().expect("HOST:PORT");

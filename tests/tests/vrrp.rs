@@ -1,0 +1,216 @@
+//! High availability end to end: two directors on one segment share the VIP
+//! through VRRP, as the seeds' keepalived pairs do. Two `lb` agents, and
+//! `lb` paired with Debian's keepalived both ways round. Failover times and
+//! the HTTP requests lost meanwhile are printed. Needs root; one at a time.
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{real_ip, Bins, Lab, VIP};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+
+fn lab(name: &str) -> Lab {
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    Lab::ha(&format!("lbv{}{name}", std::process::id() % 1000), bins, 2).expect("lab")
+}
+
+/// The DR service both directors forward (no checkers: the reals stay).
+fn service() -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n\
+           real_server {} 80 {{\n    weight 1\n  }}\n\
+           real_server {} 80 {{\n    weight 1\n  }}\n}}\n",
+        real_ip(1),
+        real_ip(2),
+    )
+}
+
+/// One vrrp_instance VI_1 on eth0, VRID 51, with `extra` lines.
+fn instance(state: &str, priority: u8, extra: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n  state {state}\n  interface eth0\n  virtual_router_id 51\n  \
+         priority {priority}\n  {extra}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+    )
+}
+
+const V2: &str = "advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass s3cret\n  }";
+
+fn vrrp_list(lab: &Lab, role: &str) -> String {
+    let sock = lab.socket_of(role).to_string_lossy().into_owned();
+    lab.lb(&["list", "--vrrp", "--socket", &sock])
+        .unwrap_or_else(|e| format!("(no answer: {e})"))
+}
+
+/// State of VI_1 on `role`'s agent.
+fn state(lab: &Lab, role: &str) -> String {
+    vrrp_list(lab, role)
+        .lines()
+        .find(|l| l.starts_with("VI_1"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Whether `role` has the VIP on eth0.
+fn holds_vip(lab: &Lab, role: &str) -> bool {
+    let out = lab
+        .exec(role, &["ip", "-4", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
+}
+
+/// Waits until `cond`; returns how long it took.
+fn wait(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+    dump: impl Fn() -> String,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?}\n{}",
+            dump()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn dump(lab: &Lab) -> impl Fn() -> String + '_ {
+    move || {
+        format!(
+            "dir:\n{}\ndir2:\n{}\ndir log:\n{}\ndir2 log:\n{}\n{}",
+            vrrp_list(lab, "dir"),
+            vrrp_list(lab, "dir2"),
+            lab.log("dir", "lb"),
+            lab.log("dir2", "lb"),
+            lab.log("dir2", "keepalived"),
+        )
+    }
+}
+
+fn wait_state(lab: &Lab, role: &str, want: &str, limit: Duration) -> Duration {
+    wait(
+        &format!("{role} {want}"),
+        limit,
+        || state(lab, role) == want,
+        dump(lab),
+    )
+}
+
+/// Background HTTP load from the client: a request every 20 ms.
+struct Load(Child);
+
+impl Load {
+    fn start(lab: &Lab, secs: f64) -> Load {
+        let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("cl"), &probe, "load"])
+            .arg(format!("{VIP}:80"))
+            .arg(secs.to_string())
+            .arg("20")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("load");
+        Load(child)
+    }
+
+    /// (answered by a real, failed, outage in ms); answers from the
+    /// director's own server (a dead director still holding the VIP) fail.
+    fn finish(self) -> (usize, usize, u64) {
+        let out = self.0.wait_with_output().expect("load output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (mut ok, mut fail, mut outage) = (0, 0, 0);
+        for l in text.lines() {
+            let mut it = l.split_whitespace();
+            match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+                (Some("fail"), Some(v)) => fail += v as usize,
+                (Some("director"), Some(v)) => fail += v as usize,
+                (Some("outage_ms"), Some(v)) => outage = v,
+                (Some(_), Some(v)) => ok += v as usize,
+                _ => {}
+            }
+        }
+        (ok, fail, outage)
+    }
+}
+
+/// Election, clean-shutdown failover (priority 0), preemption on return,
+/// kill -9 failover (master down timer) and link-down failover, with HTTP
+/// through the VIP across each.
+#[test]
+fn two_agents_fail_over_and_preempt() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("pair");
+    let a = format!("{}{}", instance("MASTER", 150, V2), service());
+    let b = format!("{}{}", instance("BACKUP", 100, V2), service());
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+
+    // Clean shutdown: priority 0, the backup takes over after skew time.
+    let load = Load::start(&lab, 3.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    lab.stop("dir", "lb").unwrap();
+    let took = wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    let took_total = t0.elapsed();
+    assert!(holds_vip(&lab, "dir2") && !holds_vip(&lab, "dir"));
+    let (ok, fail, outage) = load.finish();
+    println!("SIGTERM failover: backup MASTER {:?} after stop returned ({took_total:?} after SIGTERM); HTTP {ok} answered, {fail} failed, outage {outage} ms", took);
+    assert!(ok > 50, "{ok} answered");
+
+    // The master returns and preempts.
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
+
+    // kill -9: the backup waits 3 × advert + skew.
+    let load = Load::start(&lab, 6.0);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
+    let t0 = Instant::now();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(6));
+    let took = t0.elapsed();
+    let (ok, fail, outage) = load.finish();
+    println!("SIGKILL failover: backup MASTER after {took:?} (3 × 1 s + skew 0.61 s = 3.61 s); HTTP {ok} answered, {fail} failed, outage {outage} ms");
+    assert!(took > Duration::from_millis(3000), "{took:?}");
+    // The guard removed the VIP from the killed director.
+    assert!(!holds_vip(&lab, "dir") && holds_vip(&lab, "dir2"));
+    lab.stop("dir", "lb").unwrap();
+
+    // Restart; then link down on the master.
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    let t0 = Instant::now();
+    lab.exec("sw", &["ip", "link", "set", "dir", "down"])
+        .unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(6));
+    let took = t0.elapsed();
+    wait_state(&lab, "dir", "FAULT", Duration::from_secs(2));
+    assert!(
+        !holds_vip(&lab, "dir"),
+        "a faulty director releases the VIP"
+    );
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    println!("link-down failover: backup MASTER after {took:?}; HTTP after it: {t:?}");
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    lab.exec("sw", &["ip", "link", "set", "dir", "up"]).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(6));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+}
