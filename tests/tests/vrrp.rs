@@ -214,3 +214,157 @@ fn two_agents_fail_over_and_preempt() {
     wait_state(&lab, "dir", "MASTER", Duration::from_secs(6));
     wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
 }
+
+/// Starts Debian's keepalived (VRRP only) on `role` with `conf`.
+fn start_keepalived(lab: &mut Lab, role: &str, conf: &str) {
+    let path = lab.workdir.join(format!("{role}-keepalived.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let pid = lab.workdir.join(format!("{role}-keepalived.pid"));
+    let vpid = lab.workdir.join(format!("{role}-keepalived-vrrp.pid"));
+    let p = path.to_string_lossy().into_owned();
+    let (pid, vpid) = (
+        pid.to_string_lossy().into_owned(),
+        vpid.to_string_lossy().into_owned(),
+    );
+    lab.spawn(
+        role,
+        &[
+            "keepalived",
+            "--vrrp",
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+            &p,
+            "-p",
+            &pid,
+            "-r",
+            &vpid,
+        ],
+        "keepalived",
+    )
+    .unwrap();
+}
+
+/// lb and keepalived as the two routers of one VRID: election, failover
+/// when the master stops, preemption when it returns.
+fn interop(name: &str, version: &str, lb_master: bool) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(name);
+    let timing = if version == "2" {
+        V2.to_string()
+    } else {
+        "version 3\n  advert_int 1".to_string()
+    };
+    let (lb_prio, ka_prio) = if lb_master { (150, 100) } else { (100, 150) };
+    let lb_state = if lb_master { "MASTER" } else { "BACKUP" };
+    let ka_state = if lb_master { "BACKUP" } else { "MASTER" };
+    let lb_conf = format!("{}{}", instance(lb_state, lb_prio, &timing), service());
+    let ka_conf = format!(
+        "global_defs {{\n  router_id ka\n}}\n{}",
+        instance(ka_state, ka_prio, &timing)
+    );
+    // The backup first, so the master's arrival is an election.
+    if lb_master {
+        start_keepalived(&mut lab, "dir2", &ka_conf);
+        std::thread::sleep(Duration::from_millis(500));
+        lab.start_agent_on("dir", &lb_conf, AGENT_ARGS).unwrap();
+    } else {
+        lab.start_agent_on("dir", &lb_conf, AGENT_ARGS).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        start_keepalived(&mut lab, "dir2", &ka_conf);
+    }
+    let (master, backup) = if lb_master {
+        ("dir", "dir2")
+    } else {
+        ("dir2", "dir")
+    };
+    wait(
+        "master holds the VIP alone",
+        Duration::from_secs(8),
+        || holds_vip(&lab, master) && !holds_vip(&lab, backup),
+        dump(&lab),
+    );
+    wait_state(&lab, "dir", lb_state, Duration::from_secs(8));
+    // Stable for two advert intervals: no flapping between the two.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        holds_vip(&lab, master) && !holds_vip(&lab, backup),
+        "{}",
+        dump(&lab)()
+    );
+    assert_eq!(state(&lab, "dir"), lb_state, "{}", dump(&lab)());
+    let list = vrrp_list(&lab, "dir");
+    assert!(
+        !list.contains("dropped"),
+        "lb rejected keepalived's adverts:\n{list}"
+    );
+
+    // The master stops cleanly: the other takes over.
+    let t0 = Instant::now();
+    let tag = if lb_master { "lb" } else { "keepalived" };
+    lab.stop(master, tag).unwrap();
+    wait(
+        "backup takes over",
+        Duration::from_secs(6),
+        || holds_vip(&lab, backup),
+        dump(&lab),
+    );
+    let took = t0.elapsed();
+    if !lb_master {
+        wait_state(&lab, "dir", "MASTER", Duration::from_secs(1));
+    }
+    println!(
+        "v{version} {} master stopped → {} master after {took:?}",
+        if lb_master { "lb" } else { "keepalived" },
+        if lb_master { "keepalived" } else { "lb" },
+    );
+    // It returns and preempts.
+    if lb_master {
+        lab.start_agent_on("dir", &lb_conf, AGENT_ARGS).unwrap();
+    } else {
+        start_keepalived(&mut lab, "dir2", &ka_conf);
+    }
+    wait(
+        "master preempts",
+        Duration::from_secs(8),
+        || holds_vip(&lab, master) && !holds_vip(&lab, backup),
+        dump(&lab),
+    );
+    wait_state(&lab, "dir", lb_state, Duration::from_secs(5));
+    if lb_master {
+        let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+        assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    }
+    // keepalived found nothing wrong with lb's advertisements.
+    let klog = lab.log("dir2", "keepalived");
+    if std::env::var_os("LB_SHOW_KEEPALIVED").is_some() {
+        println!("{klog}");
+    }
+    for bad in ["invalid", "ignoring", "bad ", "mismatch", "error"] {
+        assert!(
+            !klog.to_lowercase().contains(bad),
+            "keepalived complained ({bad}):\n{klog}"
+        );
+    }
+}
+
+#[test]
+fn keepalived_v2_backup_of_lb() {
+    interop("k2b", "2", true);
+}
+
+#[test]
+fn keepalived_v2_master_of_lb() {
+    interop("k2m", "2", false);
+}
+
+#[test]
+fn keepalived_v3_backup_of_lb() {
+    interop("k3b", "3", true);
+}
+
+#[test]
+fn keepalived_v3_master_of_lb() {
+    interop("k3m", "3", false);
+}

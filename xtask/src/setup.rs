@@ -4,7 +4,8 @@
 //! - bpf-linker built against the nightly toolchain's own libLLVM (its major
 //!   version and file name are read from the toolchain at run time);
 //! - the Debian packages the build and the tests use (iproute2, bpftool,
-//!   ethtool, procps, a C compiler for ring, the TLS library of SSL_GET).
+//!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
+//!   peer). Services the packages ship are not started (policy-rc.d).
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{anyhow, Context as _};
@@ -22,6 +23,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("md5sum", "coreutils"),
     // ring (rustls' crypto for SSL_GET) compiles C and assembly.
     ("cc", "gcc"),
+    // The VRRP interoperability tests run keepalived as the peer.
+    ("keepalived", "keepalived"),
 ];
 
 #[derive(clap::Args, Debug, Default)]
@@ -167,12 +170,27 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 .arg("update")
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
-        exec(
+        // keepalived's package would start its service: a policy-rc.d
+        // that forbids it for the duration of the install (Debian's way).
+        let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+        let ours = !policy.exists();
+        if ours {
+            std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+            std::fs::set_permissions(
+                policy,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+            )?;
+        }
+        let r = exec(
             Command::new("apt-get")
                 .args(["install", "-y", "--no-install-recommends"])
                 .args(&pkgs)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        );
+        if ours {
+            let _ = std::fs::remove_file(policy);
+        }
+        r?;
     }
     let miss = missing();
     if !miss.is_empty() {
