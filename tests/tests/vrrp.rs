@@ -368,3 +368,127 @@ fn keepalived_v3_backup_of_lb() {
 fn keepalived_v3_master_of_lb() {
     interop("k3m", "3", false);
 }
+
+/// Unicast peers (no multicast), nopreempt, and a track_script with weight 0
+/// (failure = FAULT) moving the VIP.
+#[test]
+fn unicast_nopreempt_and_track_script() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("np");
+    let flag = lab.workdir.join("dir2-healthy");
+    std::fs::write(&flag, "").unwrap();
+    let conf = |me: &str, peer: &str, prio: u8, script: &str| {
+        format!(
+            "{script}vrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  \
+             virtual_router_id 51\n  priority {prio}\n  version 3\n  advert_int 0.2\n  \
+             unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n{track}  \
+             virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n{svc}",
+            track = if script.is_empty() {
+                String::new()
+            } else {
+                "  track_script {\n    healthy\n  }\n".into()
+            },
+            svc = service(),
+        )
+    };
+    let script = format!(
+        "vrrp_script healthy {{\n  script \"/usr/bin/test -f {}\"\n  interval 0.2\n  fall 1\n  rise 1\n}}\n",
+        flag.display()
+    );
+    let (d1, d2) = (lb_tests::DIRECTOR_IP, lb_tests::DIRECTOR2_IP);
+    // dir2 (lower priority) first: it becomes master on its own.
+    lab.start_agent_on("dir2", &conf(d2, d1, 100, &script), AGENT_ARGS)
+        .unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(5));
+    // dir has the higher priority but nopreempt: it stays backup.
+    lab.start_agent_on("dir", &conf(d1, d2, 150, ""), AGENT_ARGS)
+        .unwrap();
+    wait_state(&lab, "dir", "BACKUP", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&lab, "dir"), "BACKUP", "{}", dump(&lab)());
+    assert_eq!(state(&lab, "dir2"), "MASTER");
+    assert!(holds_vip(&lab, "dir2") && !holds_vip(&lab, "dir"));
+    let l = vrrp_list(&lab, "dir");
+    assert!(
+        l.contains(&format!("{d2} ")),
+        "master's address shown:\n{l}"
+    );
+    // The script fails on dir2: FAULT, priority 0 sent, dir takes over.
+    let t0 = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(3));
+    let took = t0.elapsed();
+    wait_state(&lab, "dir2", "FAULT", Duration::from_secs(1));
+    assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
+    let l = vrrp_list(&lab, "dir2");
+    assert!(l.contains("script healthy failed"), "{l}");
+    println!(
+        "track_script (weight 0) failure → peer MASTER after {took:?} (script interval 0.2 s)"
+    );
+    // Healthy again: dir2 comes back as backup (nopreempt on dir's side too).
+    std::fs::write(&flag, "").unwrap();
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(state(&lab, "dir"), "MASTER");
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+}
+
+/// VRRPv3 with advert_int 0.1: failover times, and a track_script weight
+/// moving the VIP by priority (preemption both ways).
+#[test]
+fn v3_fast_adverts_and_track_weight() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("v3");
+    let flag = lab.workdir.join("dir-healthy");
+    std::fs::write(&flag, "").unwrap();
+    let script = format!(
+        "vrrp_script healthy {{\n  script \"/usr/bin/test -f {}\"\n  interval 0.1\n  weight -60\n}}\n",
+        flag.display()
+    );
+    let fast = "version 3\n  advert_int 0.1";
+    let a = format!(
+        "{script}{}{}",
+        instance(
+            "MASTER",
+            150,
+            &format!("{fast}\n  track_script {{\n    healthy\n  }}")
+        ),
+        service()
+    );
+    let b = format!("{}{}", instance("BACKUP", 100, fast), service());
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+
+    // Priority 150 - 60 = 90 < 100: dir2 preempts.
+    let t0 = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    let took = t0.elapsed();
+    wait_state(&lab, "dir", "BACKUP", Duration::from_secs(1));
+    assert!(vrrp_list(&lab, "dir").contains("90(150)"));
+    println!("track weight -60: VIP to the peer after {took:?}");
+    std::fs::write(&flag, "").unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(3));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(1));
+
+    for (how, sig) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL)] {
+        let load = Load::start(&lab, 2.0);
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        lab.signal("dir", "lb", sig).unwrap();
+        wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+        let took = t0.elapsed();
+        let (ok, fail, outage) = load.finish();
+        println!(
+            "advert_int 0.1 v3 {how} failover: backup MASTER after {took:?}; HTTP {ok} answered, {fail} failed, outage {outage} ms"
+        );
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        lab.stop("dir", "lb").unwrap();
+        lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+        wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+        wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(2));
+    }
+}
