@@ -7,7 +7,12 @@ use std::{
     process::Command,
 };
 
-use lb_user::config::{load, load_str, Sched, Severity};
+use lb_user::config::{
+    load, load_str,
+    vrrp::{Initial, Vrrp},
+    Sched, Severity,
+};
+use lb_user::vrrp::packet::Version;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -119,7 +124,7 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
-    let text = "frobnicate 1\nvrrp_instance VI_1 {\n state MASTER\n}\n\
+    let text = "frobnicate 1\nstatic_ipaddress {\n 10.9.9.9/24 dev eth0\n}\n\
                 virtual_server 10.0.0.1 80 {\n ha_suspend\n bogus_kw 1\n \
                 real_server 10.0.0.2 80 {\n  weight 1\n  SMTP_CHECK {\n   helo_name x\n  }\n }\n}\n";
     let l = load_str(text, Path::new("k.conf"));
@@ -134,7 +139,7 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
         w,
         [
             "k.conf:1:1: warning: frobnicate: unknown keyword; ignored",
-            "k.conf:2:1: warning: vrrp_instance: this block not implemented yet; parsed and ignored",
+            "k.conf:2:1: warning: static_ipaddress: this block not implemented yet; parsed and ignored",
             "k.conf:6:2: warning: ha_suspend: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
             "k.conf:10:3: warning: SMTP_CHECK: checker not implemented yet; parsed and ignored (the real is not checked by it)",
@@ -145,9 +150,9 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
         .config
         .nodes
         .iter()
-        .find(|n| n.keyword == "vrrp_instance")
+        .find(|n| n.keyword == "static_ipaddress")
         .unwrap();
-    assert_eq!(vi.child("state").unwrap().args, ["MASTER"]);
+    assert_eq!(vi.children.as_ref().unwrap()[0].keyword, "10.9.9.9/24");
 }
 
 #[test]
@@ -261,7 +266,17 @@ fn seed_001_two_blocks_one_service() {
     assert_eq!((s[0].sched, s[0].persistence_timeout), (Sched::Rr, None));
     let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
     assert_eq!(reals, [ip("172.20.1.10"), ip("172.20.1.11")]);
-    assert!(l.config.nodes.iter().any(|n| n.keyword == "vrrp_instance"));
+    let v = &l.config.vrrp.instances;
+    assert_eq!(v.len(), 1);
+    assert_eq!(
+        (v[0].initial, v[0].iface.as_str(), v[0].vrid, v[0].priority),
+        (Initial::Master, "eth0", 51, 100)
+    );
+    // The seed's global_defs has vrrp_strict: keepalived drops the PASS
+    // authentication then (with a warning), and so does lb.
+    assert!(l.config.vrrp.globals.strict);
+    assert_eq!(v[0].auth, None);
+    assert_eq!(v[0].vips[0].addr, ip("172.20.1.100"));
 }
 
 #[test]
@@ -275,7 +290,17 @@ fn seed_002_dr_and_vrrp_scripts() {
     );
     let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
     assert_eq!(reals, [ip("192.168.118.30"), ip("192.168.118.40")]);
-    assert!(l.config.nodes.iter().any(|n| n.keyword == "vrrp_script"));
+    // vrrp_strict: authentication dropped with a warning, as keepalived.
+    let v = &l.config.vrrp;
+    assert!(v.globals.strict && v.globals.skip_check_adv_addr);
+    assert_eq!(v.globals.router_id.as_deref(), Some("LVS_01"));
+    assert_eq!(v.instances[0].auth, None);
+    assert!(l.diags.iter().any(|d| d
+        .message
+        .contains("vrrp_strict does not allow authentication")));
+    assert_eq!(v.instances[0].track_scripts[0].name, "check_nginx");
+    assert_eq!(v.scripts["check_nginx"].argv, ["/root/check_nginx.sh"]);
+    assert_eq!(v.scripts["check_nginx"].interval.as_secs(), 5);
 }
 
 #[test]
@@ -297,6 +322,11 @@ fn seed_004_reference_blocks() {
         .find(|n| n.keyword == "vrrp_script")
         .unwrap();
     assert_eq!(vs.child("weight").unwrap().args, ["-20"]);
+    let v = &l.config.vrrp;
+    assert_eq!(v.scripts["check_haproxy"].weight, -20);
+    assert_eq!(v.instances[0].vips[0].addr, ip("192.168.200.16"));
+    assert_eq!(v.globals.notification_email.len(), 3);
+    assert_eq!(v.globals.smtp_server, Some((ip("192.168.200.1"), 25)));
 }
 
 #[test]
@@ -527,4 +557,180 @@ fn http_protocol_and_fast_recovery_are_read() {
     assert!(!c[1].fast_recovery);
     let bad = load_str(&text.replace("1.1", "2"), Path::new("k.conf"));
     assert_eq!(bad.errors().count(), 1);
+}
+
+fn vrrp_of(text: &str) -> (Vrrp, Vec<String>) {
+    let l = load_str(text, Path::new("ha.conf"));
+    let d = l.diags.iter().map(|d| d.to_string()).collect();
+    (l.config.vrrp, d)
+}
+
+#[test]
+fn vrrp_blocks_are_read_with_keepalived_defaults() {
+    let text = r#"
+global_defs {
+  router_id LB_A
+  vrrp_version 3
+  vrrp_garp_interval 0.01
+  script_user root
+  enable_script_security
+  notification_email {
+    ops@example.net
+  }
+  notification_email_from lb@example.net
+  smtp_server 127.0.0.1 2525
+}
+vrrp_script chk {
+  script "/usr/bin/test -f '/run/ok file'"
+  interval 2
+  timeout 1
+  rise 2
+  fall 3
+  weight 30
+  init_fail
+}
+vrrp_sync_group G1 {
+  group {
+    VI_1
+    VI_6
+  }
+  notify "/usr/local/bin/notify group"
+}
+vrrp_instance VI_1 {
+  interface eth0
+  virtual_router_id 51
+  priority 150
+  advert_int 0.5
+  nopreempt
+  preempt_delay 10
+  unicast_src_ip 10.0.0.2
+  unicast_peer {
+    10.0.0.3
+  }
+  virtual_ipaddress {
+    10.0.0.100/24 dev eth1 label eth1:vip scope global
+    10.0.0.101
+  }
+  virtual_ipaddress_excluded {
+    10.0.9.1/32
+  }
+  track_interface {
+    eth1 weight -20
+    eth2
+  }
+  track_script {
+    chk weight -50
+  }
+  notify_master "/usr/local/bin/to master"
+  notify "/usr/local/bin/notify"
+  garp_master_delay 2
+  garp_master_repeat 3
+  garp_master_refresh 60
+}
+vrrp_instance VI_6 {
+  state MASTER
+  interface eth0
+  virtual_router_id 51
+  virtual_ipaddress {
+    fd00::100/64
+  }
+}
+"#;
+    let (v, diags) = vrrp_of(text);
+    assert!(!diags.iter().any(|d| d.contains("error")), "{diags:#?}");
+    let g = &v.globals;
+    assert_eq!(g.router_id.as_deref(), Some("LB_A"));
+    assert_eq!(g.version, Version::V3);
+    assert_eq!(g.garp_interval.as_millis(), 10);
+    assert_eq!(g.script_user, Some((0, 0)));
+    assert!(g.enable_script_security);
+    assert_eq!(g.smtp_server, Some((ip("127.0.0.1"), 2525)));
+    let s = &v.scripts["chk"];
+    assert_eq!(s.argv, ["/usr/bin/test", "-f", "/run/ok file"]);
+    assert_eq!(
+        (
+            s.interval.as_secs(),
+            s.timeout.as_secs(),
+            s.rise,
+            s.fall,
+            s.weight,
+            s.init_fail
+        ),
+        (2, 1, 2, 3, 30, true)
+    );
+    assert_eq!(s.user, Some((0, 0)), "script_user applies");
+    let i = &v.instances[0];
+    assert_eq!(
+        (
+            i.initial,
+            i.vrid,
+            i.priority,
+            i.advert_cs,
+            i.version,
+            i.preempt
+        ),
+        (Initial::Backup, 51, 150, 50, Version::V3, false)
+    );
+    assert_eq!(i.preempt_delay.as_secs(), 10);
+    assert_eq!(i.unicast_src, Some(ip("10.0.0.2")));
+    assert_eq!(i.unicast_peers, [ip("10.0.0.3")]);
+    assert_eq!(i.vips.len(), 2);
+    assert_eq!(
+        (
+            i.vips[0].prefix,
+            i.vips[0].dev.as_deref(),
+            i.vips[0].label.as_deref()
+        ),
+        (24, Some("eth1"), Some("eth1:vip"))
+    );
+    assert_eq!(i.vips[1].prefix, 32);
+    assert_eq!(i.excluded[0].addr, ip("10.0.9.1"));
+    assert_eq!(i.track_interfaces[0].weight, Some(-20));
+    assert_eq!(i.track_interfaces[1].weight, None);
+    assert_eq!(i.track_scripts[0].weight, Some(-50));
+    assert_eq!(
+        i.notify.master.as_deref().unwrap(),
+        ["/usr/local/bin/to", "master"]
+    );
+    assert_eq!(
+        (i.garp_master_delay.as_secs(), i.garp_master_repeat),
+        (2, 3)
+    );
+    assert_eq!(i.garp_master_refresh.map(|d| d.as_secs()), Some(60));
+    // IPv6 instance: VRRPv3 with a /64, same VRID allowed (other family).
+    let i6 = &v.instances[1];
+    assert!(i6.is_ipv6());
+    assert_eq!((i6.vips[0].prefix, i6.initial), (64, Initial::Master));
+    assert_eq!(v.groups[0].members, ["VI_1", "VI_6"]);
+}
+
+#[test]
+fn vrrp_mistakes_are_errors_with_locations() {
+    let text = "vrrp_instance A {\n  virtual_router_id 300\n  advert_int 0.5\n  \
+                virtual_ipaddress {\n    10.0.0.1/40\n  }\n}\n\
+                vrrp_instance B {\n  interface eth0\n  virtual_router_id 7\n  track_script {\n    nope\n  }\n  \
+                virtual_ipaddress {\n    10.0.0.2\n  }\n}\n\
+                vrrp_instance C {\n  interface eth0\n  virtual_router_id 7\n  \
+                virtual_ipaddress {\n    10.0.0.3\n  }\n}\n\
+                vrrp_sync_group G {\n  group {\n    B\n    Z\n  }\n}\n";
+    let (_, d) = vrrp_of(text);
+    let errors: Vec<&String> = d.iter().filter(|d| d.contains(": error: ")).collect();
+    let want = [
+        "ha.conf:2:3: error: virtual_router_id: must be between 1 and 255",
+        "ha.conf:5:5: error: 10.0.0.1/40: invalid prefix length '/40'",
+        "ha.conf:1:1: error: vrrp_instance: missing 'interface'",
+        "ha.conf:1:1: error: vrrp_instance: missing 'virtual_router_id'",
+        "ha.conf:3:3: error: advert_int: VRRPv2 needs a whole number of seconds from 1 to 255 (use version 3 for less)",
+        "ha.conf:1:1: error: vrrp_instance: no virtual_ipaddress",
+        "ha.conf:18:1: error: virtual_router_id: 7 is also used by B on eth0",
+        "ha.conf:8:1: error: track_script: no vrrp_script named 'nope'",
+        "ha.conf:25:1: error: group: no vrrp_instance named 'Z'",
+    ];
+    for w in want {
+        assert!(
+            errors.iter().any(|e| *e == w),
+            "missing {w:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), want.len(), "{errors:#?}");
 }

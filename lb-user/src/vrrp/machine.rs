@@ -451,4 +451,76 @@ mod tests {
             [Action::Advertise { priority: 60 }]
         );
     }
+
+    #[test]
+    fn state_master_takes_over_at_once_and_steps_down_for_a_higher_one() {
+        let mut m = Machine::new(Settings {
+            initial_master: true,
+            ..settings(100, "10.0.0.2")
+        });
+        assert_eq!(
+            m.start(ms(0)),
+            [Action::Advertise { priority: 100 }, Action::BecomeMaster]
+        );
+        assert_eq!(
+            m.on_advert(ms(200), ip("10.0.0.3"), 150, 100),
+            [Action::BecomeBackup]
+        );
+    }
+
+    #[test]
+    fn track_weight_lets_a_backup_preempt_a_weakened_master() {
+        // Replay of the namespace test: master 150 with weight -60, backup 100.
+        let mut b = Machine::new(settings(100, "10.0.0.3"));
+        b.start(ms(0));
+        assert!(b.on_advert(ms(100), ip("10.0.0.2"), 150, 100).is_empty());
+        // The master advertises 90 now: the backup discards those adverts
+        // (preempt) and takes over when its master-down timer runs out.
+        assert!(b.on_advert(ms(1100), ip("10.0.0.2"), 90, 100).is_empty());
+        assert!(b.on_advert(ms(2100), ip("10.0.0.2"), 90, 100).is_empty());
+        assert_eq!(b.deadline(), Some(ms(100) + b.master_down_interval()));
+        let acts = b.on_timer(b.deadline().unwrap());
+        assert_eq!(
+            acts,
+            [Action::Advertise { priority: 100 }, Action::BecomeMaster]
+        );
+        // The weakened master hears 100 > 90 and steps down.
+        let mut a = Machine::new(settings(150, "10.0.0.2"));
+        a.start(ms(0));
+        a.on_timer(ms(3600));
+        a.set_priority(ms(4000), 90);
+        assert_eq!(
+            a.on_advert(ms(4100), ip("10.0.0.3"), 100, 100),
+            [Action::BecomeBackup]
+        );
+        // Healthy again: 150 > 100 preempts after the down interval.
+        a.set_priority(ms(5000), 150);
+        assert!(a.on_advert(ms(5100), ip("10.0.0.3"), 100, 100).is_empty());
+        assert_eq!(a.on_timer(a.deadline().unwrap())[1], Action::BecomeMaster);
+    }
+
+    #[test]
+    fn sync_group_members_follow() {
+        let mut m = Machine::new(settings(100, "10.0.0.2"));
+        m.start(ms(0));
+        assert_eq!(
+            m.follow_group(ms(10), true),
+            [Action::Advertise { priority: 100 }, Action::BecomeMaster]
+        );
+        assert!(m.follow_group(ms(20), true).is_empty());
+        assert_eq!(m.follow_group(ms(30), false), [Action::BecomeBackup]);
+        assert_eq!(m.deadline(), Some(ms(30) + m.master_down_interval()));
+    }
+
+    #[test]
+    fn shutdown_of_a_master_sends_priority_zero() {
+        let mut m = Machine::new(settings(255, "10.0.0.2"));
+        assert_eq!(m.start(ms(0))[1], Action::BecomeMaster);
+        assert_eq!(
+            m.shutdown(),
+            [Action::Advertise { priority: 0 }, Action::BecomeBackup]
+        );
+        assert_eq!((m.state, m.deadline()), (State::Init, None));
+        assert_eq!(m.counters.priority_zero_sent, 1);
+    }
 }
