@@ -377,9 +377,15 @@ fn unicast_nopreempt_and_track_script() {
     let mut lab = lab("np");
     let flag = lab.workdir.join("dir2-healthy");
     std::fs::write(&flag, "").unwrap();
+    let notes = lab.workdir.clone();
     let conf = |me: &str, peer: &str, prio: u8, script: &str| {
+        let n = notes
+            .join(if prio == 150 { "dir" } else { "dir2" })
+            .display()
+            .to_string();
         format!(
             "{script}vrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  \
+             notify_master \"/usr/bin/touch {n}-master\"\n  notify_fault \"/usr/bin/touch {n}-fault\"\n  \
              virtual_router_id 51\n  priority {prio}\n  version 3\n  advert_int 0.2\n  \
              unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n{track}  \
              virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n{svc}",
@@ -422,6 +428,18 @@ fn unicast_nopreempt_and_track_script() {
     assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
     let l = vrrp_list(&lab, "dir2");
     assert!(l.contains("script healthy failed"), "{l}");
+    // notify_master / notify_fault ran (programs, no shell).
+    let w = lab.workdir.clone();
+    wait(
+        "notify programs",
+        Duration::from_secs(2),
+        || {
+            w.join("dir-master").exists()
+                && w.join("dir2-fault").exists()
+                && w.join("dir2-master").exists()
+        },
+        dump(&lab),
+    );
     println!(
         "track_script (weight 0) failure → peer MASTER after {took:?} (script interval 0.2 s)"
     );
@@ -491,4 +509,65 @@ fn v3_fast_adverts_and_track_weight() {
         wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
         wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(2));
     }
+}
+
+/// VRRPv3 over IPv6 (ff02::12, link-local sources, unsolicited NA): election
+/// and failover between two agents.
+#[test]
+fn ipv6_instances_fail_over() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("v6");
+    let inst = |state: &str, prio: u8| {
+        format!(
+            "vrrp_instance VI_6 {{\n  state {state}\n  interface eth0\n  virtual_router_id 52\n  \
+             priority {prio}\n  advert_int 0.2\n  virtual_ipaddress {{\n    {}/64\n  }}\n}}\n{}",
+            lb_tests::VIP6,
+            service()
+        )
+    };
+    let holds6 = |lab: &Lab, role: &str| {
+        let out = lab
+            .exec(role, &["ip", "-6", "addr", "show", "dev", "eth0"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet6 {}/64", lb_tests::VIP6))
+    };
+    let st = |lab: &Lab, role: &str| {
+        vrrp_list(lab, role)
+            .lines()
+            .find(|l| l.starts_with("VI_6"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    lab.start_agent_on("dir", &inst("MASTER", 150), AGENT_ARGS)
+        .unwrap();
+    lab.start_agent_on("dir2", &inst("BACKUP", 100), AGENT_ARGS)
+        .unwrap();
+    wait(
+        "v6 election",
+        Duration::from_secs(5),
+        || st(&lab, "dir") == "MASTER" && st(&lab, "dir2") == "BACKUP",
+        dump(&lab),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(st(&lab, "dir2"), "BACKUP", "{}", dump(&lab)());
+    assert!(holds6(&lab, "dir") && !holds6(&lab, "dir2"));
+    let l = vrrp_list(&lab, "dir2");
+    assert!(
+        l.contains("fe80::"),
+        "the master's link-local address:\n{l}"
+    );
+    let t0 = Instant::now();
+    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
+    wait(
+        "v6 failover",
+        Duration::from_secs(3),
+        || st(&lab, "dir2") == "MASTER",
+        dump(&lab),
+    );
+    println!(
+        "IPv6 v3 advert_int 0.2 SIGKILL failover: {:?}",
+        t0.elapsed()
+    );
+    assert!(holds6(&lab, "dir2") && !holds6(&lab, "dir"));
 }

@@ -649,26 +649,6 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             "missing 'virtual_router_id'",
         )),
     }
-    if let Some((d, loc)) = advert {
-        let cs = (d.as_millis() / 10) as u64;
-        let bad = match inst.version {
-            // v2 carries whole seconds (1–255).
-            Version::V2 => d.subsec_millis() != 0 || !(1..=255).contains(&d.as_secs()),
-            // v3: 12 bits of centiseconds.
-            Version::V3 => !(1..=4095).contains(&cs),
-        };
-        if bad {
-            let what = match inst.version {
-                Version::V2 => {
-                    "VRRPv2 needs a whole number of seconds from 1 to 255 (use version 3 for less)"
-                }
-                Version::V3 => "VRRPv3 takes 0.01 to 40.95 seconds",
-            };
-            diags.push(Diag::error(&loc, Some("advert_int"), what));
-        } else {
-            inst.advert_cs = cs as u16;
-        }
-    }
     if inst.vips.is_empty() {
         diags.push(Diag::error(
             &n.loc,
@@ -687,6 +667,26 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         if v6 && inst.version == Version::V2 {
             // keepalived does the same: IPv6 exists only in VRRPv3.
             inst.version = Version::V3;
+        }
+    }
+    if let Some((d, loc)) = advert {
+        let cs = (d.as_millis() / 10) as u64;
+        let bad = match inst.version {
+            // v2 carries whole seconds (1–255).
+            Version::V2 => d.subsec_millis() != 0 || !(1..=255).contains(&d.as_secs()),
+            // v3: 12 bits of centiseconds.
+            Version::V3 => !(1..=4095).contains(&cs),
+        };
+        if bad {
+            let what = match inst.version {
+                Version::V2 => {
+                    "VRRPv2 needs a whole number of seconds from 1 to 255 (use version 3 for less)"
+                }
+                Version::V3 => "VRRPv3 takes 0.01 to 40.95 seconds",
+            };
+            diags.push(Diag::error(&loc, Some("advert_int"), what));
+        } else {
+            inst.advert_cs = cs as u16;
         }
     }
     if inst.version == Version::V3 && inst.auth.is_some() {
