@@ -245,9 +245,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let errors = loaded.errors().count();
             let warnings = loaded.diags.len() - errors;
             println!(
-                "{}: {} virtual server(s), {errors} error(s), {warnings} warning(s)",
+                "{}: {} virtual server(s), {} VRRP instance(s), {errors} error(s), {warnings} warning(s)",
                 file.display(),
-                loaded.config.services.len()
+                loaded.config.services.len(),
+                loaded.config.vrrp.instances.len()
             );
             Ok(if errors > 0 {
                 ExitCode::from(EX_USAGE)

@@ -160,6 +160,8 @@ fn two_agents_fail_over_and_preempt() {
     assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
     let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    println!("lb list --vrrp on dir:\n{}", vrrp_list(&lab, "dir"));
+    println!("lb list --vrrp on dir2:\n{}", vrrp_list(&lab, "dir2"));
 
     // Clean shutdown: priority 0, the backup takes over after skew time.
     let load = Load::start(&lab, 3.0);
