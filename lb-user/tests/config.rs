@@ -734,3 +734,41 @@ fn vrrp_mistakes_are_errors_with_locations() {
     }
     assert_eq!(errors.len(), want.len(), "{errors:#?}");
 }
+
+#[test]
+fn enable_script_security_refuses_unsafe_root_scripts() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tmpdir("scriptsec");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let prog = dir.join("check.sh");
+    std::fs::write(&prog, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = format!(
+        "global_defs {{\n  enable_script_security\n}}\n\
+         vrrp_script unsafe {{\n  script \"{}\"\n}}\n\
+         vrrp_script relative {{\n  script \"check.sh\"\n}}\n\
+         vrrp_script safe {{\n  script \"/usr/bin/true\"\n}}\n\
+         vrrp_instance VI_1 {{\n  interface eth0\n  virtual_router_id 1\n  notify_master \"{}\"\n  \
+         virtual_ipaddress {{\n    10.0.0.1\n  }}\n}}\n",
+        prog.display(),
+        prog.display()
+    );
+    let (_, d) = vrrp_of(&text);
+    let errors: Vec<&String> = d.iter().filter(|d| d.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors
+        .iter()
+        .any(|e| e.contains("check.sh runs as root but is not an absolute path")));
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("is writable by non-root users (mode 777)"))
+            .count(),
+        2,
+        "the vrrp_script and the notify program: {errors:#?}"
+    );
+    // Without the option, the same file is accepted (keepalived's default).
+    let (_, d) = vrrp_of(&text.replace("enable_script_security", "router_id x"));
+    assert!(!d.iter().any(|d| d.contains(": error: ")), "{d:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

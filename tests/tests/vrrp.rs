@@ -573,3 +573,240 @@ fn ipv6_instances_fail_over() {
     );
     assert!(holds6(&lab, "dir2") && !holds6(&lab, "dir"));
 }
+
+/// Fast VRRPv3 instance `name` (advert 0.2 s) with VIP `vip`.
+fn fast_instance(name: &str, vrid: u8, state: &str, prio: u8, vip: &str, extra: &str) -> String {
+    format!(
+        "vrrp_instance {name} {{\n  state {state}\n  interface eth0\n  virtual_router_id {vrid}\n  \
+         priority {prio}\n  version 3\n  advert_int 0.2\n  {extra}\n  virtual_ipaddress {{\n    {vip}/24\n  }}\n}}\n"
+    )
+}
+
+fn has_addr(lab: &Lab, role: &str, ip: &str) -> bool {
+    let out = lab
+        .exec(role, &["ip", "-4", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {ip}/"))
+}
+
+fn mac_of(lab: &Lab, role: &str) -> String {
+    let out = lab
+        .exec(role, &["cat", "/sys/class/net/eth0/address"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The directors lose sight of each other (dir2's switch port leaves the
+/// bridge): both become MASTER. When adverts flow again the split brain is
+/// logged, counted and resolved by priority; gratuitous ARP moves the
+/// client's neighbour entry at each takeover.
+#[test]
+fn split_brain_is_detected_and_resolved_and_garp_moves_clients() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("sb");
+    let a = format!(
+        "{}{}",
+        fast_instance("VI_1", 51, "MASTER", 150, VIP, ""),
+        service()
+    );
+    let b = format!(
+        "{}{}",
+        fast_instance("VI_1", 51, "BACKUP", 100, VIP, ""),
+        service()
+    );
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    let client_sees = |lab: &Lab| {
+        let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        client_sees(&lab).contains(&mac_of(&lab, "dir")),
+        "{}",
+        client_sees(&lab)
+    );
+
+    // Partition.
+    lab.exec("sw", &["ip", "link", "set", "dir2", "nomaster"])
+        .unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    assert_eq!(state(&lab, "dir"), "MASTER");
+    assert!(
+        holds_vip(&lab, "dir") && holds_vip(&lab, "dir2"),
+        "both claim the VIP"
+    );
+    // Heal: dir (150) hears dir2 (100) and keeps the role; dir2 steps down.
+    let t0 = Instant::now();
+    lab.exec("sw", &["ip", "link", "set", "dir2", "master", "br0"])
+        .unwrap();
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(3));
+    println!(
+        "split brain resolved {:?} after the link healed",
+        t0.elapsed()
+    );
+    assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
+    wait(
+        "split brain counted and logged",
+        Duration::from_secs(2),
+        || {
+            let l = vrrp_list(&lab, "dir");
+            !l.contains("other master seen 0") && lab.log("dir", "lb").contains("SPLIT BRAIN")
+        },
+        dump(&lab),
+    );
+
+    // GARP: the client's entry follows the takeover without asking.
+    lab.stop("dir", "lb").unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(2));
+    let mac2 = mac_of(&lab, "dir2");
+    wait(
+        "client's neighbour entry moved by gratuitous ARP",
+        Duration::from_millis(500),
+        || client_sees(&lab).contains(&mac2),
+        || client_sees(&lab),
+    );
+}
+
+/// A vrrp_sync_group: one member's track_script failing takes the whole
+/// group to FAULT, so the peer takes both VIPs; recovery brings both back.
+#[test]
+fn sync_group_members_move_together() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("sg");
+    let flag = lab.workdir.join("vi2-ok");
+    std::fs::write(&flag, "").unwrap();
+    let vip2 = "10.200.0.101";
+    let group = "vrrp_sync_group G {\n  group {\n    VI_1\n    VI_2\n  }\n}\n";
+    let script = format!(
+        "vrrp_script ok {{\n  script \"/usr/bin/test -f {}\"\n  interval 0.1\n}}\n",
+        flag.display()
+    );
+    let a = format!(
+        "{script}{group}{}{}{}",
+        fast_instance("VI_1", 51, "MASTER", 150, VIP, ""),
+        fast_instance(
+            "VI_2",
+            52,
+            "MASTER",
+            150,
+            vip2,
+            "track_script {\n    ok\n  }"
+        ),
+        service()
+    );
+    let b = format!(
+        "{group}{}{}{}",
+        fast_instance("VI_1", 51, "BACKUP", 100, VIP, ""),
+        fast_instance("VI_2", 52, "BACKUP", 100, vip2, ""),
+        service()
+    );
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    let d = dump(&lab);
+    wait(
+        "dir holds both",
+        Duration::from_secs(5),
+        || {
+            has_addr(&lab, "dir", VIP)
+                && has_addr(&lab, "dir", vip2)
+                && state(&lab, "dir2") == "BACKUP"
+        },
+        &d,
+    );
+    let t0 = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    wait(
+        "dir2 takes both",
+        Duration::from_secs(3),
+        || has_addr(&lab, "dir2", VIP) && has_addr(&lab, "dir2", vip2),
+        &d,
+    );
+    println!(
+        "sync group: both VIPs on the peer {:?} after one member's script failed",
+        t0.elapsed()
+    );
+    assert!(!has_addr(&lab, "dir", VIP) && !has_addr(&lab, "dir", vip2));
+    let l = vrrp_list(&lab, "dir");
+    assert!(l.contains("sync group member VI_2 in fault"), "{l}");
+    std::fs::write(&flag, "").unwrap();
+    wait(
+        "dir takes both back",
+        Duration::from_secs(3),
+        || has_addr(&lab, "dir", VIP) && has_addr(&lab, "dir", vip2),
+        &d,
+    );
+    assert!(!has_addr(&lab, "dir2", VIP) && !has_addr(&lab, "dir2", vip2));
+}
+
+/// Adverts that fail validation are dropped and counted per reason: a wrong
+/// password, and a VRID no instance has.
+#[test]
+fn invalid_adverts_are_dropped_and_counted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("bad");
+    let auth = |p: &str| {
+        format!("advert_int 1\n  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}")
+    };
+    let a = format!("{}{}", instance("MASTER", 150, &auth("right")), service());
+    let b = format!(
+        "{}{}{}",
+        instance("BACKUP", 100, &auth("wrong")),
+        fast_instance("VI_9", 59, "MASTER", 100, "10.200.0.109", ""),
+        service()
+    );
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    let d = dump(&lab);
+    wait(
+        "drops counted",
+        Duration::from_secs(6),
+        || {
+            let l = vrrp_list(&lab, "dir");
+            l.contains("dropped: auth") && l.contains("eth0 vrid")
+        },
+        &d,
+    );
+    // Neither hears the other: both are master (what keepalived does too).
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(5));
+    println!("{}", vrrp_list(&lab, "dir"));
+}
+
+/// SIGHUP with a new priority updates the instance in place (no restart, no
+/// priority-0 goodbye); the peer preempts, and back.
+#[test]
+fn reload_changes_priority_in_place() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("rl");
+    let a = |p: u8| {
+        format!(
+            "{}{}",
+            fast_instance("VI_1", 51, "MASTER", p, VIP, ""),
+            service()
+        )
+    };
+    let b = format!(
+        "{}{}",
+        fast_instance("VI_1", 51, "BACKUP", 100, VIP, ""),
+        service()
+    );
+    lab.start_agent_on("dir", &a(150), AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    std::fs::write(lab.config_path_of("dir"), a(50)).unwrap();
+    lab.signal("dir", "lb", libc::SIGHUP).unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    wait_state(&lab, "dir", "BACKUP", Duration::from_secs(1));
+    let log = lab.log("dir", "lb");
+    assert!(log.contains("updated in place"), "{log}");
+    assert!(!log.contains("VRRP instance stopped"), "{log}");
+    assert!(vrrp_list(&lab, "dir").contains("50(50)"));
+    std::fs::write(lab.config_path_of("dir"), a(150)).unwrap();
+    lab.signal("dir", "lb", libc::SIGHUP).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(3));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(1));
+}

@@ -1,7 +1,7 @@
 //! The VRRP side of keepalived.conf: `global_defs`, `vrrp_script`,
 //! `vrrp_instance` and `vrrp_sync_group`, with keepalived's defaults.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use super::{arg, check::run_as, command, parse_addr, parse_num, Diag, Loc, Node};
 use crate::vrrp::packet::{pass_auth, Version, AUTH_LEN};
@@ -836,4 +836,68 @@ pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
             s.user.get_or_insert(u);
         }
     }
+    if v.globals.enable_script_security {
+        let notify_user = v.globals.script_user;
+        let mut programs: Vec<(&Vec<String>, Option<(u32, u32)>, &Loc)> = Vec::new();
+        for s in v.scripts.values() {
+            programs.push((&s.argv, s.user, &s.loc));
+        }
+        let notifies = v
+            .instances
+            .iter()
+            .map(|i| (&i.notify, &i.loc))
+            .chain(v.groups.iter().map(|g| (&g.notify, &g.loc)));
+        for (n, loc) in notifies {
+            for argv in [&n.master, &n.backup, &n.fault, &n.stop, &n.any]
+                .into_iter()
+                .flatten()
+            {
+                programs.push((argv, notify_user, loc));
+            }
+        }
+        for (argv, user, loc) in programs {
+            if user.is_some_and(|(uid, _)| uid != 0) {
+                continue;
+            }
+            if let Some(why) = insecure(Path::new(&argv[0])) {
+                diags.push(Diag::error(
+                    loc,
+                    Some("enable_script_security"),
+                    format!("{} runs as root but {why}; refused", argv[0]),
+                ));
+            }
+        }
+    }
+}
+
+/// keepalived's script security: a program run as root must be given by
+/// absolute path, and neither it nor any directory above it may be writable
+/// by anyone but root.
+pub fn insecure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    if !path.is_absolute() {
+        return Some("is not an absolute path".into());
+    }
+    let mut p = Some(path);
+    while let Some(cur) = p {
+        match std::fs::metadata(cur) {
+            Err(e) => return Some(format!("{} cannot be read ({e})", cur.display())),
+            Ok(m) => {
+                if m.uid() != 0 {
+                    return Some(format!("{} is owned by uid {}", cur.display(), m.uid()));
+                }
+                // Group / other write, unless a sticky directory (as /tmp).
+                let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
+                if m.mode() & 0o022 != 0 && !sticky {
+                    return Some(format!(
+                        "{} is writable by non-root users (mode {:o})",
+                        cur.display(),
+                        m.mode() & 0o7777
+                    ));
+                }
+            }
+        }
+        p = cur.parent();
+    }
+    None
 }

@@ -227,9 +227,14 @@ impl Engine {
             }
         }
         self.scripts = scripts;
+        // Instances whose identity (what goes on the wire and the addresses)
+        // is unchanged keep running with their state; priority, tracking,
+        // preemption and notifications are updated in place.
         let stop: Vec<usize> = (0..self.insts.len())
             .filter(|&k| {
-                !(cfg.instances.contains(&self.insts[k].cfg) && cfg.globals == self.cfg.globals)
+                !cfg.instances
+                    .iter()
+                    .any(|c| same_identity(c, &self.insts[k].cfg))
             })
             .collect();
         for &k in &stop {
@@ -241,6 +246,19 @@ impl Engine {
             .filter(|(k, _)| !stop.contains(k))
             .map(|(_, i)| i)
             .collect();
+        for k in &mut kept {
+            if let Some(c) = cfg.instances.iter().find(|c| same_identity(c, &k.cfg)) {
+                if *c != k.cfg {
+                    tracing::info!(instance = %c.name, "VRRP instance updated in place");
+                }
+                k.cfg = c.clone();
+                let st = &mut k.machine.settings;
+                st.priority = c.priority;
+                st.preempt = c.preempt;
+                st.preempt_delay = c.preempt_delay;
+                st.initial_master = c.initial == Initial::Master;
+            }
+        }
         self.cfg = cfg.clone();
         if !cfg.instances.is_empty() && self.guard.is_none() {
             match super::guard::Guard::spawn() {
@@ -251,7 +269,7 @@ impl Engine {
             }
         }
         for c in &cfg.instances {
-            if kept.iter().any(|k| k.cfg == *c) {
+            if kept.iter().any(|k| k.cfg.name == c.name) {
                 continue;
             }
             match self.new_inst(c).await {
@@ -954,6 +972,21 @@ impl Engine {
         }
         s
     }
+}
+
+/// Same instance on the wire: name, interface, VRID, version, interval,
+/// authentication, addresses and peers.
+fn same_identity(a: &Instance, b: &Instance) -> bool {
+    a.name == b.name
+        && a.iface == b.iface
+        && a.vrid == b.vrid
+        && a.version == b.version
+        && a.advert_cs == b.advert_cs
+        && a.auth == b.auth
+        && a.vips == b.vips
+        && a.excluded == b.excluded
+        && a.unicast_src == b.unicast_src
+        && a.unicast_peers == b.unicast_peers
 }
 
 fn hostname() -> String {
