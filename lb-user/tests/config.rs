@@ -573,7 +573,6 @@ global_defs {
   vrrp_version 3
   vrrp_garp_interval 0.01
   script_user root
-  enable_script_security
   notification_email {
     ops@example.net
   }
@@ -643,7 +642,6 @@ vrrp_instance VI_6 {
     assert_eq!(g.version, Version::V3);
     assert_eq!(g.garp_interval.as_millis(), 10);
     assert_eq!(g.script_user, Some((0, 0)));
-    assert!(g.enable_script_security);
     assert_eq!(g.smtp_server, Some((ip("127.0.0.1"), 2525)));
     let s = &v.scripts["chk"];
     assert_eq!(s.argv, ["/usr/bin/test", "-f", "/run/ok file"]);
