@@ -197,48 +197,9 @@ fn duplicate_virtual_server_blocks_merge_their_reals() {
         .starts_with("k.conf:5:1: warning: virtual_server:")));
 }
 
-/// Lines of a seed document that form keepalived configuration blocks: a
-/// top-level keyword opening a block, to its matching brace.
-fn config_blocks(doc: &str) -> String {
-    const TOP: &[&str] = &[
-        "global_defs",
-        "vrrp_instance",
-        "vrrp_script",
-        "vrrp_sync_group",
-        "virtual_server",
-    ];
-    let mut out = String::new();
-    let mut depth = 0i32;
-    for line in doc.lines() {
-        let code = line.split(['#', '!']).next().unwrap_or("");
-        let first = code.split_whitespace().next().unwrap_or("");
-        if depth == 0 && !(TOP.contains(&first) && code.contains('{')) {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-        depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
-        depth = depth.max(0);
-    }
-    out
-}
-
-fn seeds_dir() -> PathBuf {
-    std::env::var_os("LB_SEEDS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds"))
-}
-
 fn seed(prefix: &str) -> lb_user::config::Loaded {
-    let dir = seeds_dir();
-    let path = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("seeds directory {} ({e}); set LB_SEEDS_DIR", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .unwrap_or_else(|| panic!("seed {prefix} not found"));
-    let doc = std::fs::read_to_string(&path).unwrap();
-    let l = load_str(&config_blocks(&doc), &path);
+    let (path, blocks) = lb_tests::seeds::config_of(prefix);
+    let l = load_str(&blocks, &path);
     let errors: Vec<String> = l.errors().map(|d| d.to_string()).collect();
     assert!(errors.is_empty(), "seed {prefix} has errors: {errors:#?}");
     l

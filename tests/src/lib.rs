@@ -458,8 +458,20 @@ impl Lab {
         self.start_agent_on("dir", config, extra)
     }
 
-    /// Starts `lb run` on director `role` (`dir` or `dir2`), process tag `lb`.
+    /// Starts `lb run` on director `role` (`dir` or `dir2`), process tag `lb`,
+    /// and waits until its reals are resolved.
     pub fn start_agent_on(
+        &mut self,
+        role: &str,
+        config: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
+        self.spawn_agent_on(role, config, extra)?;
+        self.wait_resolved_on(role, Duration::from_secs(10))
+    }
+
+    /// Starts `lb run` on director `role` without waiting for anything.
+    pub fn spawn_agent_on(
         &mut self,
         role: &str,
         config: &str,
@@ -483,8 +495,7 @@ impl Lab {
             sock.as_str(),
         ]);
         args.extend_from_slice(extra);
-        self.spawn(role, &args, "lb")?;
-        self.wait_resolved_on(role, Duration::from_secs(10))
+        self.spawn(role, &args, "lb")
     }
 
     /// Waits until `lb status` reports no unresolved real.
@@ -637,5 +648,58 @@ impl Drop for Lab {
         let _ = run(&["umount", &self.bpffs_mount.to_string_lossy()]);
         let _ = std::fs::remove_dir(&self.bpffs_mount);
         let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// The operator documents of `../shared/seeds/` and the keepalived
+/// configuration inside them (shared by the config tests and the HA tests).
+pub mod seeds {
+    use std::path::{Path, PathBuf};
+
+    /// Lines of a seed document that form keepalived configuration blocks: a
+    /// top-level keyword opening a block, to its matching brace.
+    pub fn config_blocks(doc: &str) -> String {
+        const TOP: &[&str] = &[
+            "global_defs",
+            "vrrp_instance",
+            "vrrp_script",
+            "vrrp_sync_group",
+            "virtual_server",
+        ];
+        let mut out = String::new();
+        let mut depth = 0i32;
+        for line in doc.lines() {
+            let code = line.split(['#', '!']).next().unwrap_or("");
+            let first = code.split_whitespace().next().unwrap_or("");
+            if depth == 0 && !(TOP.contains(&first) && code.contains('{')) {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+            depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
+            depth = depth.max(0);
+        }
+        out
+    }
+
+    /// `LB_SEEDS_DIR`, else `../shared/seeds` next to the repository.
+    pub fn dir() -> PathBuf {
+        std::env::var_os("LB_SEEDS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seeds"))
+    }
+
+    /// The path of the seed whose file name starts with `prefix`, and its
+    /// configuration blocks.
+    pub fn config_of(prefix: &str) -> (PathBuf, String) {
+        let dir = dir();
+        let path = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("seeds directory {} ({e}); set LB_SEEDS_DIR", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap_or_else(|| panic!("seed {prefix} not found"));
+        let doc = std::fs::read_to_string(&path).unwrap();
+        (path.clone(), config_blocks(&doc))
     }
 }

@@ -810,3 +810,96 @@ fn reload_changes_priority_in_place() {
     wait_state(&lab, "dir", "MASTER", Duration::from_secs(3));
     wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(1));
 }
+
+/// The seeds' own vrrp_instance blocks, run as their authors describe: the
+/// document's file on the master, the same with `state BACKUP` and the lower
+/// priority the author gives on the backup; the master's eth0 goes down (as
+/// seed 001 tests it) and comes back.
+fn seed_pair(prefix: &str, backup_priority: u8, vip: &str) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(&format!("s{prefix}"));
+    let (_, master) = lb_tests::seeds::config_of(prefix);
+    assert_eq!(master.matches("state MASTER").count(), 1, "{master}");
+    assert_eq!(master.matches("priority 100").count(), 1, "{master}");
+    let backup = master
+        .replace("state MASTER", "state BACKUP")
+        .replace("priority 100", &format!("priority {backup_priority}"));
+    lab.spawn_agent_on("dir", &master, AGENT_ARGS).unwrap();
+    lab.spawn_agent_on("dir2", &backup, AGENT_ARGS).unwrap();
+    let d = dump(&lab);
+    wait(
+        "seed master elected",
+        Duration::from_secs(8),
+        || {
+            state(&lab, "dir") == "MASTER"
+                && state(&lab, "dir2") == "BACKUP"
+                && has_addr(&lab, "dir", vip)
+                && !has_addr(&lab, "dir2", vip)
+        },
+        &d,
+    );
+    let t0 = Instant::now();
+    lab.exec("dir", &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    wait(
+        "backup takes over",
+        Duration::from_secs(6),
+        || has_addr(&lab, "dir2", vip),
+        &d,
+    );
+    println!(
+        "seed {prefix}: master's eth0 down → backup holds {vip} after {:?}",
+        t0.elapsed()
+    );
+    wait_state(&lab, "dir", "FAULT", Duration::from_secs(1));
+    lab.exec("dir", &["ip", "link", "set", "eth0", "up"])
+        .unwrap();
+    wait(
+        "master back",
+        Duration::from_secs(8),
+        || has_addr(&lab, "dir", vip) && !has_addr(&lab, "dir2", vip),
+        &d,
+    );
+}
+
+#[test]
+fn seed_000_pair_fails_over_as_described() {
+    // "备用服务器上为 BACKUP", "备用服务器上为90": the backup is BACKUP, priority 90.
+    seed_pair("000", 90, "172.16.7.5");
+}
+
+#[test]
+fn seed_001_pair_fails_over_as_described() {
+    // "state BACKUP 表示为从节点; priority 50": the backup is BACKUP, priority 50.
+    seed_pair("001", 50, "172.20.1.100");
+}
+
+/// DR with Maglev on both directors: a keep-alive connection opened through
+/// the master keeps being served by the same real through the new master
+/// after a failover (the backup schedules the flow's next packet alike).
+#[test]
+fn established_dr_flows_survive_failover_with_maglev() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab("mh");
+    let svc = service().replace("lb_algo rr", "lb_algo mh");
+    let a = format!("{}{svc}", fast_instance("VI_1", 51, "MASTER", 150, VIP, ""));
+    let b = format!("{}{svc}", fast_instance("VI_1", 51, "BACKUP", 100, VIP, ""));
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    let mut held: Vec<_> = (0..6)
+        .map(|_| lab.hold(&format!("{VIP}:80")).unwrap())
+        .collect();
+    let first: Vec<String> = held.iter().map(|h| h.first.clone()).collect();
+    assert!(first.iter().all(|f| f.starts_with('r')), "{first:?}");
+    lab.stop("dir", "lb").unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(200));
+    let after: Vec<String> = held.iter_mut().map(|h| h.request().unwrap()).collect();
+    assert_eq!(after, first, "each connection still answered by its real");
+    let stats = lab
+        .lb(&["list", "--bpffs", &lab.bpffs_of("dir2").to_string_lossy()])
+        .unwrap();
+    println!("dir2 after the failover:\n{stats}");
+}
