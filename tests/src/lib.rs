@@ -17,6 +17,17 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _};
 
+/// Arguments every test agent gets (a connection table sized for tests).
+pub const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Namespace tests of one binary run one at a time (they share names and
+/// the bpffs); a failed test does not poison the lock for the next.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub const SUBNET: &str = "10.200.0";
 pub const VIP: &str = "10.200.0.100";
 pub const CLIENT_IP: &str = "10.200.0.1";

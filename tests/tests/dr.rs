@@ -2,11 +2,9 @@
 //! director (LVS-DR topology: client, director, two reals on one bridge).
 //! Needs root. Tests run one at a time (they share the kernel's XDP and
 //! namespace machinery; each builds and removes its own lab).
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use lb_tests::{real_ip, real_ip6, Bins, Lab, DIRECTOR_IP, VIP, VIP6};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use lb_tests::{real_ip, real_ip6, Bins, Lab, AGENT_ARGS, DIRECTOR_IP, VIP, VIP6};
 
 fn lab(name: &str) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
@@ -25,15 +23,13 @@ fn service(algo: &str, w1: u32, w2: u32, extra: &str) -> String {
     )
 }
 
-const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
-
 fn vip80() -> String {
     format!("{VIP}:80")
 }
 
 #[test]
 fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("rr");
     // The director knows no real yet: the agent must have them resolved.
     lab.exec("dir", &["ip", "neigh", "flush", "all"]).unwrap();
@@ -115,7 +111,7 @@ fn rr_splits_requests_evenly_and_lists_like_ipvsadm() {
 
 #[test]
 fn wrr_three_to_one_within_five_percent() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("wrr");
     lab.start_agent(&service("wrr", 3, 1, ""), AGENT_ARGS)
         .unwrap();
@@ -127,7 +123,7 @@ fn wrr_three_to_one_within_five_percent() {
 
 #[test]
 fn persistence_keeps_a_client_on_one_real() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("per");
     lab.start_agent(&service("rr", 1, 1, "persistence_timeout 60"), AGENT_ARGS)
         .unwrap();
@@ -147,7 +143,7 @@ fn persistence_keeps_a_client_on_one_real() {
 
 #[test]
 fn sighup_removes_a_real_without_breaking_open_connections() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("hup");
     lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
         .unwrap();
@@ -212,7 +208,7 @@ fn sighup_removes_a_real_without_breaking_open_connections() {
 
 #[test]
 fn other_traffic_is_untouched_and_ipv6_is_balanced() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("oth");
     lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
         .unwrap();
@@ -239,7 +235,7 @@ fn other_traffic_is_untouched_and_ipv6_is_balanced() {
 
 #[test]
 fn bpftool_shows_field_names_of_pinned_maps() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("btf");
     lab.start_agent(&service("wrr", 2, 1, ""), AGENT_ARGS)
         .unwrap();
@@ -268,7 +264,7 @@ fn bpftool_shows_field_names_of_pinned_maps() {
 
 #[test]
 fn restarted_agent_keeps_established_flows() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("rst");
     let conf = service("rr", 1, 1, "");
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
@@ -296,7 +292,7 @@ fn restarted_agent_keeps_established_flows() {
 
 #[test]
 fn two_agents_on_one_machine_do_not_collide() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut a = lab("twa");
     let mut b = lab("twb");
     a.start_agent(&service("rr", 1, 0, ""), AGENT_ARGS).unwrap();
@@ -309,7 +305,7 @@ fn two_agents_on_one_machine_do_not_collide() {
 
 #[test]
 fn changed_neighbour_entry_is_picked_up() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("nbr");
     lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
         .unwrap();
@@ -360,7 +356,7 @@ fn changed_neighbour_entry_is_picked_up() {
 
 #[test]
 fn generic_xdp_mode_and_rate_listing() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("skb");
     let mut args = AGENT_ARGS.to_vec();
     args.extend(["--xdp-mode", "skb"]);

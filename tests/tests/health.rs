@@ -2,16 +2,9 @@
 //! fails leaves the table and gets no new traffic; when it passes again it
 //! comes back. Detection times are printed next to what keepalived's timing
 //! implies. Needs root; tests run one at a time.
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use lb_tests::{real_ip, Bins, Lab, VIP};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+use lb_tests::{real_ip, Bins, Lab, AGENT_ARGS, VIP};
 
 fn lab(name: &str) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
@@ -81,7 +74,7 @@ fn has_real(l: &str, i: usize) -> bool {
 
 #[test]
 fn tcp_check_removes_a_stopped_server_and_brings_it_back() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("tcp");
     lab.start_agent(&service(&tcp_check(8080), &tcp_check(8080), ""), AGENT_ARGS)
         .unwrap();
@@ -125,7 +118,7 @@ fn tcp_check_removes_a_stopped_server_and_brings_it_back() {
 
 #[test]
 fn http_get_follows_the_status_code_and_inhibit_keeps_weight_zero() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("http");
     let status = lab.workdir.join("r2.status");
     std::fs::write(&status, "200").unwrap();
@@ -157,7 +150,7 @@ fn http_get_follows_the_status_code_and_inhibit_keeps_weight_zero() {
 
 #[test]
 fn misc_check_dynamic_weight_and_alpha() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("misc");
     // The check program is the operator's: here a shell that exits with the
     // code written in a file (the agent runs it without a shell of its own).
@@ -183,7 +176,7 @@ fn misc_check_dynamic_weight_and_alpha() {
 
 #[test]
 fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("sorry");
     let nd = lab.workdir.join("r1.down");
     let qd = lab.workdir.join("quorum.down");
@@ -241,7 +234,7 @@ fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
 
 #[test]
 fn reload_keeps_the_state_of_unchanged_checkers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("reload");
     let conf = service(&tcp_check(8080), &tcp_check(8080), "");
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
@@ -293,7 +286,7 @@ fn md5_hex(b: &[u8]) -> String {
 
 #[test]
 fn http_digest_change_and_a_silent_server_are_detected() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("digest");
     let status = lab.workdir.join("r1.status");
     std::fs::write(&status, "200").unwrap();
@@ -333,7 +326,7 @@ fn http_digest_change_and_a_silent_server_are_detected() {
 
 #[test]
 fn ssl_get_against_a_tls_server_with_a_generated_certificate() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("ssl");
     let cert = rcgen::generate_simple_self_signed(vec!["r1.example".into()]).unwrap();
     let (c, k) = (lab.workdir.join("cert.der"), lab.workdir.join("key.der"));

@@ -2,18 +2,15 @@
 //! reals route the client through the director) and LVS-TUN with the
 //! project's decapsulation program on the reals (this kernel has no ipip
 //! device). Real HTTP over TCP. Needs root; tests run one at a time.
-use std::sync::Mutex;
 
-use lb_tests::{private_ip, private_ip6, real_ip, Bins, Lab, CLIENT_IP, DIRECTOR_IP, VIP, VIP6};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use lb_tests::{
+    private_ip, private_ip6, real_ip, Bins, Lab, AGENT_ARGS, CLIENT_IP, DIRECTOR_IP, VIP, VIP6,
+};
 
 fn lab(name: &str) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
     Lab::dr(&format!("lbn{}{name}", std::process::id() % 1000), bins, 2).expect("lab")
 }
-
-const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
 
 /// Every one of `total` requests answered, by both reals.
 fn both_answered(t: &std::collections::BTreeMap<String, usize>, total: usize, what: &str) {
@@ -36,7 +33,7 @@ fn service(kind: &str, port: u16) -> String {
 
 #[test]
 fn nat_rewrites_both_directions_with_port_translation() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("nat");
     // The director forwards (and must not redirect the reals to the client).
     for kv in [
@@ -100,7 +97,7 @@ fn nat_rewrites_both_directions_with_port_translation() {
 
 #[test]
 fn tun_reaches_reals_through_the_decapsulation_program() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("tun");
     // The FIB lookup that routes the tunnel answers only where forwarding is on.
     lab.exec("dir", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])
@@ -135,7 +132,7 @@ fn tun_reaches_reals_through_the_decapsulation_program() {
 
 #[test]
 fn nat_with_two_subnets_director_as_gateway_ipv4_and_ipv6() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
     let mut lab = Lab::nat(&format!("lbn{}two", std::process::id() % 1000), bins, 2).expect("lab");
     let conf = format!(

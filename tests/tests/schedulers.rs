@@ -1,13 +1,9 @@
 //! End to end in network namespaces: schedulers with real TCP traffic —
 //! lc follows open connections, sh keeps a client on one real, mh keeps the
 //! flows of the remaining reals when one is removed. Needs root.
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use lb_tests::{real_ip, Bins, Lab, VIP};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+use lb_tests::{real_ip, Bins, Lab, AGENT_ARGS, VIP};
 
 fn lab(name: &str, reals: usize) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
@@ -35,7 +31,7 @@ fn vip80() -> String {
 
 #[test]
 fn lc_sends_new_connections_to_the_real_with_fewer_open_ones() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("lc", 2);
     lab.start_agent(&service("lc", 2, ""), AGENT_ARGS).unwrap();
     // Three long-lived connections: lc gives r1, r2, then r1 (tie → first).
@@ -70,7 +66,7 @@ fn lc_sends_new_connections_to_the_real_with_fewer_open_ones() {
 
 #[test]
 fn sh_keeps_a_client_on_one_real() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("sh", 2);
     lab.start_agent(&service("sh", 2, ""), AGENT_ARGS).unwrap();
     let t = lab.http_get(&vip80(), 30).unwrap();
@@ -83,7 +79,7 @@ fn sh_keeps_a_client_on_one_real() {
 
 #[test]
 fn mh_removing_a_real_moves_only_its_flows() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("mh", 3);
     lab.start_agent(&service("mh", 3, "mh-port"), AGENT_ARGS)
         .unwrap();

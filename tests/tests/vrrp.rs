@@ -4,15 +4,10 @@
 //! the HTTP requests lost meanwhile are printed. Needs root; one at a time.
 use std::{
     process::{Child, Command, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use lb_tests::{real_ip, Bins, Lab, VIP};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
+use lb_tests::{real_ip, Bins, Lab, AGENT_ARGS, VIP};
 
 fn lab(name: &str) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
@@ -149,7 +144,7 @@ impl Load {
 /// through the VIP across each.
 #[test]
 fn two_agents_fail_over_and_preempt() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("pair");
     let a = format!("{}{}", instance("MASTER", 150, V2), service());
     let b = format!("{}{}", instance("BACKUP", 100, V2), service());
@@ -251,7 +246,7 @@ fn start_keepalived(lab: &mut Lab, role: &str, conf: &str) {
 /// lb and keepalived as the two routers of one VRID: election, failover
 /// when the master stops, preemption when it returns.
 fn interop(name: &str, version: &str, lb_master: bool) {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab(name);
     let timing = if version == "2" {
         V2.to_string()
@@ -375,7 +370,7 @@ fn keepalived_v3_master_of_lb() {
 /// (failure = FAULT) moving the VIP.
 #[test]
 fn unicast_nopreempt_and_track_script() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("np");
     let flag = lab.workdir.join("dir2-healthy");
     std::fs::write(&flag, "").unwrap();
@@ -458,7 +453,7 @@ fn unicast_nopreempt_and_track_script() {
 /// moving the VIP by priority (preemption both ways).
 #[test]
 fn v3_fast_adverts_and_track_weight() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("v3");
     let flag = lab.workdir.join("dir-healthy");
     std::fs::write(&flag, "").unwrap();
@@ -517,7 +512,7 @@ fn v3_fast_adverts_and_track_weight() {
 /// and failover between two agents.
 #[test]
 fn ipv6_instances_fail_over() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("v6");
     let inst = |state: &str, prio: u8| {
         format!(
@@ -602,7 +597,7 @@ fn mac_of(lab: &Lab, role: &str) -> String {
 /// client's neighbour entry at each takeover.
 #[test]
 fn split_brain_is_detected_and_resolved_and_garp_moves_clients() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("sb");
     let a = format!(
         "{}{}",
@@ -675,7 +670,7 @@ fn split_brain_is_detected_and_resolved_and_garp_moves_clients() {
 /// group to FAULT, so the peer takes both VIPs; recovery brings both back.
 #[test]
 fn sync_group_members_move_together() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("sg");
     let flag = lab.workdir.join("vi2-ok");
     std::fs::write(&flag, "").unwrap();
@@ -746,7 +741,7 @@ fn sync_group_members_move_together() {
 /// password, and a VRID no instance has.
 #[test]
 fn invalid_adverts_are_dropped_and_counted() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("bad");
     let auth = |p: &str| {
         format!("advert_int 1\n  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}")
@@ -779,7 +774,7 @@ fn invalid_adverts_are_dropped_and_counted() {
 /// priority-0 goodbye); the peer preempts, and back.
 #[test]
 fn reload_changes_priority_in_place() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("rl");
     let a = |p: u8| {
         format!(
@@ -816,7 +811,7 @@ fn reload_changes_priority_in_place() {
 /// priority the author gives on the backup; the master's eth0 goes down (as
 /// seed 001 tests it) and comes back.
 fn seed_pair(prefix: &str, backup_priority: u8, vip: &str) {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab(&format!("s{prefix}"));
     let (_, master) = lb_tests::seeds::config_of(prefix);
     assert_eq!(master.matches("state MASTER").count(), 1, "{master}");
@@ -879,7 +874,7 @@ fn seed_001_pair_fails_over_as_described() {
 /// after a failover (the backup schedules the flow's next packet alike).
 #[test]
 fn established_dr_flows_survive_failover_with_maglev() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = lb_tests::serial();
     let mut lab = lab("mh");
     let svc = service().replace("lb_algo rr", "lb_algo mh");
     let a = format!("{}{svc}", fast_instance("VI_1", 51, "MASTER", 150, VIP, ""));

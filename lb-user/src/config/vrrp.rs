@@ -203,6 +203,59 @@ fn ignored(n: &Node, why: &str) -> Diag {
     Diag::warning(&n.loc, Some(&n.keyword), why.to_string())
 }
 
+/// global_defs settings (ipvs, iptables, process, SNMP) with no meaning here.
+const GLOBAL_IGNORED: &[&str] = &[
+    "vrrp_iptables",
+    "vrrp_ipsets",
+    "lvs_id",
+    "lvs_sync_daemon",
+    "lvs_timeouts",
+    "vrrp_mcast_group4",
+    "vrrp_mcast_group6",
+    "max_auto_priority",
+    "vrrp_no_swap",
+    "checker_no_swap",
+    "vrrp_priority",
+    "checker_priority",
+    "vrrp_garp_master_delay",
+    "vrrp_garp_master_repeat",
+    "vrrp_garp_master_refresh",
+    "vrrp_garp_master_refresh_repeat",
+    "vrrp_garp_lower_prio_delay",
+    "vrrp_garp_lower_prio_repeat",
+    "vrrp_lower_prio_no_advert",
+    "vrrp_higher_prio_send_advert",
+    "vrrp_check_unicast_src",
+    "dynamic_interfaces",
+    "enable_traps",
+    "enable_snmp_vrrp",
+    "enable_snmp_checker",
+    "enable_snmp_rfc",
+    "enable_dbus",
+];
+
+/// vrrp_instance keywords accepted but not implemented (a warning each).
+const INSTANCE_IGNORED: &[&str] = &[
+    "dont_track_primary",
+    "use_vmac",
+    "vmac_xmit_base",
+    "native_ipv6",
+    "accept",
+    "no_accept",
+    "lvs_sync_daemon_interface",
+    "debug",
+    "virtual_routes",
+    "virtual_rules",
+    "garp_lower_prio_delay",
+    "garp_lower_prio_repeat",
+    "lower_prio_no_advert",
+    "higher_prio_send_advert",
+    "kernel_rx_buf_size",
+    "strict_mode",
+    "unicast_ttl",
+    "check_unicast_src",
+];
+
 /// `global_defs`.
 pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
     for c in block(n, diags) {
@@ -240,35 +293,7 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
                     g.smtp_connect_timeout = t;
                 }
             }
-            // ipvs / iptables / process settings with no meaning here.
-            "vrrp_iptables"
-            | "vrrp_ipsets"
-            | "lvs_id"
-            | "lvs_sync_daemon"
-            | "lvs_timeouts"
-            | "vrrp_mcast_group4"
-            | "vrrp_mcast_group6"
-            | "max_auto_priority"
-            | "vrrp_no_swap"
-            | "checker_no_swap"
-            | "vrrp_priority"
-            | "checker_priority"
-            | "vrrp_garp_master_delay"
-            | "vrrp_garp_master_repeat"
-            | "vrrp_garp_master_refresh"
-            | "vrrp_garp_master_refresh_repeat"
-            | "vrrp_garp_lower_prio_delay"
-            | "vrrp_garp_lower_prio_repeat"
-            | "vrrp_lower_prio_no_advert"
-            | "vrrp_higher_prio_send_advert"
-            | "vrrp_check_unicast_src"
-            | "dynamic_interfaces"
-            | "enable_traps"
-            | "enable_snmp_vrrp"
-            | "enable_snmp_checker"
-            | "enable_snmp_rfc"
-            | "enable_dbus"
-            | "script_security" => diags.push(ignored(c, "not implemented; ignored")),
+            k if GLOBAL_IGNORED.contains(&k) => diags.push(ignored(c, "not implemented; ignored")),
             _ => diags.push(unknown(c, "global_defs")),
         }
     }
@@ -612,24 +637,9 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
                     }
                 }
             }
-            "dont_track_primary"
-            | "use_vmac"
-            | "vmac_xmit_base"
-            | "native_ipv6"
-            | "accept"
-            | "no_accept"
-            | "lvs_sync_daemon_interface"
-            | "debug"
-            | "virtual_routes"
-            | "virtual_rules"
-            | "garp_lower_prio_delay"
-            | "garp_lower_prio_repeat"
-            | "lower_prio_no_advert"
-            | "higher_prio_send_advert"
-            | "kernel_rx_buf_size"
-            | "strict_mode"
-            | "unicast_ttl"
-            | "check_unicast_src" => diags.push(ignored(c, "not implemented; ignored")),
+            k if INSTANCE_IGNORED.contains(&k) => {
+                diags.push(ignored(c, "not implemented; ignored"))
+            }
             _ => diags.push(unknown(c, "vrrp_instance")),
         }
     }
