@@ -680,8 +680,15 @@ fn sync_group_members_move_together() {
         "vrrp_script ok {{\n  script \"/usr/bin/test -f {}\"\n  interval 0.1\n}}\n",
         flag.display()
     );
+    let w = lab.workdir.clone();
+    let group_a = format!(
+        "vrrp_sync_group G {{\n  group {{\n    VI_1\n    VI_2\n  }}\n  \
+         notify_master \"/usr/bin/touch {m}\"\n  notify_fault \"/usr/bin/touch {f}\"\n}}\n",
+        m = w.join("group-master").display(),
+        f = w.join("group-fault").display(),
+    );
     let a = format!(
-        "{script}{group}{}{}{}",
+        "{script}{group_a}{}{}{}",
         fast_instance("VI_1", 51, "MASTER", 150, VIP, ""),
         fast_instance(
             "VI_2",
@@ -727,6 +734,18 @@ fn sync_group_members_move_together() {
     assert!(!has_addr(&lab, "dir", VIP) && !has_addr(&lab, "dir", vip2));
     let l = vrrp_list(&lab, "dir");
     assert!(l.contains("sync group member VI_2 in fault"), "{l}");
+    // The group's own notify programs ran once the members agreed.
+    wait(
+        "group notify_fault",
+        Duration::from_secs(2),
+        || w.join("group-fault").exists(),
+        &d,
+    );
+    assert!(
+        w.join("group-master").exists(),
+        "group notify_master at start"
+    );
+    std::fs::remove_file(w.join("group-master")).unwrap();
     std::fs::write(&flag, "").unwrap();
     wait(
         "dir takes both back",
@@ -735,6 +754,12 @@ fn sync_group_members_move_together() {
         &d,
     );
     assert!(!has_addr(&lab, "dir2", VIP) && !has_addr(&lab, "dir2", vip2));
+    wait(
+        "group notify_master again",
+        Duration::from_secs(2),
+        || w.join("group-master").exists(),
+        &d,
+    );
 }
 
 /// Adverts that fail validation are dropped and counted per reason: a wrong

@@ -131,6 +131,8 @@ struct Engine {
     unclaimed: BTreeMap<(String, &'static str), u64>,
     /// Removes the held addresses if the agent dies (started with the first instance).
     guard: Option<super::guard::Guard>,
+    /// The state each sync group was last notified in (all members in it).
+    group_notified: BTreeMap<usize, State>,
 }
 
 fn name(s: State) -> &'static str {
@@ -159,6 +161,7 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> anyhow::Result<Handle> {
         script_tx,
         unclaimed: BTreeMap::new(),
         guard: None,
+        group_notified: BTreeMap::new(),
     };
     e.apply(cfg).await?;
     let (tx, mut rx) = mpsc::channel(16);
@@ -166,18 +169,22 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> anyhow::Result<Handle> {
         let mut poll = tokio::time::interval(LINK_POLL);
         loop {
             let deadline = e.next_deadline();
-            tokio::select! {
-                Some((ifindex, v6, pkt)) = pkt_rx.recv() => e.on_packet(ifindex, v6, pkt).await,
-                Some((script, ok)) = script_rx.recv() => e.on_script(&script, ok),
-                _ = tokio::time::sleep_until(deadline) => e.on_timers().await,
-                _ = poll.tick() => {}
+            // Tracking (scripts, links) is re-evaluated when it may have
+            // changed, not on every packet.
+            let track = tokio::select! {
+                Some((ifindex, v6, pkt)) = pkt_rx.recv() => { e.on_packet(ifindex, v6, pkt).await; false }
+                Some((script, ok)) = script_rx.recv() => { e.on_script(&script, ok); true }
+                _ = tokio::time::sleep_until(deadline) => { e.on_timers().await; false }
+                _ = poll.tick() => true,
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Render(r)) => { let _ = r.send(e.render()); }
+                    Some(Command::Render(r)) => { let _ = r.send(e.render()); false }
                     Some(Command::Reload(cfg, r)) => {
                         if let Err(err) = e.apply(*cfg).await {
                             tracing::error!("VRRP reload: {err:#}");
                         }
+                        e.evaluate().await;
                         let _ = r.send(());
+                        false
                     }
                     Some(Command::Stop(r)) => {
                         e.stop_all().await;
@@ -186,8 +193,10 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> anyhow::Result<Handle> {
                     }
                     None => { e.stop_all().await; return; }
                 },
+            };
+            if track {
+                e.evaluate().await;
             }
-            e.evaluate().await;
         }
     });
     Ok(Handle { tx })
@@ -657,31 +666,46 @@ impl Engine {
         }
     }
 
+    /// Sends `count` gratuitous ARPs / NAs for every VIP of instance `i`;
+    /// spaced bursts run in their own task so adverts are not delayed.
     async fn garp_burst(&mut self, i: usize, count: u32) {
-        let gap_v4 = self.cfg.globals.garp_interval;
-        let gap_v6 = self.cfg.globals.gna_interval;
-        for n in 0..count {
-            let inst = &self.insts[i];
-            for v in &inst.cfg.vips {
-                let link = match &v.dev {
-                    None => inst.link.clone(),
-                    Some(d) => match net::link(d) {
-                        Ok(l) => l,
-                        Err(_) => continue,
-                    },
-                };
-                let r = match v.addr {
-                    IpAddr::V4(a) => net::send_garp(&link, a),
-                    IpAddr::V6(a) => net::send_na(&link, a),
-                };
-                if let Err(e) = r {
-                    tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, "gratuitous ARP / NA failed: {e}");
+        let inst = &self.insts[i];
+        let mut targets = Vec::new();
+        for v in &inst.cfg.vips {
+            match &v.dev {
+                None => targets.push((inst.link.clone(), v.addr)),
+                Some(d) => match net::link(d) {
+                    Ok(l) => targets.push((l, v.addr)),
+                    Err(e) => tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, "{e}"),
+                },
+            }
+        }
+        let gap = if inst.cfg.is_ipv6() {
+            self.cfg.globals.gna_interval
+        } else {
+            self.cfg.globals.garp_interval
+        };
+        let name = inst.cfg.name.clone();
+        let burst = async move {
+            for n in 0..count {
+                for (link, addr) in &targets {
+                    let r = match addr {
+                        IpAddr::V4(a) => net::send_garp(link, *a),
+                        IpAddr::V6(a) => net::send_na(link, *a),
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(instance = %name, vip = %addr, "gratuitous ARP / NA failed: {e}");
+                    }
+                }
+                if n + 1 < count && !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
                 }
             }
-            let gap = if inst.cfg.is_ipv6() { gap_v6 } else { gap_v4 };
-            if n + 1 < count && !gap.is_zero() {
-                tokio::time::sleep(gap).await;
-            }
+        };
+        if gap.is_zero() {
+            burst.await;
+        } else {
+            tokio::spawn(burst);
         }
     }
 
@@ -772,33 +796,38 @@ impl Engine {
         let n = inst.cfg.notify.clone();
         let iname = inst.cfg.name.clone();
         self.notify(&n, "INSTANCE", &iname, st, prio);
-        if !follow {
-            return;
-        }
         let Some(g) = self.insts[i].group else {
             return;
         };
         // keepalived's sync group: the members go MASTER / BACKUP together
         // (FAULT spreads through evaluate()).
-        if matches!(st, State::Master | State::Backup) {
+        if follow && matches!(st, State::Master | State::Backup) {
             let now = self.now();
-            let mut moved = false;
             for j in 0..self.insts.len() {
                 if j != i && self.insts[j].group == Some(g) {
                     let a = self.insts[j].machine.follow_group(now, st == State::Master);
-                    moved |= !a.is_empty();
                     self.act(j, a, false).await;
                 }
             }
-            let all = self
-                .insts
-                .iter()
-                .filter(|o| o.group == Some(g))
-                .all(|o| o.machine.state == st);
-            if moved || all {
-                let gr = self.cfg.groups[g].clone();
-                self.notify(&gr.notify, "GROUP", &gr.name, st, 0);
-            }
+        }
+        self.group_check(g);
+    }
+
+    /// Notifies a sync group once all its members are in one new state.
+    fn group_check(&mut self, g: usize) {
+        let mut states = self
+            .insts
+            .iter()
+            .filter(|o| o.group == Some(g))
+            .map(|o| o.machine.state);
+        let Some(first) = states.next() else {
+            return;
+        };
+        if states.all(|s| s == first) && self.group_notified.get(&g) != Some(&first) {
+            self.group_notified.insert(g, first);
+            let gr = self.cfg.groups[g].clone();
+            tracing::warn!(group = %gr.name, "sync group entering {} state", name(first));
+            self.notify(&gr.notify, "GROUP", &gr.name, first, 0);
         }
     }
 
@@ -831,6 +860,9 @@ impl Engine {
     async fn stop_all(&mut self) {
         for i in 0..self.insts.len() {
             self.stop_index(i).await;
+        }
+        for g in 0..self.cfg.groups.len() {
+            self.group_check(g); // every member is INIT (stopped) now: STOP
         }
         if let Some(g) = self.guard.take() {
             g.finish();
