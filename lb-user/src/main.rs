@@ -107,6 +107,9 @@ enum Cmd {
     XdpPass {
         #[arg(long)]
         iface: String,
+        /// xdp_pass, or xdp_tx_ref (the benchmark's reflector).
+        #[arg(long, default_value = "xdp_pass")]
+        program: String,
     },
     /// Real-server side of LVS-TUN without a kernel ipip device: strip the
     /// tunnel header of packets to VIP (XDP) until SIGTERM.
@@ -260,8 +263,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(lb_user::vrrp::guard::run())?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::XdpPass { iface } => {
-            rt.block_on(agent::xdp_pass(&iface))?;
+        Cmd::XdpPass { iface, program } => {
+            rt.block_on(agent::xdp_pass(&iface, &program))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Decap {

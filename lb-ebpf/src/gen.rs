@@ -1,0 +1,80 @@
+//! Traffic generator and sink for `cargo xtask bench`'s forwarding-rate
+//! measurement, as xdp-trafficgen works: `xdp_gen` is run through
+//! BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on the generator's veth, gives
+//! each frame the next UDP source port of a range (many flows) and returns
+//! XDP_TX, so the kernel transmits it to the device under test; `xdp_count`
+//! is attached to the interfaces frames come back on and counts them per
+//! interface before dropping them.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    btf_maps::{Array, PerCpuArray},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use lb_common::{GenConfig, GEN_FRAME_LEN, GEN_SINK_SLOTS};
+use lb_ebpf::parse::ptr_at;
+
+/// Offset of the UDP source port in the generator's frame (Ethernet + a
+/// 20-byte IPv4 header).
+const UDP_SPORT: usize = 14 + 20;
+
+#[btf_map]
+static LB_GEN_CONFIG: Array<GenConfig, 1> = Array::new();
+
+/// Frames generated, per CPU (the port sequence).
+#[btf_map]
+static LB_GEN_SEQ: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Frames received, per CPU and interface slot (ifindex % slots).
+#[btf_map]
+static LB_GEN_SINK: PerCpuArray<u64, { GEN_SINK_SLOTS as usize }> = PerCpuArray::new();
+
+#[xdp]
+pub fn xdp_gen(ctx: XdpContext) -> u32 {
+    let Some(cfg) = LB_GEN_CONFIG.get(0) else {
+        return XDP_DROP;
+    };
+    let Some(seq) = LB_GEN_SEQ.get_ptr_mut(0) else {
+        return XDP_DROP;
+    };
+    let Ok(frame) = ptr_at::<[u8; GEN_FRAME_LEN]>(&ctx, 0) else {
+        return XDP_DROP;
+    };
+    let flows = if cfg.flows == 0 { 1 } else { cfg.flows };
+    // SAFETY: per-CPU value; the whole frame is inside the packet (checked).
+    unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        let p = (cfg.base_port as u64 + n % flows as u64) as u16;
+        let mut f = cfg.frame;
+        f[UDP_SPORT..UDP_SPORT + 2].copy_from_slice(&p.to_be_bytes());
+        frame.write_unaligned(f);
+    }
+    XDP_TX
+}
+
+#[xdp]
+pub fn xdp_count(ctx: XdpContext) -> u32 {
+    // SAFETY: the context pointer is valid for the program's run.
+    let ifindex = unsafe { core::ptr::read_volatile(&(*ctx.ctx).ingress_ifindex) };
+    if let Some(c) = LB_GEN_SINK.get_ptr_mut(ifindex % GEN_SINK_SLOTS) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        unsafe { *c += 1 };
+    }
+    let _ = XDP_PASS;
+    XDP_DROP
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("lb-gen is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs");
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

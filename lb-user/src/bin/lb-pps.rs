@@ -1,0 +1,576 @@
+//! Forwarding rate in network namespaces, every method side by side in one
+//! run (`cargo xtask bench` runs this after lb-bench).
+//!
+//! One generator namespace holds a veth end per method; each method's
+//! device under test is its own namespace at the other end:
+//!
+//! - `floor`: the XDP_TX reflector (`xdp_tx_ref`), the least any XDP
+//!   program that sends a frame back can cost on this path;
+//! - `dr`, `nat`, `tun`: `lb run` with a UDP virtual service of two reals;
+//! - `nft`: the kernel forwarding with nftables DNAT (round robin) and
+//!   conntrack, the netfilter path ipvs-NAT resembles.
+//!
+//! The generator (`lb-ebpf/src/gen.rs`) runs through BPF_PROG_RUN with
+//! BPF_F_TEST_XDP_LIVE_FRAMES: 64-byte UDP frames, the source port cycling
+//! over `--flows` values, transmitted into the method's veth. The reals'
+//! MAC addresses are the generator's, so whatever a method forwards comes
+//! back to the generator's end, where `xdp_count` counts and drops it. The
+//! rate is the frames counted back per second of generation; each method is
+//! measured once per round, rounds interleaved, medians and ranges reported.
+//!
+//! Usage: lb-pps --lb PATH [--seconds S] [--rounds N] [--flows N]
+//!               [--methods floor,dr,nat,tun,nft] [--json FILE] [--out FILE.md]
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use aya::{
+    maps::{Array, PerCpuArray},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
+use etherparse::PacketBuilder;
+use lb_common::{GenConfig, GEN_CONFIG, GEN_FRAME_LEN, GEN_SINK, GEN_SINK_SLOTS};
+use lb_user::dataplane::GEN_OBJECT;
+
+const PREFIX: &str = "lbpps";
+const VIP: &str = "10.0.0.100";
+const CLIENT: &str = "10.0.0.1";
+const DIRECTOR: &str = "10.0.0.2";
+const REALS: [&str; 2] = ["10.0.0.11", "10.0.0.12"];
+const ALL: [&str; 5] = ["floor", "dr", "nat", "tun", "nft"];
+
+fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v)
+}
+
+fn mac_of(ns: &str, dev: &str) -> anyhow::Result<[u8; 6]> {
+    let text = in_ns(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+    let mut mac = [0u8; 6];
+    for (i, p) in text.trim().split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(p, 16)?;
+    }
+    Ok(mac)
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Everything the run made: namespaces and processes, removed on drop
+/// (also when the run fails).
+struct Lab {
+    namespaces: Vec<String>,
+    procs: Vec<Child>,
+    workdir: PathBuf,
+}
+
+impl Lab {
+    fn add_ns(&mut self, name: &str) -> anyhow::Result<String> {
+        let ns = format!("{PREFIX}-{name}");
+        let _ = sh(&["ip", "netns", "del", &ns]);
+        sh(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        in_ns(&ns, &["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str], log: &str) -> anyhow::Result<()> {
+        let f = std::fs::File::create(self.workdir.join(log))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {}", args.join(" ")))?;
+        self.procs.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.procs {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        for c in &mut self.procs {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            if let Ok(pids) = sh(&["ip", "netns", "pids", &ns]) {
+                for pid in pids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    // SAFETY: kill(2) on a process of a namespace we made.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            let _ = sh(&["ip", "netns", "del", &ns]);
+        }
+        let _ = sh(&["umount", &self.workdir.join("bpffs").to_string_lossy()]);
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// One method's device under test.
+struct Dut {
+    name: &'static str,
+    /// The generator's end (in the generator namespace).
+    gen_if: String,
+    gen_index: u32,
+    frame: Vec<u8>,
+    /// Frames per second counted back, one per round.
+    rates: Vec<f64>,
+    /// Share of the generated frames that came back, one per round.
+    delivered: Vec<f64>,
+}
+
+fn service(kind: &str) -> String {
+    let port = if kind == "NAT" { 8080 } else { 80 };
+    let mut c =
+        format!("virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind {kind}\n  protocol UDP\n");
+    for r in REALS {
+        c += &format!("  real_server {r} {port} {{\n    weight 1\n  }}\n");
+    }
+    c + "}\n"
+}
+
+fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyhow::Result<Dut> {
+    let ns = lab.add_ns(name)?;
+    let gen_if = format!("g-{name}");
+    sh(&[
+        "ip", "-n", gen_ns, "link", "add", &gen_if, "type", "veth", "peer", "name", "d0", "netns",
+        &ns,
+    ])?;
+    sh(&["ip", "-n", gen_ns, "link", "set", &gen_if, "up"])?;
+    in_ns(
+        &ns,
+        &["ip", "addr", "add", &format!("{DIRECTOR}/24"), "dev", "d0"],
+    )?;
+    in_ns(&ns, &["ip", "link", "set", "d0", "up"])?;
+    let gen_mac = mac_of(gen_ns, &gen_if)?;
+    let dut_mac = mac_of(&ns, "d0")?;
+    // The client and the reals are all the generator's end.
+    for ip in REALS.iter().chain([&CLIENT]) {
+        in_ns(
+            &ns,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &fmt_mac(&gen_mac),
+                "dev",
+                "d0",
+                "nud",
+                "permanent",
+            ],
+        )?;
+    }
+    for kv in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.d0.send_redirects=0",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.d0.rp_filter=0",
+    ] {
+        in_ns(&ns, &["sysctl", "-qw", kv])?;
+    }
+    let lbs = lb.to_string_lossy().into_owned();
+    match name {
+        "floor" => lab.spawn(
+            &ns,
+            &[&lbs, "xdp-pass", "--iface", "d0", "--program", "xdp_tx_ref"],
+            "floor.log",
+        )?,
+        "nft" => {
+            let rules = format!(
+                "table ip lbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n    \
+                 ip daddr {VIP} udp dport 80 dnat to numgen inc mod 2 map {{ 0 : {}, 1 : {} }}\n  }}\n}}\n",
+                REALS[0], REALS[1]
+            );
+            let f = lab.workdir.join("nft.rules");
+            std::fs::write(&f, rules)?;
+            in_ns(&ns, &["nft", "-f", &f.to_string_lossy()])?;
+            // veth hands frames sent by an XDP program to its peer only
+            // when the peer runs XDP too.
+            lab.spawn(&ns, &[&lbs, "xdp-pass", "--iface", "d0"], "nft-xdp.log")?;
+        }
+        kind => {
+            let cfg = lab.workdir.join(format!("{kind}.conf"));
+            std::fs::write(&cfg, service(&kind.to_uppercase()))?;
+            let bpffs = lab.workdir.join("bpffs").join(kind);
+            let sock = lab.workdir.join(format!("{kind}.sock"));
+            lab.spawn(
+                &ns,
+                &[
+                    &lbs,
+                    "run",
+                    "--iface",
+                    "d0",
+                    "--config",
+                    &cfg.to_string_lossy(),
+                    "--bpffs",
+                    &bpffs.to_string_lossy(),
+                    "--socket",
+                    &sock.to_string_lossy(),
+                ],
+                &format!("{kind}.log"),
+            )?;
+            wait_agent(lb, &sock, &lab.workdir.join(format!("{kind}.log")))?;
+        }
+    }
+    let frame = {
+        let b = PacketBuilder::ethernet2(gen_mac, dut_mac)
+            .ipv4(
+                CLIENT.parse::<std::net::Ipv4Addr>()?.octets(),
+                VIP.parse::<std::net::Ipv4Addr>()?.octets(),
+                64,
+            )
+            .udp(10000, 80);
+        let payload = [0u8; GEN_FRAME_LEN - 14 - 20 - 8];
+        let mut f = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut f, &payload)?;
+        // No UDP checksum (allowed for IPv4): the generator changes the
+        // source port of every frame without recomputing it.
+        f[14 + 20 + 6] = 0;
+        f[14 + 20 + 7] = 0;
+        f
+    };
+    let gen_index: u32 = in_ns(
+        gen_ns,
+        &["cat", &format!("/sys/class/net/{gen_if}/ifindex")],
+    )?
+    .trim()
+    .parse()?;
+    Ok(Dut {
+        name,
+        gen_if,
+        gen_index,
+        frame,
+        rates: Vec::new(),
+        delivered: Vec::new(),
+    })
+}
+
+/// Waits until the agent answers `lb status` with its reals resolved.
+fn wait_agent(lb: &Path, sock: &Path, log: &Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let out = Command::new(lb)
+            .args(["status", "--socket", &sock.to_string_lossy()])
+            .output()?;
+        let s = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && s.contains("service") && !s.contains("unresolved") {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "agent not ready: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The generator side, in its namespace (the thread entered it).
+struct Gen {
+    ebpf: Ebpf,
+}
+
+impl Gen {
+    fn new(duts: &[Dut]) -> anyhow::Result<Gen> {
+        if GEN_OBJECT.is_empty() {
+            bail!("lb-user was built with AYA_BUILD_SKIP=1: no generator object");
+        }
+        let mut ebpf = Ebpf::load(GEN_OBJECT).context("loading the generator object")?;
+        let gen: &mut Xdp = ebpf
+            .program_mut("xdp_gen")
+            .ok_or_else(|| anyhow!("xdp_gen missing"))?
+            .try_into()?;
+        gen.load()?;
+        let count: &mut Xdp = ebpf
+            .program_mut("xdp_count")
+            .ok_or_else(|| anyhow!("xdp_count missing"))?
+            .try_into()?;
+        count.load()?;
+        for d in duts {
+            count
+                .attach(&d.gen_if, XdpMode::Driver)
+                .with_context(|| format!("attaching xdp_count to {}", d.gen_if))?;
+        }
+        Ok(Gen { ebpf })
+    }
+
+    fn counted(&self, ifindex: u32) -> anyhow::Result<u64> {
+        let sink: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(GEN_SINK)
+                .ok_or_else(|| anyhow!("{GEN_SINK} missing"))?,
+        )?;
+        Ok(sink.get(&(ifindex % GEN_SINK_SLOTS), 0)?.iter().sum())
+    }
+
+    /// Generates `n` frames of `flows` flows into `d`'s veth; returns
+    /// (seconds, frames counted back).
+    fn burst(&mut self, d: &Dut, n: u32, flows: u32) -> anyhow::Result<(f64, u64)> {
+        let mut frame = [0u8; GEN_FRAME_LEN];
+        frame.copy_from_slice(&d.frame);
+        let mut cfg: Array<_, GenConfig> = Array::try_from(
+            self.ebpf
+                .map_mut(GEN_CONFIG)
+                .ok_or_else(|| anyhow!("{GEN_CONFIG} missing"))?,
+        )?;
+        cfg.set(
+            0,
+            GenConfig {
+                flows,
+                base_port: 10000,
+                frame,
+            },
+            0,
+        )?;
+        let before = self.counted(d.gen_index)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let ctx: Vec<u8> = [0, d.frame.len() as u32, 0, d.gen_index, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let gen: &mut Xdp = self
+            .ebpf
+            .program_mut("xdp_gen")
+            .ok_or_else(|| anyhow!("xdp_gen missing"))?
+            .try_into()?;
+        let start = Instant::now();
+        gen.test_run(TestRunOptions {
+            data_in: Some(&d.frame),
+            ctx_in: Some(&ctx),
+            repeat: n,
+            attrs: TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_RUN with live frames")?;
+        let secs = start.elapsed().as_secs_f64();
+        // Frames still in flight through the method's NAPI.
+        std::thread::sleep(Duration::from_millis(30));
+        Ok((secs, self.counted(d.gen_index)? - before))
+    }
+}
+
+fn enter_ns(ns: &str) -> anyhow::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("opening namespace {ns}"))?;
+    // SAFETY: setns on an open namespace file; affects this thread only.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setns");
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("{name} needs a value")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let lb = PathBuf::from(arg::<String>(&args, "--lb", String::new())?);
+    if !lb.exists() {
+        bail!("--lb PATH: the lb binary to run the agents with");
+    }
+    let seconds: f64 = arg(&args, "--seconds", 1.0)?;
+    let rounds: usize = arg(&args, "--rounds", 3)?;
+    let flows: u32 = arg(&args, "--flows", 1024)?;
+    let methods: String = arg(&args, "--methods", ALL.join(","))?;
+    let json: Option<PathBuf> = arg::<String>(&args, "--json", String::new())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let out: Option<PathBuf> = arg::<String>(&args, "--out", String::new())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    let methods: Vec<&'static str> = methods
+        .split(',')
+        .map(|m| {
+            ALL.iter()
+                .copied()
+                .find(|a| *a == m)
+                .ok_or_else(|| anyhow!("unknown method {m} (methods: {})", ALL.join(", ")))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let workdir = std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id()));
+    std::fs::create_dir_all(workdir.join("bpffs"))?;
+    let mut lab = Lab {
+        namespaces: Vec::new(),
+        procs: Vec::new(),
+        workdir: workdir.clone(),
+    };
+    sh(&[
+        "mount",
+        "-t",
+        "bpf",
+        "bpf",
+        &workdir.join("bpffs").to_string_lossy(),
+    ])?;
+    let gen_ns = lab.add_ns("gen")?;
+    let mut duts = Vec::new();
+    for m in &methods {
+        eprintln!("lb-pps: setting up {m}");
+        duts.push(setup_dut(&mut lab, &lb, &gen_ns, m)?);
+    }
+
+    // The generator thread lives in the generator namespace, on one CPU.
+    let (report, duts) = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<(String, Vec<Dut>)> {
+            enter_ns(&gen_ns)?;
+            lb_user::testing::pin_to_current_cpu()?;
+            let mut gen = Gen::new(&duts)?;
+            // Calibration: frames per `seconds` on the first method.
+            let (t, _) = gen.burst(&duts[0], 200_000, flows)?;
+            let per_run = ((200_000.0 / t) * seconds).clamp(100_000.0, 50_000_000.0) as u32;
+            // Warm-up: every flow known to every method.
+            for d in &duts {
+                gen.burst(d, flows * 4, flows)?;
+            }
+            for r in 0..rounds {
+                eprintln!(
+                    "lb-pps: round {}/{rounds} ({per_run} frames per method)",
+                    r + 1
+                );
+                for d in duts.iter_mut() {
+                    let (secs, back) = gen.burst(d, per_run, flows)?;
+                    d.rates.push(back as f64 / secs);
+                    d.delivered.push(back as f64 / per_run as f64);
+                }
+            }
+            Ok((String::new(), duts))
+        })
+        .join()
+        .map_err(|_| anyhow!("generator thread panicked"))?
+    })?;
+    let _ = report;
+
+    let floor = duts
+        .iter()
+        .find(|d| d.name == "floor")
+        .map(|d| median(&d.rates));
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| method | Mpps (median) | min–max | frames back | × floor |\n|---|---:|---:|---:|---:|"
+    );
+    let mut raw = BTreeMap::new();
+    for d in &duts {
+        let m = median(&d.rates);
+        let lo = d.rates.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = d.rates.iter().cloned().fold(0.0, f64::max);
+        let ratio = floor.map(|f| format!("{:.2}", m / f)).unwrap_or("—".into());
+        let label = match d.name {
+            "floor" => "XDP_TX reflector (floor)",
+            "dr" => "lb DR",
+            "nat" => "lb NAT",
+            "tun" => "lb TUN",
+            _ => "nftables DNAT + conntrack",
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {:.3} | {:.3}–{:.3} | {:.1}% | {ratio} |",
+            m / 1e6,
+            lo / 1e6,
+            hi / 1e6,
+            median(&d.delivered) * 100.0
+        );
+        raw.insert(d.name, (d.rates.clone(), d.delivered.clone()));
+    }
+    // A method that returned few frames: show why (its data-plane counters).
+    for d in &duts {
+        if median(&d.delivered) < 0.5 && matches!(d.name, "dr" | "nat" | "tun") {
+            let bpffs = workdir.join("bpffs").join(d.name);
+            let c = sh(&[
+                &lb.to_string_lossy(),
+                "counters",
+                "--bpffs",
+                &bpffs.to_string_lossy(),
+            ])
+            .unwrap_or_else(|e| e.to_string());
+            eprintln!(
+                "lb-pps: {} returned {:.1}% of the frames; its counters:\n{c}",
+                d.name,
+                median(&d.delivered) * 100.0
+            );
+        }
+    }
+    print!("{md}");
+    if let Some(p) = out {
+        std::fs::write(p, &md)?;
+    }
+    if let Some(p) = json {
+        let mut j = String::from("{\n");
+        let n = raw.len();
+        for (i, (k, (rates, deliv))) in raw.iter().enumerate() {
+            let _ = write!(
+                j,
+                "  \"{k}\": {{\"pps\": {rates:?}, \"delivered\": {deliv:?}}}{}\n",
+                if i + 1 < n { "," } else { "" }
+            );
+        }
+        j.push_str("}\n");
+        std::fs::write(p, j)?;
+    }
+    drop(lab);
+    Ok(())
+}
