@@ -1,6 +1,7 @@
 //! Orchestration for the project: `cargo xtask <command>`.
 mod bench;
 mod demo;
+mod plot;
 mod run;
 mod setup;
 mod test;
@@ -28,7 +29,8 @@ enum Cmd {
     Demo(demo::Options),
     /// Every test.
     Test(test::Options),
-    /// Per-packet cost of each data-plane path next to an XDP_TX reference.
+    /// The benchmark suite: per-packet cost, forwarding rate against the XDP_TX
+    /// floor and nftables, plots and a report in results/.
     Bench(bench::Options),
 }
 

@@ -5,7 +5,8 @@
 //!   version and file name are read from the toolchain at run time);
 //! - the Debian packages the build and the tests use (iproute2, bpftool,
 //!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
-//!   peer). Services the packages ship are not started (policy-rc.d).
+//!   peer, nftables and a font for the benchmark). Services the packages
+//!   ship are not started (policy-rc.d).
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{anyhow, Context as _};
@@ -25,6 +26,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("cc", "gcc"),
     // The VRRP interoperability tests run keepalived as the peer.
     ("keepalived", "keepalived"),
+    // The benchmark: nftables DNAT as a baseline, a font for the plots.
+    ("nft", "nftables"),
+    (crate::plot::FONT, "fonts-dejavu-core"),
 ];
 
 #[derive(clap::Args, Debug, Default)]

@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(1_000_000);
     let rounds: usize = get("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let out: Option<PathBuf> = get("--out").map(PathBuf::from);
+    let json: Option<PathBuf> = get("--json").map(PathBuf::from);
     // Single-run cases: this many separate test runs per round.
     let singles: u32 = (repeat / 50).clamp(1000, 20_000);
 
@@ -259,6 +260,7 @@ fn main() -> anyhow::Result<()> {
         "| path | ns/packet (median) | min–max | ratio to XDP_TX reference |"
     )?;
     writeln!(md, "|---|---:|---:|---:|")?;
+    let mut paths = Vec::new();
     for (i, (name, v)) in results.iter().enumerate() {
         let mut s = v.clone();
         let m = median(&mut s);
@@ -274,9 +276,36 @@ fn main() -> anyhow::Result<()> {
             s[s.len() - 1],
             m / reference
         )?;
+        paths.push(serde_json::json!({
+            "name": name,
+            "single_runs": single[i],
+            "ns": v,
+            "median": m,
+            "ratio": m / reference,
+        }));
     }
-    md.push_str(&scaling(repeat, rounds)?);
+    let rows = scaling(repeat, rounds)?;
+    md.push_str(
+        "\n### Cost versus tracked flows (DR, conntrack 2,097,152 entries)\n\n\
+         | tracked flows | established flow, ns | new flow, ns |\n|---:|---:|---:|\n",
+    );
+    for (n, e, f) in &rows {
+        writeln!(md, "| {n} | {e:.1} | {f:.1} |")?;
+    }
     print!("{md}");
+    if let Some(path) = &json {
+        let scaling: Vec<_> = rows
+            .iter()
+            .map(|(n, e, f)| serde_json::json!({"flows": n, "established": e, "new": f}))
+            .collect();
+        let doc = serde_json::json!({
+            "repeat": repeat,
+            "rounds": rounds,
+            "paths": paths,
+            "scaling": scaling,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
     if let Some(path) = out {
         let head = format!(
             "BPF_PROG_TEST_RUN, {repeat} repetitions per run, {rounds} interleaved rounds; \
@@ -295,7 +324,7 @@ fn main() -> anyhow::Result<()> {
 /// established flow and new flows are timed. Flat is the goal (O(1) hash
 /// lookups); a full table makes every new flow evict its least recently
 /// used entry.
-fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<String> {
+fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<Vec<(u32, f64, f64)>> {
     const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
     let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(u32, f64, f64)>> {
         // Per-CPU LRU lists split the table between CPUs, and the filling
@@ -374,15 +403,7 @@ fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<String> {
         }
         Ok(out)
     });
-    let rows = handle
+    handle
         .join()
-        .map_err(|_| anyhow::anyhow!("scaling thread panicked"))??;
-    let mut md = String::from(
-        "\n### Cost versus tracked flows (DR, conntrack 2,097,152 entries)\n\n\
-         | tracked flows | established flow, ns | new flow, ns |\n|---:|---:|---:|\n",
-    );
-    for (n, e, f) in rows {
-        writeln!(md, "| {n} | {e:.1} | {f:.1} |")?;
-    }
-    Ok(md)
+        .map_err(|_| anyhow::anyhow!("scaling thread panicked"))?
 }

@@ -21,7 +21,6 @@
 //! Usage: lb-pps --lb PATH [--seconds S] [--rounds N] [--flows N]
 //!               [--methods floor,dr,nat,tun,nft] [--json FILE] [--out FILE.md]
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -513,7 +512,6 @@ fn main() -> anyhow::Result<()> {
         md,
         "| method | Mpps (median) | min–max | frames back | × floor |\n|---|---:|---:|---:|---:|"
     );
-    let mut raw = BTreeMap::new();
     for d in &duts {
         let m = median(&d.rates);
         let lo = d.rates.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -534,7 +532,6 @@ fn main() -> anyhow::Result<()> {
             hi / 1e6,
             median(&d.delivered) * 100.0
         );
-        raw.insert(d.name, (d.rates.clone(), d.delivered.clone()));
     }
     // A method that returned few frames: show why (its data-plane counters).
     for d in &duts {
@@ -559,17 +556,25 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(p, &md)?;
     }
     if let Some(p) = json {
-        let mut j = String::from("{\n");
-        let n = raw.len();
-        for (i, (k, (rates, deliv))) in raw.iter().enumerate() {
-            let _ = write!(
-                j,
-                "  \"{k}\": {{\"pps\": {rates:?}, \"delivered\": {deliv:?}}}{}\n",
-                if i + 1 < n { "," } else { "" }
-            );
-        }
-        j.push_str("}\n");
-        std::fs::write(p, j)?;
+        let methods: Vec<_> = duts
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "method": d.name,
+                    "pps": d.rates,
+                    "median_pps": median(&d.rates),
+                    "delivered": d.delivered,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "frame_bytes": GEN_FRAME_LEN,
+            "flows": flows,
+            "seconds": seconds,
+            "rounds": rounds,
+            "methods": methods,
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&doc)?)?;
     }
     drop(lab);
     Ok(())
