@@ -7,7 +7,9 @@
 //! 2. forwarding rate in network namespaces with a live-frames XDP traffic
 //!    generator: the XDP_TX reflector (floor), lb DR / NAT / TUN, nftables
 //!    DNAT + conntrack (`lb-pps`), rounds interleaved;
-//! 3. plots and the report.
+//! 3. connection-level service: wrk through no balancer, lb DR, lb NAT,
+//!    HAProxy (TCP mode) and nftables DNAT to two HTTP reals;
+//! 4. plots and the report.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -18,6 +20,7 @@ use anyhow::{anyhow, Context as _};
 use serde_json::Value;
 
 use crate::{
+    bench_http,
     plot::{self, Bar},
     setup,
     util::{cargo, exec, output, root},
@@ -37,6 +40,12 @@ pub struct Options {
     /// Flows (UDP source ports) the generator cycles through.
     #[arg(long, default_value_t = 1024)]
     pub flows: u32,
+    /// Seconds of each wrk run in the connection-level stage.
+    #[arg(long, default_value_t = 5)]
+    pub http_seconds: u32,
+    /// Concurrent keep-alive connections of wrk.
+    #[arg(long, default_value_t = 32)]
+    pub connections: u32,
     /// A short run (within two minutes): fewer repetitions, rounds, seconds.
     #[arg(long)]
     pub quick: bool,
@@ -86,10 +95,16 @@ fn range(v: &Value) -> (f64, f64) {
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
-    let (repeat, rounds, seconds) = if opts.quick {
-        (100_000, 3, 0.3)
+    let (repeat, rounds, seconds, http_secs, http_rounds) = if opts.quick {
+        (100_000, 3, 0.3, 2, 1)
     } else {
-        (opts.repeat, opts.rounds, opts.seconds)
+        (
+            opts.repeat,
+            opts.rounds,
+            opts.seconds,
+            opts.http_seconds,
+            opts.rounds.min(3),
+        )
     };
     let dir = root().join("results");
     let raw = dir.join("raw");
@@ -97,10 +112,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     // Rough durations on the 2-CPU machine this suite targets.
     let ns_secs = 40.0 * (repeat as f64 * rounds as f64) / 5e6 + 15.0;
     let pps_secs = 15.0 + 5.0 * rounds as f64 * seconds * 1.4;
+    let http_est = 10.0 + 5.0 * http_rounds as f64 * (http_secs as f64 + 2.0);
     let mut p = Progress {
         start: Instant::now(),
-        stages: 4,
-        estimate: vec![60.0, ns_secs, pps_secs, 2.0],
+        stages: 5,
+        estimate: vec![60.0, ns_secs, pps_secs, http_est, 2.0],
         done: 0,
     };
 
@@ -157,8 +173,59 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .arg(&pps_json),
     )?;
 
+    p.stage("connection-level service (wrk → two HTTP reals)");
+    let http_json = raw.join("http.json");
+    {
+        let bins = lb_tests::Bins {
+            lb: bin("lb"),
+            nsprobe: bin("nsprobe"),
+        };
+        let mut b = bench_http::Bench::new(bins, http_secs, opts.connections)?;
+        let mut samples: Vec<(String, Vec<bench_http::Sample>)> = bench_http::METHODS
+            .iter()
+            .map(|m| (m.to_string(), Vec::new()))
+            .collect();
+        for r in 0..http_rounds {
+            for (m, v) in samples.iter_mut() {
+                eprintln!(
+                    "http: round {}/{http_rounds}: {}",
+                    r + 1,
+                    bench_http::label(m)
+                );
+                let s = b.measure(m)?;
+                eprintln!(
+                    "http:   {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                    s.rps, s.p50, s.p99, s.errors
+                );
+                v.push(s);
+            }
+        }
+        let doc: Vec<Value> = samples
+            .iter()
+            .map(|(m, v)| {
+                serde_json::json!({
+                    "method": m,
+                    "rps": v.iter().map(|s| s.rps).collect::<Vec<_>>(),
+                    "p50_ms": v.iter().map(|s| s.p50).collect::<Vec<_>>(),
+                    "p90_ms": v.iter().map(|s| s.p90).collect::<Vec<_>>(),
+                    "p99_ms": v.iter().map(|s| s.p99).collect::<Vec<_>>(),
+                    "errors": v.iter().map(|s| s.errors).sum::<u64>(),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "seconds": http_secs,
+            "connections": opts.connections,
+            "rounds": http_rounds,
+            "methods": doc,
+        });
+        std::fs::write(&http_json, serde_json::to_string_pretty(&doc)?)?;
+    }
+
     p.stage("plots and report");
-    report(&dir, &ns_json, &ns_md, &pps_json, &pps_md, opts.quick)?;
+    report(
+        &dir, &ns_json, &ns_md, &pps_json, &pps_md, &http_json, opts.quick,
+    )?;
     eprintln!(
         "xtask bench: done in {:.0} s; report {}",
         p.start.elapsed().as_secs_f64(),
@@ -173,11 +240,59 @@ fn report(
     ns_md: &Path,
     pps_json: &Path,
     pps_md: &Path,
+    http_json: &Path,
     quick: bool,
 ) -> anyhow::Result<()> {
     plot::init_font()?;
     let ns = read_json(ns_json)?;
     let pps = read_json(pps_json)?;
+    let http = read_json(http_json)?;
+    let hm = http["methods"].as_array().cloned().unwrap_or_default();
+    let med = |v: &Value| {
+        let mut xs: Vec<f64> = v
+            .as_array()
+            .map(|a| a.iter().map(f).collect())
+            .unwrap_or_default();
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+    };
+    let http_rps = |m: &str| hm.iter().find(|x| x["method"] == m).map(|x| med(&x["rps"]));
+    let mut http_md = String::from(
+        "| method | requests/s (median) | min–max | latency p50 / p90 / p99, ms | errors |\n|---|---:|---:|---:|---:|\n",
+    );
+    for m in &hm {
+        let (lo, hi) = range(&m["rps"]);
+        http_md.push_str(&format!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} / {:.2} / {:.2} | {} |\n",
+            bench_http::label(m["method"].as_str().unwrap_or("?")),
+            med(&m["rps"]),
+            lo,
+            hi,
+            med(&m["p50_ms"]),
+            med(&m["p90_ms"]),
+            med(&m["p99_ms"]),
+            m["errors"]
+        ));
+    }
+    let http_bars: Vec<Bar> = hm
+        .iter()
+        .map(|m| {
+            let (lo, hi) = range(&m["rps"]);
+            Bar {
+                label: bench_http::label(m["method"].as_str().unwrap_or("?")).to_string(),
+                value: med(&m["rps"]) / 1000.0,
+                min: lo / 1000.0,
+                max: hi / 1000.0,
+            }
+        })
+        .collect();
+    let http_png = dir.join("http.png");
+    plot::bars(
+        &http_png,
+        "HTTP through each method to two reals (wrk, keep-alive; median, range of rounds)",
+        "thousand requests per second",
+        &http_bars,
+    )?;
 
     let methods = pps["methods"]
         .as_array()
@@ -271,6 +386,26 @@ fn report(
     ratio("lb NAT / nftables DNAT (pps)", rate("nat"), rate("nft"));
     ratio("lb DR / nftables DNAT (pps)", rate("dr"), rate("nft"));
     ratio("lb TUN / XDP_TX floor (pps)", rate("tun"), rate("floor"));
+    ratio(
+        "lb NAT / HAProxy (HTTP requests/s)",
+        http_rps("nat"),
+        http_rps("haproxy"),
+    );
+    ratio(
+        "lb DR / HAProxy (HTTP requests/s)",
+        http_rps("dr"),
+        http_rps("haproxy"),
+    );
+    ratio(
+        "lb NAT / nftables DNAT (HTTP requests/s)",
+        http_rps("nat"),
+        http_rps("nft"),
+    );
+    ratio(
+        "lb DR / no balancer (HTTP requests/s)",
+        http_rps("dr"),
+        http_rps("direct"),
+    );
 
     let commit = output(Command::new("git").args([
         "-C",
@@ -300,10 +435,9 @@ fn report(
          Machine: {cpus} CPUs ({model}), kernel {}; {}; commit {}{}.\n\
          Produced by `cargo xtask bench{}`; raw figures in `raw/` (JSON).\n\n\
          ## Ratios\n\n| comparison | ratio |\n|---|---:|\n{ratios}\n\
-         Not measured yet (see the README's *Limits*): connection-level service (HTTP\n\
-         requests per second and latency against HAProxy and nftables), reals\n\
-         scaling (100 and 1,000 reals), Maglev table build time, and ipvs in a\n\
-         virtual machine.\n\n\
+         Not measured yet (see the README's *Limits*): reals scaling (100 and\n\
+         1,000 reals), forwarding rate versus tracked flows, Maglev table build\n\
+         time, and ipvs in a virtual machine.\n\n\
          ## Forwarding rate in network namespaces\n\n\
          A traffic generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, as\n\
          xdp-trafficgen) sends 64-byte UDP frames cycling over {} source ports into a\n\
@@ -314,6 +448,13 @@ fn report(
          rates compare the methods' per-packet work on one core. Methods are measured\n\
          in turn within each round, rounds interleaved.\n\n{}\n\
          ![forwarding rate]({})\n\n\
+         ## Connection-level service\n\n\
+         wrk in the client namespace ({} keep-alive connections, {} s per run, one\n\
+         thread) sends HTTP requests through each method to two real servers\n\
+         (nsprobe, a thread per connection), methods in turn within each round.\n\
+         Client, balancer and reals share the machine's {cpus} CPUs, so the servers\n\
+         and the client bound every method; the balancer's own cost shows in the\n\
+         difference to \"no balancer\".\n\n{}\n![HTTP requests per second]({})\n\n\
          ## Cost per packet\n\n{}\n\
          ![cost per packet]({})\n\n![cost versus tracked flows]({})\n",
         kernel.trim(),
@@ -324,6 +465,10 @@ fn report(
         pps["flows"],
         std::fs::read_to_string(pps_md)?,
         rel(&pps_png),
+        http["connections"],
+        http["seconds"],
+        http_md,
+        rel(&http_png),
         std::fs::read_to_string(ns_md)?,
         rel(&ns_png),
         rel(&flows_png),

@@ -1,5 +1,6 @@
 //! Orchestration for the project: `cargo xtask <command>`.
 mod bench;
+mod bench_http;
 mod demo;
 mod plot;
 mod run;

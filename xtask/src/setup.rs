@@ -5,7 +5,7 @@
 //!   version and file name are read from the toolchain at run time);
 //! - the Debian packages the build and the tests use (iproute2, bpftool,
 //!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
-//!   peer, nftables and a font for the benchmark). Services the packages
+//!   peer, nftables, HAProxy, wrk and a font for the benchmark). Services the packages
 //!   ship are not started (policy-rc.d).
 use std::{path::PathBuf, process::Command};
 
@@ -26,8 +26,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("cc", "gcc"),
     // The VRRP interoperability tests run keepalived as the peer.
     ("keepalived", "keepalived"),
-    // The benchmark: nftables DNAT as a baseline, a font for the plots.
+    // The benchmark: nftables DNAT and HAProxy as baselines, wrk as the
+    // HTTP load generator, a font for the plots.
     ("nft", "nftables"),
+    ("haproxy", "haproxy"),
+    ("wrk", "wrk"),
     (crate::plot::FONT, "fonts-dejavu-core"),
 ];
 
