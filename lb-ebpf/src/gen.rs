@@ -17,9 +17,13 @@ use aya_ebpf::{
 use lb_common::{GenConfig, GEN_FRAME_LEN, GEN_SINK_SLOTS};
 use lb_ebpf::parse::ptr_at;
 
-/// Offset of the UDP source port in the generator's frame (Ethernet + a
-/// 20-byte IPv4 header).
-const UDP_SPORT: usize = 14 + 20;
+/// Offsets in the generator's frame (Ethernet + a 20-byte IPv4 header + UDP).
+const IP: usize = 14;
+const IP_CSUM: usize = IP + 10;
+const IP_SRC: usize = IP + 12;
+const UDP_SPORT: usize = IP + 20;
+/// Source ports per source address; more flows use the next addresses.
+const PORTS: u64 = 60_000;
 
 #[btf_map]
 static LB_GEN_CONFIG: Array<GenConfig, 1> = Array::new();
@@ -48,9 +52,27 @@ pub fn xdp_gen(ctx: XdpContext) -> u32 {
     unsafe {
         let n = *seq;
         *seq = n + 1;
-        let p = (cfg.base_port as u64 + n % flows as u64) as u16;
+        let k = n % flows as u64;
+        let p = (cfg.base_port as u64 + k % PORTS) as u16;
         let mut f = cfg.frame;
         f[UDP_SPORT..UDP_SPORT + 2].copy_from_slice(&p.to_be_bytes());
+        let hi = (k / PORTS) as u32;
+        if hi != 0 {
+            // Next source addresses, and the IPv4 checksum again.
+            let src = u32::from_be_bytes([f[IP_SRC], f[IP_SRC + 1], f[IP_SRC + 2], f[IP_SRC + 3]]);
+            f[IP_SRC..IP_SRC + 4].copy_from_slice(&(src.wrapping_add(hi)).to_be_bytes());
+            f[IP_CSUM] = 0;
+            f[IP_CSUM + 1] = 0;
+            let mut sum = 0u32;
+            let mut i = 0;
+            while i < 20 {
+                sum += u16::from_be_bytes([f[IP + i], f[IP + i + 1]]) as u32;
+                i += 2;
+            }
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            f[IP_CSUM..IP_CSUM + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        }
         frame.write_unaligned(f);
     }
     XDP_TX

@@ -111,7 +111,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&raw)?;
     // Rough durations on the 2-CPU machine this suite targets.
     let ns_secs = 40.0 * (repeat as f64 * rounds as f64) / 5e6 + 15.0;
-    let pps_secs = 15.0 + 5.0 * rounds as f64 * seconds * 1.4;
+    // Five methods, then two more devices and eight flow-count runs.
+    let pps_secs = 25.0 + 15.0 * rounds as f64 * seconds * 1.4;
     let http_est = 10.0 + 5.0 * http_rounds as f64 * (http_secs as f64 + 2.0);
     let mut p = Progress {
         start: Instant::now(),
@@ -166,6 +167,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 &rounds.to_string(),
                 "--flows",
                 &opts.flows.to_string(),
+                "--scaling",
             ])
             .arg("--out")
             .arg(&pps_md)
@@ -366,6 +368,25 @@ fn report(
         .iter()
         .map(|r| (f(&r["flows"]), f(&r["new"])))
         .collect();
+    let pps_flows: Vec<Value> = pps["flows_scaling"].as_array().cloned().unwrap_or_default();
+    let series = |m: &str| -> Vec<(f64, f64)> {
+        pps_flows
+            .iter()
+            .filter(|r| r["method"] == m)
+            .map(|r| (f(&r["flows"]), f(&r["median_pps"]) / 1e6))
+            .collect()
+    };
+    let pps_flows_png = dir.join("pps-flows.png");
+    plot::lines(
+        &pps_flows_png,
+        "Forwarding rate versus flows (namespaces, one core)",
+        "flows",
+        "million packets per second",
+        &[
+            ("XDP_TX reflector (generator's own cost)", series("floor")),
+            ("lb DR (tracks every flow)", series("dr")),
+        ],
+    )?;
     let flows_png = dir.join("flows.png");
     plot::lines(
         &flows_png,
@@ -435,9 +456,8 @@ fn report(
          Machine: {cpus} CPUs ({model}), kernel {}; {}; commit {}{}.\n\
          Produced by `cargo xtask bench{}`; raw figures in `raw/` (JSON).\n\n\
          ## Ratios\n\n| comparison | ratio |\n|---|---:|\n{ratios}\n\
-         Not measured yet (see the README's *Limits*): reals scaling (100 and\n\
-         1,000 reals), forwarding rate versus tracked flows, Maglev table build\n\
-         time, and ipvs in a virtual machine.\n\n\
+         Not measured yet (see the README's *Limits*): ipvs in a virtual machine\n\
+         (`--ipvs`).\n\n\
          ## Forwarding rate in network namespaces\n\n\
          A traffic generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, as\n\
          xdp-trafficgen) sends 64-byte UDP frames cycling over {} source ports into a\n\
@@ -447,7 +467,7 @@ fn report(
          forwards and counts (veth runs the peer's XDP in the sender's softirq), so the\n\
          rates compare the methods' per-packet work on one core. Methods are measured\n\
          in turn within each round, rounds interleaved.\n\n{}\n\
-         ![forwarding rate]({})\n\n\
+         ![forwarding rate]({})\n\n![forwarding rate versus flows]({})\n\n\
          ## Connection-level service\n\n\
          wrk in the client namespace ({} keep-alive connections, {} s per run, one\n\
          thread) sends HTTP requests through each method to two real servers\n\
@@ -465,6 +485,7 @@ fn report(
         pps["flows"],
         std::fs::read_to_string(pps_md)?,
         rel(&pps_png),
+        rel(&pps_flows_png),
         http["connections"],
         http["seconds"],
         http_md,

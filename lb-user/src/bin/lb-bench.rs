@@ -285,6 +285,8 @@ fn main() -> anyhow::Result<()> {
         }));
     }
     let rows = scaling(repeat, rounds)?;
+    let reals = reals_scaling(repeat, rounds)?;
+    let maglev = maglev_build(rounds)?;
     md.push_str(
         "\n### Cost versus tracked flows (DR, conntrack 2,097,152 entries)\n\n\
          | tracked flows | established flow, ns | new flow, ns |\n|---:|---:|---:|\n",
@@ -292,17 +294,33 @@ fn main() -> anyhow::Result<()> {
     for (n, e, f) in &rows {
         writeln!(md, "| {n} | {e:.1} | {f:.1} |")?;
     }
+    md.push_str(
+        "\n### Cost versus the number of reals (DR)\n\n\
+         | reals | established flow, ns | new flow rr, ns | new flow mh, ns | Maglev table build, ms |\n\
+         |---:|---:|---:|---:|---:|\n",
+    );
+    for ((n, e, rr, mh), (_, ms)) in reals.iter().zip(&maglev) {
+        writeln!(md, "| {n} | {e:.1} | {rr:.1} | {mh:.1} | {ms:.2} |")?;
+    }
     print!("{md}");
     if let Some(path) = &json {
         let scaling: Vec<_> = rows
             .iter()
             .map(|(n, e, f)| serde_json::json!({"flows": n, "established": e, "new": f}))
             .collect();
+        let reals: Vec<_> = reals
+            .iter()
+            .zip(&maglev)
+            .map(|((n, e, rr, mh), (_, ms))| {
+                serde_json::json!({"reals": n, "established": e, "new_rr": rr, "new_mh": mh, "maglev_build_ms": ms})
+            })
+            .collect();
         let doc = serde_json::json!({
             "repeat": repeat,
             "rounds": rounds,
             "paths": paths,
             "scaling": scaling,
+            "reals": reals,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
@@ -406,4 +424,85 @@ fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<Vec<(u32, f64, f64)>> {
     handle
         .join()
         .map_err(|_| anyhow::anyhow!("scaling thread panicked"))?
+}
+
+const REAL_COUNTS: [u32; 3] = [2, 100, 1000];
+
+/// Address of real `i` of a large DR service (10.0.0.0/16 is the harness's).
+fn many_real(i: u32) -> String {
+    format!("10.0.{}.{}", 1 + i / 250, 1 + i % 250)
+}
+
+fn many_conf(algo: &str, n: u32) -> String {
+    let mut c = format!("virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind DR\n");
+    for i in 0..n {
+        c += &format!(" real_server {} 80 {{ weight 1 }}\n", many_real(i));
+    }
+    c + "}\n"
+}
+
+/// Per-packet cost with 2, 100 and 1,000 reals: an established flow, and
+/// new flows with rr and mh (both O(1) in the number of reals).
+fn reals_scaling(repeat: u32, rounds: usize) -> anyhow::Result<Vec<(u32, f64, f64, f64)>> {
+    let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(u32, f64, f64, f64)>> {
+        let mut h = Harness::new(1 << 16)?;
+        for i in 0..*REAL_COUNTS.iter().max().unwrap() {
+            h.neighbour(&many_real(i), MAC1, false);
+        }
+        let ack = tcp(Eth::inbound(), "192.0.2.7", 40000, VIP, 80, Flags::Ack, b"");
+        let syn = tcp(Eth::inbound(), "192.0.2.7", 40001, VIP, 80, Flags::Syn, b"");
+        let mut out = Vec::new();
+        for n in REAL_COUNTS {
+            eprintln!("reals: {n}");
+            let (mut est, mut rr, mut mh) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                for (algo, into) in [("rr", &mut rr), ("mh", &mut mh)] {
+                    h.apply(&many_conf(algo, n))?;
+                    h.dp.set_timeouts(Timeouts {
+                        tcp_syn_s: 0,
+                        ..Default::default()
+                    })?;
+                    let before = h.dp.global_sum()?.new_flows;
+                    into.push(h.run_prog("lb_xdp", &syn, repeat / 4)?.2);
+                    if h.dp.global_sum()?.new_flows - before != u64::from(repeat / 4) {
+                        bail!("{algo} with {n} reals: not every repetition scheduled");
+                    }
+                }
+                h.dp.set_timeouts(Timeouts::default())?;
+                h.run_prog("lb_xdp", &ack, 1)?;
+                est.push(h.run_prog("lb_xdp", &ack, repeat)?.2);
+            }
+            out.push((n, median(&mut est), median(&mut rr), median(&mut mh)));
+        }
+        Ok(out)
+    });
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("reals thread panicked"))?
+}
+
+/// Time to build a Maglev table (65,537 slots) for 2, 100 and 1,000 reals,
+/// as the agent does on every change of a mh service.
+fn maglev_build(rounds: usize) -> anyhow::Result<Vec<(u32, f64)>> {
+    let mut out = Vec::new();
+    for n in REAL_COUNTS {
+        let members: Vec<lb_user::sched::Member> = (0..n)
+            .map(|i| lb_user::sched::Member {
+                id: i,
+                weight: 1,
+                name: format!("{}:80", many_real(i)),
+            })
+            .collect();
+        let mut t = Vec::new();
+        for _ in 0..rounds.max(3) {
+            let start = std::time::Instant::now();
+            let table = lb_user::sched::maglev_table(&members, lb_common::MH_TABLE_SIZE as usize);
+            t.push(start.elapsed().as_secs_f64() * 1000.0);
+            if table.len() != lb_common::MH_TABLE_SIZE as usize {
+                bail!("Maglev table of {} slots", table.len());
+            }
+        }
+        out.push((n, median(&mut t)));
+    }
+    Ok(out)
 }

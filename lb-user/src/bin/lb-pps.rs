@@ -18,7 +18,10 @@
 //! rate is the frames counted back per second of generation; each method is
 //! measured once per round, rounds interleaved, medians and ranges reported.
 //!
-//! Usage: lb-pps --lb PATH [--seconds S] [--rounds N] [--flows N]
+//! With `--scaling`, lb DR is also measured with 1 to 1,000,000 tracked
+//! flows and with 100 and 1,000 reals.
+//!
+//! Usage: lb-pps --lb PATH [--seconds S] [--rounds N] [--flows N] [--scaling]
 //!               [--methods floor,dr,nat,tun,nft] [--json FILE] [--out FILE.md]
 use std::{
     fmt::Write as _,
@@ -44,6 +47,31 @@ const CLIENT: &str = "10.0.0.1";
 const DIRECTOR: &str = "10.0.0.2";
 const REALS: [&str; 2] = ["10.0.0.11", "10.0.0.12"];
 const ALL: [&str; 5] = ["floor", "dr", "nat", "tun", "nft"];
+/// Extra devices under test of `--scaling`: lb DR with 100 and 1,000 reals.
+const MANY: [&str; 2] = ["dr100", "dr1000"];
+/// Tracked flows of `--scaling` (lb DR).
+const FLOW_COUNTS: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+
+/// (lb_kind, reals) of an lb device under test.
+fn lb_kind(name: &str) -> Option<(&'static str, u32)> {
+    Some(match name {
+        "dr" => ("DR", 2),
+        "nat" => ("NAT", 2),
+        "tun" => ("TUN", 2),
+        "dr100" => ("DR", 100),
+        "dr1000" => ("DR", 1000),
+        _ => return None,
+    })
+}
+
+/// Address of real `i` of `n`.
+fn real(i: u32, n: u32) -> String {
+    if n <= 2 {
+        REALS[i as usize].to_string()
+    } else {
+        format!("10.0.{}.{}", 1 + i / 250, 1 + i % 250)
+    }
+}
 
 fn sh(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0])
@@ -162,12 +190,15 @@ struct Dut {
     delivered: Vec<f64>,
 }
 
-fn service(kind: &str) -> String {
+fn service(kind: &str, n: u32) -> String {
     let port = if kind == "NAT" { 8080 } else { 80 };
     let mut c =
         format!("virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind {kind}\n  protocol UDP\n");
-    for r in REALS {
-        c += &format!("  real_server {r} {port} {{\n    weight 1\n  }}\n");
+    for i in 0..n {
+        c += &format!(
+            "  real_server {} {port} {{\n    weight 1\n  }}\n",
+            real(i, n)
+        );
     }
     c + "}\n"
 }
@@ -182,29 +213,23 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
     sh(&["ip", "-n", gen_ns, "link", "set", &gen_if, "up"])?;
     in_ns(
         &ns,
-        &["ip", "addr", "add", &format!("{DIRECTOR}/24"), "dev", "d0"],
+        &["ip", "addr", "add", &format!("{DIRECTOR}/16"), "dev", "d0"],
     )?;
     in_ns(&ns, &["ip", "link", "set", "d0", "up"])?;
     let gen_mac = mac_of(gen_ns, &gen_if)?;
     let dut_mac = mac_of(&ns, "d0")?;
     // The client and the reals are all the generator's end.
-    for ip in REALS.iter().chain([&CLIENT]) {
-        in_ns(
-            &ns,
-            &[
-                "ip",
-                "neigh",
-                "replace",
-                ip,
-                "lladdr",
-                &fmt_mac(&gen_mac),
-                "dev",
-                "d0",
-                "nud",
-                "permanent",
-            ],
-        )?;
+    let n = lb_kind(name).map(|k| k.1).unwrap_or(2);
+    let mut batch = String::new();
+    for ip in (0..n).map(|i| real(i, n)).chain([CLIENT.to_string()]) {
+        batch += &format!(
+            "neigh replace {ip} lladdr {} dev d0 nud permanent\n",
+            fmt_mac(&gen_mac)
+        );
     }
+    let batch_file = lab.workdir.join(format!("{name}.neigh"));
+    std::fs::write(&batch_file, batch)?;
+    in_ns(&ns, &["ip", "-batch", &batch_file.to_string_lossy()])?;
     for kv in [
         "net.ipv4.ip_forward=1",
         "net.ipv4.conf.all.send_redirects=0",
@@ -235,8 +260,9 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
             lab.spawn(&ns, &[&lbs, "xdp-pass", "--iface", "d0"], "nft-xdp.log")?;
         }
         kind => {
+            let (lb_kind, n) = lb_kind(kind).ok_or_else(|| anyhow!("unknown method {kind}"))?;
             let cfg = lab.workdir.join(format!("{kind}.conf"));
-            std::fs::write(&cfg, service(&kind.to_uppercase()))?;
+            std::fs::write(&cfg, service(lb_kind, n))?;
             let bpffs = lab.workdir.join("bpffs").join(kind);
             let sock = lab.workdir.join(format!("{kind}.sock"));
             lab.spawn(
@@ -252,6 +278,9 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
                     &bpffs.to_string_lossy(),
                     "--socket",
                     &sock.to_string_lossy(),
+                    // Room for the 1M-flow scaling run on 2 CPUs.
+                    "--conntrack-size",
+                    "2097152",
                 ],
                 &format!("{kind}.log"),
             )?;
@@ -364,7 +393,7 @@ impl Gen {
             0,
             GenConfig {
                 flows,
-                base_port: 10000,
+                base_port: 1024,
                 frame,
             },
             0,
@@ -433,6 +462,7 @@ fn main() -> anyhow::Result<()> {
     let rounds: usize = arg(&args, "--rounds", 3)?;
     let flows: u32 = arg(&args, "--flows", 1024)?;
     let methods: String = arg(&args, "--methods", ALL.join(","))?;
+    let scaling = args.iter().any(|a| a == "--scaling");
     let json: Option<PathBuf> = arg::<String>(&args, "--json", String::new())
         .ok()
         .filter(|s| !s.is_empty())
@@ -441,7 +471,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
-    let methods: Vec<&'static str> = methods
+    let mut methods: Vec<&'static str> = methods
         .split(',')
         .map(|m| {
             ALL.iter()
@@ -450,6 +480,14 @@ fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("unknown method {m} (methods: {})", ALL.join(", ")))
         })
         .collect::<anyhow::Result<_>>()?;
+    if scaling {
+        for m in ["floor", "dr"] {
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        methods.extend(MANY);
+    }
 
     let workdir = std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id()));
     std::fs::create_dir_all(workdir.join("bpffs"))?;
@@ -473,35 +511,58 @@ fn main() -> anyhow::Result<()> {
     }
 
     // The generator thread lives in the generator namespace, on one CPU.
-    let (report, duts) = std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<(String, Vec<Dut>)> {
-            enter_ns(&gen_ns)?;
-            lb_user::testing::pin_to_current_cpu()?;
-            let mut gen = Gen::new(&duts)?;
-            // Calibration: frames per `seconds` on the first method.
-            let (t, _) = gen.burst(&duts[0], 200_000, flows)?;
-            let per_run = ((200_000.0 / t) * seconds).clamp(100_000.0, 50_000_000.0) as u32;
-            // Warm-up: every flow known to every method.
-            for d in &duts {
-                gen.burst(d, flows * 4, flows)?;
-            }
-            for r in 0..rounds {
-                eprintln!(
-                    "lb-pps: round {}/{rounds} ({per_run} frames per method)",
-                    r + 1
-                );
-                for d in duts.iter_mut() {
-                    let (secs, back) = gen.burst(d, per_run, flows)?;
-                    d.rates.push(back as f64 / secs);
-                    d.delivered.push(back as f64 / per_run as f64);
+    let (flow_rates, duts) = std::thread::scope(|s| {
+        s.spawn(
+            || -> anyhow::Result<(Vec<(&'static str, u32, Vec<f64>)>, Vec<Dut>)> {
+                enter_ns(&gen_ns)?;
+                lb_user::testing::pin_to_current_cpu()?;
+                let mut gen = Gen::new(&duts)?;
+                // Calibration: frames per `seconds` on the first method.
+                let (t, _) = gen.burst(&duts[0], 200_000, flows)?;
+                let per_run = ((200_000.0 / t) * seconds).clamp(100_000.0, 50_000_000.0) as u32;
+                // Warm-up: every flow known to every method.
+                for d in &duts {
+                    gen.burst(d, flows * 4, flows)?;
                 }
-            }
-            Ok((String::new(), duts))
-        })
+                for r in 0..rounds {
+                    eprintln!(
+                        "lb-pps: round {}/{rounds} ({per_run} frames per method)",
+                        r + 1
+                    );
+                    for d in duts.iter_mut() {
+                        let (secs, back) = gen.burst(d, per_run, flows)?;
+                        d.rates.push(back as f64 / secs);
+                        d.delivered.push(back as f64 / per_run as f64);
+                    }
+                }
+                // Rate versus tracked flows (lb DR), every flow created first;
+                // the reflector alongside shows what more flows cost the
+                // generator itself (beyond 60,000 flows it also rewrites the
+                // source address and the IPv4 checksum).
+                let mut flow_rates = Vec::new();
+                if scaling {
+                    for name in ["floor", "dr"] {
+                        let Some(d) = duts.iter().find(|d| d.name == name) else {
+                            continue;
+                        };
+                        for n in FLOW_COUNTS {
+                            eprintln!("lb-pps: {name} with {n} flows");
+                            gen.burst(d, n.max(1000), n)?;
+                            let mut v = Vec::new();
+                            for _ in 0..rounds {
+                                let (secs, back) = gen.burst(d, per_run, n)?;
+                                v.push(back as f64 / secs);
+                            }
+                            flow_rates.push((name, n, v));
+                        }
+                    }
+                }
+                Ok((flow_rates, duts))
+            },
+        )
         .join()
         .map_err(|_| anyhow!("generator thread panicked"))?
     })?;
-    let _ = report;
 
     let floor = duts
         .iter()
@@ -512,7 +573,7 @@ fn main() -> anyhow::Result<()> {
         md,
         "| method | Mpps (median) | min–max | frames back | × floor |\n|---|---:|---:|---:|---:|"
     );
-    for d in &duts {
+    for d in duts.iter().filter(|d| !MANY.contains(&d.name)) {
         let m = median(&d.rates);
         let lo = d.rates.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = d.rates.iter().cloned().fold(0.0, f64::max);
@@ -551,6 +612,51 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if scaling {
+        let _ = writeln!(
+            md,
+            "\n### Versus flows (lb DR tracks each; the reflector shows the generator's own cost)\n\n\
+             | flows | reflector Mpps | lb DR Mpps (median) | lb DR min–max | × reflector |\n|---:|---:|---:|---:|---:|"
+        );
+        for n in FLOW_COUNTS {
+            let of = |name: &str| {
+                flow_rates
+                    .iter()
+                    .find(|(m, k, _)| *m == name && *k == n)
+                    .map(|(_, _, v)| v.clone())
+            };
+            let (Some(f), Some(v)) = (of("floor"), of("dr")) else {
+                continue;
+            };
+            let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().cloned().fold(0.0, f64::max);
+            let _ = writeln!(
+                md,
+                "| {n} | {:.3} | {:.3} | {:.3}–{:.3} | {:.2} |",
+                median(&f) / 1e6,
+                median(&v) / 1e6,
+                lo / 1e6,
+                hi / 1e6,
+                median(&v) / median(&f)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\n### lb DR versus reals\n\n| reals | Mpps (median) | min–max |\n|---:|---:|---:|"
+        );
+        for d in duts.iter().filter(|d| d.name.starts_with("dr")) {
+            let n = lb_kind(d.name).map(|k| k.1).unwrap_or(0);
+            let lo = d.rates.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = d.rates.iter().cloned().fold(0.0, f64::max);
+            let _ = writeln!(
+                md,
+                "| {n} | {:.3} | {:.3}–{:.3} |",
+                median(&d.rates) / 1e6,
+                lo / 1e6,
+                hi / 1e6
+            );
+        }
+    }
     print!("{md}");
     if let Some(p) = out {
         std::fs::write(p, &md)?;
@@ -558,6 +664,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(p) = json {
         let methods: Vec<_> = duts
             .iter()
+            .filter(|d| !MANY.contains(&d.name))
             .map(|d| {
                 serde_json::json!({
                     "method": d.name,
@@ -567,7 +674,26 @@ fn main() -> anyhow::Result<()> {
                 })
             })
             .collect();
+        let flows_doc: Vec<_> = flow_rates
+            .iter()
+            .map(|(m, n, v)| {
+                serde_json::json!({"method": m, "flows": n, "pps": v, "median_pps": median(v)})
+            })
+            .collect();
+        let reals_doc: Vec<_> = duts
+            .iter()
+            .filter(|d| d.name.starts_with("dr"))
+            .map(|d| {
+                serde_json::json!({
+                    "reals": lb_kind(d.name).map(|k| k.1).unwrap_or(0),
+                    "pps": d.rates,
+                    "median_pps": median(&d.rates),
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
+            "flows_scaling": flows_doc,
+            "reals_scaling": reals_doc,
             "frame_bytes": GEN_FRAME_LEN,
             "flows": flows,
             "seconds": seconds,
