@@ -9,7 +9,9 @@
 //!    DNAT + conntrack (`lb-pps`), rounds interleaved;
 //! 3. connection-level service: wrk through no balancer, lb DR, lb NAT,
 //!    HAProxy (TCP mode) and nftables DNAT to two HTTP reals;
-//! 4. plots and the report.
+//! 4. with `--ipvs`: ipvs DR / NAT next to lb DR / NAT, the XDP_TX floor and
+//!    nftables in one virtual machine running Debian's stock kernel;
+//! 5. plots and the report.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -20,7 +22,7 @@ use anyhow::{anyhow, Context as _};
 use serde_json::Value;
 
 use crate::{
-    bench_http,
+    bench_http, bench_ipvs,
     plot::{self, Bar},
     setup,
     util::{cargo, exec, output, root},
@@ -46,6 +48,9 @@ pub struct Options {
     /// Concurrent keep-alive connections of wrk.
     #[arg(long, default_value_t = 32)]
     pub connections: u32,
+    /// Also measure ipvs, in a virtual machine (qemu, Debian's kernel).
+    #[arg(long)]
+    pub ipvs: bool,
     /// A short run (within two minutes): fewer repetitions, rounds, seconds.
     #[arg(long)]
     pub quick: bool,
@@ -95,6 +100,9 @@ fn range(v: &Value) -> (f64, f64) {
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
+    if opts.ipvs {
+        setup::install_packages(setup::IPVS_PACKAGES)?;
+    }
     let (repeat, rounds, seconds, http_secs, http_rounds) = if opts.quick {
         (100_000, 3, 0.3, 2, 1)
     } else {
@@ -114,10 +122,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     // Five methods, then two more devices and eight flow-count runs.
     let pps_secs = 25.0 + 15.0 * rounds as f64 * seconds * 1.4;
     let http_est = 10.0 + 5.0 * http_rounds as f64 * (http_secs as f64 + 2.0);
+    let mut estimate = vec![60.0, ns_secs, pps_secs, http_est];
+    if opts.ipvs {
+        estimate.push(60.0 + 6.0 * rounds as f64 * 0.5 * 3.0);
+    }
+    estimate.push(2.0);
     let mut p = Progress {
         start: Instant::now(),
-        stages: 5,
-        estimate: vec![60.0, ns_secs, pps_secs, http_est, 2.0],
+        stages: estimate.len(),
+        estimate,
         done: 0,
     };
 
@@ -222,6 +235,12 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             "methods": doc,
         });
         std::fs::write(&http_json, serde_json::to_string_pretty(&doc)?)?;
+    }
+
+    if opts.ipvs {
+        p.stage("ipvs side by side in a virtual machine (emulated)");
+        let doc = bench_ipvs::run(0.5, if opts.quick { 1 } else { rounds.min(3) })?;
+        std::fs::write(raw.join("ipvs.json"), serde_json::to_string_pretty(&doc)?)?;
     }
 
     p.stage("plots and report");
@@ -396,6 +415,62 @@ fn report(
         &[("established flow", est), ("new flow", new)],
     )?;
 
+    // ipvs, from the last `--ipvs` run (kept in raw/ipvs.json).
+    let ipvs = read_json(&dir.join("raw/ipvs.json")).ok();
+    let mut ipvs_md = String::new();
+    let ipvs_rate = |m: &str| {
+        ipvs.as_ref().and_then(|d| {
+            d["methods"]
+                .as_array()?
+                .iter()
+                .find(|x| x["method"] == m)
+                .map(|x| f(&x["median_pps"]))
+        })
+    };
+    if let Some(d) = &ipvs {
+        let vm_floor = ipvs_rate("floor").unwrap_or(1.0);
+        ipvs_md.push_str(&format!(
+            "Debian's kernel {} under qemu (TCG emulation, 2 vCPUs) with this machine's\n\
+             filesystem over 9p; the same generator and topology as above, methods\n\
+             interleaved, {} round(s); run of {}. Emulation is 25–45× slower than the\n\
+             host: only the ratios inside the VM mean anything.\n\n\
+             | method (in the VM) | kpps (median) | × XDP_TX floor |\n|---|---:|---:|\n",
+            d["vm_kernel"].as_str().unwrap_or("?"),
+            d["rounds"],
+            d["date"].as_str().unwrap_or("?"),
+        ));
+        let mut bars = Vec::new();
+        for m in d["methods"].as_array().cloned().unwrap_or_default() {
+            let name = m["method"].as_str().unwrap_or("?");
+            let lbl = match name {
+                "ipvs-dr" => "ipvs DR".to_string(),
+                "ipvs-nat" => "ipvs NAT".to_string(),
+                n => label(n),
+            };
+            let (lo, hi) = range(&m["pps"]);
+            ipvs_md.push_str(&format!(
+                "| {lbl} | {:.1} | {:.2} |\n",
+                f(&m["median_pps"]) / 1e3,
+                f(&m["median_pps"]) / vm_floor
+            ));
+            bars.push(Bar {
+                label: lbl,
+                value: f(&m["median_pps"]) / 1e3,
+                min: lo / 1e3,
+                max: hi / 1e3,
+            });
+        }
+        plot::bars(
+            &dir.join("ipvs.png"),
+            "ipvs and lb in one emulated VM (Debian kernel; only ratios matter)",
+            "thousand packets per second (emulated)",
+            &bars,
+        )?;
+        ipvs_md.push_str("\n![ipvs in the VM](ipvs.png)\n");
+    } else {
+        ipvs_md.push_str("Not measured in this report: run `cargo xtask bench --ipvs`.\n");
+    }
+
     // The ratios the project is judged by.
     let mut ratios = String::new();
     let mut ratio = |what: &str, a: Option<f64>, b: Option<f64>| {
@@ -427,6 +502,16 @@ fn report(
         http_rps("dr"),
         http_rps("direct"),
     );
+    ratio(
+        "lb DR / ipvs DR (pps, in the VM)",
+        ipvs_rate("dr"),
+        ipvs_rate("ipvs-dr"),
+    );
+    ratio(
+        "lb NAT / ipvs NAT (pps, in the VM)",
+        ipvs_rate("nat"),
+        ipvs_rate("ipvs-nat"),
+    );
 
     let commit = output(Command::new("git").args([
         "-C",
@@ -456,8 +541,6 @@ fn report(
          Machine: {cpus} CPUs ({model}), kernel {}; {}; commit {}{}.\n\
          Produced by `cargo xtask bench{}`; raw figures in `raw/` (JSON).\n\n\
          ## Ratios\n\n| comparison | ratio |\n|---|---:|\n{ratios}\n\
-         Not measured yet (see the README's *Limits*): ipvs in a virtual machine\n\
-         (`--ipvs`).\n\n\
          ## Forwarding rate in network namespaces\n\n\
          A traffic generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, as\n\
          xdp-trafficgen) sends 64-byte UDP frames cycling over {} source ports into a\n\
@@ -475,6 +558,7 @@ fn report(
          Client, balancer and reals share the machine's {cpus} CPUs, so the servers\n\
          and the client bound every method; the balancer's own cost shows in the\n\
          difference to \"no balancer\".\n\n{}\n![HTTP requests per second]({})\n\n\
+         ## ipvs, side by side in a virtual machine\n\n{}\n\
          ## Cost per packet\n\n{}\n\
          ![cost per packet]({})\n\n![cost versus tracked flows]({})\n",
         kernel.trim(),
@@ -490,6 +574,7 @@ fn report(
         http["seconds"],
         http_md,
         rel(&http_png),
+        ipvs_md,
         std::fs::read_to_string(ns_md)?,
         rel(&ns_png),
         rel(&flows_png),

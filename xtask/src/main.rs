@@ -1,6 +1,7 @@
 //! Orchestration for the project: `cargo xtask <command>`.
 mod bench;
 mod bench_http;
+mod bench_ipvs;
 mod demo;
 mod plot;
 mod run;

@@ -166,7 +166,34 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         )?;
     }
 
-    let pkgs: Vec<&str> = PACKAGES
+    install_packages(PACKAGES)?;
+    let miss = missing();
+    if !miss.is_empty() {
+        return Err(anyhow!("still missing after setup: {}", miss.join(", ")));
+    }
+    eprintln!("xtask setup: done");
+    Ok(())
+}
+
+fn dirs_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+/// Packages only `cargo xtask bench --ipvs` needs: the emulator, a static
+/// busybox for the initramfs, ipvsadm, and depmod / modprobe.
+pub const IPVS_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("/bin/busybox", "busybox-static"),
+    ("ipvsadm", "ipvsadm"),
+    ("depmod", "kmod"),
+];
+
+/// Installs the Debian packages of `list` whose program is missing; services
+/// the packages ship are not started.
+pub fn install_packages(list: &[(&str, &str)]) -> anyhow::Result<()> {
+    let pkgs: Vec<&str> = list
         .iter()
         .filter(|(p, _)| find_program(p).is_none())
         .map(|(_, k)| *k)
@@ -199,18 +226,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         r?;
     }
-    let miss = missing();
-    if !miss.is_empty() {
-        return Err(anyhow!("still missing after setup: {}", miss.join(", ")));
-    }
-    eprintln!("xtask setup: done");
     Ok(())
-}
-
-fn dirs_home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// Runs setup when something is missing (the other commands call this).

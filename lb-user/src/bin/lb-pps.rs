@@ -18,6 +18,9 @@
 //! rate is the frames counted back per second of generation; each method is
 //! measured once per round, rounds interleaved, medians and ranges reported.
 //!
+//! `ipvs-dr` and `ipvs-nat` (ipvsadm, a UDP service of the same two reals)
+//! are methods too where the kernel has ipvs.
+//!
 //! With `--scaling`, lb DR is also measured with 1 to 1,000,000 tracked
 //! flows and with 100 and 1,000 reals.
 //!
@@ -47,6 +50,8 @@ const CLIENT: &str = "10.0.0.1";
 const DIRECTOR: &str = "10.0.0.2";
 const REALS: [&str; 2] = ["10.0.0.11", "10.0.0.12"];
 const ALL: [&str; 5] = ["floor", "dr", "nat", "tun", "nft"];
+/// ipvs, for kernels that have it (`cargo xtask bench --ipvs` boots one).
+const IPVS: [&str; 2] = ["ipvs-dr", "ipvs-nat"];
 /// Extra devices under test of `--scaling`: lb DR with 100 and 1,000 reals.
 const MANY: [&str; 2] = ["dr100", "dr1000"];
 /// Tracked flows of `--scaling` (lb DR).
@@ -258,6 +263,41 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
             // veth hands frames sent by an XDP program to its peer only
             // when the peer runs XDP too.
             lab.spawn(&ns, &[&lbs, "xdp-pass", "--iface", "d0"], "nft-xdp.log")?;
+        }
+        "ipvs-dr" | "ipvs-nat" => {
+            // ipvs takes the VIP's packets at LOCAL_IN: the VIP is local.
+            in_ns(
+                &ns,
+                &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "d0"],
+            )?;
+            let svc = format!("{VIP}:80");
+            in_ns(&ns, &["ipvsadm", "-A", "-u", &svc, "-s", "rr"])?;
+            let (flag, port) = if name == "ipvs-dr" {
+                ("-g", 80)
+            } else {
+                ("-m", 8080)
+            };
+            for r in REALS {
+                in_ns(
+                    &ns,
+                    &[
+                        "ipvsadm",
+                        "-a",
+                        "-u",
+                        &svc,
+                        "-r",
+                        &format!("{r}:{port}"),
+                        flag,
+                        "-w",
+                        "1",
+                    ],
+                )?;
+            }
+            lab.spawn(
+                &ns,
+                &[&lbs, "xdp-pass", "--iface", "d0"],
+                &format!("{name}-xdp.log"),
+            )?;
         }
         kind => {
             let (lb_kind, n) = lb_kind(kind).ok_or_else(|| anyhow!("unknown method {kind}"))?;
@@ -475,9 +515,16 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|m| {
             ALL.iter()
+                .chain(IPVS.iter())
                 .copied()
                 .find(|a| *a == m)
-                .ok_or_else(|| anyhow!("unknown method {m} (methods: {})", ALL.join(", ")))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "unknown method {m} (methods: {}, {})",
+                        ALL.join(", "),
+                        IPVS.join(", ")
+                    )
+                })
         })
         .collect::<anyhow::Result<_>>()?;
     if scaling {
@@ -583,6 +630,8 @@ fn main() -> anyhow::Result<()> {
             "dr" => "lb DR",
             "nat" => "lb NAT",
             "tun" => "lb TUN",
+            "ipvs-dr" => "ipvs DR",
+            "ipvs-nat" => "ipvs NAT",
             _ => "nftables DNAT + conntrack",
         };
         let _ = writeln!(
