@@ -430,7 +430,7 @@ fn report(
     if let Some(d) = &ipvs {
         let vm_floor = ipvs_rate("floor").unwrap_or(1.0);
         ipvs_md.push_str(&format!(
-            "Debian's kernel {} under qemu (TCG emulation, 2 vCPUs) with this machine's\n\
+            "Debian's kernel {} under qemu (TCG emulation) with this machine's\n\
              filesystem over 9p; the same generator and topology as above, methods\n\
              interleaved, {} round(s); run of {}. Emulation is 25–45× slower than the\n\
              host: only the ratios inside the VM mean anything.\n\n\
