@@ -185,7 +185,9 @@ fn two_agents_fail_over_and_preempt() {
     let took = t0.elapsed();
     let (ok, fail, outage) = load.finish();
     println!("SIGKILL failover: backup MASTER after {took:?} (3 × 1 s + skew 0.61 s = 3.61 s); HTTP {ok} answered, {fail} failed, outage {outage} ms");
-    assert!(took > Duration::from_millis(3000), "{took:?}");
+    // The master-down timer started at the last advert heard, up to one
+    // interval before the kill: 3.61 s - 1 s at least.
+    assert!(took > Duration::from_millis(2500), "{took:?}");
     // The guard removed the VIP from the killed director.
     assert!(!holds_vip(&lab, "dir") && holds_vip(&lab, "dir2"));
     lab.stop("dir", "lb").unwrap();
