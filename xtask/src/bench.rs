@@ -87,6 +87,17 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// A bar of `median` with the range of `samples`, both divided by `scale`.
+fn bar(label: String, median: f64, samples: &Value, scale: f64) -> Bar {
+    let (lo, hi) = range(samples);
+    Bar {
+        label,
+        value: median / scale,
+        min: lo / scale,
+        max: hi / scale,
+    }
+}
+
 fn range(v: &Value) -> (f64, f64) {
     let xs: Vec<f64> = v
         .as_array()
@@ -298,13 +309,8 @@ fn report(
     let http_bars: Vec<Bar> = hm
         .iter()
         .map(|m| {
-            let (lo, hi) = range(&m["rps"]);
-            Bar {
-                label: bench_http::label(m["method"].as_str().unwrap_or("?")).to_string(),
-                value: med(&m["rps"]) / 1000.0,
-                min: lo / 1000.0,
-                max: hi / 1000.0,
-            }
+            let label = bench_http::label(m["method"].as_str().unwrap_or("?")).to_string();
+            bar(label, med(&m["rps"]), &m["rps"], 1000.0)
         })
         .collect();
     let http_png = dir.join("http.png");
@@ -338,13 +344,8 @@ fn report(
     let bars: Vec<Bar> = methods
         .iter()
         .map(|m| {
-            let (lo, hi) = range(&m["pps"]);
-            Bar {
-                label: label(m["method"].as_str().unwrap_or("?")),
-                value: f(&m["median_pps"]) / 1e6,
-                min: lo / 1e6,
-                max: hi / 1e6,
-            }
+            let label = label(m["method"].as_str().unwrap_or("?"));
+            bar(label, f(&m["median_pps"]), &m["pps"], 1e6)
         })
         .collect();
     let pps_png = dir.join("pps.png");
@@ -361,13 +362,8 @@ fn report(
     let ns_bars: Vec<Bar> = paths
         .iter()
         .map(|p| {
-            let (lo, hi) = range(&p["ns"]);
-            Bar {
-                label: p["name"].as_str().unwrap_or("?").to_string(),
-                value: f(&p["median"]),
-                min: lo,
-                max: hi,
-            }
+            let label = p["name"].as_str().unwrap_or("?").to_string();
+            bar(label, f(&p["median"]), &p["ns"], 1.0)
         })
         .collect();
     let ns_png = dir.join("ns-per-packet.png");
@@ -447,18 +443,12 @@ fn report(
                 "ipvs-nat" => "ipvs NAT".to_string(),
                 n => label(n),
             };
-            let (lo, hi) = range(&m["pps"]);
             ipvs_md.push_str(&format!(
                 "| {lbl} | {:.1} | {:.2} |\n",
                 f(&m["median_pps"]) / 1e3,
                 f(&m["median_pps"]) / vm_floor
             ));
-            bars.push(Bar {
-                label: lbl,
-                value: f(&m["median_pps"]) / 1e3,
-                min: lo / 1e3,
-                max: hi / 1e3,
-            });
+            bars.push(bar(lbl, f(&m["median_pps"]), &m["pps"], 1e3));
         }
         plot::bars(
             &dir.join("ipvs.png"),
