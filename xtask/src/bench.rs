@@ -157,6 +157,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "lb-bench",
         "--bin",
         "lb-pps",
+        // The labs' HTTP servers of the connection-level stage.
+        "-p",
+        "lb-tests",
+        "--bin",
+        "nsprobe",
     ]))?;
     let bin = |n: &str| root().join("target/release").join(n);
 
