@@ -147,6 +147,24 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs a notify_* / quorum_* program in the background: its words as
 /// configured (never through a shell), an empty environment (PATH only),
 /// output discarded, killed after [`SCRIPT_TIMEOUT`].
+/// A configured program as keepalived runs it: its words as given (never a
+/// shell), an empty environment but PATH, no input or output, optionally as
+/// another user, killed if its handle is dropped.
+pub fn program(argv: &[String], user: Option<(u32, u32)>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 pub fn run_script(argv: Vec<String>, what: String) -> tokio::task::JoinHandle<()> {
     run_script_as(argv, what, None)
 }
@@ -158,18 +176,7 @@ pub fn run_script_as(
     user: Option<(u32, u32)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        if let Some((uid, gid)) = user {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        match cmd.spawn() {
+        match program(&argv, user).spawn() {
             Err(e) => tracing::warn!(%what, program = %argv[0], "cannot run: {e}"),
             Ok(mut child) => match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
                 Ok(Ok(st)) if st.success() => tracing::info!(%what, program = %argv[0], "ran"),

@@ -4,7 +4,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::Stdio,
     sync::Arc,
     time::Duration,
 };
@@ -394,18 +393,7 @@ pub(crate) async fn misc(
     dynamic: bool,
     user: Option<(u32, u32)>,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let mut child = match super::program(argv, user).spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::Down(format!("cannot run {}: {e}", argv[0])),
     };
