@@ -379,8 +379,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     // VRRP first: priority 0 tells the backups to take over now, and the
-    // virtual addresses leave this node.
-    agent.vrrp.stop().await;
+    // virtual addresses leave this node. Clients keep sending here until the
+    // new master's gratuitous ARP reaches them: XDP stays attached and
+    // forwards them meanwhile (DR / TUN reals answer the clients directly).
+    let drain = agent.vrrp.stop().await;
+    if !drain.is_zero() {
+        tracing::info!(?drain, "forwarding while the backup takes over");
+        tokio::time::sleep(drain).await;
+    }
     // omega: quorum_down and notify_down on shutdown.
     let running: Vec<_> = agent
         .quorum

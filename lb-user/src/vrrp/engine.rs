@@ -33,7 +33,7 @@ const LINK_POLL: Duration = Duration::from_millis(100);
 enum Command {
     Render(oneshot::Sender<String>),
     Reload(Box<Vrrp>, oneshot::Sender<()>),
-    Stop(oneshot::Sender<()>),
+    Stop(oneshot::Sender<Duration>),
 }
 
 /// The agent's side of the engine.
@@ -66,12 +66,15 @@ impl Handle {
     }
 
     /// Clean shutdown: masters send priority 0 and release their addresses;
-    /// notify_stop runs.
-    pub async fn stop(&self) {
+    /// notify_stop runs. Returns how long the backups may take to take
+    /// over (zero when this node was master of nothing): the data plane
+    /// should keep forwarding that long for clients that still send here.
+    pub async fn stop(&self) -> Duration {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Stop(tx)).await.is_ok() {
-            let _ = rx.await;
+            return rx.await.unwrap_or_default();
         }
+        Duration::ZERO
     }
 }
 
@@ -187,8 +190,9 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> anyhow::Result<Handle> {
                         false
                     }
                     Some(Command::Stop(r)) => {
+                        let drain = e.takeover_time();
                         e.stop_all().await;
-                        let _ = r.send(());
+                        let _ = r.send(drain);
                         return;
                     }
                     None => { e.stop_all().await; return; }
@@ -855,6 +859,21 @@ impl Engine {
                 }
             });
         }
+    }
+
+    /// After our priority-0 goodbye a backup takes over within its skew
+    /// time (under one advert interval), then sends gratuitous ARP: the
+    /// longest interval of the instances this node is master of, plus a
+    /// margin for the clients' caches to follow.
+    fn takeover_time(&self) -> Duration {
+        self.insts
+            .iter()
+            .filter(|i| i.machine.state == State::Master)
+            .map(|i| {
+                Duration::from_millis(i.cfg.advert_cs as u64 * 10) + Duration::from_millis(200)
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     async fn stop_all(&mut self) {
