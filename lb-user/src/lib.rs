@@ -1,12 +1,15 @@
 //! The `lb` agent and CLI as a library, so that tests and benchmarks fill the
 //! data plane through the same code as the agent.
 pub mod agent;
+pub mod api;
 pub mod config;
 pub mod dataplane;
 pub mod decap;
+pub mod desired;
 pub mod health;
 pub mod list;
 pub mod neigh;
+pub mod reconciler;
 pub mod sched;
 pub mod state;
 pub mod sweep;

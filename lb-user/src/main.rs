@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::{Timeouts, DEFAULT_BPFFS_DIR, DEFAULT_CONNTRACK_SIZE};
-use lb_user::{agent, config, dataplane::Dataplane, list};
+use lb_user::{agent, api, config, dataplane::Dataplane, list};
 
 const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
 /// sysexits.h EX_USAGE: bad configuration.
@@ -128,10 +128,14 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Ask a running agent for its state (interfaces, reals' MAC resolution).
+    /// Ask a running agent for its state: services and reals, where each
+    /// came from (file:line, health, quorum), reals' MAC resolution.
     Status {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Print the API's JSON reply (`GET /v1/status`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -153,6 +157,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `lb list` reads the pinned maps directly; say when no agent keeps them.
+fn warn_unmaintained(bpffs: &std::path::Path) {
+    if agent::exclusive::holder(bpffs).is_none() {
+        eprintln!(
+            "lb: warning: no agent is running on {}: this table is not being maintained (no health checks, neighbour updates or connection sweeps)",
+            bpffs.display()
+        );
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,7 +185,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let opts = agent::Options {
                 ifaces,
-                config: config.clone(),
+                config,
                 bpffs,
                 socket,
                 mode: match xdp_mode {
@@ -186,25 +200,27 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Timeouts::default()
                 },
             };
-            if let Err(e) = agent::load_config(&config) {
-                eprintln!("lb: {e:#}");
-                return Ok(ExitCode::from(EX_USAGE));
+            match rt.block_on(agent::run(opts)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if e.is::<agent::ConfigRefused>() => {
+                    eprintln!("lb: {e:#}");
+                    Ok(ExitCode::from(EX_USAGE))
+                }
+                Err(e) => Err(e),
             }
-            rt.block_on(agent::run(opts))?;
-            Ok(ExitCode::SUCCESS)
         }
         Cmd::List {
             checks: true,
             socket,
             ..
         } => {
-            print!("{}", rt.block_on(agent::control(&socket, "checks"))?);
+            print!("{}", rt.block_on(api::client::rendered(&socket, api::CHECKS))?.text);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List {
             vrrp: true, socket, ..
         } => {
-            print!("{}", rt.block_on(agent::control(&socket, "vrrp"))?);
+            print!("{}", rt.block_on(api::client::rendered(&socket, api::VRRP))?.text);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List {
@@ -216,6 +232,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => {
             let dp = Dataplane::from_pins(&bpffs)?;
+            warn_unmaintained(&bpffs);
             let out = if rate {
                 let a = list::snapshot(&dp, false)?;
                 let t = std::time::Instant::now();
@@ -237,6 +254,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Counters { bpffs } => {
             let dp = Dataplane::from_pins(&bpffs)?;
+            warn_unmaintained(&bpffs);
             print!("{}", list::render_counters(&dp.global_sum()?));
             Ok(ExitCode::SUCCESS)
         }
@@ -280,16 +298,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { socket } => {
-            let reply = rt.block_on(agent::control(&socket, "reload"))?;
-            print!("{reply}");
-            Ok(if reply.starts_with("ok") {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            let reply = rt.block_on(api::client::reload(&socket))?;
+            for d in &reply.diagnostics {
+                println!("{d}");
+            }
+            println!("{}", reply.message);
+            Ok(match reply.outcome {
+                api::ReloadOutcome::Applied => ExitCode::SUCCESS,
+                api::ReloadOutcome::Refused => ExitCode::from(EX_USAGE),
+                api::ReloadOutcome::Failed => ExitCode::FAILURE,
             })
         }
-        Cmd::Status { socket } => {
-            print!("{}", rt.block_on(agent::control(&socket, "status"))?);
+        Cmd::Status { socket, json } => {
+            let status = rt.block_on(api::client::status(&socket))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

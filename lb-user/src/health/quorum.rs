@@ -101,6 +101,11 @@ impl Quorum {
         (out, events)
     }
 
+    /// Whether the quorum of `svc` is held (`None` before its first evaluation).
+    pub fn is_up(&self, svc: &ServiceAddr) -> Option<bool> {
+        self.up.get(svc).copied()
+    }
+
     /// What `omega` runs on shutdown: quorum_down where the quorum is up and
     /// notify_down for every real that is up.
     pub fn omega(&self, cfg: &Config) -> Vec<Event> {

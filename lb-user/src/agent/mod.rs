@@ -1,0 +1,360 @@
+//! `lb run`: the agent. It takes its locks, loads and attaches the XDP
+//! program, starts its tasks and runs until SIGTERM / SIGINT.
+//!
+//! Tasks (each its own, exchanging typed messages; none can stall another):
+//! - the reconciler (`crate::reconciler`), the only writer of the
+//!   configuration maps, with the health monitor's verdicts;
+//! - the neighbour watch and the connection sweep ([`watch`]);
+//! - the VRRP engine (`crate::vrrp::engine`);
+//! - the API server (`crate::api::server`), one task per connection;
+//! - this function's loop: signals (SIGHUP reloads through [`reload`]).
+
+pub mod exclusive;
+pub mod paths;
+pub mod reload;
+pub mod watch;
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use anyhow::{anyhow, Context as _};
+use aya::programs::XdpMode;
+use lb_common::Timeouts;
+use tokio::{
+    net::UnixListener,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    api,
+    dataplane::{self, Dataplane, LoadOptions},
+    desired::FileLayer,
+    health, reconciler,
+    state::Tables,
+    vrrp,
+};
+
+/// Settings of one agent.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub ifaces: Vec<String>,
+    pub config: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+    pub mode: XdpMode,
+    pub conntrack_size: u32,
+    pub timeouts: Timeouts,
+}
+
+fn iface_info(name: &str) -> anyhow::Result<(u32, [u8; 6])> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(anyhow!("no interface named {name}"));
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .with_context(|| format!("reading the MAC address of {name}"))?;
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(anyhow!("{name} has no Ethernet address ({})", text.trim()));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16)?;
+    }
+    Ok((idx, mac))
+}
+
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The configuration file has errors: the agent did not start (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {errors} error(s) in the configuration")]
+pub struct ConfigRefused {
+    pub file: String,
+    pub errors: usize,
+}
+
+/// Undoes a start that failed: pins this start created (not those an
+/// earlier agent left, which hold established flows), the pin directory if
+/// it created it.
+struct StartGuard {
+    bpffs: PathBuf,
+    had_pins: bool,
+    created_dir: bool,
+    armed: bool,
+}
+
+impl StartGuard {
+    fn new(bpffs: PathBuf, created_dir: bool) -> Self {
+        let had_pins = lb_common::maps::ALL
+            .iter()
+            .any(|m| bpffs.join(m).exists());
+        StartGuard {
+            bpffs,
+            had_pins,
+            created_dir,
+            armed: true,
+        }
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if !self.armed || self.had_pins {
+            return;
+        }
+        for m in lb_common::maps::ALL {
+            let _ = std::fs::remove_file(self.bpffs.join(m));
+        }
+        if self.created_dir {
+            let _ = std::fs::remove_dir(&self.bpffs);
+        }
+        tracing::info!(bpffs = %self.bpffs.display(), "start failed: removed the maps it had pinned");
+    }
+}
+
+/// Runs the agent until SIGTERM / SIGINT.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    // Signals first: a SIGHUP (`systemctl reload`) or SIGTERM that arrives
+    // while the agent starts waits for the loop instead of killing it.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let started = Instant::now();
+
+    let loaded = reload::read(opts.config.clone()).await;
+    if loaded.has_errors() {
+        return Err(ConfigRefused {
+            file: opts.config.display().to_string(),
+            errors: loaded.errors().count(),
+        }
+        .into());
+    }
+    let config = loaded.config;
+    // Every interface must exist before anything is created.
+    let mut attached = Vec::new();
+    for name in &opts.ifaces {
+        attached.push(iface_info(name)?);
+    }
+
+    // One agent per control socket and per pin directory, before either is
+    // touched.
+    paths::socket_dir(&opts.socket)?;
+    let socket_lock = exclusive::socket(&opts.socket)?;
+    let created_dir = paths::pin_dir(&opts.bpffs)?;
+    let pin_lock = exclusive::pin_dir(&opts.bpffs)?;
+    let mut guard = StartGuard::new(opts.bpffs.clone(), created_dir);
+
+    let mut ebpf = dataplane::load(&LoadOptions {
+        pin_dir: Some(opts.bpffs.clone()),
+        conntrack_size: opts.conntrack_size,
+        ..Default::default()
+    })?;
+    spawn_ebpf_logger(&mut ebpf);
+    let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
+    dp.set_timeouts(opts.timeouts)?;
+    for (idx, _) in &attached {
+        dp.add_iface(*idx)?;
+    }
+    let tables = Tables::recover(&dp).context("reading the pinned tables")?;
+    let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    tokio::spawn(conn);
+    let addrs = crate::desired::Desired::real_addrs(&config);
+    let l2 = watch::resolve(&nl, &attached, &addrs, &mut Vec::new()).await?;
+    let vrrp_cfg = config.vrrp.clone();
+    let n_services = config.services.len();
+    check_forwarding(&config);
+    let file = FileLayer {
+        path: opts.config.clone(),
+        config,
+        applied_at: Instant::now(),
+    };
+    let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2.clone())?;
+    let vrrp = vrrp::engine::spawn(Default::default(), nl.clone()).await?;
+    for name in &opts.ifaces {
+        dataplane::attach(&mut ebpf, name, opts.mode)?;
+        tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
+    }
+    // VRRP last: by the time this node takes the virtual addresses, the
+    // data plane forwards what they attract.
+    vrrp.reload(vrrp_cfg).await;
+
+    // The socket lock is held: a file at the path is a stale socket.
+    let _ = std::fs::remove_file(&opts.socket);
+    let listener = UnixListener::bind(&opts.socket)
+        .with_context(|| format!("binding {}", opts.socket.display()))?;
+    std::fs::set_permissions(
+        &opts.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    guard.armed = false;
+
+    let reloader = reload::Reloader {
+        path: opts.config.clone(),
+        core: core.clone(),
+        vrrp: vrrp.clone(),
+        nl: nl.clone(),
+        attached: attached.clone(),
+        serial: Default::default(),
+    };
+    let api = Arc::new(api::server::Api {
+        core: core.clone(),
+        reloader: reloader.clone(),
+        vrrp: vrrp.clone(),
+        started,
+        config: opts.config.clone(),
+        ifaces: opts.ifaces.clone(),
+        bpffs: opts.bpffs.clone(),
+    });
+    let server = tokio::spawn(api::server::serve(listener, api));
+    let neighbours = watch::spawn_neighbours(nl, attached, core.clone(), l2);
+    let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
+
+    tracing::info!(services = n_services, socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                // In its own task: the loop keeps answering signals.
+                let r = reloader.clone();
+                tokio::spawn(async move {
+                    let reply = r.reload().await;
+                    if reply.outcome != api::ReloadOutcome::Applied {
+                        tracing::warn!("SIGHUP: {}", reply.message);
+                    }
+                });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            r = &mut core_task => {
+                server.abort();
+                return Err(anyhow!("the reconciler stopped: {r:?}"));
+            }
+        }
+    }
+    server.abort();
+    neighbours.abort();
+    sweeper.abort();
+    // VRRP first: priority 0 tells the backups to take over now, and the
+    // virtual addresses leave this node. Clients keep sending here until the
+    // new master's gratuitous ARP reaches them: XDP stays attached and
+    // forwards them meanwhile (DR / TUN reals answer the clients directly).
+    let drain = vrrp.stop().await;
+    if !drain.is_zero() {
+        tracing::info!(?drain, "forwarding while the backup takes over");
+        tokio::time::sleep(drain).await;
+    }
+    // omega: quorum_down and notify_down on shutdown.
+    let running: Vec<_> = core
+        .shutdown()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(health::handle_event)
+        .collect();
+    for r in running {
+        // Each program is bounded by its own timeout; waited for here so
+        // that stopping the runtime does not kill it.
+        let _ = r.await;
+    }
+    tracing::info!(
+        "stopping: detaching XDP (maps stay pinned in {})",
+        opts.bpffs.display()
+    );
+    // The socket goes before its lock: a next agent never loses its socket
+    // to this one.
+    let _ = std::fs::remove_file(&opts.socket);
+    drop(ebpf);
+    drop(pin_lock);
+    drop(socket_lock);
+    Ok(())
+}
+
+/// NAT and TUN route with the kernel's FIB, which answers only where IP
+/// forwarding is enabled on the ingress interface (and NAT passes packets
+/// with unresolved next hops to the kernel to forward).
+fn check_forwarding(config: &crate::config::Config) {
+    if config
+        .services
+        .iter()
+        .all(|s| s.fwd == crate::config::Fwd::Dr)
+    {
+        return;
+    }
+    for (path, what) in [
+        ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"),
+        (
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+            "net.ipv6.conf.all.forwarding",
+        ),
+    ] {
+        if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
+            tracing::warn!(
+                "{what} is 0: NAT and TUN need the director to forward (sysctl -w {what}=1)"
+            );
+        }
+    }
+}
+
+/// Forwards the XDP program's aya-log records to tracing, when the program
+/// was built with logging (LB_EBPF_LOG=1); the release program has none.
+fn spawn_ebpf_logger(ebpf: &mut aya::Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => {
+            // SAFETY: the logger owns its ring-buffer fd and keeps it open
+            // for as long as the AsyncFd owns the logger.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
+            };
+            let Ok(mut fd) = registered else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    let Ok(mut guard) = fd.readable_mut().await else {
+                        return;
+                    };
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            });
+        }
+        Err(e) => tracing::debug!("XDP program built without logging ({e})"),
+    }
+}
+
+/// Attaches the object's `xdp_pass` program (or another of its helper
+/// programs, e.g. the benchmark's `xdp_tx_ref`) to `iface` until SIGTERM /
+/// SIGINT.
+pub async fn xdp_pass(iface: &str, program: &str) -> anyhow::Result<()> {
+    if !matches!(program, "xdp_pass" | "xdp_tx_ref") {
+        return Err(anyhow!("--program must be xdp_pass or xdp_tx_ref"));
+    }
+    let mut ebpf = dataplane::load(&LoadOptions {
+        pin_dir: None,
+        conntrack_size: 1024,
+        persist_size: 1024,
+    })?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("{program} missing from the object"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(iface, XdpMode::Driver)
+        .with_context(|| format!("attaching {program} to {iface}"))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Root-only places: the pin directory, the control socket's directory, and
+//! the bpffs mount itself.
+//!
+//! Nothing an unprivileged user can write is trusted: an existing directory
+//! must be a real directory (not a symbolic link), owned by the agent's user
+//! (root), and writable by nobody else; one the agent creates is created
+//! with mode 0700 whatever the umask (the mode is set explicitly after
+//! `mkdir`). A bpffs the agent mounts itself is mounted `mode=0700`.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+/// A place the agent refuses, or could not prepare.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("refusing {}: {why}; remove it or give it to root with mode 0700 (nothing another user can write is trusted)", path.display())]
+    Untrusted { path: PathBuf, why: String },
+    #[error("creating {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not on a bpffs mount: maps cannot be pinned there (mount one with `mount -t bpf -o mode=0700 bpf DIR`)", path.display())]
+    NotBpffs { path: PathBuf },
+    #[error("mounting bpffs on {}", path.display())]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn create(path: &Path) -> impl FnOnce(std::io::Error) -> PathError + '_ {
+    move |source| PathError::Create {
+        path: path.into(),
+        source,
+    }
+}
+
+/// Checks that an existing `dir` is one only root controls.
+pub fn check_trusted(dir: &Path) -> Result<(), PathError> {
+    let untrusted = |why: String| PathError::Untrusted {
+        path: dir.into(),
+        why,
+    };
+    let meta = fs::symlink_metadata(dir).map_err(create(dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(untrusted("it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(untrusted("it is not a directory".into()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(untrusted(format!("it is owned by uid {}", meta.uid())));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(untrusted(format!(
+            "it is writable by {} (mode {mode:04o})",
+            if mode & 0o002 != 0 { "others" } else { "its group" }
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `dir` with mode 0700 (parents as `mkdir -p` would, 0755), or
+/// checks an existing one with [`check_trusted`]. Returns whether it was
+/// created.
+pub fn private_dir(dir: &Path) -> Result<bool, PathError> {
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {
+            check_trusted(dir)?;
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(create(parent))?;
+            }
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(create(dir))?;
+            // The umask may have taken bits away (never added): set it exactly.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(create(dir))?;
+            Ok(true)
+        }
+        Err(e) => Err(create(dir)(e)),
+    }
+}
+
+/// The directory that holds the control socket (created 0700 when missing).
+pub fn socket_dir(socket: &Path) -> Result<bool, PathError> {
+    match socket.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => private_dir(dir),
+        _ => private_dir(Path::new(".")),
+    }
+}
+
+/// Mounts bpffs on `/sys/fs/bpf` when `dir` is below it and it is not a
+/// bpffs yet (mode 0700, as systemd mounts it), then creates or checks the
+/// pin directory `dir`. Returns whether `dir` was created.
+pub fn pin_dir(dir: &Path) -> Result<bool, PathError> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !crate::dataplane::is_bpffs(root) {
+        fs::create_dir_all(root).map_err(create(root))?;
+        mount_bpffs(root)?;
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.exists() {
+            fs::create_dir_all(parent).map_err(create(parent))?;
+        }
+    }
+    let created = private_dir(dir)?;
+    if !crate::dataplane::is_bpffs(dir) {
+        if created {
+            let _ = fs::remove_dir(dir);
+        }
+        return Err(PathError::NotBpffs { path: dir.into() });
+    }
+    Ok(created)
+}
+
+/// `mount -t bpf -o mode=0700 bpf TARGET`.
+pub fn mount_bpffs(target: &Path) -> Result<(), PathError> {
+    let mount_err = |source| PathError::Mount {
+        path: target.into(),
+        source,
+    };
+    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|e| mount_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let fstype = c"bpf";
+    let data = c"mode=0700";
+    // SAFETY: valid NUL-terminated strings; `data` is bpffs's option string.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(mount_err(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("lb-paths-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn created_0700_whatever_the_umask() {
+        let base = scratch("umask");
+        let dir = base.join("run/lb");
+        // SAFETY: umask has no preconditions; restored below.
+        let old = unsafe { libc::umask(0) };
+        let r = private_dir(&dir);
+        unsafe { libc::umask(old) };
+        assert!(r.unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        // Existing and trusted: accepted as it is.
+        assert!(!private_dir(&dir).unwrap());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn refuses_what_another_user_controls() {
+        let base = scratch("untrusted");
+        fs::create_dir_all(&base).unwrap();
+        let other = base.join("other");
+        fs::create_dir(&other).unwrap();
+        std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+        let e = private_dir(&other).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        let open = base.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_dir(&open).unwrap_err().to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let e = private_dir(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn bpffs_mounted_by_lb_is_root_only() {
+        let base = scratch("mount");
+        fs::create_dir_all(&base).unwrap();
+        mount_bpffs(&base).unwrap();
+        let m = mode(&base);
+        let bpffs = crate::dataplane::is_bpffs(&base);
+        // SAFETY: unmounting the scratch mount made above.
+        let c = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).unwrap();
+        unsafe { libc::umount(c.as_ptr()) };
+        fs::remove_dir_all(&base).unwrap();
+        assert!(bpffs);
+        assert_eq!(m, 0o700, "bpffs mounted with mode {m:o}");
+    }
+}

@@ -1,0 +1,136 @@
+//! Reloading the configuration file (SIGHUP, `lb reload`, `POST /v1/reload`).
+//!
+//! The file is read and parsed on a blocking thread, its reals' neighbours
+//! are resolved, and only then is the reconciler asked to apply it: a slow
+//! disk or a huge file never holds the reconciler. Reloads are serialised;
+//! a refused file changes nothing (keepalived keeps its running
+//! configuration too), and every diagnostic goes back to whoever asked, with
+//! its location, as `lb check-config` prints it.
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use tokio::sync::Mutex;
+
+use super::watch;
+use crate::{
+    api::{Diagnostic, ReloadOutcome, ReloadReply},
+    config,
+    desired::FileLayer,
+    reconciler, vrrp,
+};
+
+/// Everything a reload needs; cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    pub path: PathBuf,
+    pub core: reconciler::Handle,
+    pub vrrp: vrrp::engine::Handle,
+    pub nl: rtnetlink::Handle,
+    pub attached: Vec<(u32, [u8; 6])>,
+    /// One reload at a time.
+    pub serial: Arc<Mutex<()>>,
+}
+
+/// Reads and parses `path` off the async threads, logging each diagnostic.
+pub async fn read(path: PathBuf) -> config::Loaded {
+    let p = path.clone();
+    let loaded = match tokio::task::spawn_blocking(move || config::load(&p)).await {
+        Ok(l) => l,
+        Err(e) => {
+            // The parser panicked: report it as an error of the file.
+            let mut l = config::load_str("", &path);
+            l.diags.push(config::Diag {
+                severity: config::Severity::Error,
+                loc: config::Loc {
+                    file: std::sync::Arc::new(path.clone()),
+                    line: 1,
+                    col: 1,
+                },
+                keyword: None,
+                message: format!("reading the file failed: {e}"),
+            });
+            l
+        }
+    };
+    log(&loaded);
+    loaded
+}
+
+/// Logs every diagnostic at its severity.
+pub fn log(loaded: &config::Loaded) {
+    for d in &loaded.diags {
+        match d.severity {
+            config::Severity::Warning => tracing::warn!("{d}"),
+            config::Severity::Error => tracing::error!("{d}"),
+        }
+    }
+}
+
+impl Reloader {
+    /// Re-reads the file and applies it; unchanged checkers and VRRP
+    /// instances keep their state.
+    pub async fn reload(&self) -> ReloadReply {
+        let _one = self.serial.lock().await;
+        let loaded = read(self.path.clone()).await;
+        let diagnostics: Vec<Diagnostic> = loaded.diags.iter().map(Diagnostic::from).collect();
+        let file = self.path.display().to_string();
+        let reply = |outcome, services, vrrp_instances, message: String| ReloadReply {
+            outcome,
+            file: file.clone(),
+            diagnostics: diagnostics.clone(),
+            services,
+            vrrp_instances,
+            message,
+        };
+        if loaded.has_errors() {
+            let n = loaded.errors().count();
+            tracing::error!(
+                "reload refused, running configuration kept: {}: {n} error(s) in the configuration",
+                self.path.display()
+            );
+            return reply(
+                ReloadOutcome::Refused,
+                0,
+                0,
+                format!("{file}: {n} error(s); reload refused, the running configuration is kept"),
+            );
+        }
+        let cfg = loaded.config;
+        let addrs = crate::desired::Desired::real_addrs(&cfg);
+        let l2 = match watch::resolve(&self.nl, &self.attached, &addrs, &mut Vec::new()).await {
+            Ok(l2) => l2,
+            Err(e) => {
+                tracing::warn!("neighbour lookup before the reload failed: {e:#}");
+                Default::default()
+            }
+        };
+        let (services, instances) = (cfg.services.len(), cfg.vrrp.instances.len());
+        let vrrp_cfg = cfg.vrrp.clone();
+        super::check_forwarding(&cfg);
+        let layer = FileLayer {
+            path: self.path.clone(),
+            config: cfg,
+            applied_at: Instant::now(),
+        };
+        match self.core.apply_file(layer, l2).await {
+            Err(stopped) => reply(ReloadOutcome::Failed, 0, 0, stopped.to_string()),
+            Ok(Err(e)) => reply(
+                ReloadOutcome::Failed,
+                0,
+                0,
+                format!("{e}; the previous configuration was restored"),
+            ),
+            Ok(Ok(())) => {
+                // Unchanged VRRP instances keep their state too.
+                self.vrrp.reload(vrrp_cfg).await;
+                tracing::info!(services, "configuration reloaded");
+                reply(
+                    ReloadOutcome::Applied,
+                    services,
+                    instances,
+                    format!("configuration reloaded: {services} virtual server(s), {instances} VRRP instance(s)"),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The agent's background tasks besides the reconciler: the neighbour watch
+//! and the connection sweep. Each runs on its own and only sends messages,
+//! so a slow netlink answer or a long walk of the connection table delays
+//! nothing else.
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
+
+use crate::{dataplane::Dataplane, reconciler, state::L2};
+
+/// How often the neighbour table is read.
+pub const NEIGHBOUR_INTERVAL: Duration = Duration::from_secs(1);
+/// How often expired connections are released from the per-real counts.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Resolves `addrs` through the attached interfaces, warning once per change
+/// about DR reals that stay unresolved (only those need a MAC: NAT and TUN
+/// reals may be behind a router, which the FIB finds).
+pub async fn resolve(
+    nl: &rtnetlink::Handle,
+    attached: &[(u32, [u8; 6])],
+    addrs: &(Vec<IpAddr>, Vec<IpAddr>),
+    warned: &mut Vec<IpAddr>,
+) -> anyhow::Result<BTreeMap<IpAddr, L2>> {
+    let (found, missing) = crate::neigh::resolve(nl, attached, &addrs.0).await?;
+    let missing: Vec<IpAddr> = missing
+        .into_iter()
+        .filter(|ip| addrs.1.contains(ip))
+        .collect();
+    if &missing != warned {
+        for ip in &missing {
+            tracing::warn!(%ip, "real server MAC unknown (not on a subnet of an attached interface, or no ARP/ND reply yet); it gets no traffic until resolved");
+        }
+        *warned = missing;
+    }
+    Ok(found)
+}
+
+/// Follows the neighbour table every [`NEIGHBOUR_INTERVAL`] (and at once
+/// when the set of reals changes) and hands changes to the reconciler.
+pub fn spawn_neighbours(
+    nl: rtnetlink::Handle,
+    attached: Vec<(u32, [u8; 6])>,
+    core: reconciler::Handle,
+    mut known: BTreeMap<IpAddr, L2>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut published = core.published();
+        let mut tick = tokio::time::interval(NEIGHBOUR_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut warned = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = published.changed() => if r.is_err() { return },
+            }
+            let addrs = published.borrow_and_update().real_addrs.clone();
+            match resolve(&nl, &attached, &addrs, &mut warned).await {
+                Ok(found) if found != known => {
+                    for (ip, l2) in &found {
+                        if known.get(ip) != Some(l2) {
+                            tracing::info!(%ip, ifindex = l2.ifindex, mac = %super::fmt_mac(&l2.mac), "real server reachable");
+                        }
+                    }
+                    known = found.clone();
+                    if core.neighbours(found).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("neighbour refresh failed: {e:#}"),
+            }
+        }
+    })
+}
+
+/// Walks the connection table every [`SWEEP_INTERVAL`] (or ten times the
+/// walk's own duration, whichever is longer) on its own map handles, in a
+/// blocking thread.
+pub fn spawn_sweep(bpffs: PathBuf, core: reconciler::Handle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let published = core.published();
+        let dp = match Dataplane::from_pins(&bpffs) {
+            Ok(dp) => dp,
+            Err(e) => {
+                tracing::error!("connection sweep disabled: opening the pinned maps: {e:#}");
+                return;
+            }
+        };
+        let mut dp = Some(dp);
+        loop {
+            let gens = published.borrow().real_gens.clone();
+            let Some(mut d) = dp.take() else { return };
+            let done = tokio::task::spawn_blocking(move || {
+                let r = crate::sweep::sweep(&mut d, &gens);
+                (d, r)
+            })
+            .await;
+            let Ok((d, r)) = done else { return };
+            dp = Some(d);
+            let wait = match r {
+                Ok(r) => {
+                    tracing::debug!(live = r.live, expired = r.expired, took = ?r.took, "connection sweep");
+                    SWEEP_INTERVAL.max(r.took * 10)
+                }
+                Err(e) => {
+                    tracing::warn!("connection sweep failed: {e:#}");
+                    SWEEP_INTERVAL
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    })
+}

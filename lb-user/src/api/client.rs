@@ -1,0 +1,109 @@
+//! The CLI's side of the API: one request per connection over the Unix
+//! socket, bounded in time.
+
+use std::{path::Path, time::Duration};
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::{body::Bytes, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::{ErrorReply, ReloadReply, Rendered, Status};
+
+/// Longest a request may take, connection to last byte (a reload parses the
+/// file and resolves neighbours).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest reply accepted, bytes.
+pub const MAX_REPLY: usize = 64 << 20;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {socket} (is `lb run` running with this --socket?)")]
+    Connect {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the agent")]
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the agent did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the agent's reply is not what this lb expects (a different version?)")]
+    Decode(#[source] serde_json::Error),
+    #[error("the agent answered {status}: {error}")]
+    Server { status: StatusCode, error: String },
+}
+
+/// Sends one request; returns the status and the body.
+pub async fn call(
+    socket: &Path,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                socket: socket.display().to_string(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.into()))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "lb")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Http(e.into()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.into()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))?
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {
+    if !status.is_success() {
+        let error = serde_json::from_slice::<ErrorReply>(body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+        return Err(ClientError::Server { status, error });
+    }
+    serde_json::from_slice(body).map_err(ClientError::Decode)
+}
+
+/// `GET /v1/status`.
+pub async fn status(socket: &Path) -> Result<Status, ClientError> {
+    let (s, b) = call(socket, Method::GET, super::STATUS).await?;
+    decode(s, &b)
+}
+
+/// `GET /v1/checks` or `GET /v1/vrrp`.
+pub async fn rendered(socket: &Path, path: &str) -> Result<Rendered, ClientError> {
+    let (s, b) = call(socket, Method::GET, path).await?;
+    decode(s, &b)
+}
+
+/// `POST /v1/reload`: the reply whether the file was applied or refused.
+pub async fn reload(socket: &Path) -> Result<ReloadReply, ClientError> {
+    let (s, b) = call(socket, Method::POST, super::RELOAD).await?;
+    match s {
+        StatusCode::OK | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::INTERNAL_SERVER_ERROR => {
+            serde_json::from_slice(&b).or_else(|_| decode(s, &b))
+        }
+        _ => decode(s, &b),
+    }
+}

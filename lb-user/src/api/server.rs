@@ -1,0 +1,171 @@
+//! The API server: axum routes served by hyper, one task per connection.
+//!
+//! No client can hold the agent: each connection runs in its own task, the
+//! request head must arrive within [`HEADER_TIMEOUT`] (an idle keep-alive
+//! connection is closed after the same time), a connection lives at most
+//! [`CONNECTION_LIFETIME`], at most [`MAX_CONNECTIONS`] are served at once
+//! (further ones are closed at once) and request bodies are capped at
+//! [`MAX_BODY`]. Handlers only exchange messages with the reconciler and the
+//! VRRP engine.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::UnixListener, sync::Semaphore};
+
+use super::{ErrorReply, ReloadOutcome, Rendered, Status};
+use crate::{agent::reload::Reloader, reconciler, vrrp};
+
+/// Longest wait for a request's head, and for the next request on an idle
+/// keep-alive connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest any one connection is served.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Largest request body accepted, bytes.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What the handlers reach.
+pub struct Api {
+    pub core: reconciler::Handle,
+    pub reloader: Reloader,
+    pub vrrp: vrrp::engine::Handle,
+    pub started: Instant,
+    pub config: PathBuf,
+    pub ifaces: Vec<String>,
+    pub bpffs: PathBuf,
+}
+
+type Shared = Arc<Api>;
+
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorReply { error: self.1 })).into_response()
+    }
+}
+
+impl From<reconciler::Stopped> for Failure {
+    fn from(e: reconciler::Stopped) -> Self {
+        Failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+async fn status(State(api): State<Shared>) -> Result<Json<Status>, Failure> {
+    let services = api.core.services().await?;
+    let stats = api.core.published().borrow().stats;
+    Ok(Json(Status {
+        pid: std::process::id(),
+        uptime_s: api.started.elapsed().as_secs(),
+        config: api.config.display().to_string(),
+        config_applied_s: stats
+            .file_applied
+            .map(|t| t.elapsed().as_secs())
+            .unwrap_or_default(),
+        ifaces: api.ifaces.clone(),
+        bpffs: api.bpffs.display().to_string(),
+        services,
+        health_changes: stats.health_changes,
+        last_health_apply_ms: stats
+            .last_health_apply
+            .map(|d| d.as_secs_f64() * 1e3),
+    }))
+}
+
+async fn reload(State(api): State<Shared>) -> Response {
+    let reply = api.reloader.reload().await;
+    let code = match reply.outcome {
+        ReloadOutcome::Applied => StatusCode::OK,
+        ReloadOutcome::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadOutcome::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(reply)).into_response()
+}
+
+async fn checks(State(api): State<Shared>) -> Result<Json<Rendered>, Failure> {
+    Ok(Json(Rendered {
+        text: api.core.checks().await?,
+    }))
+}
+
+async fn vrrp_instances(State(api): State<Shared>) -> Json<Rendered> {
+    Json(Rendered {
+        text: api.vrrp.render().await,
+    })
+}
+
+async fn not_found() -> Failure {
+    Failure(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint (the API has {}, {}, {}, {})",
+            super::STATUS,
+            super::RELOAD,
+            super::CHECKS,
+            super::VRRP
+        ),
+    )
+}
+
+/// The routes.
+pub fn router(api: Shared) -> Router {
+    Router::new()
+        .route(super::STATUS, get(status))
+        .route(super::RELOAD, post(reload))
+        .route(super::CHECKS, get(checks))
+        .route(super::VRRP, get(vrrp_instances))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Serves `listener` until the task is aborted.
+pub async fn serve(listener: UnixListener, api: Shared) {
+    let router = router(api);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("control socket: {MAX_CONNECTIONS} connections open; closing a new one");
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("control connection: {e}"),
+                Err(_) => tracing::debug!("control connection closed after {CONNECTION_LIFETIME:?}"),
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,228 @@
+//! The desired state: what every source of intent asks of the data plane,
+//! kept apart per source, and the one function that merges them.
+//!
+//! Sources, from the bottom up:
+//! - the configuration file (keepalived.conf syntax), replaced whole by a
+//!   reload;
+//! - health verdicts of the checkers (a real up, down, or with a dynamic
+//!   weight), and the quorum rule built on them (keepalived's `quorum`,
+//!   `hysteresis`, `sorry_server`);
+//! - the neighbour table: where each real is reachable (DR needs its MAC).
+//!
+//! VRRP state does not enter the tables: it decides which node holds the
+//! virtual addresses, and the data plane forwards whatever reaches it.
+//!
+//! Sources never write maps. [`Desired::effective`] merges them into the one
+//! configuration the reconciler writes (`crate::reconciler`), and
+//! [`Desired::status`] says, for every service and real, which source its
+//! presence and weight come from.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    api,
+    config::{fmt_sock, Config, Fwd, RealServer, ServiceAddr},
+    health::{
+        quorum::{Event, Quorum, RealKey},
+        Health,
+    },
+    state::L2,
+};
+
+/// The configuration file as last applied.
+#[derive(Clone, Debug)]
+pub struct FileLayer {
+    pub path: PathBuf,
+    pub config: Config,
+    pub applied_at: Instant,
+}
+
+/// Every source's contribution.
+pub struct Desired {
+    pub file: FileLayer,
+    /// Health of the reals that have checkers; the others are up.
+    pub health: BTreeMap<RealKey, Health>,
+    /// Where each real address is reachable (from the neighbour table).
+    pub l2: BTreeMap<IpAddr, L2>,
+    /// Quorum state of each service, remembered between merges (hysteresis).
+    quorum: Quorum,
+}
+
+impl Desired {
+    pub fn new(file: FileLayer) -> Self {
+        Desired {
+            file,
+            health: BTreeMap::new(),
+            l2: BTreeMap::new(),
+            quorum: Quorum::default(),
+        }
+    }
+
+    /// A real's health as the checkers see it (reals without checkers are up).
+    pub fn health_of(&self, k: &RealKey) -> Health {
+        self.health
+            .get(k)
+            .copied()
+            .unwrap_or(Health::Up { weight: None })
+    }
+
+    /// The configuration the data plane gets: the file's services, with the
+    /// sorry server alone where the quorum is lost. Returns the quorum and
+    /// real events (quorum_up/down, notify_up/down) since the last merge.
+    pub fn effective(&mut self) -> (Config, Vec<Event>) {
+        let health = &self.health;
+        let of = |k: &RealKey| health.get(k).copied().unwrap_or(Health::Up { weight: None });
+        self.quorum.evaluate(&self.file.config, &of)
+    }
+
+    /// Events to run on shutdown (`omega`).
+    pub fn omega(&self) -> Vec<Event> {
+        self.quorum.omega(&self.file.config)
+    }
+
+    /// Addresses whose neighbour entries the data plane needs, and the subset
+    /// that DR services reach by MAC (only those are unusable unresolved).
+    pub fn real_addrs(config: &Config) -> (Vec<IpAddr>, Vec<IpAddr>) {
+        let mut all: Vec<IpAddr> = config
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.reals
+                    .iter()
+                    .map(|r| r.addr)
+                    .chain(s.sorry_server.map(|(a, _)| a))
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        let mut dr: Vec<IpAddr> = config
+            .services
+            .iter()
+            .filter(|s| s.fwd == Fwd::Dr)
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .collect();
+        dr.sort();
+        dr.dedup();
+        (all, dr)
+    }
+
+    /// How `real` is reached by a service forwarding with `fwd`.
+    fn reach(&self, fwd: Fwd, real: IpAddr) -> (String, bool) {
+        match (fwd, self.l2.get(&real)) {
+            (Fwd::Nat, _) => ("nat (next hop from the FIB)".into(), true),
+            (Fwd::Tun, _) => match crate::state::source_toward(real) {
+                Some(src) => (format!("tunnel from {src}"), true),
+                None => ("tunnel: no route".into(), false),
+            },
+            (Fwd::Dr, Some(l)) => (
+                format!(
+                    "mac {} ifindex {}",
+                    crate::agent::fmt_mac(&l.mac),
+                    l.ifindex
+                ),
+                true,
+            ),
+            (Fwd::Dr, None) => ("unresolved".into(), false),
+        }
+    }
+
+    /// Every service and real with the source of its presence and weight.
+    /// `effective` is the last merge written to the data plane.
+    pub fn status(&self, effective: &Config) -> Vec<api::ServiceStatus> {
+        let eff: BTreeMap<ServiceAddr, _> =
+            effective.services.iter().map(|v| (v.key, v)).collect();
+        let mut out = Vec::new();
+        for vs in &self.file.config.services {
+            let running = eff.get(&vs.key);
+            // Quorum lost with a sorry server: the merge replaced the reals.
+            let sorry_only = match (running, vs.sorry_server) {
+                (Some(r), Some((a, p))) => {
+                    r.reals.len() == 1
+                        && r.reals[0].addr == a
+                        && r.reals[0].port == p
+                        && r.reals[0].loc == vs.loc
+                }
+                _ => false,
+            };
+            let quorum_up = self.quorum.is_up(&vs.key).unwrap_or(true);
+            let mut reals: Vec<api::RealStatus> = vs
+                .reals
+                .iter()
+                .map(|r| self.real_status(vs.key, vs.fwd, r, sorry_only))
+                .collect();
+            if sorry_only {
+                let s = &running.expect("sorry_only implies running").reals[0];
+                let (reach, reachable) = self.reach(vs.fwd, s.addr);
+                reals.push(api::RealStatus {
+                    addr: fmt_sock(s.addr, s.port),
+                    weight: s.weight,
+                    configured_weight: s.weight,
+                    weight_source: api::WeightSource::QuorumLost,
+                    in_service: reachable,
+                    reach,
+                    origin: api::Origin::SorryServer {
+                        at: vs.loc.to_string(),
+                    },
+                });
+            }
+            out.push(api::ServiceStatus {
+                service: vs.key.to_string(),
+                scheduler: vs.sched.name().into(),
+                forwarding: match vs.fwd {
+                    Fwd::Dr => "DR",
+                    Fwd::Nat => "NAT",
+                    Fwd::Tun => "TUN",
+                }
+                .into(),
+                origin: api::Origin::File {
+                    at: vs.loc.to_string(),
+                },
+                quorum_up,
+                reals,
+            });
+        }
+        out
+    }
+
+    fn real_status(
+        &self,
+        svc: ServiceAddr,
+        fwd: Fwd,
+        r: &RealServer,
+        sorry_only: bool,
+    ) -> api::RealStatus {
+        let (reach, reachable) = self.reach(fwd, r.addr);
+        let (weight, source, up) = if sorry_only {
+            (0, api::WeightSource::QuorumLost, false)
+        } else {
+            match self.health_of(&(svc, r.addr, r.port)) {
+                Health::Up { weight: None } => (r.weight, api::WeightSource::Config, true),
+                Health::Up { weight: Some(w) } => (w, api::WeightSource::DynamicCheck, true),
+                Health::Down { inhibit } => {
+                    (0, api::WeightSource::HealthDown { inhibit }, false)
+                }
+            }
+        };
+        api::RealStatus {
+            addr: fmt_sock(r.addr, r.port),
+            weight,
+            configured_weight: r.weight,
+            weight_source: source,
+            in_service: up && reachable && weight > 0,
+            reach,
+            origin: api::Origin::File {
+                at: r.loc.to_string(),
+            },
+        }
+    }
+
+    /// Seconds since the file was applied.
+    pub fn file_age(&self) -> Duration {
+        self.file.applied_at.elapsed()
+    }
+}

@@ -1,0 +1,304 @@
+//! The reconciler: the one task that writes the configuration maps.
+//!
+//! It owns the [`Dataplane`] handles, the agent's view of the tables
+//! ([`Tables`]), the health monitor and the [`Desired`] state. Every other
+//! task reaches it through a [`Handle`] with typed messages ([`Msg`]) and
+//! gets its answer on a oneshot channel; nothing it does waits on a socket,
+//! a program or a file, so a health verdict reaches the maps within
+//! milliseconds whatever the API, the neighbour watch or a reload is doing.
+//!
+//! Health changes are taken before any other message (`biased` select).
+//! The connection sweep (`crate::sweep`) runs in its own task on its own map
+//! handles: it writes only the per-real connection-count corrections, which
+//! are derived from the connection table, not from intent.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{
+    api,
+    config::Config,
+    dataplane::Dataplane,
+    desired::{Desired, FileLayer},
+    health::{self, monitor::Monitor, quorum::Event, quorum::RealKey},
+    state::{Tables, L2},
+};
+
+/// A request to the reconciler.
+pub enum Msg {
+    /// A new configuration file, already parsed and validated, with the
+    /// neighbour entries of its reals resolved by the caller. Answers with
+    /// the error that made the data plane refuse it (the previous file is
+    /// then restored).
+    ApplyFile {
+        file: Box<FileLayer>,
+        l2: BTreeMap<IpAddr, L2>,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
+    },
+    /// The neighbour table changed.
+    Neighbours(BTreeMap<IpAddr, L2>),
+    /// Services and reals with their sources (`GET /v1/status`).
+    Status(oneshot::Sender<Vec<api::ServiceStatus>>),
+    /// The health checkers' table (`lb list --checks`).
+    Checks(oneshot::Sender<String>),
+    /// Stop: returns the `omega` events (quorum_down, notify_down) to run.
+    Shutdown(oneshot::Sender<Vec<Event>>),
+}
+
+/// The data plane refused a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the configuration to the data plane: {0:#}")]
+pub struct ApplyError(#[source] anyhow::Error);
+
+/// The reconciler has stopped (the agent is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the agent is shutting down")]
+pub struct Stopped;
+
+/// Counters of the reconciler's work, published after each change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Health changes written to the maps.
+    pub health_changes: u64,
+    /// Time from the checker's notification to the maps written, last one.
+    pub last_health_apply: Option<Duration>,
+    /// When the file was last applied.
+    pub file_applied: Option<Instant>,
+}
+
+/// What other tasks follow without asking: the addresses to keep resolved,
+/// the real generations the sweep needs, the counters.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// Every real / sorry-server address, and the DR subset.
+    pub real_addrs: (Vec<IpAddr>, Vec<IpAddr>),
+    /// Real id → generation, for the connection sweep.
+    pub real_gens: BTreeMap<u32, u32>,
+    pub stats: Stats,
+}
+
+/// The other tasks' side of the reconciler.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Msg>,
+    published: watch::Receiver<Published>,
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Applies a new configuration file (see [`Msg::ApplyFile`]).
+    pub async fn apply_file(
+        &self,
+        file: FileLayer,
+        l2: BTreeMap<IpAddr, L2>,
+    ) -> Result<Result<(), ApplyError>, Stopped> {
+        self.ask(|reply| Msg::ApplyFile {
+            file: Box::new(file),
+            l2,
+            reply,
+        })
+        .await
+    }
+
+    /// Hands over a changed neighbour table.
+    pub async fn neighbours(&self, l2: BTreeMap<IpAddr, L2>) -> Result<(), Stopped> {
+        self.tx.send(Msg::Neighbours(l2)).await.map_err(|_| Stopped)
+    }
+
+    /// Services and reals with their sources.
+    pub async fn services(&self) -> Result<Vec<api::ServiceStatus>, Stopped> {
+        self.ask(Msg::Status).await
+    }
+
+    /// `lb list --checks`.
+    pub async fn checks(&self) -> Result<String, Stopped> {
+        self.ask(Msg::Checks).await
+    }
+
+    /// Stops the reconciler; returns the omega events to run.
+    pub async fn shutdown(&self) -> Result<Vec<Event>, Stopped> {
+        self.ask(Msg::Shutdown).await
+    }
+
+    /// What the reconciler publishes (addresses, generations, counters).
+    pub fn published(&self) -> watch::Receiver<Published> {
+        self.published.clone()
+    }
+}
+
+struct Reconciler {
+    dp: Dataplane,
+    tables: Tables,
+    desired: Desired,
+    monitor: Monitor,
+    /// The last merge written to the maps.
+    effective: Config,
+    stats: Stats,
+    published: watch::Sender<Published>,
+}
+
+/// Starts the reconciler on the maps of `dp` (ids recovered from the pins in
+/// `tables`), with `file` as the first configuration and `l2` its reals'
+/// neighbours. The first write happens before this returns, so a data plane
+/// attached afterwards forwards from its first packet.
+pub fn spawn(
+    dp: Dataplane,
+    tables: Tables,
+    file: FileLayer,
+    l2: BTreeMap<IpAddr, L2>,
+) -> anyhow::Result<(Handle, tokio::task::JoinHandle<()>)> {
+    let (mut monitor, health_rx) = Monitor::new();
+    monitor.apply(&file.config);
+    let (published, published_rx) = watch::channel(Published::default());
+    let mut desired = Desired::new(file);
+    desired.l2 = l2;
+    let mut r = Reconciler {
+        dp,
+        tables,
+        desired,
+        monitor,
+        effective: Config::default(),
+        stats: Stats::default(),
+        published,
+    };
+    r.write()?;
+    r.stats.file_applied = Some(Instant::now());
+    r.publish();
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(r.run(rx, health_rx));
+    Ok((
+        Handle {
+            tx,
+            published: published_rx,
+        },
+        task,
+    ))
+}
+
+impl Reconciler {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut health_rx: mpsc::UnboundedReceiver<RealKey>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                Some(_) = health_rx.recv() => {
+                    let t = Instant::now();
+                    // Several checkers may have changed at once: one write.
+                    while health_rx.try_recv().is_ok() {}
+                    let health = self.monitor.snapshot();
+                    if health == self.desired.health {
+                        continue;
+                    }
+                    self.desired.health = health;
+                    match self.write() {
+                        Ok(()) => {
+                            self.stats.health_changes += 1;
+                            self.stats.last_health_apply = Some(t.elapsed());
+                            self.publish();
+                        }
+                        Err(e) => tracing::error!("applying a health change failed: {e:#}"),
+                    }
+                }
+                msg = rx.recv() => match msg {
+                    None => return,
+                    Some(Msg::Shutdown(reply)) => {
+                        let _ = reply.send(self.desired.omega());
+                        return;
+                    }
+                    Some(m) => self.handle(m),
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::ApplyFile { file, l2, reply } => {
+                let _ = reply.send(self.apply_file(*file, l2));
+            }
+            Msg::Neighbours(l2) => {
+                if l2 != self.desired.l2 {
+                    self.desired.l2 = l2;
+                    if let Err(e) = self.write() {
+                        tracing::error!("applying a neighbour change failed: {e:#}");
+                    }
+                    self.publish();
+                }
+            }
+            Msg::Status(reply) => {
+                let _ = reply.send(self.desired.status(&self.effective));
+            }
+            Msg::Checks(reply) => {
+                let _ = reply.send(self.monitor.render());
+            }
+            Msg::Shutdown(_) => unreachable!("handled by run"),
+        }
+    }
+
+    /// Replaces the file layer; on a data-plane error the previous one is
+    /// restored and written again.
+    fn apply_file(&mut self, file: FileLayer, l2: BTreeMap<IpAddr, L2>) -> Result<(), ApplyError> {
+        let old = std::mem::replace(&mut self.desired.file, file);
+        let old_l2 = std::mem::replace(&mut self.desired.l2, l2);
+        // Unchanged checkers keep running with their state.
+        self.monitor.apply(&self.desired.file.config);
+        self.desired.health = self.monitor.snapshot();
+        let result = self.write();
+        if let Err(e) = result {
+            tracing::error!("applying the new configuration failed: {e:#}; restoring the previous one");
+            self.desired.file = old;
+            self.desired.l2 = old_l2;
+            self.monitor.apply(&self.desired.file.config);
+            self.desired.health = self.monitor.snapshot();
+            if let Err(e2) = self.write() {
+                tracing::error!("restoring the previous configuration failed: {e2:#}");
+            }
+            self.publish();
+            return Err(ApplyError(e));
+        }
+        self.stats.file_applied = Some(Instant::now());
+        self.publish();
+        Ok(())
+    }
+
+    /// Merges the sources and writes the difference to the maps; runs the
+    /// quorum and real programs the merge produced.
+    fn write(&mut self) -> anyhow::Result<()> {
+        let (effective, events) = self.desired.effective();
+        for e in events {
+            // Runs in the background, bounded by its own timeout.
+            let _ = health::handle_event(e);
+        }
+        let l2 = &self.desired.l2;
+        let desired = &self.desired;
+        self.tables.sync(
+            &mut self.dp,
+            &effective,
+            &|ip| l2.get(&ip).copied(),
+            &|svc, ip, port| desired.health_of(&(*svc, ip, port)),
+        )?;
+        self.effective = effective;
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(Published {
+            real_addrs: Desired::real_addrs(&self.desired.file.config),
+            real_gens: self.tables.real_gens(),
+            stats: self.stats,
+        });
+    }
+}
