@@ -37,7 +37,8 @@ pub enum Msg {
     /// then restored).
     ApplyFile {
         file: Box<FileLayer>,
-        l2: BTreeMap<IpAddr, L2>,
+        /// `None`: the neighbour lookup failed; the known entries are kept.
+        l2: Option<BTreeMap<IpAddr, L2>>,
         reply: oneshot::Sender<Result<(), ApplyError>>,
     },
     /// The neighbour table changed.
@@ -79,6 +80,8 @@ pub struct Published {
     pub real_addrs: (Vec<IpAddr>, Vec<IpAddr>),
     /// Real id → generation, for the connection sweep.
     pub real_gens: BTreeMap<u32, u32>,
+    /// The neighbour entries in use.
+    pub l2: BTreeMap<IpAddr, L2>,
     pub stats: Stats,
 }
 
@@ -100,7 +103,7 @@ impl Handle {
     pub async fn apply_file(
         &self,
         file: FileLayer,
-        l2: BTreeMap<IpAddr, L2>,
+        l2: Option<BTreeMap<IpAddr, L2>>,
     ) -> Result<Result<(), ApplyError>, Stopped> {
         self.ask(|reply| Msg::ApplyFile {
             file: Box::new(file),
@@ -250,9 +253,20 @@ impl Reconciler {
 
     /// Replaces the file layer; on a data-plane error the previous one is
     /// restored and written again.
-    fn apply_file(&mut self, file: FileLayer, l2: BTreeMap<IpAddr, L2>) -> Result<(), ApplyError> {
+    fn apply_file(
+        &mut self,
+        file: FileLayer,
+        l2: Option<BTreeMap<IpAddr, L2>>,
+    ) -> Result<(), ApplyError> {
         let old = std::mem::replace(&mut self.desired.file, file);
-        let old_l2 = std::mem::replace(&mut self.desired.l2, l2);
+        let old_l2 = self.desired.l2.clone();
+        if let Some(mut l2) = l2 {
+            // Entries of reals the watch knows and the lookup missed stay.
+            for (ip, e) in &old_l2 {
+                l2.entry(*ip).or_insert(*e);
+            }
+            self.desired.l2 = l2;
+        }
         // Unchanged checkers keep running with their state.
         self.monitor.apply(&self.desired.file.config);
         self.desired.health = self.monitor.snapshot();
@@ -298,6 +312,7 @@ impl Reconciler {
         self.published.send_replace(Published {
             real_addrs: Desired::real_addrs(&self.desired.file.config),
             real_gens: self.tables.real_gens(),
+            l2: self.desired.l2.clone(),
             stats: self.stats,
         });
     }

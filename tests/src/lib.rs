@@ -356,6 +356,16 @@ impl Lab {
         Ok(())
     }
 
+    /// The pid of the process started with `tag` in `role`.
+    pub fn pid(&self, role: &str, tag: &str) -> anyhow::Result<u32> {
+        let key = format!("{role}-{tag}");
+        self.procs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, c)| c.id())
+            .ok_or_else(|| anyhow!("no process {key}"))
+    }
+
     /// Sends `sig` to the process started with `tag` in `role`.
     pub fn signal(&self, role: &str, tag: &str, sig: i32) -> anyhow::Result<()> {
         let key = format!("{role}-{tag}");

@@ -359,14 +359,64 @@ fn sighup_right_after_start_reloads_instead_of_killing_the_agent() {
     let _g = lb_tests::serial();
     let mut lab = lab("hup");
     lab.spawn_agent_on("dir", &service(2), AGENT_ARGS).unwrap();
-    // As `systemctl reload` right after `systemctl start`: signals while the
-    // agent loads the program and pins its maps.
-    for ms in [5u64, 20, 50, 100, 150, 200, 300] {
+    // `ip netns exec` becomes `lb` (same pid) once it has entered the
+    // namespace. From lb's first instruction in main SIGHUP is held or
+    // caught (nothing can act before main runs; a service manager waits for
+    // readiness): from then on, as `systemctl reload` right after `systemctl
+    // start`, signals while the agent starts, loads the program and pins
+    // its maps.
+    let pid = lab.pid("dir", "lb").unwrap();
+    let sighup_taken = || {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        exe.as_deref() == Some(lab.bins.lb.as_path())
+            && st.lines().any(|l| {
+                (l.starts_with("SigBlk:") || l.starts_with("SigCgt:"))
+                    && u64::from_str_radix(l[7..].trim(), 16).is_ok_and(|m| m & 1 != 0)
+            })
+    };
+    // An lb that takes SIGHUP only later is signalled once it has run 30 ms
+    // of CPU time since the exec (long after main began, long before the
+    // verifier is done).
+    let cpu_ticks = || {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = st.rsplit(')').next().unwrap_or_default();
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after ")".
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    };
+    let t = Instant::now();
+    let mut base = None;
+    while !sighup_taken() {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if exe.as_deref() == Some(lab.bins.lb.as_path()) {
+            let b = *base.get_or_insert_with(cpu_ticks);
+            if cpu_ticks() >= b + 3 {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "lb never started");
+        std::thread::yield_now();
+    }
+    eprintln!(
+        "signalling after {:?}: SIGHUP taken {}, {} CPU ticks",
+        t.elapsed(),
+        sighup_taken(),
+        cpu_ticks()
+    );
+    // 60 signals over the first ~0.5 s: while the maps are created and the
+    // verifier runs (a pending signal makes it give up with EAGAIN).
+    for ms in [0u64, 1, 5, 20, 50, 100, 150, 200, 300].into_iter().chain([5; 51]) {
         std::thread::sleep(Duration::from_millis(ms));
         lab.signal("dir", "lb", libc::SIGHUP).unwrap();
     }
-    lab.wait_resolved(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{e}"));
+    lab.wait_resolved(Duration::from_secs(10)).unwrap_or_else(|e| {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        panic!("{e}\nagent status:\n{st}")
+    });
     let st = status_json(&lab);
     assert!(st["pid"].as_u64().is_some(), "{st}");
     let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();

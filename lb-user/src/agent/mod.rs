@@ -119,6 +119,34 @@ impl Drop for StartGuard {
     }
 }
 
+/// The signals the agent handles.
+const HANDLED: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGTERM, libc::SIGINT];
+
+fn mask_handled(how: libc::c_int) {
+    // SAFETY: a zeroed sigset_t is initialised by sigemptyset; only the
+    // calling thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in HANDLED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Holds SIGHUP, SIGTERM and SIGINT pending from the first instruction of
+/// `lb run` (called first thing in `main`, before any thread exists) until
+/// [`run`] has its handlers in place and the program is loaded: a
+/// `systemctl reload` right after the start is then a reload, not the
+/// default action (exit), and a signal cannot interrupt the kernel's
+/// verifier (which gives up with EAGAIN when a signal is pending) or the
+/// creation of the maps. Programs the agent starts get an empty mask (the
+/// standard library resets it in the child).
+pub fn hold_signals() {
+    mask_handled(libc::SIG_BLOCK);
+}
+
 /// Runs the agent until SIGTERM / SIGINT.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Signals first: a SIGHUP (`systemctl reload`) or SIGTERM that arrives
@@ -156,6 +184,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         conntrack_size: opts.conntrack_size,
         ..Default::default()
     })?;
+    // The handlers are in place; signals held since `hold_signals` (and
+    // those that came during the map creation and the verifier, which a
+    // pending signal interrupts with EAGAIN) are delivered now.
+    mask_handled(libc::SIG_UNBLOCK);
     spawn_ebpf_logger(&mut ebpf);
     let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
     dp.set_timeouts(opts.timeouts)?;
@@ -163,8 +195,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dp.add_iface(*idx)?;
     }
     let tables = Tables::recover(&dp).context("reading the pinned tables")?;
-    let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
-    tokio::spawn(conn);
+    // One netlink socket per task: two dumps at once on one socket fail
+    // with EBUSY.
+    let netlink = || -> anyhow::Result<rtnetlink::Handle> {
+        let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(nl)
+    };
+    let nl = netlink()?;
     let addrs = crate::desired::Desired::real_addrs(&config);
     let l2 = watch::resolve(&nl, &attached, &addrs, &mut Vec::new()).await?;
     let vrrp_cfg = config.vrrp.clone();
@@ -175,7 +213,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         config,
         applied_at: Instant::now(),
     };
-    let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2.clone())?;
+    let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2)?;
     let vrrp = vrrp::engine::spawn(Default::default(), nl.clone()).await?;
     for name in &opts.ifaces {
         dataplane::attach(&mut ebpf, name, opts.mode)?;
@@ -199,7 +237,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         path: opts.config.clone(),
         core: core.clone(),
         vrrp: vrrp.clone(),
-        nl: nl.clone(),
+        nl: netlink()?,
         attached: attached.clone(),
         serial: Default::default(),
     };
@@ -213,7 +251,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         bpffs: opts.bpffs.clone(),
     });
     let server = tokio::spawn(api::server::serve(listener, api));
-    let neighbours = watch::spawn_neighbours(nl, attached, core.clone(), l2);
+    let neighbours = watch::spawn_neighbours(netlink()?, attached, core.clone());
     let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
 
     tracing::info!(services = n_services, socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");

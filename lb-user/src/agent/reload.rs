@@ -98,10 +98,10 @@ impl Reloader {
         let cfg = loaded.config;
         let addrs = crate::desired::Desired::real_addrs(&cfg);
         let l2 = match watch::resolve(&self.nl, &self.attached, &addrs, &mut Vec::new()).await {
-            Ok(l2) => l2,
+            Ok(l2) => Some(l2),
             Err(e) => {
-                tracing::warn!("neighbour lookup before the reload failed: {e:#}");
-                Default::default()
+                tracing::warn!("neighbour lookup before the reload failed: {e:#}; the neighbour watch follows up");
+                None
             }
         };
         let (services, instances) = (cfg.services.len(), cfg.vrrp.instances.len());

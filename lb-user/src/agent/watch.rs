@@ -41,7 +41,6 @@ pub fn spawn_neighbours(
     nl: rtnetlink::Handle,
     attached: Vec<(u32, [u8; 6])>,
     core: reconciler::Handle,
-    mut known: BTreeMap<IpAddr, L2>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut published = core.published();
@@ -55,13 +54,15 @@ pub fn spawn_neighbours(
             }
             let addrs = published.borrow_and_update().real_addrs.clone();
             match resolve(&nl, &attached, &addrs, &mut warned).await {
-                Ok(found) if found != known => {
+                // Compared with what the reconciler uses (a reload brings
+                // its own lookup), not with this task's last answer.
+                Ok(found) if found != published.borrow().l2 => {
+                    let known = published.borrow().l2.clone();
                     for (ip, l2) in &found {
                         if known.get(ip) != Some(l2) {
                             tracing::info!(%ip, ifindex = l2.ifindex, mac = %super::fmt_mac(&l2.mac), "real server reachable");
                         }
                     }
-                    known = found.clone();
                     if core.neighbours(found).await.is_err() {
                         return;
                     }
