@@ -76,7 +76,12 @@ impl Desired {
     /// real events (quorum_up/down, notify_up/down) since the last merge.
     pub fn effective(&mut self) -> (Config, Vec<Event>) {
         let health = &self.health;
-        let of = |k: &RealKey| health.get(k).copied().unwrap_or(Health::Up { weight: None });
+        let of = |k: &RealKey| {
+            health
+                .get(k)
+                .copied()
+                .unwrap_or(Health::Up { weight: None })
+        };
         self.quorum.evaluate(&self.file.config, &of)
     }
 
@@ -134,8 +139,7 @@ impl Desired {
     /// Every service and real with the source of its presence and weight.
     /// `effective` is the last merge written to the data plane.
     pub fn status(&self, effective: &Config) -> Vec<api::ServiceStatus> {
-        let eff: BTreeMap<ServiceAddr, _> =
-            effective.services.iter().map(|v| (v.key, v)).collect();
+        let eff: BTreeMap<ServiceAddr, _> = effective.services.iter().map(|v| (v.key, v)).collect();
         let mut out = Vec::new();
         for vs in &self.file.config.services {
             let running = eff.get(&vs.key);
@@ -203,9 +207,7 @@ impl Desired {
             match self.health_of(&(svc, r.addr, r.port)) {
                 Health::Up { weight: None } => (r.weight, api::WeightSource::Config, true),
                 Health::Up { weight: Some(w) } => (w, api::WeightSource::DynamicCheck, true),
-                Health::Down { inhibit } => {
-                    (0, api::WeightSource::HealthDown { inhibit }, false)
-                }
+                Health::Down { inhibit } => (0, api::WeightSource::HealthDown { inhibit }, false),
             }
         };
         api::RealStatus {
@@ -224,5 +226,126 @@ impl Desired {
     /// Seconds since the file was applied.
     pub fn file_age(&self) -> Duration {
         self.file.applied_at.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = "virtual_server 10.0.0.1 80 {
+  lb_algo rr
+  lb_kind NAT
+  protocol TCP
+  quorum 2
+  sorry_server 10.0.9.9 80
+  real_server 10.0.1.1 80 {
+    weight 1
+  }
+  real_server 10.0.1.2 80 {
+    weight 3
+    inhibit_on_failure
+  }
+}
+";
+
+    fn desired() -> Desired {
+        let loaded = crate::config::load_str(CONF, std::path::Path::new("/etc/k.conf"));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diags);
+        Desired::new(FileLayer {
+            path: "/etc/k.conf".into(),
+            config: loaded.config,
+            applied_at: Instant::now(),
+        })
+    }
+
+    fn key(d: &Desired, i: usize) -> RealKey {
+        let vs = &d.file.config.services[0];
+        (vs.key, vs.reals[i].addr, vs.reals[i].port)
+    }
+
+    #[test]
+    fn status_names_the_source_of_every_weight() {
+        let mut d = desired();
+        d.health.insert(key(&d, 0), Health::Up { weight: Some(7) });
+        d.health.insert(key(&d, 1), Health::Down { inhibit: true });
+        let (eff, _) = d.effective();
+        let st = d.status(&eff);
+        assert_eq!(st.len(), 1);
+        let s = &st[0];
+        assert_eq!(s.service, "TCP 10.0.0.1:80");
+        assert_eq!(
+            s.origin,
+            api::Origin::File {
+                at: "/etc/k.conf:1:1".into()
+            }
+        );
+        assert!(s.quorum_up, "7 ≥ quorum 2");
+        let r: Vec<_> = s
+            .reals
+            .iter()
+            .map(|r| {
+                (
+                    r.addr.as_str(),
+                    r.weight,
+                    r.weight_source.clone(),
+                    r.in_service,
+                )
+            })
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                ("10.0.1.1:80", 7, api::WeightSource::DynamicCheck, true),
+                (
+                    "10.0.1.2:80",
+                    0,
+                    api::WeightSource::HealthDown { inhibit: true },
+                    false
+                ),
+            ]
+        );
+        assert_eq!(
+            s.reals[1].origin,
+            api::Origin::File {
+                at: "/etc/k.conf:10:3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_lost_quorum_shows_the_sorry_server_in_place_of_the_reals() {
+        let mut d = desired();
+        d.health.insert(key(&d, 0), Health::Down { inhibit: false });
+        d.health.insert(key(&d, 1), Health::Down { inhibit: false });
+        let (eff, events) = d.effective();
+        assert!(
+            events.iter().any(|e| matches!(e, Event::QuorumDown(..))),
+            "{events:?}"
+        );
+        let s = &d.status(&eff)[0];
+        assert!(!s.quorum_up);
+        let r: Vec<_> = s
+            .reals
+            .iter()
+            .map(|r| (r.addr.as_str(), r.weight_source.clone(), r.in_service))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                ("10.0.1.1:80", api::WeightSource::QuorumLost, false),
+                ("10.0.1.2:80", api::WeightSource::QuorumLost, false),
+                ("10.0.9.9:80", api::WeightSource::QuorumLost, true),
+            ]
+        );
+        assert!(matches!(s.reals[2].origin, api::Origin::SorryServer { .. }));
+        // Back: the file's reals again, from their configured weights.
+        d.health.clear();
+        let (eff, _) = d.effective();
+        let s = &d.status(&eff)[0];
+        assert!(s.quorum_up);
+        assert_eq!(s.reals.len(), 2);
+        assert_eq!(s.reals[1].weight, 3);
+        assert_eq!(s.reals[1].weight_source, api::WeightSource::Config);
     }
 }

@@ -217,13 +217,20 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             socket,
             ..
         } => {
-            print!("{}", rt.block_on(api::client::rendered(&socket, api::CHECKS))?.text);
+            print!(
+                "{}",
+                rt.block_on(api::client::rendered(&socket, api::CHECKS))?
+                    .text
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List {
             vrrp: true, socket, ..
         } => {
-            print!("{}", rt.block_on(api::client::rendered(&socket, api::VRRP))?.text);
+            print!(
+                "{}",
+                rt.block_on(api::client::rendered(&socket, api::VRRP))?.text
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::List {

@@ -272,7 +272,9 @@ impl Reconciler {
         self.desired.health = self.monitor.snapshot();
         let result = self.write();
         if let Err(e) = result {
-            tracing::error!("applying the new configuration failed: {e:#}; restoring the previous one");
+            tracing::error!(
+                "applying the new configuration failed: {e:#}; restoring the previous one"
+            );
             self.desired.file = old;
             self.desired.l2 = old_l2;
             self.monitor.apply(&self.desired.file.config);

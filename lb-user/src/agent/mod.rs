@@ -92,9 +92,7 @@ struct StartGuard {
 
 impl StartGuard {
     fn new(bpffs: PathBuf, created_dir: bool) -> Self {
-        let had_pins = lb_common::maps::ALL
-            .iter()
-            .any(|m| bpffs.join(m).exists());
+        let had_pins = lb_common::maps::ALL.iter().any(|m| bpffs.join(m).exists());
         StartGuard {
             bpffs,
             had_pins,

@@ -63,7 +63,11 @@ pub fn check_trusted(dir: &Path) -> Result<(), PathError> {
     if mode & 0o022 != 0 {
         return Err(untrusted(format!(
             "it is writable by {} (mode {mode:04o})",
-            if mode & 0o002 != 0 { "others" } else { "its group" }
+            if mode & 0o002 != 0 {
+                "others"
+            } else {
+                "its group"
+            }
         )));
     }
     Ok(())

@@ -82,9 +82,7 @@ async fn status(State(api): State<Shared>) -> Result<Json<Status>, Failure> {
         bpffs: api.bpffs.display().to_string(),
         services,
         health_changes: stats.health_changes,
-        last_health_apply_ms: stats
-            .last_health_apply
-            .map(|d| d.as_secs_f64() * 1e3),
+        last_health_apply_ms: stats.last_health_apply.map(|d| d.as_secs_f64() * 1e3),
     }))
 }
 
@@ -163,7 +161,9 @@ pub async fn serve(listener: UnixListener, api: Shared) {
             match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!("control connection: {e}"),
-                Err(_) => tracing::debug!("control connection closed after {CONNECTION_LIFETIME:?}"),
+                Err(_) => {
+                    tracing::debug!("control connection closed after {CONNECTION_LIFETIME:?}")
+                }
             }
             drop(permit);
         });
