@@ -3,17 +3,12 @@
 //! Everything that writes to the data plane goes through [`Dataplane`]; the
 //! agent, the fixture tests and the benchmark all fill the maps through it.
 
-use std::{
-    fs,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _};
 use aya::{
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{Xdp, XdpMode},
-    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{
     maps, Conn, FlowKey, FragKey, FragVal, GlobalStats, Persist, PersistKey, Real, RealConns,
@@ -31,6 +26,46 @@ pub static GEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "lb_xdp";
+
+/// Why the data plane could not be loaded, attached, opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("this `lb` was built with AYA_BUILD_SKIP=1 and has no XDP program; rebuild without it (cargo xtask setup installs what the build needs)")]
+    NoProgram,
+    #[error("loading the XDP object (maps)")]
+    Load(#[source] EbpfError),
+    #[error("{0} missing from the XDP object")]
+    Missing(String),
+    #[error("loading the XDP program into the kernel (verifier)")]
+    Verifier(#[source] ProgramError),
+    #[error("attaching XDP to {iface}{hint}")]
+    Attach {
+        iface: String,
+        /// What to try, for the usual causes.
+        hint: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("opening pinned map {} (is an agent running with --bpffs {}?)", path.display(), dir.display())]
+    Pin {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("{0} has an unexpected map type")]
+    MapType(&'static str),
+    #[error("map operation failed")]
+    Map(#[from] MapError),
+    #[error("devmap operation failed")]
+    DevMap(#[from] aya::maps::xdp::XdpMapError),
+    #[error("program operation failed")]
+    Program(#[from] ProgramError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
 
 /// Options that shape the maps at load time.
 #[derive(Clone, Debug)]
@@ -53,9 +88,9 @@ impl Default for LoadOptions {
 
 /// Loads the XDP object (maps created or reused from the pin directory) and
 /// the program into the kernel, without attaching it.
-pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
+pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
-        bail!("this `lb` was built with AYA_BUILD_SKIP=1 and has no XDP program; rebuild without it (cargo xtask setup installs what the build needs)");
+        return Err(DataplaneError::NoProgram);
     }
     let paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
         Some(dir) => maps::ALL.iter().map(|m| (*m, dir.join(m))).collect(),
@@ -69,66 +104,43 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader
-        .load(EBPF_OBJECT)
-        .context("loading the XDP object (maps)")?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| anyhow!("program {PROGRAM} missing from the object"))?
-        .try_into()?;
-    prog.load()
-        .context("loading the XDP program into the kernel (verifier)")?;
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(DataplaneError::Load)?;
+    xdp(&mut ebpf)?.load().map_err(DataplaneError::Verifier)?;
     Ok(ebpf)
 }
 
-/// Attaches the program to `iface`; a native attach that fails says how to fall back.
-pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
-    let prog: &mut Xdp = ebpf
+fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf
         .program_mut(PROGRAM)
-        .ok_or_else(|| anyhow!("program {PROGRAM} missing"))?
-        .try_into()?;
-    match prog.attach(iface, mode) {
-        Ok(_) => Ok(()),
-        Err(e) if mode == XdpMode::Driver => Err(anyhow!(e)).with_context(|| {
-            format!("attaching XDP to {iface} in native mode failed; the driver may lack native XDP: try --xdp-mode skb")
-        }),
-        Err(e) => Err(anyhow!(e)).with_context(|| format!("attaching XDP to {iface}")),
-    }
+        .ok_or_else(|| DataplaneError::Missing(format!("program {PROGRAM}")))?
+        .try_into()?)
 }
 
-/// Mounts bpffs on /sys/fs/bpf when it is not, and creates `dir` (mode 0700).
-pub fn prepare_pin_dir(dir: &Path) -> anyhow::Result<()> {
-    let root = Path::new("/sys/fs/bpf");
-    if dir.starts_with(root) && !is_bpffs(root) {
-        fs::create_dir_all(root).ok();
-        let src = c"bpf";
-        let target = c"/sys/fs/bpf";
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("mounting bpffs on /sys/fs/bpf");
+/// Attaches the program to `iface`. A failure says what to try: another
+/// XDP program already attached (EBUSY / EEXIST), or a driver without native
+/// XDP (`--xdp-mode skb`).
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<()> {
+    match xdp(ebpf)?.attach(iface, mode) {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            let text = format!("{source:?}");
+            let hint = if text.contains("busy") || text.contains("exists") {
+                format!(": another XDP program is attached to it (`ip link show {iface}`); detach it first")
+            } else if mode == XdpMode::Driver {
+                ": native mode failed; the driver may lack native XDP: try --xdp-mode skb".into()
+            } else {
+                String::new()
+            };
+            Err(DataplaneError::Attach {
+                iface: iface.into(),
+                hint,
+                source,
+            })
         }
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    if !is_bpffs(dir) {
-        bail!(
-            "{} is not on a bpffs mount: maps cannot be pinned there (mount one with `mount -t bpf bpf DIR`)",
-            dir.display()
-        );
-    }
-    // Pinned maps are root-only: the directory is closed to everyone else.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    Ok(())
 }
 
+/// Whether `path` is on a bpffs mount.
 pub fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
@@ -166,33 +178,31 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Takes the maps out of a loaded object (the program keeps using them).
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
         Self::build(|name| {
             ebpf.take_map(name)
-                .ok_or_else(|| anyhow!("map {name} missing from the object"))
+                .ok_or_else(|| DataplaneError::Missing(format!("map {name}")))
         })
     }
 
     /// Opens the maps pinned in `dir` (works while an agent runs, or after it stopped).
-    pub fn from_pins(dir: &Path) -> anyhow::Result<Self> {
+    pub fn from_pins(dir: &Path) -> Result<Self> {
         Self::build(|name| {
             let path = dir.join(name);
-            let data = MapData::from_pin(&path).with_context(|| {
-                format!(
-                    "opening pinned map {} (is an agent running with --bpffs {}?)",
-                    path.display(),
-                    dir.display()
-                )
+            let data = MapData::from_pin(&path).map_err(|source| DataplaneError::Pin {
+                path: path.clone(),
+                dir: dir.into(),
+                source,
             })?;
             Ok(Map::from_map_data(data)?)
         })
     }
 
-    fn build(mut take: impl FnMut(&str) -> anyhow::Result<Map>) -> anyhow::Result<Self> {
+    fn build(mut take: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
         let ct = take(maps::CONNTRACK)?;
         let conntrack_max = match &ct {
             Map::LruHashMap(d) | Map::HashMap(d) => d.info()?.max_entries(),
-            _ => bail!("{} has an unexpected map type", maps::CONNTRACK),
+            _ => return Err(DataplaneError::MapType(maps::CONNTRACK)),
         };
         Ok(Self {
             conntrack_max,
@@ -218,7 +228,7 @@ impl Dataplane {
 
     /// Registers an attached interface as a redirect target, so reals behind
     /// it can be reached from the other attached interfaces.
-    pub fn add_iface(&mut self, ifindex: u32) -> anyhow::Result<()> {
+    pub fn add_iface(&mut self, ifindex: u32) -> Result<()> {
         self.devmap.insert(ifindex, ifindex, None, 0)?;
         Ok(())
     }
@@ -237,23 +247,23 @@ impl Dataplane {
             .unwrap_or_default()
     }
 
-    pub fn set_timeouts(&mut self, t: Timeouts) -> anyhow::Result<()> {
+    pub fn set_timeouts(&mut self, t: Timeouts) -> Result<()> {
         self.timeouts.set(0, t, 0)?;
         Ok(())
     }
 
     /// Per-CPU counters of service `id`, summed.
-    pub fn svc_stats_sum(&self, id: u32) -> anyhow::Result<Stats> {
+    pub fn svc_stats_sum(&self, id: u32) -> Result<Stats> {
         Ok(sum_stats(&self.svc_stats.get(&id, 0)?))
     }
 
     /// Per-CPU counters of real `id`, summed.
-    pub fn real_stats_sum(&self, id: u32) -> anyhow::Result<Stats> {
+    pub fn real_stats_sum(&self, id: u32) -> Result<Stats> {
         Ok(sum_stats(&self.real_stats.get(&id, 0)?))
     }
 
     /// Global counters summed over CPUs.
-    pub fn global_sum(&self) -> anyhow::Result<GlobalStats> {
+    pub fn global_sum(&self) -> Result<GlobalStats> {
         let v = self.global.get(&0, 0)?;
         let mut g = GlobalStats::default();
         for c in v.iter() {
@@ -263,14 +273,14 @@ impl Dataplane {
     }
 
     /// Connection counts of real `id` in effect (data plane minus sweep).
-    pub fn real_conns(&self, id: u32) -> anyhow::Result<RealConns> {
+    pub fn real_conns(&self, id: u32) -> Result<RealConns> {
         let c = self.real_conns.get(&id, 0)?;
         let a = self.conn_adj.get(&id, 0)?;
         Ok(c.minus(&a))
     }
 
     /// Zeroes the per-CPU counters of a service slot (when the slot is reused).
-    pub fn reset_svc_slot(&mut self, id: u32) -> anyhow::Result<()> {
+    pub fn reset_svc_slot(&mut self, id: u32) -> Result<()> {
         let n = nr_cpus()?;
         self.svc_stats
             .set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
@@ -280,7 +290,7 @@ impl Dataplane {
     }
 
     /// Zeroes the per-CPU counters of a real slot (when the slot is reused).
-    pub fn reset_real_slot(&mut self, id: u32) -> anyhow::Result<()> {
+    pub fn reset_real_slot(&mut self, id: u32) -> Result<()> {
         let n = nr_cpus()?;
         self.real_stats
             .set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
@@ -292,8 +302,9 @@ impl Dataplane {
     }
 }
 
-fn nr_cpus() -> anyhow::Result<usize> {
-    aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))
+fn nr_cpus() -> Result<usize> {
+    aya::util::nr_cpus()
+        .map_err(|(what, e)| std::io::Error::new(e.kind(), format!("{what}: {e}")).into())
 }
 
 fn sum_stats(v: &PerCpuValues<Stats>) -> Stats {

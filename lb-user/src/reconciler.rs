@@ -26,7 +26,7 @@ use crate::{
     dataplane::Dataplane,
     desired::{Desired, FileLayer},
     health::{self, monitor::Monitor, quorum::Event, quorum::RealKey},
-    state::{Tables, L2},
+    state::{Tables, TablesError, L2},
 };
 
 /// A request to the reconciler.
@@ -53,13 +53,25 @@ pub enum Msg {
 
 /// The data plane refused a configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("writing the configuration to the data plane: {0:#}")]
-pub struct ApplyError(#[source] anyhow::Error);
+#[error("writing the configuration to the data plane")]
+pub struct ApplyError(#[source] pub TablesError);
 
 /// The reconciler has stopped (the agent is shutting down).
 #[derive(Debug, thiserror::Error)]
 #[error("the agent is shutting down")]
 pub struct Stopped;
+
+/// An error with its sources, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
 
 /// Counters of the reconciler's work, published after each change.
 #[derive(Clone, Copy, Debug, Default)]
@@ -159,7 +171,7 @@ pub fn spawn(
     tables: Tables,
     file: FileLayer,
     l2: BTreeMap<IpAddr, L2>,
-) -> anyhow::Result<(Handle, tokio::task::JoinHandle<()>)> {
+) -> Result<(Handle, tokio::task::JoinHandle<()>), ApplyError> {
     let (mut monitor, health_rx) = Monitor::new();
     monitor.apply(&file.config);
     let (published, published_rx) = watch::channel(Published::default());
@@ -174,7 +186,7 @@ pub fn spawn(
         stats: Stats::default(),
         published,
     };
-    r.write()?;
+    r.write().map_err(ApplyError)?;
     r.stats.file_applied = Some(Instant::now());
     r.publish();
     let (tx, rx) = mpsc::channel(64);
@@ -212,7 +224,7 @@ impl Reconciler {
                             self.stats.last_health_apply = Some(t.elapsed());
                             self.publish();
                         }
-                        Err(e) => tracing::error!("applying a health change failed: {e:#}"),
+                        Err(e) => tracing::error!("applying a health change failed: {}", chain(&e)),
                     }
                 }
                 msg = rx.recv() => match msg {
@@ -236,7 +248,7 @@ impl Reconciler {
                 if l2 != self.desired.l2 {
                     self.desired.l2 = l2;
                     if let Err(e) = self.write() {
-                        tracing::error!("applying a neighbour change failed: {e:#}");
+                        tracing::error!("applying a neighbour change failed: {}", chain(&e));
                     }
                     self.publish();
                 }
@@ -280,7 +292,10 @@ impl Reconciler {
             self.monitor.apply(&self.desired.file.config);
             self.desired.health = self.monitor.snapshot();
             if let Err(e2) = self.write() {
-                tracing::error!("restoring the previous configuration failed: {e2:#}");
+                tracing::error!(
+                    "restoring the previous configuration failed: {}",
+                    chain(&e2)
+                );
             }
             self.publish();
             return Err(ApplyError(e));
@@ -292,7 +307,7 @@ impl Reconciler {
 
     /// Merges the sources and writes the difference to the maps; runs the
     /// quorum and real programs the merge produced.
-    fn write(&mut self) -> anyhow::Result<()> {
+    fn write(&mut self) -> Result<(), TablesError> {
         let (effective, events) = self.desired.effective();
         for e in events {
             // Runs in the background, bounded by its own timeout.

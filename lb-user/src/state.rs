@@ -14,7 +14,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use anyhow::{bail, Context as _};
 use lb_common::{
     maglev_index, ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FLAG_NAT, MAX_MH_TABLES,
     MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_DOWN, REAL_F_INUSE, RING_SIZE, SCHED_MH,
@@ -27,6 +26,33 @@ use crate::{
     health::Health,
     sched::{self, Member},
 };
+
+/// Why a configuration could not be written to the tables.
+#[derive(Debug, thiserror::Error)]
+pub enum TablesError {
+    /// More than the data plane holds (services, Maglev tables).
+    #[error("{count} {what}; the data plane holds {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: u32,
+    },
+    /// Every slot of a kind is in use.
+    #[error("no free {0}")]
+    NoSlot(&'static str),
+    #[error("applying virtual_server {service}")]
+    Service {
+        service: String,
+        #[source]
+        source: Box<TablesError>,
+    },
+    #[error(transparent)]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error("map operation failed")]
+    Map(#[from] aya::maps::MapError),
+}
+
+type Result<T> = std::result::Result<T, TablesError>;
 
 /// A real's health as the health checkers see it.
 pub type HealthOf<'a> = &'a dyn Fn(&ServiceAddr, IpAddr, u16) -> Health;
@@ -116,7 +142,7 @@ pub struct Tables {
 impl Tables {
     /// Rebuilds the view from maps an earlier agent left pinned, so that ids
     /// (and therefore established flows) survive a restart.
-    pub fn recover(dp: &Dataplane) -> anyhow::Result<Self> {
+    pub fn recover(dp: &Dataplane) -> Result<Self> {
         let mut by_svc: BTreeMap<u32, Vec<(u32, Real)>> = BTreeMap::new();
         for (id, r) in dp.reals.iter().enumerate() {
             let r = r?;
@@ -198,13 +224,14 @@ impl Tables {
         cfg: &Config,
         l2: &dyn Fn(IpAddr) -> Option<L2>,
         health: HealthOf,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let wanted: BTreeSet<ServiceAddr> = cfg.services.iter().map(|v| v.key).collect();
         if wanted.len() > MAX_SERVICES as usize {
-            bail!(
-                "{} virtual services configured; the data plane holds {MAX_SERVICES}",
-                wanted.len()
-            );
+            return Err(TablesError::TooMany {
+                what: "virtual services configured",
+                count: wanted.len(),
+                max: MAX_SERVICES,
+            });
         }
         // Removed services: delete the entry first (no new flows), then free the reals.
         let gone: Vec<ServiceAddr> = self
@@ -222,9 +249,11 @@ impl Tables {
         }
         let mh = cfg.services.iter().filter(|v| v.sched == Sched::Mh).count();
         if mh > MAX_MH_TABLES as usize {
-            bail!(
-                "{mh} virtual services use mh; the data plane holds {MAX_MH_TABLES} Maglev tables"
-            );
+            return Err(TablesError::TooMany {
+                what: "virtual services use mh (one Maglev table each)",
+                count: mh,
+                max: MAX_MH_TABLES,
+            });
         }
         // Services leaving mh free their table first, so others can take it.
         for vs in &cfg.services {
@@ -236,7 +265,10 @@ impl Tables {
         }
         for vs in &cfg.services {
             self.sync_service(dp, vs, l2, health)
-                .with_context(|| format!("applying virtual_server {}", vs.key))?;
+                .map_err(|e| TablesError::Service {
+                    service: vs.key.to_string(),
+                    source: Box::new(e),
+                })?;
         }
         let flags = if cfg.services.iter().any(|v| v.fwd == Fwd::Nat) {
             FLAG_NAT
@@ -272,13 +304,13 @@ impl Tables {
         vs: &VirtualServer,
         l2: &dyn Fn(IpAddr) -> Option<L2>,
         health: HealthOf,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let mut fresh = false;
         if !self.services.contains_key(&vs.key) {
             let used = self.used_svc_ids();
             let id = (0..MAX_SERVICES)
                 .find(|i| !used.contains(i))
-                .context("no free service slot")?;
+                .ok_or(TablesError::NoSlot("service slot"))?;
             dp.reset_svc_slot(id)?;
             let entry = Service {
                 svc_id: id,
@@ -318,7 +350,7 @@ impl Tables {
                 None => {
                     let id = (0..MAX_REALS)
                         .find(|i| !used_reals.contains(i))
-                        .context("no free real slot")?;
+                        .ok_or(TablesError::NoSlot("real slot"))?;
                     used_reals.insert(id);
                     let old = dp.reals.get(&id, 0)?;
                     dp.reset_real_slot(id)?;
@@ -421,7 +453,7 @@ impl Tables {
         if vs.sched == Sched::Mh && entry.table_id == u32::MAX {
             entry.table_id = (0..MAX_MH_TABLES)
                 .find(|t| !used_tables.contains(t))
-                .context("no free Maglev table")?;
+                .ok_or(TablesError::NoSlot("Maglev table"))?;
             table_changed = true;
         } else if vs.sched != Sched::Mh {
             entry.table_id = u32::MAX;
@@ -453,7 +485,7 @@ impl Tables {
     }
 }
 
-fn clear_real(dp: &mut Dataplane, r: &RealSlot) -> anyhow::Result<()> {
+fn clear_real(dp: &mut Dataplane, r: &RealSlot) -> Result<()> {
     // Keep the generation so the next owner of the slot gets a new one.
     let cleared = Real {
         gen: r.entry.gen,

@@ -214,7 +214,8 @@ impl Harness {
                     .copied()
                     .unwrap_or(crate::health::Health::Up { weight: None })
             },
-        )
+        )?;
+        Ok(())
     }
 
     fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {

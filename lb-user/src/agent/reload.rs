@@ -118,7 +118,10 @@ impl Reloader {
                 ReloadOutcome::Failed,
                 0,
                 0,
-                format!("{e}; the previous configuration was restored"),
+                format!(
+                    "{}; the previous configuration was restored",
+                    reconciler::chain(&e)
+                ),
             ),
             Ok(Ok(())) => {
                 // Unchanged VRRP instances keep their state too.
