@@ -205,11 +205,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match rt.block_on(agent::run(opts)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) if e.is::<agent::ConfigRefused>() => {
-                    eprintln!("lb: {e:#}");
+                Err(e @ agent::AgentError::ConfigRefused { .. }) => {
+                    eprintln!("lb: {e}");
                     Ok(ExitCode::from(EX_USAGE))
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
         Cmd::List {

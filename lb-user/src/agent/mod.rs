@@ -19,6 +19,7 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 use anyhow::{anyhow, Context as _};
 use aya::programs::XdpMode;
 use lb_common::Timeouts;
+use thiserror::Error;
 use tokio::{
     net::UnixListener,
     signal::unix::{signal, SignalKind},
@@ -45,22 +46,26 @@ pub struct Options {
     pub timeouts: Timeouts,
 }
 
-fn iface_info(name: &str) -> anyhow::Result<(u32, [u8; 6])> {
-    let c = std::ffi::CString::new(name)?;
+fn iface_info(name: &str) -> Result<(u32, [u8; 6]), AgentError> {
+    let bad = |why: String| AgentError::Iface {
+        name: name.into(),
+        why,
+    };
+    let c = std::ffi::CString::new(name).map_err(|e| bad(e.to_string()))?;
     // SAFETY: valid C string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
-        return Err(anyhow!("no interface named {name}"));
+        return Err(AgentError::NoIface(name.into()));
     }
     let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
-        .with_context(|| format!("reading the MAC address of {name}"))?;
+        .map_err(|e| bad(format!("reading its MAC address: {e}")))?;
     let mut mac = [0u8; 6];
     let parts: Vec<&str> = text.trim().split(':').collect();
     if parts.len() != 6 {
-        return Err(anyhow!("{name} has no Ethernet address ({})", text.trim()));
+        return Err(bad(format!("it has no Ethernet address ({})", text.trim())));
     }
     for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16)?;
+        mac[i] = u8::from_str_radix(p, 16).map_err(|e| bad(format!("its MAC address: {e}")))?;
     }
     Ok((idx, mac))
 }
@@ -72,12 +77,46 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// The configuration file has errors: the agent did not start (exit 64).
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {errors} error(s) in the configuration")]
-pub struct ConfigRefused {
-    pub file: String,
-    pub errors: usize,
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the agent did not start, or stopped.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The configuration file has errors (they were logged with their
+    /// locations): exit 64, EX_USAGE.
+    #[error("{file}: {errors} error(s) in the configuration")]
+    ConfigRefused { file: String, errors: usize },
+    #[error("no interface named {0}")]
+    NoIface(String),
+    #[error("interface {name}: {why}")]
+    Iface { name: String, why: String },
+    #[error(transparent)]
+    Path(#[from] paths::PathError),
+    #[error(transparent)]
+    Lock(#[from] exclusive::LockError),
+    #[error(transparent)]
+    Dataplane(#[from] dataplane::DataplaneError),
+    #[error("reading the pinned tables")]
+    Recover(#[source] crate::state::TablesError),
+    #[error(transparent)]
+    Apply(#[from] reconciler::ApplyError),
+    #[error("resolving the reals' neighbours")]
+    Neighbours(#[source] BoxError),
+    #[error("starting VRRP")]
+    Vrrp(#[source] BoxError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the reconciler stopped unexpectedly")]
+    ReconcilerStopped,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Io { what, source }
 }
 
 /// Undoes a start that failed: pins this start created (not those an
@@ -146,21 +185,20 @@ pub fn hold_signals() {
 }
 
 /// Runs the agent until SIGTERM / SIGINT.
-pub async fn run(opts: Options) -> anyhow::Result<()> {
+pub async fn run(opts: Options) -> Result<(), AgentError> {
     // Signals first: a SIGHUP (`systemctl reload`) or SIGTERM that arrives
     // while the agent starts waits for the loop instead of killing it.
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io("installing the SIGHUP handler"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
     let started = Instant::now();
 
     let loaded = reload::read(opts.config.clone()).await;
     if loaded.has_errors() {
-        return Err(ConfigRefused {
+        return Err(AgentError::ConfigRefused {
             file: opts.config.display().to_string(),
             errors: loaded.errors().count(),
-        }
-        .into());
+        });
     }
     let config = loaded.config;
     // Every interface must exist before anything is created.
@@ -192,17 +230,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     for (idx, _) in &attached {
         dp.add_iface(*idx)?;
     }
-    let tables = Tables::recover(&dp).context("reading the pinned tables")?;
+    let tables = Tables::recover(&dp).map_err(AgentError::Recover)?;
     // One netlink socket per task: two dumps at once on one socket fail
     // with EBUSY.
-    let netlink = || -> anyhow::Result<rtnetlink::Handle> {
-        let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    let netlink = || -> Result<rtnetlink::Handle, AgentError> {
+        let (conn, nl, _) = rtnetlink::new_connection().map_err(io("opening rtnetlink"))?;
         tokio::spawn(conn);
         Ok(nl)
     };
     let nl = netlink()?;
     let addrs = crate::desired::Desired::real_addrs(&config);
-    let l2 = watch::resolve(&nl, &attached, &addrs, &mut Vec::new()).await?;
+    let l2 = watch::resolve(&nl, &attached, &addrs, &mut Vec::new())
+        .await
+        .map_err(|e| AgentError::Neighbours(e.into()))?;
     let vrrp_cfg = config.vrrp.clone();
     let n_services = config.services.len();
     check_forwarding(&config);
@@ -212,7 +252,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         applied_at: Instant::now(),
     };
     let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2)?;
-    let vrrp = vrrp::engine::spawn(Default::default(), nl.clone()).await?;
+    let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
+        .await
+        .map_err(|e| AgentError::Vrrp(e.into()))?;
     for name in &opts.ifaces {
         dataplane::attach(&mut ebpf, name, opts.mode)?;
         tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
@@ -224,11 +266,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // The socket lock is held: a file at the path is a stale socket.
     let _ = std::fs::remove_file(&opts.socket);
     let listener = UnixListener::bind(&opts.socket)
-        .with_context(|| format!("binding {}", opts.socket.display()))?;
+        .map_err(io(format!("binding {}", opts.socket.display())))?;
     std::fs::set_permissions(
         &opts.socket,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    )
+    .map_err(io(format!("setting the mode of {}", opts.socket.display())))?;
     guard.armed = false;
 
     let reloader = reload::Reloader {
@@ -269,7 +312,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = int.recv() => break,
             r = &mut core_task => {
                 server.abort();
-                return Err(anyhow!("the reconciler stopped: {r:?}"));
+                tracing::error!("the reconciler stopped: {r:?}");
+                return Err(AgentError::ReconcilerStopped);
             }
         }
     }
