@@ -37,7 +37,7 @@ pub(crate) use counter;
 
 /// Number of counters in `GlobalStats`.
 pub const COUNTERS: usize = size_of::<GlobalStats>() / size_of::<u64>();
-const _: () = assert!(size_of::<GlobalStats>() % size_of::<u64>() == 0);
+const _: () = assert!(size_of::<GlobalStats>().is_multiple_of(size_of::<u64>()));
 
 const REASON_SHIFT: u32 = 8;
 const EVENT_SHIFT: u32 = 16;
