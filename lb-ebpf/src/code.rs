@@ -54,17 +54,21 @@ const DETAIL_SHIFT: u32 = 32;
 const SVC_SHIFT: u32 = 48;
 const _: () = assert!(MAX_REALS <= 1 << 16 && MAX_SERVICES <= 1 << 16);
 
+/// `action` with the reason counted by counter `counter` (one of those between
+/// the verdicts and the events).
 const fn with_reason(action: u32, counter: usize) -> Code {
-    assert!(counter > 0 && counter < FIRST_EVENT);
+    assert!(counter > counter!(aborted) && counter < FIRST_EVENT);
     action as Code | (counter as Code) << REASON_SHIFT
 }
 
+/// The event bit of counter `counter`.
 const fn event(counter: usize) -> Code {
     assert!(counter >= FIRST_EVENT && counter < COUNTERS);
     1 << (EVENT_SHIFT as usize + counter - FIRST_EVENT)
 }
 
-/// Forwarded (the reason is in the events and the service / real counters).
+/// Forwarded: no reason; what was done shows in the events and, with
+/// [`forwarded`], in the service's and real's counters.
 pub const TX: Code = XDP_TX as Code;
 pub const REDIRECT: Code = XDP_REDIRECT as Code;
 
