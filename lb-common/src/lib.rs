@@ -422,7 +422,11 @@ impl Timeouts {
 
 macro_rules! global_stats {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Global per-CPU counters: one per verdict and one per reason.
+        /// Global per-CPU counters, all u64, in three groups: the verdicts;
+        /// the reasons, one per pass (`pass_*`) or drop (`drop_*`) of a
+        /// packet, so that they add up to `pass` and `drop`; and from
+        /// `new_flows` on, events (any number per packet). The data plane
+        /// indexes them by position (lb-ebpf's code.rs).
         #[repr(C)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
         pub struct GlobalStats {

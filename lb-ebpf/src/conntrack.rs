@@ -12,9 +12,10 @@ use lb_common::{
     CT_NONE, CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
 };
 
+use lb_ebpf::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
 use crate::{
     maps::{LB_CONNTRACK, LB_PERSIST, LB_REALS, LB_REAL_CONNS, LB_TIMEOUTS},
-    parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     sched::{self, Pick},
 };
 

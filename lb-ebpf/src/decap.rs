@@ -15,9 +15,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{DecapStats, VipKey, FAMILY_V4, FAMILY_V6, MAX_DECAP_VIPS, PROTO_IPIP, PROTO_IPV6};
-use lb_ebpf::parse::{
-    frame_len, ipv4_header, l3_of, ptr_at, read_addr, read_u16_raw, read_u8, Skip, ETH_HLEN,
-    ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN,
+use lb_ebpf::{
+    packet::{frame_len, ptr_at, read_addr, read_u16_raw, read_u8, OutOfBounds},
+    parse::{ipv4_header, l3_of, Skip, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN},
 };
 
 /// Virtual addresses this real accepts tunnelled traffic for.
@@ -39,6 +39,12 @@ enum Not {
     Tunnel,
     Vip,
     Malformed,
+}
+
+impl From<OutOfBounds> for Not {
+    fn from(_: OutOfBounds) -> Self {
+        Not::Malformed
+    }
 }
 
 impl From<Skip> for Not {

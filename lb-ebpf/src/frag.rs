@@ -3,18 +3,16 @@
 //! protocol, identification); later fragments follow it to the same real.
 //! A later fragment seen before its first one goes to the kernel, counted.
 
-use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    programs::XdpContext,
-};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{FragKey, FragVal, FRAG_TIMEOUT_S};
 use lb_ebpf::parse::Packet;
 
 use crate::{
+    code::{self, Code},
     conntrack::NS,
+    fwd,
     maps::LB_FRAGS,
     sched,
-    stats::{self, count},
 };
 
 #[inline(always)]
@@ -29,7 +27,8 @@ fn key(pkt: &Packet) -> FragKey {
     }
 }
 
-/// Remembers the real of a first fragment.
+/// Remembers the real of a first fragment (the caller counts
+/// [`code::EV_FRAG_FIRST`]).
 #[inline(never)]
 pub fn track(pkt: &Packet, svc_id: u32, pick: &sched::Pick, now: u64) {
     let v = FragVal {
@@ -40,34 +39,23 @@ pub fn track(pkt: &Packet, svc_id: u32, pick: &sched::Pick, now: u64) {
         last_ns: now,
     };
     let _ = LB_FRAGS.insert(key(pkt), v, 0);
-    count(|g| &mut g.frag_first);
 }
 
 /// A fragment other than the first.
 #[inline(never)]
-pub fn later_fragment(ctx: &XdpContext, pkt: &Packet, now: u64) -> u32 {
+pub fn later_fragment(ctx: &XdpContext, pkt: &Packet, now: u64) -> Code {
     // SAFETY: read-only copy of the value.
     let v = match unsafe { LB_FRAGS.get(key(pkt)) } {
         Some(v) if now.saturating_sub(v.last_ns) < FRAG_TIMEOUT_S as u64 * NS => *v,
-        _ => {
-            count(|g| &mut g.pass_fragment);
-            return XDP_PASS;
-        }
+        _ => return code::PASS_FRAGMENT,
     };
     let Some(real) = sched::real_if_valid(v.real_id, v.real_gen) else {
-        count(|g| &mut g.pass_fragment);
-        return XDP_PASS;
+        return code::PASS_FRAGMENT;
     };
-    let verdict = crate::forward(ctx, pkt, real);
-    if verdict & crate::fwd::TOO_BIG != 0 {
-        count(|g| &mut g.drop_too_big);
-        return XDP_DROP;
+    // Too big for a tunnel: dropped (only a first fragment gets an ICMP error).
+    let c = fwd::forward(ctx, pkt, real);
+    if code::is_drop(c) {
+        return c;
     }
-    if verdict == XDP_DROP {
-        count(|g| &mut g.drop_no_egress);
-        return verdict;
-    }
-    count(|g| &mut g.frag_forwarded);
-    stats::forwarded(v.svc_id, v.real_id, false, false, pkt.len);
-    verdict
+    code::forwarded(c | code::EV_FRAG_FORWARDED, v.svc_id, v.real_id)
 }

@@ -5,4 +5,5 @@
 #![no_std]
 
 pub mod csum;
+pub mod packet;
 pub mod parse;

@@ -1,8 +1,18 @@
-//! XDP layer-4 load balancer: entry point, dispatch and per-verdict counters.
+//! XDP layer-4 load balancer, as a pipeline: parse → service lookup →
+//! dispatch, then count.
 //!
-//! Packet flow: parse (parse.rs) → service lookup → connection tracking and
-//! scheduling (conntrack.rs, sched.rs) → forwarding (fwd.rs). Anything that is
-//! not for a configured virtual service is XDP_PASS, untouched.
+//! - parse (parse.rs): the headers into the per-CPU scratch [`Packet`];
+//!   what the balancer does not handle is passed to the kernel untouched.
+//! - lookup: the virtual service of the packet's destination.
+//! - dispatch: a TCP / UDP packet for a service is balanced (conntrack.rs,
+//!   sched.rs) and forwarded by its real's method (fwd/); an ICMP error about
+//!   a flow follows the flow; a later fragment follows its first one
+//!   (frag.rs); a packet for no service may be a NAT real's reply
+//!   (fwd/nat.rs); anything else is passed.
+//!
+//! Every step returns the packet's [`Code`] (code.rs): its verdict, the
+//! reason for it and the events on its way. Only [`lb_xdp`] counts
+//! (stats.rs), so each packet is counted once.
 // Built for bpfel-unknown-none by lb-user's build.rs. On the host (cargo
 // check / clippy --workspace) it compiles as an ordinary binary that only says so.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -10,6 +20,7 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+mod code;
 mod conntrack;
 mod frag;
 mod fwd;
@@ -18,56 +29,54 @@ mod sched;
 mod stats;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+    bindings::xdp_action::{XDP_PASS, XDP_TX},
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::xdp,
     programs::XdpContext,
 };
-use lb_common::{FlowKey, Real, RevNat, Service, SvcKey, FLAG_NAT, FWD_NAT, FWD_TUN, PROTO_TCP};
-use lb_ebpf::parse::{self, Packet, Skip, KIND_FRAG, KIND_ICMP};
+use lb_common::{Service, SvcKey, FLAG_NAT, FWD_NAT};
+use lb_ebpf::{
+    packet::frame_len,
+    parse::{self, Packet, KIND_FRAG, KIND_ICMP},
+};
 
 use crate::{
-    conntrack::{Events, NS, SCHED_ESTABLISHED, SCHED_NEW},
-    maps::{LB_FLAGS, LB_NAT_REV, LB_SCRATCH, LB_SERVICES},
-    stats::count,
+    code::Code,
+    conntrack::{Events, SCHED_ESTABLISHED, SCHED_NEW},
+    maps::{LB_FLAGS, LB_SCRATCH, LB_SERVICES},
 };
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let verdict = process(&ctx);
+    // As received: the service and real byte counters count this length.
+    let len = frame_len(&ctx) as u32;
+    let c = process(&ctx);
+    stats::count(c, len);
+    let verdict = code::action(c);
     // Debug builds only (LB_EBPF_LOG=1 at build time): one line per packet.
     #[cfg(feature = "log")]
-    aya_log_ebpf::debug!(&ctx, "verdict {}", verdict);
-    match verdict {
-        XDP_PASS => count(|g| &mut g.pass),
-        XDP_TX => count(|g| &mut g.tx),
-        XDP_REDIRECT => count(|g| &mut g.redirect),
-        XDP_DROP => count(|g| &mut g.drop),
-        _ => count(|g| &mut g.aborted),
-    }
+    aya_log_ebpf::debug!(
+        &ctx,
+        "verdict {} reason {}",
+        verdict,
+        code::reason(c) as u32
+    );
     verdict
 }
 
+/// parse → lookup → dispatch.
 #[inline(always)]
-fn process(ctx: &XdpContext) -> u32 {
+fn process(ctx: &XdpContext) -> Code {
     let Some(scratch) = LB_SCRATCH.get_ptr_mut(0) else {
-        return XDP_PASS;
+        // Cannot happen (slot 0 of an array exists); passed, with a reason.
+        return code::PASS_MALFORMED;
     };
     // SAFETY: per-CPU scratch value; XDP runs with preemption disabled, so
     // nothing else uses it during this program run.
     let pkt = unsafe { &mut *scratch };
-    match parse::parse(ctx, pkt) {
-        Ok(()) => {}
-        Err(skip) => {
-            match skip {
-                Skip::NotIp => count(|g| &mut g.pass_not_ip),
-                Skip::OtherProto => count(|g| &mut g.pass_other_proto),
-                Skip::IpOptions => count(|g| &mut g.pass_ip_options),
-                Skip::Malformed => count(|g| &mut g.pass_malformed),
-            }
-            return XDP_PASS;
-        }
-    };
+    if let Err(skip) = parse::parse(ctx, pkt) {
+        return code::skipped(skip);
+    }
     let pkt: &Packet = pkt;
     if pkt.kind == KIND_FRAG {
         return frag::later_fragment(ctx, pkt, clock());
@@ -79,31 +88,13 @@ fn process(ctx: &XdpContext) -> u32 {
         family: pkt.family,
     };
     // SAFETY: copy of the value; the agent replaces entries whole.
-    match unsafe { LB_SERVICES.get(key) } {
-        Some(s) => {
-            let svc = *s;
-            let now = clock();
-            if pkt.kind == KIND_ICMP {
-                icmp_for_service(ctx, pkt, &svc, now)
-            } else {
-                balance(ctx, pkt, &svc, now)
-            }
-        }
-        None => {
-            let nat = matches!(LB_FLAGS.get(0), Some(f) if f & FLAG_NAT != 0);
-            if nat {
-                let v = nat_reply(ctx, pkt, clock());
-                if v != NOT_NAT {
-                    return v;
-                }
-            }
-            if pkt.kind == KIND_ICMP {
-                count(|g| &mut g.pass_other_proto);
-            } else {
-                count(|g| &mut g.pass_not_vip);
-            }
-            XDP_PASS
-        }
+    let Some(svc) = (unsafe { LB_SERVICES.get(key) }).copied() else {
+        return no_service(ctx, pkt);
+    };
+    if pkt.kind == KIND_ICMP {
+        icmp_for_service(ctx, pkt, &svc, clock())
+    } else {
+        balance(ctx, pkt, &svc, clock())
     }
 }
 
@@ -116,19 +107,9 @@ fn clock() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// Sends `pkt` to `real` by the real's forwarding method.
-#[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> u32 {
-    match real.fwd {
-        FWD_NAT => fwd::nat_to_real(ctx, pkt, real),
-        FWD_TUN => fwd::encap(ctx, pkt, real),
-        _ => fwd::direct_route(ctx, pkt, real),
-    }
-}
-
 /// A TCP / UDP packet (or first fragment) for a virtual service.
 #[inline(never)]
-fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> u32 {
+fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> Code {
     let mut ev = Events {
         resched: false,
         expired: false,
@@ -136,26 +117,21 @@ fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> u32 {
     };
     let mut ids = [0u32; 2];
     let outcome = conntrack::schedule(pkt, svc, now, &mut ev, &mut ids);
+    // What happened on the way, counted whatever the verdict.
+    let mut events = 0;
     if ev.resched {
-        count(|g| &mut g.resched);
+        events |= code::EV_RESCHED;
     }
     if ev.expired {
-        count(|g| &mut g.expired);
+        events |= code::EV_EXPIRED;
     }
-    let new_conn = match outcome {
-        SCHED_ESTABLISHED => false,
-        SCHED_NEW => {
-            count(|g| &mut g.new_flows);
-            true
-        }
-        _ => {
-            count(|g| &mut g.drop_no_real);
-            return XDP_DROP;
-        }
-    };
+    match outcome {
+        SCHED_ESTABLISHED => {}
+        SCHED_NEW => events |= code::EV_NEW_FLOW,
+        _ => return code::DROP_NO_REAL | events,
+    }
     let Some(real) = sched::real_if_valid(ids[0], ids[1]) else {
-        count(|g| &mut g.drop_no_real);
-        return XDP_DROP;
+        return code::DROP_NO_REAL | events;
     };
     let pick = sched::Pick {
         real_id: ids[0],
@@ -164,109 +140,50 @@ fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> u32 {
     };
     if pkt.first_frag {
         frag::track(pkt, svc.svc_id, &pick, now);
+        events |= code::EV_FRAG_FIRST;
     }
     if pick.real.fwd == FWD_NAT && ev.touched {
         // The reverse entry is (re)written with the forward one, at most
         // once a second for an established flow.
-        nat_track(pkt, svc, &pick, now);
+        fwd::nat::track(pkt, svc, &pick, now);
     }
-    let verdict = forward(ctx, pkt, pick.real);
-    if verdict & fwd::TOO_BIG != 0 {
-        return fwd::too_big(ctx, pkt, (verdict & 0xffff) as usize);
+    let c = fwd::forward(ctx, pkt, pick.real);
+    if c & code::SEND_TOO_BIG != 0 {
+        return fwd::too_big::icmp_error(ctx, pkt, code::mtu(c)) | events;
     }
-    if verdict == XDP_DROP {
-        count(|g| &mut g.drop_no_egress);
-        return verdict;
+    if code::is_drop(c) {
+        return c | events;
     }
-    stats::forwarded(svc.svc_id, pick.real_id, new_conn, false, pkt.len);
-    verdict
-}
-
-/// Records how to translate the real's replies of this flow back.
-#[inline(never)]
-fn nat_track(pkt: &Packet, svc: &Service, pick: &sched::Pick, now: u64) {
-    let key = FlowKey {
-        src: pick.real.addr,
-        dst: pkt.src,
-        sport_be: pick.real.port_be,
-        dport_be: pkt.sport_be,
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
-    let v = RevNat {
-        vaddr: pkt.dst,
-        vport_be: pkt.dport_be,
-        family: pkt.family,
-        _pad: 0,
-        svc_id: svc.svc_id,
-        real_id: pick.real_id,
-        real_gen: pick.gen,
-        last_ns: now,
-    };
-    let _ = LB_NAT_REV.insert(key, v, 0);
-}
-
-/// A packet from a NAT real to a client (or an ICMP error about one):
-/// translated back to the virtual service.
-#[inline(never)]
-fn nat_reply(ctx: &XdpContext, pkt: &Packet, now: u64) -> u32 {
-    nat_reply_inner(ctx, pkt, now).unwrap_or(NOT_NAT)
-}
-
-/// [`nat_reply`]'s answer when the packet is not a NAT reply.
-const NOT_NAT: u32 = u32::MAX;
-
-#[inline(always)]
-fn nat_reply_inner(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<u32> {
-    let key = conntrack::flow_key(pkt);
-    let rev = LB_NAT_REV.get_ptr_mut(key)?;
-    // SAFETY: valid for this program run; racing writers store whole fields.
-    let rev = unsafe { &mut *rev };
-    let to = conntrack::timeouts();
-    let limit = if pkt.proto == PROTO_TCP {
-        to.tcp_s
-    } else {
-        to.udp_s
-    };
-    let idle = now.saturating_sub(rev.last_ns);
-    if idle >= limit as u64 * NS {
-        return None;
-    }
-    sched::real_if_valid(rev.real_id, rev.real_gen)?;
-    if idle > NS {
-        rev.last_ns = now;
-    }
-    let (vaddr, vport, svc_id, real_id) = (rev.vaddr, rev.vport_be, rev.svc_id, rev.real_id);
-    let v = fwd::nat_to_client(ctx, pkt, &vaddr, vport);
-    if v == XDP_DROP {
-        count(|g| &mut g.drop_no_egress);
-        return Some(v);
-    }
-    if pkt.kind == KIND_ICMP {
-        count(|g| &mut g.icmp_forwarded);
-    } else {
-        count(|g| &mut g.nat_reverse);
-    }
-    stats::forwarded(svc_id, real_id, false, true, pkt.len);
-    Some(v)
+    code::forwarded(c | events, svc.svc_id, pick.real_id)
 }
 
 /// An ICMP error about a flow of a virtual service: to that flow's real.
 #[inline(never)]
-fn icmp_for_service(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> u32 {
+fn icmp_for_service(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> Code {
     let Some(pick) = conntrack::lookup(pkt, svc, now) else {
-        count(|g| &mut g.pass_other_proto);
-        return XDP_PASS;
+        return code::PASS_OTHER_PROTO;
     };
-    let v = forward(ctx, pkt, pick.real);
-    if v & fwd::TOO_BIG != 0 || v == XDP_DROP {
-        count(|g| &mut g.drop_no_egress);
-        return XDP_DROP;
+    let c = fwd::forward(ctx, pkt, pick.real);
+    if code::is_drop(c) {
+        return c;
     }
-    count(|g| &mut g.icmp_forwarded);
-    stats::forwarded(svc.svc_id, pick.real_id, false, false, pkt.len);
-    v
+    code::forwarded(c | code::EV_ICMP_FORWARDED, svc.svc_id, pick.real_id)
+}
+
+/// A packet for no virtual service: a NAT real's reply (when NAT is in
+/// use), else not the balancer's.
+#[inline(always)]
+fn no_service(ctx: &XdpContext, pkt: &Packet) -> Code {
+    if matches!(LB_FLAGS.get(0), Some(f) if f & FLAG_NAT != 0) {
+        if let Some(c) = fwd::nat::reply(ctx, pkt, clock()) {
+            return c;
+        }
+    }
+    if pkt.kind == KIND_ICMP {
+        code::PASS_OTHER_PROTO
+    } else {
+        code::PASS_NOT_VIP
+    }
 }
 
 /// Reference for benchmarks: swaps the Ethernet addresses and returns XDP_TX,

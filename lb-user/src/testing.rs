@@ -14,6 +14,7 @@ use aya::{
     Ebpf,
 };
 use etherparse::PacketBuilder;
+use lb_common::GlobalStats;
 
 use crate::{
     config,
@@ -233,7 +234,8 @@ impl Harness {
 
     /// Runs the balancer once on `pkt` arriving on interface `b`.
     pub fn run_on_b(&self, pkt: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
-        run_xdp(self.prog(PROGRAM)?, pkt, 1, self.b.ifindex).map(|(v, out, _)| (v, out))
+        self.run_on(PROGRAM, pkt, 1, self.b.ifindex)
+            .map(|(v, out, _)| (v, out))
     }
 
     /// Gives the harness namespace routes and neighbours for the FIB-based
@@ -302,8 +304,93 @@ impl Harness {
         pkt: &[u8],
         repeat: u32,
     ) -> anyhow::Result<(u32, Vec<u8>, f64)> {
-        run_xdp(self.prog(prog)?, pkt, repeat, self.a.ifindex)
+        self.run_on(prog, pkt, repeat, self.a.ifindex)
     }
+
+    /// Runs `prog` on `pkt` arriving on `ifindex`. For the balancer, also
+    /// checks that the runs were counted exactly once each ([`check_counted`]).
+    fn run_on(
+        &self,
+        prog: &str,
+        pkt: &[u8],
+        repeat: u32,
+        ifindex: u32,
+    ) -> anyhow::Result<(u32, Vec<u8>, f64)> {
+        if prog != PROGRAM {
+            return run_xdp(self.prog(prog)?, pkt, repeat, ifindex);
+        }
+        let before = self.dp.global_sum()?;
+        let r = run_xdp(self.prog(prog)?, pkt, repeat, ifindex)?;
+        let after = self.dp.global_sum()?;
+        check_counted(&before, &after, repeat.max(1), r.0)?;
+        Ok(r)
+    }
+}
+
+/// Checks how the global counters moved from `before` to `after` over `runs`
+/// runs of the balancer: one verdict per run, every pass counted with one
+/// reason (the `pass_*` counters add up to `pass`), every drop with one
+/// (`drop_*` add up to `drop`), so forwarded packets (XDP_TX / XDP_REDIRECT)
+/// with none; a single run counted with the verdict it returned.
+pub fn check_counted(
+    before: &GlobalStats,
+    after: &GlobalStats,
+    runs: u32,
+    verdict: u32,
+) -> anyhow::Result<()> {
+    let delta: Vec<(&str, u64)> = GlobalStats::FIELDS
+        .iter()
+        .zip(after.values().iter().zip(before.values()))
+        .map(|((name, _), (a, b))| (*name, a.wrapping_sub(b)))
+        .collect();
+    let sum = |pick: &dyn Fn(&str) -> bool| -> u64 {
+        delta.iter().filter(|(n, _)| pick(n)).map(|(_, d)| d).sum()
+    };
+    let d = |name: &str| sum(&|n| n == name);
+    let verdicts = ["pass", "tx", "redirect", "drop", "aborted"];
+    let moved = || {
+        delta
+            .iter()
+            .filter(|(_, d)| *d != 0)
+            .map(|(n, d)| format!("{n} +{d}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let counted = sum(&|n| verdicts.contains(&n));
+    if counted != u64::from(runs) {
+        bail!("{runs} run(s) counted {counted} verdicts: {}", moved());
+    }
+    let pass_reasons = sum(&|n| n.starts_with("pass_"));
+    if pass_reasons != d("pass") {
+        bail!(
+            "{} pass(es) counted with {pass_reasons} pass reasons: {}",
+            d("pass"),
+            moved()
+        );
+    }
+    let drop_reasons = sum(&|n| n.starts_with("drop_"));
+    if drop_reasons != d("drop") {
+        bail!(
+            "{} drop(s) counted with {drop_reasons} drop reasons: {}",
+            d("drop"),
+            moved()
+        );
+    }
+    let name = match verdict {
+        XDP_PASS => "pass",
+        XDP_TX => "tx",
+        XDP_REDIRECT => "redirect",
+        XDP_DROP => "drop",
+        _ => "aborted",
+    };
+    if runs == 1 && d(name) != 1 {
+        bail!(
+            "a run that returned {} was counted as: {}",
+            verdict_name(verdict),
+            moved()
+        );
+    }
+    Ok(())
 }
 
 /// BPF_PROG_TEST_RUN of an XDP program on `pkt` arriving on `ifindex`:
@@ -450,4 +537,60 @@ pub fn hex_diff(got: &[u8], want: &[u8]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(f: impl FnOnce(&mut GlobalStats)) -> GlobalStats {
+        let mut g = GlobalStats::default();
+        f(&mut g);
+        g
+    }
+
+    #[test]
+    fn one_verdict_and_one_reason_per_run_pass_the_check() {
+        let zero = GlobalStats::default();
+        let dropped = after(|g| {
+            g.drop = 1;
+            g.drop_unroutable = 1;
+            g.new_flows = 1;
+        });
+        check_counted(&zero, &dropped, 1, XDP_DROP).unwrap();
+        let sent = after(|g| {
+            g.tx = 2;
+            g.nat_reverse = 2;
+        });
+        check_counted(&zero, &sent, 2, XDP_TX).unwrap();
+    }
+
+    #[test]
+    fn double_counts_fail_the_check() {
+        let zero = GlobalStats::default();
+        let twice = after(|g| {
+            g.drop = 1;
+            g.drop_unroutable = 1;
+            g.drop_no_egress = 1;
+        });
+        let e = check_counted(&zero, &twice, 1, XDP_DROP).unwrap_err();
+        assert!(e.to_string().contains("2 drop reasons"), "{e}");
+        let no_reason = after(|g| g.pass = 1);
+        assert!(check_counted(&zero, &no_reason, 1, XDP_PASS).is_err());
+        let reason_on_tx = after(|g| {
+            g.tx = 1;
+            g.pass_no_neigh = 1;
+        });
+        assert!(check_counted(&zero, &reason_on_tx, 1, XDP_TX).is_err());
+        let wrong_verdict = after(|g| {
+            g.pass = 1;
+            g.pass_not_vip = 1;
+        });
+        assert!(check_counted(&zero, &wrong_verdict, 1, XDP_TX).is_err());
+        let two_verdicts = after(|g| {
+            g.tx = 1;
+            g.redirect = 1;
+        });
+        assert!(check_counted(&zero, &two_verdicts, 1, XDP_TX).is_err());
+    }
 }

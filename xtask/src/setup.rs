@@ -54,7 +54,7 @@ fn has_rust_src(sysroot: &std::path::Path) -> bool {
 }
 
 /// bpf-linker loads the nightly toolchain's libLLVM, which `rustup run`
-/// puts on the library path (as aya-build does when it builds).
+/// puts on the library path (as lb-user's build.rs does when it builds).
 fn bpf_linker_ok() -> bool {
     Command::new("rustup")
         .args(["run", "nightly", "bpf-linker", "--version"])

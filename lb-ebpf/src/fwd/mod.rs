@@ -1,0 +1,162 @@
+//! Forwarding methods, one module each, and the routing they share.
+//!
+//! - DR (dr.rs) rewrites only the Ethernet addresses (MACs from the agent's
+//!   neighbour resolution); the IP packet is left byte for byte intact.
+//! - NAT (nat.rs) rewrites the destination (client → real) or the source
+//!   (real's reply → client) address and port, updates the IPv4 header and
+//!   TCP / UDP checksums incrementally, and routes the result with the
+//!   kernel's FIB. It also keeps the reverse table the replies are
+//!   translated with.
+//! - TUN (tun.rs) prepends an IPv4 (IPv6 for IPv6 services) header to the
+//!   real and routes it with the FIB; a packet too big for the egress MTU gets
+//!   an ICMP fragmentation-needed / packet-too-big back to the client instead
+//!   (too_big.rs).
+//!
+//! Next hops come from `bpf_fib_lookup`. When the neighbour is not resolved
+//! yet, or the egress interface has no XDP attached, the (already rewritten)
+//! packet goes to the kernel, which resolves and forwards it.
+//!
+//! Every function here returns the packet's [`Code`]; none counts.
+
+mod dr;
+pub mod nat;
+pub mod too_big;
+mod tun;
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibLookup, xdp_action::XDP_DROP},
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{Real, FAMILY_V4, FWD_NAT, FWD_TUN};
+use lb_ebpf::{packet::ptr_at, parse::Packet};
+
+use crate::{
+    code::{self, Code},
+    maps::LB_DEVMAP,
+};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const FIB_SUCCESS: i64 = 0;
+const FIB_FWD_DISABLED: i64 = 5;
+const FIB_NO_NEIGH: i64 = 7;
+const FIB_FRAG_NEEDED: i64 = 8;
+/// TTL / hop limit of headers the balancer builds.
+const TTL: u8 = 64;
+
+/// Sends `pkt` to `real` by the real's forwarding method. A packet too big
+/// for the tunnel comes back as [`code::SEND_TOO_BIG`] (a drop, unless the
+/// caller answers with [`too_big::icmp_error`]: a separate call keeps the BPF
+/// stack of the deepest call chain under 512 bytes).
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
+    match real.fwd {
+        FWD_NAT => nat::to_real(ctx, pkt, real),
+        FWD_TUN => tun::encap(ctx, pkt, real),
+        _ => dr::direct_route(ctx, pkt, real),
+    }
+}
+
+#[inline(always)]
+fn write_macs(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6]) -> Code {
+    let Ok(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return code::DROP_NO_EGRESS;
+    };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(dst);
+    macs[6..].copy_from_slice(src);
+    // SAFETY: the 12 address bytes are inside the packet (ptr_at checked).
+    unsafe { eth.write_unaligned(macs) };
+    code::TX
+}
+
+/// XDP_TX when the egress is the ingress interface, else XDP_REDIRECT
+/// through the devmap (a drop when that fails). The MACs are written.
+#[inline(always)]
+fn transmit(ingress: u32, egress: u32) -> Code {
+    if egress == ingress {
+        return code::TX;
+    }
+    // On a devmap miss the low bits of the flags are the action returned.
+    match LB_DEVMAP.redirect(egress, XDP_DROP as u64) {
+        Ok(_) => code::REDIRECT,
+        _ => code::DROP_NO_EGRESS,
+    }
+}
+
+/// Looks up the next hop of `dst` for a packet of `tot_len` bytes arriving
+/// on the ingress interface: (return code, parameters with MACs, ifindex, MTU).
+#[inline(always)]
+fn fib(
+    ctx: &XdpContext,
+    ingress: u32,
+    family: u8,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+    tot_len: usize,
+) -> (i64, FibLookup) {
+    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
+    let mut p: FibLookup = unsafe { core::mem::zeroed() };
+    p.family = if family == FAMILY_V4 {
+        AF_INET
+    } else {
+        AF_INET6
+    };
+    p.ifindex = ingress;
+    p.__bindgen_anon_1.tot_len = tot_len as u16;
+    if family == FAMILY_V4 {
+        p.__bindgen_anon_3.ipv4_src = src[0];
+        p.__bindgen_anon_4.ipv4_dst = dst[0];
+    } else {
+        p.__bindgen_anon_3.ipv6_src = *src;
+        p.__bindgen_anon_4.ipv6_dst = *dst;
+    }
+    // SAFETY: p is a valid, writable bpf_fib_lookup of the size given.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut p,
+            core::mem::size_of::<FibLookup>() as i32,
+            0,
+        )
+    };
+    (rc, p)
+}
+
+/// Sends a packet whose L3 is final along the FIB result `p` (rc SUCCESS):
+/// MACs from the FIB, XDP_TX or redirect; the kernel when the egress
+/// interface has no XDP of ours.
+#[inline(always)]
+fn send(ctx: &XdpContext, ingress: u32, p: &FibLookup) -> Code {
+    if p.ifindex != ingress && LB_DEVMAP.get(p.ifindex).is_none() {
+        return code::PASS_NO_DEVMAP;
+    }
+    let c = write_macs(ctx, &p.dmac, &p.smac);
+    if code::is_drop(c) {
+        return c;
+    }
+    transmit(ingress, p.ifindex)
+}
+
+/// Routes a packet whose addresses are final toward `dst`.
+#[inline(always)]
+fn route(ctx: &XdpContext, pkt: &Packet, src: &[u32; 4], dst: &[u32; 4]) -> Code {
+    let (rc, p) = fib(ctx, pkt.ingress, pkt.family, src, dst, pkt.ip_len);
+    match rc {
+        FIB_SUCCESS => send(ctx, pkt.ingress, &p),
+        // The kernel resolves the neighbour (or fragments / reports) and forwards.
+        FIB_NO_NEIGH | FIB_FRAG_NEEDED => code::PASS_NO_NEIGH,
+        _ => unroutable(rc),
+    }
+}
+
+/// Why a FIB lookup failed; the packet is dropped.
+#[inline(always)]
+fn unroutable(rc: i64) -> Code {
+    if rc == FIB_FWD_DISABLED {
+        code::DROP_FWD_DISABLED
+    } else {
+        code::DROP_UNROUTABLE
+    }
+}
