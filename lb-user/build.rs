@@ -6,9 +6,9 @@ use std::{env, fs, path::PathBuf};
 
 use anyhow::{anyhow, Context as _};
 
-/// The eBPF binaries of lb-ebpf: the balancer, the real servers' tunnel
-/// endpoint and the benchmark's traffic generator.
-const EBPF_BINS: [&str; 3] = ["lb-xdp", "lb-decap", "lb-gen"];
+/// The eBPF binaries of lb-ebpf: the balancer and the real servers' tunnel
+/// endpoint.
+const EBPF_BINS: [&str; 2] = ["lb-xdp", "lb-decap"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);

@@ -10,5 +10,4 @@ pub mod neigh;
 pub mod sched;
 pub mod state;
 pub mod sweep;
-pub mod testing;
 pub mod vrrp;
