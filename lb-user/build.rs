@@ -1,156 +1,20 @@
-//! Builds the eBPF programs of `lb-ebpf` and leaves them in OUT_DIR for
-//! `include_bytes_aligned!`. With `AYA_BUILD_SKIP=1` (cargo check, clippy,
-//! machines without bpf-linker) empty stub objects are written instead; the
-//! agent then refuses to load them with a clear message.
-//!
-//! The build is the one aya-build 0.2.0 runs (`rustup run nightly cargo build`
-//! for bpfel-unknown-none with build-std, bpf-linker, BTF), but quiet: its
-//! output is shown only when it fails, and compiler warnings are passed on.
-//! (aya-build turns every line the inner cargo prints, "Compiling …"
-//! included, into a cargo warning, which cargo repeats on every build.)
-use std::{
-    env, fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+//! Builds the eBPF programs of `lb-ebpf` (quietly, see `lb-ebpf-build`) and
+//! leaves them in OUT_DIR for `include_bytes_aligned!`; empty stubs under
+//! `AYA_BUILD_SKIP=1`, which the agent refuses to load with a clear message.
+use anyhow::Context as _;
 
-use anyhow::{anyhow, bail, Context as _};
-use cargo_metadata::{diagnostic::DiagnosticLevel, Artifact, Message};
-
-/// The package that holds the eBPF programs.
-const EBPF_PACKAGE: &str = "lb-ebpf";
-/// The eBPF binaries of lb-ebpf: the balancer, the real servers' tunnel
-/// endpoint and the benchmark's traffic generator.
-const EBPF_BINS: [&str; 3] = ["lb-xdp", "lb-decap", "lb-gen"];
-/// The toolchain the eBPF programs are built with (`rustup run` puts its
-/// libLLVM on the library path, which bpf-linker loads).
-const TOOLCHAIN: &str = "nightly";
+/// The eBPF binaries of lb-ebpf: the balancer and the real servers' tunnel
+/// endpoint.
+const EBPF_BINS: [&str; 2] = ["lb-xdp", "lb-decap"];
 
 fn main() -> anyhow::Result<()> {
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    if skip {
-        for bin in EBPF_BINS {
-            fs::write(out_dir.join(bin), []).context("writing stub eBPF object")?;
-        }
-        return Ok(());
-    }
-    let meta = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
-    let pkg = meta
-        .packages
-        .into_iter()
-        .find(|p| p.name.as_str() == EBPF_PACKAGE)
-        .ok_or_else(|| anyhow!("{EBPF_PACKAGE} package not found in the workspace"))?;
-    let root = pkg
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("{EBPF_PACKAGE} manifest has no parent"))?;
-    // lb-ebpf's library is a build-dependency, so cargo reruns this script
-    // when it changes; this covers the binaries' sources too (cargo compares
-    // the newest modification time under the directory).
-    println!("cargo:rerun-if-changed={root}");
     println!("cargo:rerun-if-env-changed=LB_EBPF_LOG");
-    let features: &[&str] = if env::var_os("LB_EBPF_LOG").is_some() {
+    let features: &[&str] = if std::env::var_os("LB_EBPF_LOG").is_some() {
         &["log"]
     } else {
         &[]
     };
-    build_ebpf(&out_dir, features).context(
+    lb_ebpf_build::build("lb-ebpf", &EBPF_BINS, features).context(
         "building the XDP program (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
     )
-}
-
-/// Builds [`EBPF_BINS`] and copies them to `out_dir`. Prints nothing unless
-/// the build fails (then everything it printed) or the compiler warns.
-fn build_ebpf(out_dir: &Path, features: &[&str]) -> anyhow::Result<()> {
-    let endian = env::var("CARGO_CFG_TARGET_ENDIAN").context("CARGO_CFG_TARGET_ENDIAN not set")?;
-    let target = match endian.as_str() {
-        "little" => "bpfel-unknown-none",
-        "big" => "bpfeb-unknown-none",
-        e => bail!("unsupported endianness {e}"),
-    };
-    let mut arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
-    if arch.starts_with("riscv64") {
-        arch = "riscv64".into();
-    }
-    let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        TOOLCHAIN,
-        "cargo",
-        "build",
-        "--package",
-        EBPF_PACKAGE,
-    ]);
-    for bin in EBPF_BINS {
-        cmd.args(["--bin", bin]);
-    }
-    cmd.args(["--message-format=json", "--release", "--target", target]);
-    cmd.args(["-Z", "build-std=core", "--features", &features.join(",")]);
-    // A target directory of its own: cargo would otherwise wait for the lock
-    // on the outer build's.
-    let target_dir = out_dir.join("aya-build").join("target").join(EBPF_PACKAGE);
-    cmd.arg("--target-dir").arg(&target_dir);
-    // Flags separated by 0x1f: the target architecture the eBPF code reads
-    // (aya-ebpf's bpf_target_arch), and BTF for the kernel.
-    let flags = [
-        format!("--cfg=bpf_target_arch=\"{arch}\""),
-        "-Cdebuginfo=2".into(),
-        "-Clink-arg=--btf".into(),
-    ];
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
-    // The outer build's compiler would be used instead of the nightly one.
-    cmd.env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
-
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?} (is rustup installed?)"))?;
-    let mut executables = Vec::new();
-    let mut warnings = Vec::new();
-    let mut report = String::new();
-    for message in Message::parse_stream(&out.stdout[..]) {
-        match message.context("reading cargo's JSON messages")? {
-            Message::CompilerArtifact(Artifact {
-                executable: Some(exe),
-                target,
-                ..
-            }) => executables.push((target.name, exe)),
-            Message::CompilerMessage(m) => {
-                let text = m.message.rendered.unwrap_or(m.message.message);
-                if m.message.level == DiagnosticLevel::Warning {
-                    warnings.push(text.clone());
-                }
-                report.push_str(&text);
-                report.push('\n');
-            }
-            Message::TextLine(line) => {
-                report.push_str(&line);
-                report.push('\n');
-            }
-            _ => {}
-        }
-    }
-    if !out.status.success() {
-        // Cargo shows a failed build script's stderr.
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        eprintln!("{report}");
-        bail!("{cmd:?} failed ({}): its output is above", out.status);
-    }
-    for line in warnings.iter().flat_map(|w| w.lines()) {
-        println!("cargo:warning={line}");
-    }
-    for bin in EBPF_BINS {
-        let (_, exe) = executables
-            .iter()
-            .find(|(name, _)| name == bin)
-            .ok_or_else(|| anyhow!("the build of {EBPF_PACKAGE} produced no {bin}"))?;
-        let dst = out_dir.join(bin);
-        fs::copy(exe, &dst).with_context(|| format!("copying {exe} to {}", dst.display()))?;
-    }
-    Ok(())
 }

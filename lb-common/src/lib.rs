@@ -277,28 +277,6 @@ pub const DECAP_STATS: &str = "LB_DECAP_STATS";
 /// Capacity of the decapsulation address set.
 pub const MAX_DECAP_VIPS: u32 = 1024;
 
-/// Length of the benchmark generator's frames (Ethernet + IPv4 + UDP +
-/// payload, without FCS).
-pub const GEN_FRAME_LEN: usize = 64;
-
-/// Settings of the benchmark's traffic generator (`lb-gen`): every frame is
-/// written from `frame` (a frame may come back recycled after a method
-/// rewrote it), frame `n` with UDP source port `base_port + n % flows`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GenConfig {
-    pub flows: u32,
-    pub base_port: u32,
-    pub frame: [u8; GEN_FRAME_LEN],
-}
-const _: () = assert!(size_of::<GenConfig>() == 72);
-
-/// Maps of the generator object.
-pub const GEN_CONFIG: &str = "LB_GEN_CONFIG";
-pub const GEN_SINK: &str = "LB_GEN_SINK";
-/// Interface slots of the sink counter (ifindex % slots).
-pub const GEN_SINK_SLOTS: u32 = 64;
-
 /// Capacity of the fragment table (datagrams in flight).
 pub const FRAG_TABLE_SIZE: u32 = 65536;
 /// A fragment-table entry is used for at most this long (the kernel's ipfrag_time).
@@ -607,7 +585,6 @@ pub fn ring_index(svc_id: u32, gen: u32, pos: u32) -> u32 {
 mod pod {
     use super::*;
     // SAFETY: all these types are repr(C), Copy, have no padding and accept any bit pattern.
-    unsafe impl aya::Pod for GenConfig {}
     unsafe impl aya::Pod for SvcKey {}
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for Real {}

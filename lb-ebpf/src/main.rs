@@ -29,7 +29,6 @@ mod sched;
 mod stats;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_PASS, XDP_TX},
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::xdp,
     programs::XdpContext,
@@ -184,31 +183,6 @@ fn no_service(ctx: &XdpContext, pkt: &Packet) -> Code {
     } else {
         code::PASS_NOT_VIP
     }
-}
-
-/// Reference for benchmarks: swaps the Ethernet addresses and returns XDP_TX,
-/// the least work a program that sends a frame back out can do.
-#[xdp]
-pub fn xdp_tx_ref(ctx: XdpContext) -> u32 {
-    let Ok(eth) = parse::ptr_at::<[u8; 12]>(&ctx, 0) else {
-        return XDP_PASS;
-    };
-    // SAFETY: the 12 address bytes are inside the packet (checked above).
-    unsafe {
-        let m = eth.read_unaligned();
-        let mut sw = [0u8; 12];
-        sw[..6].copy_from_slice(&m[6..]);
-        sw[6..].copy_from_slice(&m[..6]);
-        eth.write_unaligned(sw);
-    }
-    XDP_TX
-}
-
-/// Passes every frame. Labs attach it to the far end of a veth so that
-/// XDP_TX / XDP_REDIRECT frames sent into that veth are delivered.
-#[xdp]
-pub fn xdp_pass(_ctx: XdpContext) -> u32 {
-    XDP_PASS
 }
 
 #[cfg(not(target_arch = "bpf"))]

@@ -10,8 +10,6 @@ use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO
 use crate::packet::{
     frame_len, ingress_ifindex, read_addr, read_u16_raw, read_u32_raw, read_u8, OutOfBounds,
 };
-// The lab programs (`xdp_tx_ref` in main.rs, gen.rs) name it here.
-pub use crate::packet::ptr_at;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;

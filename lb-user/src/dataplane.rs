@@ -21,9 +21,6 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// The real servers' decapsulation object (`lb decap`).
 pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 
-/// The benchmark's traffic generator and sink (`lb-ebpf/src/gen.rs`).
-pub static GEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-gen"));
-
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "lb_xdp";
 

@@ -13,5 +13,4 @@ pub mod reconciler;
 pub mod sched;
 pub mod state;
 pub mod sweep;
-pub mod testing;
 pub mod vrrp;

@@ -101,16 +101,6 @@ enum Cmd {
     /// held if it dies without releasing them.
     #[command(hide = true)]
     VipGuard,
-    /// Attach a pass-everything XDP program to IFACE until SIGTERM (for labs:
-    /// veth delivers XDP_TX frames only when its peer has an XDP program).
-    #[command(hide = true)]
-    XdpPass {
-        #[arg(long)]
-        iface: String,
-        /// xdp_pass, or xdp_tx_ref (the benchmark's reflector).
-        #[arg(long, default_value = "xdp_pass")]
-        program: String,
-    },
     /// Real-server side of LVS-TUN without a kernel ipip device: strip the
     /// tunnel header of packets to VIP (XDP) until SIGTERM.
     Decap {
@@ -289,10 +279,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::VipGuard => {
             rt.block_on(lb_user::vrrp::guard::run())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::XdpPass { iface, program } => {
-            rt.block_on(agent::xdp_pass(&iface, &program))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Decap {

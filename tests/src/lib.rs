@@ -1,11 +1,14 @@
-//! Network-namespace labs for the integration tests and `cargo xtask demo`.
+//! Network-namespace labs for the integration tests, `cargo xtask demo` and
+//! `cargo xtask bench` (its connection-level stage and `lb-pps`).
 //!
 //! A [`Lab`] is one L2 segment (a bridge in its own namespace) joining a
 //! client, a director and real servers, each in its own namespace, as in an
 //! LVS-DR setup: the VIP is on the director's interface (where keepalived's
 //! VRRP would put it) and on the reals' `lo` with arp_ignore=1 /
-//! arp_announce=2. Everything a lab makes (namespaces, links, processes, its
-//! bpffs mount and files) is removed when it is dropped, also on panic.
+//! arp_announce=2. [`Lab::empty`] is a lab without that topology, for
+//! callers that build their own (the benchmark `lb-pps`). Everything a lab
+//! makes (namespaces, links, processes, its bpffs mount and files) is
+//! removed when it is dropped, also on panic.
 
 use std::{
     collections::BTreeMap,
@@ -16,6 +19,11 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context as _};
+
+/// lb-lab's pass-everything program, for the far end of a veth ([`Lab::xdp_pass`]).
+pub const XDP_PASS: &str = "xdp_pass";
+/// lb-lab's XDP_TX reflector (swaps the Ethernet addresses).
+pub const XDP_TX_REF: &str = "xdp_tx_ref";
 
 /// Arguments every test agent gets (a connection table sized for tests).
 pub const AGENT_ARGS: &[&str] = &["--conntrack-size", "65536"];
@@ -86,11 +94,14 @@ pub fn run(args: &[&str]) -> anyhow::Result<Output> {
 pub struct Bins {
     pub lb: PathBuf,
     pub nsprobe: PathBuf,
+    /// `lb-lab`, whose `xdp-pass` gives veth peers an XDP program.
+    pub lab: PathBuf,
 }
 
 impl Bins {
-    /// `lb` and `nsprobe` next to the running test executable
-    /// (target/<profile>/deps/..), or from LB_BIN / NSPROBE_BIN.
+    /// `lb` and `lb-lab` next to the running test executable
+    /// (target/<profile>/deps/..), or from LB_BIN / LB_LAB_BIN; `nsprobe`
+    /// as given.
     pub fn from_target_dir(nsprobe: &str) -> Self {
         let exe = std::env::current_exe().expect("current exe");
         let profile_dir = exe
@@ -106,14 +117,23 @@ impl Bins {
             "{} not found: build it first (`cargo build -p lb-user`; `cargo xtask test` does)",
             lb.display()
         );
+        let lab = std::env::var_os("LB_LAB_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| profile_dir.join("lb-lab"));
+        assert!(
+            lab.exists(),
+            "{} not found: build it first (`cargo build -p lb-lab`; `cargo xtask test` does)",
+            lab.display()
+        );
         Self {
             lb,
             nsprobe: PathBuf::from(nsprobe),
+            lab,
         }
     }
 }
 
-/// One DR lab. Dropping it removes everything it made.
+/// One lab. Dropping it removes everything it made.
 pub struct Lab {
     pub prefix: String,
     pub bins: Bins,
@@ -155,7 +175,30 @@ impl Lab {
         Self::new(prefix, bins, reals, true, false)
     }
 
+    /// A lab without topology: its work directory and its bpffs mount
+    /// ([`Lab::bpffs_of`]), no namespace yet. The caller adds namespaces
+    /// ([`Lab::add_ns`]), links and processes ([`Lab::spawn`],
+    /// [`Lab::spawn_agent_on`], [`Lab::xdp_pass`]); dropping it removes
+    /// them as for any lab.
+    pub fn empty(prefix: &str, bins: Bins) -> anyhow::Result<Self> {
+        let lab = Self::create(prefix, bins, 0, false, false)?;
+        lab.mount_bpffs().context("mounting the lab's bpffs")?;
+        Ok(lab)
+    }
+
     fn new(
+        prefix: &str,
+        bins: Bins,
+        reals: usize,
+        two_subnets: bool,
+        ha: bool,
+    ) -> anyhow::Result<Self> {
+        let mut lab = Self::create(prefix, bins, reals, two_subnets, ha)?;
+        lab.build().context("building the namespace lab")?;
+        Ok(lab)
+    }
+
+    fn create(
         prefix: &str,
         bins: Bins,
         reals: usize,
@@ -165,7 +208,7 @@ impl Lab {
         let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(&workdir)?;
-        let mut lab = Lab {
+        Ok(Lab {
             prefix: prefix.to_owned(),
             bins,
             namespaces: Vec::new(),
@@ -175,12 +218,12 @@ impl Lab {
             reals,
             two_subnets,
             ha,
-        };
-        lab.build().context("building the namespace lab")?;
-        Ok(lab)
+        })
     }
 
-    fn add_ns(&mut self, role: &str) -> anyhow::Result<String> {
+    /// Creates the namespace of `role` (replacing a stale one of the same
+    /// name), with `lo` up; it is deleted when the lab drops.
+    pub fn add_ns(&mut self, role: &str) -> anyhow::Result<String> {
         let ns = self.ns(role);
         let _ = run(&["ip", "netns", "del", &ns]);
         run(&["ip", "netns", "add", &ns])?;
@@ -299,10 +342,9 @@ impl Lab {
             self.spawn(&r, &[&probe, "serve", "8080", &r], "httpd8080")?;
         }
         // veth delivers the director's XDP_TX frames only if the peer runs XDP too.
-        let lb = self.bins.lb.to_string_lossy().into_owned();
-        self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir"], "xdp-pass")?;
+        self.xdp_pass("sw", "dir", XDP_PASS, "xdp-pass")?;
         if self.ha {
-            self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir2"], "xdp-pass2")?;
+            self.xdp_pass("sw", "dir2", XDP_PASS, "xdp-pass2")?;
         }
         // The director's own service, to check that non-VIP traffic is untouched.
         let probe = self.bins.nsprobe.to_string_lossy().into_owned();
@@ -316,7 +358,14 @@ impl Lab {
             &[&probe, "serve", "8080", "director"],
             "director-httpd8080",
         )?;
-        // bpffs for the agent's pins, outside /sys (which `ip netns exec` remounts).
+        self.mount_bpffs()?;
+        // Let servers bind before traffic starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    /// bpffs for the agents' pins, outside /sys (which `ip netns exec` remounts).
+    fn mount_bpffs(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.bpffs_mount)?;
         run(&[
             "mount",
@@ -325,9 +374,25 @@ impl Lab {
             "bpf",
             &self.bpffs_mount.to_string_lossy(),
         ])?;
-        // Let servers bind before traffic starts.
-        std::thread::sleep(Duration::from_millis(300));
         Ok(())
+    }
+
+    /// Attaches lb-lab's `program` ([`XDP_PASS`], or [`XDP_TX_REF`], the
+    /// XDP_TX reflector) to `iface` in `role`'s namespace until the lab
+    /// drops: `lb-lab xdp-pass`, process `tag`.
+    pub fn xdp_pass(
+        &mut self,
+        role: &str,
+        iface: &str,
+        program: &str,
+        tag: &str,
+    ) -> anyhow::Result<()> {
+        let lab = self.bins.lab.to_string_lossy().into_owned();
+        self.spawn(
+            role,
+            &[&lab, "xdp-pass", "--iface", iface, "--program", program],
+            tag,
+        )
     }
 
     /// Starts a process in `role`'s namespace; it is killed when the lab drops.
@@ -470,8 +535,7 @@ impl Lab {
             // offload metadata: the reals compute checksums themselves.
             self.exec(&r, &["ethtool", "-K", "eth0", "tx", "off"])?;
         }
-        let lb = self.bins.lb.to_string_lossy().into_owned();
-        self.spawn("sw", &[&lb, "xdp-pass", "--iface", "dir1"], "xdp-pass1")?;
+        self.xdp_pass("sw", "dir1", XDP_PASS, "xdp-pass1")?;
         Ok(())
     }
 

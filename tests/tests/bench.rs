@@ -11,7 +11,11 @@ fn forwarding_rate_harness_measures_and_cleans_up() {
     let _g = lb_tests::serial();
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
     let pps = bins.lb.with_file_name("lb-pps");
-    assert!(pps.exists(), "{} not built", pps.display());
+    assert!(
+        pps.exists(),
+        "{} not built (`cargo build -p lb-bench`; `cargo xtask test` does)",
+        pps.display()
+    );
     let json = std::env::temp_dir().join(format!("lb-pps-test-{}.json", std::process::id()));
     let out = Command::new(&pps)
         .arg("--lb")

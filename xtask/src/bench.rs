@@ -153,10 +153,17 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "lb-user",
         "--bin",
         "lb",
+        "-p",
+        "lb-bench",
         "--bin",
         "lb-bench",
         "--bin",
         "lb-pps",
+        // The labs' xdp-pass (lb-pps, the connection-level stage's labs).
+        "-p",
+        "lb-lab",
+        "--bin",
+        "lb-lab",
         // The labs' HTTP servers of the connection-level stage.
         "-p",
         "lb-tests",
@@ -210,6 +217,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let bins = lb_tests::Bins {
             lb: bin("lb"),
             nsprobe: bin("nsprobe"),
+            lab: bin("lb-lab"),
         };
         let mut b = bench_http::Bench::new(bins, http_secs, opts.connections)?;
         let mut samples: Vec<(String, Vec<bench_http::Sample>)> = bench_http::METHODS

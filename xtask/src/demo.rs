@@ -184,6 +184,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "-p",
         "lb-user",
         "-p",
+        "lb-lab",
+        "-p",
         "lb-tests",
         "--bins",
     ]))?;
@@ -193,6 +195,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let bins = Bins {
         lb: root().join("target/release/lb"),
         nsprobe: root().join("target/release/nsprobe"),
+        lab: root().join("target/release/lb-lab"),
     };
     if opts.ha {
         return run_ha(bins, &opts, &stop);

@@ -42,11 +42,23 @@ fn tally(line: &str, totals: &mut [u64; 3]) {
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
-    // The namespace tests run the `lb` binary itself.
-    exec(cargo().args(["build", "-p", "lb-user", "--bins"]))?;
+    // The namespace tests run the binaries themselves: `lb`, lb-lab's
+    // `xdp-pass` in the labs, the benchmark's `lb-pps` (tests/tests/bench.rs).
+    exec(cargo().args([
+        "build", "-p", "lb-user", "-p", "lb-lab", "-p", "lb-bench", "--bins",
+    ]))?;
     let mut cmd: Command = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "lb-ebpf", "--"])
-        .args(&opts.args);
+    // The eBPF crates are tested through the fixtures (lb-testkit).
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--exclude",
+        "lab-ebpf",
+        "--",
+    ])
+    .args(&opts.args);
     eprintln!("xtask: $ {cmd:?}");
     let mut child = cmd
         .stdout(Stdio::piped())

@@ -16,7 +16,6 @@ pub mod watch;
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
-use anyhow::{anyhow, Context as _};
 use aya::programs::XdpMode;
 use lb_common::Timeouts;
 use thiserror::Error;
@@ -409,32 +408,4 @@ fn spawn_ebpf_logger(ebpf: &mut aya::Ebpf) {
         }
         Err(e) => tracing::debug!("XDP program built without logging ({e})"),
     }
-}
-
-/// Attaches the object's `xdp_pass` program (or another of its helper
-/// programs, e.g. the benchmark's `xdp_tx_ref`) to `iface` until SIGTERM /
-/// SIGINT.
-pub async fn xdp_pass(iface: &str, program: &str) -> anyhow::Result<()> {
-    if !matches!(program, "xdp_pass" | "xdp_tx_ref") {
-        return Err(anyhow!("--program must be xdp_pass or xdp_tx_ref"));
-    }
-    let mut ebpf = dataplane::load(&LoadOptions {
-        pin_dir: None,
-        conntrack_size: 1024,
-        persist_size: 1024,
-    })?;
-    let prog: &mut aya::programs::Xdp = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("{program} missing from the object"))?
-        .try_into()?;
-    prog.load()?;
-    prog.attach(iface, XdpMode::Driver)
-        .with_context(|| format!("attaching {program} to {iface}"))?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::{bail, Context as _};
 use lb_common::Timeouts;
-use lb_user::testing::*;
+use lb_testkit::*;
 
 const VIP: &str = "10.0.0.100";
 const MAC1: [u8; 6] = [0x02, 0x11, 0, 0, 0, 0x11];

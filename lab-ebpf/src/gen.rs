@@ -14,8 +14,8 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use lb_common::{GenConfig, GEN_FRAME_LEN, GEN_SINK_SLOTS};
-use lb_ebpf::parse::ptr_at;
+use lab_common::{GenConfig, GEN_FRAME_LEN, GEN_SINK_SLOTS};
+use lab_ebpf::ptr_at;
 
 /// Offsets in the generator's frame (Ethernet + a 20-byte IPv4 header + UDP).
 const IP: usize = 14;
@@ -92,7 +92,7 @@ pub fn xdp_count(ctx: XdpContext) -> u32 {
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("lb-gen is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs");
+    eprintln!("lab-gen is an XDP object: it is built for bpfel-unknown-none by lb-lab's build.rs");
 }
 
 #[cfg(target_arch = "bpf")]

@@ -1,7 +1,8 @@
 //! Scheduler fixtures (BPF_PROG_TEST_RUN): the choice sequence of lc, wlc,
 //! sed and nq with ipvs's formulas, connection counts released on FIN/RST,
 //! sh and mh following their tables, with fallback and minimal disruption.
-use lb_user::{config::fmt_sock, sched, state::addr_words, testing::*};
+use lb_testkit::*;
+use lb_user::{config::fmt_sock, sched, state::addr_words};
 
 const VIP: &str = "10.0.0.100";
 const REALS: [(&str, [u8; 6]); 3] = [

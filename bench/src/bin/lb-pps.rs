@@ -10,7 +10,7 @@
 //! - `nft`: the kernel forwarding with nftables DNAT (round robin) and
 //!   conntrack, the netfilter path ipvs-NAT resembles.
 //!
-//! The generator (`lb-ebpf/src/gen.rs`) runs through BPF_PROG_RUN with
+//! The generator (`lab-ebpf/src/gen.rs`) runs through BPF_PROG_RUN with
 //! BPF_F_TEST_XDP_LIVE_FRAMES: 64-byte UDP frames, the source port cycling
 //! over `--flows` values, transmitted into the method's veth. The reals'
 //! MAC addresses are the generator's, so whatever a method forwards comes
@@ -24,13 +24,17 @@
 //! With `--scaling`, lb DR is also measured with 1 to 1,000,000 tracked
 //! flows and with 100 and 1,000 reals.
 //!
-//! Usage: lb-pps --lb PATH [--seconds S] [--rounds N] [--flows N] [--scaling]
-//!               [--methods floor,dr,nat,tun,nft] [--json FILE] [--out FILE.md]
+//! The namespaces and processes are a [`lb_tests::Lab`] (an empty one this
+//! program builds its topology in), removed when the run ends or fails.
+//!
+//! Usage: lb-pps --lb PATH [--lab PATH] [--seconds S] [--rounds N] [--flows N]
+//!               [--scaling] [--methods floor,dr,nat,tun,nft] [--json FILE]
+//!               [--out FILE.md]
+//! (`--lab`: the lb-lab binary, by default next to this one.)
 use std::{
     fmt::Write as _,
     os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -41,10 +45,15 @@ use aya::{
     Ebpf,
 };
 use etherparse::PacketBuilder;
-use lb_common::{GenConfig, GEN_CONFIG, GEN_FRAME_LEN, GEN_SINK, GEN_SINK_SLOTS};
-use lb_user::dataplane::GEN_OBJECT;
+use lb_lab::{GenConfig, GEN_CONFIG, GEN_FRAME_LEN, GEN_OBJECT, GEN_SINK, GEN_SINK_SLOTS};
+use lb_tests::{run, Bins, Lab, XDP_PASS, XDP_TX_REF};
 
+/// The namespace lab's prefix: namespaces `lbpps-gen`, `lbpps-<method>`.
 const PREFIX: &str = "lbpps";
+/// Role of the generator's namespace.
+const GEN: &str = "gen";
+/// The device under test's end of its veth (`lb run --iface eth0`).
+const DUT_IF: &str = "eth0";
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "10.0.0.1";
 const DIRECTOR: &str = "10.0.0.2";
@@ -78,29 +87,17 @@ fn real(i: u32, n: u32) -> String {
     }
 }
 
-fn sh(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// stdout of a command in `role`'s namespace.
+fn in_ns(lab: &Lab, role: &str, args: &[&str]) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&lab.exec(role, args)?.stdout).into_owned())
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    sh(&v)
-}
-
-fn mac_of(ns: &str, dev: &str) -> anyhow::Result<[u8; 6]> {
-    let text = in_ns(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+fn mac_of(lab: &Lab, role: &str, dev: &str) -> anyhow::Result<[u8; 6]> {
+    let text = in_ns(
+        lab,
+        role,
+        &["cat", &format!("/sys/class/net/{dev}/address")],
+    )?;
     let mut mac = [0u8; 6];
     for (i, p) in text.trim().split(':').enumerate().take(6) {
         mac[i] = u8::from_str_radix(p, 16)?;
@@ -113,73 +110,6 @@ fn fmt_mac(m: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// Everything the run made: namespaces and processes, removed on drop
-/// (also when the run fails).
-struct Lab {
-    namespaces: Vec<String>,
-    procs: Vec<Child>,
-    workdir: PathBuf,
-}
-
-impl Lab {
-    fn add_ns(&mut self, name: &str) -> anyhow::Result<String> {
-        let ns = format!("{PREFIX}-{name}");
-        let _ = sh(&["ip", "netns", "del", &ns]);
-        sh(&["ip", "netns", "add", &ns])?;
-        self.namespaces.push(ns.clone());
-        in_ns(&ns, &["ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn spawn(&mut self, ns: &str, args: &[&str], log: &str) -> anyhow::Result<()> {
-        let f = std::fs::File::create(self.workdir.join(log))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .spawn()
-            .with_context(|| format!("starting {}", args.join(" ")))?;
-        self.procs.push(child);
-        Ok(())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.procs {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
-        for c in &mut self.procs {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(3) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.drain(..).rev() {
-            if let Ok(pids) = sh(&["ip", "netns", "pids", &ns]) {
-                for pid in pids
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok())
-                {
-                    // SAFETY: kill(2) on a process of a namespace we made.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            let _ = sh(&["ip", "netns", "del", &ns]);
-        }
-        let _ = sh(&["umount", &self.workdir.join("bpffs").to_string_lossy()]);
-        let _ = std::fs::remove_dir_all(&self.workdir);
-    }
 }
 
 /// One method's device under test.
@@ -208,49 +138,52 @@ fn service(kind: &str, n: u32) -> String {
     c + "}\n"
 }
 
-fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyhow::Result<Dut> {
+fn setup_dut(lab: &mut Lab, name: &'static str) -> anyhow::Result<Dut> {
     let ns = lab.add_ns(name)?;
+    let gen_ns = lab.ns(GEN);
     let gen_if = format!("g-{name}");
-    sh(&[
-        "ip", "-n", gen_ns, "link", "add", &gen_if, "type", "veth", "peer", "name", "d0", "netns",
-        &ns,
+    run(&[
+        "ip", "-n", &gen_ns, "link", "add", &gen_if, "type", "veth", "peer", "name", DUT_IF,
+        "netns", &ns,
     ])?;
-    sh(&["ip", "-n", gen_ns, "link", "set", &gen_if, "up"])?;
-    in_ns(
-        &ns,
-        &["ip", "addr", "add", &format!("{DIRECTOR}/16"), "dev", "d0"],
+    run(&["ip", "-n", &gen_ns, "link", "set", &gen_if, "up"])?;
+    lab.exec(
+        name,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{DIRECTOR}/16"),
+            "dev",
+            DUT_IF,
+        ],
     )?;
-    in_ns(&ns, &["ip", "link", "set", "d0", "up"])?;
-    let gen_mac = mac_of(gen_ns, &gen_if)?;
-    let dut_mac = mac_of(&ns, "d0")?;
+    lab.exec(name, &["ip", "link", "set", DUT_IF, "up"])?;
+    let gen_mac = mac_of(lab, GEN, &gen_if)?;
+    let dut_mac = mac_of(lab, name, DUT_IF)?;
     // The client and the reals are all the generator's end.
     let n = lb_kind(name).map(|k| k.1).unwrap_or(2);
     let mut batch = String::new();
     for ip in (0..n).map(|i| real(i, n)).chain([CLIENT.to_string()]) {
         batch += &format!(
-            "neigh replace {ip} lladdr {} dev d0 nud permanent\n",
+            "neigh replace {ip} lladdr {} dev {DUT_IF} nud permanent\n",
             fmt_mac(&gen_mac)
         );
     }
     let batch_file = lab.workdir.join(format!("{name}.neigh"));
     std::fs::write(&batch_file, batch)?;
-    in_ns(&ns, &["ip", "-batch", &batch_file.to_string_lossy()])?;
+    lab.exec(name, &["ip", "-batch", &batch_file.to_string_lossy()])?;
     for kv in [
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.conf.all.send_redirects=0",
-        "net.ipv4.conf.d0.send_redirects=0",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.d0.rp_filter=0",
+        "net.ipv4.ip_forward=1".to_string(),
+        "net.ipv4.conf.all.send_redirects=0".to_string(),
+        format!("net.ipv4.conf.{DUT_IF}.send_redirects=0"),
+        "net.ipv4.conf.all.rp_filter=0".to_string(),
+        format!("net.ipv4.conf.{DUT_IF}.rp_filter=0"),
     ] {
-        in_ns(&ns, &["sysctl", "-qw", kv])?;
+        lab.exec(name, &["sysctl", "-qw", &kv])?;
     }
-    let lbs = lb.to_string_lossy().into_owned();
     match name {
-        "floor" => lab.spawn(
-            &ns,
-            &[&lbs, "xdp-pass", "--iface", "d0", "--program", "xdp_tx_ref"],
-            "floor.log",
-        )?,
+        "floor" => lab.xdp_pass(name, DUT_IF, XDP_TX_REF, "floor")?,
         "nft" => {
             let rules = format!(
                 "table ip lbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n    \
@@ -259,27 +192,27 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
             );
             let f = lab.workdir.join("nft.rules");
             std::fs::write(&f, rules)?;
-            in_ns(&ns, &["nft", "-f", &f.to_string_lossy()])?;
+            lab.exec(name, &["nft", "-f", &f.to_string_lossy()])?;
             // veth hands frames sent by an XDP program to its peer only
             // when the peer runs XDP too.
-            lab.spawn(&ns, &[&lbs, "xdp-pass", "--iface", "d0"], "nft-xdp.log")?;
+            lab.xdp_pass(name, DUT_IF, XDP_PASS, "xdp")?;
         }
         "ipvs-dr" | "ipvs-nat" => {
             // ipvs takes the VIP's packets at LOCAL_IN: the VIP is local.
-            in_ns(
-                &ns,
-                &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "d0"],
+            lab.exec(
+                name,
+                &["ip", "addr", "add", &format!("{VIP}/32"), "dev", DUT_IF],
             )?;
             let svc = format!("{VIP}:80");
-            in_ns(&ns, &["ipvsadm", "-A", "-u", &svc, "-s", "rr"])?;
+            lab.exec(name, &["ipvsadm", "-A", "-u", &svc, "-s", "rr"])?;
             let (flag, port) = if name == "ipvs-dr" {
                 ("-g", 80)
             } else {
                 ("-m", 8080)
             };
             for r in REALS {
-                in_ns(
-                    &ns,
+                lab.exec(
+                    name,
                     &[
                         "ipvsadm",
                         "-a",
@@ -293,38 +226,19 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
                     ],
                 )?;
             }
-            lab.spawn(
-                &ns,
-                &[&lbs, "xdp-pass", "--iface", "d0"],
-                &format!("{name}-xdp.log"),
-            )?;
+            lab.xdp_pass(name, DUT_IF, XDP_PASS, "xdp")?;
         }
         kind => {
             let (lb_kind, n) = lb_kind(kind).ok_or_else(|| anyhow!("unknown method {kind}"))?;
-            let cfg = lab.workdir.join(format!("{kind}.conf"));
-            std::fs::write(&cfg, service(lb_kind, n))?;
-            let bpffs = lab.workdir.join("bpffs").join(kind);
-            let sock = lab.workdir.join(format!("{kind}.sock"));
-            lab.spawn(
-                &ns,
-                &[
-                    &lbs,
-                    "run",
-                    "--iface",
-                    "d0",
-                    "--config",
-                    &cfg.to_string_lossy(),
-                    "--bpffs",
-                    &bpffs.to_string_lossy(),
-                    "--socket",
-                    &sock.to_string_lossy(),
-                    // Room for the 1M-flow scaling run on 2 CPUs.
-                    "--conntrack-size",
-                    "2097152",
-                ],
-                &format!("{kind}.log"),
+            // `lb run --iface eth0`, pins under the lab's bpffs, control
+            // socket and configuration in its work directory.
+            lab.spawn_agent_on(
+                kind,
+                &service(lb_kind, n),
+                // Room for the 1M-flow scaling run on 2 CPUs.
+                &["--conntrack-size", "2097152"],
             )?;
-            wait_agent(lb, &sock, &lab.workdir.join(format!("{kind}.log")))?;
+            lab.wait_resolved_on(kind, Duration::from_secs(15))?;
         }
     }
     let frame = {
@@ -345,7 +259,8 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
         f
     };
     let gen_index: u32 = in_ns(
-        gen_ns,
+        lab,
+        GEN,
         &["cat", &format!("/sys/class/net/{gen_if}/ifindex")],
     )?
     .trim()
@@ -360,27 +275,6 @@ fn setup_dut(lab: &mut Lab, lb: &Path, gen_ns: &str, name: &'static str) -> anyh
     })
 }
 
-/// Waits until the agent answers `lb status` with its reals resolved.
-fn wait_agent(lb: &Path, sock: &Path, log: &Path) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        let out = Command::new(lb)
-            .args(["status", "--socket", &sock.to_string_lossy()])
-            .output()?;
-        let s = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && s.contains("service") && !s.contains("unresolved") {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            bail!(
-                "agent not ready: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The generator side, in its namespace (the thread entered it).
 struct Gen {
     ebpf: Ebpf,
@@ -388,10 +282,7 @@ struct Gen {
 
 impl Gen {
     fn new(duts: &[Dut]) -> anyhow::Result<Gen> {
-        if GEN_OBJECT.is_empty() {
-            bail!("lb-user was built with AYA_BUILD_SKIP=1: no generator object");
-        }
-        let mut ebpf = Ebpf::load(GEN_OBJECT).context("loading the generator object")?;
+        let mut ebpf = lb_lab::load(GEN_OBJECT, "generator")?;
         let gen: &mut Xdp = ebpf
             .program_mut("xdp_gen")
             .ok_or_else(|| anyhow!("xdp_gen missing"))?
@@ -536,25 +427,30 @@ fn main() -> anyhow::Result<()> {
         methods.extend(MANY);
     }
 
-    let workdir = std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id()));
-    std::fs::create_dir_all(workdir.join("bpffs"))?;
-    let mut lab = Lab {
-        namespaces: Vec::new(),
-        procs: Vec::new(),
-        workdir: workdir.clone(),
+    // lb-lab (its `xdp-pass`), next to this binary unless given.
+    let lab_bin = match arg::<String>(&args, "--lab", String::new())? {
+        p if p.is_empty() => std::env::current_exe()?.with_file_name("lb-lab"),
+        p => PathBuf::from(p),
     };
-    sh(&[
-        "mount",
-        "-t",
-        "bpf",
-        "bpf",
-        &workdir.join("bpffs").to_string_lossy(),
-    ])?;
-    let gen_ns = lab.add_ns("gen")?;
+    if !lab_bin.exists() {
+        bail!(
+            "{} not found: build lb-lab (`cargo build -p lb-lab`) or give --lab PATH",
+            lab_bin.display()
+        );
+    }
+    let bins = Bins {
+        // No HTTP server runs here.
+        nsprobe: lb.with_file_name("nsprobe"),
+        lab: lab_bin,
+        lb: lb.clone(),
+    };
+    let mut lab = Lab::empty(PREFIX, bins)?;
+    lab.add_ns(GEN)?;
+    let gen_ns = lab.ns(GEN);
     let mut duts = Vec::new();
     for m in &methods {
         eprintln!("lb-pps: setting up {m}");
-        duts.push(setup_dut(&mut lab, &lb, &gen_ns, m)?);
+        duts.push(setup_dut(&mut lab, m)?);
     }
 
     // The generator thread lives in the generator namespace, on one CPU.
@@ -562,7 +458,7 @@ fn main() -> anyhow::Result<()> {
         s.spawn(
             || -> anyhow::Result<(Vec<(&'static str, u32, Vec<f64>)>, Vec<Dut>)> {
                 enter_ns(&gen_ns)?;
-                lb_user::testing::pin_to_current_cpu()?;
+                lb_testkit::pin_to_current_cpu()?;
                 let mut gen = Gen::new(&duts)?;
                 // Calibration: frames per `seconds` on the first method.
                 let (t, _) = gen.burst(&duts[0], 200_000, flows)?;
@@ -646,14 +542,10 @@ fn main() -> anyhow::Result<()> {
     // A method that returned few frames: show why (its data-plane counters).
     for d in &duts {
         if median(&d.delivered) < 0.5 && matches!(d.name, "dr" | "nat" | "tun") {
-            let bpffs = workdir.join("bpffs").join(d.name);
-            let c = sh(&[
-                &lb.to_string_lossy(),
-                "counters",
-                "--bpffs",
-                &bpffs.to_string_lossy(),
-            ])
-            .unwrap_or_else(|e| e.to_string());
+            let bpffs = lab.bpffs_of(d.name);
+            let c = lab
+                .lb(&["counters", "--bpffs", &bpffs.to_string_lossy()])
+                .unwrap_or_else(|e| e.to_string());
             eprintln!(
                 "lb-pps: {} returned {:.1}% of the frames; its counters:\n{c}",
                 d.name,

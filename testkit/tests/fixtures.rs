@@ -1,7 +1,7 @@
 //! Data-plane fixtures run through BPF_PROG_TEST_RUN: each names its input,
 //! the expected verdict, the exact expected output bytes and counters. The
 //! maps are filled through the agent's own code. Needs root (BPF).
-use lb_user::testing::*;
+use lb_testkit::*;
 
 const VIP: &str = "10.0.0.100";
 const RIP1: &str = "10.0.0.11";

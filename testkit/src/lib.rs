@@ -1,5 +1,6 @@
 //! Test harness for the data plane through BPF_PROG_TEST_RUN, shared by the
-//! fixture tests and `cargo xtask bench` (the same packets are timed).
+//! fixture tests (`tests/`) and the benchmark `lb-bench` (the same packets
+//! are timed).
 //!
 //! A harness lives in a private network namespace of the calling thread
 //! (unshare(CLONE_NEWNET)) with two veth pairs, so redirect targets exist and
@@ -16,14 +17,15 @@ use aya::{
 use etherparse::PacketBuilder;
 use lb_common::GlobalStats;
 
-use crate::{
+use lb_user::{
     config,
     dataplane::{self, Dataplane, LoadOptions, PROGRAM},
+    health::Health,
     state::{Tables, L2},
 };
 
-/// Name of the XDP_TX reference program in the object.
-pub const REFERENCE_PROGRAM: &str = "xdp_tx_ref";
+/// Name of the XDP_TX reference program (in lb-lab's object).
+pub use lb_lab::REFERENCE_PROGRAM;
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -99,6 +101,8 @@ pub struct TestIface {
 /// The data plane loaded in a private namespace, ready for test runs.
 pub struct Harness {
     ebpf: Ebpf,
+    /// The lab object holding [`REFERENCE_PROGRAM`].
+    lab: Ebpf,
     pub dp: Dataplane,
     pub tables: Tables,
     /// Interface packets arrive on (XDP_TX target).
@@ -107,7 +111,7 @@ pub struct Harness {
     pub b: TestIface,
     pub l2: BTreeMap<IpAddr, L2>,
     /// Health-checker verdicts to apply (reals not listed are up).
-    pub health: BTreeMap<IpAddr, crate::health::Health>,
+    pub health: BTreeMap<IpAddr, Health>,
 }
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa1];
@@ -153,7 +157,8 @@ impl Harness {
             conntrack_size,
             persist_size: conntrack_size,
         })?;
-        let reference: &mut Xdp = ebpf
+        let mut lab = lb_lab::load(lb_lab::XDP_OBJECT, "lab-xdp")?;
+        let reference: &mut Xdp = lab
             .program_mut(REFERENCE_PROGRAM)
             .ok_or_else(|| anyhow!("{REFERENCE_PROGRAM} missing"))?
             .try_into()?;
@@ -171,6 +176,7 @@ impl Harness {
         dp.add_iface(b.ifindex)?;
         Ok(Self {
             ebpf,
+            lab,
             dp,
             tables: Tables::default(),
             a,
@@ -213,16 +219,18 @@ impl Harness {
                 health
                     .get(&ip)
                     .copied()
-                    .unwrap_or(crate::health::Health::Up { weight: None })
+                    .unwrap_or(Health::Up { weight: None })
             },
         )?;
         Ok(())
     }
 
+    /// A program of the balancer's object, or the lab's reference.
     fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {
         Ok(self
             .ebpf
             .program(name)
+            .or_else(|| self.lab.program(name))
             .ok_or_else(|| anyhow!("{name} missing"))?
             .try_into()?)
     }

@@ -3,7 +3,7 @@
 //! independently with etherparse (checksums computed in full), so the data
 //! plane's incremental checksum updates are checked against recomputation.
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder};
-use lb_user::testing::*;
+use lb_testkit::*;
 
 const VIP: &str = "10.0.0.100";
 const VIP6: &str = "2001:db8::100";
