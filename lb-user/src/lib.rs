@@ -11,4 +11,5 @@ pub mod sched;
 pub mod state;
 pub mod sweep;
 pub mod testing;
+pub mod util;
 pub mod vrrp;
