@@ -11,6 +11,9 @@ use super::{
     Diag, Loc, Node,
 };
 
+/// The (uid, gid) a program runs as; `None`: the agent's.
+pub type RunAs = Option<(u32, u32)>;
+
 /// Protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -828,7 +831,8 @@ pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
     }
     if v.globals.enable_script_security {
         let notify_user = v.globals.script_user;
-        let mut programs: Vec<(&Vec<String>, Option<(u32, u32)>, &Loc)> = Vec::new();
+        // (words, account it runs as, where it is configured)
+        let mut programs: Vec<(&Vec<String>, RunAs, &Loc)> = Vec::new();
         for s in v.scripts.values() {
             programs.push((&s.argv, s.user, &s.loc));
         }
