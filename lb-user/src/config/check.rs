@@ -5,7 +5,10 @@ use std::{net::IpAddr, time::Duration};
 
 pub use super::value::shell_words;
 use super::{
-    value::{arg, decode_hex, duration, parse_addr, parse_num, parse_range, run_as, unknown},
+    value::{
+        arg, decode_hex, duration, parse_addr, parse_num, parse_range, program_words, run_as,
+        unknown,
+    },
     Diag, Node,
 };
 
@@ -251,17 +254,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 return None;
             };
             // keepalived's quoting rules: words, with "…" and '…' grouping.
-            let argv = match shell_words(&path) {
-                Some(a) if !a.is_empty() => a,
-                _ => {
-                    diags.push(Diag::error(
-                        &n.loc,
-                        Some("misc_path"),
-                        format!("cannot split '{path}' into a program and arguments"),
-                    ));
-                    return None;
-                }
-            };
+            let argv = program_words(&path, &n.loc, "misc_path", diags)?;
             CheckKind::Misc {
                 argv,
                 timeout: misc_timeout,

@@ -5,7 +5,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use super::{Diag, Node, Severity};
+use super::{Diag, Loc, Node, Severity};
 
 /// A one-word setting: `known` values are implemented; `later` ones are valid
 /// keepalived values not implemented yet, an error rather than a warning, so
@@ -76,13 +76,23 @@ pub(super) fn parse_addr(n: &Node, i: usize, diags: &mut Vec<Diag>) -> Option<Ip
 /// A program and its arguments from one (quoted) argument, split into words;
 /// never given to a shell.
 pub(super) fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
-    let text = n.args.join(" ");
-    match shell_words(&text) {
+    program_words(&n.args.join(" "), &n.loc, &n.keyword, diags)
+}
+
+/// `text` split into a program and its arguments ([`shell_words`]); an
+/// error at `loc` about `keyword` if it cannot be.
+pub(super) fn program_words(
+    text: &str,
+    loc: &Loc,
+    keyword: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<Vec<String>> {
+    match shell_words(text) {
         Some(w) if !w.is_empty() => Some(w),
         _ => {
             diags.push(Diag::error(
-                &n.loc,
-                Some(&n.keyword),
+                loc,
+                Some(keyword),
                 format!("cannot split '{text}' into a program and arguments"),
             ));
             None
