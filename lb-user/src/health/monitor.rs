@@ -13,9 +13,8 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{combine, probe, CheckState, Health, Outcome, Schedule};
-pub use crate::config::RealKey;
 use crate::{
-    config::{check::Check, Config},
+    config::{check::Check, Config, RealKey},
     util::fmt_sock,
 };
 

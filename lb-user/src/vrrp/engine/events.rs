@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::{name, Command, Engine, Inbox, LINK_POLL};
+use super::{Command, Engine, Inbox, LINK_POLL};
 use crate::vrrp::{
     machine::{Action, State},
     net::{self, Received},
@@ -294,7 +294,7 @@ impl Engine {
                 tracing::warn!(instance = %inst.cfg.name, priority = prio, "entering MASTER state")
             }
             _ => {
-                tracing::warn!(instance = %inst.cfg.name, priority = prio, master = ?inst.machine.master, "entering {} state", name(st))
+                tracing::warn!(instance = %inst.cfg.name, priority = prio, master = ?inst.machine.master, "entering {} state", st.name())
             }
         }
         let n = inst.cfg.notify.clone();
@@ -330,7 +330,7 @@ impl Engine {
         if states.all(|s| s == first) && self.group_notified.get(&g) != Some(&first) {
             self.group_notified.insert(g, first);
             let gr = self.cfg.groups[g].clone();
-            tracing::warn!(group = %gr.name, "sync group entering {} state", name(first));
+            tracing::warn!(group = %gr.name, "sync group entering {} state", first.name());
             self.notify(&gr.notify, "GROUP", &gr.name, first, 0);
         }
     }

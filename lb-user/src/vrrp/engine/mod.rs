@@ -171,15 +171,6 @@ struct Engine {
     group_notified: BTreeMap<usize, State>,
 }
 
-fn name(s: State) -> &'static str {
-    match s {
-        State::Init => "INIT",
-        State::Backup => "BACKUP",
-        State::Master => "MASTER",
-        State::Fault => "FAULT",
-    }
-}
-
 /// What the engine's task receives.
 struct Inbox {
     packets: mpsc::Receiver<(u32, bool, Received)>,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{name, Engine};
+use super::Engine;
 use crate::{
     config::vrrp::Notify,
     util::{process, Chain},
@@ -17,7 +17,7 @@ impl Engine {
         for (what, argv) in notify_programs(n, kind, who, st, prio) {
             process::run_script_as(argv, what, user);
         }
-        let sname = if st == State::Init { "STOP" } else { name(st) };
+        let sname = if st == State::Init { "STOP" } else { st.name() };
         let g = &self.cfg.globals;
         if g.smtp_server.is_some()
             && !g.notification_email.is_empty()
@@ -54,7 +54,7 @@ pub fn notify_programs(
         State::Fault => &n.fault,
         State::Init => &n.stop,
     };
-    let sname = if st == State::Init { "STOP" } else { name(st) };
+    let sname = if st == State::Init { "STOP" } else { st.name() };
     let mut out = Vec::new();
     if let Some(argv) = specific {
         out.push((

@@ -112,39 +112,45 @@ impl Engine {
             if self.receivers.contains_key(&(index, v6)) {
                 continue;
             }
-            let s = net::rx_socket(&link, v6, true).map_err(|source| Error::Socket {
-                iface: link.name.clone(),
-                source,
-            })?;
-            // SAFETY: the socket owns its descriptor, which stays open for
-            // as long as the AsyncFd owns the socket.
-            let fd =
-                unsafe { AsyncFd::register(s) }.map_err(|e| Error::Register(e.into_parts().1))?;
-            let tx = self.pkt_tx.clone();
-            let task = tokio::spawn(async move {
-                loop {
-                    let Ok(mut g) = fd.readable().await else {
-                        return;
-                    };
-                    loop {
-                        match net::recv(fd.get_ref(), v6) {
-                            Ok(p) => {
-                                if tx.send((index, v6, p)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                g.clear_ready();
-                                break;
-                            }
-                            Err(e) => tracing::debug!("VRRP receive: {e}"),
-                        }
-                    }
-                }
-            });
-            self.receivers.insert((index, v6), Task(task));
+            let task = self.receive(&link, v6)?;
+            self.receivers.insert((index, v6), task);
         }
         Ok(())
+    }
+
+    /// Starts reading `link`'s VRRP packets of one family into the engine.
+    fn receive(&self, link: &Link, v6: bool) -> Result<Task, Error> {
+        let index = link.index;
+        let s = net::rx_socket(link, v6, true).map_err(|source| Error::Socket {
+            iface: link.name.clone(),
+            source,
+        })?;
+        // SAFETY: the socket owns its descriptor, which stays open for
+        // as long as the AsyncFd owns the socket.
+        let fd = unsafe { AsyncFd::register(s) }.map_err(|e| Error::Register(e.into_parts().1))?;
+        let tx = self.pkt_tx.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(mut g) = fd.readable().await else {
+                    return;
+                };
+                loop {
+                    match net::recv(fd.get_ref(), v6) {
+                        Ok(p) => {
+                            if tx.send((index, v6, p)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            g.clear_ready();
+                            break;
+                        }
+                        Err(e) => tracing::debug!("VRRP receive: {e}"),
+                    }
+                }
+            }
+        });
+        Ok(Task(task))
     }
 
     pub(super) fn start_script(&self, s: Script) -> ScriptState {

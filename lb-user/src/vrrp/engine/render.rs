@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{name, Engine};
+use super::Engine;
 use crate::vrrp::machine::State;
 
 impl Engine {
@@ -36,7 +36,7 @@ impl Engine {
                 s,
                 "{:<12} {:<7} {:>4} {:<8} {:>9} {:<6} {:<26} {:>6.2}s {:>9} {:>9}",
                 i.cfg.name,
-                name(m.state),
+                m.state.name(),
                 i.cfg.vrid,
                 i.cfg.iface,
                 format!("{}({})", m.priority, i.cfg.priority),
