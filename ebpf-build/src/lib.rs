@@ -58,7 +58,12 @@ pub fn build(package: &str, bins: &[&str], features: &[&str]) -> anyhow::Result<
 
 /// Builds `bins` of `package` and copies them to `out_dir`. Prints nothing
 /// unless the build fails (then everything it printed) or the compiler warns.
-fn build_ebpf(out_dir: &Path, package: &str, bins: &[&str], features: &[&str]) -> anyhow::Result<()> {
+fn build_ebpf(
+    out_dir: &Path,
+    package: &str,
+    bins: &[&str],
+    features: &[&str],
+) -> anyhow::Result<()> {
     let endian = env::var("CARGO_CFG_TARGET_ENDIAN").context("CARGO_CFG_TARGET_ENDIAN not set")?;
     let target = match endian.as_str() {
         "little" => "bpfel-unknown-none",
@@ -70,14 +75,7 @@ fn build_ebpf(out_dir: &Path, package: &str, bins: &[&str], features: &[&str]) -
         arch = "riscv64".into();
     }
     let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        TOOLCHAIN,
-        "cargo",
-        "build",
-        "--package",
-        package,
-    ]);
+    cmd.args(["run", TOOLCHAIN, "cargo", "build", "--package", package]);
     for bin in bins.iter().copied() {
         cmd.args(["--bin", bin]);
     }

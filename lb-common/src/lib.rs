@@ -396,6 +396,51 @@ impl Timeouts {
             _ => self.tcp_close_s,
         }
     }
+
+    /// Nanoseconds left to a flow in `state` last seen at `last_ns`, at
+    /// `now_ns`; `None` once it has been idle for its state's timeout (a
+    /// 0 s timeout expires at once). The one test of "a flow is live".
+    #[inline(always)]
+    pub fn time_left_ns(&self, state: u32, last_ns: u64, now_ns: u64) -> Option<u64> {
+        let limit = self.for_state(state) as u64 * NS_PER_SEC;
+        let idle = now_ns.saturating_sub(last_ns);
+        if idle >= limit {
+            None
+        } else {
+            Some(limit - idle)
+        }
+    }
+}
+
+/// Nanoseconds in a second (timestamps are bpf_ktime_get_coarse_ns).
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Internet checksum arithmetic (RFC 1071), one definition for the data
+/// plane and the agent.
+pub mod csum {
+    /// Folds a 64-bit accumulator of 16/32-bit one's complement terms to 16
+    /// bits (not complemented).
+    #[inline(always)]
+    pub fn fold(mut s: u64) -> u16 {
+        s = (s & 0xffff_ffff) + (s >> 32);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        s as u16
+    }
+
+    /// Adds the big-endian 16-bit words of `data` to `acc` (an odd last
+    /// byte is padded with zero).
+    pub fn sum_be(data: &[u8], mut acc: u64) -> u64 {
+        let mut chunks = data.chunks_exact(2);
+        for c in &mut chunks {
+            acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+        }
+        if let [last] = chunks.remainder() {
+            acc += (*last as u64) << 8;
+        }
+        acc
+    }
 }
 
 macro_rules! global_stats {
@@ -681,5 +726,28 @@ mod tests {
             [CT_ESTABLISHED, CT_FIN_WAIT, CT_UDP, CT_SYN_RECV, CT_CLOSE].map(|s| t.for_state(s)),
             [900, 120, 300, 60, 10]
         );
+    }
+
+    #[test]
+    fn a_flow_is_live_until_idle_for_its_timeout() {
+        let t = Timeouts {
+            tcp_close_s: 0,
+            ..Timeouts::default()
+        };
+        let s = NS_PER_SEC;
+        assert_eq!(t.time_left_ns(CT_FIN_WAIT, 10 * s, 10 * s), Some(120 * s));
+        assert_eq!(t.time_left_ns(CT_FIN_WAIT, 10 * s, 129 * s), Some(s));
+        assert_eq!(t.time_left_ns(CT_FIN_WAIT, 10 * s, 130 * s), None);
+        // A clock read before the timestamp is no idle time.
+        assert_eq!(t.time_left_ns(CT_UDP, 10 * s, 5 * s), Some(300 * s));
+        assert_eq!(t.time_left_ns(CT_CLOSE, 10 * s, 10 * s), None);
+    }
+
+    #[test]
+    fn checksum_of_rfc1071_example() {
+        // RFC 1071 section 3: 0001 f203 f4f5 f6f7 sums to ddf2 (folded).
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(csum::fold(csum::sum_be(&data, 0)), 0xddf2);
+        assert_eq!(csum::sum_be(&[0x12], 0), 0x1200);
     }
 }

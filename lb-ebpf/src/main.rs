@@ -28,11 +28,7 @@ mod maps;
 mod sched;
 mod stats;
 
-use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_coarse_ns,
-    macros::xdp,
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
 use lb_common::{Service, SvcKey, FLAG_NAT, FWD_NAT};
 use lb_ebpf::{
     packet::frame_len,

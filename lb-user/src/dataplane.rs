@@ -25,41 +25,60 @@ pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 pub const PROGRAM: &str = "lb_xdp";
 
 /// Why the data plane could not be loaded, attached, opened or written.
+/// aya's errors are boxed: they are large and travel up through every call.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("this `lb` was built with AYA_BUILD_SKIP=1 and has no XDP program; rebuild without it (cargo xtask setup installs what the build needs)")]
     NoProgram,
     #[error("loading the XDP object (maps)")]
-    Load(#[source] EbpfError),
+    Load(#[source] Box<EbpfError>),
     #[error("{0} missing from the XDP object")]
     Missing(String),
     #[error("loading the XDP program into the kernel (verifier)")]
-    Verifier(#[source] ProgramError),
+    Verifier(#[source] Box<ProgramError>),
     #[error("attaching XDP to {iface}{hint}")]
     Attach {
         iface: String,
         /// What to try, for the usual causes.
         hint: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("opening pinned map {} (is an agent running with --bpffs {}?)", path.display(), dir.display())]
     Pin {
         path: PathBuf,
         dir: PathBuf,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("{0} has an unexpected map type")]
     MapType(&'static str),
     #[error("map operation failed")]
-    Map(#[from] MapError),
+    Map(#[source] Box<MapError>),
     #[error("devmap operation failed")]
-    DevMap(#[from] aya::maps::xdp::XdpMapError),
+    DevMap(#[source] Box<aya::maps::xdp::XdpMapError>),
     #[error("program operation failed")]
-    Program(#[from] ProgramError),
+    Program(#[source] Box<ProgramError>),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<MapError> for DataplaneError {
+    fn from(e: MapError) -> Self {
+        DataplaneError::Map(Box::new(e))
+    }
+}
+
+impl From<aya::maps::xdp::XdpMapError> for DataplaneError {
+    fn from(e: aya::maps::xdp::XdpMapError) -> Self {
+        DataplaneError::DevMap(Box::new(e))
+    }
+}
+
+impl From<ProgramError> for DataplaneError {
+    fn from(e: ProgramError) -> Self {
+        DataplaneError::Program(Box::new(e))
+    }
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -101,8 +120,12 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader.load(EBPF_OBJECT).map_err(DataplaneError::Load)?;
-    xdp(&mut ebpf)?.load().map_err(DataplaneError::Verifier)?;
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .map_err(|e| DataplaneError::Load(Box::new(e)))?;
+    xdp(&mut ebpf)?
+        .load()
+        .map_err(|e| DataplaneError::Verifier(Box::new(e)))?;
     Ok(ebpf)
 }
 
@@ -131,7 +154,7 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<()> {
             Err(DataplaneError::Attach {
                 iface: iface.into(),
                 hint,
-                source,
+                source: Box::new(source),
             })
         }
     }
@@ -189,7 +212,7 @@ impl Dataplane {
             let data = MapData::from_pin(&path).map_err(|source| DataplaneError::Pin {
                 path: path.clone(),
                 dir: dir.into(),
-                source,
+                source: Box::new(source),
             })?;
             Ok(Map::from_map_data(data)?)
         })

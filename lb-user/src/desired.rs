@@ -26,12 +26,13 @@ use std::{
 
 use crate::{
     api,
-    config::{fmt_sock, Config, Fwd, RealServer, ServiceAddr},
+    config::{Config, Fwd, RealKey, RealServer, ServiceAddr},
     health::{
-        quorum::{Event, Quorum, RealKey},
+        quorum::{Event, Quorum},
         Health,
     },
     state::L2,
+    util::fmt_sock,
 };
 
 /// The configuration file as last applied.
@@ -125,11 +126,7 @@ impl Desired {
                 None => ("tunnel: no route".into(), false),
             },
             (Fwd::Dr, Some(l)) => (
-                format!(
-                    "mac {} ifindex {}",
-                    crate::agent::fmt_mac(&l.mac),
-                    l.ifindex
-                ),
+                format!("mac {} ifindex {}", crate::util::fmt_mac(&l.mac), l.ifindex),
                 true,
             ),
             (Fwd::Dr, None) => ("unresolved".into(), false),

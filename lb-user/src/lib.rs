@@ -13,4 +13,5 @@ pub mod reconciler;
 pub mod sched;
 pub mod state;
 pub mod sweep;
+pub mod util;
 pub mod vrrp;

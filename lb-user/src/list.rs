@@ -5,10 +5,26 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, time::Duration};
 
 use lb_common::{
     Stats, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, FWD_NAT, FWD_TUN,
-    PROTO_TCP, PROTO_UDP, REAL_F_INUSE, SVC_F_HASH_PORT, SVC_F_PERSISTENT,
+    NS_PER_SEC, PROTO_TCP, PROTO_UDP, REAL_F_INUSE, SVC_F_HASH_PORT, SVC_F_PERSISTENT,
 };
 
-use crate::{config::fmt_sock, dataplane::Dataplane, state::words_addr};
+use aya::maps::MapError;
+
+use crate::{dataplane::Dataplane, state::words_addr, util::fmt_sock};
+
+/// The tables could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// What the data plane's own readers report.
+    #[error(transparent)]
+    Dataplane(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn dataplane(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Dataplane(e.into())
+}
 
 /// One real server as listed.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,20 +73,11 @@ pub struct Snapshot {
     pub conns: Vec<ConnRow>,
 }
 
-/// CLOCK_MONOTONIC_COARSE in nanoseconds, the clock of the data plane's
-/// bpf_ktime_get_coarse_ns.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into ts.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// Where callers found it before it moved to [`crate::util`].
+pub use crate::util::monotonic_ns;
 
 /// Reads services, reals, counters and (live) connections from the maps.
-pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
+pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
     let timeouts = dp.timeouts_in_effect();
     let now = monotonic_ns();
     let mut reals_by_svc: BTreeMap<u32, Vec<RealRow>> = BTreeMap::new();
@@ -86,7 +93,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
         let addr = words_addr(r.addr, r.family);
         real_addr.insert(id, (addr, u16::from_be(r.port_be), r.gen));
         // The data plane's counts (minus what the agent's sweep found expired).
-        let conns = dp.real_conns(id)?;
+        let conns = dp.real_conns(id).map_err(dataplane)?;
         reals_by_svc.entry(r.svc_id).or_default().push(RealRow {
             id,
             addr,
@@ -95,7 +102,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
             weight: r.weight,
             active: conns.active,
             inactive: conns.inactive,
-            stats: dp.real_stats_sum(id)?,
+            stats: dp.real_stats_sum(id).map_err(dataplane)?,
         });
     }
     let mut services = Vec::new();
@@ -112,7 +119,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
             sched: s.sched,
             flags: s.flags,
             persistent: (s.flags & SVC_F_PERSISTENT != 0).then_some(s.persist_timeout_s),
-            stats: dp.svc_stats_sum(s.svc_id)?,
+            stats: dp.svc_stats_sum(s.svc_id).map_err(dataplane)?,
             reals: reals_by_svc.remove(&s.svc_id).unwrap_or_default(),
         });
     }
@@ -124,11 +131,9 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
     if with_conns {
         for item in dp.conntrack.iter() {
             let Ok((k, c)) = item else { continue };
-            let timeout_ns = timeouts.for_state(c.state) as u64 * 1_000_000_000;
-            let idle = now.saturating_sub(c.last_ns);
-            if idle >= timeout_ns {
+            let Some(left_ns) = timeouts.time_left_ns(c.state, c.last_ns, now) else {
                 continue;
-            }
+            };
             let Some(&(raddr, rport, gen)) = real_addr.get(&c.real_id) else {
                 continue;
             };
@@ -141,7 +146,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> anyhow::Result<Snapshot> {
                 .unwrap_or((words_addr(k.dst, k.family), u16::from_be(k.dport_be)));
             conns.push(ConnRow {
                 proto: k.proto,
-                expire_s: (timeout_ns - idle) / 1_000_000_000,
+                expire_s: left_ns / NS_PER_SEC,
                 state: c.state,
                 src: (words_addr(k.src, k.family), u16::from_be(k.sport_be)),
                 vip,

@@ -51,13 +51,13 @@ enum Cmd {
         #[arg(long, default_value_t = DEFAULT_CONNTRACK_SIZE)]
         conntrack_size: u32,
         /// Idle timeout of established TCP connections, seconds.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = Timeouts::default().tcp_s)]
         tcp_timeout: u32,
         /// Idle timeout of TCP connections after FIN, seconds.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = Timeouts::default().tcp_fin_s)]
         tcpfin_timeout: u32,
         /// Idle timeout of UDP flows, seconds.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = Timeouts::default().udp_s)]
         udp_timeout: u32,
     },
     /// Print the virtual server table (ipvsadm -Ln layout).

@@ -18,6 +18,22 @@ use rtnetlink::Handle;
 
 use crate::state::L2;
 
+/// The kernel's addresses or neighbours could not be read or asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing interface addresses")]
+    Addresses(#[source] rtnetlink::Error),
+    #[error("listing neighbours")]
+    Neighbours(#[source] rtnetlink::Error),
+    #[error("soliciting {ip} on ifindex {ifindex}")]
+    Solicit {
+        ip: IpAddr,
+        ifindex: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
 /// An address configured on an interface.
 #[derive(Clone, Debug)]
 pub struct IfAddr {
@@ -53,10 +69,10 @@ pub fn iface_for(ip: IpAddr, addrs: &[IfAddr]) -> Option<u32> {
 }
 
 /// Addresses of the given interfaces.
-pub async fn addresses(handle: &Handle, ifindexes: &[u32]) -> anyhow::Result<Vec<IfAddr>> {
+pub async fn addresses(handle: &Handle, ifindexes: &[u32]) -> Result<Vec<IfAddr>, Error> {
     let mut out = Vec::new();
     let mut stream = handle.address().get().execute();
-    while let Some(msg) = stream.try_next().await? {
+    while let Some(msg) = stream.try_next().await.map_err(Error::Addresses)? {
         if !ifindexes.contains(&msg.header.index) {
             continue;
         }
@@ -74,10 +90,10 @@ pub async fn addresses(handle: &Handle, ifindexes: &[u32]) -> anyhow::Result<Vec
 }
 
 /// Usable neighbour entries: (ifindex, address) → MAC.
-pub async fn neighbours(handle: &Handle) -> anyhow::Result<BTreeMap<(u32, IpAddr), [u8; 6]>> {
+pub async fn neighbours(handle: &Handle) -> Result<BTreeMap<(u32, IpAddr), [u8; 6]>, Error> {
     let mut out = BTreeMap::new();
     let mut stream = handle.neighbours().get().execute();
-    while let Some(msg) = stream.try_next().await? {
+    while let Some(msg) = stream.try_next().await.map_err(Error::Neighbours)? {
         let usable = matches!(
             msg.header.state,
             NeighbourState::Reachable
@@ -116,7 +132,7 @@ pub async fn neighbours(handle: &Handle) -> anyhow::Result<BTreeMap<(u32, IpAddr
 }
 
 /// Asks the kernel to resolve `ip` on `ifindex` (ARP / neighbour solicitation).
-pub async fn solicit(handle: &Handle, ifindex: u32, ip: IpAddr) -> anyhow::Result<()> {
+pub async fn solicit(handle: &Handle, ifindex: u32, ip: IpAddr) -> Result<(), Error> {
     let mut req = handle
         .neighbours()
         .add(ifindex, ip)
@@ -124,8 +140,11 @@ pub async fn solicit(handle: &Handle, ifindex: u32, ip: IpAddr) -> anyhow::Resul
         .flags(vec![NeighbourFlag::Use])
         .replace();
     req.message_mut().header.state = NeighbourState::None;
-    req.execute().await?;
-    Ok(())
+    req.execute().await.map_err(|source| Error::Solicit {
+        ip,
+        ifindex,
+        source,
+    })
 }
 
 /// Where each of `reals` is reachable now through the `attached` interfaces
@@ -134,7 +153,7 @@ pub async fn resolve(
     handle: &Handle,
     attached: &[(u32, [u8; 6])],
     reals: &[IpAddr],
-) -> anyhow::Result<(BTreeMap<IpAddr, L2>, Vec<IpAddr>)> {
+) -> Result<(BTreeMap<IpAddr, L2>, Vec<IpAddr>), Error> {
     let ifindexes: Vec<u32> = attached.iter().map(|a| a.0).collect();
     let addrs = addresses(handle, &ifindexes).await?;
     let neigh = neighbours(handle).await?;
@@ -163,7 +182,7 @@ pub async fn resolve(
             }
             None => {
                 if let Err(e) = solicit(handle, ifindex, ip).await {
-                    tracing::debug!(%ip, error = %e, "neighbour solicitation request failed");
+                    tracing::debug!(%ip, error = %crate::util::Chain(&e), "neighbour solicitation request failed");
                 }
                 missing.push(ip);
             }

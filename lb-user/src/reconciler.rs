@@ -23,10 +23,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     api,
     config::Config,
+    config::RealKey,
     dataplane::Dataplane,
     desired::{Desired, FileLayer},
-    health::{self, monitor::Monitor, quorum::Event, quorum::RealKey},
+    health::{monitor::Monitor, quorum::Event},
     state::{Tables, TablesError, L2},
+    util,
 };
 
 /// A request to the reconciler.
@@ -60,18 +62,6 @@ pub struct ApplyError(#[source] pub TablesError);
 #[derive(Debug, thiserror::Error)]
 #[error("the agent is shutting down")]
 pub struct Stopped;
-
-/// An error with its sources, `a: b: c`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 /// Counters of the reconciler's work, published after each change.
 #[derive(Clone, Copy, Debug, Default)]
@@ -224,7 +214,7 @@ impl Reconciler {
                             self.stats.last_health_apply = Some(t.elapsed());
                             self.publish();
                         }
-                        Err(e) => tracing::error!("applying a health change failed: {}", chain(&e)),
+                        Err(e) => tracing::error!("applying a health change failed: {}", util::chain(&e)),
                     }
                 }
                 msg = rx.recv() => match msg {
@@ -248,7 +238,7 @@ impl Reconciler {
                 if l2 != self.desired.l2 {
                     self.desired.l2 = l2;
                     if let Err(e) = self.write() {
-                        tracing::error!("applying a neighbour change failed: {}", chain(&e));
+                        tracing::error!("applying a neighbour change failed: {}", util::chain(&e));
                     }
                     self.publish();
                 }
@@ -294,7 +284,7 @@ impl Reconciler {
             if let Err(e2) = self.write() {
                 tracing::error!(
                     "restoring the previous configuration failed: {}",
-                    chain(&e2)
+                    util::chain(&e2)
                 );
             }
             self.publish();
@@ -311,7 +301,7 @@ impl Reconciler {
         let (effective, events) = self.desired.effective();
         for e in events {
             // Runs in the background, bounded by its own timeout.
-            let _ = health::handle_event(e);
+            let _ = crate::health::handle_event(e);
         }
         let l2 = &self.desired.l2;
         let desired = &self.desired;

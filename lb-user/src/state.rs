@@ -49,7 +49,13 @@ pub enum TablesError {
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
     #[error("map operation failed")]
-    Map(#[from] aya::maps::MapError),
+    Map(#[source] Box<aya::maps::MapError>),
+}
+
+impl From<aya::maps::MapError> for TablesError {
+    fn from(e: aya::maps::MapError) -> Self {
+        TablesError::Map(Box::new(e))
+    }
 }
 
 type Result<T> = std::result::Result<T, TablesError>;

@@ -15,7 +15,16 @@ use std::{collections::BTreeMap, time::Duration};
 
 use lb_common::{RealConns, CT_ESTABLISHED};
 
-use crate::{dataplane::Dataplane, list::monotonic_ns};
+use aya::maps::MapError;
+
+use crate::{dataplane::Dataplane, util::monotonic_ns};
+
+/// A sweep that could not read or correct the counts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
 
 /// What one sweep found.
 #[derive(Debug, Default)]
@@ -27,7 +36,7 @@ pub struct Report {
 
 /// Counts the live entries per real and writes the corrections. `reals`
 /// maps each real id in use to its generation.
-pub fn sweep(dp: &mut Dataplane, reals: &BTreeMap<u32, u32>) -> anyhow::Result<Report> {
+pub fn sweep(dp: &mut Dataplane, reals: &BTreeMap<u32, u32>) -> Result<Report, Error> {
     let start = std::time::Instant::now();
     let timeouts = dp.timeouts_in_effect();
     // Data-plane counts first: connections made during the walk are then
@@ -42,8 +51,7 @@ pub fn sweep(dp: &mut Dataplane, reals: &BTreeMap<u32, u32>) -> anyhow::Result<R
     let mut report = Report::default();
     for item in dp.conntrack.iter() {
         let Ok((_, c)) = item else { continue };
-        let idle = now.saturating_sub(c.last_ns);
-        if idle >= timeouts.for_state(c.state) as u64 * 1_000_000_000 {
+        if timeouts.time_left_ns(c.state, c.last_ns, now).is_none() {
             report.expired += 1;
             continue;
         }

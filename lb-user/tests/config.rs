@@ -7,12 +7,12 @@ use std::{
     process::Command,
 };
 
+use lb_user::config::vrrp::Version;
 use lb_user::config::{
     load, load_str,
     vrrp::{Initial, Vrrp},
     Sched, Severity,
 };
-use lb_user::vrrp::packet::Version;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -383,6 +383,9 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow:
     }
 }
 
+/// Rates of one flow count: (method, flows, rates per round).
+type FlowRates = (&'static str, u32, Vec<f64>);
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let lb = PathBuf::from(arg::<String>(&args, "--lb", String::new())?);
@@ -455,54 +458,52 @@ fn main() -> anyhow::Result<()> {
 
     // The generator thread lives in the generator namespace, on one CPU.
     let (flow_rates, duts) = std::thread::scope(|s| {
-        s.spawn(
-            || -> anyhow::Result<(Vec<(&'static str, u32, Vec<f64>)>, Vec<Dut>)> {
-                enter_ns(&gen_ns)?;
-                lb_testkit::pin_to_current_cpu()?;
-                let mut gen = Gen::new(&duts)?;
-                // Calibration: frames per `seconds` on the first method.
-                let (t, _) = gen.burst(&duts[0], 200_000, flows)?;
-                let per_run = ((200_000.0 / t) * seconds).clamp(100_000.0, 50_000_000.0) as u32;
-                // Warm-up: every flow known to every method.
-                for d in &duts {
-                    gen.burst(d, flows * 4, flows)?;
+        s.spawn(|| -> anyhow::Result<(Vec<FlowRates>, Vec<Dut>)> {
+            enter_ns(&gen_ns)?;
+            lb_testkit::pin_to_current_cpu()?;
+            let mut gen = Gen::new(&duts)?;
+            // Calibration: frames per `seconds` on the first method.
+            let (t, _) = gen.burst(&duts[0], 200_000, flows)?;
+            let per_run = ((200_000.0 / t) * seconds).clamp(100_000.0, 50_000_000.0) as u32;
+            // Warm-up: every flow known to every method.
+            for d in &duts {
+                gen.burst(d, flows * 4, flows)?;
+            }
+            for r in 0..rounds {
+                eprintln!(
+                    "lb-pps: round {}/{rounds} ({per_run} frames per method)",
+                    r + 1
+                );
+                for d in duts.iter_mut() {
+                    let (secs, back) = gen.burst(d, per_run, flows)?;
+                    d.rates.push(back as f64 / secs);
+                    d.delivered.push(back as f64 / per_run as f64);
                 }
-                for r in 0..rounds {
-                    eprintln!(
-                        "lb-pps: round {}/{rounds} ({per_run} frames per method)",
-                        r + 1
-                    );
-                    for d in duts.iter_mut() {
-                        let (secs, back) = gen.burst(d, per_run, flows)?;
-                        d.rates.push(back as f64 / secs);
-                        d.delivered.push(back as f64 / per_run as f64);
-                    }
-                }
-                // Rate versus tracked flows (lb DR), every flow created first;
-                // the reflector alongside shows what more flows cost the
-                // generator itself (beyond 60,000 flows it also rewrites the
-                // source address and the IPv4 checksum).
-                let mut flow_rates = Vec::new();
-                if scaling {
-                    for name in ["floor", "dr"] {
-                        let Some(d) = duts.iter().find(|d| d.name == name) else {
-                            continue;
-                        };
-                        for n in FLOW_COUNTS {
-                            eprintln!("lb-pps: {name} with {n} flows");
-                            gen.burst(d, n.max(1000), n)?;
-                            let mut v = Vec::new();
-                            for _ in 0..rounds {
-                                let (secs, back) = gen.burst(d, per_run, n)?;
-                                v.push(back as f64 / secs);
-                            }
-                            flow_rates.push((name, n, v));
+            }
+            // Rate versus tracked flows (lb DR), every flow created first;
+            // the reflector alongside shows what more flows cost the
+            // generator itself (beyond 60,000 flows it also rewrites the
+            // source address and the IPv4 checksum).
+            let mut flow_rates = Vec::new();
+            if scaling {
+                for name in ["floor", "dr"] {
+                    let Some(d) = duts.iter().find(|d| d.name == name) else {
+                        continue;
+                    };
+                    for n in FLOW_COUNTS {
+                        eprintln!("lb-pps: {name} with {n} flows");
+                        gen.burst(d, n.max(1000), n)?;
+                        let mut v = Vec::new();
+                        for _ in 0..rounds {
+                            let (secs, back) = gen.burst(d, per_run, n)?;
+                            v.push(back as f64 / secs);
                         }
+                        flow_rates.push((name, n, v));
                     }
                 }
-                Ok((flow_rates, duts))
-            },
-        )
+            }
+            Ok((flow_rates, duts))
+        })
         .join()
         .map_err(|_| anyhow!("generator thread panicked"))?
     })?;

@@ -69,13 +69,6 @@ fn iface_info(name: &str) -> Result<(u32, [u8; 6]), AgentError> {
     Ok((idx, mac))
 }
 
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why the agent did not start, or stopped.

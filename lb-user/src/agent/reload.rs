@@ -120,7 +120,7 @@ impl Reloader {
                 0,
                 format!(
                     "{}; the previous configuration was restored",
-                    reconciler::chain(&e)
+                    crate::util::chain(&e)
                 ),
             ),
             Ok(Ok(())) => {

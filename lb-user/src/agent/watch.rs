@@ -60,7 +60,7 @@ pub fn spawn_neighbours(
                     let known = published.borrow().l2.clone();
                     for (ip, l2) in &found {
                         if known.get(ip) != Some(l2) {
-                            tracing::info!(%ip, ifindex = l2.ifindex, mac = %super::fmt_mac(&l2.mac), "real server reachable");
+                            tracing::info!(%ip, ifindex = l2.ifindex, mac = %crate::util::fmt_mac(&l2.mac), "real server reachable");
                         }
                     }
                     if core.neighbours(found).await.is_err() {

@@ -3,7 +3,14 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use super::{arg, parse_addr, parse_num, Diag, Node};
+pub use super::value::shell_words;
+use super::{
+    value::{
+        arg, decode_hex, duration, parse_addr, parse_num, parse_range, program_words, run_as,
+        unknown,
+    },
+    Diag, Node,
+};
 
 /// Timing of a checker; unset fields inherit from the enclosing block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,16 +36,11 @@ impl Timing {
 
     /// Reads a timing keyword; false if `n` is not one.
     pub fn take(&mut self, n: &Node, diags: &mut Vec<Diag>) -> bool {
-        let secs = |diags: &mut Vec<Diag>| {
-            parse_num::<f64>(n, 0, "seconds", diags)
-                .filter(|s| *s >= 0.0 && s.is_finite())
-                .map(Duration::from_secs_f64)
-        };
         match n.keyword.as_str() {
-            "delay_loop" => self.delay_loop = secs(diags),
-            "connect_timeout" => self.connect_timeout = secs(diags),
-            "delay_before_retry" => self.delay_before_retry = secs(diags),
-            "warmup" => self.warmup = secs(diags),
+            "delay_loop" => self.delay_loop = duration(n, diags),
+            "connect_timeout" => self.connect_timeout = duration(n, diags),
+            "delay_before_retry" => self.delay_before_retry = duration(n, diags),
+            "warmup" => self.warmup = duration(n, diags),
             "retry" | "nb_get_retry" => self.retry = parse_num(n, 0, "count", diags),
             _ => return false,
         }
@@ -165,9 +167,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 misc_path = arg(c, 0, "command", diags).map(String::from);
             }
             "misc_timeout" => {
-                misc_timeout = parse_num::<f64>(c, 0, "seconds", diags)
-                    .filter(|s| *s > 0.0 && s.is_finite())
-                    .map(Duration::from_secs_f64);
+                misc_timeout = duration(c, diags).filter(|d| !d.is_zero());
             }
             "misc_dynamic" => dynamic = true,
             "payload" if n.keyword == "UDP_CHECK" => {
@@ -221,11 +221,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 Some(&c.keyword),
                 "not implemented yet; parsed and ignored",
             )),
-            _ => diags.push(Diag::warning(
-                &c.loc,
-                Some(&c.keyword),
-                format!("unknown keyword in {}; ignored", n.keyword),
-            )),
+            _ => diags.push(unknown(c, &n.keyword)),
         }
     }
     check.kind = match n.keyword.as_str() {
@@ -258,17 +254,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                 return None;
             };
             // keepalived's quoting rules: words, with "…" and '…' grouping.
-            let argv = match shell_words(&path) {
-                Some(a) if !a.is_empty() => a,
-                _ => {
-                    diags.push(Diag::error(
-                        &n.loc,
-                        Some("misc_path"),
-                        format!("cannot split '{path}' into a program and arguments"),
-                    ));
-                    return None;
-                }
-            };
+            let argv = program_words(&path, &n.loc, "misc_path", diags)?;
             CheckKind::Misc {
                 argv,
                 timeout: misc_timeout,
@@ -313,11 +299,7 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
                     digest = Some(d);
                 }
             }
-            _ => diags.push(Diag::warning(
-                &c.loc,
-                Some(&c.keyword),
-                "unknown keyword in url; ignored",
-            )),
+            _ => diags.push(unknown(c, "url")),
         }
     }
     let Some(path) = path else {
@@ -334,64 +316,6 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
     })
 }
 
-/// `user NAME [GROUP]`: the account's uid and gid (or GROUP's gid).
-pub(super) fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
-    let name = arg(n, 0, "user name", diags)?;
-    let Some((uid, gid)) = lookup_user(name) else {
-        diags.push(Diag::error(
-            &n.loc,
-            Some("user"),
-            format!("no user '{name}' on this system"),
-        ));
-        return None;
-    };
-    let gid = match n.args.get(1) {
-        None => gid,
-        Some(g) => match lookup_group(g) {
-            Some(g) => g,
-            None => {
-                diags.push(Diag::error(
-                    &n.loc,
-                    Some("user"),
-                    format!("no group '{g}' on this system"),
-                ));
-                return None;
-            }
-        },
-    };
-    Some((uid, gid))
-}
-
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns null or a pointer to static storage that we
-    // read at once (the agent does not call it concurrently).
-    unsafe {
-        let p = libc::getpwnam(c.as_ptr());
-        (!p.is_null()).then(|| ((*p).pw_uid, (*p).pw_gid))
-    }
-}
-
-fn lookup_group(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: as in lookup_user.
-    unsafe {
-        let p = libc::getgrnam(c.as_ptr());
-        (!p.is_null()).then(|| (*p).gr_gid)
-    }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// DNS query types keepalived's DNS_CHECK accepts.
 fn dns_type(t: &str) -> Option<u16> {
     Some(match t.to_ascii_uppercase().as_str() {
@@ -404,81 +328,4 @@ fn dns_type(t: &str) -> Option<u16> {
         "AAAA" => 28,
         _ => return None,
     })
-}
-
-fn parse_range(a: &str) -> Option<(u16, u16)> {
-    let (lo, hi) = match a.split_once('-') {
-        Some((l, h)) => (l.parse().ok()?, h.parse().ok()?),
-        None => {
-            let c = a.parse().ok()?;
-            (c, c)
-        }
-    };
-    (100..=599).contains(&lo).then_some(())?;
-    (lo <= hi && hi <= 599).then_some((lo, hi))
-}
-
-/// Splits a command line into words: whitespace separates, double or
-/// single quotes group, backslash escapes the next character. No expansion
-/// of any kind: the words go to the program as they are (never to a shell).
-pub fn shell_words(s: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') => cur.push(chars.next()?),
-            (Some(_), c) => cur.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, '\\') => {
-                cur.push(chars.next()?);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return None;
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_are_split_without_a_shell() {
-        assert_eq!(
-            shell_words(r#"/bin/check "a b" 'c d' e\ f $HOME;rm"#).unwrap(),
-            ["/bin/check", "a b", "c d", "e f", "$HOME;rm"]
-        );
-        assert!(shell_words("\"open").is_none());
-    }
-
-    #[test]
-    fn status_ranges() {
-        assert_eq!(parse_range("200"), Some((200, 200)));
-        assert_eq!(parse_range("200-299"), Some((200, 299)));
-        assert_eq!(parse_range("300-200"), None);
-        assert_eq!(parse_range("99"), None);
-    }
 }

@@ -8,11 +8,15 @@
 
 pub mod check;
 pub mod syntax;
+mod value;
 pub mod vrrp;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 
+/// Where callers found it before it moved to [`crate::util`].
+pub use crate::util::fmt_sock;
 pub use syntax::{Diag, Loc, Node, Severity};
+use value::{choice, command, errors, flag, parse_addr, parse_num, unknown};
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,13 +130,8 @@ impl fmt::Display for ServiceAddr {
     }
 }
 
-/// `IP:PORT`, with brackets for IPv6, as ipvsadm prints.
-pub fn fmt_sock(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    }
-}
+/// A real server of a service: (service, address, port).
+pub type RealKey = (ServiceAddr, IpAddr, u16);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RealServer {
@@ -404,87 +403,8 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
     vs.reals.push(r);
 }
 
-/// A one-word setting: `known` values are implemented; `later` ones are valid
-/// keepalived values not implemented yet, an error rather than a warning, so
-/// that traffic is never handled otherwise than configured.
-fn choice<T: Copy>(
-    n: &Node,
-    what: &str,
-    known: &[(&str, T)],
-    later: &[&str],
-    diags: &mut Vec<Diag>,
-) -> Option<T> {
-    let v = arg(n, 0, what, diags)?;
-    if let Some((_, t)) = known.iter().find(|(k, _)| *k == v) {
-        return Some(*t);
-    }
-    let msg = if later.contains(&v) {
-        let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
-        format!(
-            "{what} '{v}' not implemented yet (implemented: {})",
-            names.join(", ")
-        )
-    } else {
-        format!("unknown {what} '{v}'")
-    };
-    diags.push(Diag::error(&n.loc, Some(&n.keyword), msg));
-    None
-}
-
-fn arg<'a>(n: &'a Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<&'a str> {
-    match n.args.get(i) {
-        Some(a) => Some(a),
-        None => {
-            diags.push(Diag::error(
-                &n.loc,
-                Some(&n.keyword),
-                format!("missing {what}"),
-            ));
-            None
-        }
-    }
-}
-
-fn parse_num<T: std::str::FromStr>(
-    n: &Node,
-    i: usize,
-    what: &str,
-    diags: &mut Vec<Diag>,
-) -> Option<T> {
-    let a = arg(n, i, what, diags)?;
-    match a.parse() {
-        Ok(v) => Some(v),
-        Err(_) => {
-            diags.push(Diag::error(
-                &n.loc,
-                Some(&n.keyword),
-                format!("invalid {what} '{a}'"),
-            ));
-            None
-        }
-    }
-}
-
-fn parse_addr(n: &Node, i: usize, diags: &mut Vec<Diag>) -> Option<IpAddr> {
-    let a = arg(n, i, "IP address", diags)?;
-    match a.parse() {
-        Ok(v) => Some(v),
-        Err(_) => {
-            diags.push(Diag::error(
-                &n.loc,
-                Some(&n.keyword),
-                format!("invalid IP address '{a}'"),
-            ));
-            None
-        }
-    }
-}
-
 fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
-    let errors_before = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+    let errors_before = errors(diags);
     match n.args.first().map(String::as_str) {
         Some("fwmark") | Some("group") => {
             diags.push(later(n, &format!("virtual_server {}", n.args[0])));
@@ -601,17 +521,10 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             k if VS_LATER.contains(&k) => diags.push(later(c, "keyword")),
-            _ => diags.push(Diag::warning(
-                &c.loc,
-                Some(&c.keyword),
-                "unknown keyword in virtual_server; ignored",
-            )),
+            _ => diags.push(unknown(c, "virtual_server")),
         }
     }
-    let errors_after = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+    let errors_after = errors(diags);
     let (addr, port) = (addr?, port?);
     if errors_after > errors_before {
         return None;
@@ -639,31 +552,6 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         add_real(&mut vs, r, diags);
     }
     Some(vs)
-}
-
-/// A program and its arguments from one (quoted) argument, split into words;
-/// never given to a shell.
-pub(crate) fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
-    let text = n.args.join(" ");
-    match check::shell_words(&text) {
-        Some(w) if !w.is_empty() => Some(w),
-        _ => {
-            diags.push(Diag::error(
-                &n.loc,
-                Some(&n.keyword),
-                format!("cannot split '{text}' into a program and arguments"),
-            ));
-            None
-        }
-    }
-}
-
-/// `inhibit_on_failure` alone or followed by true/false/on/off/yes/no.
-pub(crate) fn flag(n: &Node) -> bool {
-    !matches!(
-        n.args.first().map(|a| a.to_ascii_lowercase()).as_deref(),
-        Some("false" | "off" | "no" | "0")
-    )
 }
 
 fn timing_keyword(k: &str) -> bool {
@@ -709,11 +597,7 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
                 }
             }
             k if RS_LATER.contains(&k) => diags.push(later(c, "keyword")),
-            _ => diags.push(Diag::warning(
-                &c.loc,
-                Some(&c.keyword),
-                "unknown keyword in real_server; ignored",
-            )),
+            _ => diags.push(unknown(c, "real_server")),
         }
     }
     Some(RealServer {

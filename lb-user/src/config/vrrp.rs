@@ -3,8 +3,46 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
-use super::{arg, check::run_as, command, parse_addr, parse_num, Diag, Loc, Node};
-use crate::vrrp::packet::{pass_auth, Version, AUTH_LEN};
+use super::{
+    value::{
+        arg, block, command, errors, flag, ignored, parse_addr, parse_num, run_as, secs, unknown,
+        words,
+    },
+    Diag, Loc, Node,
+};
+
+/// The (uid, gid) a program runs as; `None`: the agent's.
+pub type RunAs = Option<(u32, u32)>;
+
+/// Protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+impl Version {
+    /// As `lb list --vrrp` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V2 => "v2",
+            Version::V3 => "v3",
+        }
+    }
+}
+
+/// Length of the VRRPv2 authentication data.
+pub const AUTH_LEN: usize = 8;
+
+/// keepalived's PASS authentication data: the password's first 8 bytes,
+/// zero padded.
+pub fn pass_auth(password: &str) -> [u8; AUTH_LEN] {
+    let mut a = [0u8; AUTH_LEN];
+    let b = password.as_bytes();
+    let n = b.len().min(AUTH_LEN);
+    a[..n].copy_from_slice(&b[..n]);
+    a
+}
 
 /// `global_defs` settings this agent uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,54 +191,6 @@ pub struct Vrrp {
     pub scripts: BTreeMap<String, Script>,
     pub instances: Vec<Instance>,
     pub groups: Vec<SyncGroup>,
-}
-
-fn secs(n: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
-    let v = parse_num::<f64>(n, 0, "seconds", diags)?;
-    if !(v.is_finite() && v >= 0.0) {
-        diags.push(Diag::error(
-            &n.loc,
-            Some(&n.keyword),
-            "seconds must be 0 or more",
-        ));
-        return None;
-    }
-    Some(Duration::from_secs_f64(v))
-}
-
-fn block<'a>(n: &'a Node, diags: &mut Vec<Diag>) -> &'a [Node] {
-    match &n.children {
-        Some(c) => c,
-        None => {
-            diags.push(Diag::error(
-                &n.loc,
-                Some(&n.keyword),
-                "missing '{ … }' block",
-            ));
-            &[]
-        }
-    }
-}
-
-/// The words of a list block (`notification_email { a b }`, `group { VI_1 VI_2 }`):
-/// every keyword and argument inside.
-fn words(n: &Node, diags: &mut Vec<Diag>) -> Vec<String> {
-    block(n, diags)
-        .iter()
-        .flat_map(|c| std::iter::once(c.keyword.clone()).chain(c.args.iter().cloned()))
-        .collect()
-}
-
-fn unknown(n: &Node, within: &str) -> Diag {
-    Diag::warning(
-        &n.loc,
-        Some(&n.keyword),
-        format!("unknown keyword in {within}; ignored"),
-    )
-}
-
-fn ignored(n: &Node, why: &str) -> Diag {
-    Diag::warning(&n.loc, Some(&n.keyword), why.to_string())
 }
 
 /// global_defs settings (ipvs, iptables, process, SNMP) with no meaning here.
@@ -470,7 +460,7 @@ fn notify_keyword(c: &Node, notify: &mut Notify, diags: &mut Vec<Diag>) -> bool 
         "notify_fault" => notify.fault = command(c, diags),
         "notify_stop" => notify.stop = command(c, diags),
         "notify" => notify.any = command(c, diags),
-        "smtp_alert" => notify.smtp_alert = Some(super::flag(c)),
+        "smtp_alert" => notify.smtp_alert = Some(flag(c)),
         _ => return false,
     }
     true
@@ -782,13 +772,6 @@ pub fn sync_group(n: &Node, diags: &mut Vec<Diag>) -> Option<SyncGroup> {
     Some(g)
 }
 
-fn errors(diags: &[Diag]) -> usize {
-    diags
-        .iter()
-        .filter(|d| d.severity == super::Severity::Error)
-        .count()
-}
-
 /// Cross-checks once every block is read: names resolve, VRIDs are unique
 /// per interface and family.
 pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
@@ -848,7 +831,8 @@ pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
     }
     if v.globals.enable_script_security {
         let notify_user = v.globals.script_user;
-        let mut programs: Vec<(&Vec<String>, Option<(u32, u32)>, &Loc)> = Vec::new();
+        // (words, account it runs as, where it is configured)
+        let mut programs: Vec<(&Vec<String>, RunAs, &Loc)> = Vec::new();
         for s in v.scripts.values() {
             programs.push((&s.argv, s.user, &s.loc));
         }
@@ -910,4 +894,15 @@ pub fn insecure(path: &Path) -> Option<String> {
         p = cur.parent();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_is_truncated_and_padded_to_eight_bytes() {
+        assert_eq!(&pass_auth("secret"), b"secret\0\0");
+        assert_eq!(&pass_auth("averylongpassword"), b"averylon");
+    }
 }

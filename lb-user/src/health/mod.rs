@@ -15,7 +15,10 @@ pub mod quorum;
 
 use std::time::Duration;
 
-use crate::config::check::{Check, CheckKind, Timing};
+use crate::{
+    config::check::{Check, CheckKind, Timing},
+    util::{fmt_sock, process},
+};
 
 /// keepalived's defaults.
 pub const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
@@ -141,56 +144,6 @@ pub enum Health {
     Down { inhibit: bool },
 }
 
-/// Longest a notify / quorum program may run before it is killed.
-pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs a notify_* / quorum_* program in the background: its words as
-/// configured (never through a shell), an empty environment (PATH only),
-/// output discarded, killed after [`SCRIPT_TIMEOUT`].
-/// A configured program as keepalived runs it: its words as given (never a
-/// shell), an empty environment but PATH, no input or output, optionally as
-/// another user, killed if its handle is dropped.
-pub fn program(argv: &[String], user: Option<(u32, u32)>) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
-pub fn run_script(argv: Vec<String>, what: String) -> tokio::task::JoinHandle<()> {
-    run_script_as(argv, what, None)
-}
-
-/// [`run_script`] as the given (uid, gid).
-pub fn run_script_as(
-    argv: Vec<String>,
-    what: String,
-    user: Option<(u32, u32)>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        match program(&argv, user).spawn() {
-            Err(e) => tracing::warn!(%what, program = %argv[0], "cannot run: {e}"),
-            Ok(mut child) => match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait()).await {
-                Ok(Ok(st)) if st.success() => tracing::info!(%what, program = %argv[0], "ran"),
-                Ok(Ok(st)) => tracing::warn!(%what, program = %argv[0], "exited with {st}"),
-                Ok(Err(e)) => tracing::warn!(%what, program = %argv[0], "{e}"),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    tracing::warn!(%what, program = %argv[0], "killed after {SCRIPT_TIMEOUT:?}");
-                }
-            },
-        }
-    })
-}
-
 /// Logs a quorum / real event and runs its program, if any.
 pub fn handle_event(e: quorum::Event) -> Option<tokio::task::JoinHandle<()>> {
     use quorum::Event::*;
@@ -203,16 +156,10 @@ pub fn handle_event(e: quorum::Event) -> Option<tokio::task::JoinHandle<()>> {
             tracing::warn!(service = %s, "quorum lost");
             (format!("quorum_down {s}"), a)
         }
-        RealUp(k, a) => (
-            format!("notify_up {} {}", k.0, crate::config::fmt_sock(k.1, k.2)),
-            a,
-        ),
-        RealDown(k, a) => (
-            format!("notify_down {} {}", k.0, crate::config::fmt_sock(k.1, k.2)),
-            a,
-        ),
+        RealUp(k, a) => (format!("notify_up {} {}", k.0, fmt_sock(k.1, k.2)), a),
+        RealDown(k, a) => (format!("notify_down {} {}", k.0, fmt_sock(k.1, k.2)), a),
     };
-    argv.map(|a| run_script(a, what))
+    argv.map(|a| process::run_script(a, what))
 }
 
 /// A real's health from its checkers' states (all must be up).

@@ -6,7 +6,6 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -14,10 +13,10 @@ use std::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{combine, probe, CheckState, Health, Outcome, Schedule};
-use crate::config::{check::Check, fmt_sock, Config, ServiceAddr};
-
-/// A real server of a virtual service.
-pub type RealKey = (ServiceAddr, IpAddr, u16);
+use crate::{
+    config::{check::Check, Config, RealKey},
+    util::fmt_sock,
+};
 
 /// One checker: its real and its position among the real's checkers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use std::io;
+
 use md5::{Digest, Md5};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -15,7 +17,50 @@ use tokio::{
 };
 
 use super::Outcome;
-use crate::config::check::{Check, CheckKind, Url};
+use crate::{
+    config::check::{Check, CheckKind, Url},
+    util::{chain, process},
+};
+
+/// Why a probe failed; [`chain`] of it is the checker's reason for down.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The local address (with its port for UDP).
+    #[error("bind {0}")]
+    Bind(String, #[source] io::Error),
+    #[error("connect {0}")]
+    Connect(SocketAddr, #[source] io::Error),
+    #[error("send")]
+    Send(#[source] io::Error),
+    #[error("{0}")]
+    Recv(SocketAddr, #[source] io::Error),
+    #[error(transparent)]
+    Io(io::Error),
+    #[error("answer without QR")]
+    NoQr,
+    #[error("RCODE {0}")]
+    Rcode(u16),
+    #[error("label too long in '{0}'")]
+    Label(String),
+    #[error("SNI {0}")]
+    Sni(String, #[source] rustls::pki_types::InvalidDnsNameError),
+    #[error("TLS handshake")]
+    Tls(#[source] io::Error),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("no status line")]
+    NoStatusLine,
+    #[error("bad status line '{0}'")]
+    BadStatusLine(String),
+    #[error("status {0}")]
+    Status(u16),
+    #[error("no end of headers")]
+    NoHeaderEnd,
+    #[error("bad chunked body")]
+    BadChunked,
+    #[error("digest {0}")]
+    Digest(String),
+}
 
 /// Most bytes of an HTTP answer read (headers and body).
 const MAX_HTTP_BYTES: usize = 1 << 20;
@@ -56,7 +101,7 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
                         http_get(s, to, u, host, *http11).await
                     };
                     if let Err(e) = r {
-                        return Ok(Outcome::Down(format!("GET {}: {e}", u.path)));
+                        return Ok(Outcome::Down(format!("GET {}: {}", u.path, chain(&e))));
                     }
                 }
                 Ok(Outcome::Up)
@@ -82,7 +127,7 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
 async fn udp_socket(
     to: SocketAddr,
     bindto: Option<IpAddr>,
-) -> Result<tokio::net::UdpSocket, String> {
+) -> Result<tokio::net::UdpSocket, ProbeError> {
     let local = match (bindto, to) {
         (Some(b), _) => SocketAddr::new(b, 0),
         (None, SocketAddr::V4(_)) => "0.0.0.0:0".parse().expect("literal"),
@@ -90,10 +135,10 @@ async fn udp_socket(
     };
     let s = tokio::net::UdpSocket::bind(local)
         .await
-        .map_err(|e| format!("bind {local}: {e}"))?;
+        .map_err(|e| ProbeError::Bind(local.to_string(), e))?;
     s.connect(to)
         .await
-        .map_err(|e| format!("connect {to}: {e}"))?;
+        .map_err(|e| ProbeError::Connect(to, e))?;
     Ok(s)
 }
 
@@ -108,7 +153,7 @@ async fn udp(
 ) -> Outcome {
     let s = match udp_socket(to, bindto).await {
         Ok(s) => s,
-        Err(e) => return Outcome::Down(e),
+        Err(e) => return Outcome::Down(chain(&e)),
     };
     if let Err(e) = s.send(payload).await {
         return Outcome::Down(format!("send: {e}"));
@@ -128,7 +173,7 @@ async fn dns(
     bindto: Option<IpAddr>,
     qtype: u16,
     name: &str,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ProbeError> {
     let s = udp_socket(to, bindto).await?;
     let id = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -136,28 +181,31 @@ async fn dns(
         .unwrap_or(0)
         & 0xffff) as u16;
     let q = dns_query(id, qtype, name)?;
-    s.send(&q).await.map_err(|e| format!("send: {e}"))?;
+    s.send(&q).await.map_err(ProbeError::Send)?;
     let mut buf = [0u8; 4096];
     loop {
-        let n = s.recv(&mut buf).await.map_err(|e| format!("{to}: {e}"))?;
+        let n = s
+            .recv(&mut buf)
+            .await
+            .map_err(|e| ProbeError::Recv(to, e))?;
         if n < 12 || u16::from_be_bytes([buf[0], buf[1]]) != id {
             // Not the answer to this query (a stale one): keep waiting.
             continue;
         }
         let flags = u16::from_be_bytes([buf[2], buf[3]]);
         if flags & 0x8000 == 0 {
-            return Err("answer without QR".into());
+            return Err(ProbeError::NoQr);
         }
         let rcode = flags & 0xf;
         if rcode != 0 {
-            return Err(format!("RCODE {rcode}"));
+            return Err(ProbeError::Rcode(rcode));
         }
         return Ok(Outcome::Up);
     }
 }
 
 /// A DNS query: header (RD set), one question of `qtype` IN.
-fn dns_query(id: u16, qtype: u16, name: &str) -> Result<Vec<u8>, String> {
+fn dns_query(id: u16, qtype: u16, name: &str) -> Result<Vec<u8>, ProbeError> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -167,7 +215,7 @@ fn dns_query(id: u16, qtype: u16, name: &str) -> Result<Vec<u8>, String> {
         .filter(|l| !l.is_empty())
     {
         if label.len() > 63 {
-            return Err(format!("label too long in '{name}'"));
+            return Err(ProbeError::Label(name.to_string()));
         }
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
@@ -180,29 +228,29 @@ fn dns_query(id: u16, qtype: u16, name: &str) -> Result<Vec<u8>, String> {
 
 async fn bounded(
     timeout: Duration,
-    f: impl std::future::Future<Output = Result<Outcome, String>>,
+    f: impl std::future::Future<Output = Result<Outcome, ProbeError>>,
 ) -> Outcome {
     match tokio::time::timeout(timeout, f).await {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => Outcome::Down(e),
+        Ok(Err(e)) => Outcome::Down(chain(&e)),
         Err(_) => Outcome::Down(format!("timed out after {:?}", timeout)),
     }
 }
 
-async fn connect(to: SocketAddr, bindto: Option<IpAddr>) -> Result<TcpStream, String> {
+async fn connect(to: SocketAddr, bindto: Option<IpAddr>) -> Result<TcpStream, ProbeError> {
     let sock = if to.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(ProbeError::Io)?;
     if let Some(b) = bindto {
         sock.bind(SocketAddr::new(b, 0))
-            .map_err(|e| format!("bind {b}: {e}"))?;
+            .map_err(|e| ProbeError::Bind(b.to_string(), e))?;
     }
     sock.connect(to)
         .await
-        .map_err(|e| format!("connect {to}: {e}"))
+        .map_err(|e| ProbeError::Connect(to, e))
 }
 
 /// Accepts any certificate: keepalived's SSL_GET does not verify the
@@ -276,19 +324,21 @@ async fn tls_connect(
     s: TcpStream,
     to: SocketAddr,
     sni: Option<&str>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
     use rustls::pki_types::ServerName;
     let mut cfg = (*tls_config()).clone();
     // Without SNI the server sees its address, not a name.
     cfg.enable_sni = sni.is_some();
     let name = match sni {
-        Some(h) => ServerName::try_from(h.to_string()).map_err(|e| format!("SNI {h}: {e}"))?,
+        Some(h) => {
+            ServerName::try_from(h.to_string()).map_err(|e| ProbeError::Sni(h.to_string(), e))?
+        }
         None => ServerName::IpAddress(to.ip().into()),
     };
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, s)
         .await
-        .map_err(|e| format!("TLS handshake: {e}"))
+        .map_err(ProbeError::Tls)
 }
 
 /// One HTTP/1.0 GET; Ok when the status is accepted and the digest matches.
@@ -298,7 +348,7 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     url: &Url,
     host: Option<&str>,
     http11: bool,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let host = host.map(String::from).unwrap_or_else(|| match to {
         SocketAddr::V4(a) => a.to_string(),
         SocketAddr::V6(a) => a.to_string(),
@@ -308,9 +358,7 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         url.path,
         u8::from(http11)
     );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).await.map_err(ProbeError::Io)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     // Without a digest, the status line is all that is needed.
@@ -320,14 +368,14 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             Ok(n) => n,
             // A TLS peer that closes without close_notify: what was read counts.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(ProbeError::Io(e)),
         };
         if n == 0 {
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_HTTP_BYTES {
-            return Err(format!("answer larger than {MAX_HTTP_BYTES} bytes"));
+            return Err(ProbeError::TooLarge(MAX_HTTP_BYTES));
         }
         if !need_body && buf.windows(2).any(|w| w == b"\r\n") {
             break;
@@ -336,25 +384,25 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let line_end = buf
         .windows(2)
         .position(|w| w == b"\r\n")
-        .ok_or("no status line")?;
+        .ok_or(ProbeError::NoStatusLine)?;
     let line = String::from_utf8_lossy(&buf[..line_end]);
     let code: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line '{line}'"))?;
+        .ok_or_else(|| ProbeError::BadStatusLine(line.to_string()))?;
     if !url.status.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)) {
-        return Err(format!("status {code}"));
+        return Err(ProbeError::Status(code));
     }
     if let Some(want) = &url.digest {
         let head_end = buf
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .ok_or("no end of headers")?;
+            .ok_or(ProbeError::NoHeaderEnd)?;
         let headers = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
         let raw = &buf[head_end + 4..];
         let body = if headers.contains("transfer-encoding: chunked") {
-            dechunk(raw).ok_or("bad chunked body")?
+            dechunk(raw).ok_or(ProbeError::BadChunked)?
         } else {
             raw.to_vec()
         };
@@ -363,7 +411,7 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             .map(|b| format!("{b:02x}"))
             .collect();
         if &got != want {
-            return Err(format!("digest {got}"));
+            return Err(ProbeError::Digest(got));
         }
     }
     Ok(())
@@ -393,17 +441,9 @@ pub(crate) async fn misc(
     dynamic: bool,
     user: Option<(u32, u32)>,
 ) -> Outcome {
-    let mut child = match super::program(argv, user).spawn() {
-        Ok(c) => c,
-        Err(e) => return Outcome::Down(format!("cannot run {}: {e}", argv[0])),
-    };
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Err(_) => {
-            let _ = child.kill().await;
-            Outcome::Down(format!("killed after {timeout:?}"))
-        }
-        Ok(Err(e)) => Outcome::Down(e.to_string()),
-        Ok(Ok(st)) => match st.code() {
+    match process::run_bounded(argv, timeout, user).await {
+        Err(e) => Outcome::Down(chain(&e)),
+        Ok(st) => match st.code() {
             Some(0) => Outcome::Up,
             Some(c) if dynamic && c >= 2 => Outcome::UpWeight(c as u32 - 2),
             Some(c) => Outcome::Down(format!("exit status {c}")),

@@ -10,10 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::Health;
-use crate::config::{Config, RealServer, ServiceAddr};
-
-/// A real server of a virtual service.
-pub type RealKey = (ServiceAddr, std::net::IpAddr, u16);
+use crate::config::{Config, RealKey, RealServer, ServiceAddr};
 
 /// Something that happened, with the program to run for it (if configured).
 #[derive(Clone, Debug, PartialEq, Eq)]

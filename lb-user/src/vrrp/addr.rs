@@ -1,14 +1,42 @@
 //! Virtual addresses on interfaces, through rtnetlink.
 
-use anyhow::Context as _;
+use std::net::IpAddr;
+
 use futures::TryStreamExt as _;
 use netlink_packet_route::address::{AddressAttribute, AddressFlag, AddressScope};
 
 use crate::config::vrrp::Vip;
 
+/// A virtual address that could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("adding {addr}/{prefix} to ifindex {index}")]
+    Add {
+        addr: IpAddr,
+        prefix: u8,
+        index: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("removing {addr}/{prefix} from ifindex {index}")]
+    Del {
+        addr: IpAddr,
+        prefix: u8,
+        index: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("listing the addresses of ifindex {index}")]
+    List {
+        index: u32,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
 /// Adds `vip` to interface `index` (no duplicate address detection, as
 /// keepalived; an existing address is replaced).
-pub async fn add(nl: &rtnetlink::Handle, index: u32, vip: &Vip) -> anyhow::Result<()> {
+pub async fn add(nl: &rtnetlink::Handle, index: u32, vip: &Vip) -> Result<(), Error> {
     let mut req = nl.address().add(index, vip.addr, vip.prefix).replace();
     let m = req.message_mut();
     m.header.scope = AddressScope::from(vip.scope);
@@ -19,13 +47,16 @@ pub async fn add(nl: &rtnetlink::Handle, index: u32, vip: &Vip) -> anyhow::Resul
         m.attributes
             .push(AddressAttribute::Flags(vec![AddressFlag::Nodad]));
     }
-    req.execute()
-        .await
-        .with_context(|| format!("adding {}/{} to ifindex {index}", vip.addr, vip.prefix))
+    req.execute().await.map_err(|source| Error::Add {
+        addr: vip.addr,
+        prefix: vip.prefix,
+        index,
+        source,
+    })
 }
 
 /// Removes `vip` from interface `index` if it is there; true when removed.
-pub async fn del(nl: &rtnetlink::Handle, index: u32, vip: &Vip) -> anyhow::Result<bool> {
+pub async fn del(nl: &rtnetlink::Handle, index: u32, vip: &Vip) -> Result<bool, Error> {
     let mut found = nl
         .address()
         .get()
@@ -33,13 +64,24 @@ pub async fn del(nl: &rtnetlink::Handle, index: u32, vip: &Vip) -> anyhow::Resul
         .set_address_filter(vip.addr)
         .execute();
     let mut removed = false;
-    while let Some(msg) = found.try_next().await? {
+    while let Some(msg) = found
+        .try_next()
+        .await
+        .map_err(|source| Error::List { index, source })?
+    {
         if msg.header.prefix_len != vip.prefix {
             continue;
         }
-        nl.address().del(msg).execute().await.with_context(|| {
-            format!("removing {}/{} from ifindex {index}", vip.addr, vip.prefix)
-        })?;
+        nl.address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(|source| Error::Del {
+                addr: vip.addr,
+                prefix: vip.prefix,
+                index,
+                source,
+            })?;
         removed = true;
     }
     Ok(removed)

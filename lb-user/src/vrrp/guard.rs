@@ -11,10 +11,23 @@ use std::{
     process::Stdio,
 };
 
-use anyhow::Context as _;
-
 use super::addr;
-use crate::config::vrrp::Vip;
+use crate::{config::vrrp::Vip, util::Chain};
+
+/// The guard could not start (agent side) or run (guard side).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("locating the lb executable")]
+    Exe(#[source] std::io::Error),
+    #[error("starting lb vip-guard")]
+    Start(#[source] std::io::Error),
+    #[error("guard stdin")]
+    Stdin,
+    #[error("opening rtnetlink")]
+    Netlink(#[source] std::io::Error),
+    #[error("reading the agent's pipe")]
+    Pipe(#[source] tokio::task::JoinError),
+}
 
 /// The agent's end: one line per change.
 pub struct Guard {
@@ -24,15 +37,15 @@ pub struct Guard {
 
 impl Guard {
     /// Starts `lb vip-guard` (this executable).
-    pub fn spawn() -> anyhow::Result<Guard> {
-        let exe = std::env::current_exe().context("locating the lb executable")?;
+    pub fn spawn() -> Result<Guard, Error> {
+        let exe = std::env::current_exe().map_err(Error::Exe)?;
         let mut child = std::process::Command::new(exe)
             .arg("vip-guard")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .context("starting lb vip-guard")?;
-        let stdin = child.stdin.take().context("guard stdin")?;
+            .map_err(Error::Start)?;
+        let stdin = child.stdin.take().ok_or(Error::Stdin)?;
         Ok(Guard { child, stdin })
     }
 
@@ -52,7 +65,7 @@ impl Guard {
 }
 
 /// The guard process itself.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run() -> Result<(), Error> {
     // Signals aimed at the agent's process group are not for the guard:
     // only the pipe tells it the agent is gone.
     // SAFETY: setting signal dispositions to SIG_IGN.
@@ -61,7 +74,7 @@ pub async fn run() -> anyhow::Result<()> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
-    let (conn, nl, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+    let (conn, nl, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
     tokio::spawn(conn);
     let held = tokio::task::spawn_blocking(|| {
         let mut held: BTreeSet<(u32, IpAddr, u8)> = BTreeSet::new();
@@ -85,7 +98,8 @@ pub async fn run() -> anyhow::Result<()> {
         }
         held
     })
-    .await?;
+    .await
+    .map_err(Error::Pipe)?;
     for (idx, ip, prefix) in held {
         let vip = Vip {
             addr: ip,
@@ -97,7 +111,7 @@ pub async fn run() -> anyhow::Result<()> {
         match addr::del(&nl, idx, &vip).await {
             Ok(true) => eprintln!("lb vip-guard: agent gone; removed {ip}/{prefix}"),
             Ok(false) => {}
-            Err(e) => eprintln!("lb vip-guard: removing {ip}/{prefix}: {e:#}"),
+            Err(e) => eprintln!("lb vip-guard: removing {ip}/{prefix}: {}", Chain(&e)),
         }
     }
     Ok(())

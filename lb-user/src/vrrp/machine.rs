@@ -14,6 +14,18 @@ pub enum State {
     Fault,
 }
 
+impl State {
+    /// As keepalived names it in logs, notifications and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Init => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
+}
+
 /// What the machine asks its owner to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {

@@ -10,3 +10,4 @@ pub mod machine;
 pub mod net;
 pub mod packet;
 pub mod smtp;
+pub mod validate;

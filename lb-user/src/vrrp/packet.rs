@@ -6,6 +6,11 @@
 
 use std::net::IpAddr;
 
+use lb_common::csum::{fold, sum_be};
+
+/// The version and the PASS authentication data are the configuration's.
+pub use crate::config::vrrp::{pass_auth, Version, AUTH_LEN};
+
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
 /// TTL / hop limit every advertisement must carry.
@@ -15,15 +20,6 @@ const TYPE_ADVERT: u8 = 1;
 /// VRRPv2 authentication types.
 pub const AUTH_NONE: u8 = 0;
 pub const AUTH_PASS: u8 = 1;
-/// Length of the VRRPv2 authentication data.
-pub const AUTH_LEN: usize = 8;
-
-/// Protocol version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    V2,
-    V3,
-}
 
 /// A decoded advertisement.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,38 +62,19 @@ impl Reject {
     }
 }
 
-/// One's complement sum of 16-bit big-endian words (odd length padded).
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    if let [last] = chunks.remainder() {
-        acc += (*last as u32) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// The IPv4 / IPv6 pseudo-header sum for VRRPv3 (RFC 5798 §5.2.8).
-fn pseudo(src: IpAddr, dst: IpAddr, len: usize) -> u32 {
+fn pseudo(src: IpAddr, dst: IpAddr, len: usize) -> u64 {
     let mut acc = 0;
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            acc = sum16(&s.octets(), acc);
-            acc = sum16(&d.octets(), acc);
-            acc += IPPROTO_VRRP as u32 + len as u32;
+            acc = sum_be(&s.octets(), acc);
+            acc = sum_be(&d.octets(), acc);
+            acc += IPPROTO_VRRP as u64 + len as u64;
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            acc = sum16(&s.octets(), acc);
-            acc = sum16(&d.octets(), acc);
-            acc += (len as u32 >> 16) + (len as u32 & 0xffff) + IPPROTO_VRRP as u32;
+            acc = sum_be(&s.octets(), acc);
+            acc = sum_be(&d.octets(), acc);
+            acc += (len as u64 >> 16) + (len as u64 & 0xffff) + IPPROTO_VRRP as u64;
         }
         _ => {}
     }
@@ -111,7 +88,7 @@ pub fn checksum(version: Version, msg: &[u8], src: IpAddr, dst: IpAddr) -> u16 {
         Version::V2 => 0,
         Version::V3 => pseudo(src, dst, msg.len()),
     };
-    fold(sum16(msg, acc))
+    !fold(sum_be(msg, acc))
 }
 
 impl Advert {
@@ -228,16 +205,6 @@ impl Advert {
             auth,
         })
     }
-}
-
-/// keepalived's PASS authentication data: the password's first 8 bytes,
-/// zero padded.
-pub fn pass_auth(password: &str) -> [u8; AUTH_LEN] {
-    let mut a = [0u8; AUTH_LEN];
-    let b = password.as_bytes();
-    let n = b.len().min(AUTH_LEN);
-    a[..n].copy_from_slice(&b[..n]);
-    a
 }
 
 #[cfg(test)]
@@ -387,11 +354,5 @@ mod tests {
             );
             assert_eq!(a.encode(src, dst), &pkt[20..], "{version:?}");
         }
-    }
-
-    #[test]
-    fn pass_is_truncated_and_padded_to_eight_bytes() {
-        assert_eq!(&pass_auth("secret"), b"secret\0\0");
-        assert_eq!(&pass_auth("averylongpassword"), b"averylon");
     }
 }

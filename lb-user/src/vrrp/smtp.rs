@@ -1,7 +1,8 @@
 //! Mail on VRRP state changes, as keepalived's `smtp_alert`: one plain SMTP
 //! conversation per message to global_defs' smtp_server.
 
-use anyhow::{anyhow, Context as _};
+use std::{io, net::IpAddr};
+
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -9,34 +10,60 @@ use tokio::{
 
 use crate::config::vrrp::Globals;
 
+/// A mail that could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no smtp_server")]
+    NoServer,
+    #[error("connecting to {ip}:{port} timed out")]
+    ConnectTimeout { ip: IpAddr, port: u16 },
+    #[error("connecting to {ip}:{port}")]
+    Connect {
+        ip: IpAddr,
+        port: u16,
+        #[source]
+        source: io::Error,
+    },
+    #[error("server closed the connection")]
+    Closed,
+    #[error("malformed reply '{0}'")]
+    Malformed(String),
+    #[error("server answered '{0}'")]
+    Refused(String),
+    #[error("SMTP conversation timed out")]
+    Timeout,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Reads one (possibly multi-line) reply and checks its code class.
-async fn expect<R: AsyncBufReadExt + Unpin>(r: &mut R, class: u8) -> anyhow::Result<()> {
+async fn expect<R: AsyncBufReadExt + Unpin>(r: &mut R, class: u8) -> Result<(), Error> {
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).await? == 0 {
-            return Err(anyhow!("server closed the connection"));
+            return Err(Error::Closed);
         }
         let b = line.as_bytes();
         if b.len() < 4 {
-            return Err(anyhow!("malformed reply '{}'", line.trim_end()));
+            return Err(Error::Malformed(line.trim_end().to_string()));
         }
         if b[3] == b'-' {
             continue;
         }
         if b[0] != class {
-            return Err(anyhow!("server answered '{}'", line.trim_end()));
+            return Err(Error::Refused(line.trim_end().to_string()));
         }
         return Ok(());
     }
 }
 
 /// Sends one message to every `notification_email` address.
-pub async fn send(g: &Globals, subject: &str, body: &str) -> anyhow::Result<()> {
-    let (ip, port) = g.smtp_server.ok_or_else(|| anyhow!("no smtp_server"))?;
+pub async fn send(g: &Globals, subject: &str, body: &str) -> Result<(), Error> {
+    let (ip, port) = g.smtp_server.ok_or(Error::NoServer)?;
     let stream = tokio::time::timeout(g.smtp_connect_timeout, TcpStream::connect((ip, port)))
         .await
-        .map_err(|_| anyhow!("connecting to {ip}:{port} timed out"))?
-        .with_context(|| format!("connecting to {ip}:{port}"))?;
+        .map_err(|_| Error::ConnectTimeout { ip, port })?
+        .map_err(|source| Error::Connect { ip, port, source })?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let from = g
@@ -81,11 +108,11 @@ pub async fn send(g: &Globals, subject: &str, body: &str) -> anyhow::Result<()> 
         w.write_all(msg.as_bytes()).await?;
         expect(&mut r, b'2').await?;
         w.write_all(b"QUIT\r\n").await?;
-        anyhow::Ok(())
+        Ok::<(), Error>(())
     };
     tokio::time::timeout(g.smtp_connect_timeout, talk)
         .await
-        .map_err(|_| anyhow!("SMTP conversation timed out"))?
+        .map_err(|_| Error::Timeout)?
 }
 
 #[cfg(test)]

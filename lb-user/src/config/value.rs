@@ -1,0 +1,307 @@
+//! Readers of a keyword's values: a number, an address, seconds, a flag,
+//! a one-word choice, a program's words, a user, hex bytes, a list block.
+//! Each reports what is wrong with the keyword's location and returns
+//! `None` (or a default); the blocks decide what a missing value means.
+
+use std::{net::IpAddr, time::Duration};
+
+use super::{Diag, Loc, Node, Severity};
+
+/// A one-word setting: `known` values are implemented; `later` ones are valid
+/// keepalived values not implemented yet, an error rather than a warning, so
+/// that traffic is never handled otherwise than configured.
+pub(super) fn choice<T: Copy>(
+    n: &Node,
+    what: &str,
+    known: &[(&str, T)],
+    later: &[&str],
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
+    let v = arg(n, 0, what, diags)?;
+    if let Some((_, t)) = known.iter().find(|(k, _)| *k == v) {
+        return Some(*t);
+    }
+    let msg = if later.contains(&v) {
+        let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+        format!(
+            "{what} '{v}' not implemented yet (implemented: {})",
+            names.join(", ")
+        )
+    } else {
+        format!("unknown {what} '{v}'")
+    };
+    diags.push(Diag::error(&n.loc, Some(&n.keyword), msg));
+    None
+}
+
+pub(super) fn arg<'a>(n: &'a Node, i: usize, what: &str, diags: &mut Vec<Diag>) -> Option<&'a str> {
+    match n.args.get(i) {
+        Some(a) => Some(a),
+        None => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("missing {what}"),
+            ));
+            None
+        }
+    }
+}
+
+pub(super) fn parse_num<T: std::str::FromStr>(
+    n: &Node,
+    i: usize,
+    what: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<T> {
+    let a = arg(n, i, what, diags)?;
+    match a.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("invalid {what} '{a}'"),
+            ));
+            None
+        }
+    }
+}
+
+/// An IP address argument.
+pub(super) fn parse_addr(n: &Node, i: usize, diags: &mut Vec<Diag>) -> Option<IpAddr> {
+    parse_num(n, i, "IP address", diags)
+}
+
+/// A program and its arguments from one (quoted) argument, split into words;
+/// never given to a shell.
+pub(super) fn command(n: &Node, diags: &mut Vec<Diag>) -> Option<Vec<String>> {
+    program_words(&n.args.join(" "), &n.loc, &n.keyword, diags)
+}
+
+/// `text` split into a program and its arguments ([`shell_words`]); an
+/// error at `loc` about `keyword` if it cannot be.
+pub(super) fn program_words(
+    text: &str,
+    loc: &Loc,
+    keyword: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<Vec<String>> {
+    match shell_words(text) {
+        Some(w) if !w.is_empty() => Some(w),
+        _ => {
+            diags.push(Diag::error(
+                loc,
+                Some(keyword),
+                format!("cannot split '{text}' into a program and arguments"),
+            ));
+            None
+        }
+    }
+}
+
+/// `inhibit_on_failure` alone or followed by true/false/on/off/yes/no.
+pub(super) fn flag(n: &Node) -> bool {
+    !matches!(
+        n.args.first().map(|a| a.to_ascii_lowercase()).as_deref(),
+        Some("false" | "off" | "no" | "0")
+    )
+}
+
+pub(super) fn secs(n: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
+    let v = parse_num::<f64>(n, 0, "seconds", diags)?;
+    if !(v.is_finite() && v >= 0.0) {
+        diags.push(Diag::error(
+            &n.loc,
+            Some(&n.keyword),
+            "seconds must be 0 or more",
+        ));
+        return None;
+    }
+    Some(Duration::from_secs_f64(v))
+}
+
+pub(super) fn block<'a>(n: &'a Node, diags: &mut Vec<Diag>) -> &'a [Node] {
+    match &n.children {
+        Some(c) => c,
+        None => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                "missing '{ … }' block",
+            ));
+            &[]
+        }
+    }
+}
+
+/// The words of a list block (`notification_email { a b }`, `group { VI_1 VI_2 }`):
+/// every keyword and argument inside.
+pub(super) fn words(n: &Node, diags: &mut Vec<Diag>) -> Vec<String> {
+    block(n, diags)
+        .iter()
+        .flat_map(|c| std::iter::once(c.keyword.clone()).chain(c.args.iter().cloned()))
+        .collect()
+}
+
+pub(super) fn unknown(n: &Node, within: &str) -> Diag {
+    Diag::warning(
+        &n.loc,
+        Some(&n.keyword),
+        format!("unknown keyword in {within}; ignored"),
+    )
+}
+
+pub(super) fn ignored(n: &Node, why: &str) -> Diag {
+    Diag::warning(&n.loc, Some(&n.keyword), why.to_string())
+}
+
+/// Seconds as the checkers' timing keywords read them: a negative or
+/// invalid number (reported if not a number) leaves the setting unset.
+pub(super) fn duration(n: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
+    parse_num::<f64>(n, 0, "seconds", diags)
+        .filter(|s| *s >= 0.0 && s.is_finite())
+        .map(Duration::from_secs_f64)
+}
+
+/// `user NAME [GROUP]`: the account's uid and gid (or GROUP's gid).
+pub(super) fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
+    let name = arg(n, 0, "user name", diags)?;
+    let Some((uid, gid)) = lookup_user(name) else {
+        diags.push(Diag::error(
+            &n.loc,
+            Some("user"),
+            format!("no user '{name}' on this system"),
+        ));
+        return None;
+    };
+    let gid = match n.args.get(1) {
+        None => gid,
+        Some(g) => match lookup_group(g) {
+            Some(g) => g,
+            None => {
+                diags.push(Diag::error(
+                    &n.loc,
+                    Some("user"),
+                    format!("no group '{g}' on this system"),
+                ));
+                return None;
+            }
+        },
+    };
+    Some((uid, gid))
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns null or a pointer to static storage that we
+    // read at once (the agent does not call it concurrently).
+    unsafe {
+        let p = libc::getpwnam(c.as_ptr());
+        (!p.is_null()).then(|| ((*p).pw_uid, (*p).pw_gid))
+    }
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: as in lookup_user.
+    unsafe {
+        let p = libc::getgrnam(c.as_ptr());
+        (!p.is_null()).then(|| (*p).gr_gid)
+    }
+}
+
+pub(super) fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub(super) fn parse_range(a: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match a.split_once('-') {
+        Some((l, h)) => (l.parse().ok()?, h.parse().ok()?),
+        None => {
+            let c = a.parse().ok()?;
+            (c, c)
+        }
+    };
+    (100..=599).contains(&lo).then_some(())?;
+    (lo <= hi && hi <= 599).then_some((lo, hi))
+}
+
+/// Splits a command line into words: whitespace separates, double or
+/// single quotes group, backslash escapes the next character. No expansion
+/// of any kind: the words go to the program as they are (never to a shell).
+pub fn shell_words(s: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => cur.push(chars.next()?),
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '\\') => {
+                cur.push(chars.next()?);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return None;
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Some(out)
+}
+
+pub(super) fn errors(diags: &[Diag]) -> usize {
+    diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_split_without_a_shell() {
+        assert_eq!(
+            shell_words(r#"/bin/check "a b" 'c d' e\ f $HOME;rm"#).unwrap(),
+            ["/bin/check", "a b", "c d", "e f", "$HOME;rm"]
+        );
+        assert!(shell_words("\"open").is_none());
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_range("200"), Some((200, 200)));
+        assert_eq!(parse_range("200-299"), Some((200, 299)));
+        assert_eq!(parse_range("300-200"), None);
+        assert_eq!(parse_range("99"), None);
+    }
+}

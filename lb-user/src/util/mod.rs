@@ -1,0 +1,81 @@
+//! Helpers shared by the agent's areas (health checking, VRRP, listing):
+//! formatting, the data plane's clock, running configured programs and
+//! printing an error with its causes. Nothing here depends on another
+//! module of this crate.
+
+pub mod process;
+
+use std::{error::Error, fmt, net::IpAddr};
+
+/// `IP:PORT`, with brackets for IPv6, as ipvsadm prints.
+pub fn fmt_sock(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds, the clock of the data plane's
+/// bpf_ktime_get_coarse_ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An error and its causes, `: `-separated (as anyhow's `{:#}`), for logs
+/// and for the messages of failed probes.
+pub struct Chain<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+/// [`Chain`] as a string.
+pub fn chain(e: &(dyn Error + 'static)) -> String {
+    Chain(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(fmt_sock("10.0.0.1".parse().unwrap(), 80), "10.0.0.1:80");
+        assert_eq!(
+            fmt_sock("2001:db8::1".parse().unwrap(), 80),
+            "[2001:db8::1]:80"
+        );
+        assert_eq!(fmt_mac(&[0, 0x1b, 0x2c, 0xff, 1, 0xa]), "00:1b:2c:ff:01:0a");
+    }
+
+    #[test]
+    fn chain_lists_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the file")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("disk on fire"));
+        assert_eq!(chain(&e), "reading the file: disk on fire");
+    }
+}
