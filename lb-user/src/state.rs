@@ -507,10 +507,7 @@ mod tests {
 
     fn bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: plain-old-data types without padding.
-        unsafe {
-            std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>())
-                .to_vec()
-        }
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()).to_vec() }
     }
 
     #[test]
@@ -529,11 +526,7 @@ mod tests {
             port: 443,
             proto: Proto::Udp,
         });
-        let mut want6: Vec<u8> = "2001:db8::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets()
-            .to_vec();
+        let mut want6: Vec<u8> = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets().to_vec();
         want6.extend([0x01, 0xbb, 17, 6]);
         assert_eq!(bytes(&k6), want6);
     }

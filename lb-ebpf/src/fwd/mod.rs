@@ -113,14 +113,7 @@ fn fib(
         p.__bindgen_anon_4.ipv6_dst = *dst;
     }
     // SAFETY: p is a valid, writable bpf_fib_lookup of the size given.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            &mut p,
-            core::mem::size_of::<FibLookup>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, &mut p, size_of::<FibLookup>() as i32, 0) };
     (rc, p)
 }
 

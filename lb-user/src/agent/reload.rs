@@ -42,7 +42,7 @@ pub async fn read(path: PathBuf) -> config::Loaded {
             l.diags.push(config::Diag {
                 severity: config::Severity::Error,
                 loc: config::Loc {
-                    file: std::sync::Arc::new(path.clone()),
+                    file: Arc::new(path.clone()),
                     line: 1,
                     col: 1,
                 },

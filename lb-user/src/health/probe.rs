@@ -367,7 +367,7 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         let n = match s.read(&mut chunk).await {
             Ok(n) => n,
             // A TLS peer that closes without close_notify: what was read counts.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
             Err(e) => return Err(ProbeError::Io(e)),
         };
         if n == 0 {

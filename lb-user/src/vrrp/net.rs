@@ -130,7 +130,7 @@ pub fn rx_socket(link: &Link, v6: bool, multicast: bool) -> io::Result<Socket> {
                 libc::IPPROTO_IPV6,
                 libc::IPV6_RECVPKTINFO,
                 &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
+                size_of::<libc::c_int>() as u32,
             )
         };
         if rc != 0 {
@@ -237,11 +237,11 @@ fn recv_v6(s: &Socket) -> io::Result<Received> {
     // SAFETY: zeroed msghdr, then every pointer set to live buffers.
     let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
     mh.msg_name = &mut from as *mut _ as *mut libc::c_void;
-    mh.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+    mh.msg_namelen = size_of::<libc::sockaddr_in6>() as u32;
     mh.msg_iov = &mut iov;
     mh.msg_iovlen = 1;
     mh.msg_control = ctrl.as_mut_ptr() as *mut libc::c_void;
-    mh.msg_controllen = std::mem::size_of_val(&ctrl);
+    mh.msg_controllen = size_of_val(&ctrl);
     // SAFETY: mh points at buffers that outlive the call.
     let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut mh, 0) };
     if n < 0 {
@@ -320,7 +320,7 @@ pub fn send_garp(link: &Link, ip: Ipv4Addr) -> io::Result<()> {
             frame.len(),
             0,
             &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            size_of::<libc::sockaddr_ll>() as u32,
         )
     };
     if rc < 0 {
