@@ -19,7 +19,8 @@ use crate::{
     sched::{self, Pick},
 };
 
-pub const NS: u64 = 1_000_000_000;
+/// Nanoseconds in a second (timestamps are bpf_ktime_get_coarse_ns).
+pub use lb_common::NS_PER_SEC as NS;
 /// An established flow's timestamp is written at most this often (keeps the
 /// conntrack cache line mostly read-only on the fast path).
 const TOUCH_NS: u64 = NS;
@@ -218,7 +219,7 @@ fn lookup_or_schedule(
         let idle = now.saturating_sub(c.last_ns);
         // A 0 s timeout expires at once (idle counts in clock ticks).
         // An expired entry's count is released by the agent's sweep.
-        if idle >= to.for_state(c.state) as u64 * NS {
+        if to.time_left_ns(c.state, c.last_ns, now).is_none() {
             ev.expired = true;
         } else if c.svc_id != svc.svc_id || is_reuse(c.state, pkt) {
             // Same 5-tuple but another service (reconfigured) or a reused port.
@@ -283,9 +284,7 @@ pub fn lookup(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     let key = flow_key(pkt);
     // SAFETY: read-only copy of the value.
     let c = unsafe { *LB_CONNTRACK.get(key)? };
-    if c.svc_id != svc.svc_id
-        || now.saturating_sub(c.last_ns) >= timeouts().for_state(c.state) as u64 * NS
-    {
+    if c.svc_id != svc.svc_id || timeouts().time_left_ns(c.state, c.last_ns, now).is_none() {
         return None;
     }
     let real = sched::real_if_valid(c.real_id, c.real_gen)?;

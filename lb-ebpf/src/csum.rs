@@ -4,15 +4,9 @@
 //! a native integer): one's complement sums are byte-order independent as
 //! long as every operand and the result are treated the same way.
 
-/// Folds a 64-bit accumulator of 16/32-bit one's complement terms to 16 bits.
-#[inline(always)]
-pub fn fold(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
+/// Folds a 64-bit accumulator of 16/32-bit one's complement terms to 16 bits
+/// (the agent's definition, shared through lb-common).
+pub use lb_common::csum::fold;
 
 /// The changes made to the fields a checksum covers, to be applied to the
 /// checksum field incrementally: HC' = ~(~HC + ~m + m') (RFC 1624, eqn. 3).

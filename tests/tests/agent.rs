@@ -48,14 +48,26 @@ fn lb(lab: &Lab, args: &[&str]) -> Output {
         .expect("running lb")
 }
 
+/// Where a second `lb run` is pointed.
+struct Run<'a> {
+    iface: &'a str,
+    config: &'a Path,
+    bpffs: &'a Path,
+    socket: &'a Path,
+}
+
 /// Runs `lb run` in the director's namespace to completion (bounded).
-fn lb_run_in_dir(lab: &Lab, args: &[&str], limit: Duration) -> Output {
+fn lb_run_in_dir(lab: &Lab, run: Run<'_>, limit: Duration) -> Output {
     let ns = lab.ns("dir");
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns])
         .arg(&lab.bins.lb)
-        .arg("run")
-        .args(args)
+        .args(["run", "--iface", run.iface, "--config"])
+        .arg(run.config)
+        .arg("--bpffs")
+        .arg(run.bpffs)
+        .arg("--socket")
+        .arg(run.socket)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -67,7 +79,7 @@ fn lb_run_in_dir(lab: &Lab, args: &[&str], limit: Duration) -> Output {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
             panic!(
-                "lb run {args:?} still running after {limit:?}: {}",
+                "lb run still running after {limit:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -243,16 +255,12 @@ fn a_second_agent_on_the_same_pin_directory_is_refused_and_changes_nothing() {
     let t = Instant::now();
     let out = lb_run_in_dir(
         &lab,
-        &[
-            "--iface",
-            "lo",
-            "--config",
-            &s(&other),
-            "--bpffs",
-            &s(&lab.bpffs()),
-            "--socket",
-            &s(&sock2),
-        ],
+        Run {
+            iface: "lo",
+            config: &other,
+            bpffs: &lab.bpffs(),
+            socket: &sock2,
+        },
         Duration::from_secs(10),
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -277,16 +285,12 @@ fn a_second_agent_on_the_same_socket_is_refused_and_leaves_it_alone() {
     let pid = agent_pid(&lab);
     let out = lb_run_in_dir(
         &lab,
-        &[
-            "--iface",
-            "lo",
-            "--config",
-            &s(&lab.config_path()),
-            "--bpffs",
-            &s(&lab.bpffs_of("other")),
-            "--socket",
-            &s(&lab.socket()),
-        ],
+        Run {
+            iface: "lo",
+            config: &lab.config_path(),
+            bpffs: &lab.bpffs_of("other"),
+            socket: &lab.socket(),
+        },
         Duration::from_secs(10),
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -308,26 +312,21 @@ fn a_failed_start_leaves_no_pinned_maps() {
     std::fs::write(lab.config_path(), service(2)).unwrap();
     let bpffs = lab.bpffs();
     // A mistyped interface: refused before anything is created.
-    let base = [
-        "--config".to_string(),
-        s(&lab.config_path()),
-        "--bpffs".into(),
-        s(&bpffs),
-        "--socket".into(),
-        s(&lab.socket()),
-    ];
-    let mut args: Vec<&str> = vec!["--iface", "eht0"];
-    args.extend(base.iter().map(String::as_str));
-    let out = lb_run_in_dir(&lab, &args, Duration::from_secs(10));
+    let (config, socket) = (lab.config_path(), lab.socket());
+    let run = |iface| Run {
+        iface,
+        config: &config,
+        bpffs: &bpffs,
+        socket: &socket,
+    };
+    let out = lb_run_in_dir(&lab, run("eht0"), Duration::from_secs(10));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("no interface named eht0"), "{err}");
     assert!(!bpffs.exists(), "pin directory created: {bpffs:?}");
     // An attach that fails after the maps were created (loopback has no
     // native XDP): the maps this start pinned are removed again.
-    let mut args: Vec<&str> = vec!["--iface", "lo"];
-    args.extend(base.iter().map(String::as_str));
-    let out = lb_run_in_dir(&lab, &args, Duration::from_secs(30));
+    let out = lb_run_in_dir(&lab, run("lo"), Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "attached to lo natively?");
     let left: Vec<_> = std::fs::read_dir(&bpffs)
@@ -449,16 +448,12 @@ fn places_another_user_controls_are_refused_and_new_ones_are_root_only() {
     std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
     let out = lb_run_in_dir(
         &lab,
-        &[
-            "--iface",
-            "eth0",
-            "--config",
-            &s(&lab.config_path()),
-            "--bpffs",
-            &s(&evil),
-            "--socket",
-            &s(&lab.socket()),
-        ],
+        Run {
+            iface: "eth0",
+            config: &lab.config_path(),
+            bpffs: &evil,
+            socket: &lab.socket(),
+        },
         Duration::from_secs(10),
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -471,16 +466,12 @@ fn places_another_user_controls_are_refused_and_new_ones_are_root_only() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = lb_run_in_dir(
         &lab,
-        &[
-            "--iface",
-            "eth0",
-            "--config",
-            &s(&lab.config_path()),
-            "--bpffs",
-            &s(&lab.bpffs()),
-            "--socket",
-            &s(&open.join("lb.sock")),
-        ],
+        Run {
+            iface: "eth0",
+            config: &lab.config_path(),
+            bpffs: &lab.bpffs(),
+            socket: &open.join("lb.sock"),
+        },
         Duration::from_secs(10),
     );
     let err = String::from_utf8_lossy(&out.stderr);

@@ -20,7 +20,7 @@ pub async fn resolve(
     attached: &[(u32, [u8; 6])],
     addrs: &(Vec<IpAddr>, Vec<IpAddr>),
     warned: &mut Vec<IpAddr>,
-) -> anyhow::Result<BTreeMap<IpAddr, L2>> {
+) -> Result<BTreeMap<IpAddr, L2>, crate::neigh::Error> {
     let (found, missing) = crate::neigh::resolve(nl, attached, &addrs.0).await?;
     let missing: Vec<IpAddr> = missing
         .into_iter()
