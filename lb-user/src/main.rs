@@ -161,9 +161,18 @@ fn warn_unmaintained(bpffs: &std::path::Path) {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The agent gets two workers: the reconciler's synchronous map writes
+    // never hold the API, VRRP or the probes. The CLI needs one thread.
+    let rt = if matches!(cli.cmd, Cmd::Run { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     match cli.cmd {
         Cmd::Run {
             ifaces,

@@ -334,8 +334,25 @@ impl Tables {
             );
             fresh = true;
         }
-        let mut used_reals = self.used_real_ids();
-        let used_tables = self.used_tables();
+        // The slots in use are collected only when this service needs a new
+        // one: a health change or a reload that adds nothing here costs
+        // O(this service), not O(every real of every service).
+        let known = &self.services[&vs.key];
+        let adds_real = vs
+            .reals
+            .iter()
+            .any(|r| !known.reals.contains_key(&(r.addr, r.port)));
+        let adds_table = vs.sched == Sched::Mh && known.entry.table_id == u32::MAX;
+        let mut used_reals = if adds_real {
+            self.used_real_ids()
+        } else {
+            BTreeSet::new()
+        };
+        let used_tables = if adds_table {
+            self.used_tables()
+        } else {
+            BTreeSet::new()
+        };
         let slot = self.services.get_mut(&vs.key).expect("inserted above");
         let svc_id = slot.entry.svc_id;
 

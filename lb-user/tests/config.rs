@@ -731,3 +731,30 @@ fn enable_script_security_refuses_unsafe_root_scripts() {
     assert!(!d.iter().any(|d| d.contains(": error: ")), "{d:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn more_than_the_data_plane_holds_is_an_error_of_the_file() {
+    // 1,025 services: the 1,025th is refused where it is written.
+    let mut text = String::new();
+    for i in 0..1025u32 {
+        text.push_str(&format!(
+            "virtual_server 10.9.{}.{} 80 {{\n  lb_kind DR\n  lb_algo {}\n  real_server 10.8.0.1 80 {{ weight 1 }}\n}}\n",
+            i / 250,
+            i % 250 + 1,
+            if i < 17 { "mh" } else { "rr" }
+        ));
+    }
+    let l = load_str(&text, Path::new("big.conf"));
+    let errs: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with("big.conf:5121:1: error: virtual_server: 1025 virtual servers; the data plane holds 1024")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e
+                .starts_with("big.conf:81:1: error: lb_algo: more than 16 virtual servers use mh")),
+        "{errs:?}"
+    );
+}

@@ -308,7 +308,7 @@ fn a_second_agent_on_the_same_socket_is_refused_and_leaves_it_alone() {
 #[test]
 fn a_failed_start_leaves_no_pinned_maps() {
     let _g = lb_tests::serial();
-    let lab = lab("fail");
+    let mut lab = lab("fail");
     std::fs::write(lab.config_path(), service(2)).unwrap();
     let bpffs = lab.bpffs();
     // A mistyped interface: refused before anything is created.
@@ -334,6 +334,15 @@ fn a_failed_start_leaves_no_pinned_maps() {
         .unwrap_or_default();
     assert!(left.is_empty(), "maps left behind: {left:?}\n{err}");
     assert!(!lab.socket().exists(), "socket left behind");
+    // Tables an earlier agent left hold its flows: a restart that fails,
+    // with another file, leaves them as they were.
+    lab.start_agent(&service(2), AGENT_ARGS).unwrap();
+    let before = list(&lab);
+    lab.stop("dir", "lb").unwrap();
+    std::fs::write(&config, service(1)).unwrap();
+    let out = lb_run_in_dir(&lab, run("lo"), Duration::from_secs(30));
+    assert!(!out.status.success(), "attached to lo natively?");
+    assert_eq!(list(&lab), before, "a failed restart rewrote the tables");
 }
 
 #[test]
@@ -525,6 +534,8 @@ fn list_without_a_running_agent_says_the_table_is_not_maintained() {
         "{out:?}"
     );
     lab.stop("dir", "lb").unwrap();
+    let lock = format!("{}.lock", s(&lab.socket()));
+    assert!(!Path::new(&lock).exists(), "{lock} left after SIGTERM");
     let out = lb(&lab, &["list", "--bpffs", &bpffs]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");

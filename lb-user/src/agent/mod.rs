@@ -203,6 +203,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // touched.
     paths::socket_dir(&opts.socket)?;
     let socket_lock = exclusive::socket(&opts.socket)?;
+    // The lock is held: a socket at the path is a stale one; anything else
+    // is refused, never deleted.
+    paths::clear_stale_socket(&opts.socket)?;
     let created_dir = paths::pin_dir(&opts.bpffs)?;
     let pin_lock = exclusive::pin_dir(&opts.bpffs)?;
     let mut guard = StartGuard::new(opts.bpffs.clone(), created_dir);
@@ -243,20 +246,22 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         config,
         applied_at: Instant::now(),
     };
-    let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2)?;
-    let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
-        .await
-        .map_err(|e| AgentError::Vrrp(e.into()))?;
+    // Attach before the first write: a start that fails here leaves the
+    // tables an earlier agent pinned as they were (its flows resume on them).
+    // Meanwhile the data plane forwards with those tables, or passes
+    // everything while they are empty.
     for name in &opts.ifaces {
         dataplane::attach(&mut ebpf, name, opts.mode)?;
         tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
     }
+    let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2)?;
+    let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
+        .await
+        .map_err(|e| AgentError::Vrrp(e.into()))?;
     // VRRP last: by the time this node takes the virtual addresses, the
     // data plane forwards what they attract.
     vrrp.reload(vrrp_cfg).await;
 
-    // The socket lock is held: a file at the path is a stale socket.
-    let _ = std::fs::remove_file(&opts.socket);
     let listener = UnixListener::bind(&opts.socket)
         .map_err(io(format!("binding {}", opts.socket.display())))?;
     std::fs::set_permissions(
@@ -341,6 +346,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // The socket goes before its lock: a next agent never loses its socket
     // to this one.
     let _ = std::fs::remove_file(&opts.socket);
+    let _ = std::fs::remove_file(&socket_lock.path);
     drop(ebpf);
     drop(pin_lock);
     drop(socket_lock);

@@ -73,6 +73,22 @@ pub fn check_trusted(dir: &Path) -> Result<(), PathError> {
     Ok(())
 }
 
+/// `mkdir -p` with mode 0755 for each directory it creates, whatever the
+/// umask.
+fn create_parents(dir: &Path) -> Result<(), PathError> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_parents(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        r => r.map_err(create(dir))?,
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(create(dir))
+}
+
 /// Creates `dir` with mode 0700 (parents as `mkdir -p` would, 0755), or
 /// checks an existing one with [`check_trusted`]. Returns whether it was
 /// created.
@@ -84,11 +100,7 @@ pub fn private_dir(dir: &Path) -> Result<bool, PathError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(parent)
-                    .map_err(create(parent))?;
+                create_parents(parent)?;
             }
             fs::DirBuilder::new()
                 .mode(0o700)
@@ -99,6 +111,22 @@ pub fn private_dir(dir: &Path) -> Result<bool, PathError> {
             Ok(true)
         }
         Err(e) => Err(create(dir)(e)),
+    }
+}
+
+/// Removes a stale socket left at `socket` by an agent that died (call with
+/// the socket's lock held); refuses anything else found there.
+pub fn clear_stale_socket(socket: &Path) -> Result<(), PathError> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(create(socket)(e)),
+        Ok(m) if m.file_type().is_socket() => fs::remove_file(socket).map_err(create(socket)),
+        Ok(_) => Err(PathError::Untrusted {
+            path: socket.into(),
+            why: "it exists and is not a socket (--socket names the control socket to create)"
+                .into(),
+        }),
     }
 }
 
@@ -119,11 +147,7 @@ pub fn pin_dir(dir: &Path) -> Result<bool, PathError> {
         fs::create_dir_all(root).map_err(create(root))?;
         mount_bpffs(root)?;
     }
-    if let Some(parent) = dir.parent() {
-        if !parent.exists() {
-            fs::create_dir_all(parent).map_err(create(parent))?;
-        }
-    }
+    // Missing parents are created 0755 whatever the umask (private_dir).
     let created = private_dir(dir)?;
     if !crate::dataplane::is_bpffs(dir) {
         if created {
@@ -184,6 +208,7 @@ mod tests {
         unsafe { libc::umask(old) };
         assert!(r.unwrap());
         assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(dir.parent().unwrap()), 0o755, "missing parent");
         // Existing and trusted: accepted as it is.
         assert!(!private_dir(&dir).unwrap());
         fs::remove_dir_all(&base).unwrap();
@@ -203,6 +228,16 @@ mod tests {
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
         let e = private_dir(&open).unwrap_err().to_string();
         assert!(e.contains("writable by others"), "{e}");
+        // A regular file where the socket goes is refused and kept.
+        let file = base.join("keepalived.conf");
+        fs::write(&file, "precious").unwrap();
+        let e = clear_stale_socket(&file).unwrap_err().to_string();
+        assert!(e.contains("not a socket"), "{e}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
+        let sock = base.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        clear_stale_socket(&sock).unwrap();
+        assert!(!sock.exists(), "stale socket kept");
         let link = base.join("link");
         std::os::unix::fs::symlink(&open, &link).unwrap();
         let e = private_dir(&link).unwrap_err().to_string();

@@ -121,6 +121,31 @@ async fn not_found() -> Failure {
     )
 }
 
+/// Answers a connection over the cap with 503 and an [`ErrorReply`] (within
+/// a second; the request is not read), so the operator learns why.
+async fn refuse_busy(mut stream: tokio::net::UnixStream) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = serde_json::to_string(&ErrorReply {
+        error: format!(
+            "the agent is serving {MAX_CONNECTIONS} control connections (the most it serves at once); try again"
+        ),
+    })
+    .unwrap_or_default();
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+}
+
+async fn method_not_allowed() -> Failure {
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint (GET for status, checks and vrrp; POST for reload)"
+            .into(),
+    )
+}
+
 /// The routes.
 pub fn router(api: Shared) -> Router {
     Router::new()
@@ -129,6 +154,7 @@ pub fn router(api: Shared) -> Router {
         .route(super::CHECKS, get(checks))
         .route(super::VRRP, get(vrrp_instances))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
@@ -147,8 +173,10 @@ pub async fn serve(listener: UnixListener, api: Shared) {
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!("control socket: {MAX_CONNECTIONS} connections open; closing a new one");
-            drop(stream);
+            tracing::warn!(
+                "control socket: {MAX_CONNECTIONS} connections open; refusing a new one"
+            );
+            tokio::spawn(refuse_busy(stream));
             continue;
         };
         let service = TowerToHyperService::new(router.clone());

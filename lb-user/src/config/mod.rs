@@ -338,6 +338,7 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
         }
     }
     vrrp::finish(&mut vr, &mut diags);
+    capacity(&services, &mut diags);
     Loaded {
         config: Config {
             services,
@@ -345,6 +346,48 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
             nodes,
         },
         diags,
+    }
+}
+
+/// What the data plane's maps cannot hold is an error of the file, located
+/// at the first service past the limit (`lb_common::MAX_SERVICES` services,
+/// `MAX_MH_TABLES` using mh, `MAX_REALS` reals), so that check-config and a
+/// reload refuse what `lb run` could never apply.
+fn capacity(services: &[VirtualServer], diags: &mut Vec<Diag>) {
+    use lb_common::{MAX_MH_TABLES, MAX_REALS, MAX_SERVICES};
+    if let Some(vs) = services.get(MAX_SERVICES as usize) {
+        diags.push(Diag::error(
+            &vs.loc,
+            Some("virtual_server"),
+            format!(
+                "{} virtual servers; the data plane holds {MAX_SERVICES} (this is number {})",
+                services.len(),
+                MAX_SERVICES + 1
+            ),
+        ));
+    }
+    if let Some(vs) = services
+        .iter()
+        .filter(|v| v.sched == Sched::Mh)
+        .nth(MAX_MH_TABLES as usize)
+    {
+        diags.push(Diag::error(
+            &vs.loc,
+            Some("lb_algo"),
+            format!("more than {MAX_MH_TABLES} virtual servers use mh (one Maglev table each)"),
+        ));
+    }
+    let mut reals = 0usize;
+    for vs in services {
+        reals += vs.reals.len() + usize::from(vs.sorry_server.is_some());
+        if reals > MAX_REALS as usize {
+            diags.push(Diag::error(
+                &vs.loc,
+                Some("real_server"),
+                format!("more than {MAX_REALS} real servers in all (sorry servers included); the data plane holds {MAX_REALS}"),
+            ));
+            break;
+        }
     }
 }
 
