@@ -305,7 +305,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Reload { socket } => {
             let reply = rt.block_on(api::client::reload(&socket))?;
             for d in &reply.diagnostics {
-                println!("{d}");
+                println!("{}", d.text);
             }
             println!("{}", reply.message);
             Ok(match reply.outcome {

@@ -46,7 +46,7 @@ pub struct Rendered {
 }
 
 /// One problem found in a configuration file, located as
-/// `FILE:LINE:COLUMN` (1-based), as `lb check-config` prints it.
+/// `FILE:LINE:COLUMN` (1-based).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Diagnostic {
     /// `"error"` or `"warning"`.
@@ -57,21 +57,9 @@ pub struct Diagnostic {
     /// The keyword the problem is about, if any.
     pub keyword: Option<String>,
     pub message: String,
-}
-
-impl std::fmt::Display for Diagnostic {
-    /// The same line `lb check-config` prints.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: ",
-            self.file, self.line, self.column, self.severity
-        )?;
-        if let Some(k) = &self.keyword {
-            write!(f, "{k}: ")?;
-        }
-        f.write_str(&self.message)
-    }
+    /// The whole line as `lb check-config` prints it (the config's own
+    /// rendering, so the two never differ).
+    pub text: String,
 }
 
 impl From<&crate::config::Diag> for Diagnostic {
@@ -87,6 +75,7 @@ impl From<&crate::config::Diag> for Diagnostic {
             column: d.loc.col,
             keyword: d.keyword.clone(),
             message: d.message.clone(),
+            text: d.to_string(),
         }
     }
 }
