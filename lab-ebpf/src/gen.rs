@@ -90,13 +90,4 @@ pub fn xdp_count(ctx: XdpContext) -> u32 {
     XDP_DROP
 }
 
-#[cfg(not(target_arch = "bpf"))]
-fn main() {
-    eprintln!("lab-gen is an XDP object: it is built for bpfel-unknown-none by lb-lab's build.rs");
-}
-
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+lb_ebpf::ebpf_object!("lab-gen", "lb-lab");

@@ -36,17 +36,4 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
-#[cfg(not(target_arch = "bpf"))]
-fn main() {
-    eprintln!("lab-xdp is an XDP object: it is built for bpfel-unknown-none by lb-lab's build.rs");
-}
-
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+lb_ebpf::ebpf_object!("lab-xdp", "lb-lab");

@@ -136,19 +136,4 @@ fn decap(ctx: &XdpContext) -> Result<(), Not> {
     Ok(())
 }
 
-#[cfg(not(target_arch = "bpf"))]
-fn main() {
-    eprintln!(
-        "lb-decap is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs"
-    );
-}
-
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+lb_ebpf::ebpf_object!("lb-decap", "lb-user");

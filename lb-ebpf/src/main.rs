@@ -181,17 +181,4 @@ fn no_service(ctx: &XdpContext, pkt: &Packet) -> Code {
     }
 }
 
-#[cfg(not(target_arch = "bpf"))]
-fn main() {
-    eprintln!("lb-xdp is an XDP object: it is built for bpfel-unknown-none by lb-user's build.rs");
-}
-
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+lb_ebpf::ebpf_object!("lb-xdp", "lb-user");
