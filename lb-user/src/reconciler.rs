@@ -275,7 +275,8 @@ impl Reconciler {
         let result = self.write();
         if let Err(e) = result {
             tracing::error!(
-                "applying the new configuration failed: {e:#}; restoring the previous one"
+                "applying the new configuration failed: {}; restoring the previous one",
+                util::chain(&e)
             );
             self.desired.file = old;
             self.desired.l2 = old_l2;

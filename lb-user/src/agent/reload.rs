@@ -100,7 +100,10 @@ impl Reloader {
         let l2 = match watch::resolve(&self.nl, &self.attached, &addrs, &mut Vec::new()).await {
             Ok(l2) => Some(l2),
             Err(e) => {
-                tracing::warn!("neighbour lookup before the reload failed: {e:#}; the neighbour watch follows up");
+                tracing::warn!(
+                    "neighbour lookup before the reload failed: {}; the neighbour watch follows up",
+                    crate::util::chain(&e)
+                );
                 None
             }
         };

@@ -68,7 +68,7 @@ pub fn spawn_neighbours(
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!("neighbour refresh failed: {e:#}"),
+                Err(e) => tracing::warn!("neighbour refresh failed: {}", crate::util::chain(&e)),
             }
         }
     })
@@ -80,31 +80,35 @@ pub fn spawn_neighbours(
 pub fn spawn_sweep(bpffs: PathBuf, core: reconciler::Handle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let published = core.published();
-        let dp = match Dataplane::from_pins(&bpffs) {
+        let mut dp = match Dataplane::from_pins(&bpffs) {
             Ok(dp) => dp,
             Err(e) => {
-                tracing::error!("connection sweep disabled: opening the pinned maps: {e:#}");
+                tracing::error!(
+                    "connection sweep disabled: opening the pinned maps: {}",
+                    crate::util::chain(&e)
+                );
                 return;
             }
         };
-        let mut dp = Some(dp);
         loop {
             let gens = published.borrow().real_gens.clone();
-            let Some(mut d) = dp.take() else { return };
-            let done = tokio::task::spawn_blocking(move || {
-                let r = crate::sweep::sweep(&mut d, &gens);
-                (d, r)
+            // The handles go to the blocking thread and come back with the report.
+            let Ok((d, r)) = tokio::task::spawn_blocking(move || {
+                let r = crate::sweep::sweep(&mut dp, &gens);
+                (dp, r)
             })
-            .await;
-            let Ok((d, r)) = done else { return };
-            dp = Some(d);
+            .await
+            else {
+                return;
+            };
+            dp = d;
             let wait = match r {
                 Ok(r) => {
                     tracing::debug!(live = r.live, expired = r.expired, took = ?r.took, "connection sweep");
                     SWEEP_INTERVAL.max(r.took * 10)
                 }
                 Err(e) => {
-                    tracing::warn!("connection sweep failed: {e:#}");
+                    tracing::warn!("connection sweep failed: {}", crate::util::chain(&e));
                     SWEEP_INTERVAL
                 }
             };
