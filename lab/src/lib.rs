@@ -3,7 +3,7 @@
 //! (`lab-common`) and [`attach_until_signal`], which `lb-lab xdp-pass` runs.
 use anyhow::{anyhow, bail, Context as _};
 use aya::{
-    programs::{Xdp, XdpMode},
+    programs::{ProgramError, Xdp, XdpMode},
     Ebpf,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -35,6 +35,21 @@ pub fn load(obj: &[u8], what: &str) -> anyhow::Result<Ebpf> {
     Ebpf::load(obj).with_context(|| format!("loading the {what} object"))
 }
 
+/// Loads `prog`, submitting it again (at most 5 times, as libbpf) while the
+/// verifier answers `EAGAIN`, which it does when a signal is pending for the
+/// loading thread (the same rule as `lb_user::dataplane::load_program`; the
+/// lab does not link the agent).
+pub fn load_program(prog: &mut Xdp) -> Result<(), ProgramError> {
+    for _ in 1..5 {
+        match prog.load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) => {}
+            other => return other,
+        }
+    }
+    prog.load()
+}
+
 /// Attaches `program` (`xdp_pass` or `xdp_tx_ref`) to `iface` until
 /// SIGTERM / SIGINT.
 pub async fn attach_until_signal(iface: &str, program: &str) -> anyhow::Result<()> {
@@ -46,7 +61,7 @@ pub async fn attach_until_signal(iface: &str, program: &str) -> anyhow::Result<(
         .program_mut(program)
         .ok_or_else(|| anyhow!("{program} missing from the object"))?
         .try_into()?;
-    prog.load()?;
+    load_program(prog)?;
     prog.attach(iface, XdpMode::Driver)
         .with_context(|| format!("attaching {program} to {iface}"))?;
     let mut term = signal(SignalKind::terminate())?;

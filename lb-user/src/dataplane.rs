@@ -123,10 +123,36 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    xdp(&mut ebpf)?
-        .load()
-        .map_err(|e| DataplaneError::Verifier(Box::new(e)))?;
+    load_program(xdp(&mut ebpf)?).map_err(|e| DataplaneError::Verifier(Box::new(e)))?;
     Ok(ebpf)
+}
+
+/// How many times [`load_program`] submits a program the kernel answered
+/// with `EAGAIN` (libbpf's `sys_bpf_prog_load` makes the same 5 attempts).
+const PROG_LOAD_ATTEMPTS: u32 = 5;
+
+/// Loads an XDP program into the kernel (`BPF_PROG_LOAD`, the verifier),
+/// submitting it again when the kernel answers `EAGAIN`.
+///
+/// The verifier gives up with `EAGAIN` whenever a signal is pending for the
+/// loading thread (`signal_pending()` in `do_check`), whatever the signal and
+/// whether or not it is blocked elsewhere in the process; the load itself was
+/// fine. libbpf retries for this reason, and so does this function, up to
+/// [`PROG_LOAD_ATTEMPTS`] times. Any other error (a real verifier rejection)
+/// is returned at once.
+pub fn load_program(prog: &mut Xdp) -> std::result::Result<(), ProgramError> {
+    let mut attempt = 1;
+    loop {
+        match prog.load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN)
+                    && attempt < PROG_LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

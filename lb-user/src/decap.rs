@@ -73,7 +73,7 @@ pub fn load(vips: &[IpAddr]) -> Result<Ebpf, Error> {
         .program_mut(PROGRAM)
         .ok_or(Error::Missing(PROGRAM))?
         .try_into()?;
-    prog.load().map_err(Error::Verifier)?;
+    crate::dataplane::load_program(prog).map_err(Error::Verifier)?;
     Ok(ebpf)
 }
 

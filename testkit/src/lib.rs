@@ -162,7 +162,7 @@ impl Harness {
             .program_mut(REFERENCE_PROGRAM)
             .ok_or_else(|| anyhow!("{REFERENCE_PROGRAM} missing"))?
             .try_into()?;
-        reference.load()?;
+        dataplane::load_program(reference)?;
         let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
         let a = TestIface {
             ifindex: ifindex("lbta")?,

@@ -287,12 +287,12 @@ impl Gen {
             .program_mut("xdp_gen")
             .ok_or_else(|| anyhow!("xdp_gen missing"))?
             .try_into()?;
-        gen.load()?;
+        lb_lab::load_program(gen)?;
         let count: &mut Xdp = ebpf
             .program_mut("xdp_count")
             .ok_or_else(|| anyhow!("xdp_count missing"))?
             .try_into()?;
-        count.load()?;
+        lb_lab::load_program(count)?;
         for d in duts {
             count
                 .attach(&d.gen_if, XdpMode::Driver)
