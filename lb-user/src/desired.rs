@@ -141,15 +141,7 @@ impl Desired {
         for vs in &self.file.config.services {
             let running = eff.get(&vs.key);
             // Quorum lost with a sorry server: the merge replaced the reals.
-            let sorry_only = match (running, vs.sorry_server) {
-                (Some(r), Some((a, p))) => {
-                    r.reals.len() == 1
-                        && r.reals[0].addr == a
-                        && r.reals[0].port == p
-                        && r.reals[0].loc == vs.loc
-                }
-                _ => false,
-            };
+            let sorry_only = running.is_some_and(|r| r.reals.iter().any(|x| x.sorry));
             let quorum_up = self.quorum.is_up(&vs.key).unwrap_or(true);
             let mut reals: Vec<api::RealStatus> = vs
                 .reals

@@ -386,7 +386,13 @@ impl Tables {
                 }
             };
             let cur = slot.reals.get_mut(&key).expect("present");
-            let checked = health(&vs.key, rs.addr, rs.port);
+            // The sorry server is never checked, even where a real of the
+            // same address and port failed its checks (keepalived).
+            let checked = if rs.sorry {
+                Health::Up { weight: None }
+            } else {
+                health(&vs.key, rs.addr, rs.port)
+            };
             let weight = match checked {
                 // inhibit_on_failure: stays, with weight 0 (no new flows).
                 Health::Down { inhibit: true } => 0,

@@ -232,6 +232,32 @@ fn sorry_server_takes_over_when_all_reals_are_down_and_hands_back() {
     }
 }
 
+/// issue 13, input 5: the sorry server is also one of the reals (same address
+/// and port, checked on another port). When every real fails, keepalived
+/// serves the sorry server; it must not inherit its twin's failed verdict.
+#[test]
+fn a_sorry_server_that_is_also_a_failed_real_still_serves() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("twin");
+    let conf = service(
+        &tcp_check(8080),
+        &tcp_check(8080),
+        &format!("sorry_server {} 80", real_ip(2)),
+    );
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    wait_list(&lab, "both reals serve", Duration::from_secs(5), |l| {
+        has_real(l, 1) && has_real(l, 2)
+    });
+    lab.stop("r1", "httpd8080").unwrap();
+    lab.stop("r2", "httpd8080").unwrap();
+    let took = wait_list(&lab, "the sorry twin in", Duration::from_secs(6), |l| {
+        has_real(l, 2) && !has_real(l, 1)
+    });
+    eprintln!("sorry server (twin of r2) took over after {took:?}");
+    let t = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(t.get("r2"), Some(&10), "{t:?}\n{}", list(&lab));
+}
+
 #[test]
 fn reload_keeps_the_state_of_unchanged_checkers() {
     let _g = lb_tests::serial();

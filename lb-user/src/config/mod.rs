@@ -147,6 +147,11 @@ pub struct RealServer {
     /// Programs run when the real goes up / down (words, no shell).
     pub notify_up: Option<Vec<String>>,
     pub notify_down: Option<Vec<String>>,
+    /// This entry is the virtual server's `sorry_server`, put in place of
+    /// the reals by the quorum merge (`health::quorum`). It is never checked:
+    /// keepalived adds the sorry server without a checker, even when the
+    /// same address and port is also a `real_server` whose checks failed.
+    pub sorry: bool,
     pub loc: Loc,
 }
 
@@ -652,6 +657,7 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
         inhibit_on_failure,
         notify_up,
         notify_down,
+        sorry: false,
         loc: n.loc.clone(),
     })
 }
