@@ -673,6 +673,98 @@ fn split_brain_is_detected_and_resolved_and_garp_moves_clients() {
     );
 }
 
+/// Drops VRRP (IP protocol 112) in and out of `role`'s eth0 with tc, leaving
+/// ARP and traffic alone: the switch blocking VRRP only.
+fn block_vrrp(lab: &Lab, role: &str, block: bool) {
+    if block {
+        lab.exec(role, &["tc", "qdisc", "add", "dev", "eth0", "clsact"])
+            .unwrap();
+        for dir in ["ingress", "egress"] {
+            let out = lab
+                .exec(
+                    role,
+                    &[
+                        "tc", "filter", "add", "dev", "eth0", dir, "protocol", "ip", "flower",
+                        "ip_proto", "112", "action", "drop",
+                    ],
+                )
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    } else {
+        lab.exec(role, &["tc", "qdisc", "del", "dev", "eth0", "clsact"])
+            .unwrap();
+    }
+}
+
+/// issue 13, input 4: VRRP blocked on the switch, then let through. During
+/// the split brain the clients learn the lower director's MAC last; when it
+/// heals, that director steps down (sending one advert first:
+/// `higher_prio_send_advert`) and the winner, hearing a lower priority
+/// advert, announces the VIP again (`garp_lower_prio_repeat`), so the
+/// clients come back to the director that holds the VIP.
+#[test]
+fn a_healed_split_brain_moves_clients_back_to_the_winner() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("hb");
+    let extra = "higher_prio_send_advert\n  garp_lower_prio_repeat 2\n  garp_master_delay 0";
+    let a = format!(
+        "{}{}",
+        fast_instance("VI_1", 52, "MASTER", 150, VIP, extra),
+        service()
+    );
+    let b = format!(
+        "{}{}",
+        fast_instance("VI_1", 52, "BACKUP", 100, VIP, extra),
+        service()
+    );
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    let t = lab.http_get(&format!("{VIP}:80"), 2).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    let client_sees = |lab: &Lab| {
+        let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (mac1, mac2) = (mac_of(&lab, "dir"), mac_of(&lab, "dir2"));
+
+    block_vrrp(&lab, "dir2", true);
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    assert_eq!(state(&lab, "dir"), "MASTER");
+    wait(
+        "the client learned the lower master's MAC last",
+        Duration::from_secs(2),
+        || client_sees(&lab).contains(&mac2),
+        || client_sees(&lab),
+    );
+
+    let t0 = Instant::now();
+    block_vrrp(&lab, "dir2", false);
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(3));
+    wait(
+        "the winner announced the VIP again",
+        Duration::from_secs(2),
+        || client_sees(&lab).contains(&mac1),
+        || format!("{}\n{}", client_sees(&lab), lab.log("dir", "lb")),
+    );
+    println!(
+        "client back on the winner {:?} after the heal",
+        t0.elapsed()
+    );
+    assert!(holds_vip(&lab, "dir") && !holds_vip(&lab, "dir2"));
+    assert!(lab
+        .log("dir", "lb")
+        .contains("announcing the addresses again"));
+    let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+}
+
 /// A vrrp_sync_group: one member's track_script failing takes the whole
 /// group to FAULT, so the peer takes both VIPs; recovery brings both back.
 #[test]

@@ -63,6 +63,19 @@ pub struct Globals {
     pub smtp_server: Option<(IpAddr, u16)>,
     pub smtp_helo_name: Option<String>,
     pub smtp_connect_timeout: Duration,
+    /// Instance defaults (`vrrp_garp_master_*`), as the instance keywords.
+    pub garp_master_delay: Duration,
+    pub garp_master_repeat: u32,
+    pub garp_master_refresh: Option<Duration>,
+    pub garp_master_refresh_repeat: u32,
+    /// `vrrp_garp_lower_prio_delay` / `_repeat`; `None`: the instance's
+    /// `garp_master_delay` / `garp_master_repeat` (keepalived.conf(5)).
+    pub garp_lower_prio_delay: Option<Duration>,
+    pub garp_lower_prio_repeat: Option<u32>,
+    /// `vrrp_lower_prio_no_advert`; `None`: on exactly when `vrrp_strict`.
+    pub lower_prio_no_advert: Option<bool>,
+    /// `vrrp_higher_prio_send_advert` (default off).
+    pub higher_prio_send_advert: bool,
 }
 
 impl Default for Globals {
@@ -81,6 +94,14 @@ impl Default for Globals {
             smtp_server: None,
             smtp_helo_name: None,
             smtp_connect_timeout: Duration::from_secs(30),
+            garp_master_delay: Duration::from_secs(5),
+            garp_master_repeat: 5,
+            garp_master_refresh: None,
+            garp_master_refresh_repeat: 1,
+            garp_lower_prio_delay: None,
+            garp_lower_prio_repeat: None,
+            lower_prio_no_advert: None,
+            higher_prio_send_advert: false,
         }
     }
 }
@@ -164,6 +185,19 @@ pub struct Instance {
     pub garp_master_repeat: u32,
     pub garp_master_refresh: Option<Duration>,
     pub garp_master_refresh_repeat: u32,
+    /// Gratuitous ARPs / NAs sent at once when a master hears a lower
+    /// priority advert (another master: a healed split brain), and the delay
+    /// of the second set (keepalived's `garp_lower_prio_repeat` / `_delay`).
+    pub garp_lower_prio_repeat: u32,
+    pub garp_lower_prio_delay: Duration,
+    /// A master that hears a lower priority advert does not answer it with
+    /// an advert of its own (RFC 5798 6.4.3 discards it; keepalived answers
+    /// unless this or `vrrp_strict` is set).
+    pub lower_prio_no_advert: bool,
+    /// A master that hears a higher priority advert sends one advert of its
+    /// own before it steps down, so the winner re-announces the addresses
+    /// (`garp_lower_prio_repeat`) after the clients last heard the loser.
+    pub higher_prio_send_advert: bool,
     pub unicast_src: Option<IpAddr>,
     pub unicast_peers: Vec<IpAddr>,
     pub loc: Loc,
@@ -207,14 +241,6 @@ const GLOBAL_IGNORED: &[&str] = &[
     "checker_no_swap",
     "vrrp_priority",
     "checker_priority",
-    "vrrp_garp_master_delay",
-    "vrrp_garp_master_repeat",
-    "vrrp_garp_master_refresh",
-    "vrrp_garp_master_refresh_repeat",
-    "vrrp_garp_lower_prio_delay",
-    "vrrp_garp_lower_prio_repeat",
-    "vrrp_lower_prio_no_advert",
-    "vrrp_higher_prio_send_advert",
     "vrrp_check_unicast_src",
     "dynamic_interfaces",
     "enable_traps",
@@ -236,10 +262,6 @@ const INSTANCE_IGNORED: &[&str] = &[
     "debug",
     "virtual_routes",
     "virtual_rules",
-    "garp_lower_prio_delay",
-    "garp_lower_prio_repeat",
-    "lower_prio_no_advert",
-    "higher_prio_send_advert",
     "kernel_rx_buf_size",
     "strict_mode",
     "unicast_ttl",
@@ -283,6 +305,26 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
                     g.smtp_connect_timeout = t;
                 }
             }
+            "vrrp_garp_master_delay" => {
+                g.garp_master_delay = secs(c, diags).unwrap_or(g.garp_master_delay)
+            }
+            "vrrp_garp_master_repeat" => {
+                g.garp_master_repeat =
+                    parse_num(c, 0, "count", diags).unwrap_or(g.garp_master_repeat)
+            }
+            "vrrp_garp_master_refresh" => {
+                g.garp_master_refresh = secs(c, diags).filter(|d| !d.is_zero())
+            }
+            "vrrp_garp_master_refresh_repeat" => {
+                g.garp_master_refresh_repeat =
+                    parse_num(c, 0, "count", diags).unwrap_or(g.garp_master_refresh_repeat)
+            }
+            "vrrp_garp_lower_prio_delay" => g.garp_lower_prio_delay = secs(c, diags),
+            "vrrp_garp_lower_prio_repeat" => {
+                g.garp_lower_prio_repeat = parse_num(c, 0, "count", diags)
+            }
+            "vrrp_lower_prio_no_advert" => g.lower_prio_no_advert = Some(flag(c)),
+            "vrrp_higher_prio_send_advert" => g.higher_prio_send_advert = flag(c),
             k if GLOBAL_IGNORED.contains(&k) => diags.push(ignored(c, "not implemented; ignored")),
             _ => diags.push(unknown(c, "global_defs")),
         }
@@ -488,15 +530,22 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         track_interfaces: Vec::new(),
         track_scripts: Vec::new(),
         notify: Notify::default(),
-        garp_master_delay: Duration::from_secs(5),
-        garp_master_repeat: 5,
-        garp_master_refresh: None,
-        garp_master_refresh_repeat: 1,
+        garp_master_delay: g.garp_master_delay,
+        garp_master_repeat: g.garp_master_repeat,
+        garp_master_refresh: g.garp_master_refresh,
+        garp_master_refresh_repeat: g.garp_master_refresh_repeat,
+        garp_lower_prio_repeat: 0,
+        garp_lower_prio_delay: Duration::ZERO,
+        lower_prio_no_advert: false,
+        higher_prio_send_advert: g.higher_prio_send_advert,
         unicast_src: None,
         unicast_peers: Vec::new(),
         loc: n.loc.clone(),
     };
     let mut advert = None;
+    let mut lower_prio_repeat = g.garp_lower_prio_repeat;
+    let mut lower_prio_delay = g.garp_lower_prio_delay;
+    let mut lower_prio_no_advert = g.lower_prio_no_advert;
     for c in block(n, diags) {
         if notify_keyword(c, &mut inst.notify, diags) {
             continue;
@@ -604,13 +653,21 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
                 inst.garp_master_delay = secs(c, diags).unwrap_or(inst.garp_master_delay)
             }
             "garp_master_repeat" => {
-                inst.garp_master_repeat = parse_num(c, 0, "count", diags).unwrap_or(5)
+                inst.garp_master_repeat =
+                    parse_num(c, 0, "count", diags).unwrap_or(inst.garp_master_repeat)
             }
+            "garp_lower_prio_repeat" => {
+                lower_prio_repeat = parse_num(c, 0, "count", diags).or(lower_prio_repeat)
+            }
+            "garp_lower_prio_delay" => lower_prio_delay = secs(c, diags).or(lower_prio_delay),
+            "lower_prio_no_advert" => lower_prio_no_advert = Some(flag(c)),
+            "higher_prio_send_advert" => inst.higher_prio_send_advert = flag(c),
             "garp_master_refresh" => {
                 inst.garp_master_refresh = secs(c, diags).filter(|d| !d.is_zero())
             }
             "garp_master_refresh_repeat" => {
-                inst.garp_master_refresh_repeat = parse_num(c, 0, "count", diags).unwrap_or(1)
+                inst.garp_master_refresh_repeat =
+                    parse_num(c, 0, "count", diags).unwrap_or(inst.garp_master_refresh_repeat)
             }
             "unicast_src_ip" | "mcast_src_ip" => {
                 inst.unicast_src = parse_addr(c, 0, diags);
@@ -697,7 +754,27 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         ));
         inst.auth = None;
     }
+    // Unset lower-priority settings follow the master ones (keepalived.conf(5)).
+    inst.garp_lower_prio_repeat = lower_prio_repeat.unwrap_or(inst.garp_master_repeat);
+    inst.garp_lower_prio_delay = lower_prio_delay.unwrap_or(inst.garp_master_delay);
+    inst.lower_prio_no_advert = lower_prio_no_advert.unwrap_or(g.strict);
     if g.strict {
+        if !inst.lower_prio_no_advert {
+            diags.push(Diag::warning(
+                &n.loc,
+                Some("lower_prio_no_advert"),
+                "vrrp_strict does not allow clearing lower_prio_no_advert; set (as keepalived)",
+            ));
+            inst.lower_prio_no_advert = true;
+        }
+        if inst.higher_prio_send_advert {
+            diags.push(Diag::warning(
+                &n.loc,
+                Some("higher_prio_send_advert"),
+                "vrrp_strict does not allow higher_prio_send_advert; cleared (as keepalived)",
+            ));
+            inst.higher_prio_send_advert = false;
+        }
         if inst.auth.is_some() {
             diags.push(Diag::warning(
                 &n.loc,
@@ -904,5 +981,79 @@ mod tests {
     fn pass_is_truncated_and_padded_to_eight_bytes() {
         assert_eq!(&pass_auth("secret"), b"secret\0\0");
         assert_eq!(&pass_auth("averylongpassword"), b"averylon");
+    }
+
+    fn instances(globals: &str, inst: &str) -> (Vec<Instance>, Vec<String>) {
+        let text = format!(
+            "global_defs {{\n{globals}\n}}\nvrrp_instance V {{\n interface lo\n virtual_router_id 7\n\
+             virtual_ipaddress {{\n  10.9.9.9\n }}\n{inst}\n}}\n"
+        );
+        let l = crate::config::load_str(&text, Path::new("t.conf"));
+        let d = l.diags.iter().map(|d| d.to_string()).collect();
+        (l.config.vrrp.instances, d)
+    }
+
+    /// issue 13, input 4: the split-brain keywords are read, with
+    /// keepalived.conf(5)'s defaults: lower-priority GARPs follow the master
+    /// ones, global defaults reach instances, vrrp_strict forces the RFC.
+    #[test]
+    fn split_brain_keywords_and_their_defaults() {
+        let (i, d) = instances("", "");
+        assert!(d.is_empty(), "{d:?}");
+        let i = &i[0];
+        assert_eq!(
+            (
+                i.garp_lower_prio_repeat,
+                i.garp_lower_prio_delay,
+                i.lower_prio_no_advert,
+                i.higher_prio_send_advert
+            ),
+            (5, Duration::from_secs(5), false, false)
+        );
+        let (i, d) = instances(
+            "vrrp_garp_master_repeat 3\nvrrp_garp_master_delay 2\nvrrp_higher_prio_send_advert",
+            "",
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let i = &i[0];
+        assert_eq!(
+            (
+                i.garp_master_repeat,
+                i.garp_lower_prio_repeat,
+                i.garp_lower_prio_delay,
+                i.higher_prio_send_advert
+            ),
+            (3, 3, Duration::from_secs(2), true)
+        );
+        let (i, _) = instances(
+            "vrrp_garp_lower_prio_repeat 2",
+            "garp_lower_prio_repeat 4\ngarp_lower_prio_delay 0\nlower_prio_no_advert\nhigher_prio_send_advert false",
+        );
+        let i = &i[0];
+        assert_eq!(
+            (
+                i.garp_lower_prio_repeat,
+                i.garp_lower_prio_delay,
+                i.lower_prio_no_advert,
+                i.higher_prio_send_advert
+            ),
+            (4, Duration::ZERO, true, false)
+        );
+        let (i, d) = instances(
+            "vrrp_strict",
+            "higher_prio_send_advert\nlower_prio_no_advert off",
+        );
+        let i = &i[0];
+        assert!((i.lower_prio_no_advert, i.higher_prio_send_advert) == (true, false));
+        assert!(
+            d.iter()
+                .any(|x| x.contains("t.conf:4:1: warning: higher_prio_send_advert")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|x| x.contains("warning: lower_prio_no_advert")),
+            "{d:?}"
+        );
     }
 }

@@ -181,8 +181,14 @@ mod tests {
         assert!(ev.contains(&Event::QuorumDown(svc, Some(vec!["/bin/down".into()]))));
         let r = &eff.services[0].reals;
         assert_eq!((r.len(), r[0].addr, r[0].port), (1, ip("10.0.0.9"), 80));
-        assert!(r[0].sorry && r[0].checks.is_empty(), "marked, never checked");
-        assert!(!c.services[0].reals.iter().any(|x| x.sorry), "the file layer has none");
+        assert!(
+            r[0].sorry && r[0].checks.is_empty(),
+            "marked, never checked"
+        );
+        assert!(
+            !c.services[0].reals.iter().any(|x| x.sorry),
+            "the file layer has none"
+        );
         // One back: 2 < 3 + 1, still lost.
         down.retain(|a| *a != ip("10.0.0.3"));
         let (eff, ev) = eval(&mut q, &down);

@@ -37,6 +37,12 @@ pub enum Action {
     BecomeBackup,
     /// Release the virtual addresses; stay silent until the fault clears.
     BecomeFault,
+    /// Another master with a lower priority was heard while master (a healed
+    /// split brain): send gratuitous ARPs / NAs again so the clients that
+    /// learned the other master's MAC last come back (keepalived's
+    /// `garp_lower_prio_repeat`, with a second set `garp_lower_prio_delay`
+    /// later).
+    Reannounce,
 }
 
 /// Settings of an instance.
@@ -55,6 +61,12 @@ pub struct Settings {
     /// `state MASTER`: take over at once on start (keepalived), stepping
     /// down as soon as a higher master is heard.
     pub initial_master: bool,
+    /// Do not answer a lower priority advert with an advert (RFC 5798
+    /// 6.4.3: discard it); keepalived answers unless `lower_prio_no_advert`.
+    pub lower_prio_no_advert: bool,
+    /// Send one advert of our own before yielding to a higher priority
+    /// master (keepalived's `higher_prio_send_advert`).
+    pub higher_prio_send_advert: bool,
 }
 
 /// Counters of an instance (adverts rejected before the machine are counted
@@ -218,13 +230,27 @@ impl Machine {
                 let wins = priority > self.priority
                     || (priority == self.priority && src > self.settings.addr);
                 if wins {
+                    if self.settings.higher_prio_send_advert {
+                        // The winner hears a lower priority advert and
+                        // re-announces the addresses after ours.
+                        self.counters.adverts_sent += 1;
+                        out.push(Action::Advertise {
+                            priority: self.priority,
+                        });
+                    }
                     if self.settings.adopt_interval {
                         self.master_adver_cs = interval_cs.max(1);
                     }
                     self.master = Some(src);
                     self.enter_backup(now, &mut out);
+                } else {
+                    // The other master steps down on our advert; the clients
+                    // may have learned its MAC last: announce again.
+                    if !self.settings.lower_prio_no_advert {
+                        self.advertise(now, &mut out);
+                    }
+                    out.push(Action::Reannounce);
                 }
-                // Else: discarded; our next advert makes the other step down.
             }
             State::Init | State::Fault => {}
         }
@@ -311,6 +337,8 @@ mod tests {
             preempt_delay: Duration::ZERO,
             addr: addr.parse().unwrap(),
             initial_master: false,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
         }
     }
 
@@ -427,9 +455,54 @@ mod tests {
         let mut b = Machine::new(settings(100, "10.0.0.3"));
         b.start(ms(0));
         b.on_timer(ms(3600));
-        // Lower address with the same priority: discarded, b stays master.
-        assert!(b.on_advert(ms(4000), ip("10.0.0.2"), 100, 100).is_empty());
+        // Lower address with the same priority: b stays master, answers with
+        // an advert and announces its addresses again (keepalived's default).
+        assert_eq!(
+            b.on_advert(ms(4000), ip("10.0.0.2"), 100, 100),
+            [Action::Advertise { priority: 100 }, Action::Reannounce]
+        );
         assert_eq!((b.state, b.counters.other_master_seen), (State::Master, 1));
+        assert_eq!(b.deadline(), Some(ms(5000)), "advert timer restarted");
+    }
+
+    /// issue 13, input 4: a healed split brain. The loser with
+    /// `higher_prio_send_advert` sends one advert before it steps down, so the
+    /// winner (which re-announces on every lower priority advert) is the one
+    /// the clients hear last; `lower_prio_no_advert` keeps the RFC's silence
+    /// but still re-announces.
+    #[test]
+    fn a_healed_split_brain_ends_with_the_winner_announcing_last() {
+        let mut loser = Machine::new(Settings {
+            higher_prio_send_advert: true,
+            ..settings(100, "10.0.0.2")
+        });
+        loser.start(ms(0));
+        loser.on_timer(ms(3600));
+        assert_eq!(
+            loser.on_advert(ms(9000), ip("10.0.0.3"), 150, 100),
+            [Action::Advertise { priority: 100 }, Action::BecomeBackup]
+        );
+        assert_eq!(loser.state, State::Backup);
+        // Without the option the loser just steps down.
+        let mut plain = Machine::new(settings(100, "10.0.0.2"));
+        plain.start(ms(0));
+        plain.on_timer(ms(3600));
+        assert_eq!(
+            plain.on_advert(ms(9000), ip("10.0.0.3"), 150, 100),
+            [Action::BecomeBackup]
+        );
+        // The winner hears the loser's advert: it stays and re-announces.
+        let mut winner = Machine::new(Settings {
+            lower_prio_no_advert: true,
+            ..settings(150, "10.0.0.3")
+        });
+        winner.start(ms(0));
+        winner.on_timer(ms(3600));
+        assert_eq!(
+            winner.on_advert(ms(9000), ip("10.0.0.2"), 100, 100),
+            [Action::Reannounce]
+        );
+        assert_eq!(winner.state, State::Master);
     }
 
     #[test]

@@ -221,15 +221,15 @@ impl Engine {
                 let a = self.insts[i].machine.on_timer(now);
                 self.act(i, a, true).await;
             }
-            let due: Vec<Instant> = self.insts[i]
+            let due: Vec<u32> = self.insts[i]
                 .garp_at
                 .iter()
-                .copied()
-                .filter(|t| *t <= at)
+                .filter(|(t, _)| *t <= at)
+                .map(|(_, n)| *n)
                 .collect();
             if !due.is_empty() {
-                self.insts[i].garp_at.retain(|t| *t > at);
-                let n = self.insts[i].cfg.garp_master_repeat;
+                self.insts[i].garp_at.retain(|(t, _)| *t > at);
+                let n = due.into_iter().max().unwrap_or(0);
                 self.garp_burst(i, n).await;
             }
             if self.insts[i].garp_refresh_at.is_some_and(|t| t <= at) {
@@ -259,10 +259,26 @@ impl Engine {
                         let at = Instant::now();
                         let inst = &mut self.insts[i];
                         if !inst.cfg.garp_master_delay.is_zero() {
-                            inst.garp_at = vec![at + inst.cfg.garp_master_delay];
+                            inst.garp_at = vec![(
+                                at + inst.cfg.garp_master_delay,
+                                inst.cfg.garp_master_repeat,
+                            )];
                         }
                         inst.garp_refresh_at = inst.cfg.garp_master_refresh.map(|r| at + r);
                         self.changed(i, State::Master, follow).await;
+                    }
+                    Action::Reannounce => {
+                        let n = self.insts[i].cfg.garp_lower_prio_repeat;
+                        if n > 0 {
+                            tracing::info!(instance = %self.insts[i].cfg.name, count = n,
+                                "lower priority master heard: announcing the addresses again");
+                            self.garp_burst(i, n).await;
+                            let inst = &mut self.insts[i];
+                            let delay = inst.cfg.garp_lower_prio_delay;
+                            if !delay.is_zero() {
+                                inst.garp_at.push((Instant::now() + delay, n));
+                            }
+                        }
                     }
                     Action::BecomeBackup => {
                         self.release(i);

@@ -138,7 +138,8 @@ struct Inst {
     group: Option<usize>,
     rejects: BTreeMap<&'static str, u64>,
     /// Pending gratuitous ARP / NA bursts.
-    garp_at: Vec<Instant>,
+    /// Second sets of gratuitous ARPs / NAs due: (when, how many).
+    garp_at: Vec<(Instant, u32)>,
     garp_refresh_at: Option<Instant>,
     vips_held: bool,
     since: SystemTime,
@@ -219,7 +220,12 @@ impl Engine {
             if let Some(t) = i.machine.deadline() {
                 d = d.min(self.start + t);
             }
-            for g in i.garp_at.iter().chain(i.garp_refresh_at.iter()) {
+            for g in i
+                .garp_at
+                .iter()
+                .map(|(t, _)| t)
+                .chain(i.garp_refresh_at.iter())
+            {
                 d = d.min(*g);
             }
         }

@@ -68,6 +68,8 @@ impl Engine {
                 st.preempt = c.preempt;
                 st.preempt_delay = c.preempt_delay;
                 st.initial_master = c.initial == Initial::Master;
+                st.lower_prio_no_advert = c.lower_prio_no_advert;
+                st.higher_prio_send_advert = c.higher_prio_send_advert;
             }
         }
         self.cfg = cfg.clone();
@@ -209,6 +211,8 @@ impl Engine {
             preempt_delay: c.preempt_delay,
             addr: src,
             initial_master: c.initial == Initial::Master,
+            lower_prio_no_advert: c.lower_prio_no_advert,
+            higher_prio_send_advert: c.higher_prio_send_advert,
         });
         tracing::info!(instance = %c.name, iface = %c.iface, vrid = c.vrid, priority = c.priority, %src, "VRRP instance configured");
         Ok(Inst {
