@@ -7,6 +7,7 @@
 //! unknown keywords and keywords whose semantics are not implemented yet.
 
 pub mod check;
+pub mod group;
 pub mod syntax;
 mod value;
 pub mod vrrp;
@@ -216,7 +217,6 @@ const TOP_LATER: &[&str] = &[
     "static_ipaddress",
     "static_routes",
     "static_rules",
-    "virtual_server_group",
     "linkbeat_interfaces",
     "garp_group",
     "track_file",
@@ -279,6 +279,7 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     let mut services: Vec<VirtualServer> = Vec::new();
     let mut index: BTreeMap<ServiceAddr, usize> = BTreeMap::new();
     let mut vr = vrrp::Vrrp::default();
+    let groups = group::groups(&nodes, &mut diags);
     // global_defs first: it sets the instances' defaults wherever it is.
     for n in nodes.iter().filter(|n| n.keyword == "global_defs") {
         vrrp::globals(n, &mut vr.globals, &mut diags);
@@ -311,27 +312,16 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
                 }
             }
             "vrrp_sync_group" => vr.groups.extend(vrrp::sync_group(n, &mut diags)),
+            // Collected above, wherever they are in the file.
+            "virtual_server_group" => {}
+            "virtual_server" if n.args.first().is_some_and(|a| a == "group") => {
+                for vs in group_servers(n, &groups, &mut diags) {
+                    insert_service(&mut services, &mut index, vs, &mut diags);
+                }
+            }
             "virtual_server" => {
                 if let Some(vs) = virtual_server(n, &mut diags) {
-                    if let Some(&i) = index.get(&vs.key) {
-                        // Two blocks for one service (seen in operators' files):
-                        // ipvs ends up with the reals of both.
-                        let first = &mut services[i];
-                        diags.push(Diag::warning(
-                            &vs.loc,
-                            Some("virtual_server"),
-                            format!(
-                                "{} is also defined at {}; real servers merged, settings of the first block kept",
-                                vs.key, first.loc
-                            ),
-                        ));
-                        for r in vs.reals {
-                            add_real(first, r, &mut diags);
-                        }
-                    } else {
-                        index.insert(vs.key, services.len());
-                        services.push(vs);
-                    }
+                    insert_service(&mut services, &mut index, vs, &mut diags);
                 }
             }
             k if TOP_LATER.contains(&k) => diags.push(later(n, "this block")),
@@ -352,6 +342,90 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
         },
         diags,
     }
+}
+
+/// Adds `vs`, or merges its reals into an earlier block for the same service
+/// (seen in operators' files: ipvs ends up with the reals of both).
+fn insert_service(
+    services: &mut Vec<VirtualServer>,
+    index: &mut BTreeMap<ServiceAddr, usize>,
+    vs: VirtualServer,
+    diags: &mut Vec<Diag>,
+) {
+    if let Some(&i) = index.get(&vs.key) {
+        let first = &mut services[i];
+        diags.push(Diag::warning(
+            &vs.loc,
+            Some("virtual_server"),
+            format!(
+                "{} is also defined at {}; real servers merged, settings of the first block kept",
+                vs.key, first.loc
+            ),
+        ));
+        for r in vs.reals {
+            add_real(first, r, diags);
+        }
+    } else {
+        index.insert(vs.key, services.len());
+        services.push(vs);
+    }
+}
+
+/// `virtual_server group NAME { … }`: the block applied to every member of
+/// the group, one service each (as keepalived gives ipvs). The block's own
+/// problems are reported once, for the first member.
+fn group_servers(
+    n: &Node,
+    groups: &BTreeMap<String, group::Group>,
+    diags: &mut Vec<Diag>,
+) -> Vec<VirtualServer> {
+    let name = match n.args.as_slice() {
+        [_, name] => name,
+        [_] => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some("virtual_server"),
+                "missing group name",
+            ));
+            return Vec::new();
+        }
+        _ => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some("virtual_server"),
+                "expected 'virtual_server group NAME {'",
+            ));
+            return Vec::new();
+        }
+    };
+    let Some(g) = groups.get(name) else {
+        diags.push(Diag::error(
+            &n.loc,
+            Some("virtual_server"),
+            format!("no usable virtual_server_group '{name}'"),
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (addr, port) in &g.members {
+        let member = Node {
+            keyword: n.keyword.clone(),
+            args: vec![addr.to_string(), port.to_string()],
+            children: n.children.clone(),
+            loc: n.loc.clone(),
+        };
+        let mut d = Vec::new();
+        out.extend(virtual_server(&member, &mut d));
+        // What every member shares is said once; what differs (a real of
+        // the other address family) for each member it concerns.
+        for x in d {
+            if seen.insert(x.to_string()) {
+                diags.push(x);
+            }
+        }
+    }
+    out
 }
 
 /// What the data plane's maps cannot hold is an error of the file, located
@@ -453,12 +527,15 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
 
 fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let errors_before = errors(diags);
-    match n.args.first().map(String::as_str) {
-        Some("fwmark") | Some("group") => {
-            diags.push(later(n, &format!("virtual_server {}", n.args[0])));
-            return None;
-        }
-        _ => {}
+    if n.args.first().is_some_and(|a| a == "fwmark") {
+        diags.push(Diag::error(
+            &n.loc,
+            Some("virtual_server"),
+            "firewall-mark services are not supported: netfilter sets the mark after the \
+             XDP program has chosen the service; use one virtual_server per VIP:port, or \
+             virtual_server_group",
+        ));
+        return None;
     }
     let addr = parse_addr(n, 0, diags);
     let port: Option<u16> = parse_num(n, 1, "port", diags);
