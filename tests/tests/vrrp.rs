@@ -765,6 +765,61 @@ fn a_healed_split_brain_moves_clients_back_to_the_winner() {
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
 }
 
+fn routes(lab: &Lab, role: &str, table: &str) -> String {
+    let out = lab
+        .exec(role, &["ip", "route", "show", "table", table])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// issue 13, input 6: `virtual_routes` come and go with the master role:
+/// added with the VIP on MASTER, removed on a clean stop (and on BACKUP /
+/// FAULT, the same code path as the addresses).
+#[test]
+fn virtual_routes_follow_the_master_role() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("rt");
+    let extra = format!(
+        "{V2}\n  virtual_routes {{\n    src {VIP} 10.99.0.0/24 dev eth0\n    \
+         blackhole 10.98.0.0/24 table 100 metric 7\n  }}"
+    );
+    let a = format!("{}{}", instance("MASTER", 150, &extra), service());
+    assert!(routes(&lab, "dir", "main").find("10.99.0.0").is_none());
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait(
+        "routes added on MASTER",
+        Duration::from_secs(2),
+        || {
+            routes(&lab, "dir", "main")
+                .contains(&format!("10.99.0.0/24 dev eth0 scope link src {VIP}"))
+        },
+        || format!("{}\n{}", routes(&lab, "dir", "main"), lab.log("dir", "lb")),
+    );
+    assert!(
+        routes(&lab, "dir", "100").contains("blackhole 10.98.0.0/24 metric 7"),
+        "{}",
+        routes(&lab, "dir", "100")
+    );
+    lab.signal("dir", "lb", libc::SIGTERM).unwrap();
+    wait(
+        "routes removed when the master leaves",
+        Duration::from_secs(3),
+        || {
+            !routes(&lab, "dir", "main").contains("10.99.0.0")
+                && !routes(&lab, "dir", "100").contains("10.98.0.0")
+        },
+        || {
+            format!(
+                "{}\n{}",
+                routes(&lab, "dir", "main"),
+                routes(&lab, "dir", "100")
+            )
+        },
+    );
+    lab.stop("dir", "lb").unwrap();
+}
+
 /// A vrrp_sync_group: one member's track_script failing takes the whole
 /// group to FAULT, so the peer takes both VIPs; recovery brings both back.
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod group;
+pub mod route;
 pub mod syntax;
 mod value;
 pub mod vrrp;

@@ -200,6 +200,8 @@ pub struct Instance {
     pub higher_prio_send_advert: bool,
     pub unicast_src: Option<IpAddr>,
     pub unicast_peers: Vec<IpAddr>,
+    /// Routes held with the virtual addresses (`virtual_routes`).
+    pub virtual_routes: Vec<super::route::VirtualRoute>,
     pub loc: Loc,
 }
 
@@ -241,7 +243,6 @@ const GLOBAL_IGNORED: &[&str] = &[
     "checker_no_swap",
     "vrrp_priority",
     "checker_priority",
-    "vrrp_check_unicast_src",
     "dynamic_interfaces",
     "enable_traps",
     "enable_snmp_vrrp",
@@ -260,12 +261,10 @@ const INSTANCE_IGNORED: &[&str] = &[
     "no_accept",
     "lvs_sync_daemon_interface",
     "debug",
-    "virtual_routes",
     "virtual_rules",
     "kernel_rx_buf_size",
     "strict_mode",
     "unicast_ttl",
-    "check_unicast_src",
 ];
 
 /// `global_defs`.
@@ -325,6 +324,9 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
             }
             "vrrp_lower_prio_no_advert" => g.lower_prio_no_advert = Some(flag(c)),
             "vrrp_higher_prio_send_advert" => g.higher_prio_send_advert = flag(c),
+            // keepalived checks a unicast advert's source against
+            // unicast_peer only with this set; lb always does (validate.rs).
+            "vrrp_check_unicast_src" => {}
             k if GLOBAL_IGNORED.contains(&k) => diags.push(ignored(c, "not implemented; ignored")),
             _ => diags.push(unknown(c, "global_defs")),
         }
@@ -540,6 +542,7 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         higher_prio_send_advert: g.higher_prio_send_advert,
         unicast_src: None,
         unicast_peers: Vec::new(),
+        virtual_routes: Vec::new(),
         loc: n.loc.clone(),
     };
     let mut advert = None;
@@ -630,6 +633,11 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
                     inst.vips.extend(vip(a, diags));
                 }
             }
+            "virtual_routes" => {
+                for r in block(c, diags) {
+                    inst.virtual_routes.extend(super::route::route(r, diags));
+                }
+            }
             "virtual_ipaddress_excluded" => {
                 for a in block(c, diags) {
                     inst.excluded.extend(vip(a, diags));
@@ -662,6 +670,9 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             "garp_lower_prio_delay" => lower_prio_delay = secs(c, diags).or(lower_prio_delay),
             "lower_prio_no_advert" => lower_prio_no_advert = Some(flag(c)),
             "higher_prio_send_advert" => inst.higher_prio_send_advert = flag(c),
+            // Always on here: a unicast advert from outside unicast_peer is
+            // dropped and counted as unknown-peer (vrrp::validate).
+            "check_unicast_src" => {}
             "garp_master_refresh" => {
                 inst.garp_master_refresh = secs(c, diags).filter(|d| !d.is_zero())
             }

@@ -9,5 +9,6 @@ pub mod guard;
 pub mod machine;
 pub mod net;
 pub mod packet;
+pub mod route;
 pub mod smtp;
 pub mod validate;

@@ -12,12 +12,16 @@ use tokio::io::unix::AsyncFd;
 
 use super::{Engine, Error, Inst, ScriptState, Task};
 use crate::{
-    config::vrrp::{Initial, Instance, Script, Version, Vip, Vrrp},
+    config::{
+        route::{RouteKind, VirtualRoute},
+        vrrp::{Initial, Instance, Script, Version, Vip, Vrrp},
+    },
     util::{process, Chain},
     vrrp::{
         addr, guard,
         machine::{Action, Machine, Settings, State},
         net::{self, Link},
+        route,
     },
 };
 
@@ -242,6 +246,10 @@ impl Engine {
         if self.insts[i].vips_held == on {
             return;
         }
+        if !on {
+            // Routes may use the addresses (src): they go first.
+            self.set_routes(i, false).await;
+        }
         let inst = &self.insts[i];
         for v in inst.cfg.vips.iter().chain(&inst.cfg.excluded) {
             let idx = match self.vip_index(&inst.link, v) {
@@ -264,6 +272,36 @@ impl Engine {
             }
         }
         self.insts[i].vips_held = on;
+        if on {
+            self.set_routes(i, true).await;
+        }
+    }
+
+    /// Adds or removes the instance's `virtual_routes`. A unicast route
+    /// with neither `dev` nor `via` goes through the instance's interface.
+    async fn set_routes(&mut self, i: usize, on: bool) {
+        let inst = &self.insts[i];
+        for r in &inst.cfg.virtual_routes {
+            let oif = match &r.dev {
+                Some(d) => match net::link(d) {
+                    Ok(l) => Some(l.index),
+                    Err(e) => {
+                        tracing::error!(instance = %inst.cfg.name, route = %r.loc, "{}", Chain(&e));
+                        continue;
+                    }
+                },
+                None if r.kind == RouteKind::Unicast && r.via.is_none() => Some(inst.link.index),
+                None => None,
+            };
+            let res = if on {
+                route::add(&self.nl, r, oif).await
+            } else {
+                route::del(&self.nl, r, oif).await
+            };
+            if let Err(e) = res {
+                tracing::error!(instance = %inst.cfg.name, "{}", Chain(&e));
+            }
+        }
     }
 
     /// After our priority-0 goodbye a backup takes over within its skew
@@ -326,4 +364,16 @@ fn same_identity(a: &Instance, b: &Instance) -> bool {
         && a.excluded == b.excluded
         && a.unicast_src == b.unicast_src
         && a.unicast_peers == b.unicast_peers
+        && same_routes(&a.virtual_routes, &b.virtual_routes)
+}
+
+/// The same routes, wherever their lines are in the file.
+fn same_routes(a: &[VirtualRoute], b: &[VirtualRoute]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            VirtualRoute {
+                loc: y.loc.clone(),
+                ..x.clone()
+            } == *y
+        })
 }
