@@ -781,7 +781,8 @@ fn virtual_routes_follow_the_master_role() {
     let mut lab = lab("rt");
     let extra = format!(
         "{V2}\n  virtual_routes {{\n    src {VIP} 10.99.0.0/24 dev eth0\n    \
-         blackhole 10.98.0.0/24 table 100 metric 7\n  }}"
+         blackhole 10.98.0.0/24 table 100 metric 7\n  }}\n  \
+         virtual_rules {{\n    from {VIP}/32 table 100 priority 1234\n  }}"
     );
     let a = format!("{}{}", instance("MASTER", 150, &extra), service());
     assert!(routes(&lab, "dir", "main").find("10.99.0.0").is_none());
@@ -801,13 +802,23 @@ fn virtual_routes_follow_the_master_role() {
         "{}",
         routes(&lab, "dir", "100")
     );
+    let rules = |lab: &Lab| {
+        let out = lab.exec("dir", &["ip", "rule", "show"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        rules(&lab).contains(&format!("1234:\tfrom {VIP} lookup 100")),
+        "{}",
+        rules(&lab)
+    );
     lab.signal("dir", "lb", libc::SIGTERM).unwrap();
     wait(
-        "routes removed when the master leaves",
+        "routes and rules removed when the master leaves",
         Duration::from_secs(3),
         || {
             !routes(&lab, "dir", "main").contains("10.99.0.0")
                 && !routes(&lab, "dir", "100").contains("10.98.0.0")
+                && !rules(&lab).contains("1234:")
         },
         || {
             format!(

@@ -1,6 +1,6 @@
-//! `virtual_routes { … }` of a `vrrp_instance`: routes the master adds with
-//! its virtual addresses and removes when it leaves MASTER (keepalived.conf(5),
-//! "virtual_routes").
+//! `virtual_routes { … }` and `virtual_rules { … }` of a `vrrp_instance`:
+//! routes and policy-routing rules the master adds with its virtual
+//! addresses and removes when it leaves MASTER (keepalived.conf(5)).
 //!
 //! One route per line, in `ip route`'s words: `[src ADDR] [TYPE] [to]
 //! PREFIX [via|gw ADDR] [dev IFNAME] [scope SCOPE] [table ID]
@@ -190,6 +190,156 @@ pub fn route(c: &Node, diags: &mut Vec<Diag>) -> Option<VirtualRoute> {
     })
 }
 
+/// What a rule does (rtnetlink `FR_ACT_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Look up the rule's table (`table ID`).
+    Table,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+}
+
+/// One virtual rule, in `ip rule`'s words: `[from PREFIX] [to PREFIX]
+/// [table ID | blackhole | unreachable | prohibit] [priority|preference|pref N]
+/// [iif IFNAME] [oif IFNAME] [fwmark N] [tos N] [no_track]`. `goto`, `nop`,
+/// masks and the other selectors are located errors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualRule {
+    pub from: Option<(IpAddr, u8)>,
+    pub to: Option<(IpAddr, u8)>,
+    pub action: RuleAction,
+    /// Table id for [`RuleAction::Table`] (`main` = 254).
+    pub table: u32,
+    pub priority: Option<u32>,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub fwmark: Option<u32>,
+    pub tos: Option<u8>,
+    /// IPv6 rule (from `from` / `to`; a rule with neither is IPv4).
+    pub v6: bool,
+    pub loc: Loc,
+}
+
+/// Reads one line of a `virtual_rules` block.
+pub fn rule(c: &Node, diags: &mut Vec<Diag>) -> Option<VirtualRule> {
+    let words: Vec<&str> = std::iter::once(c.keyword.as_str())
+        .chain(c.args.iter().map(String::as_str))
+        .collect();
+    let err = |diags: &mut Vec<Diag>, msg: String| {
+        diags.push(Diag::error(&c.loc, Some("virtual_rules"), msg));
+        None
+    };
+    if c.children.is_some() {
+        return err(diags, "a rule takes no '{ … }' block".into());
+    }
+    let mut r = VirtualRule {
+        from: None,
+        to: None,
+        action: RuleAction::Table,
+        table: 254,
+        priority: None,
+        iif: None,
+        oif: None,
+        fwmark: None,
+        tos: None,
+        v6: false,
+        loc: c.loc.clone(),
+    };
+    let mut has_table = false;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        let v = match words.get(i + 1) {
+            Some(v) => *v,
+            None => match w {
+                "no_track" | "blackhole" | "unreachable" | "prohibit" => "",
+                _ => return err(diags, format!("'{w}' needs a value")),
+            },
+        };
+        let num = |diags: &mut Vec<Diag>, max: u64| -> Option<u64> {
+            match v.parse::<u64>() {
+                Ok(n) if n <= max => Some(n),
+                _ => {
+                    diags.push(Diag::error(
+                        &c.loc,
+                        Some("virtual_rules"),
+                        format!("'{w}': '{v}' is not a number (0-{max})"),
+                    ));
+                    None
+                }
+            }
+        };
+        let mut step = 2;
+        match w {
+            "from" | "to" => {
+                let p = if v == "all" {
+                    None
+                } else {
+                    match prefix(v) {
+                        Some(p) => Some(p),
+                        None => return err(diags, format!("'{w}': expected ADDRESS[/PREFIX] or all, not '{v}'")),
+                    }
+                };
+                if w == "from" {
+                    r.from = p;
+                } else {
+                    r.to = p;
+                }
+            }
+            "table" | "lookup" => {
+                has_table = true;
+                r.table = match v {
+                    "main" => 254,
+                    "local" => 255,
+                    "default" => 253,
+                    _ => num(diags, u64::from(u32::MAX))? as u32,
+                }
+            }
+            "priority" | "preference" | "pref" => r.priority = Some(num(diags, u64::from(u32::MAX))? as u32),
+            "iif" => r.iif = Some(v.to_string()),
+            "oif" => r.oif = Some(v.to_string()),
+            "fwmark" => r.fwmark = Some(num(diags, u64::from(u32::MAX))? as u32),
+            "tos" | "dsfield" => r.tos = Some(num(diags, 255)? as u8),
+            "blackhole" | "unreachable" | "prohibit" => {
+                r.action = match w {
+                    "blackhole" => RuleAction::Blackhole,
+                    "unreachable" => RuleAction::Unreachable,
+                    _ => RuleAction::Prohibit,
+                };
+                step = 1;
+            }
+            "no_track" => step = 1,
+            _ => {
+                return err(
+                    diags,
+                    format!("rule option '{w}' is not supported (supported: from, to, table, priority, iif, oif, fwmark, tos, blackhole, unreachable, prohibit, no_track)"),
+                )
+            }
+        }
+        i += step;
+    }
+    let fams: Vec<bool> = [r.from, r.to]
+        .iter()
+        .flatten()
+        .map(|(a, _)| a.is_ipv6())
+        .collect();
+    if fams.windows(2).any(|f| f[0] != f[1]) {
+        return err(
+            diags,
+            "'from' and 'to' are of different address families".into(),
+        );
+    }
+    r.v6 = fams.first().copied().unwrap_or(false);
+    if has_table && r.action != RuleAction::Table {
+        return err(
+            diags,
+            "a blackhole / unreachable / prohibit rule takes no table".into(),
+        );
+    }
+    Some(r)
+}
+
 /// `ADDR[/PREFIX]` or `default`, as `ip route` reads a destination.
 fn prefix(s: &str) -> Option<(IpAddr, u8)> {
     if s == "default" {
@@ -256,6 +406,70 @@ mod tests {
         let (r, _) = parse("10.1.2.3 dev eth1 scope link onlink no_track");
         let r = r.unwrap();
         assert_eq!((r.prefix, r.scope, r.onlink), (32, Some(253), true));
+    }
+
+    fn parse_rule(line: &str) -> (Option<VirtualRule>, Vec<String>) {
+        let text = format!("virtual_rules {{\n {line}\n}}\n");
+        let mut d = Vec::new();
+        let nodes = crate::config::syntax::parse_str(&text, std::path::Path::new("r.conf"), &mut d);
+        let r = rule(&nodes[0].children.as_ref().unwrap()[0], &mut d);
+        (r, d.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn rules_in_ip_rule_words() {
+        let (r, d) = parse_rule(
+            "from 10.0.0.100/32 to 10.99.0.0/24 table 100 priority 1000 iif eth0 fwmark 3 tos 16",
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let r = r.unwrap();
+        assert_eq!(
+            (
+                r.from,
+                r.to.map(|t| t.1),
+                r.table,
+                r.priority,
+                r.iif.as_deref(),
+                r.fwmark,
+                r.tos,
+                r.v6
+            ),
+            (
+                Some(("10.0.0.100".parse().unwrap(), 32)),
+                Some(24),
+                100,
+                Some(1000),
+                Some("eth0"),
+                Some(3),
+                Some(16),
+                false
+            )
+        );
+        let (r, d) = parse_rule("to 2001:db8::/32 prohibit no_track");
+        assert!(d.is_empty(), "{d:?}");
+        let r = r.unwrap();
+        assert_eq!((r.action, r.v6), (RuleAction::Prohibit, true));
+        for (line, want) in [
+            (
+                "from 10.0.0.1 goto 5",
+                "rule option 'goto' is not supported",
+            ),
+            ("from 10.0.0.1 to 2001:db8::1", "different address families"),
+            (
+                "from 10.0.0.1 tos 300",
+                "'tos': '300' is not a number (0-255)",
+            ),
+            ("from 10.0.0.1 table", "'table' needs a value"),
+            ("blackhole table 5", "takes no table"),
+        ] {
+            let (r, d) = parse_rule(line);
+            assert!(r.is_none(), "{line}");
+            assert_eq!(d.len(), 1, "{line}: {d:?}");
+            assert!(
+                d[0].starts_with("r.conf:2:2: error: virtual_rules: ") && d[0].contains(want),
+                "{line}: {d:?}"
+            );
+        }
     }
 
     #[test]

@@ -202,6 +202,8 @@ pub struct Instance {
     pub unicast_peers: Vec<IpAddr>,
     /// Routes held with the virtual addresses (`virtual_routes`).
     pub virtual_routes: Vec<super::route::VirtualRoute>,
+    /// Policy-routing rules held with the virtual addresses (`virtual_rules`).
+    pub virtual_rules: Vec<super::route::VirtualRule>,
     pub loc: Loc,
 }
 
@@ -261,7 +263,6 @@ const INSTANCE_IGNORED: &[&str] = &[
     "no_accept",
     "lvs_sync_daemon_interface",
     "debug",
-    "virtual_rules",
     "kernel_rx_buf_size",
     "strict_mode",
     "unicast_ttl",
@@ -543,6 +544,7 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         unicast_src: None,
         unicast_peers: Vec::new(),
         virtual_routes: Vec::new(),
+        virtual_rules: Vec::new(),
         loc: n.loc.clone(),
     };
     let mut advert = None;
@@ -636,6 +638,11 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             "virtual_routes" => {
                 for r in block(c, diags) {
                     inst.virtual_routes.extend(super::route::route(r, diags));
+                }
+            }
+            "virtual_rules" => {
+                for r in block(c, diags) {
+                    inst.virtual_rules.extend(super::route::rule(r, diags));
                 }
             }
             "virtual_ipaddress_excluded" => {

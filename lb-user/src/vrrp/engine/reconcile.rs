@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use super::{Engine, Error, Inst, ScriptState, Task};
 use crate::{
     config::{
-        route::{RouteKind, VirtualRoute},
+        route::{RouteKind, VirtualRoute, VirtualRule},
         vrrp::{Initial, Instance, Script, Version, Vip, Vrrp},
     },
     util::{process, Chain},
@@ -277,7 +277,7 @@ impl Engine {
         }
     }
 
-    /// Adds or removes the instance's `virtual_routes`. A unicast route
+    /// Adds or removes the instance's `virtual_routes` and `virtual_rules`. A unicast route
     /// with neither `dev` nor `via` goes through the instance's interface.
     async fn set_routes(&mut self, i: usize, on: bool) {
         let inst = &self.insts[i];
@@ -297,6 +297,16 @@ impl Engine {
                 route::add(&self.nl, r, oif).await
             } else {
                 route::del(&self.nl, r, oif).await
+            };
+            if let Err(e) = res {
+                tracing::error!(instance = %inst.cfg.name, "{}", Chain(&e));
+            }
+        }
+        for r in &inst.cfg.virtual_rules {
+            let res = if on {
+                route::add_rule(&self.nl, r).await
+            } else {
+                route::del_rule(&self.nl, r).await
             };
             if let Err(e) = res {
                 tracing::error!(instance = %inst.cfg.name, "{}", Chain(&e));
@@ -365,6 +375,13 @@ fn same_identity(a: &Instance, b: &Instance) -> bool {
         && a.unicast_src == b.unicast_src
         && a.unicast_peers == b.unicast_peers
         && same_routes(&a.virtual_routes, &b.virtual_routes)
+        && a.virtual_rules.len() == b.virtual_rules.len()
+        && a.virtual_rules.iter().zip(&b.virtual_rules).all(|(x, y)| {
+            VirtualRule {
+                loc: y.loc.clone(),
+                ..x.clone()
+            } == *y
+        })
 }
 
 /// The same routes, wherever their lines are in the file.
