@@ -106,6 +106,16 @@ impl Default for Globals {
     }
 }
 
+/// A VMAC interface (`use_vmac [NAME] [MAC]`): a private-mode macvlan on the
+/// instance's interface. keepalived's defaults: name `vrrp.VRID` (IPv4) /
+/// `vrrp6.VRID` (IPv6), MAC `00:00:5e:00:01:VRID` / `00:00:5e:00:02:VRID`
+/// (RFC 5798 7.3); a 5-octet MAC takes the VRID as its last octet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vmac {
+    pub name: String,
+    pub mac: [u8; 6],
+}
+
 /// One entry of `virtual_ipaddress`: `ADDR[/PREFIX] [dev IF] [label L] [scope S]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vip {
@@ -202,6 +212,9 @@ pub struct Instance {
     pub unicast_peers: Vec<IpAddr>,
     /// Routes held with the virtual addresses (`virtual_routes`).
     pub virtual_routes: Vec<super::route::VirtualRoute>,
+    /// `use_vmac`: the virtual addresses live on a macvlan interface with the
+    /// virtual router MAC (RFC 5798 7.3), created for the instance.
+    pub vmac: Option<Vmac>,
     /// Policy-routing rules held with the virtual addresses (`virtual_rules`).
     pub virtual_rules: Vec<super::route::VirtualRule>,
     pub loc: Loc,
@@ -256,8 +269,6 @@ const GLOBAL_IGNORED: &[&str] = &[
 /// vrrp_instance keywords accepted but not implemented (a warning each).
 const INSTANCE_IGNORED: &[&str] = &[
     "dont_track_primary",
-    "use_vmac",
-    "vmac_xmit_base",
     "native_ipv6",
     "accept",
     "no_accept",
@@ -545,9 +556,12 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         unicast_peers: Vec::new(),
         virtual_routes: Vec::new(),
         virtual_rules: Vec::new(),
+        vmac: None,
         loc: n.loc.clone(),
     };
     let mut advert = None;
+    // use_vmac's name and MAC as written; completed once the VRID is known.
+    let mut vmac: Option<(Option<String>, Option<Vec<u8>>)> = None;
     let mut lower_prio_repeat = g.garp_lower_prio_repeat;
     let mut lower_prio_delay = g.garp_lower_prio_delay;
     let mut lower_prio_no_advert = g.lower_prio_no_advert;
@@ -640,6 +654,36 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
                     inst.virtual_routes.extend(super::route::route(r, diags));
                 }
             }
+            "use_vmac" => {
+                let (mut name, mut mac) = (None, None);
+                for a in &c.args {
+                    if a.contains(':') {
+                        let b: Option<Vec<u8>> = a
+                            .split(':')
+                            .map(|o| u8::from_str_radix(o, 16).ok())
+                            .collect();
+                        match b {
+                            Some(b) if b.len() == 5 || b.len() == 6 => mac = Some(b),
+                            _ => diags.push(Diag::error(
+                                &c.loc,
+                                Some("use_vmac"),
+                                format!("invalid MAC address '{a}' (5 or 6 hex octets)"),
+                            )),
+                        }
+                    } else if a.len() > 15 || a.contains('/') {
+                        diags.push(Diag::error(
+                            &c.loc,
+                            Some("use_vmac"),
+                            format!("invalid interface name '{a}' (at most 15 characters, no '/')"),
+                        ));
+                    } else {
+                        name = Some(a.clone());
+                    }
+                }
+                vmac = Some((name, mac));
+            }
+            // Adverts always go out and come in on the base interface here.
+            "vmac_xmit_base" => {}
             "virtual_rules" => {
                 for r in block(c, diags) {
                     inst.virtual_rules.extend(super::route::rule(r, diags));
@@ -771,6 +815,18 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             "VRRPv3 has no authentication; ignored",
         ));
         inst.auth = None;
+    }
+    if let Some((name, mac)) = vmac {
+        let v6 = inst.is_ipv6();
+        let mut m = [0, 0, 0x5e, 0, if v6 { 2 } else { 1 }, inst.vrid];
+        if let Some(b) = mac {
+            m[..b.len()].copy_from_slice(&b);
+        }
+        inst.vmac = Some(Vmac {
+            name: name
+                .unwrap_or_else(|| format!("vrrp{}.{}", if v6 { "6" } else { "" }, inst.vrid)),
+            mac: m,
+        });
     }
     // Unset lower-priority settings follow the master ones (keepalived.conf(5)).
     inst.garp_lower_prio_repeat = lower_prio_repeat.unwrap_or(inst.garp_master_repeat);
@@ -1009,6 +1065,36 @@ mod tests {
         let l = crate::config::load_str(&text, Path::new("t.conf"));
         let d = l.diags.iter().map(|d| d.to_string()).collect();
         (l.config.vrrp.instances, d)
+    }
+
+    /// issue 13, input 6: use_vmac with keepalived's default name and MAC.
+    #[test]
+    fn use_vmac_names_and_macs() {
+        let (i, d) = instances("", "use_vmac\nvmac_xmit_base");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            i[0].vmac,
+            Some(Vmac {
+                name: "vrrp.7".into(),
+                mac: [0, 0, 0x5e, 0, 1, 7]
+            })
+        );
+        let (i, _) = instances("", "use_vmac vip1 02:11:22:33:44");
+        assert_eq!(
+            i[0].vmac,
+            Some(Vmac {
+                name: "vip1".into(),
+                mac: [2, 0x11, 0x22, 0x33, 0x44, 7]
+            })
+        );
+        let (_, d) = instances("", "use_vmac 02:11:zz:33:44 averyveryverylongname");
+        assert_eq!(
+            d,
+            [
+                "t.conf:10:1: error: use_vmac: invalid MAC address '02:11:zz:33:44' (5 or 6 hex octets)",
+                "t.conf:10:1: error: use_vmac: invalid interface name 'averyveryverylongname' (at most 15 characters, no '/')",
+            ]
+        );
     }
 
     /// issue 13, input 4: the split-brain keywords are read, with

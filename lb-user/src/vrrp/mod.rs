@@ -12,3 +12,4 @@ pub mod packet;
 pub mod route;
 pub mod smtp;
 pub mod validate;
+pub mod vmac;

@@ -43,7 +43,7 @@ impl Engine {
         let mut targets = Vec::new();
         for v in &inst.cfg.vips {
             match &v.dev {
-                None => targets.push((inst.link.clone(), v.addr)),
+                None => targets.push((inst.vip_link().clone(), v.addr)),
                 Some(d) => match net::link(d) {
                     Ok(l) => targets.push((l, v.addr)),
                     Err(e) => tracing::warn!(instance = %inst.cfg.name, vip = %v.addr, "{e}"),

@@ -64,6 +64,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Vmac(#[from] Box<crate::vrrp::vmac::Error>),
 }
 
 /// How often tracked interfaces are looked at.
@@ -143,6 +145,16 @@ struct Inst {
     garp_refresh_at: Option<Instant>,
     vips_held: bool,
     since: SystemTime,
+    /// The VMAC interface (`use_vmac`) and the base's sysctls to restore.
+    vmac: Option<(Link, Vec<crate::vrrp::vmac::Saved>)>,
+}
+
+impl Inst {
+    /// Where the virtual addresses without `dev` live: the VMAC interface
+    /// when there is one, else the instance's interface.
+    fn vip_link(&self) -> &Link {
+        self.vmac.as_ref().map_or(&self.link, |(l, _)| l)
+    }
 }
 
 struct ScriptState {

@@ -21,7 +21,7 @@ use crate::{
         addr, guard,
         machine::{Action, Machine, Settings, State},
         net::{self, Link},
-        route,
+        route, vmac,
     },
 };
 
@@ -200,9 +200,14 @@ impl Engine {
             src,
             source,
         })?;
+        let vmac = match &c.vmac {
+            Some(v) => Some(vmac::create(&self.nl, &link, v).await.map_err(Box::new)?),
+            None => None,
+        };
+        let vip_link = vmac.as_ref().map_or(&link, |(l, _)| l);
         // A previous run killed without cleanup may have left the addresses.
         for v in c.vips.iter().chain(&c.excluded) {
-            let idx = self.vip_index(&link, v)?;
+            let idx = self.vip_index(vip_link, v)?;
             if addr::del(&self.nl, idx, v).await.unwrap_or(false) {
                 tracing::warn!(instance = %c.name, vip = %v.addr, "removed a virtual address left from an earlier run");
             }
@@ -232,6 +237,7 @@ impl Engine {
             garp_refresh_at: None,
             vips_held: false,
             since: SystemTime::now(),
+            vmac,
         })
     }
 
@@ -252,7 +258,7 @@ impl Engine {
         }
         let inst = &self.insts[i];
         for v in inst.cfg.vips.iter().chain(&inst.cfg.excluded) {
-            let idx = match self.vip_index(&inst.link, v) {
+            let idx = match self.vip_index(inst.vip_link(), v) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::error!(instance = %inst.cfg.name, vip = %v.addr, "{}", Chain(&e));
@@ -350,6 +356,11 @@ impl Engine {
         }
         self.release(i);
         self.set_vips(i, false).await;
+        if let Some((link, saved)) = self.insts[i].vmac.take() {
+            if let Err(e) = vmac::remove(&self.nl, &link, &saved).await {
+                tracing::error!(instance = %self.insts[i].cfg.name, "{}", Chain(&e));
+            }
+        }
         let inst = &self.insts[i];
         tracing::info!(instance = %inst.cfg.name, "VRRP instance stopped");
         let (n, iname, prio) = (
@@ -374,6 +385,7 @@ fn same_identity(a: &Instance, b: &Instance) -> bool {
         && a.excluded == b.excluded
         && a.unicast_src == b.unicast_src
         && a.unicast_peers == b.unicast_peers
+        && a.vmac == b.vmac
         && same_routes(&a.virtual_routes, &b.virtual_routes)
         && a.virtual_rules.len() == b.virtual_rules.len()
         && a.virtual_rules.iter().zip(&b.virtual_rules).all(|(x, y)| {
