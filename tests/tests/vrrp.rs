@@ -831,6 +831,70 @@ fn virtual_routes_follow_the_master_role() {
     lab.stop("dir", "lb").unwrap();
 }
 
+/// issue 13, input 6: `use_vmac`. The VIP lives on a macvlan with the
+/// virtual router MAC (00:00:5e:00:01:VRID); the client's ARP entry holds
+/// that MAC, and after a failover it is still right: the new master
+/// answers on the same MAC. The VMAC interface goes with the agent.
+#[test]
+fn use_vmac_keeps_one_mac_across_a_failover() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("vm");
+    let a = format!(
+        "{}{}",
+        instance("MASTER", 150, &format!("{V2}\n  use_vmac")),
+        service()
+    );
+    let b = format!(
+        "{}{}",
+        instance("BACKUP", 100, &format!("{V2}\n  use_vmac")),
+        service()
+    );
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    let vmac_addr = |role: &str| {
+        let out = lab
+            .exec(role, &["ip", "-4", "addr", "show", "dev", "vrrp.51"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        vmac_addr("dir").contains(&format!("inet {VIP}/")),
+        "{}",
+        vmac_addr("dir")
+    );
+    assert!(!vmac_addr("dir2").contains(&format!("inet {VIP}/")));
+    let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    let client_sees = |lab: &Lab| {
+        let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        client_sees(&lab).contains("00:00:5e:00:01:33"),
+        "{}",
+        client_sees(&lab)
+    );
+
+    lab.signal("dir", "lb", libc::SIGTERM).unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    lab.stop("dir", "lb").unwrap();
+    assert!(vmac_addr("dir2").contains(&format!("inet {VIP}/")));
+    let gone = lab.exec("dir", &["ip", "link", "show", "vrrp.51"]).unwrap();
+    assert!(
+        !gone.status.success(),
+        "the VMAC interface stays after the agent stopped"
+    );
+    let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    assert!(
+        client_sees(&lab).contains("00:00:5e:00:01:33"),
+        "{}",
+        client_sees(&lab)
+    );
+}
+
 /// A vrrp_sync_group: one member's track_script failing takes the whole
 /// group to FAULT, so the peer takes both VIPs; recovery brings both back.
 #[test]
