@@ -853,18 +853,18 @@ fn use_vmac_keeps_one_mac_across_a_failover() {
     lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
     wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
     wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
-    let vmac_addr = |role: &str| {
+    let vmac_addr = |lab: &Lab, role: &str| {
         let out = lab
             .exec(role, &["ip", "-4", "addr", "show", "dev", "vrrp.51"])
             .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(
-        vmac_addr("dir").contains(&format!("inet {VIP}/")),
+        vmac_addr(&lab, "dir").contains(&format!("inet {VIP}/")),
         "{}",
-        vmac_addr("dir")
+        vmac_addr(&lab, "dir")
     );
-    assert!(!vmac_addr("dir2").contains(&format!("inet {VIP}/")));
+    assert!(!vmac_addr(&lab, "dir2").contains(&format!("inet {VIP}/")));
     let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
     let client_sees = |lab: &Lab| {
@@ -880,7 +880,7 @@ fn use_vmac_keeps_one_mac_across_a_failover() {
     lab.signal("dir", "lb", libc::SIGTERM).unwrap();
     wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
     lab.stop("dir", "lb").unwrap();
-    assert!(vmac_addr("dir2").contains(&format!("inet {VIP}/")));
+    assert!(vmac_addr(&lab, "dir2").contains(&format!("inet {VIP}/")));
     let gone = lab.exec("dir", &["ip", "link", "show", "vrrp.51"]).unwrap();
     assert!(
         !gone.status.success(),
