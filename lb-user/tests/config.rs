@@ -5,13 +5,14 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use lb_user::config::vrrp::Version;
 use lb_user::config::{
     load, load_str,
     vrrp::{Initial, Vrrp},
-    Sched, Severity,
+    Fwd, Sched, Severity,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -114,7 +115,7 @@ fn every_problem_is_reported_at_once() {
             "k.conf:1:1: error: virtual_server: invalid IP address '10.0.0.300'",
             "k.conf:2:2: error: lb_algo: scheduler 'lblc' not implemented yet (implemented: rr, wrr, lc, wlc, sed, nq, sh, mh)",
             "k.conf:3:2: error: lb_kind: unknown forwarding method 'BRIDGE'",
-            "k.conf:4:28: error: weight: invalid weight 'x'",
+            "k.conf:4:28: error: weight: 'x' must be a whole number from 0 to 65535 (weight)",
             "k.conf:6:1: error: virtual_server: invalid port '99999'",
             "k.conf:7:2: error: protocol: protocol 'SCTP' not implemented yet (implemented: TCP, UDP)",
         ]
@@ -143,6 +144,9 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
             "k.conf:6:2: warning: ha_suspend: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
             "k.conf:10:3: warning: SMTP_CHECK: checker not implemented yet; parsed and ignored (the real is not checked by it)",
+            "k.conf:5:1: warning: protocol: virtual server 10.0.0.1:80: no protocol set; defaulting to UDP (as keepalived 2.2.7, whose kernel default it is)",
+            "k.conf:5:1: warning: lb_algo: virtual server 10.0.0.1:80: no scheduler set; using keepalived's default 'wlc'",
+            "k.conf:5:1: warning: lb_kind: virtual server 10.0.0.1:80: no forwarding method set; using keepalived's default NAT",
         ]
     );
     // The other blocks are kept for later features.
@@ -158,24 +162,37 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
 #[test]
 fn semantics_defaults_and_persistence() {
     let text = "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n }\n}\n\
-                virtual_server 10.0.0.1 53 {\n protocol UDP\n lb_algo rr\n persistence_timeout 120\n delay_loop 6\n \
+                virtual_server 10.0.0.1 53 {\n protocol UDP\n lb_algo rr\n lb_kind DR\n persistence_timeout 120\n delay_loop 6\n \
                 real_server 10.0.0.2 53 { weight 0 }\n}\n\
-                virtual_server 2001:db8::1 80 {\n persistence_timeout 0\n real_server 2001:db8::2 80 { weight 7 }\n}\n";
+                virtual_server 2001:db8::1 80 {\n protocol TCP\n lb_algo rr\n lb_kind DR\n persistence_timeout 0\n real_server 2001:db8::2 80 { weight 7 }\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     assert!(!l.has_errors(), "{:?}", l.diags);
     let s = &l.config.services;
+    // keepalived 2.2.7 (check_data.c): no protocol is UDP, no lb_algo wlc,
+    // no lb_kind NAT, each with a message at the virtual_server.
     assert_eq!(
-        (s[0].sched, s[0].persistence_timeout, s[0].delay_loop),
-        (Sched::Wrr, None, 60)
+        (s[0].key.proto.name(), s[0].sched, s[0].fwd, s[0].persistence_timeout),
+        ("UDP", Sched::Wlc, Fwd::Nat, None)
     );
+    assert_eq!(s[0].timing.delay_loop, None, "60 s applied by the checker");
+    let diags: Vec<String> = l.diags.iter().map(|d| d.to_string()).collect();
+    for want in [
+        "k.conf:1:1: warning: protocol: virtual server 10.0.0.1:80: no protocol set; defaulting to UDP",
+        "k.conf:1:1: warning: lb_algo: virtual server 10.0.0.1:80: no scheduler set; using keepalived's default 'wlc'",
+        "k.conf:1:1: warning: lb_kind: virtual server 10.0.0.1:80: no forwarding method set; using keepalived's default NAT",
+        "k.conf:17:2: warning: persistence_timeout: 0 is outside keepalived's 1 to 2678400 seconds; not persistent",
+    ] {
+        assert!(diags.iter().any(|d| d.starts_with(want)), "{want}\n{diags:#?}");
+    }
+    assert_eq!(diags.len(), 4, "{diags:#?}");
     assert_eq!(s[0].reals[0].weight, 1, "keepalived's default weight");
     assert_eq!(
         (
             s[1].key.proto.name(),
             s[1].persistence_timeout,
-            s[1].delay_loop
+            s[1].timing.delay_loop
         ),
-        ("UDP", Some(120), 6)
+        ("UDP", Some(120), Some(Duration::from_secs(6)))
     );
     assert_eq!(s[1].reals[0].weight, 0);
     assert_eq!(
@@ -212,8 +229,8 @@ fn seed_000_dr_wrr_persistent() {
     assert_eq!(s.len(), 1);
     assert_eq!((s[0].key.addr, s[0].key.port), (ip("172.16.7.5"), 80));
     assert_eq!(
-        (s[0].sched, s[0].persistence_timeout, s[0].delay_loop),
-        (Sched::Wrr, Some(60), 6)
+        (s[0].sched, s[0].persistence_timeout, s[0].timing.delay_loop),
+        (Sched::Wrr, Some(60), Some(Duration::from_secs(6)))
     );
     let reals: Vec<(IpAddr, u32)> = s[0].reals.iter().map(|r| (r.addr, r.weight)).collect();
     assert_eq!(reals, [(ip("172.16.7.3"), 3), (ip("172.16.7.4"), 1)]);
@@ -245,10 +262,15 @@ fn seed_002_dr_and_vrrp_scripts() {
     let l = seed("002");
     let s = &l.config.services;
     assert_eq!(s.len(), 1);
+    // The seed sets no lb_algo: keepalived's default wlc, with its warning.
     assert_eq!(
         (s[0].key.addr, s[0].sched),
-        (ip("192.168.118.100"), Sched::Wrr)
+        (ip("192.168.118.100"), Sched::Wlc)
     );
+    assert!(l
+        .diags
+        .iter()
+        .any(|d| d.keyword.as_deref() == Some("lb_algo") && d.message.contains("'wlc'")));
     let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
     assert_eq!(reals, [ip("192.168.118.30"), ip("192.168.118.40")]);
     // vrrp_strict: authentication dropped with a warning, as keepalived.
@@ -675,7 +697,7 @@ fn vrrp_mistakes_are_errors_with_locations() {
     let (_, d) = vrrp_of(text);
     let errors: Vec<&String> = d.iter().filter(|d| d.contains(": error: ")).collect();
     let want = [
-        "ha.conf:2:3: error: virtual_router_id: must be between 1 and 255",
+        "ha.conf:2:3: error: virtual_router_id: '300' must be a whole number from 1 to 255 (VRID)",
         "ha.conf:5:5: error: 10.0.0.1/40: invalid prefix length '/40'",
         "ha.conf:1:1: error: vrrp_instance: missing 'interface'",
         "ha.conf:1:1: error: vrrp_instance: missing 'virtual_router_id'",
