@@ -780,3 +780,194 @@ fn more_than_the_data_plane_holds_is_an_error_of_the_file() {
         "{errs:?}"
     );
 }
+
+/// The lines of `text`'s diagnostics.
+fn diags_of(text: &str) -> Vec<String> {
+    load_str(text, Path::new("v.conf"))
+        .diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
+fn has(diags: &[String], want: &str) -> bool {
+    diags.iter().any(|d| d.starts_with(want))
+}
+
+#[test]
+fn invalid_values_are_errors_with_range_and_unit() {
+    let vs = |body: &str| {
+        format!(
+            "virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_algo rr\n lb_kind DR\n{body}\n real_server 10.0.0.2 80 {{\n  TCP_CHECK {{\n  }}\n }}\n}}\n"
+        )
+    };
+    let max = "18446744073709.551614";
+    for (body, want) in [
+        (" delay_loop -1", format!("v.conf:5:2: error: delay_loop: '-1' is negative; expected seconds from 0.000001 to {max}")),
+        (" delay_loop nan", format!("v.conf:5:2: error: delay_loop: 'nan' is not a decimal number; expected seconds from 0.000001 to {max}")),
+        (" delay_loop 0", format!("v.conf:5:2: error: delay_loop: '0' must be from 0.000001 to {max} seconds")),
+        (" delay_loop 1.0000001", format!("v.conf:5:2: error: delay_loop: '1.0000001' has more than 6 decimal places (the resolution is 1 µs); expected seconds from 0.000001 to {max}")),
+        (" connect_timeout -3", "v.conf:5:2: error: connect_timeout: '-3' is negative; expected seconds from 0.000001 to 4294.967295".into()),
+        (" connect_timeout inf", "v.conf:5:2: error: connect_timeout: 'inf' is not a decimal number; expected seconds from 0.000001 to 4294.967295".into()),
+        (" connect_timeout 5000", "v.conf:5:2: error: connect_timeout: '5000' must be from 0.000001 to 4294.967295 seconds".into()),
+        (" delay_before_retry -1", format!("v.conf:5:2: error: delay_before_retry: '-1' is negative; expected seconds from 0 to {max}")),
+        (" warmup 1e3", format!("v.conf:5:2: error: warmup: '1e3' is not a decimal number; expected seconds from 0 to {max}")),
+        (" retry 0", "v.conf:5:2: error: retry: '0' must be a whole number from 1 to 4294967295 (retries)".into()),
+        (" quorum 0", "v.conf:5:2: error: quorum: '0' must be a whole number from 1 to 4294967295 (weight sum)".into()),
+        (" persistence_timeout 2678401", "v.conf:5:2: error: persistence_timeout: '2678401' must be a whole number from 1 to 2678400 (seconds)".into()),
+        (" alpha maybe", "v.conf:5:2: error: alpha: 'maybe' is not one of true, on, yes, false, off, no".into()),
+    ] {
+        let d = diags_of(&vs(&body));
+        assert!(has(&d, &want), "{body}: want {want}\n{d:#?}");
+    }
+    // Inside a checker: retry may be 0 (keepalived's checker range), a
+    // negative or infinite time may not, nor a misc_timeout past 4294 s.
+    let misc = |line: &str| {
+        format!(
+            "virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_algo rr\n lb_kind DR\n real_server 10.0.0.2 80 {{\n  MISC_CHECK {{\n   misc_path /bin/true\n{line}\n  }}\n }}\n}}\n"
+        )
+    };
+    assert!(!diags_of(&misc("   retry 0")).iter().any(|d| d.contains("error")));
+    for (line, want) in [
+        ("   misc_timeout -1", "v.conf:8:4: error: misc_timeout: '-1' must be a whole number from 0 to 4294 (seconds)"),
+        ("   misc_timeout 1.5", "v.conf:8:4: error: misc_timeout: '1.5' must be a whole number from 0 to 4294 (seconds)"),
+        ("   delay_before_retry -2", "v.conf:8:4: error: delay_before_retry: '-2' is negative"),
+        ("   connect_timeout inf", "v.conf:8:4: error: connect_timeout: 'inf' is not a decimal number"),
+        ("   connect_port 0", "v.conf:8:4: error: connect_port: '0' must be a whole number from 1 to 65535 (port)"),
+    ] {
+        let d = diags_of(&misc(line));
+        assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
+    }
+    // A value keepalived takes is read exactly (µs resolution).
+    let l = load_str(&vs(" delay_loop 0.000001\n connect_timeout 4294.967295"), Path::new("v.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let t = l.config.services[0].timing;
+    assert_eq!(t.delay_loop, Some(Duration::from_micros(1)));
+    assert_eq!(t.connect_timeout, Some(Duration::from_micros(4_294_967_295)));
+}
+
+#[test]
+fn vrrp_values_are_range_checked() {
+    let inst = |line: &str| {
+        format!(
+            "vrrp_instance A {{\n interface eth0\n virtual_router_id 5\n{line}\n virtual_ipaddress {{\n  10.0.0.1\n }}\n}}\n"
+        )
+    };
+    for (line, want) in [
+        (" priority 0", "v.conf:4:2: error: priority: '0' must be a whole number from 1 to 255 (priority)"),
+        (" priority -5", "v.conf:4:2: error: priority: '-5' must be a whole number from 1 to 255 (priority)"),
+        (" advert_int 0", "v.conf:4:2: error: advert_int: '0' must be from 0.01 to 255 seconds"),
+        (" advert_int nan", "v.conf:4:2: error: advert_int: 'nan' is not a decimal number"),
+        (" preempt_delay 1001", "v.conf:4:2: error: preempt_delay: '1001' must be from 0 to 1000 seconds"),
+        (" garp_master_delay 1.5", "v.conf:4:2: error: garp_master_delay: '1.5' must be a whole number from 0 to 4294 (seconds)"),
+        (" garp_master_repeat -1", "v.conf:4:2: error: garp_master_repeat: '-1' must be a whole number from 0 to 4294967295 (messages)"),
+        (" garp_master_repeat 0", "v.conf:4:2: warning: garp_master_repeat: must be greater than 0; using 1 (as keepalived)"),
+        (" version 4", "v.conf:4:2: error: version: '4' must be a whole number from 2 to 3 (VRRP version)"),
+    ] {
+        let d = diags_of(&inst(line));
+        assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
+    }
+    let script = |line: &str| format!("vrrp_script s {{\n script /bin/true\n{line}\n}}\n");
+    for (line, want) in [
+        (" weight 254", "v.conf:3:2: error: weight: '254' must be a whole number from -253 to 253 (priority points)"),
+        (" rise 0", "v.conf:3:2: error: rise: '0' must be a whole number from 1 to 2147483647 (successes)"),
+        (" interval -1", "v.conf:3:2: error: interval: '-1' is negative"),
+        (" interval 0", "v.conf:3:2: warning: interval: must be greater than 0; using 1 second (as keepalived)"),
+        (" interval 0.2", "v.conf:3:2: warning: interval: fractions of a second are lb's extension"),
+    ] {
+        let d = diags_of(&script(line));
+        assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
+    }
+    let d = diags_of("global_defs {\n smtp_connect_timeout -1\n vrrp_garp_interval inf\n}\n");
+    assert!(has(&d, "v.conf:2:2: error: smtp_connect_timeout: '-1' must be a whole number from 0 to 4294 (seconds)"), "{d:#?}");
+    assert!(has(&d, "v.conf:3:2: error: vrrp_garp_interval: 'inf' is not a decimal number"), "{d:#?}");
+}
+
+#[test]
+fn extra_arguments_warn_and_a_block_on_a_value_is_an_error() {
+    // keepalived reads `weight 1 {` as weight 1 and "Unexpected '{'", and
+    // the TCP_CHECK inside is lost: lb refuses the file.
+    let text = "virtual_server 10.0.0.1 80 {\n protocol TCP\n lb_algo rr 5\n lb_kind DR\n \
+                real_server 10.0.0.2 80 {\n  weight 1 {\n   TCP_CHECK {\n    connect_timeout 3\n   }\n  }\n }\n}\n\
+                vrrp_instance A {\n interface eth0\n virtual_router_id 5\n priority 100 200\n \
+                nopreempt now\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n";
+    let l = load_str(text, Path::new("v.conf"));
+    let d: Vec<String> = l.diags.iter().map(|d| d.to_string()).collect();
+    for want in [
+        "v.conf:3:2: warning: lb_algo: extra argument(s) '5' ignored (as keepalived)",
+        "v.conf:6:3: error: weight: takes a value, not a '{ … }' block; the block and everything in it would be lost",
+        "v.conf:16:2: warning: priority: extra argument(s) '200' ignored (as keepalived)",
+        "v.conf:17:2: warning: nopreempt: extra argument(s) 'now' ignored (as keepalived)",
+    ] {
+        assert!(has(&d, want), "want {want}\n{d:#?}");
+    }
+    assert!(l.has_errors());
+    assert_eq!(l.config.vrrp.instances[0].priority, 100);
+}
+
+#[test]
+fn every_value_keyword_refuses_a_block() {
+    // Each value keyword of each block, given a block: an error at it.
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("global_defs {\n", &["router_id", "vrrp_version", "vrrp_strict", "vrrp_garp_interval", "smtp_connect_timeout", "notification_email_from"], "}\n"),
+        ("vrrp_script s {\n script /bin/true\n", &["interval", "timeout", "rise", "fall", "weight", "init_fail", "user"], "}\n"),
+        ("vrrp_instance A {\n interface eth0\n virtual_router_id 5\n virtual_ipaddress {\n  10.0.0.1\n }\n", &["state", "priority", "advert_int", "nopreempt", "preempt_delay", "garp_master_delay", "garp_master_repeat", "notify_master", "unicast_src_ip"], "}\n"),
+        ("virtual_server 10.0.0.1 80 {\n", &["protocol", "lb_algo", "lb_kind", "persistence_timeout", "delay_loop", "quorum", "hysteresis", "alpha", "sorry_server", "connect_timeout", "retry", "delay_before_retry", "warmup", "inhibit_on_failure"], "}\n"),
+        ("virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n", &["weight", "notify_up", "inhibit_on_failure", "delay_loop"], " }\n}\n"),
+        ("virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  TCP_CHECK {\n", &["connect_port", "connect_timeout", "retry", "delay_before_retry", "fast_recovery", "warmup"], "  }\n }\n}\n"),
+    ];
+    for (head, keywords, tail) in cases {
+        let line = head.lines().count() + 1;
+        for k in *keywords {
+            let text = format!("{head}{k} 1 {{\n x 1\n}}\n{tail}");
+            let d = diags_of(&text);
+            let want = format!("v.conf:{line}:1: error: {k}: takes a value, not a '{{ … }}' block");
+            assert!(has(&d, &want), "{k}: want {want}\n{d:#?}");
+        }
+    }
+}
+
+#[test]
+fn nopreempt_is_cleared_for_state_master_as_keepalived() {
+    let (v, d) = vrrp_of(
+        "vrrp_instance A {\n  state MASTER\n  nopreempt\n  preempt_delay 5\n  interface eth0\n  virtual_router_id 5\n  \
+         virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    let i = &v.instances[0];
+    assert_eq!((i.initial, i.preempt, i.preempt_delay), (Initial::Master, true, Duration::ZERO));
+    assert!(d.iter().any(|d| d.starts_with("ha.conf:3:3: warning: nopreempt: nopreempt does not work with 'state MASTER'; cleared")), "{d:#?}");
+    assert!(d.iter().any(|d| d.starts_with("ha.conf:4:3: warning: preempt_delay: preempt_delay does not work with 'state MASTER'; cleared")), "{d:#?}");
+    // BACKUP keeps it.
+    let (v, _) = vrrp_of(
+        "vrrp_instance A {\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 5\n  \
+         virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    assert_eq!((v.instances[0].initial, v.instances[0].preempt), (Initial::Backup, false));
+}
+
+#[test]
+fn check_config_refuses_what_the_data_plane_cannot_hold() {
+    let d = tmpdir("capacity");
+    let lb = env!("CARGO_BIN_EXE_lb");
+    for (name, count, mh, want) in [
+        ("1025.conf", 1025u32, 0u32, ":5121:1: error: virtual_server: 1025 virtual servers; the data plane holds 1024"),
+        ("17mh.conf", 17, 17, ":81:1: error: lb_algo: more than 16 virtual servers use mh"),
+    ] {
+        let mut text = String::new();
+        for i in 0..count {
+            text.push_str(&format!(
+                "virtual_server 10.9.{}.{} 80 {{\n  lb_kind DR\n  lb_algo {}\n  real_server 10.8.0.1 80 {{ weight 1 }}\n}}\n",
+                i / 250,
+                i % 250 + 1,
+                if i < mh { "mh" } else { "rr" }
+            ));
+        }
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(lb).arg("check-config").arg(&path).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(64), "{name}");
+        assert!(stdout.contains(&format!("{}{want}", path.display())), "{name}: {stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
