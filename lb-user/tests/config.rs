@@ -171,7 +171,12 @@ fn semantics_defaults_and_persistence() {
     // keepalived 2.2.7 (check_data.c): no protocol is UDP, no lb_algo wlc,
     // no lb_kind NAT, each with a message at the virtual_server.
     assert_eq!(
-        (s[0].key.proto.name(), s[0].sched, s[0].fwd, s[0].persistence_timeout),
+        (
+            s[0].key.proto.name(),
+            s[0].sched,
+            s[0].fwd,
+            s[0].persistence_timeout
+        ),
         ("UDP", Sched::Wlc, Fwd::Nat, None)
     );
     assert_eq!(s[0].timing.delay_loop, None, "60 s applied by the checker");
@@ -817,7 +822,7 @@ fn invalid_values_are_errors_with_range_and_unit() {
         (" persistence_timeout 2678401", "v.conf:5:2: error: persistence_timeout: '2678401' must be a whole number from 1 to 2678400 (seconds)".into()),
         (" alpha maybe", "v.conf:5:2: error: alpha: 'maybe' is not one of true, on, yes, false, off, no".into()),
     ] {
-        let d = diags_of(&vs(&body));
+        let d = diags_of(&vs(body));
         assert!(has(&d, &want), "{body}: want {want}\n{d:#?}");
     }
     // Inside a checker: retry may be 0 (keepalived's checker range), a
@@ -827,7 +832,9 @@ fn invalid_values_are_errors_with_range_and_unit() {
             "virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_algo rr\n lb_kind DR\n real_server 10.0.0.2 80 {{\n  MISC_CHECK {{\n   misc_path /bin/true\n{line}\n  }}\n }}\n}}\n"
         )
     };
-    assert!(!diags_of(&misc("   retry 0")).iter().any(|d| d.contains("error")));
+    assert!(!diags_of(&misc("   retry 0"))
+        .iter()
+        .any(|d| d.contains("error")));
     for (line, want) in [
         ("   misc_timeout -1", "v.conf:8:4: error: misc_timeout: '-1' must be a whole number from 0 to 4294 (seconds)"),
         ("   misc_timeout 1.5", "v.conf:8:4: error: misc_timeout: '1.5' must be a whole number from 0 to 4294 (seconds)"),
@@ -839,11 +846,17 @@ fn invalid_values_are_errors_with_range_and_unit() {
         assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
     }
     // A value keepalived takes is read exactly (µs resolution).
-    let l = load_str(&vs(" delay_loop 0.000001\n connect_timeout 4294.967295"), Path::new("v.conf"));
+    let l = load_str(
+        &vs(" delay_loop 0.000001\n connect_timeout 4294.967295"),
+        Path::new("v.conf"),
+    );
     assert!(!l.has_errors(), "{:?}", l.diags);
     let t = l.config.services[0].timing;
     assert_eq!(t.delay_loop, Some(Duration::from_micros(1)));
-    assert_eq!(t.connect_timeout, Some(Duration::from_micros(4_294_967_295)));
+    assert_eq!(
+        t.connect_timeout,
+        Some(Duration::from_micros(4_294_967_295))
+    );
 }
 
 #[test]
@@ -880,7 +893,13 @@ fn vrrp_values_are_range_checked() {
     }
     let d = diags_of("global_defs {\n smtp_connect_timeout -1\n vrrp_garp_interval inf\n}\n");
     assert!(has(&d, "v.conf:2:2: error: smtp_connect_timeout: '-1' must be a whole number from 0 to 4294 (seconds)"), "{d:#?}");
-    assert!(has(&d, "v.conf:3:2: error: vrrp_garp_interval: 'inf' is not a decimal number"), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            "v.conf:3:2: error: vrrp_garp_interval: 'inf' is not a decimal number"
+        ),
+        "{d:#?}"
+    );
 }
 
 #[test]
@@ -930,19 +949,30 @@ fn every_value_keyword_refuses_a_block() {
 #[test]
 fn nopreempt_is_cleared_for_state_master_as_keepalived() {
     let (v, d) = vrrp_of(
-        "vrrp_instance A {\n  state MASTER\n  nopreempt\n  preempt_delay 5\n  interface eth0\n  virtual_router_id 5\n  \
+        "vrrp_instance A {\n  state MASTER\n  nopreempt\n  preempt_delay 5\n  priority 100\n  virtual_router_id 5\n  interface eth0\n  \
          virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
     );
     let i = &v.instances[0];
-    assert_eq!((i.initial, i.preempt, i.preempt_delay), (Initial::Master, true, Duration::ZERO));
-    assert!(d.iter().any(|d| d.starts_with("ha.conf:3:3: warning: nopreempt: nopreempt does not work with 'state MASTER'; cleared")), "{d:#?}");
+    assert_eq!(
+        (i.initial, i.preempt, i.preempt_delay),
+        (Initial::Master, true, Duration::ZERO)
+    );
+    assert!(
+        d.iter().any(|d| d.starts_with(
+            "ha.conf:3:3: warning: nopreempt: nopreempt does not work with 'state MASTER'; cleared"
+        )),
+        "{d:#?}"
+    );
     assert!(d.iter().any(|d| d.starts_with("ha.conf:4:3: warning: preempt_delay: preempt_delay does not work with 'state MASTER'; cleared")), "{d:#?}");
     // BACKUP keeps it.
     let (v, _) = vrrp_of(
         "vrrp_instance A {\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 5\n  \
          virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
     );
-    assert_eq!((v.instances[0].initial, v.instances[0].preempt), (Initial::Backup, false));
+    assert_eq!(
+        (v.instances[0].initial, v.instances[0].preempt),
+        (Initial::Backup, false)
+    );
 }
 
 #[test]
@@ -950,8 +980,18 @@ fn check_config_refuses_what_the_data_plane_cannot_hold() {
     let d = tmpdir("capacity");
     let lb = env!("CARGO_BIN_EXE_lb");
     for (name, count, mh, want) in [
-        ("1025.conf", 1025u32, 0u32, ":5121:1: error: virtual_server: 1025 virtual servers; the data plane holds 1024"),
-        ("17mh.conf", 17, 17, ":81:1: error: lb_algo: more than 16 virtual servers use mh"),
+        (
+            "1025.conf",
+            1025u32,
+            0u32,
+            ":5121:1: error: virtual_server: 1025 virtual servers; the data plane holds 1024",
+        ),
+        (
+            "17mh.conf",
+            17,
+            17,
+            ":81:1: error: lb_algo: more than 16 virtual servers use mh",
+        ),
     ] {
         let mut text = String::new();
         for i in 0..count {
@@ -964,10 +1004,17 @@ fn check_config_refuses_what_the_data_plane_cannot_hold() {
         }
         let path = d.join(name);
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(lb).arg("check-config").arg(&path).output().unwrap();
+        let out = Command::new(lb)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(64), "{name}");
-        assert!(stdout.contains(&format!("{}{want}", path.display())), "{name}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{}{want}", path.display())),
+            "{name}: {stdout}"
+        );
     }
     let _ = std::fs::remove_dir_all(&d);
 }

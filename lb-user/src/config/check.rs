@@ -6,8 +6,8 @@ use std::{net::IpAddr, time::Duration};
 pub use super::value::shell_words;
 use super::{
     value::{
-        arg, decode_hex, flag, parse_addr, parse_range, program_words, run_as, timer, uint, unknown,
-        whole_secs, Shapes, ANY, TIMER_MAX,
+        arg, decode_hex, flag, parse_addr, parse_range, program_words, run_as, timer, uint,
+        unknown, whole_secs, Shapes, ANY, TIMER_MAX,
     },
     Diag, Node,
 };
@@ -44,9 +44,7 @@ impl Timing {
         let us = Duration::from_micros;
         match n.keyword.as_str() {
             "delay_loop" => self.delay_loop = timer(n, us(1), TIMER_MAX, diags),
-            "connect_timeout" => {
-                self.connect_timeout = timer(n, us(1), us(u32::MAX.into()), diags)
-            }
+            "connect_timeout" => self.connect_timeout = timer(n, us(1), us(u32::MAX.into()), diags),
             "delay_before_retry" => {
                 self.delay_before_retry = timer(n, Duration::ZERO, TIMER_MAX, diags)
             }
@@ -171,7 +169,12 @@ const CHECKER_SHAPES: Shapes = Shapes {
 /// Shapes of the statements of an HTTP_GET / SSL_GET `url` block.
 const URL_SHAPES: Shapes = Shapes {
     blocks: &[],
-    values: &[("path", 1), ("status_code", ANY), ("digest", 1), ("regex", 1)],
+    values: &[
+        ("path", 1),
+        ("status_code", ANY),
+        ("digest", 1),
+        ("regex", 1),
+    ],
 };
 
 /// Checkers this build runs; the others are parsed and reported.
@@ -238,8 +241,8 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             // keepalived (check_misc.c): whole seconds, 0 to 4294 (0: the
             // checker's delay_loop).
             "misc_timeout" => {
-                misc_timeout =
-                    whole_secs(c, 0, u64::from(u32::MAX) / 1_000_000, diags).filter(|d| !d.is_zero());
+                misc_timeout = whole_secs(c, 0, u64::from(u32::MAX) / 1_000_000, diags)
+                    .filter(|d| !d.is_zero());
             }
             "misc_dynamic" => dynamic = true,
             "payload" if n.keyword == "UDP_CHECK" => {

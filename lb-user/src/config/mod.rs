@@ -17,8 +17,8 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 /// Where callers found it before it moved to [`crate::util`].
 pub use crate::util::fmt_sock;
 pub use syntax::{Diag, Loc, Node, Severity};
-use value::{choice, command, errors, flag, parse_addr, parse_num, uint, unknown, Shapes, ANY};
 pub use value::secs_text;
+use value::{choice, command, errors, flag, parse_addr, parse_num, uint, unknown, Shapes, ANY};
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -672,7 +672,9 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         diags.push(Diag::warning(
             &n.loc,
             Some("lb_algo"),
-            format!("virtual server {key_text}: no scheduler set; using keepalived's default 'wlc'"),
+            format!(
+                "virtual server {key_text}: no scheduler set; using keepalived's default 'wlc'"
+            ),
         ));
         Sched::Wlc
     });

@@ -153,7 +153,12 @@ pub(super) fn decimal_micros(text: &str) -> Result<u64, String> {
 /// Seconds with keepalived's TIMER rules ([`decimal_micros`]) within
 /// `min..=max`, read from the statement's first argument; the message names
 /// the keyword, the value, the range and the unit.
-pub(super) fn timer(n: &Node, min: Duration, max: Duration, diags: &mut Vec<Diag>) -> Option<Duration> {
+pub(super) fn timer(
+    n: &Node,
+    min: Duration,
+    max: Duration,
+    diags: &mut Vec<Diag>,
+) -> Option<Duration> {
     let a = arg(n, 0, "number of seconds", diags)?;
     let d = decimal_micros(a).map(Duration::from_micros);
     match d {
@@ -194,7 +199,14 @@ pub(super) fn whole_secs(n: &Node, min: u64, max: u64, diags: &mut Vec<Diag>) ->
 
 /// An unsigned integer argument `i` within `min..=max` (keepalived's
 /// `read_unsigned_strvec`: decimal digits only); `unit` names what it counts.
-pub(super) fn uint(n: &Node, i: usize, min: u64, max: u64, unit: &str, diags: &mut Vec<Diag>) -> Option<u64> {
+pub(super) fn uint(
+    n: &Node,
+    i: usize,
+    min: u64,
+    max: u64,
+    unit: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<u64> {
     let a = arg(n, i, unit, diags)?;
     let v = a
         .bytes()
@@ -212,7 +224,14 @@ pub(super) fn uint(n: &Node, i: usize, min: u64, max: u64, unit: &str, diags: &m
 
 /// A signed integer argument `i` within `min..=max` (keepalived's
 /// `read_int_strvec`).
-pub(super) fn int(n: &Node, i: usize, min: i64, max: i64, unit: &str, diags: &mut Vec<Diag>) -> Option<i64> {
+pub(super) fn int(
+    n: &Node,
+    i: usize,
+    min: i64,
+    max: i64,
+    unit: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<i64> {
     let a = arg(n, i, unit, diags)?;
     let body = a.strip_prefix('-').unwrap_or(a);
     let v = (!body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()))

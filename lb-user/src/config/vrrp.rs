@@ -346,7 +346,8 @@ const GROUP_SHAPES: Shapes = Shapes {
 /// `global_defs`.
 pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
     // keepalived (global_parser.c): 1 µs to 4294.967295 s.
-    let garp = |c: &Node, diags: &mut Vec<Diag>| timer(c, Duration::from_micros(1), UINT_MAX_US, diags);
+    let garp =
+        |c: &Node, diags: &mut Vec<Diag>| timer(c, Duration::from_micros(1), UINT_MAX_US, diags);
     for c in block(n, diags) {
         GLOBAL_SHAPES.check(c, diags);
         match c.keyword.as_str() {
@@ -422,8 +423,12 @@ pub fn script(n: &Node, diags: &mut Vec<Diag>) -> Option<Script> {
             "interval" => s.interval = script_secs(c, diags).unwrap_or(s.interval),
             "timeout" => s.timeout = script_secs(c, diags).unwrap_or(s.timeout),
             // keepalived: 1 to 2^31 − 1.
-            "rise" => s.rise = uint(c, 0, 1, i32::MAX as u64, "successes", diags).map_or(1, |v| v as u32),
-            "fall" => s.fall = uint(c, 0, 1, i32::MAX as u64, "failures", diags).map_or(1, |v| v as u32),
+            "rise" => {
+                s.rise = uint(c, 0, 1, i32::MAX as u64, "successes", diags).map_or(1, |v| v as u32)
+            }
+            "fall" => {
+                s.fall = uint(c, 0, 1, i32::MAX as u64, "failures", diags).map_or(1, |v| v as u32)
+            }
             // keepalived: -253 to 253 (a track_script's own weight: ±254).
             "weight" => {
                 if let Some(w) = int(c, 0, -253, 253, "priority points", diags) {
@@ -465,7 +470,10 @@ pub fn script(n: &Node, diags: &mut Vec<Diag>) -> Option<Script> {
 fn script_secs(c: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
     let d = timer(c, Duration::ZERO, Duration::from_secs(MAX_WHOLE_S), diags)?;
     if d.is_zero() {
-        diags.push(ignored(c, "must be greater than 0; using 1 second (as keepalived)"));
+        diags.push(ignored(
+            c,
+            "must be greater than 0; using 1 second (as keepalived)",
+        ));
         return Some(Duration::from_secs(1));
     }
     if d.subsec_nanos() != 0 {
@@ -639,6 +647,8 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
     };
     let mut advert = None;
     let mut nopreempt_loc = None;
+    let mut state_set = None;
+    let mut priority_set = None;
     let mut preempt_delay_loc = None;
     for c in block(n, diags) {
         INSTANCE_SHAPES.check(c, diags);
@@ -647,8 +657,8 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         }
         match c.keyword.as_str() {
             "state" => match c.args.first().map(String::as_str) {
-                Some("MASTER") => inst.initial = Initial::Master,
-                Some("BACKUP") => inst.initial = Initial::Backup,
+                Some("MASTER") => state_set = Some(Initial::Master),
+                Some("BACKUP") => state_set = Some(Initial::Backup),
                 _ => diags.push(Diag::error(
                     &c.loc,
                     Some("state"),
@@ -661,14 +671,19 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             }
             "priority" => {
                 if let Some(p) = uint(c, 0, 1, 255, "priority", diags) {
-                    inst.priority = p as u8;
+                    priority_set = Some(p as u8);
                 }
             }
             // keepalived: 0.01 to 255 seconds, µs resolution; what each
             // version can carry is checked below.
             "advert_int" => {
-                advert = timer(c, Duration::from_millis(10), Duration::from_secs(255), diags)
-                    .map(|d| (d, c.loc.clone()))
+                advert = timer(
+                    c,
+                    Duration::from_millis(10),
+                    Duration::from_secs(255),
+                    diags,
+                )
+                .map(|d| (d, c.loc.clone()))
             }
             "version" => match int(c, 0, 2, 3, "VRRP version", diags) {
                 Some(2) => inst.version = Version::V2,
@@ -747,14 +762,17 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             }
             // keepalived: whole seconds, 0 (off) to 2^32 − 1.
             "garp_master_refresh" => {
-                inst.garp_master_refresh = whole_secs(c, 0, u32::MAX.into(), diags)
-                    .filter(|d| !d.is_zero())
+                inst.garp_master_refresh =
+                    whole_secs(c, 0, u32::MAX.into(), diags).filter(|d| !d.is_zero())
             }
             // keepalived: 0 to 2^32 − 1 messages, 0 reported and read as 1.
             "garp_master_repeat" | "garp_master_refresh_repeat" => {
                 if let Some(r) = uint(c, 0, 0, u32::MAX.into(), "messages", diags) {
                     if r == 0 {
-                        diags.push(ignored(c, "must be greater than 0; using 1 (as keepalived)"));
+                        diags.push(ignored(
+                            c,
+                            "must be greater than 0; using 1 (as keepalived)",
+                        ));
                     }
                     let r = (r as u32).max(1);
                     if c.keyword == "garp_master_repeat" {
@@ -785,6 +803,18 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             _ => diags.push(unknown(c, "vrrp_instance")),
         }
     }
+    // keepalived (vrrp.c vrrp_complete_instance): without `priority`, a
+    // MASTER is the address owner (255), others 100; without `state`, the
+    // owner starts as MASTER, others as BACKUP.
+    inst.priority = priority_set.unwrap_or(match state_set {
+        Some(Initial::Master) => 255,
+        _ => 100,
+    });
+    inst.initial = state_set.unwrap_or(if inst.priority == 255 {
+        Initial::Master
+    } else {
+        Initial::Backup
+    });
     match iface {
         Some(i) => inst.iface = i,
         None => diags.push(Diag::error(
