@@ -91,7 +91,14 @@ enum Cmd {
         socket: PathBuf,
     },
     /// Validate a configuration file; prints every problem, exits 64 on errors.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// Print the parsed model with every default filled in, as JSON
+        /// (format `lb-config-dump/1`) on stdout; the diagnostics and the
+        /// summary go to stderr.
+        #[arg(long)]
+        dump: bool,
+    },
     /// Global data-plane counters: verdicts, and why packets were passed or dropped.
     Counters {
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
@@ -267,19 +274,31 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", list::render_counters(&dp.global_sum()?));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::CheckConfig { file } => {
+        Cmd::CheckConfig { file, dump } => {
             let loaded = config::load(&file);
-            for d in &loaded.diags {
-                println!("{d}");
-            }
             let errors = loaded.errors().count();
             let warnings = loaded.diags.len() - errors;
-            println!(
+            let summary = format!(
                 "{}: {} virtual server(s), {} VRRP instance(s), {errors} error(s), {warnings} warning(s)",
                 file.display(),
                 loaded.config.services.len(),
                 loaded.config.vrrp.instances.len()
             );
+            if dump {
+                for d in &loaded.diags {
+                    eprintln!("{d}");
+                }
+                eprintln!("{summary}");
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&config::dump::dump(&loaded.config))?
+                );
+            } else {
+                for d in &loaded.diags {
+                    println!("{d}");
+                }
+                println!("{summary}");
+            }
             Ok(if errors > 0 {
                 ExitCode::from(EX_USAGE)
             } else {

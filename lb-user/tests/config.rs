@@ -5,13 +5,14 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use lb_user::config::vrrp::Version;
 use lb_user::config::{
     load, load_str,
     vrrp::{Initial, Vrrp},
-    Sched, Severity,
+    Fwd, Sched, Severity,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -114,7 +115,7 @@ fn every_problem_is_reported_at_once() {
             "k.conf:1:1: error: virtual_server: invalid IP address '10.0.0.300'",
             "k.conf:2:2: error: lb_algo: scheduler 'lblc' not implemented yet (implemented: rr, wrr, lc, wlc, sed, nq, sh, mh)",
             "k.conf:3:2: error: lb_kind: unknown forwarding method 'BRIDGE'",
-            "k.conf:4:28: error: weight: invalid weight 'x'",
+            "k.conf:4:28: error: weight: 'x' must be a whole number from 0 to 65535 (weight)",
             "k.conf:6:1: error: virtual_server: invalid port '99999'",
             "k.conf:7:2: error: protocol: protocol 'SCTP' not implemented yet (implemented: TCP, UDP)",
         ]
@@ -143,6 +144,9 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
             "k.conf:6:2: warning: ha_suspend: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
             "k.conf:10:3: warning: SMTP_CHECK: checker not implemented yet; parsed and ignored (the real is not checked by it)",
+            "k.conf:5:1: warning: protocol: virtual server 10.0.0.1:80: no protocol set; defaulting to UDP (as keepalived 2.2.7, whose kernel default it is)",
+            "k.conf:5:1: warning: lb_algo: virtual server 10.0.0.1:80: no scheduler set; using keepalived's default 'wlc'",
+            "k.conf:5:1: warning: lb_kind: virtual server 10.0.0.1:80: no forwarding method set; using keepalived's default NAT",
         ]
     );
     // The other blocks are kept for later features.
@@ -158,24 +162,42 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
 #[test]
 fn semantics_defaults_and_persistence() {
     let text = "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n }\n}\n\
-                virtual_server 10.0.0.1 53 {\n protocol UDP\n lb_algo rr\n persistence_timeout 120\n delay_loop 6\n \
+                virtual_server 10.0.0.1 53 {\n protocol UDP\n lb_algo rr\n lb_kind DR\n persistence_timeout 120\n delay_loop 6\n \
                 real_server 10.0.0.2 53 { weight 0 }\n}\n\
-                virtual_server 2001:db8::1 80 {\n persistence_timeout 0\n real_server 2001:db8::2 80 { weight 7 }\n}\n";
+                virtual_server 2001:db8::1 80 {\n protocol TCP\n lb_algo rr\n lb_kind DR\n persistence_timeout 0\n real_server 2001:db8::2 80 { weight 7 }\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     assert!(!l.has_errors(), "{:?}", l.diags);
     let s = &l.config.services;
+    // keepalived 2.2.7 (check_data.c): no protocol is UDP, no lb_algo wlc,
+    // no lb_kind NAT, each with a message at the virtual_server.
     assert_eq!(
-        (s[0].sched, s[0].persistence_timeout, s[0].delay_loop),
-        (Sched::Wrr, None, 60)
+        (
+            s[0].key.proto.name(),
+            s[0].sched,
+            s[0].fwd,
+            s[0].persistence_timeout
+        ),
+        ("UDP", Sched::Wlc, Fwd::Nat, None)
     );
+    assert_eq!(s[0].timing.delay_loop, None, "60 s applied by the checker");
+    let diags: Vec<String> = l.diags.iter().map(|d| d.to_string()).collect();
+    for want in [
+        "k.conf:1:1: warning: protocol: virtual server 10.0.0.1:80: no protocol set; defaulting to UDP",
+        "k.conf:1:1: warning: lb_algo: virtual server 10.0.0.1:80: no scheduler set; using keepalived's default 'wlc'",
+        "k.conf:1:1: warning: lb_kind: virtual server 10.0.0.1:80: no forwarding method set; using keepalived's default NAT",
+        "k.conf:17:2: warning: persistence_timeout: 0 is outside keepalived's 1 to 2678400 seconds; not persistent",
+    ] {
+        assert!(diags.iter().any(|d| d.starts_with(want)), "{want}\n{diags:#?}");
+    }
+    assert_eq!(diags.len(), 4, "{diags:#?}");
     assert_eq!(s[0].reals[0].weight, 1, "keepalived's default weight");
     assert_eq!(
         (
             s[1].key.proto.name(),
             s[1].persistence_timeout,
-            s[1].delay_loop
+            s[1].timing.delay_loop
         ),
-        ("UDP", Some(120), 6)
+        ("UDP", Some(120), Some(Duration::from_secs(6)))
     );
     assert_eq!(s[1].reals[0].weight, 0);
     assert_eq!(
@@ -212,8 +234,8 @@ fn seed_000_dr_wrr_persistent() {
     assert_eq!(s.len(), 1);
     assert_eq!((s[0].key.addr, s[0].key.port), (ip("172.16.7.5"), 80));
     assert_eq!(
-        (s[0].sched, s[0].persistence_timeout, s[0].delay_loop),
-        (Sched::Wrr, Some(60), 6)
+        (s[0].sched, s[0].persistence_timeout, s[0].timing.delay_loop),
+        (Sched::Wrr, Some(60), Some(Duration::from_secs(6)))
     );
     let reals: Vec<(IpAddr, u32)> = s[0].reals.iter().map(|r| (r.addr, r.weight)).collect();
     assert_eq!(reals, [(ip("172.16.7.3"), 3), (ip("172.16.7.4"), 1)]);
@@ -245,10 +267,15 @@ fn seed_002_dr_and_vrrp_scripts() {
     let l = seed("002");
     let s = &l.config.services;
     assert_eq!(s.len(), 1);
+    // The seed sets no lb_algo: keepalived's default wlc, with its warning.
     assert_eq!(
         (s[0].key.addr, s[0].sched),
-        (ip("192.168.118.100"), Sched::Wrr)
+        (ip("192.168.118.100"), Sched::Wlc)
     );
+    assert!(l
+        .diags
+        .iter()
+        .any(|d| d.keyword.as_deref() == Some("lb_algo") && d.message.contains("'wlc'")));
     let reals: Vec<IpAddr> = s[0].reals.iter().map(|r| r.addr).collect();
     assert_eq!(reals, [ip("192.168.118.30"), ip("192.168.118.40")]);
     // vrrp_strict: authentication dropped with a warning, as keepalived.
@@ -675,7 +702,7 @@ fn vrrp_mistakes_are_errors_with_locations() {
     let (_, d) = vrrp_of(text);
     let errors: Vec<&String> = d.iter().filter(|d| d.contains(": error: ")).collect();
     let want = [
-        "ha.conf:2:3: error: virtual_router_id: must be between 1 and 255",
+        "ha.conf:2:3: error: virtual_router_id: '300' must be a whole number from 1 to 255 (VRID)",
         "ha.conf:5:5: error: 10.0.0.1/40: invalid prefix length '/40'",
         "ha.conf:1:1: error: vrrp_instance: missing 'interface'",
         "ha.conf:1:1: error: vrrp_instance: missing 'virtual_router_id'",
@@ -757,4 +784,237 @@ fn more_than_the_data_plane_holds_is_an_error_of_the_file() {
                 .starts_with("big.conf:81:1: error: lb_algo: more than 16 virtual servers use mh")),
         "{errs:?}"
     );
+}
+
+/// The lines of `text`'s diagnostics.
+fn diags_of(text: &str) -> Vec<String> {
+    load_str(text, Path::new("v.conf"))
+        .diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
+fn has(diags: &[String], want: &str) -> bool {
+    diags.iter().any(|d| d.starts_with(want))
+}
+
+#[test]
+fn invalid_values_are_errors_with_range_and_unit() {
+    let vs = |body: &str| {
+        format!(
+            "virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_algo rr\n lb_kind DR\n{body}\n real_server 10.0.0.2 80 {{\n  TCP_CHECK {{\n  }}\n }}\n}}\n"
+        )
+    };
+    let max = "18446744073709.551614";
+    for (body, want) in [
+        (" delay_loop -1", format!("v.conf:5:2: error: delay_loop: '-1' is negative; expected seconds from 0.000001 to {max}")),
+        (" delay_loop nan", format!("v.conf:5:2: error: delay_loop: 'nan' is not a decimal number; expected seconds from 0.000001 to {max}")),
+        (" delay_loop 0", format!("v.conf:5:2: error: delay_loop: '0' must be from 0.000001 to {max} seconds")),
+        (" delay_loop 1.0000001", format!("v.conf:5:2: error: delay_loop: '1.0000001' has more than 6 decimal places (the resolution is 1 µs); expected seconds from 0.000001 to {max}")),
+        (" connect_timeout -3", "v.conf:5:2: error: connect_timeout: '-3' is negative; expected seconds from 0.000001 to 4294.967295".into()),
+        (" connect_timeout inf", "v.conf:5:2: error: connect_timeout: 'inf' is not a decimal number; expected seconds from 0.000001 to 4294.967295".into()),
+        (" connect_timeout 5000", "v.conf:5:2: error: connect_timeout: '5000' must be from 0.000001 to 4294.967295 seconds".into()),
+        (" delay_before_retry -1", format!("v.conf:5:2: error: delay_before_retry: '-1' is negative; expected seconds from 0 to {max}")),
+        (" warmup 1e3", format!("v.conf:5:2: error: warmup: '1e3' is not a decimal number; expected seconds from 0 to {max}")),
+        (" retry 0", "v.conf:5:2: error: retry: '0' must be a whole number from 1 to 4294967295 (retries)".into()),
+        (" quorum 0", "v.conf:5:2: error: quorum: '0' must be a whole number from 1 to 4294967295 (weight sum)".into()),
+        (" persistence_timeout 2678401", "v.conf:5:2: error: persistence_timeout: '2678401' must be a whole number from 1 to 2678400 (seconds)".into()),
+        (" alpha maybe", "v.conf:5:2: error: alpha: 'maybe' is not one of true, on, yes, false, off, no".into()),
+    ] {
+        let d = diags_of(&vs(body));
+        assert!(has(&d, &want), "{body}: want {want}\n{d:#?}");
+    }
+    // Inside a checker: retry may be 0 (keepalived's checker range), a
+    // negative or infinite time may not, nor a misc_timeout past 4294 s.
+    let misc = |line: &str| {
+        format!(
+            "virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_algo rr\n lb_kind DR\n real_server 10.0.0.2 80 {{\n  MISC_CHECK {{\n   misc_path /bin/true\n{line}\n  }}\n }}\n}}\n"
+        )
+    };
+    assert!(!diags_of(&misc("   retry 0"))
+        .iter()
+        .any(|d| d.contains("error")));
+    for (line, want) in [
+        ("   misc_timeout -1", "v.conf:8:4: error: misc_timeout: '-1' must be a whole number from 0 to 4294 (seconds)"),
+        ("   misc_timeout 1.5", "v.conf:8:4: error: misc_timeout: '1.5' must be a whole number from 0 to 4294 (seconds)"),
+        ("   delay_before_retry -2", "v.conf:8:4: error: delay_before_retry: '-2' is negative"),
+        ("   connect_timeout inf", "v.conf:8:4: error: connect_timeout: 'inf' is not a decimal number"),
+        ("   connect_port 0", "v.conf:8:4: error: connect_port: '0' must be a whole number from 1 to 65535 (port)"),
+    ] {
+        let d = diags_of(&misc(line));
+        assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
+    }
+    // A value keepalived takes is read exactly (µs resolution).
+    let l = load_str(
+        &vs(" delay_loop 0.000001\n connect_timeout 4294.967295"),
+        Path::new("v.conf"),
+    );
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let t = l.config.services[0].timing;
+    assert_eq!(t.delay_loop, Some(Duration::from_micros(1)));
+    assert_eq!(
+        t.connect_timeout,
+        Some(Duration::from_micros(4_294_967_295))
+    );
+}
+
+#[test]
+fn vrrp_values_are_range_checked() {
+    let inst = |line: &str| {
+        format!(
+            "vrrp_instance A {{\n interface eth0\n virtual_router_id 5\n{line}\n virtual_ipaddress {{\n  10.0.0.1\n }}\n}}\n"
+        )
+    };
+    for (line, want) in [
+        (" priority 0", "v.conf:4:2: error: priority: '0' must be a whole number from 1 to 255 (priority)"),
+        (" priority -5", "v.conf:4:2: error: priority: '-5' must be a whole number from 1 to 255 (priority)"),
+        (" advert_int 0", "v.conf:4:2: error: advert_int: '0' must be from 0.01 to 255 seconds"),
+        (" advert_int nan", "v.conf:4:2: error: advert_int: 'nan' is not a decimal number"),
+        (" preempt_delay 1001", "v.conf:4:2: error: preempt_delay: '1001' must be from 0 to 1000 seconds"),
+        (" garp_master_delay 1.5", "v.conf:4:2: error: garp_master_delay: '1.5' must be a whole number from 0 to 4294 (seconds)"),
+        (" garp_master_repeat -1", "v.conf:4:2: error: garp_master_repeat: '-1' must be a whole number from 0 to 4294967295 (messages)"),
+        (" garp_master_repeat 0", "v.conf:4:2: warning: garp_master_repeat: must be greater than 0; using 1 (as keepalived)"),
+        (" version 4", "v.conf:4:2: error: version: '4' must be a whole number from 2 to 3 (VRRP version)"),
+    ] {
+        let d = diags_of(&inst(line));
+        assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
+    }
+    let script = |line: &str| format!("vrrp_script s {{\n script /bin/true\n{line}\n}}\n");
+    for (line, want) in [
+        (" weight 254", "v.conf:3:2: error: weight: '254' must be a whole number from -253 to 253 (priority points)"),
+        (" rise 0", "v.conf:3:2: error: rise: '0' must be a whole number from 1 to 2147483647 (successes)"),
+        (" interval -1", "v.conf:3:2: error: interval: '-1' is negative"),
+        (" interval 0", "v.conf:3:2: warning: interval: must be greater than 0; using 1 second (as keepalived)"),
+        (" interval 0.2", "v.conf:3:2: warning: interval: fractions of a second are lb's extension"),
+    ] {
+        let d = diags_of(&script(line));
+        assert!(has(&d, want), "{line}: want {want}\n{d:#?}");
+    }
+    let d = diags_of("global_defs {\n smtp_connect_timeout -1\n vrrp_garp_interval inf\n}\n");
+    assert!(has(&d, "v.conf:2:2: error: smtp_connect_timeout: '-1' must be a whole number from 0 to 4294 (seconds)"), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            "v.conf:3:2: error: vrrp_garp_interval: 'inf' is not a decimal number"
+        ),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn extra_arguments_warn_and_a_block_on_a_value_is_an_error() {
+    // keepalived reads `weight 1 {` as weight 1 and "Unexpected '{'", and
+    // the TCP_CHECK inside is lost: lb refuses the file.
+    let text = "virtual_server 10.0.0.1 80 {\n protocol TCP\n lb_algo rr 5\n lb_kind DR\n \
+                real_server 10.0.0.2 80 {\n  weight 1 {\n   TCP_CHECK {\n    connect_timeout 3\n   }\n  }\n }\n}\n\
+                vrrp_instance A {\n interface eth0\n virtual_router_id 5\n priority 100 200\n \
+                nopreempt now\n virtual_ipaddress {\n  10.0.0.1\n }\n}\n";
+    let l = load_str(text, Path::new("v.conf"));
+    let d: Vec<String> = l.diags.iter().map(|d| d.to_string()).collect();
+    for want in [
+        "v.conf:3:2: warning: lb_algo: extra argument(s) '5' ignored (as keepalived)",
+        "v.conf:6:3: error: weight: takes a value, not a '{ … }' block; the block and everything in it would be lost",
+        "v.conf:16:2: warning: priority: extra argument(s) '200' ignored (as keepalived)",
+        "v.conf:17:2: warning: nopreempt: extra argument(s) 'now' ignored (as keepalived)",
+    ] {
+        assert!(has(&d, want), "want {want}\n{d:#?}");
+    }
+    assert!(l.has_errors());
+    assert_eq!(l.config.vrrp.instances[0].priority, 100);
+}
+
+#[test]
+fn every_value_keyword_refuses_a_block() {
+    // Each value keyword of each block, given a block: an error at it.
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("global_defs {\n", &["router_id", "vrrp_version", "vrrp_strict", "vrrp_garp_interval", "smtp_connect_timeout", "notification_email_from"], "}\n"),
+        ("vrrp_script s {\n script /bin/true\n", &["interval", "timeout", "rise", "fall", "weight", "init_fail", "user"], "}\n"),
+        ("vrrp_instance A {\n interface eth0\n virtual_router_id 5\n virtual_ipaddress {\n  10.0.0.1\n }\n", &["state", "priority", "advert_int", "nopreempt", "preempt_delay", "garp_master_delay", "garp_master_repeat", "notify_master", "unicast_src_ip"], "}\n"),
+        ("virtual_server 10.0.0.1 80 {\n", &["protocol", "lb_algo", "lb_kind", "persistence_timeout", "delay_loop", "quorum", "hysteresis", "alpha", "sorry_server", "connect_timeout", "retry", "delay_before_retry", "warmup", "inhibit_on_failure"], "}\n"),
+        ("virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n", &["weight", "notify_up", "inhibit_on_failure", "delay_loop"], " }\n}\n"),
+        ("virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  TCP_CHECK {\n", &["connect_port", "connect_timeout", "retry", "delay_before_retry", "fast_recovery", "warmup"], "  }\n }\n}\n"),
+    ];
+    for (head, keywords, tail) in cases {
+        let line = head.lines().count() + 1;
+        for k in *keywords {
+            let text = format!("{head}{k} 1 {{\n x 1\n}}\n{tail}");
+            let d = diags_of(&text);
+            let want = format!("v.conf:{line}:1: error: {k}: takes a value, not a '{{ … }}' block");
+            assert!(has(&d, &want), "{k}: want {want}\n{d:#?}");
+        }
+    }
+}
+
+#[test]
+fn nopreempt_is_cleared_for_state_master_as_keepalived() {
+    let (v, d) = vrrp_of(
+        "vrrp_instance A {\n  state MASTER\n  nopreempt\n  preempt_delay 5\n  priority 100\n  virtual_router_id 5\n  interface eth0\n  \
+         virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    let i = &v.instances[0];
+    assert_eq!(
+        (i.initial, i.preempt, i.preempt_delay),
+        (Initial::Master, true, Duration::ZERO)
+    );
+    assert!(
+        d.iter().any(|d| d.starts_with(
+            "ha.conf:3:3: warning: nopreempt: nopreempt does not work with 'state MASTER'; cleared"
+        )),
+        "{d:#?}"
+    );
+    assert!(d.iter().any(|d| d.starts_with("ha.conf:4:3: warning: preempt_delay: preempt_delay does not work with 'state MASTER'; cleared")), "{d:#?}");
+    // BACKUP keeps it.
+    let (v, _) = vrrp_of(
+        "vrrp_instance A {\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 5\n  \
+         virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    assert_eq!(
+        (v.instances[0].initial, v.instances[0].preempt),
+        (Initial::Backup, false)
+    );
+}
+
+#[test]
+fn check_config_refuses_what_the_data_plane_cannot_hold() {
+    let d = tmpdir("capacity");
+    let lb = env!("CARGO_BIN_EXE_lb");
+    for (name, count, mh, want) in [
+        (
+            "1025.conf",
+            1025u32,
+            0u32,
+            ":5121:1: error: virtual_server: 1025 virtual servers; the data plane holds 1024",
+        ),
+        (
+            "17mh.conf",
+            17,
+            17,
+            ":81:1: error: lb_algo: more than 16 virtual servers use mh",
+        ),
+    ] {
+        let mut text = String::new();
+        for i in 0..count {
+            text.push_str(&format!(
+                "virtual_server 10.9.{}.{} 80 {{\n  lb_kind DR\n  lb_algo {}\n  real_server 10.8.0.1 80 {{ weight 1 }}\n}}\n",
+                i / 250,
+                i % 250 + 1,
+                if i < mh { "mh" } else { "rr" }
+            ));
+        }
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(lb)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(64), "{name}");
+        assert!(
+            stdout.contains(&format!("{}{want}", path.display())),
+            "{name}: {stdout}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -15,7 +15,7 @@ fn service(algo: &str, w1: u32, w2: u32, extra: &str) -> String {
     format!(
         "! test configuration\nvirtual_server {VIP} 80 {{\n  delay_loop 6\n  lb_algo {algo}\n  lb_kind DR\n  protocol TCP\n  {extra}\n\
            real_server {r1} 80 {{\n    weight {w1}\n  }}\n  real_server {r2} 80 {{\n    weight {w2}\n  }}\n}}\n\
-         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind DR\n  real_server {r61} 80 {{ weight 1 }}\n  real_server {r62} 80 {{ weight 1 }}\n}}\n",
+         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  real_server {r61} 80 {{ weight 1 }}\n  real_server {r62} 80 {{ weight 1 }}\n}}\n",
         r1 = real_ip(1),
         r2 = real_ip(2),
         r61 = real_ip6(1),

@@ -42,7 +42,7 @@ fn conf(algo: &str, kind: &str) -> String {
         _ => ("10.1.0", 80, kind, true),
     };
     let mut c = format!(
-        "virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind {kind}\n \
+        "virtual_server {VIP} 80 {{\n protocol TCP\n lb_algo {algo}\n lb_kind {kind}\n \
          real_server {net}.11 {port} {{ weight 3 }}\n"
     );
     if second {
@@ -434,7 +434,8 @@ fn many_real(i: u32) -> String {
 }
 
 fn many_conf(algo: &str, n: u32) -> String {
-    let mut c = format!("virtual_server {VIP} 80 {{\n lb_algo {algo}\n lb_kind DR\n");
+    let mut c =
+        format!("virtual_server {VIP} 80 {{\n protocol TCP\n lb_algo {algo}\n lb_kind DR\n");
     for i in 0..n {
         c += &format!(" real_server {} 80 {{ weight 1 }}\n", many_real(i));
     }

@@ -6,8 +6,8 @@ use std::{net::IpAddr, time::Duration};
 pub use super::value::shell_words;
 use super::{
     value::{
-        arg, decode_hex, duration, parse_addr, parse_num, parse_range, program_words, run_as,
-        unknown,
+        arg, decode_hex, flag, parse_addr, parse_range, program_words, run_as, timer, uint,
+        unknown, whole_secs, Shapes, ANY, TIMER_MAX,
     },
     Diag, Node,
 };
@@ -34,18 +34,40 @@ impl Timing {
         }
     }
 
-    /// Reads a timing keyword; false if `n` is not one.
-    pub fn take(&mut self, n: &Node, diags: &mut Vec<Diag>) -> bool {
+    /// Reads a timing keyword; false if `n` is not one. Ranges are
+    /// keepalived 2.2.7's (check_parser.c, check_api.c): `delay_loop` 1 µs
+    /// and more, `connect_timeout` 1 µs to 4294.967295 s (`UINT_MAX` µs),
+    /// `delay_before_retry` and `warmup` 0 and more, in seconds with µs
+    /// resolution; `retry` 1 to 2^32 − 1 at virtual_server / real_server
+    /// level, from 0 in a checker.
+    pub fn take(&mut self, n: &Node, level: Level, diags: &mut Vec<Diag>) -> bool {
+        let us = Duration::from_micros;
         match n.keyword.as_str() {
-            "delay_loop" => self.delay_loop = duration(n, diags),
-            "connect_timeout" => self.connect_timeout = duration(n, diags),
-            "delay_before_retry" => self.delay_before_retry = duration(n, diags),
-            "warmup" => self.warmup = duration(n, diags),
-            "retry" | "nb_get_retry" => self.retry = parse_num(n, 0, "count", diags),
+            "delay_loop" => self.delay_loop = timer(n, us(1), TIMER_MAX, diags),
+            "connect_timeout" => self.connect_timeout = timer(n, us(1), us(u32::MAX.into()), diags),
+            "delay_before_retry" => {
+                self.delay_before_retry = timer(n, Duration::ZERO, TIMER_MAX, diags)
+            }
+            "warmup" => self.warmup = timer(n, Duration::ZERO, TIMER_MAX, diags),
+            "retry" | "nb_get_retry" => {
+                let min = match level {
+                    Level::Server => 1,
+                    Level::Checker => 0,
+                };
+                self.retry = uint(n, 0, min, u32::MAX.into(), "retries", diags).map(|r| r as u32)
+            }
             _ => return false,
         }
         true
     }
+}
+
+/// Where a timing keyword is read: keepalived gives `retry` a different
+/// lower bound in a checker (0) than in virtual_server / real_server (1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Server,
+    Checker,
 }
 
 /// One `url { }` of an HTTP_GET.
@@ -108,6 +130,53 @@ pub struct Check {
     pub timing: Timing,
 }
 
+/// Shapes of the statements of a checker block (see [`Shapes`]).
+const CHECKER_SHAPES: Shapes = Shapes {
+    blocks: &["url"],
+    values: &[
+        ("connect_ip", 1),
+        ("connect_port", 1),
+        ("bindto", 1),
+        ("bind_port", 1),
+        ("bind_if", 1),
+        ("fwmark", 1),
+        ("connect_timeout", 1),
+        ("retry", 1),
+        ("nb_get_retry", 1),
+        ("delay_before_retry", 1),
+        ("warmup", 1),
+        ("delay_loop", 1),
+        ("virtualhost", 1),
+        ("misc_path", ANY),
+        ("misc_timeout", 1),
+        ("misc_dynamic", 0),
+        ("payload", ANY),
+        ("require_reply", ANY),
+        ("min_reply_length", 1),
+        ("max_reply_length", 1),
+        ("reply_data", ANY),
+        ("type", 1),
+        ("name", 1),
+        ("enable_sni", 0),
+        ("user", 2),
+        ("fast_recovery", 1),
+        ("http_protocol", 1),
+        ("alpha", 1),
+        ("log_all_failures", 1),
+    ],
+};
+
+/// Shapes of the statements of an HTTP_GET / SSL_GET `url` block.
+const URL_SHAPES: Shapes = Shapes {
+    blocks: &[],
+    values: &[
+        ("path", 1),
+        ("status_code", ANY),
+        ("digest", 1),
+        ("regex", 1),
+    ],
+};
+
 /// Checkers this build runs; the others are parsed and reported.
 const LATER: &[&str] = &["SMTP_CHECK", "BFD_CHECK", "PING_CHECK", "FILE_CHECK"];
 
@@ -150,12 +219,15 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     let mut http11 = false;
     let mut user = None;
     for c in n.children.iter().flatten() {
-        if check.timing.take(c, diags) {
+        CHECKER_SHAPES.check(c, diags);
+        if check.timing.take(c, Level::Checker, diags) {
             continue;
         }
         match c.keyword.as_str() {
             "connect_ip" => check.connect_ip = parse_addr(c, 0, diags),
-            "connect_port" => check.connect_port = parse_num(c, 0, "port", diags),
+            "connect_port" => {
+                check.connect_port = uint(c, 0, 1, 65535, "port", diags).map(|p| p as u16)
+            }
             "bindto" => check.bindto = parse_addr(c, 0, diags),
             "url" if n.keyword == "HTTP_GET" || n.keyword == "SSL_GET" => {
                 if let Some(u) = url(c, diags) {
@@ -166,8 +238,11 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             "misc_path" if n.keyword == "MISC_CHECK" => {
                 misc_path = arg(c, 0, "command", diags).map(String::from);
             }
+            // keepalived (check_misc.c): whole seconds, 0 to 4294 (0: the
+            // checker's delay_loop).
             "misc_timeout" => {
-                misc_timeout = duration(c, diags).filter(|d| !d.is_zero());
+                misc_timeout = whole_secs(c, 0, u64::from(u32::MAX) / 1_000_000, diags)
+                    .filter(|d| !d.is_zero());
             }
             "misc_dynamic" => dynamic = true,
             "payload" if n.keyword == "UDP_CHECK" => {
@@ -200,12 +275,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             }
             "enable_sni" => sni = true,
             "user" if n.keyword == "MISC_CHECK" => user = run_as(c, diags),
-            "fast_recovery" => {
-                check.fast_recovery = !matches!(
-                    c.args.first().map(String::as_str),
-                    Some("off" | "false" | "no" | "0")
-                )
-            }
+            "fast_recovery" => check.fast_recovery = flag(c, diags),
             "http_protocol" => match arg(c, 0, "version", diags) {
                 Some("1.1") => http11 = true,
                 Some("1.0" | "1.0C" | "1.0K" | "1.1C") | None => {}
@@ -271,6 +341,7 @@ fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
     let mut status = Vec::new();
     let mut digest = None;
     for c in n.children.iter().flatten() {
+        URL_SHAPES.check(c, diags);
         match c.keyword.as_str() {
             "path" => path = arg(c, 0, "path", diags).map(String::from),
             "status_code" => {

@@ -7,6 +7,7 @@
 //! unknown keywords and keywords whose semantics are not implemented yet.
 
 pub mod check;
+pub mod dump;
 pub mod group;
 pub mod route;
 pub mod syntax;
@@ -18,7 +19,8 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 /// Where callers found it before it moved to [`crate::util`].
 pub use crate::util::fmt_sock;
 pub use syntax::{Diag, Loc, Node, Severity};
-use value::{choice, command, errors, flag, parse_addr, parse_num, unknown};
+pub use value::secs_text;
+use value::{choice, command, errors, flag, parse_addr, parse_num, uint, unknown, Shapes, ANY};
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,7 +168,6 @@ pub struct VirtualServer {
     pub hash_port: bool,
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
-    pub delay_loop: u32,
     /// Timing defaults for the checkers of its reals.
     pub timing: check::Timing,
     /// Reals start down until their checkers pass.
@@ -526,6 +527,80 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
     vs.reals.push(r);
 }
 
+/// Shapes of the `virtual_server` block's statements (see [`value::Shapes`]).
+const VS_SHAPES: Shapes = Shapes {
+    blocks: &["real_server"],
+    values: &[
+        ("protocol", 1),
+        ("lb_algo", 1),
+        ("lvs_sched", 1),
+        // `TUN type ipip|gue PORT|gre` in keepalived 2.2.7.
+        ("lb_kind", 4),
+        ("lvs_method", 4),
+        ("sh-port", 0),
+        ("mh-port", 0),
+        ("flag-2", 0),
+        ("sh-fallback", 0),
+        ("mh-fallback", 0),
+        ("flag-1", 0),
+        ("flag-3", 0),
+        ("lb_algo_flags", ANY),
+        ("persistence_timeout", 1),
+        ("delay_loop", 1),
+        ("alpha", 1),
+        ("omega", 1),
+        ("sorry_server", 2),
+        ("quorum", 1),
+        ("hysteresis", 1),
+        ("quorum_up", ANY),
+        ("quorum_down", ANY),
+        ("inhibit_on_failure", 1),
+        ("weight", 1),
+        ("connect_timeout", 1),
+        ("retry", 1),
+        ("nb_get_retry", 1),
+        ("delay_before_retry", 1),
+        ("warmup", 1),
+    ],
+};
+
+/// Shapes of the `real_server` block's statements.
+const RS_SHAPES: Shapes = Shapes {
+    blocks: &[
+        "TCP_CHECK",
+        "HTTP_GET",
+        "SSL_GET",
+        "MISC_CHECK",
+        "UDP_CHECK",
+        "DNS_CHECK",
+        "SMTP_CHECK",
+        "BFD_CHECK",
+        "PING_CHECK",
+        "FILE_CHECK",
+    ],
+    values: &[
+        ("weight", 1),
+        ("inhibit_on_failure", 1),
+        ("notify_up", ANY),
+        ("notify_down", ANY),
+        ("connect_timeout", 1),
+        ("retry", 1),
+        ("nb_get_retry", 1),
+        ("delay_before_retry", 1),
+        ("warmup", 1),
+        ("delay_loop", 1),
+    ],
+};
+
+/// keepalived's longest persistence (`LVS_MAX_TIMEOUT`, 31 days), seconds.
+pub const MAX_PERSISTENCE_S: u64 = 86400 * 31;
+/// keepalived's persistence for a bare `persistence_timeout`
+/// (`IPVS_SVC_PERSISTENT_TIMEOUT`), seconds.
+pub const DEFAULT_PERSISTENCE_S: u32 = 360;
+/// The heaviest real this data plane weighs (keepalived allows up to
+/// `IPVS_WEIGHT_MAX`, 2^31 − 1; the maps hold 16 bits).
+pub const MAX_WEIGHT: u32 = 65535;
+
 fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let errors_before = errors(diags);
     if n.args.first().is_some_and(|a| a == "fwmark") {
@@ -547,12 +622,14 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
             "missing '{ … }' block",
         ));
     }
-    let mut proto = Proto::Tcp;
-    let mut sched = Sched::Wrr; // keepalived's default lb_algo
-    let mut fwd = Fwd::Nat; // keepalived's default lb_kind
+    // Unset until read: keepalived (check_data.c validate_check_config)
+    // fills protocol, scheduler and forwarding method in afterwards, each
+    // with a message.
+    let mut proto = None;
+    let mut sched = None;
+    let mut fwd = None;
     let mut hash_port = false;
     let mut persistence_timeout = None;
-    let mut delay_loop = 60;
     let mut timing = check::Timing::default();
     let mut alpha = false;
     let mut inhibit_on_failure = false;
@@ -562,25 +639,27 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut quorum_up = None;
     let mut quorum_down = None;
     let mut omega = false;
+    let mut weight = 1;
     let mut reals = Vec::new();
     for c in n.children.iter().flatten() {
+        VS_SHAPES.check(c, diags);
         match c.keyword.as_str() {
             "protocol" => {
                 let known = [("TCP", Proto::Tcp), ("UDP", Proto::Udp)];
                 if let Some(p) = choice(c, "protocol", &known, &["SCTP"], diags) {
-                    proto = p;
+                    proto = Some(p);
                 }
             }
             "lb_algo" | "lvs_sched" => {
                 let later = ["lblc", "lblcr", "dh", "fo", "ovf", "twos"];
                 if let Some(v) = choice(c, "scheduler", &Sched::ALL, &later, diags) {
-                    sched = v;
+                    sched = Some(v);
                 }
             }
             "lb_kind" | "lvs_method" => {
                 let known = [("DR", Fwd::Dr), ("NAT", Fwd::Nat), ("TUN", Fwd::Tun)];
                 if let Some(v) = choice(c, "forwarding method", &known, &[], diags) {
-                    fwd = v;
+                    fwd = Some(v);
                 }
             }
             // keepalived's scheduler flags: flag-2 is sh-port / mh-port,
@@ -602,44 +681,52 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             "persistence_timeout" => {
-                // keepalived: a bare keyword means 360 s; 0 means not persistent.
-                let t = if c.args.is_empty() {
-                    Some(360)
-                } else {
-                    parse_num::<u32>(c, 0, "timeout", diags)
-                };
-                persistence_timeout = t.filter(|&t| t > 0);
-            }
-            "delay_loop" => {
-                if let Some(d) = parse_num::<f64>(c, 0, "delay", diags) {
-                    delay_loop = d.max(1.0) as u32;
-                    timing.delay_loop = Some(std::time::Duration::from_secs_f64(d.max(0.01)));
+                // keepalived (check_parser.c): a bare keyword means 360 s;
+                // otherwise 1 to 31 days. It reports 0 and ignores it, which
+                // leaves the service not persistent: a warning here.
+                if c.args.is_empty() {
+                    persistence_timeout = Some(DEFAULT_PERSISTENCE_S);
+                } else if c.args[0] == "0" {
+                    diags.push(Diag::warning(
+                        &c.loc,
+                        Some("persistence_timeout"),
+                        format!("0 is outside keepalived's 1 to {MAX_PERSISTENCE_S} seconds; not persistent (keepalived reports and ignores it)"),
+                    ));
+                    persistence_timeout = None;
+                } else if let Some(t) = uint(c, 0, 1, MAX_PERSISTENCE_S, "seconds", diags) {
+                    persistence_timeout = Some(t as u32);
                 }
             }
-            "alpha" => alpha = true,
-            "omega" => omega = true,
+            "alpha" => alpha = flag(c, diags),
+            "omega" => omega = flag(c, diags),
             "sorry_server" => {
                 let a = parse_addr(c, 0, diags);
-                let p: Option<u16> = parse_num(c, 1, "port", diags);
+                let p = uint(c, 1, 0, 65535, "port", diags);
                 if let (Some(a), Some(p)) = (a, p) {
-                    sorry_server = Some((a, p));
+                    sorry_server = Some((a, p as u16));
                 }
             }
             "quorum" => {
-                if let Some(q) = parse_num(c, 0, "weight sum", diags) {
-                    quorum = q;
+                if let Some(q) = uint(c, 0, 1, u32::MAX.into(), "weight sum", diags) {
+                    quorum = q as u32;
                 }
             }
             "hysteresis" => {
-                if let Some(h) = parse_num(c, 0, "weight", diags) {
-                    hysteresis = h;
+                if let Some(h) = uint(c, 0, 0, u32::MAX.into(), "weight", diags) {
+                    hysteresis = h as u32;
+                }
+            }
+            // keepalived: the weight of reals that set none (1 to 2^31 − 1).
+            "weight" => {
+                if let Some(w) = uint(c, 0, 1, MAX_WEIGHT.into(), "weight", diags) {
+                    weight = w as u32;
                 }
             }
             "quorum_up" => quorum_up = command(c, diags),
             "quorum_down" => quorum_down = command(c, diags),
-            "inhibit_on_failure" => inhibit_on_failure = flag(c),
-            k if timing_keyword(k) => {
-                timing.take(c, diags);
+            "inhibit_on_failure" => inhibit_on_failure = flag(c, diags),
+            k if timing_keyword(k) || k == "delay_loop" => {
+                timing.take(c, check::Level::Server, diags);
             }
             "real_server" => {
                 if let Some(r) = real_server(c, diags) {
@@ -655,13 +742,39 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     if errors_after > errors_before {
         return None;
     }
+    let key_text = fmt_sock(addr, port);
+    let proto = proto.unwrap_or_else(|| {
+        diags.push(Diag::warning(
+            &n.loc,
+            Some("protocol"),
+            format!("virtual server {key_text}: no protocol set; defaulting to UDP (as keepalived 2.2.7, whose kernel default it is)"),
+        ));
+        Proto::Udp
+    });
+    let sched = sched.unwrap_or_else(|| {
+        diags.push(Diag::warning(
+            &n.loc,
+            Some("lb_algo"),
+            format!(
+                "virtual server {key_text}: no scheduler set; using keepalived's default 'wlc'"
+            ),
+        ));
+        Sched::Wlc
+    });
+    let fwd = fwd.unwrap_or_else(|| {
+        diags.push(Diag::warning(
+            &n.loc,
+            Some("lb_kind"),
+            format!("virtual server {key_text}: no forwarding method set; using keepalived's default NAT"),
+        ));
+        Fwd::Nat
+    });
     let mut vs = VirtualServer {
         key: ServiceAddr { addr, port, proto },
         sched,
         fwd,
         hash_port,
         persistence_timeout,
-        delay_loop,
         timing,
         alpha,
         inhibit_on_failure,
@@ -674,7 +787,8 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         reals: Vec::new(),
         loc: n.loc.clone(),
     };
-    for r in reals {
+    for (mut r, own_weight) in reals {
+        r.weight = own_weight.unwrap_or(weight);
         add_real(&mut vs, r, diags);
     }
     Some(vs)
@@ -687,49 +801,45 @@ fn timing_keyword(k: &str) -> bool {
     )
 }
 
-fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
+/// A `real_server` block and its own `weight`, if it sets one (else the
+/// virtual server's `weight`, default 1, applies).
+fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u32>)> {
     let addr = parse_addr(n, 0, diags);
-    let port: Option<u16> = parse_num(n, 1, "port", diags);
-    let mut weight = 1;
+    let port = uint(n, 1, 0, 65535, "port", diags);
+    let mut weight = None;
     let mut checks = Vec::new();
     let mut timing = check::Timing::default();
     let mut inhibit_on_failure = None;
     let mut notify_up = None;
     let mut notify_down = None;
     for c in n.children.iter().flatten() {
+        RS_SHAPES.check(c, diags);
         match c.keyword.as_str() {
             k if check::is_checker(k) => {
                 if let Some(ch) = check::parse(c, diags) {
                     checks.push(ch);
                 }
             }
-            "inhibit_on_failure" => inhibit_on_failure = Some(flag(c)),
+            "inhibit_on_failure" => inhibit_on_failure = Some(flag(c, diags)),
             "notify_up" => notify_up = command(c, diags),
             "notify_down" => notify_down = command(c, diags),
             k if timing_keyword(k) || k == "delay_loop" => {
-                timing.take(c, diags);
+                timing.take(c, check::Level::Server, diags);
             }
+            // keepalived: 0 to 2^31 − 1; the data plane holds 16 bits.
             "weight" => {
-                if let Some(w) = parse_num::<u32>(c, 0, "weight", diags) {
-                    if w > 65535 {
-                        diags.push(Diag::error(
-                            &c.loc,
-                            Some("weight"),
-                            "weight must be 0..65535",
-                        ));
-                    } else {
-                        weight = w;
-                    }
+                if let Some(w) = uint(c, 0, 0, MAX_WEIGHT.into(), "weight", diags) {
+                    weight = Some(w as u32);
                 }
             }
             k if RS_LATER.contains(&k) => diags.push(later(c, "keyword")),
             _ => diags.push(unknown(c, "real_server")),
         }
     }
-    Some(RealServer {
+    let real = RealServer {
         addr: addr?,
-        port: port?,
-        weight,
+        port: port? as u16,
+        weight: 1,
         checks,
         timing,
         inhibit_on_failure,
@@ -737,5 +847,6 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
         notify_down,
         sorry: false,
         loc: n.loc.clone(),
-    })
+    };
+    Some((real, weight))
 }

@@ -100,25 +100,215 @@ pub(super) fn program_words(
     }
 }
 
-/// `inhibit_on_failure` alone or followed by true/false/on/off/yes/no.
-pub(super) fn flag(n: &Node) -> bool {
-    !matches!(
-        n.args.first().map(|a| a.to_ascii_lowercase()).as_deref(),
-        Some("false" | "off" | "no" | "0")
+/// A flag such as `inhibit_on_failure`, `alpha` or `smtp_alert`: alone it
+/// means on; keepalived also takes `true`/`on`/`yes` and `false`/`off`/`no`
+/// (lib/parser.c `check_true_false`); any other word is an error (keepalived
+/// reports it and ignores the statement) and reads as off.
+pub(super) fn flag(n: &Node, diags: &mut Vec<Diag>) -> bool {
+    match n.args.first().map(String::as_str) {
+        None | Some("true" | "on" | "yes") => true,
+        Some("false" | "off" | "no") => false,
+        Some(other) => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!("'{other}' is not one of true, on, yes, false, off, no"),
+            ));
+            false
+        }
+    }
+}
+
+/// keepalived's TIMER resolution: decimal seconds with at most 6 decimal
+/// places (`TIMER_HZ_DIGITS`, microseconds; lib/parser.c `read_timer`).
+pub(super) const TIMER_DIGITS: u32 = 6;
+
+/// keepalived's `TIMER_MAXIMUM` (lib/parser.h: `ULONG_MAX - 1` µs).
+pub(super) const TIMER_MAX: Duration = Duration::from_micros(u64::MAX - 1);
+
+/// Reads a decimal number of seconds such as `2`, `0.5` or `1.000001` into
+/// microseconds, as keepalived's `read_decimal_unsigned_long_func`: digits,
+/// an optional point and at most [`TIMER_DIGITS`] decimals; no sign, no
+/// exponent, no `nan` / `inf`. `Err` says what is wrong.
+pub(super) fn decimal_micros(text: &str) -> Result<u64, String> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if text.starts_with('-') {
+        return Err("is negative".into());
+    }
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return Err("is not a decimal number".into());
+    }
+    if frac.len() > TIMER_DIGITS as usize {
+        return Err(format!(
+            "has more than {TIMER_DIGITS} decimal places (the resolution is 1 µs)"
+        ));
+    }
+    let padded = format!("{int}{frac:0<width$}", width = TIMER_DIGITS as usize);
+    padded
+        .parse::<u64>()
+        .map_err(|_| "is too large".to_string())
+}
+
+/// Seconds with keepalived's TIMER rules ([`decimal_micros`]) within
+/// `min..=max`, read from the statement's first argument; the message names
+/// the keyword, the value, the range and the unit.
+pub(super) fn timer(
+    n: &Node,
+    min: Duration,
+    max: Duration,
+    diags: &mut Vec<Diag>,
+) -> Option<Duration> {
+    let a = arg(n, 0, "number of seconds", diags)?;
+    let d = decimal_micros(a).map(Duration::from_micros);
+    match d {
+        Ok(d) if (min..=max).contains(&d) => Some(d),
+        Ok(_) => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!(
+                    "'{a}' must be from {} to {} seconds",
+                    secs_text(min),
+                    secs_text(max)
+                ),
+            ));
+            None
+        }
+        Err(why) => {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                format!(
+                    "'{a}' {why}; expected seconds from {} to {}",
+                    secs_text(min),
+                    secs_text(max)
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// Whole seconds within `min..=max` (keywords keepalived reads with
+/// `read_unsigned`, e.g. `garp_master_delay`, `misc_timeout`, a
+/// `vrrp_script`'s `interval`).
+pub(super) fn whole_secs(n: &Node, min: u64, max: u64, diags: &mut Vec<Diag>) -> Option<Duration> {
+    uint(n, 0, min, max, "seconds", diags).map(Duration::from_secs)
+}
+
+/// An unsigned integer argument `i` within `min..=max` (keepalived's
+/// `read_unsigned_strvec`: decimal digits only); `unit` names what it counts.
+pub(super) fn uint(
+    n: &Node,
+    i: usize,
+    min: u64,
+    max: u64,
+    unit: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<u64> {
+    let a = arg(n, i, unit, diags)?;
+    let v = a
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| a.parse::<u64>().ok())
+        .flatten();
+    match v {
+        Some(v) if (min..=max).contains(&v) => Some(v),
+        _ => {
+            diags.push(out_of_range(n, a, &min.to_string(), &max.to_string(), unit));
+            None
+        }
+    }
+}
+
+/// A signed integer argument `i` within `min..=max` (keepalived's
+/// `read_int_strvec`).
+pub(super) fn int(
+    n: &Node,
+    i: usize,
+    min: i64,
+    max: i64,
+    unit: &str,
+    diags: &mut Vec<Diag>,
+) -> Option<i64> {
+    let a = arg(n, i, unit, diags)?;
+    let body = a.strip_prefix('-').unwrap_or(a);
+    let v = (!body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| a.parse::<i64>().ok())
+        .flatten();
+    match v {
+        Some(v) if (min..=max).contains(&v) => Some(v),
+        _ => {
+            diags.push(out_of_range(n, a, &min.to_string(), &max.to_string(), unit));
+            None
+        }
+    }
+}
+
+fn out_of_range(n: &Node, value: &str, min: &str, max: &str, unit: &str) -> Diag {
+    Diag::error(
+        &n.loc,
+        Some(&n.keyword),
+        format!("'{value}' must be a whole number from {min} to {max} ({unit})"),
     )
 }
 
-pub(super) fn secs(n: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
-    let v = parse_num::<f64>(n, 0, "seconds", diags)?;
-    if !(v.is_finite() && v >= 0.0) {
-        diags.push(Diag::error(
-            &n.loc,
-            Some(&n.keyword),
-            "seconds must be 0 or more",
-        ));
-        return None;
+/// Seconds as written in messages and `--dump`: whole seconds plainly,
+/// otherwise with the decimals needed (µs resolution).
+pub fn secs_text(d: Duration) -> String {
+    let us = d.as_micros();
+    let (s, frac) = (us / 1_000_000, us % 1_000_000);
+    if frac == 0 {
+        s.to_string()
+    } else {
+        format!("{s}.{}", format!("{frac:06}").trim_end_matches('0'))
     }
-    Some(Duration::from_secs_f64(v))
+}
+
+/// How a statement is shaped: the block keywords of a context, and for
+/// every value keyword the most arguments it takes. keepalived reads only
+/// the arguments a keyword uses and ignores the rest silently (so lb
+/// warns); it answers a `{` after a value keyword with "Unexpected '{' -
+/// ignoring" and then misreads what follows (a checker in it is lost), so
+/// lb refuses it. Keywords in neither list are left to the caller (unknown).
+pub(super) struct Shapes {
+    /// Keywords that open a block.
+    pub blocks: &'static [&'static str],
+    /// Value keywords and the most arguments each takes.
+    pub values: &'static [(&'static str, usize)],
+}
+
+/// No upper bound on the arguments (programs with their arguments, lists).
+pub(super) const ANY: usize = usize::MAX;
+
+impl Shapes {
+    /// Checks `n` against the shapes of its context.
+    pub fn check(&self, n: &Node, diags: &mut Vec<Diag>) {
+        if self.blocks.contains(&n.keyword.as_str()) {
+            return;
+        }
+        let Some(&(_, max)) = self.values.iter().find(|(k, _)| *k == n.keyword) else {
+            return;
+        };
+        if n.children.is_some() {
+            diags.push(Diag::error(
+                &n.loc,
+                Some(&n.keyword),
+                "takes a value, not a '{ … }' block; the block and everything in it would be lost",
+            ));
+        }
+        if n.args.len() > max {
+            diags.push(Diag::warning(
+                &n.loc,
+                Some(&n.keyword),
+                format!(
+                    "extra argument(s) '{}' ignored (as keepalived)",
+                    n.args[max..].join(" ")
+                ),
+            ));
+        }
+    }
 }
 
 pub(super) fn block<'a>(n: &'a Node, diags: &mut Vec<Diag>) -> &'a [Node] {
@@ -154,14 +344,6 @@ pub(super) fn unknown(n: &Node, within: &str) -> Diag {
 
 pub(super) fn ignored(n: &Node, why: &str) -> Diag {
     Diag::warning(&n.loc, Some(&n.keyword), why.to_string())
-}
-
-/// Seconds as the checkers' timing keywords read them: a negative or
-/// invalid number (reported if not a number) leaves the setting unset.
-pub(super) fn duration(n: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
-    parse_num::<f64>(n, 0, "seconds", diags)
-        .filter(|s| *s >= 0.0 && s.is_finite())
-        .map(Duration::from_secs_f64)
 }
 
 /// `user NAME [GROUP]`: the account's uid and gid (or GROUP's gid).

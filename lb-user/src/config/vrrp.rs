@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use super::{
     value::{
-        arg, block, command, errors, flag, ignored, parse_addr, parse_num, run_as, secs, unknown,
-        words,
+        arg, block, command, errors, flag, ignored, int, parse_addr, run_as, timer, uint, unknown,
+        whole_secs, words, Shapes, ANY,
     },
     Diag, Loc, Node,
 };
@@ -279,20 +279,144 @@ const INSTANCE_IGNORED: &[&str] = &[
     "unicast_ttl",
 ];
 
+/// keepalived's `UINT_MAX / TIMER_HZ`: the most whole seconds several
+/// keywords take (4294).
+const MAX_WHOLE_S: u64 = u32::MAX as u64 / 1_000_000;
+
+/// `UINT_MAX` microseconds (4294.967295 s), keepalived's bound of
+/// `vrrp_garp_interval` / `vrrp_gna_interval`.
+const UINT_MAX_US: Duration = Duration::from_micros(u32::MAX as u64);
+
+/// Shapes of `global_defs` statements (see [`Shapes`]); the ignored
+/// keywords take keepalived's own arguments and are not checked.
+const GLOBAL_SHAPES: Shapes = Shapes {
+    blocks: &["notification_email"],
+    values: &[
+        ("router_id", 1),
+        ("vrrp_version", 1),
+        ("vrrp_strict", 0),
+        ("vrrp_skip_check_adv_addr", 0),
+        ("vrrp_garp_interval", 1),
+        ("vrrp_gna_interval", 1),
+        ("script_user", 2),
+        ("enable_script_security", 0),
+        ("notification_email_from", 1),
+        ("smtp_server", 2),
+        ("smtp_helo_name", 1),
+        ("smtp_connect_timeout", 1),
+        ("vrrp_garp_master_delay", 1),
+        ("vrrp_garp_master_repeat", 1),
+        ("vrrp_garp_master_refresh", 1),
+        ("vrrp_garp_master_refresh_repeat", 1),
+        ("vrrp_garp_lower_prio_delay", 1),
+        ("vrrp_garp_lower_prio_repeat", 1),
+        ("vrrp_lower_prio_no_advert", 1),
+        ("vrrp_higher_prio_send_advert", 1),
+        ("vrrp_check_unicast_src", 0),
+    ],
+};
+
+/// Shapes of `vrrp_script` statements.
+const SCRIPT_SHAPES: Shapes = Shapes {
+    blocks: &[],
+    values: &[
+        ("script", ANY),
+        ("interval", 1),
+        ("timeout", 1),
+        ("rise", 1),
+        ("fall", 1),
+        ("weight", 2),
+        ("init_fail", 0),
+        ("user", 2),
+    ],
+};
+
+/// Shapes of `vrrp_instance` statements.
+const INSTANCE_SHAPES: Shapes = Shapes {
+    blocks: &[
+        "authentication",
+        "virtual_ipaddress",
+        "virtual_ipaddress_excluded",
+        "track_interface",
+        "track_script",
+        "unicast_peer",
+        "virtual_routes",
+        "virtual_rules",
+    ],
+    values: &[
+        ("state", 1),
+        ("interface", 1),
+        ("virtual_router_id", 1),
+        ("priority", 1),
+        ("advert_int", 1),
+        ("version", 1),
+        ("nopreempt", 0),
+        ("preempt", 0),
+        ("preempt_delay", 1),
+        ("notify_master", ANY),
+        ("notify_backup", ANY),
+        ("notify_fault", ANY),
+        ("notify_stop", ANY),
+        ("notify", ANY),
+        ("smtp_alert", 1),
+        ("garp_master_delay", 1),
+        ("garp_master_repeat", 1),
+        ("garp_master_refresh", 1),
+        ("garp_master_refresh_repeat", 1),
+        ("unicast_src_ip", 1),
+        ("mcast_src_ip", 1),
+        ("garp_lower_prio_delay", 1),
+        ("garp_lower_prio_repeat", 1),
+        ("lower_prio_no_advert", 1),
+        ("higher_prio_send_advert", 1),
+        ("check_unicast_src", 0),
+        ("use_vmac", 2),
+        ("vmac_xmit_base", 0),
+    ],
+};
+
+/// Shapes of `authentication` and `vrrp_sync_group` statements.
+const AUTH_SHAPES: Shapes = Shapes {
+    blocks: &[],
+    values: &[("auth_type", 1), ("auth_pass", 1)],
+};
+const GROUP_SHAPES: Shapes = Shapes {
+    blocks: &["group", "track_script", "track_interface"],
+    values: &[
+        ("notify_master", ANY),
+        ("notify_backup", ANY),
+        ("notify_fault", ANY),
+        ("notify_stop", ANY),
+        ("notify", ANY),
+        ("smtp_alert", 1),
+    ],
+};
+
 /// `global_defs`.
 pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
+    // keepalived (global_parser.c): 1 µs to 4294.967295 s.
+    let garp =
+        |c: &Node, diags: &mut Vec<Diag>| timer(c, Duration::from_micros(1), UINT_MAX_US, diags);
     for c in block(n, diags) {
+        GLOBAL_SHAPES.check(c, diags);
         match c.keyword.as_str() {
             "router_id" => g.router_id = arg(c, 0, "name", diags).map(str::to_string),
-            "vrrp_version" => match c.args.first().map(String::as_str) {
-                Some("2") => g.version = Version::V2,
-                Some("3") => g.version = Version::V3,
-                _ => diags.push(Diag::error(&c.loc, Some("vrrp_version"), "must be 2 or 3")),
+            "vrrp_version" => match int(c, 0, 2, 3, "VRRP version", diags) {
+                Some(2) => g.version = Version::V2,
+                Some(_) => g.version = Version::V3,
+                None => {}
             },
             "vrrp_strict" => g.strict = true,
             "vrrp_skip_check_adv_addr" => g.skip_check_adv_addr = true,
-            "vrrp_garp_interval" => g.garp_interval = secs(c, diags).unwrap_or_default(),
-            "vrrp_gna_interval" => g.gna_interval = secs(c, diags).unwrap_or_default(),
+            // keepalived reports 0 and keeps its default, 0 (no pause).
+            "vrrp_garp_interval" | "vrrp_gna_interval" if c.args.first().is_some_and(|a| a == "0") => {
+                diags.push(ignored(
+                    c,
+                    "0 is outside keepalived's 0.000001 to 4294.967295 seconds (keepalived reports it and keeps its default 0: no pause between messages)",
+                ))
+            }
+            "vrrp_garp_interval" => g.garp_interval = garp(c, diags).unwrap_or(g.garp_interval),
+            "vrrp_gna_interval" => g.gna_interval = garp(c, diags).unwrap_or(g.gna_interval),
             "script_user" => g.script_user = run_as(c, diags),
             "enable_script_security" => g.enable_script_security = true,
             "notification_email" => g.notification_email = words(c, diags),
@@ -302,7 +426,7 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
             "smtp_server" => {
                 let a = parse_addr(c, 0, diags);
                 let port = if c.args.len() > 1 {
-                    parse_num(c, 1, "port", diags)
+                    uint(c, 1, 1, 65535, "port", diags).map(|p| p as u16)
                 } else {
                     Some(25)
                 };
@@ -311,31 +435,42 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
                 }
             }
             "smtp_helo_name" => g.smtp_helo_name = arg(c, 0, "name", diags).map(str::to_string),
+            // keepalived: whole seconds to 4294; 0 is reported and read as 1.
             "smtp_connect_timeout" => {
-                if let Some(t) = secs(c, diags) {
-                    g.smtp_connect_timeout = t;
+                if let Some(t) = whole_secs(c, 0, MAX_WHOLE_S, diags) {
+                    if t.is_zero() {
+                        diags.push(ignored(c, "must be greater than 0; using 1 second (as keepalived)"));
+                    }
+                    g.smtp_connect_timeout = t.max(Duration::from_secs(1));
                 }
             }
+            // The instances' defaults, in the instance keywords' units.
             "vrrp_garp_master_delay" => {
-                g.garp_master_delay = secs(c, diags).unwrap_or(g.garp_master_delay)
+                g.garp_master_delay =
+                    whole_secs(c, 0, MAX_WHOLE_S, diags).unwrap_or(g.garp_master_delay)
             }
-            "vrrp_garp_master_repeat" => {
-                g.garp_master_repeat =
-                    parse_num(c, 0, "count", diags).unwrap_or(g.garp_master_repeat)
+            "vrrp_garp_master_repeat" | "vrrp_garp_master_refresh_repeat" => {
+                if let Some(r) = uint(c, 0, 1, u32::MAX.into(), "messages", diags) {
+                    if c.keyword == "vrrp_garp_master_repeat" {
+                        g.garp_master_repeat = r as u32;
+                    } else {
+                        g.garp_master_refresh_repeat = r as u32;
+                    }
+                }
             }
             "vrrp_garp_master_refresh" => {
-                g.garp_master_refresh = secs(c, diags).filter(|d| !d.is_zero())
+                g.garp_master_refresh =
+                    whole_secs(c, 0, u32::MAX.into(), diags).filter(|d| !d.is_zero())
             }
-            "vrrp_garp_master_refresh_repeat" => {
-                g.garp_master_refresh_repeat =
-                    parse_num(c, 0, "count", diags).unwrap_or(g.garp_master_refresh_repeat)
+            "vrrp_garp_lower_prio_delay" => {
+                g.garp_lower_prio_delay = whole_secs(c, 0, MAX_WHOLE_S, diags)
             }
-            "vrrp_garp_lower_prio_delay" => g.garp_lower_prio_delay = secs(c, diags),
             "vrrp_garp_lower_prio_repeat" => {
-                g.garp_lower_prio_repeat = parse_num(c, 0, "count", diags)
+                g.garp_lower_prio_repeat =
+                    uint(c, 0, 0, u32::MAX.into(), "messages", diags).map(|r| r as u32)
             }
-            "vrrp_lower_prio_no_advert" => g.lower_prio_no_advert = Some(flag(c)),
-            "vrrp_higher_prio_send_advert" => g.higher_prio_send_advert = flag(c),
+            "vrrp_lower_prio_no_advert" => g.lower_prio_no_advert = Some(flag(c, diags)),
+            "vrrp_higher_prio_send_advert" => g.higher_prio_send_advert = flag(c, diags),
             // keepalived checks a unicast advert's source against
             // unicast_peer only with this set; lb always does (validate.rs).
             "vrrp_check_unicast_src" => {}
@@ -361,28 +496,34 @@ pub fn script(n: &Node, diags: &mut Vec<Diag>) -> Option<Script> {
         loc: n.loc.clone(),
     };
     for c in block(n, diags) {
+        SCRIPT_SHAPES.check(c, diags);
         match c.keyword.as_str() {
             "script" => s.argv = command(c, diags).unwrap_or_default(),
-            "interval" => s.interval = secs(c, diags).unwrap_or(s.interval),
-            "timeout" => s.timeout = secs(c, diags).unwrap_or_default(),
-            "rise" => s.rise = parse_num::<u32>(c, 0, "count", diags).unwrap_or(1).max(1),
-            "fall" => s.fall = parse_num::<u32>(c, 0, "count", diags).unwrap_or(1).max(1),
+            "interval" => s.interval = script_secs(c, diags).unwrap_or(s.interval),
+            "timeout" => s.timeout = script_secs(c, diags).unwrap_or(s.timeout),
+            // keepalived: 1 to 2^31 − 1.
+            "rise" => {
+                s.rise = uint(c, 0, 1, i32::MAX as u64, "successes", diags).map_or(1, |v| v as u32)
+            }
+            "fall" => {
+                s.fall = uint(c, 0, 1, i32::MAX as u64, "failures", diags).map_or(1, |v| v as u32)
+            }
+            // keepalived: -253 to 253 (a track_script's own weight: ±254).
             "weight" => {
-                if let Some(w) = parse_num::<i32>(c, 0, "weight", diags) {
-                    if !(-254..=254).contains(&w) {
-                        diags.push(Diag::error(
-                            &c.loc,
-                            Some("weight"),
-                            "must be between -254 and 254",
-                        ));
-                    }
-                    s.weight = w.clamp(-254, 254);
+                if let Some(w) = int(c, 0, -253, 253, "priority points", diags) {
+                    s.weight = w as i32;
                 }
-                if c.args.get(1).map(String::as_str) == Some("reverse") {
-                    diags.push(ignored(
+                match c.args.get(1).map(String::as_str) {
+                    None => {}
+                    Some("reverse") => diags.push(ignored(
                         c,
                         "'reverse' not implemented; weight used as given",
-                    ));
+                    )),
+                    Some(other) => diags.push(Diag::error(
+                        &c.loc,
+                        Some("weight"),
+                        format!("unknown weight option '{other}' (keepalived knows 'reverse')"),
+                    )),
                 }
             }
             "init_fail" => s.init_fail = true,
@@ -398,10 +539,40 @@ pub fn script(n: &Node, diags: &mut Vec<Diag>) -> Option<Script> {
         // keepalived: the interval when not given.
         s.timeout = s.interval;
     }
-    if s.interval.is_zero() {
-        s.interval = Duration::from_secs(1);
-    }
     Some(s)
+}
+
+/// A `vrrp_script`'s `interval` / `timeout`: keepalived 2.2.7 reads whole
+/// seconds, 0 to 4294, and uses 1 for 0 (vrrp_parser.c). lb also runs
+/// scripts at fractions of a second (down to 1 ms) and says that
+/// keepalived would not.
+fn script_secs(c: &Node, diags: &mut Vec<Diag>) -> Option<Duration> {
+    let d = timer(c, Duration::ZERO, Duration::from_secs(MAX_WHOLE_S), diags)?;
+    if d.is_zero() {
+        diags.push(ignored(
+            c,
+            "must be greater than 0; using 1 second (as keepalived)",
+        ));
+        return Some(Duration::from_secs(1));
+    }
+    if d.subsec_nanos() != 0 {
+        if d < Duration::from_millis(1) {
+            diags.push(Diag::error(
+                &c.loc,
+                Some(&c.keyword),
+                format!("'{}' is below lb's 0.001 seconds", c.args[0]),
+            ));
+            return None;
+        }
+        diags.push(ignored(
+            c,
+            &format!(
+                "fractions of a second are lb's extension: keepalived 2.2.7 reads whole seconds (it reports '{}' and keeps its default)",
+                c.args[0]
+            ),
+        ));
+    }
+    Some(d)
 }
 
 fn vip(c: &Node, diags: &mut Vec<Diag>) -> Option<Vip> {
@@ -490,7 +661,8 @@ fn tracks(n: &Node, diags: &mut Vec<Diag>) -> Vec<Track> {
     let mut out = Vec::new();
     for c in block(n, diags) {
         let weight = match c.args.first().map(String::as_str) {
-            Some("weight") => parse_num::<i32>(c, 1, "weight", diags).map(|w| w.clamp(-254, 254)),
+            // keepalived (vrrp_parser.c): -254 to 254.
+            Some("weight") => int(c, 1, -254, 254, "priority points", diags).map(|w| w as i32),
             Some(other) => {
                 diags.push(Diag::warning(
                     &c.loc,
@@ -516,7 +688,7 @@ fn notify_keyword(c: &Node, notify: &mut Notify, diags: &mut Vec<Diag>) -> bool 
         "notify_fault" => notify.fault = command(c, diags),
         "notify_stop" => notify.stop = command(c, diags),
         "notify" => notify.any = command(c, diags),
-        "smtp_alert" => notify.smtp_alert = Some(flag(c)),
+        "smtp_alert" => notify.smtp_alert = Some(flag(c, diags)),
         _ => return false,
     }
     true
@@ -565,14 +737,19 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
     let mut lower_prio_repeat = g.garp_lower_prio_repeat;
     let mut lower_prio_delay = g.garp_lower_prio_delay;
     let mut lower_prio_no_advert = g.lower_prio_no_advert;
+    let mut nopreempt_loc = None;
+    let mut state_set = None;
+    let mut priority_set = None;
+    let mut preempt_delay_loc = None;
     for c in block(n, diags) {
+        INSTANCE_SHAPES.check(c, diags);
         if notify_keyword(c, &mut inst.notify, diags) {
             continue;
         }
         match c.keyword.as_str() {
             "state" => match c.args.first().map(String::as_str) {
-                Some("MASTER") => inst.initial = Initial::Master,
-                Some("BACKUP") => inst.initial = Initial::Backup,
+                Some("MASTER") => state_set = Some(Initial::Master),
+                Some("BACKUP") => state_set = Some(Initial::Backup),
                 _ => diags.push(Diag::error(
                     &c.loc,
                     Some("state"),
@@ -580,34 +757,35 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
                 )),
             },
             "interface" => iface = arg(c, 0, "interface", diags).map(str::to_string),
-            "virtual_router_id" => match parse_num::<u32>(c, 0, "VRID", diags) {
-                Some(v @ 1..=255) => vrid = Some(v as u8),
-                Some(_) => diags.push(Diag::error(
-                    &c.loc,
-                    Some("virtual_router_id"),
-                    "must be between 1 and 255",
-                )),
+            "virtual_router_id" => {
+                vrid = uint(c, 0, 1, 255, "VRID", diags).map(|v| v as u8).or(vrid)
+            }
+            "priority" => {
+                if let Some(p) = uint(c, 0, 1, 255, "priority", diags) {
+                    priority_set = Some(p as u8);
+                }
+            }
+            // keepalived: 0.01 to 255 seconds, µs resolution; what each
+            // version can carry is checked below.
+            "advert_int" => {
+                advert = timer(
+                    c,
+                    Duration::from_millis(10),
+                    Duration::from_secs(255),
+                    diags,
+                )
+                .map(|d| (d, c.loc.clone()))
+            }
+            "version" => match int(c, 0, 2, 3, "VRRP version", diags) {
+                Some(2) => inst.version = Version::V2,
+                Some(_) => inst.version = Version::V3,
                 None => {}
-            },
-            "priority" => match parse_num::<u32>(c, 0, "priority", diags) {
-                Some(p @ 1..=255) => inst.priority = p as u8,
-                Some(_) => diags.push(Diag::error(
-                    &c.loc,
-                    Some("priority"),
-                    "must be between 1 and 255",
-                )),
-                None => {}
-            },
-            "advert_int" => advert = secs(c, diags).map(|d| (d, c.loc.clone())),
-            "version" => match c.args.first().map(String::as_str) {
-                Some("2") => inst.version = Version::V2,
-                Some("3") => inst.version = Version::V3,
-                _ => diags.push(Diag::error(&c.loc, Some("version"), "must be 2 or 3")),
             },
             "authentication" => {
                 let mut kind = None;
                 let mut pass = None;
                 for a in block(c, diags) {
+                    AUTH_SHAPES.check(a, diags);
                     match a.keyword.as_str() {
                         "auth_type" => kind = arg(a, 0, "type", diags).map(str::to_string),
                         "auth_pass" => pass = arg(a, 0, "password", diags).map(str::to_string),
@@ -694,42 +872,61 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
                     inst.excluded.extend(vip(a, diags));
                 }
             }
-            "nopreempt" => inst.preempt = false,
+            "nopreempt" => {
+                inst.preempt = false;
+                nopreempt_loc = Some(c.loc.clone());
+            }
             "preempt" => inst.preempt = true,
+            // keepalived: 0 to 1000 seconds (TIMER_MAX_SEC), µs resolution.
             "preempt_delay" => {
-                inst.preempt_delay = secs(c, diags).unwrap_or_default();
-                if inst.preempt_delay > Duration::from_secs(1000) {
-                    diags.push(Diag::error(
-                        &c.loc,
-                        Some("preempt_delay"),
-                        "must be at most 1000 seconds",
-                    ));
+                if let Some(d) = timer(c, Duration::ZERO, Duration::from_secs(1000), diags) {
+                    inst.preempt_delay = d;
+                    preempt_delay_loc = Some(c.loc.clone());
                 }
             }
             "track_interface" => inst.track_interfaces = tracks(c, diags),
             "track_script" => inst.track_scripts = tracks(c, diags),
+            // keepalived (vrrp_parser.c): whole seconds, 0 to 4294.
             "garp_master_delay" => {
-                inst.garp_master_delay = secs(c, diags).unwrap_or(inst.garp_master_delay)
+                inst.garp_master_delay =
+                    whole_secs(c, 0, MAX_WHOLE_S, diags).unwrap_or(inst.garp_master_delay)
             }
-            "garp_master_repeat" => {
-                inst.garp_master_repeat =
-                    parse_num(c, 0, "count", diags).unwrap_or(inst.garp_master_repeat)
-            }
+            // keepalived: 0 (off) to 2^32 − 1 messages; the delay as
+            // garp_master_delay.
             "garp_lower_prio_repeat" => {
-                lower_prio_repeat = parse_num(c, 0, "count", diags).or(lower_prio_repeat)
+                lower_prio_repeat = uint(c, 0, 0, u32::MAX.into(), "messages", diags)
+                    .map(|r| r as u32)
+                    .or(lower_prio_repeat)
             }
-            "garp_lower_prio_delay" => lower_prio_delay = secs(c, diags).or(lower_prio_delay),
-            "lower_prio_no_advert" => lower_prio_no_advert = Some(flag(c)),
-            "higher_prio_send_advert" => inst.higher_prio_send_advert = flag(c),
+            "garp_lower_prio_delay" => {
+                lower_prio_delay = whole_secs(c, 0, MAX_WHOLE_S, diags).or(lower_prio_delay)
+            }
+            "lower_prio_no_advert" => lower_prio_no_advert = Some(flag(c, diags)),
+            "higher_prio_send_advert" => inst.higher_prio_send_advert = flag(c, diags),
             // Always on here: a unicast advert from outside unicast_peer is
             // dropped and counted as unknown-peer (vrrp::validate).
             "check_unicast_src" => {}
+            // keepalived: whole seconds, 0 (off) to 2^32 − 1.
             "garp_master_refresh" => {
-                inst.garp_master_refresh = secs(c, diags).filter(|d| !d.is_zero())
+                inst.garp_master_refresh =
+                    whole_secs(c, 0, u32::MAX.into(), diags).filter(|d| !d.is_zero())
             }
-            "garp_master_refresh_repeat" => {
-                inst.garp_master_refresh_repeat =
-                    parse_num(c, 0, "count", diags).unwrap_or(inst.garp_master_refresh_repeat)
+            // keepalived: 0 to 2^32 − 1 messages, 0 reported and read as 1.
+            "garp_master_repeat" | "garp_master_refresh_repeat" => {
+                if let Some(r) = uint(c, 0, 0, u32::MAX.into(), "messages", diags) {
+                    if r == 0 {
+                        diags.push(ignored(
+                            c,
+                            "must be greater than 0; using 1 (as keepalived)",
+                        ));
+                    }
+                    let r = (r as u32).max(1);
+                    if c.keyword == "garp_master_repeat" {
+                        inst.garp_master_repeat = r;
+                    } else {
+                        inst.garp_master_refresh_repeat = r;
+                    }
+                }
             }
             "unicast_src_ip" | "mcast_src_ip" => {
                 inst.unicast_src = parse_addr(c, 0, diags);
@@ -752,6 +949,18 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             _ => diags.push(unknown(c, "vrrp_instance")),
         }
     }
+    // keepalived (vrrp.c vrrp_complete_instance): without `priority`, a
+    // MASTER is the address owner (255), others 100; without `state`, the
+    // owner starts as MASTER, others as BACKUP.
+    inst.priority = priority_set.unwrap_or(match state_set {
+        Some(Initial::Master) => 255,
+        _ => 100,
+    });
+    inst.initial = state_set.unwrap_or(if inst.priority == 255 {
+        Initial::Master
+    } else {
+        Initial::Backup
+    });
     match iface {
         Some(i) => inst.iface = i,
         None => diags.push(Diag::error(
@@ -873,13 +1082,35 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             inst.preempt = true;
         }
     }
-    if !inst.preempt && inst.initial == Initial::Master {
+    // keepalived (vrrp.c vrrp_complete_instance): the address owner always
+    // preempts, and an instance starting as MASTER neither honours
+    // nopreempt nor waits preempt_delay; each is cleared with a message.
+    let nopreempt_at = nopreempt_loc.unwrap_or_else(|| n.loc.clone());
+    if !inst.preempt && inst.priority == 255 {
         diags.push(Diag::warning(
-            &n.loc,
+            &nopreempt_at,
             Some("nopreempt"),
-            "nopreempt needs 'state BACKUP'; starting as BACKUP (as keepalived)",
+            "nopreempt is incompatible with priority 255 (the address owner); preempting (as keepalived)",
         ));
-        inst.initial = Initial::Backup;
+        inst.preempt = true;
+    }
+    if inst.initial == Initial::Master {
+        if !inst.preempt {
+            diags.push(Diag::warning(
+                &nopreempt_at,
+                Some("nopreempt"),
+                "nopreempt does not work with 'state MASTER'; cleared: starting as MASTER and preempting (as keepalived)",
+            ));
+            inst.preempt = true;
+        }
+        if !inst.preempt_delay.is_zero() {
+            diags.push(Diag::warning(
+                preempt_delay_loc.as_ref().unwrap_or(&n.loc),
+                Some("preempt_delay"),
+                "preempt_delay does not work with 'state MASTER'; cleared (as keepalived)",
+            ));
+            inst.preempt_delay = Duration::ZERO;
+        }
     }
     if let Some(src) = inst.unicast_src {
         if inst
@@ -908,6 +1139,7 @@ pub fn sync_group(n: &Node, diags: &mut Vec<Diag>) -> Option<SyncGroup> {
         loc: n.loc.clone(),
     };
     for c in block(n, diags) {
+        GROUP_SHAPES.check(c, diags);
         if notify_keyword(c, &mut g.notify, diags) {
             continue;
         }

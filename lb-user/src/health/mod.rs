@@ -38,19 +38,26 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// keepalived 2.2.7's resolution (check_data.c, check_api.c and each
+    /// checker's defaults): retry 1, delay_before_retry 1 s, except
+    /// HTTP_GET / SSL_GET (3 s), MISC_CHECK (retry 0) and DNS_CHECK (retry
+    /// 3, delay_before_retry = delay_loop); warmup defaults to delay_loop
+    /// (the first probe comes at a random time within it).
     pub fn resolve(check: &Check, real: Timing, service: Timing) -> Schedule {
         let t = check.timing.or(real).or(service);
+        let delay_loop = t.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP);
         let (retry, before) = match check.kind {
             CheckKind::Misc { .. } => (0, Duration::from_secs(1)),
             CheckKind::Http { .. } => (1, Duration::from_secs(3)),
+            CheckKind::Dns { .. } => (3, delay_loop),
             _ => (1, Duration::from_secs(1)),
         };
         Schedule {
-            delay_loop: t.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP),
+            delay_loop,
             connect_timeout: t.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             retry: t.retry.unwrap_or(retry),
             delay_before_retry: t.delay_before_retry.unwrap_or(before),
-            warmup: t.warmup.unwrap_or(Duration::ZERO),
+            warmup: t.warmup.unwrap_or(delay_loop),
             fast_recovery: check.fast_recovery,
         }
     }
@@ -313,6 +320,7 @@ mod tests {
             ),
             (t(6), t(2), 3, t(1))
         );
+        assert_eq!(s.warmup, t(6), "warmup defaults to delay_loop");
         let http = Check {
             kind: CheckKind::Http {
                 urls: vec![],
@@ -347,6 +355,19 @@ mod tests {
         assert_eq!(
             Schedule::resolve(&misc, Timing::default(), Timing::default()).retry,
             0
+        );
+        let dns = Check {
+            kind: CheckKind::Dns {
+                qtype: 6,
+                name: ".".into(),
+            },
+            ..misc
+        };
+        let s = Schedule::resolve(&dns, Timing::default(), vs);
+        assert_eq!(
+            (s.retry, s.delay_before_retry, s.warmup),
+            (3, t(6), t(6)),
+            "DNS_CHECK: retry 3, delay_before_retry and warmup = delay_loop"
         );
     }
 }

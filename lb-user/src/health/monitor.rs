@@ -247,7 +247,11 @@ mod tests {
                 drop(c)
             }
         });
-        let mut text = String::from("virtual_server 10.9.0.1 80 {\n lb_kind NAT\n");
+        // warmup 0: every checker probes at once (keepalived's default
+        // spreads the first probes over delay_loop).
+        let mut text = String::from(
+            "virtual_server 10.9.0.1 80 {\n protocol TCP\n lb_algo rr\n lb_kind NAT\n warmup 0\n",
+        );
         for i in 0..1000u32 {
             let check = if i == 0 {
                 format!("HTTP_GET {{\n url {{ path / }}\n connect_ip 127.0.0.1\n connect_port {sp}\n connect_timeout 5\n }}")

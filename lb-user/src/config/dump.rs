@@ -1,0 +1,261 @@
+//! `lb check-config --dump`: the parsed model with every default filled in,
+//! as JSON, so that an operator sees the values lb will use.
+//!
+//! Format `lb-config-dump/1` (stable; new keys may be added, none renamed):
+//! one object with `format`, `global_defs`, `virtual_servers`,
+//! `vrrp_scripts`, `vrrp_instances` and `vrrp_sync_groups`. Keys are
+//! keepalived's keyword names; durations are numbers of seconds with the
+//! suffix `_s` (µs resolution, keepalived's); absent optional values are
+//! `null`. A checker's timing is its effective one (its own value, else its
+//! real server's, else its virtual server's, else keepalived's default for
+//! that checker kind, as [`crate::health::Schedule::resolve`] computes it).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{
+    check::{Check, CheckKind},
+    vrrp::{Initial, Instance, Notify, Script, SyncGroup, Track, Vip},
+    Config, Fwd, RealServer, VirtualServer,
+};
+use crate::health::Schedule;
+
+/// The dump's format name and version.
+pub const FORMAT: &str = "lb-config-dump/1";
+
+/// The whole configuration as `lb check-config --dump` prints it.
+pub fn dump(c: &Config) -> Value {
+    let g = &c.vrrp.globals;
+    json!({
+        "format": FORMAT,
+        "global_defs": {
+            "router_id": g.router_id,
+            "vrrp_version": version(g.version),
+            "vrrp_strict": g.strict,
+            "vrrp_skip_check_adv_addr": g.skip_check_adv_addr,
+            "vrrp_garp_interval_s": secs(g.garp_interval),
+            "vrrp_gna_interval_s": secs(g.gna_interval),
+            "script_user": g.script_user.map(|(u, gid)| json!({"uid": u, "gid": gid})),
+            "enable_script_security": g.enable_script_security,
+            "notification_email": g.notification_email,
+            "notification_email_from": g.notification_email_from,
+            "smtp_server": g.smtp_server.map(|(a, p)| json!({"address": a, "port": p})),
+            "smtp_helo_name": g.smtp_helo_name,
+            "smtp_connect_timeout_s": secs(g.smtp_connect_timeout),
+        },
+        "virtual_servers": c.services.iter().map(virtual_server).collect::<Vec<_>>(),
+        "vrrp_scripts": c.vrrp.scripts.values().map(script).collect::<Vec<_>>(),
+        "vrrp_instances": c.vrrp.instances.iter().map(instance).collect::<Vec<_>>(),
+        "vrrp_sync_groups": c.vrrp.groups.iter().map(sync_group).collect::<Vec<_>>(),
+    })
+}
+
+/// Seconds as a JSON number (µs resolution).
+fn secs(d: Duration) -> Value {
+    let us = d.as_micros();
+    if us.is_multiple_of(1_000_000) {
+        json!((us / 1_000_000) as u64)
+    } else {
+        json!(us as f64 / 1e6)
+    }
+}
+
+fn version(v: super::vrrp::Version) -> u8 {
+    match v {
+        super::vrrp::Version::V2 => 2,
+        super::vrrp::Version::V3 => 3,
+    }
+}
+
+fn virtual_server(vs: &VirtualServer) -> Value {
+    json!({
+        "address": vs.key.addr,
+        "port": vs.key.port,
+        "protocol": vs.key.proto.name(),
+        "lb_algo": vs.sched.name(),
+        "lb_kind": match vs.fwd {
+            Fwd::Dr => "DR",
+            Fwd::Nat => "NAT",
+            Fwd::Tun => "TUN",
+        },
+        "hash_source_port": vs.hash_port,
+        "persistence_timeout_s": vs.persistence_timeout,
+        "alpha": vs.alpha,
+        "omega": vs.omega,
+        "inhibit_on_failure": vs.inhibit_on_failure,
+        "quorum": vs.quorum,
+        "hysteresis": vs.hysteresis,
+        "quorum_up": vs.quorum_up,
+        "quorum_down": vs.quorum_down,
+        "sorry_server": vs.sorry_server.map(|(a, p)| json!({"address": a, "port": p})),
+        "location": vs.loc.to_string(),
+        "real_servers": vs.reals.iter().map(|r| real_server(vs, r)).collect::<Vec<_>>(),
+    })
+}
+
+fn real_server(vs: &VirtualServer, r: &RealServer) -> Value {
+    json!({
+        "address": r.addr,
+        "port": r.port,
+        "weight": r.weight,
+        "inhibit_on_failure": r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),
+        "notify_up": r.notify_up,
+        "notify_down": r.notify_down,
+        "location": r.loc.to_string(),
+        "checkers": r.checks.iter().map(|c| checker(vs, r, c)).collect::<Vec<_>>(),
+    })
+}
+
+fn checker(vs: &VirtualServer, r: &RealServer, c: &Check) -> Value {
+    let s = Schedule::resolve(c, r.timing, vs.timing);
+    let mut v = json!({
+        "connect_ip": c.connect_ip.unwrap_or(r.addr),
+        "connect_port": c.connect_port.unwrap_or(r.port),
+        "bindto": c.bindto,
+        "fast_recovery": s.fast_recovery,
+        "delay_loop_s": secs(s.delay_loop),
+        "connect_timeout_s": secs(s.connect_timeout),
+        "retry": s.retry,
+        "delay_before_retry_s": secs(s.delay_before_retry),
+        "warmup_s": secs(s.warmup),
+    });
+    let extra = match &c.kind {
+        CheckKind::Tcp => json!({"type": "TCP_CHECK"}),
+        CheckKind::Http {
+            urls,
+            virtualhost,
+            tls,
+            sni,
+            http11,
+        } => json!({
+            "type": if *tls { "SSL_GET" } else { "HTTP_GET" },
+            "virtualhost": virtualhost,
+            "enable_sni": sni,
+            "http_protocol": if *http11 { "1.1" } else { "1.0" },
+            "url": urls.iter().map(|u| json!({
+                "path": u.path,
+                "status_code": u.status.iter().map(|(a, b)| if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }).collect::<Vec<_>>(),
+                "digest": u.digest,
+            })).collect::<Vec<_>>(),
+        }),
+        CheckKind::Udp {
+            payload,
+            require_reply,
+        } => json!({
+            "type": "UDP_CHECK",
+            "payload": payload.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "require_reply": require_reply,
+        }),
+        CheckKind::Dns { qtype, name } => json!({
+            "type": "DNS_CHECK",
+            "query_type": qtype,
+            "name": name,
+        }),
+        CheckKind::Misc {
+            argv,
+            timeout,
+            dynamic,
+            user,
+        } => json!({
+            "type": "MISC_CHECK",
+            "misc_path": argv,
+            // lb: no misc_timeout means the checker's connect_timeout
+            // (keepalived 2.2.7 uses the virtual server's delay_loop).
+            "misc_timeout_s": secs(timeout.unwrap_or(s.connect_timeout)),
+            "misc_dynamic": dynamic,
+            "user": user.map(|(u, g)| json!({"uid": u, "gid": g})),
+        }),
+    };
+    if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+        v.extend(extra);
+    }
+    v
+}
+
+fn script(s: &Script) -> Value {
+    json!({
+        "name": s.name,
+        "script": s.argv,
+        "interval_s": secs(s.interval),
+        "timeout_s": secs(s.timeout),
+        "rise": s.rise,
+        "fall": s.fall,
+        "weight": s.weight,
+        "init_fail": s.init_fail,
+        "user": s.user.map(|(u, g)| json!({"uid": u, "gid": g})),
+        "location": s.loc.to_string(),
+    })
+}
+
+fn vip(v: &Vip) -> Value {
+    json!({
+        "address": v.addr,
+        "prefix": v.prefix,
+        "dev": v.dev,
+        "label": v.label,
+        "scope": v.scope,
+    })
+}
+
+fn tracks(t: &[Track]) -> Value {
+    json!(t
+        .iter()
+        .map(|t| json!({"name": t.name, "weight": t.weight}))
+        .collect::<Vec<_>>())
+}
+
+fn notify(n: &Notify) -> Value {
+    json!({
+        "notify_master": n.master,
+        "notify_backup": n.backup,
+        "notify_fault": n.fault,
+        "notify_stop": n.stop,
+        "notify": n.any,
+        "smtp_alert": n.smtp_alert,
+    })
+}
+
+fn instance(i: &Instance) -> Value {
+    json!({
+        "name": i.name,
+        "state": match i.initial {
+            Initial::Master => "MASTER",
+            Initial::Backup => "BACKUP",
+        },
+        "interface": i.iface,
+        "virtual_router_id": i.vrid,
+        "priority": i.priority,
+        "advert_int_s": secs(Duration::from_millis(u64::from(i.advert_cs) * 10)),
+        "version": version(i.version),
+        "authentication": i.auth.map(|_| "PASS"),
+        "virtual_ipaddress": i.vips.iter().map(vip).collect::<Vec<_>>(),
+        "virtual_ipaddress_excluded": i.excluded.iter().map(vip).collect::<Vec<_>>(),
+        "preempt": i.preempt,
+        "preempt_delay_s": secs(i.preempt_delay),
+        "track_interface": tracks(&i.track_interfaces),
+        "track_script": tracks(&i.track_scripts),
+        "notify": notify(&i.notify),
+        "garp_master_delay_s": secs(i.garp_master_delay),
+        "garp_master_repeat": i.garp_master_repeat,
+        "garp_master_refresh_s": secs(i.garp_master_refresh.unwrap_or_default()),
+        "garp_master_refresh_repeat": i.garp_master_refresh_repeat,
+        "unicast_src_ip": i.unicast_src,
+        "unicast_peer": i.unicast_peers,
+        "location": i.loc.to_string(),
+    })
+}
+
+fn sync_group(g: &SyncGroup) -> Value {
+    json!({
+        "name": g.name,
+        "group": g.members,
+        "track_script": tracks(&g.track_scripts),
+        "notify": notify(&g.notify),
+        "location": g.loc.to_string(),
+    })
+}
