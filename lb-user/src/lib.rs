@@ -6,6 +6,7 @@ pub mod config;
 pub mod dataplane;
 pub mod decap;
 pub mod desired;
+pub mod genhash;
 pub mod health;
 pub mod list;
 pub mod neigh;

@@ -113,6 +113,41 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Mode::Native)]
         xdp_mode: Mode,
     },
+    /// keepalived's genhash: fetch a URL from a server and print the MD5
+    /// digest that HTTP_GET / SSL_GET `url { digest }` expects (computed by
+    /// the checker's own code). Exits 1 when the fetch fails.
+    Genhash {
+        /// Server address (an IP address).
+        #[arg(short = 's', long)]
+        server: std::net::IpAddr,
+        /// Server port.
+        #[arg(short = 'p', long)]
+        port: u16,
+        /// URL path to fetch.
+        #[arg(short = 'u', long)]
+        url: String,
+        /// HTTPS (SSL_GET); the certificate is not verified.
+        #[arg(short = 'S', long = "use-ssl")]
+        ssl: bool,
+        /// Send the virtualhost as SNI in the TLS handshake.
+        #[arg(short = 'I', long = "use-sni")]
+        sni: bool,
+        /// Host header (default: server:port).
+        #[arg(short = 'V', long = "use-virtualhost")]
+        virtualhost: Option<String>,
+        /// Print the header and body dumps and the response time.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+        /// Firewall mark of the socket (SO_MARK).
+        #[arg(short = 'm', long)]
+        fwmark: Option<u32>,
+        /// HTTP version: 1.0, 1.0c (1.0 with Connection: close) or 1.1.
+        #[arg(short = 'P', long, default_value = "1.0")]
+        protocol: lb_user::genhash::Protocol,
+        /// Bound of the whole fetch, seconds.
+        #[arg(short = 't', long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Ask a running agent to reload its configuration (same as SIGHUP).
     Reload {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -300,6 +335,36 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Mode::Skb => XdpMode::Skb,
             };
             rt.block_on(lb_user::decap::run(&iface, &vips, mode))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Genhash {
+            server,
+            port,
+            url,
+            ssl,
+            sni,
+            virtualhost,
+            verbose,
+            fwmark,
+            protocol,
+            timeout,
+        } => {
+            let opts = lb_user::genhash::Options {
+                server,
+                port,
+                url,
+                ssl,
+                sni,
+                virtualhost,
+                protocol,
+                fwmark,
+                timeout: Duration::from_secs(timeout),
+            };
+            let fetched = rt.block_on(lb_user::genhash::fetch(&opts))?;
+            if let Some(w) = lb_user::genhash::status_warning(&fetched.answer) {
+                eprintln!("lb: warning: {w}");
+            }
+            print!("{}", lb_user::genhash::render(&fetched, &opts.url, verbose));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { socket } => {

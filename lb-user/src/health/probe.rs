@@ -609,8 +609,11 @@ mod tests {
     fn bodies_are_digested_as_received_up_to_content_length() {
         // keepalived digests the bytes after the headers, cut at
         // Content-Length, without decoding chunked framing.
-        let a = parse_answer(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA", true)
-            .unwrap();
+        let a = parse_answer(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA",
+            true,
+        )
+        .unwrap();
         assert_eq!(a.status, 200);
         assert_eq!(a.body, b"hello");
         assert_eq!(a.digest_hex(), "5d41402abc4b2a76b9719d911017c592");
