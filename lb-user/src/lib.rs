@@ -9,6 +9,7 @@ pub mod desired;
 pub mod genhash;
 pub mod health;
 pub mod list;
+pub mod lvscf;
 pub mod neigh;
 pub mod reconciler;
 pub mod sched;

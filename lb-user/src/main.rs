@@ -29,6 +29,13 @@ enum Mode {
     Skb,
 }
 
+/// `lb import-lvs-cf --router`.
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum RouterArg {
+    Primary,
+    Backup,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load and attach XDP, apply the configuration and run in the foreground.
@@ -147,6 +154,20 @@ enum Cmd {
         /// Bound of the whole fetch, seconds.
         #[arg(short = 't', long, default_value_t = 5)]
         timeout: u64,
+    },
+    /// Convert a Piranha lvs.cf (pulse / nanny) into keepalived.conf on
+    /// stdout; what cannot be carried over is a warning on stderr (file:line).
+    /// Exits 64 on errors (nothing printed on stdout then).
+    ImportLvsCf {
+        /// The lvs.cf file (usually /etc/sysconfig/ha/lvs.cf).
+        file: PathBuf,
+        /// The router the output is for: the primary (MASTER, priority 150)
+        /// or the backup (BACKUP, priority 100).
+        #[arg(long, value_enum, default_value_t = RouterArg::Primary)]
+        router: RouterArg,
+        /// VRRP virtual_router_id (pulse has none; both routers need the same).
+        #[arg(long, default_value_t = 51, value_parser = clap::value_parser!(u8).range(1..))]
+        vrid: u8,
     },
     /// Ask a running agent to reload its configuration (same as SIGHUP).
     Reload {
@@ -365,6 +386,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("lb: warning: {w}");
             }
             print!("{}", lb_user::genhash::render(&fetched, &opts.url, verbose));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::ImportLvsCf { file, router, vrid } => {
+            use anyhow::Context as _;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let router = match router {
+                RouterArg::Primary => lb_user::lvscf::Router::Primary,
+                RouterArg::Backup => lb_user::lvscf::Router::Backup,
+            };
+            let import = lb_user::lvscf::import(&text, &file, router, vrid);
+            for d in &import.diags {
+                eprintln!("{d}");
+            }
+            if import.has_errors() {
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            print!("{}", import.text);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { socket } => {
