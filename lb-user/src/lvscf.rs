@@ -230,7 +230,9 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Quotes a keepalived.conf word when it holds blanks or quotes.
+/// Quotes a keepalived.conf word when it holds blanks, quotes, braces or
+/// comment characters (a `"` inside becomes `'`: keepalived.conf strings
+/// have no escape).
 fn quoted(s: &str) -> String {
     if s.is_empty() || s.contains([' ', '\t', '"', '#', '!', '{', '}']) {
         format!("\"{}\"", s.replace('"', "'"))
@@ -571,17 +573,16 @@ fn checker(
     }
     if !regex_on {
         if let Some(c) = http_checker(&send_s, &expect_s) {
-            if let Checker::Http { .. } = c {
-                if expect_s.len() > "HTTP/1.x".len() && expect_s.starts_with("HTTP/1.") {
-                    // The version in the reply is not compared by HTTP_GET.
-                    cx.warn(
-                        expect.unwrap_or(vs),
-                        format!(
-                            "HTTP_GET compares the status code of '{}', not the HTTP version or reason",
-                            expect_s.escape_debug()
-                        ),
-                    );
-                }
+            // HTTP_GET compares the status code only: an expected version
+            // (`HTTP/1.1`) or reason phrase is not checked.
+            if expect_s.len() >= "HTTP/1.x".len() {
+                cx.warn(
+                    expect.unwrap_or(vs),
+                    format!(
+                        "HTTP_GET compares the status code of '{}', not the HTTP version or reason",
+                        expect_s.escape_debug()
+                    ),
+                );
             }
             return c;
         }
