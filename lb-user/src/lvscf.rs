@@ -79,8 +79,8 @@ struct Stmt {
 }
 
 /// Splits a line into words; a word starting with a quote runs to the
-/// matching quote (Piranha's `tokenizeString`). Returns (column, word,
-/// quoted) triples, or the column of an unterminated quote.
+/// matching quote (Piranha's `tokenizeString`), without the quotes. Returns
+/// (1-based column, word) pairs, or the column of an unterminated quote.
 fn words(line: &str) -> Result<Vec<(u32, String)>, u32> {
     let mut out = Vec::new();
     let b = line.as_bytes();
