@@ -29,6 +29,13 @@ enum Mode {
     Skb,
 }
 
+/// `lb import-lvs-cf --router`.
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum RouterArg {
+    Primary,
+    Backup,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load and attach XDP, apply the configuration and run in the foreground.
@@ -119,6 +126,55 @@ enum Cmd {
         vips: Vec<std::net::IpAddr>,
         #[arg(long, value_enum, default_value_t = Mode::Native)]
         xdp_mode: Mode,
+    },
+    /// keepalived's genhash: fetch a URL from a server and print the MD5
+    /// digest that HTTP_GET / SSL_GET `url { digest }` expects (computed by
+    /// the checker's own code). Exits 1 when the fetch fails.
+    Genhash {
+        /// Server address (an IP address).
+        #[arg(short = 's', long)]
+        server: std::net::IpAddr,
+        /// Server port.
+        #[arg(short = 'p', long)]
+        port: u16,
+        /// URL path to fetch.
+        #[arg(short = 'u', long)]
+        url: String,
+        /// HTTPS (SSL_GET); the certificate is not verified.
+        #[arg(short = 'S', long = "use-ssl")]
+        ssl: bool,
+        /// Send the virtualhost as SNI in the TLS handshake.
+        #[arg(short = 'I', long = "use-sni")]
+        sni: bool,
+        /// Host header (default: server:port).
+        #[arg(short = 'V', long = "use-virtualhost")]
+        virtualhost: Option<String>,
+        /// Print the header and body dumps and the response time.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+        /// Firewall mark of the socket (SO_MARK).
+        #[arg(short = 'm', long)]
+        fwmark: Option<u32>,
+        /// HTTP version: 1.0, 1.0c (1.0 with Connection: close) or 1.1.
+        #[arg(short = 'P', long, default_value = "1.0")]
+        protocol: lb_user::genhash::Protocol,
+        /// Bound of the whole fetch, seconds.
+        #[arg(short = 't', long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Convert a Piranha lvs.cf (pulse / nanny) into keepalived.conf on
+    /// stdout; what cannot be carried over is a warning on stderr (file:line).
+    /// Exits 64 on errors (nothing printed on stdout then).
+    ImportLvsCf {
+        /// The lvs.cf file (usually /etc/sysconfig/ha/lvs.cf).
+        file: PathBuf,
+        /// The router the output is for: the primary (MASTER, priority 150)
+        /// or the backup (BACKUP, priority 100).
+        #[arg(long, value_enum, default_value_t = RouterArg::Primary)]
+        router: RouterArg,
+        /// VRRP virtual_router_id (pulse has none; both routers need the same).
+        #[arg(long, default_value_t = 51, value_parser = clap::value_parser!(u8).range(1..))]
+        vrid: u8,
     },
     /// Ask a running agent to reload its configuration (same as SIGHUP).
     Reload {
@@ -319,6 +375,54 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Mode::Skb => XdpMode::Skb,
             };
             rt.block_on(lb_user::decap::run(&iface, &vips, mode))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Genhash {
+            server,
+            port,
+            url,
+            ssl,
+            sni,
+            virtualhost,
+            verbose,
+            fwmark,
+            protocol,
+            timeout,
+        } => {
+            let opts = lb_user::genhash::Options {
+                server,
+                port,
+                url,
+                ssl,
+                sni,
+                virtualhost,
+                protocol,
+                fwmark,
+                timeout: Duration::from_secs(timeout),
+            };
+            let fetched = rt.block_on(lb_user::genhash::fetch(&opts))?;
+            if let Some(w) = lb_user::genhash::status_warning(&fetched.answer) {
+                eprintln!("lb: warning: {w}");
+            }
+            print!("{}", lb_user::genhash::render(&fetched, &opts.url, verbose));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::ImportLvsCf { file, router, vrid } => {
+            use anyhow::Context as _;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let router = match router {
+                RouterArg::Primary => lb_user::lvscf::Router::Primary,
+                RouterArg::Backup => lb_user::lvscf::Router::Backup,
+            };
+            let import = lb_user::lvscf::import(&text, &file, router, vrid);
+            for d in &import.diags {
+                eprintln!("{d}");
+            }
+            if import.has_errors() {
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            print!("{}", import.text);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Reload { socket } => {

@@ -28,6 +28,8 @@ pub enum ProbeError {
     /// The local address (with its port for UDP).
     #[error("bind {0}")]
     Bind(String, #[source] io::Error),
+    #[error("fwmark {0}")]
+    Mark(u32, #[source] io::Error),
     #[error("connect {0}")]
     Connect(SocketAddr, #[source] io::Error),
     #[error("send")]
@@ -56,14 +58,12 @@ pub enum ProbeError {
     Status(u16),
     #[error("no end of headers")]
     NoHeaderEnd,
-    #[error("bad chunked body")]
-    BadChunked,
     #[error("digest {0}")]
     Digest(String),
 }
 
 /// Most bytes of an HTTP answer read (headers and body).
-const MAX_HTTP_BYTES: usize = 1 << 20;
+pub const MAX_HTTP_BYTES: usize = 1 << 20;
 
 /// Where a checker connects: connect_ip / connect_port, else the real's.
 pub fn target(check: &Check, real: IpAddr, port: u16) -> SocketAddr {
@@ -78,7 +78,7 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
     match &check.kind {
         CheckKind::Tcp => {
             bounded(timeout, async {
-                connect(to, check.bindto).await?;
+                connect(to, check.bindto, None).await?;
                 Ok(Outcome::Up)
             })
             .await
@@ -92,13 +92,19 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
         } => {
             bounded(timeout, async {
                 for u in urls {
-                    let s = connect(to, check.bindto).await?;
-                    let host = virtualhost.as_deref();
-                    let r = if *tls {
-                        let s = tls_connect(s, to, if *sni { host } else { None }).await?;
-                        http_get(s, to, u, host, *http11).await
-                    } else {
-                        http_get(s, to, u, host, *http11).await
+                    let req = HttpRequest {
+                        path: &u.path,
+                        virtualhost: virtualhost.as_deref(),
+                        http11: *http11,
+                        tls: *tls,
+                        sni: *sni,
+                        bindto: check.bindto,
+                        fwmark: None,
+                    };
+                    // Without a digest, the status line is all that is needed.
+                    let r = match http_fetch(to, &req, u.digest.is_some()).await {
+                        Ok(answer) => judge(u, &answer),
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = r {
                         return Ok(Outcome::Down(format!("GET {}: {}", u.path, chain(&e))));
@@ -237,13 +243,22 @@ async fn bounded(
     }
 }
 
-async fn connect(to: SocketAddr, bindto: Option<IpAddr>) -> Result<TcpStream, ProbeError> {
+async fn connect(
+    to: SocketAddr,
+    bindto: Option<IpAddr>,
+    fwmark: Option<u32>,
+) -> Result<TcpStream, ProbeError> {
     let sock = if to.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
     .map_err(ProbeError::Io)?;
+    if let Some(mark) = fwmark {
+        socket2::SockRef::from(&sock)
+            .set_mark(mark)
+            .map_err(|e| ProbeError::Mark(mark, e))?;
+    }
     if let Some(b) = bindto {
         sock.bind(SocketAddr::new(b, 0))
             .map_err(|e| ProbeError::Bind(b.to_string(), e))?;
@@ -341,28 +356,117 @@ async fn tls_connect(
         .map_err(ProbeError::Tls)
 }
 
-/// One HTTP/1.0 GET; Ok when the status is accepted and the digest matches.
-async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+/// One GET of HTTP_GET / SSL_GET (and of `lb genhash`, which must digest
+/// exactly what the checker compares).
+#[derive(Clone, Debug)]
+pub struct HttpRequest<'a> {
+    /// The URL path (`url { path }`, genhash `-u`).
+    pub path: &'a str,
+    /// `Host:` header; the target `address:port` when `None` (keepalived's
+    /// default, `virtualhost` / genhash `-V` otherwise).
+    pub virtualhost: Option<&'a str>,
+    /// `HTTP/1.1` instead of `HTTP/1.0` (`http_protocol 1.1`, genhash `-P 1.1`).
+    pub http11: bool,
+    /// TLS (SSL_GET, genhash `-S`); the certificate is not verified.
+    pub tls: bool,
+    /// Send the virtualhost as TLS SNI (`enable_sni`, genhash `-I`).
+    pub sni: bool,
+    /// Local address to connect from (`bindto`).
+    pub bindto: Option<IpAddr>,
+    /// Firewall mark of the socket (SO_MARK; genhash `-m`).
+    pub fwmark: Option<u32>,
+}
+
+/// An HTTP answer as read by [`http_fetch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The status code of the status line.
+    pub status: u16,
+    /// The header bytes, status line to the empty line (its CRLF CRLF
+    /// included); empty when only the status line was read.
+    pub head: Vec<u8>,
+    /// The body bytes as received: everything after the headers, cut at
+    /// `Content-Length` when there is one. Chunked framing is not decoded,
+    /// as in keepalived's check_http.c and genhash (2.2.7): the MD5 digest
+    /// covers the bytes on the wire.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// MD5 of the body, 32 lower-case hex digits: the value of
+    /// `url { digest }` that matches this answer.
+    pub fn digest_hex(&self) -> String {
+        hex(&self.md5())
+    }
+
+    /// MD5 of the body (16 bytes).
+    pub fn md5(&self) -> [u8; 16] {
+        Md5::digest(&self.body).into()
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Connects to `to` (TLS when asked), sends one GET and reads the answer:
+/// the whole answer (at most [`MAX_HTTP_BYTES`]) when `whole`, else up to
+/// the end of the status line. Not bounded in time: callers bound it.
+pub async fn http_fetch(
+    to: SocketAddr,
+    req: &HttpRequest<'_>,
+    whole: bool,
+) -> Result<HttpAnswer, ProbeError> {
+    let s = connect(to, req.bindto, req.fwmark).await?;
+    if req.tls {
+        let sni = if req.sni { req.virtualhost } else { None };
+        let s = tls_connect(s, to, sni).await?;
+        http_exchange(s, to, req, whole).await
+    } else {
+        http_exchange(s, to, req, whole).await
+    }
+}
+
+/// Ok when the status is accepted by `url` and its digest (if any) matches.
+fn judge(url: &Url, answer: &HttpAnswer) -> Result<(), ProbeError> {
+    if !url
+        .status
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&answer.status))
+    {
+        return Err(ProbeError::Status(answer.status));
+    }
+    if let Some(want) = &url.digest {
+        let got = answer.digest_hex();
+        if &got != want {
+            return Err(ProbeError::Digest(got));
+        }
+    }
+    Ok(())
+}
+
+async fn http_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut s: S,
     to: SocketAddr,
-    url: &Url,
-    host: Option<&str>,
-    http11: bool,
-) -> Result<(), ProbeError> {
-    let host = host.map(String::from).unwrap_or_else(|| match to {
-        SocketAddr::V4(a) => a.to_string(),
-        SocketAddr::V6(a) => a.to_string(),
-    });
-    let req = format!(
+    req: &HttpRequest<'_>,
+    whole: bool,
+) -> Result<HttpAnswer, ProbeError> {
+    let host = req
+        .virtualhost
+        .map(String::from)
+        .unwrap_or_else(|| match to {
+            SocketAddr::V4(a) => a.to_string(),
+            SocketAddr::V6(a) => a.to_string(),
+        });
+    let text = format!(
         "GET {} HTTP/1.{}\r\nHost: {host}\r\nUser-Agent: lb-healthcheck\r\nConnection: close\r\n\r\n",
-        url.path,
-        u8::from(http11)
+        req.path,
+        u8::from(req.http11)
     );
-    s.write_all(req.as_bytes()).await.map_err(ProbeError::Io)?;
+    s.write_all(text.as_bytes()).await.map_err(ProbeError::Io)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    // Without a digest, the status line is all that is needed.
-    let need_body = url.digest.is_some();
     loop {
         let n = match s.read(&mut chunk).await {
             Ok(n) => n,
@@ -377,60 +481,57 @@ async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         if buf.len() > MAX_HTTP_BYTES {
             return Err(ProbeError::TooLarge(MAX_HTTP_BYTES));
         }
-        if !need_body && buf.windows(2).any(|w| w == b"\r\n") {
+        if !whole && buf.windows(2).any(|w| w == b"\r\n") {
             break;
         }
     }
+    parse_answer(&buf, whole)
+}
+
+/// Splits a raw answer into status, headers and body (see [`HttpAnswer`]).
+fn parse_answer(buf: &[u8], whole: bool) -> Result<HttpAnswer, ProbeError> {
     let line_end = buf
         .windows(2)
         .position(|w| w == b"\r\n")
         .ok_or(ProbeError::NoStatusLine)?;
     let line = String::from_utf8_lossy(&buf[..line_end]);
-    let code: u16 = line
+    let status: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| ProbeError::BadStatusLine(line.to_string()))?;
-    if !url.status.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)) {
-        return Err(ProbeError::Status(code));
+    if !whole {
+        return Ok(HttpAnswer {
+            status,
+            head: Vec::new(),
+            body: Vec::new(),
+        });
     }
-    if let Some(want) = &url.digest {
-        let head_end = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or(ProbeError::NoHeaderEnd)?;
-        let headers = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let raw = &buf[head_end + 4..];
-        let body = if headers.contains("transfer-encoding: chunked") {
-            dechunk(raw).ok_or(ProbeError::BadChunked)?
-        } else {
-            raw.to_vec()
-        };
-        let got: String = Md5::digest(&body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if &got != want {
-            return Err(ProbeError::Digest(got));
-        }
+    let head_len = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(ProbeError::NoHeaderEnd)?
+        + 4;
+    let head = &buf[..head_len];
+    let mut body = &buf[head_len..];
+    if let Some(len) = content_length(head) {
+        body = &body[..body.len().min(len)];
     }
-    Ok(())
+    Ok(HttpAnswer {
+        status,
+        head: head.to_vec(),
+        body: body.to_vec(),
+    })
 }
 
-/// Decodes a chunked transfer-encoded body.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&raw[..end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
-    }
+/// The `Content-Length` header's value, when present and a number.
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head).split("\r\n").find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
 }
 
 /// MISC_CHECK: the program with its arguments, no shell, an empty
@@ -505,12 +606,34 @@ mod tests {
     }
 
     #[test]
-    fn chunked_bodies_decode() {
-        assert_eq!(
-            dechunk(b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n").unwrap(),
-            b"hello world"
-        );
-        assert!(dechunk(b"5\r\nhel").is_none());
+    fn bodies_are_digested_as_received_up_to_content_length() {
+        // keepalived digests the bytes after the headers, cut at
+        // Content-Length, without decoding chunked framing.
+        let a = parse_answer(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA",
+            true,
+        )
+        .unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, b"hello");
+        assert_eq!(a.digest_hex(), "5d41402abc4b2a76b9719d911017c592");
+        let a = parse_answer(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(a.status, 404);
+        assert_eq!(a.body, b"5\r\nhello\r\n0\r\n\r\n");
+        // The value keepalived 2.2.7's genhash prints for this answer.
+        assert_eq!(a.digest_hex(), "79e9489e3bd3f0cb0158215341de046d");
+        assert!(matches!(
+            parse_answer(b"HTTP/1.0 200 OK\r\nServer: x\r\n", true),
+            Err(ProbeError::NoHeaderEnd)
+        ));
+        assert!(matches!(
+            parse_answer(b"garbage\r\n", true),
+            Err(ProbeError::BadStatusLine(_))
+        ));
     }
 
     #[tokio::test]
