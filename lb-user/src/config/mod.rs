@@ -7,6 +7,7 @@
 //! unknown keywords and keywords whose semantics are not implemented yet.
 
 pub mod check;
+pub mod script;
 pub mod syntax;
 mod value;
 pub mod vrrp;
@@ -15,8 +16,9 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 
 /// Where callers found it before it moved to [`crate::util`].
 pub use crate::util::fmt_sock;
+use crate::util::process::Program;
 pub use syntax::{Diag, Loc, Node, Severity};
-use value::{choice, command, errors, flag, parse_addr, parse_num, unknown};
+use value::{choice, errors, flag, notify_program, parse_addr, parse_num, unknown};
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -145,8 +147,8 @@ pub struct RealServer {
     /// Keep a failed real with weight 0 instead of removing it.
     pub inhibit_on_failure: Option<bool>,
     /// Programs run when the real goes up / down (words, no shell).
-    pub notify_up: Option<Vec<String>>,
-    pub notify_down: Option<Vec<String>>,
+    pub notify_up: Option<Program>,
+    pub notify_down: Option<Program>,
     pub loc: Loc,
 }
 
@@ -173,8 +175,8 @@ pub struct VirtualServer {
     pub quorum: u32,
     pub hysteresis: u32,
     /// Programs run when the quorum is gained / lost (words, no shell).
-    pub quorum_up: Option<Vec<String>>,
-    pub quorum_down: Option<Vec<String>>,
+    pub quorum_up: Option<Program>,
+    pub quorum_down: Option<Program>,
     /// On shutdown, run quorum_down and the reals' notify_down.
     pub omega: bool,
     pub reals: Vec<RealServer>,
@@ -339,14 +341,13 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     }
     vrrp::finish(&mut vr, &mut diags);
     capacity(&services, &mut diags);
-    Loaded {
-        config: Config {
-            services,
-            vrrp: vr,
-            nodes,
-        },
-        diags,
-    }
+    let mut config = Config {
+        services,
+        vrrp: vr,
+        nodes,
+    };
+    script::secure(&mut config, &mut diags);
+    Loaded { config, diags }
 }
 
 /// What the data plane's maps cannot hold is an error of the file, located
@@ -552,8 +553,8 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                     hysteresis = h;
                 }
             }
-            "quorum_up" => quorum_up = command(c, diags),
-            "quorum_down" => quorum_down = command(c, diags),
+            "quorum_up" => quorum_up = notify_program(c, diags),
+            "quorum_down" => quorum_down = notify_program(c, diags),
             "inhibit_on_failure" => inhibit_on_failure = flag(c),
             k if timing_keyword(k) => {
                 timing.take(c, diags);
@@ -621,8 +622,8 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
                 }
             }
             "inhibit_on_failure" => inhibit_on_failure = Some(flag(c)),
-            "notify_up" => notify_up = command(c, diags),
-            "notify_down" => notify_down = command(c, diags),
+            "notify_up" => notify_up = notify_program(c, diags),
+            "notify_down" => notify_down = notify_program(c, diags),
             k if timing_keyword(k) || k == "delay_loop" => {
                 timing.take(c, diags);
             }
