@@ -125,3 +125,63 @@ pub fn run_script(p: Program, what: String) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("lb-process-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn words_never_reach_a_shell() {
+        let d = dir("noshell");
+        let m = d.join("m");
+        // Shell syntax in an argument is one literal word for the program.
+        let p = Program::new(vec![
+            "/bin/echo".into(),
+            format!("x; touch {}", m.display()),
+            format!("$(touch {})", m.display()),
+        ]);
+        assert!(run_bounded(&p, SCRIPT_TIMEOUT).await.unwrap().success());
+        // Nor as the program: no such file, refused before anything runs.
+        let p = Program::new(vec![format!("touch {}; true", m.display())]);
+        assert!(matches!(
+            run_bounded(&p, SCRIPT_TIMEOUT).await,
+            Err(RunError::Refused(Refused::Unusable(_)))
+        ));
+        assert!(!m.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn the_resolved_file_runs_with_argv0_as_configured() {
+        let d = dir("argv0");
+        let out = d.join("out");
+        let prog = d.join("show.sh");
+        std::fs::write(
+            &prog,
+            format!("#!/bin/sh\necho \"$0 $1\" > '{}'\n", out.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &prog,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink("show.sh", &link).unwrap();
+        let p = Program::new(vec![link.display().to_string(), "a b".into()]);
+        assert!(run_bounded(&p, SCRIPT_TIMEOUT).await.unwrap().success());
+        // A script's $0 is the file the kernel executed: the resolved one.
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("{} a b\n", prog.display())
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
