@@ -168,11 +168,8 @@ mod tests {
             format!("#!/bin/sh\necho \"$0 $1\" > '{}'\n", out.display()),
         )
         .unwrap();
-        std::fs::set_permissions(
-            &prog,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let link = d.join("link");
         std::os::unix::fs::symlink("show.sh", &link).unwrap();
         let p = Program::new(vec![link.display().to_string(), "a b".into()]);
