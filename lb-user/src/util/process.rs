@@ -69,13 +69,14 @@ pub enum RunError {
 /// [`security`]) and, unless refused, the resolved file with the words as
 /// given (never a shell; `argv[0]` as configured), an empty environment but
 /// PATH, no input or output, as its account, killed if its handle is
-/// dropped. An insecure program allowed (no `enable_script_security`) is
-/// logged.
+/// dropped. An insecure program allowed (no `enable_script_security`) was
+/// warned about at load; each run logs it at debug level only (a
+/// vrrp_script runs every interval).
 pub fn command(p: &Program) -> Result<tokio::process::Command, Refused> {
     let argv0 = p.argv.first().map(String::as_str).unwrap_or("");
     let checked = security::authorize(argv0, p.account(), p.script_security)?;
     if let Some(i) = &checked.insecure {
-        tracing::warn!(program = %argv0, "{i}: runs as root anyway (enable_script_security is not set)");
+        tracing::debug!(program = %argv0, "{i}: runs as root anyway (enable_script_security is not set)");
     }
     let mut cmd = tokio::process::Command::new(&checked.path);
     cmd.arg0(argv0);
@@ -98,7 +99,7 @@ pub async fn run_bounded(p: &Program, timeout: Duration) -> Result<ExitStatus, R
         .map_err(RunError::Refused)?
         .spawn()
         .map_err(|source| RunError::Spawn {
-            program: p.argv[0].clone(),
+            program: p.argv.first().cloned().unwrap_or_default(),
             source,
         })?;
     match tokio::time::timeout(timeout, child.wait()).await {
@@ -114,7 +115,7 @@ pub async fn run_bounded(p: &Program, timeout: Duration) -> Result<ExitStatus, R
 /// discarded, killed after [`SCRIPT_TIMEOUT`], the outcome logged.
 pub fn run_script(p: Program, what: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let program = p.argv[0].clone();
+        let program = p.argv.first().cloned().unwrap_or_default();
         match run_bounded(&p, SCRIPT_TIMEOUT).await {
             Ok(st) if st.success() => tracing::info!(%what, %program, "ran"),
             Ok(st) => tracing::warn!(%what, %program, "exited with {st}"),
