@@ -287,7 +287,10 @@ fn seed_002_dr_and_vrrp_scripts() {
         .message
         .contains("vrrp_strict does not allow authentication")));
     assert_eq!(v.instances[0].track_scripts[0].name, "check_nginx");
-    assert_eq!(v.scripts["check_nginx"].argv, ["/root/check_nginx.sh"]);
+    assert_eq!(
+        v.scripts["check_nginx"].program.argv,
+        ["/root/check_nginx.sh"]
+    );
     assert_eq!(v.scripts["check_nginx"].interval.as_secs(), 5);
 }
 
@@ -422,12 +425,11 @@ fn checkers_and_their_timing_are_read() {
     );
     match &r.checks[2].kind {
         CheckKind::Misc {
-            argv,
+            program,
             timeout,
             dynamic,
-            ..
         } => {
-            assert_eq!(argv, &["/usr/bin/check", "--port", "80", "a b"]);
+            assert_eq!(program.argv, ["/usr/bin/check", "--port", "80", "a b"]);
             assert_eq!(*timeout, Some(Duration::from_secs(3)));
             assert!(dynamic);
         }
@@ -521,7 +523,7 @@ fn misc_check_user_is_resolved_or_refused() {
     let l = load_str(&conf("nobody"), Path::new("k.conf"));
     assert!(!l.has_errors(), "{:?}", l.diags);
     match &l.config.services[0].reals[0].checks[0].kind {
-        CheckKind::Misc { user, .. } => assert_eq!(*user, Some((65534, 65534))),
+        CheckKind::Misc { program, .. } => assert_eq!(program.user, Some((65534, 65534))),
         k => panic!("{k:?}"),
     }
     let bad = load_str(&conf("no-such-user-here"), Path::new("k.conf"));
@@ -632,7 +634,7 @@ vrrp_instance VI_6 {
     assert_eq!(g.script_user, Some((0, 0)));
     assert_eq!(g.smtp_server, Some((ip("127.0.0.1"), 2525)));
     let s = &v.scripts["chk"];
-    assert_eq!(s.argv, ["/usr/bin/test", "-f", "/run/ok file"]);
+    assert_eq!(s.program.argv, ["/usr/bin/test", "-f", "/run/ok file"]);
     assert_eq!(
         (
             s.interval.as_secs(),
@@ -644,7 +646,7 @@ vrrp_instance VI_6 {
         ),
         (2, 1, 2, 3, 30, true)
     );
-    assert_eq!(s.user, Some((0, 0)), "script_user applies");
+    assert_eq!(s.program.user, Some((0, 0)), "script_user applies");
     let i = &v.instances[0];
     assert_eq!(
         (
@@ -675,7 +677,7 @@ vrrp_instance VI_6 {
     assert_eq!(i.track_interfaces[1].weight, None);
     assert_eq!(i.track_scripts[0].weight, Some(-50));
     assert_eq!(
-        i.notify.master.as_deref().unwrap(),
+        i.notify.master.as_ref().unwrap().argv,
         ["/usr/local/bin/to", "master"]
     );
     assert_eq!(
@@ -719,44 +721,6 @@ fn vrrp_mistakes_are_errors_with_locations() {
         );
     }
     assert_eq!(errors.len(), want.len(), "{errors:#?}");
-}
-
-#[test]
-fn enable_script_security_refuses_unsafe_root_scripts() {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tmpdir("scriptsec");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let prog = dir.join("check.sh");
-    std::fs::write(&prog, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let text = format!(
-        "global_defs {{\n  enable_script_security\n}}\n\
-         vrrp_script unsafe {{\n  script \"{}\"\n}}\n\
-         vrrp_script relative {{\n  script \"check.sh\"\n}}\n\
-         vrrp_script safe {{\n  script \"/usr/bin/true\"\n}}\n\
-         vrrp_instance VI_1 {{\n  interface eth0\n  virtual_router_id 1\n  notify_master \"{}\"\n  \
-         virtual_ipaddress {{\n    10.0.0.1\n  }}\n}}\n",
-        prog.display(),
-        prog.display()
-    );
-    let (_, d) = vrrp_of(&text);
-    let errors: Vec<&String> = d.iter().filter(|d| d.contains(": error: ")).collect();
-    assert_eq!(errors.len(), 3, "{errors:#?}");
-    assert!(errors
-        .iter()
-        .any(|e| e.contains("check.sh runs as root but is not an absolute path")));
-    assert_eq!(
-        errors
-            .iter()
-            .filter(|e| e.contains("is writable by non-root users (mode 777)"))
-            .count(),
-        2,
-        "the vrrp_script and the notify program: {errors:#?}"
-    );
-    // Without the option, the same file is accepted (keepalived's default).
-    let (_, d) = vrrp_of(&text.replace("enable_script_security", "router_id x"));
-    assert!(!d.iter().any(|d| d.contains(": error: ")), "{d:#?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::{
     },
     Diag, Node,
 };
+use crate::util::process::Program;
 
 /// Timing of a checker; unset fields inherit from the enclosing block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,11 +110,10 @@ pub enum CheckKind {
     /// MISC_CHECK: a program, run without a shell; exit 0 up, 1 down,
     /// 2–255 with `misc_dynamic` sets the weight to code − 2.
     Misc {
-        argv: Vec<String>,
+        /// `misc_path`, run as `user NAME [GROUP]` (else the default).
+        program: Program,
         timeout: Option<Duration>,
         dynamic: bool,
-        /// Run as this (uid, gid) (`user NAME [GROUP]`), else as the agent.
-        user: Option<(u32, u32)>,
     },
 }
 
@@ -326,10 +326,12 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             // keepalived's quoting rules: words, with "…" and '…' grouping.
             let argv = program_words(&path, &n.loc, "misc_path", diags)?;
             CheckKind::Misc {
-                argv,
+                program: Program {
+                    user,
+                    ..Program::new(argv)
+                },
                 timeout: misc_timeout,
                 dynamic,
-                user,
             }
         }
     };

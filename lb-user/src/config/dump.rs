@@ -19,7 +19,7 @@ use super::{
     vrrp::{Initial, Instance, Notify, Script, SyncGroup, Track, Vip},
     Config, Fwd, RealServer, VirtualServer,
 };
-use crate::health::Schedule;
+use crate::{health::Schedule, util::process::Program};
 
 /// The dump's format name and version.
 pub const FORMAT: &str = "lb-config-dump/1";
@@ -86,8 +86,8 @@ fn virtual_server(vs: &VirtualServer) -> Value {
         "inhibit_on_failure": vs.inhibit_on_failure,
         "quorum": vs.quorum,
         "hysteresis": vs.hysteresis,
-        "quorum_up": vs.quorum_up,
-        "quorum_down": vs.quorum_down,
+        "quorum_up": vs.quorum_up.as_ref().map(program),
+        "quorum_down": vs.quorum_down.as_ref().map(program),
         "sorry_server": vs.sorry_server.map(|(a, p)| json!({"address": a, "port": p})),
         "location": vs.loc.to_string(),
         "real_servers": vs.reals.iter().map(|r| real_server(vs, r)).collect::<Vec<_>>(),
@@ -100,8 +100,8 @@ fn real_server(vs: &VirtualServer, r: &RealServer) -> Value {
         "port": r.port,
         "weight": r.weight,
         "inhibit_on_failure": r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),
-        "notify_up": r.notify_up,
-        "notify_down": r.notify_down,
+        "notify_up": r.notify_up.as_ref().map(program),
+        "notify_down": r.notify_down.as_ref().map(program),
         "location": r.loc.to_string(),
         "checkers": r.checks.iter().map(|c| checker(vs, r, c)).collect::<Vec<_>>(),
     })
@@ -157,18 +157,17 @@ fn checker(vs: &VirtualServer, r: &RealServer, c: &Check) -> Value {
             "name": name,
         }),
         CheckKind::Misc {
-            argv,
+            program: p,
             timeout,
             dynamic,
-            user,
         } => json!({
             "type": "MISC_CHECK",
-            "misc_path": argv,
+            "misc_path": p.argv,
             // lb: no misc_timeout means the checker's connect_timeout
             // (keepalived 2.2.7 uses the virtual server's delay_loop).
             "misc_timeout_s": secs(timeout.unwrap_or(s.connect_timeout)),
             "misc_dynamic": dynamic,
-            "user": user.map(|(u, g)| json!({"uid": u, "gid": g})),
+            "user": p.user.map(|(u, g)| json!({"uid": u, "gid": g})),
         }),
     };
     if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
@@ -177,17 +176,26 @@ fn checker(vs: &VirtualServer, r: &RealServer, c: &Check) -> Value {
     v
 }
 
+/// A configured program: its words and the account it runs as (`null`:
+/// the agent's own).
+fn program(p: &Program) -> Value {
+    json!({
+        "argv": p.argv,
+        "user": p.user.map(|(u, g)| json!({"uid": u, "gid": g})),
+    })
+}
+
 fn script(s: &Script) -> Value {
     json!({
         "name": s.name,
-        "script": s.argv,
+        "script": s.program.argv,
         "interval_s": secs(s.interval),
         "timeout_s": secs(s.timeout),
         "rise": s.rise,
         "fall": s.fall,
         "weight": s.weight,
         "init_fail": s.init_fail,
-        "user": s.user.map(|(u, g)| json!({"uid": u, "gid": g})),
+        "user": s.program.user.map(|(u, g)| json!({"uid": u, "gid": g})),
         "location": s.loc.to_string(),
     })
 }
@@ -211,11 +219,11 @@ fn tracks(t: &[Track]) -> Value {
 
 fn notify(n: &Notify) -> Value {
     json!({
-        "notify_master": n.master,
-        "notify_backup": n.backup,
-        "notify_fault": n.fault,
-        "notify_stop": n.stop,
-        "notify": n.any,
+        "notify_master": n.master.as_ref().map(program),
+        "notify_backup": n.backup.as_ref().map(program),
+        "notify_fault": n.fault.as_ref().map(program),
+        "notify_stop": n.stop.as_ref().map(program),
+        "notify": n.any.as_ref().map(program),
         "smtp_alert": n.smtp_alert,
     })
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod dump;
 pub mod group;
 pub mod route;
+pub mod script;
 pub mod syntax;
 mod value;
 pub mod vrrp;
@@ -18,9 +19,12 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, path::Path};
 
 /// Where callers found it before it moved to [`crate::util`].
 pub use crate::util::fmt_sock;
+use crate::util::process::Program;
 pub use syntax::{Diag, Loc, Node, Severity};
 pub use value::secs_text;
-use value::{choice, command, errors, flag, parse_addr, parse_num, uint, unknown, Shapes, ANY};
+use value::{
+    choice, errors, flag, notify_program, parse_addr, parse_num, uint, unknown, Shapes, ANY,
+};
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,8 +153,8 @@ pub struct RealServer {
     /// Keep a failed real with weight 0 instead of removing it.
     pub inhibit_on_failure: Option<bool>,
     /// Programs run when the real goes up / down (words, no shell).
-    pub notify_up: Option<Vec<String>>,
-    pub notify_down: Option<Vec<String>>,
+    pub notify_up: Option<Program>,
+    pub notify_down: Option<Program>,
     /// This entry is the virtual server's `sorry_server`, put in place of
     /// the reals by the quorum merge (`health::quorum`). It is never checked:
     /// keepalived adds the sorry server without a checker, even when the
@@ -181,8 +185,8 @@ pub struct VirtualServer {
     pub quorum: u32,
     pub hysteresis: u32,
     /// Programs run when the quorum is gained / lost (words, no shell).
-    pub quorum_up: Option<Vec<String>>,
-    pub quorum_down: Option<Vec<String>>,
+    pub quorum_up: Option<Program>,
+    pub quorum_down: Option<Program>,
     /// On shutdown, run quorum_down and the reals' notify_down.
     pub omega: bool,
     pub reals: Vec<RealServer>,
@@ -336,14 +340,13 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     }
     vrrp::finish(&mut vr, &mut diags);
     capacity(&services, &mut diags);
-    Loaded {
-        config: Config {
-            services,
-            vrrp: vr,
-            nodes,
-        },
-        diags,
-    }
+    let mut config = Config {
+        services,
+        vrrp: vr,
+        nodes,
+    };
+    script::secure(&mut config, &mut diags);
+    Loaded { config, diags }
 }
 
 /// Adds `vs`, or merges its reals into an earlier block for the same service
@@ -722,8 +725,8 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                     weight = w as u32;
                 }
             }
-            "quorum_up" => quorum_up = command(c, diags),
-            "quorum_down" => quorum_down = command(c, diags),
+            "quorum_up" => quorum_up = notify_program(c, diags),
+            "quorum_down" => quorum_down = notify_program(c, diags),
             "inhibit_on_failure" => inhibit_on_failure = flag(c, diags),
             k if timing_keyword(k) || k == "delay_loop" => {
                 timing.take(c, check::Level::Server, diags);
@@ -821,8 +824,8 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
                 }
             }
             "inhibit_on_failure" => inhibit_on_failure = Some(flag(c, diags)),
-            "notify_up" => notify_up = command(c, diags),
-            "notify_down" => notify_down = command(c, diags),
+            "notify_up" => notify_up = notify_program(c, diags),
+            "notify_down" => notify_down = notify_program(c, diags),
             k if timing_keyword(k) || k == "delay_loop" => {
                 timing.take(c, check::Level::Server, diags);
             }

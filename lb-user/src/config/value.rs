@@ -6,6 +6,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::{Diag, Loc, Node, Severity};
+use crate::util::process::Program;
 
 /// A one-word setting: `known` values are implemented; `later` ones are valid
 /// keepalived values not implemented yet, an error rather than a warning, so
@@ -346,25 +347,50 @@ pub(super) fn ignored(n: &Node, why: &str) -> Diag {
     Diag::warning(&n.loc, Some(&n.keyword), why.to_string())
 }
 
+/// A notify program as keepalived reads one (`notify_script_init`):
+/// `KEYWORD "PROGRAM ARGS…" [USER [GROUP]]`: the first argument holds the
+/// program and its words, the next ones the account it runs as.
+pub(super) fn notify_program(n: &Node, diags: &mut Vec<Diag>) -> Option<Program> {
+    let text = arg(n, 0, "program", diags)?;
+    let mut p = Program::new(program_words(text, &n.loc, &n.keyword, diags)?);
+    if n.args.len() > 1 {
+        p.user = Some(account(n, 1, diags)?);
+    }
+    if n.args.len() > 3 {
+        diags.push(Diag::warning(
+            &n.loc,
+            Some(&n.keyword),
+            "only a program, a user and a group are read; the rest is ignored (quote the program with its arguments)",
+        ));
+    }
+    Some(p)
+}
+
 /// `user NAME [GROUP]`: the account's uid and gid (or GROUP's gid).
 pub(super) fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
-    let name = arg(n, 0, "user name", diags)?;
+    account(n, 0, diags)
+}
+
+/// `NAME [GROUP]` from argument `i` on: the account's uid and gid (or
+/// GROUP's gid).
+fn account(n: &Node, i: usize, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
+    let name = arg(n, i, "user name", diags)?;
     let Some((uid, gid)) = lookup_user(name) else {
         diags.push(Diag::error(
             &n.loc,
-            Some("user"),
+            Some(&n.keyword),
             format!("no user '{name}' on this system"),
         ));
         return None;
     };
-    let gid = match n.args.get(1) {
+    let gid = match n.args.get(i + 1) {
         None => gid,
         Some(g) => match lookup_group(g) {
             Some(g) => g,
             None => {
                 diags.push(Diag::error(
                     &n.loc,
-                    Some("user"),
+                    Some(&n.keyword),
                     format!("no group '{g}' on this system"),
                 ));
                 return None;
@@ -374,7 +400,8 @@ pub(super) fn run_as(n: &Node, diags: &mut Vec<Diag>) -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
+/// The uid and primary gid of account `name`, if it exists.
+pub(super) fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: getpwnam returns null or a pointer to static storage that we
     // read at once (the agent does not call it concurrently).

@@ -1,18 +1,16 @@
 //! The VRRP side of keepalived.conf: `global_defs`, `vrrp_script`,
 //! `vrrp_instance` and `vrrp_sync_group`, with keepalived's defaults.
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use super::{
     value::{
-        arg, block, command, errors, flag, ignored, int, parse_addr, run_as, timer, uint, unknown,
-        whole_secs, words, Shapes, ANY,
+        arg, block, command, errors, flag, ignored, int, notify_program, parse_addr, run_as, timer,
+        uint, unknown, whole_secs, words, Shapes, ANY,
     },
     Diag, Loc, Node,
 };
-
-/// The (uid, gid) a program runs as; `None`: the agent's.
-pub type RunAs = Option<(u32, u32)>;
+use crate::util::process::Program;
 
 /// Protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +53,11 @@ pub struct Globals {
     /// Pause between the gratuitous ARPs / NAs of one burst.
     pub garp_interval: Duration,
     pub gna_interval: Duration,
-    /// Account the VRRP scripts run as unless they name their own.
+    /// Account the programs run as unless they name their own (else
+    /// `keepalived_script` if it exists, else root; see `config::script`).
     pub script_user: Option<(u32, u32)>,
+    /// Refuse programs run as root that a non-root user could change
+    /// (keepalived's script security; see `util::security`).
     pub enable_script_security: bool,
     pub notification_email: Vec<String>,
     pub notification_email_from: Option<String>,
@@ -132,7 +133,8 @@ pub struct Vip {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Script {
     pub name: String,
-    pub argv: Vec<String>,
+    /// The program (`script`) and its account (`user`, else the default).
+    pub program: Program,
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
@@ -140,7 +142,6 @@ pub struct Script {
     pub weight: i32,
     /// Start failed rather than good.
     pub init_fail: bool,
-    pub user: Option<(u32, u32)>,
     pub loc: Loc,
 }
 
@@ -152,15 +153,16 @@ pub struct Track {
     pub weight: Option<i32>,
 }
 
-/// Programs run on state changes (words, never a shell).
+/// Programs run on state changes (words, never a shell), each
+/// `"PROGRAM ARGS…" [USER [GROUP]]` as keepalived.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Notify {
-    pub master: Option<Vec<String>>,
-    pub backup: Option<Vec<String>>,
-    pub fault: Option<Vec<String>>,
-    pub stop: Option<Vec<String>>,
+    pub master: Option<Program>,
+    pub backup: Option<Program>,
+    pub fault: Option<Program>,
+    pub stop: Option<Program>,
     /// Called with TYPE NAME STATE PRIORITY appended.
-    pub any: Option<Vec<String>>,
+    pub any: Option<Program>,
     /// Mail on state changes (default: when an smtp_server and addresses are set).
     pub smtp_alert: Option<bool>,
 }
@@ -485,20 +487,19 @@ pub fn script(n: &Node, diags: &mut Vec<Diag>) -> Option<Script> {
     let name = arg(n, 0, "script name", diags)?.to_string();
     let mut s = Script {
         name,
-        argv: Vec::new(),
+        program: Program::new(Vec::new()),
         interval: Duration::from_secs(1),
         timeout: Duration::ZERO,
         rise: 1,
         fall: 1,
         weight: 0,
         init_fail: false,
-        user: None,
         loc: n.loc.clone(),
     };
     for c in block(n, diags) {
         SCRIPT_SHAPES.check(c, diags);
         match c.keyword.as_str() {
-            "script" => s.argv = command(c, diags).unwrap_or_default(),
+            "script" => s.program.argv = command(c, diags).unwrap_or_default(),
             "interval" => s.interval = script_secs(c, diags).unwrap_or(s.interval),
             "timeout" => s.timeout = script_secs(c, diags).unwrap_or(s.timeout),
             // keepalived: 1 to 2^31 − 1.
@@ -527,11 +528,11 @@ pub fn script(n: &Node, diags: &mut Vec<Diag>) -> Option<Script> {
                 }
             }
             "init_fail" => s.init_fail = true,
-            "user" => s.user = run_as(c, diags),
+            "user" => s.program.user = run_as(c, diags),
             _ => diags.push(unknown(c, "vrrp_script")),
         }
     }
-    if s.argv.is_empty() {
+    if s.program.argv.is_empty() {
         diags.push(Diag::error(&n.loc, Some("vrrp_script"), "missing 'script'"));
         return None;
     }
@@ -683,11 +684,11 @@ fn tracks(n: &Node, diags: &mut Vec<Diag>) -> Vec<Track> {
 
 fn notify_keyword(c: &Node, notify: &mut Notify, diags: &mut Vec<Diag>) -> bool {
     match c.keyword.as_str() {
-        "notify_master" => notify.master = command(c, diags),
-        "notify_backup" => notify.backup = command(c, diags),
-        "notify_fault" => notify.fault = command(c, diags),
-        "notify_stop" => notify.stop = command(c, diags),
-        "notify" => notify.any = command(c, diags),
+        "notify_master" => notify.master = notify_program(c, diags),
+        "notify_backup" => notify.backup = notify_program(c, diags),
+        "notify_fault" => notify.fault = notify_program(c, diags),
+        "notify_stop" => notify.stop = notify_program(c, diags),
+        "notify" => notify.any = notify_program(c, diags),
         "smtp_alert" => notify.smtp_alert = Some(flag(c, diags)),
         _ => return false,
     }
@@ -1206,77 +1207,6 @@ pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
             }
         }
     }
-    // Scripts run as script_user unless they name their own.
-    if let Some(u) = v.globals.script_user {
-        for s in v.scripts.values_mut() {
-            s.user.get_or_insert(u);
-        }
-    }
-    if v.globals.enable_script_security {
-        let notify_user = v.globals.script_user;
-        // (words, account it runs as, where it is configured)
-        let mut programs: Vec<(&Vec<String>, RunAs, &Loc)> = Vec::new();
-        for s in v.scripts.values() {
-            programs.push((&s.argv, s.user, &s.loc));
-        }
-        let notifies = v
-            .instances
-            .iter()
-            .map(|i| (&i.notify, &i.loc))
-            .chain(v.groups.iter().map(|g| (&g.notify, &g.loc)));
-        for (n, loc) in notifies {
-            for argv in [&n.master, &n.backup, &n.fault, &n.stop, &n.any]
-                .into_iter()
-                .flatten()
-            {
-                programs.push((argv, notify_user, loc));
-            }
-        }
-        for (argv, user, loc) in programs {
-            if user.is_some_and(|(uid, _)| uid != 0) {
-                continue;
-            }
-            if let Some(why) = insecure(Path::new(&argv[0])) {
-                diags.push(Diag::error(
-                    loc,
-                    Some("enable_script_security"),
-                    format!("{} runs as root but {why}; refused", argv[0]),
-                ));
-            }
-        }
-    }
-}
-
-/// keepalived's script security: a program run as root must be given by
-/// absolute path, and neither it nor any directory above it may be writable
-/// by anyone but root.
-pub fn insecure(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt as _;
-    if !path.is_absolute() {
-        return Some("is not an absolute path".into());
-    }
-    let mut p = Some(path);
-    while let Some(cur) = p {
-        match std::fs::metadata(cur) {
-            Err(e) => return Some(format!("{} cannot be read ({e})", cur.display())),
-            Ok(m) => {
-                if m.uid() != 0 {
-                    return Some(format!("{} is owned by uid {}", cur.display(), m.uid()));
-                }
-                // Group / other write, unless a sticky directory (as /tmp).
-                let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
-                if m.mode() & 0o022 != 0 && !sticky {
-                    return Some(format!(
-                        "{} is writable by non-root users (mode {:o})",
-                        cur.display(),
-                        m.mode() & 0o7777
-                    ));
-                }
-            }
-        }
-        p = cur.parent();
-    }
-    None
 }
 
 #[cfg(test)]
@@ -1294,7 +1224,7 @@ mod tests {
             "global_defs {{\n{globals}\n}}\nvrrp_instance V {{\n interface lo\n virtual_router_id 7\n\
              virtual_ipaddress {{\n  10.9.9.9\n }}\n{inst}\n}}\n"
         );
-        let l = crate::config::load_str(&text, Path::new("t.conf"));
+        let l = crate::config::load_str(&text, std::path::Path::new("t.conf"));
         let d = l.diags.iter().map(|d| d.to_string()).collect();
         (l.config.vrrp.instances, d)
     }

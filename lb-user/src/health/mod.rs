@@ -186,6 +186,7 @@ pub fn combine<'a>(states: impl IntoIterator<Item = &'a CheckState>, inhibit: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::process::Program;
 
     const S: u64 = 1;
 
@@ -344,10 +345,9 @@ mod tests {
         );
         let misc = Check {
             kind: CheckKind::Misc {
-                argv: vec!["/bin/true".into()],
+                program: Program::new(vec!["/bin/true".into()]),
                 timeout: None,
                 dynamic: false,
-                user: None,
             },
             timing: Timing::default(),
             ..tcp

@@ -19,7 +19,10 @@ use tokio::{
 use super::Outcome;
 use crate::{
     config::check::{Check, CheckKind, Url},
-    util::{chain, process},
+    util::{
+        chain,
+        process::{self, Program},
+    },
 };
 
 /// Why a probe failed; [`chain`] of it is the checker's reason for down.
@@ -115,11 +118,10 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
             .await
         }
         CheckKind::Misc {
-            argv,
+            program,
             timeout: t,
             dynamic,
-            user,
-        } => misc(argv, t.unwrap_or(timeout), *dynamic, *user).await,
+        } => misc(program, t.unwrap_or(timeout), *dynamic).await,
         CheckKind::Udp {
             payload,
             require_reply,
@@ -535,14 +537,10 @@ fn content_length(head: &[u8]) -> Option<usize> {
 }
 
 /// MISC_CHECK: the program with its arguments, no shell, an empty
-/// environment (PATH only), output discarded, killed at the timeout.
-pub(crate) async fn misc(
-    argv: &[String],
-    timeout: Duration,
-    dynamic: bool,
-    user: Option<(u32, u32)>,
-) -> Outcome {
-    match process::run_bounded(argv, timeout, user).await {
+/// environment (PATH only), output discarded, killed at the timeout; down
+/// when script security refuses it (see `util::process::command`).
+pub(crate) async fn misc(program: &Program, timeout: Duration, dynamic: bool) -> Outcome {
+    match process::run_bounded(program, timeout).await {
         Err(e) => Outcome::Down(chain(&e)),
         Ok(st) => match st.code() {
             Some(0) => Outcome::Up,
@@ -638,33 +636,31 @@ mod tests {
 
     #[tokio::test]
     async fn misc_exit_codes_and_timeout() {
-        let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.to_string()];
+        let sh = |s: &str| Program::new(vec!["/bin/sh".to_string(), "-c".into(), s.to_string()]);
         let t = Duration::from_secs(5);
-        assert_eq!(misc(&sh("exit 0"), t, false, None).await, Outcome::Up);
+        assert_eq!(misc(&sh("exit 0"), t, false).await, Outcome::Up);
         assert!(matches!(
-            misc(&sh("exit 1"), t, true, None).await,
+            misc(&sh("exit 1"), t, true).await,
             Outcome::Down(_)
         ));
-        assert_eq!(
-            misc(&sh("exit 7"), t, true, None).await,
-            Outcome::UpWeight(5)
-        );
+        assert_eq!(misc(&sh("exit 7"), t, true).await, Outcome::UpWeight(5));
         assert!(matches!(
-            misc(&sh("exit 7"), t, false, None).await,
+            misc(&sh("exit 7"), t, false).await,
             Outcome::Down(_)
         ));
         // `user`: runs as nobody (65534).
-        assert_eq!(
-            misc(&sh("test $(id -u) = 65534"), t, false, Some((65534, 65534))).await,
-            Outcome::Up
-        );
+        let as_nobody = Program {
+            user: Some((65534, 65534)),
+            ..sh("test $(id -u) = 65534")
+        };
+        assert_eq!(misc(&as_nobody, t, false).await, Outcome::Up);
         let start = std::time::Instant::now();
-        let o = misc(&sh("sleep 10"), Duration::from_millis(200), false, None).await;
+        let o = misc(&sh("sleep 10"), Duration::from_millis(200), false).await;
         assert!(matches!(o, Outcome::Down(e) if e.contains("killed")));
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(matches!(
-            misc(&["/nonexistent/x".to_string()], t, false, None).await,
-            Outcome::Down(_)
+            misc(&Program::new(vec!["/nonexistent/x".to_string()]), t, false).await,
+            Outcome::Down(e) if e.contains("/nonexistent")
         ));
     }
 }

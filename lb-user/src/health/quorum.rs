@@ -10,15 +10,18 @@
 use std::collections::BTreeMap;
 
 use super::Health;
-use crate::config::{Config, RealKey, RealServer, ServiceAddr};
+use crate::{
+    config::{Config, RealKey, RealServer, ServiceAddr},
+    util::process::Program,
+};
 
 /// Something that happened, with the program to run for it (if configured).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    QuorumUp(ServiceAddr, Option<Vec<String>>),
-    QuorumDown(ServiceAddr, Option<Vec<String>>),
-    RealUp(RealKey, Option<Vec<String>>),
-    RealDown(RealKey, Option<Vec<String>>),
+    QuorumUp(ServiceAddr, Option<Program>),
+    QuorumDown(ServiceAddr, Option<Program>),
+    RealUp(RealKey, Option<Program>),
+    RealDown(RealKey, Option<Program>),
 }
 
 /// Quorum and real states remembered between evaluations.
@@ -167,18 +170,18 @@ mod tests {
         // One down: 2 ≥ 3 - 1 keeps the quorum (hysteresis); notify_down runs.
         down.push(ip("10.0.0.2"));
         let (eff, ev) = eval(&mut q, &down);
-        assert_eq!(
-            ev,
-            [Event::RealDown(
-                (svc, ip("10.0.0.2"), 80),
-                Some(vec!["/bin/nd".into(), "2".into()])
-            )]
+        assert!(
+            matches!(&ev[..], [Event::RealDown(k, Some(p))]
+                if *k == (svc, ip("10.0.0.2"), 80) && p.argv == ["/bin/nd", "2"]),
+            "{ev:?}"
         );
         assert_eq!(eff.services[0].reals.len(), 2);
         // Both down: 0 < 2, quorum lost: the sorry server alone.
         down.push(ip("10.0.0.3"));
         let (eff, ev) = eval(&mut q, &down);
-        assert!(ev.contains(&Event::QuorumDown(svc, Some(vec!["/bin/down".into()]))));
+        assert!(ev.iter().any(
+            |e| matches!(e, Event::QuorumDown(s, Some(p)) if *s == svc && p.argv == ["/bin/down"])
+        ));
         let r = &eff.services[0].reals;
         assert_eq!((r.len(), r[0].addr, r[0].port), (1, ip("10.0.0.9"), 80));
         assert!(
@@ -197,10 +200,9 @@ mod tests {
         // Both back: 4 ≥ 4, gained; quorum_up's words kept together.
         down.clear();
         let (eff, ev) = eval(&mut q, &down);
-        assert!(ev.contains(&Event::QuorumUp(
-            svc,
-            Some(vec!["/bin/up".into(), "a b".into()])
-        )));
+        assert!(ev.iter().any(
+            |e| matches!(e, Event::QuorumUp(s, Some(p)) if *s == svc && p.argv == ["/bin/up", "a b"])
+        ));
         assert_eq!(eff.services[0].reals.len(), 2);
         // omega is off here.
         assert!(q.omega(&c).is_empty());

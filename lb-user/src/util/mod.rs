@@ -1,9 +1,10 @@
 //! Helpers shared by the agent's areas (health checking, VRRP, listing):
-//! formatting, the data plane's clock, running configured programs and
-//! printing an error with its causes. Nothing here depends on another
-//! module of this crate.
+//! formatting, the data plane's clock, running configured programs (and
+//! keepalived's script security for them) and printing an error with its
+//! causes. Nothing here depends on another module of this crate.
 
 pub mod process;
+pub mod security;
 
 use std::{error::Error, fmt, net::IpAddr};
 

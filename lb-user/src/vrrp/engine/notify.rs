@@ -6,16 +6,18 @@ use std::sync::Arc;
 use super::Engine;
 use crate::{
     config::vrrp::Notify,
-    util::{process, Chain},
+    util::{
+        process::{self, Program},
+        Chain,
+    },
     vrrp::{machine::State, smtp},
 };
 
 impl Engine {
     /// Runs the notify programs and sends mail for a state change.
     pub(super) fn notify(&self, n: &Notify, kind: &str, who: &str, st: State, prio: u8) {
-        let user = self.cfg.globals.script_user;
-        for (what, argv) in notify_programs(n, kind, who, st, prio) {
-            process::run_script_as(argv, what, user);
+        for (what, program) in notify_programs(n, kind, who, st, prio) {
+            process::run_script(program, what);
         }
         let sname = if st == State::Init { "STOP" } else { st.name() };
         let g = &self.cfg.globals;
@@ -40,14 +42,14 @@ impl Engine {
 
 /// The programs a state change runs, as keepalived: the state's own
 /// (`notify_master` …, `notify_stop` on shutdown) as configured, and
-/// `notify` with TYPE NAME STATE PRIORITY appended.
+/// `notify` with TYPE NAME STATE PRIORITY appended; each as its account.
 pub fn notify_programs(
     n: &Notify,
     kind: &str,
     who: &str,
     st: State,
     prio: u8,
-) -> Vec<(String, Vec<String>)> {
+) -> Vec<(String, Program)> {
     let specific = match st {
         State::Master => &n.master,
         State::Backup => &n.backup,
@@ -56,15 +58,11 @@ pub fn notify_programs(
     };
     let sname = if st == State::Init { "STOP" } else { st.name() };
     let mut out = Vec::new();
-    if let Some(argv) = specific {
-        out.push((
-            format!("notify_{} {who}", sname.to_lowercase()),
-            argv.clone(),
-        ));
+    if let Some(p) = specific {
+        out.push((format!("notify_{} {who}", sname.to_lowercase()), p.clone()));
     }
-    if let Some(argv) = &n.any {
-        let mut a = argv.clone();
-        a.extend([
+    if let Some(p) = &n.any {
+        let a = p.with_args([
             kind.to_string(),
             who.to_string(),
             sname.to_string(),
@@ -87,21 +85,25 @@ mod tests {
 
     #[test]
     fn notify_programs_get_keepalived_arguments() {
+        let p = |argv: &[&str]| Some(Program::new(argv.iter().map(|a| a.to_string()).collect()));
         let n = Notify {
-            master: Some(vec!["/bin/to-master".into(), "x".into()]),
-            stop: Some(vec!["/bin/stopped".into()]),
-            any: Some(vec!["/bin/notify".into()]),
+            master: p(&["/bin/to-master", "x"]),
+            stop: p(&["/bin/stopped"]),
+            any: p(&["/bin/notify"]),
             ..Default::default()
         };
         let p = notify_programs(&n, "INSTANCE", "VI_1", State::Master, 150);
-        assert_eq!(p[0].1, ["/bin/to-master", "x"]);
-        assert_eq!(p[1].1, ["/bin/notify", "INSTANCE", "VI_1", "MASTER", "150"]);
+        assert_eq!(p[0].1.argv, ["/bin/to-master", "x"]);
+        assert_eq!(
+            p[1].1.argv,
+            ["/bin/notify", "INSTANCE", "VI_1", "MASTER", "150"]
+        );
         let p = notify_programs(&n, "GROUP", "G1", State::Init, 0);
-        assert_eq!(p[0].1, ["/bin/stopped"]);
-        assert_eq!(p[1].1, ["/bin/notify", "GROUP", "G1", "STOP", "0"]);
+        assert_eq!(p[0].1.argv, ["/bin/stopped"]);
+        assert_eq!(p[1].1.argv, ["/bin/notify", "GROUP", "G1", "STOP", "0"]);
         // No notify_backup: only the generic one.
         let p = notify_programs(&n, "INSTANCE", "VI_1", State::Backup, 100);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].1[3], "BACKUP");
+        assert_eq!(p[0].1.argv[3], "BACKUP");
     }
 }

@@ -167,7 +167,7 @@ impl Engine {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let out = process::run_bounded(&cfg.argv, cfg.timeout, cfg.user).await;
+                let out = process::run_bounded(&cfg.program, cfg.timeout).await;
                 let ok = matches!(out, Ok(st) if st.code() == Some(0));
                 if tx.send((cfg.name.clone(), ok)).await.is_err() {
                     return;
