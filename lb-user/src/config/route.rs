@@ -221,6 +221,9 @@ pub struct VirtualRule {
     pub loc: Loc,
 }
 
+/// The preference keepalived gives a rule that names none.
+pub const DEFAULT_RULE_PRIORITY: u32 = 16384;
+
 /// Reads one line of a `virtual_rules` block.
 pub fn rule(c: &Node, diags: &mut Vec<Diag>) -> Option<VirtualRule> {
     let words: Vec<&str> = std::iter::once(c.keyword.as_str())
@@ -337,6 +340,16 @@ pub fn rule(c: &Node, diags: &mut Vec<Diag>) -> Option<VirtualRule> {
             "a blackhole / unreachable / prohibit rule takes no table".into(),
         );
     }
+    if r.priority.is_none() {
+        // keepalived (vrrp_iprule.c) gives a rule without one this
+        // preference rather than leaving the kernel to choose.
+        diags.push(Diag::warning(
+            &c.loc,
+            Some("virtual_rules"),
+            format!("no priority given; using {DEFAULT_RULE_PRIORITY}, as keepalived"),
+        ));
+        r.priority = Some(DEFAULT_RULE_PRIORITY);
+    }
     Some(r)
 }
 
@@ -446,9 +459,15 @@ mod tests {
             )
         );
         let (r, d) = parse_rule("to 2001:db8::/32 prohibit no_track");
-        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            d,
+            ["r.conf:2:2: warning: virtual_rules: no priority given; using 16384, as keepalived"]
+        );
         let r = r.unwrap();
-        assert_eq!((r.action, r.v6), (RuleAction::Prohibit, true));
+        assert_eq!(
+            (r.action, r.v6, r.priority),
+            (RuleAction::Prohibit, true, Some(16384))
+        );
         for (line, want) in [
             (
                 "from 10.0.0.1 goto 5",
