@@ -805,7 +805,7 @@ fn virtual_routes_follow_the_master_role() {
         || format!("{}\n{}", routes(&lab, "dir", "main"), lab.log("dir", "lb")),
     );
     assert!(
-        routes(&lab, "dir", "100").contains("blackhole 10.98.0.0/24 metric 7"),
+        routes(&lab, "dir", "100").contains("blackhole 10.98.0.0/24 proto static metric 7"),
         "{}",
         routes(&lab, "dir", "100")
     );
@@ -814,7 +814,9 @@ fn virtual_routes_follow_the_master_role() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(
-        rules(&lab).contains(&format!("1234:\tfrom {VIP} lookup 100")),
+        rules(&lab).lines().any(|l| l.starts_with("1234:")
+            && l.contains(&format!("from {VIP} "))
+            && l.contains("lookup 100")),
         "{}",
         rules(&lab)
     );
