@@ -7,6 +7,8 @@
 //! unknown keywords and keywords whose semantics are not implemented yet.
 
 pub mod check;
+pub mod reader;
+pub mod source;
 pub mod syntax;
 mod value;
 pub mod vrrp;
@@ -195,6 +197,9 @@ pub struct Config {
 pub struct Loaded {
     pub config: Config,
     pub diags: Vec<Diag>,
+    /// Every file read (the main file first, then the includes in the order
+    /// read), to tell whether one changed while the configuration was read.
+    pub files: Vec<source::FileStamp>,
 }
 
 impl Loaded {
@@ -259,15 +264,54 @@ fn later(node: &Node, what: &str) -> Diag {
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Loaded {
     let mut diags = Vec::new();
-    let nodes = syntax::parse_file(path, &mut diags);
-    finish(nodes, diags)
+    let parsed = syntax::parse_file(path, &mut diags);
+    let mut l = finish(parsed.nodes, diags);
+    l.files = parsed.files;
+    l
 }
 
 /// Reads and checks configuration text as if it were file `path`.
 pub fn load_str(text: &str, path: &Path) -> Loaded {
     let mut diags = Vec::new();
-    let nodes = syntax::parse_str(text, path, &mut diags);
-    finish(nodes, diags)
+    let parsed = syntax::parse_str(text, path, &mut diags);
+    let mut l = finish(parsed.nodes, diags);
+    l.files = parsed.files;
+    l
+}
+
+/// How long every file read must stay unchanged before a reload uses it
+/// (100 ms), and how many times a reload reads again when one changed (5).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+pub const SETTLE_TRIES: u32 = 5;
+
+/// Reads `path` as [`load`] does, then waits `settle` and reads every file
+/// again: the result is used only if none changed (bytes, size, mtime,
+/// identity), so that a file rewritten in place while it is read (`cat >
+/// keepalived.conf` during a SIGHUP) is never half applied. After `tries`
+/// reads that all saw a change, the result is an error of the file (the
+/// running configuration is kept). Blocking.
+pub fn load_stable(path: &Path, settle: std::time::Duration, tries: u32) -> Loaded {
+    for _ in 0..tries {
+        let loaded = load(path);
+        std::thread::sleep(settle);
+        if loaded.files.iter().all(source::unchanged) {
+            return loaded;
+        }
+    }
+    let mut l = finish(Vec::new(), Vec::new());
+    l.diags.push(Diag::error(
+        &Loc {
+            file: std::sync::Arc::new(path.to_owned()),
+            line: 1,
+            col: 1,
+        },
+        None,
+        format!(
+            "the configuration changed while it was read, {tries} times {} ms apart; not used",
+            settle.as_millis()
+        ),
+    ));
+    l
 }
 
 fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
@@ -346,6 +390,7 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
             nodes,
         },
         diags,
+        files: Vec::new(),
     }
 }
 
