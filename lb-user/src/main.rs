@@ -59,6 +59,10 @@ enum Cmd {
         /// Idle timeout of UDP flows, seconds.
         #[arg(long, default_value_t = Timeouts::default().udp_s)]
         udp_timeout: u32,
+        /// Config id for `@ID` lines and `${_INSTANCE}` (keepalived's -i;
+        /// default: the host name up to its first dot).
+        #[arg(short = 'i', long)]
+        config_id: Option<String>,
     },
     /// Print the virtual server table (ipvsadm -Ln layout).
     List {
@@ -91,7 +95,13 @@ enum Cmd {
         socket: PathBuf,
     },
     /// Validate a configuration file; prints every problem, exits 64 on errors.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// Config id for `@ID` lines and `${_INSTANCE}` (keepalived's -i;
+        /// default: the host name up to its first dot).
+        #[arg(short = 'i', long)]
+        config_id: Option<String>,
+    },
     /// Global data-plane counters: verdicts, and why packets were passed or dropped.
     Counters {
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
@@ -184,7 +194,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tcp_timeout,
             tcpfin_timeout,
             udp_timeout,
+            config_id,
         } => {
+            if let Some(id) = config_id {
+                config::reader::set_config_id(&id);
+            }
             let opts = agent::Options {
                 ifaces,
                 config,
@@ -267,7 +281,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", list::render_counters(&dp.global_sum()?));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::CheckConfig { file } => {
+        Cmd::CheckConfig { file, config_id } => {
+            if let Some(id) = config_id {
+                config::reader::set_config_id(&id);
+            }
             let loaded = config::load(&file);
             for d in &loaded.diags {
                 println!("{d}");
