@@ -46,18 +46,7 @@ pub async fn read(path: PathBuf) -> config::Loaded {
         Ok(l) => l,
         Err(e) => {
             // The parser panicked: report it as an error of the file.
-            let mut l = config::load_str("", &path);
-            l.diags.push(config::Diag {
-                severity: config::Severity::Error,
-                loc: config::Loc {
-                    file: Arc::new(path.clone()),
-                    line: 1,
-                    col: 1,
-                },
-                keyword: None,
-                message: format!("reading the file failed: {e}"),
-            });
-            l
+            config::Loaded::failed(&path, format!("reading the file failed: {e}"))
         }
     };
     log(&loaded);

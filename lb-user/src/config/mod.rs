@@ -203,6 +203,20 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// No configuration: one error located at `path`:1:1.
+    pub fn failed(path: &Path, message: String) -> Self {
+        let mut l = finish(Vec::new(), Vec::new());
+        l.diags.push(Diag::error(
+            &Loc {
+                file: std::sync::Arc::new(path.to_owned()),
+                line: 1,
+                col: 1,
+            },
+            None,
+            message,
+        ));
+        l
+    }
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(|d| d.severity == Severity::Error)
     }
@@ -298,20 +312,13 @@ pub fn load_stable(path: &Path, settle: std::time::Duration, tries: u32) -> Load
             return loaded;
         }
     }
-    let mut l = finish(Vec::new(), Vec::new());
-    l.diags.push(Diag::error(
-        &Loc {
-            file: std::sync::Arc::new(path.to_owned()),
-            line: 1,
-            col: 1,
-        },
-        None,
+    Loaded::failed(
+        path,
         format!(
             "the configuration changed while it was read, {tries} times {} ms apart; not used",
             settle.as_millis()
         ),
-    ));
-    l
+    )
 }
 
 fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
@@ -699,4 +706,58 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
         notify_down,
         loc: n.loc.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_keeps_changing_is_refused_and_a_stable_one_used() {
+        let d = std::env::temp_dir().join(format!("lb-stable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("k.conf");
+        std::fs::write(&f, "virtual_server 10.0.0.1 80 {\n}\n").unwrap();
+        let settle = std::time::Duration::from_millis(50);
+        let l = load_stable(&f, settle, 3);
+        assert!(!l.has_errors(), "{:?}", l.diags);
+        assert_eq!(l.config.services.len(), 1);
+        assert_eq!(l.files.len(), 1);
+        // A writer that rewrites the file every 10 ms.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = {
+            let (stop, f) = (stop.clone(), f.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::write(&f, format!("virtual_server 10.0.0.{} 80 {{\n}}\n", i % 200 + 1)).unwrap();
+                    i += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            })
+        };
+        let l = load_stable(&f, settle, 3);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        w.join().unwrap();
+        let e: Vec<_> = l.errors().map(ToString::to_string).collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("k.conf:1:1: error: the configuration changed while it was read, 3 times 50 ms apart"), "{e:?}");
+        assert!(l.config.services.is_empty());
+    }
+
+    #[test]
+    fn an_include_that_changes_counts_too() {
+        let d = std::env::temp_dir().join(format!("lb-stable-inc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("k.conf"), "include inc.conf\n").unwrap();
+        std::fs::write(d.join("inc.conf"), "virtual_server 10.0.0.1 80 {\n}\n").unwrap();
+        let l = load(&d.join("k.conf"));
+        assert_eq!(l.files.len(), 2);
+        assert!(l.files.iter().all(source::unchanged));
+        std::fs::write(d.join("inc.conf"), "virtual_server 10.0.0.2 80 {\n}\n").unwrap();
+        assert!(source::unchanged(&l.files[0]));
+        assert!(!source::unchanged(&l.files[1]));
+    }
 }

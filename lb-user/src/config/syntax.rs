@@ -107,6 +107,11 @@ pub const MAX_SHOWN_KEYWORD: usize = 48;
 /// echoed.
 pub fn shown_keyword(k: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-.$@~".contains(c);
+    // Entries of address blocks (`10.0.0.1/24`, `fd00::1`) are their keyword.
+    let (addr, prefix) = k.split_once('/').unwrap_or((k, "0"));
+    if addr.parse::<std::net::IpAddr>().is_ok() && prefix.len() <= 3 && prefix.parse::<u8>().is_ok() {
+        return k.to_owned();
+    }
     if k.chars().all(plain) && !k.is_empty() {
         if k.len() <= MAX_SHOWN_KEYWORD {
             k.to_owned()
@@ -504,6 +509,9 @@ mod tests {
         let (_, diags) = parse_text("}\n");
         assert!(diags[0].keyword.is_none());
         assert_eq!(shown_keyword("lb_algo"), "lb_algo");
+        assert_eq!(shown_keyword("10.0.0.1/40"), "10.0.0.1/40");
+        assert_eq!(shown_keyword("fd00::1"), "fd00::1");
+        assert_eq!(shown_keyword("fd00::1/x"), "(a 9-byte word, not shown)");
         assert_eq!(shown_keyword("root:$6$salt$hash:19000:0:99999:7:::"), "(a 36-byte word, not shown)");
         assert_eq!(shown_keyword(&"a".repeat(60)), format!("{}…", "a".repeat(48)));
         let d = Diag::warning(
