@@ -48,11 +48,15 @@ fn count(lab: &Lab) -> usize {
 }
 
 fn agent_alive(lab: &Lab, pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|st| !st.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        && lab
-            .lb(&["status", "--json", "--socket", &s(&lab.socket())])
-            .is_ok()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        !st.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    }) && lab
+        .lb(&["status", "--json", "--socket", &s(&lab.socket())])
+        .is_ok()
 }
 
 #[test]
@@ -103,7 +107,9 @@ fn a_file_rewritten_in_place_during_sighups_is_never_applied_half_written() {
                 }
                 drop(f);
                 rewrites += 1;
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 std::thread::sleep(Duration::from_millis((seed >> 33) % 300));
             }
             rewrites
@@ -115,12 +121,18 @@ fn a_file_rewritten_in_place_during_sighups_is_never_applied_half_written() {
         std::thread::sleep(Duration::from_millis(60));
         let n = count(&lab);
         *seen.entry(n).or_insert(0u32) += 1;
-        assert!(n == 30 || n == 50, "a reload applied a partial file: {n} services ({seen:?})");
+        assert!(
+            n == 30 || n == 50,
+            "a reload applied a partial file: {n} services ({seen:?})"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let rewrites = writer.join().unwrap();
     eprintln!("{rewrites} rewrites; services seen after SIGHUPs: {seen:?}");
-    assert!(seen.len() == 2, "both versions were applied at some point: {seen:?}");
+    assert!(
+        seen.len() == 2,
+        "both versions were applied at some point: {seen:?}"
+    );
     assert!(agent_alive(&lab, pid));
     // Settled: the last version is applied.
     let last = std::fs::read_to_string(lab.config_path()).unwrap();
@@ -128,7 +140,10 @@ fn a_file_rewritten_in_place_during_sighups_is_never_applied_half_written() {
     lab.signal("dir", "lb", libc::SIGHUP).unwrap();
     let t = Instant::now();
     while count(&lab) != want {
-        assert!(t.elapsed() < Duration::from_secs(5), "the settled file was not applied");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the settled file was not applied"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -151,13 +166,18 @@ fn an_include_of_a_fifo_is_an_error_at_once_for_check_config_and_reload() {
         .args(["check-config", &s(&lab.config_path())])
         .output()
         .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "check-config blocked on the FIFO");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "check-config blocked on the FIFO"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(64), "{stdout}");
     let line = text.lines().count();
     assert!(
-        stdout.contains(&format!("{}:{line}:1: error: include:", s(&lab.config_path())))
-            && stdout.contains("a FIFO"),
+        stdout.contains(&format!(
+            "{}:{line}:1: error: include:",
+            s(&lab.config_path())
+        )) && stdout.contains("a FIFO"),
         "{stdout}"
     );
     // The agent: refused at once, still serving, and SIGTERM still works.
@@ -166,7 +186,10 @@ fn an_include_of_a_fifo_is_an_error_at_once_for_check_config_and_reload() {
         .args(["reload", "--socket", &s(&lab.socket())])
         .output()
         .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "the reload blocked on the FIFO");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the reload blocked on the FIFO"
+    );
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(agent_alive(&lab, pid));
     assert_eq!(count(&lab), 2);

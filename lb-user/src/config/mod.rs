@@ -731,7 +731,11 @@ mod tests {
             std::thread::spawn(move || {
                 let mut i = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::fs::write(&f, format!("virtual_server 10.0.0.{} 80 {{\n}}\n", i % 200 + 1)).unwrap();
+                    std::fs::write(
+                        &f,
+                        format!("virtual_server 10.0.0.{} 80 {{\n}}\n", i % 200 + 1),
+                    )
+                    .unwrap();
                     i += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }

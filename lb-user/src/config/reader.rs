@@ -112,10 +112,7 @@ enum Source {
         statements: usize,
     },
     /// The files an `include` matched that are still to be read.
-    Glob {
-        at: Loc,
-        paths: VecDeque<PathBuf>,
-    },
+    Glob { at: Loc, paths: VecDeque<PathBuf> },
     /// The remaining lines of a multi-line parameter.
     Lines { at: Loc, lines: VecDeque<String> },
     Seq {
@@ -266,7 +263,11 @@ fn is_include(text: &str) -> Option<&str> {
 /// after `=` and blanks.
 fn definition(text: &str) -> Option<(&str, &str)> {
     let b = text.as_bytes();
-    if b.first() != Some(&b'$') || !b.get(1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') {
+    if b.first() != Some(&b'$')
+        || !b
+            .get(1)
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+    {
         return None;
     }
     let mut i = 2;
@@ -293,7 +294,10 @@ fn reference(s: &str) -> Option<Ref<'_>> {
     let b = s.as_bytes();
     let braces = b.first() == Some(&b'{');
     let start = usize::from(braces);
-    if !b.get(start).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') {
+    if !b
+        .get(start)
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+    {
         return None;
     }
     let mut j = start + 1;
@@ -436,11 +440,22 @@ impl Reader {
     fn expansion_depth(&self) -> usize {
         self.stack
             .iter()
-            .filter(|s| matches!(s, Source::Lines { .. } | Source::Seq { .. } | Source::Lst { .. }))
+            .filter(|s| {
+                matches!(
+                    s,
+                    Source::Lines { .. } | Source::Seq { .. } | Source::Lst { .. }
+                )
+            })
             .count()
     }
 
-    fn push_expansion(&mut self, s: Source, at: &Loc, what: &str, diags: &mut Vec<Diag>) -> Result<(), Stop> {
+    fn push_expansion(
+        &mut self,
+        s: Source,
+        at: &Loc,
+        what: &str,
+        diags: &mut Vec<Diag>,
+    ) -> Result<(), Stop> {
         if self.expansion_depth() >= MAX_EXPANSION_DEPTH {
             diags.push(Diag::error(
                 at,
@@ -778,7 +793,10 @@ impl Reader {
             None => d.value.clone(),
             Some(Builtin::Instance) => config_id().to_owned(),
             Some(Builtin::Pwd) => {
-                let file = self.current_file().map(|f| f.as_path()).unwrap_or(Path::new("."));
+                let file = self
+                    .current_file()
+                    .map(|f| f.as_path())
+                    .unwrap_or(Path::new("."));
                 let dir = file.parent().unwrap_or(Path::new(""));
                 let dir = if dir.is_absolute() {
                     dir.to_owned()
@@ -897,9 +915,13 @@ impl Reader {
         let var = &p[..var_len];
         let after = p[var_len..].trim_start_matches([' ', '\t']);
         if var.is_empty() || after.is_empty() || after.starts_with(')') {
-            return bad(diags, "invalid ~SEQ: a variable and an end value are needed");
+            return bad(
+                diags,
+                "invalid ~SEQ: a variable and an end value are needed",
+            );
         }
-        let after = after[after.chars().next().map_or(0, char::len_utf8)..].trim_start_matches([' ', '\t']);
+        let after =
+            after[after.chars().next().map_or(0, char::len_utf8)..].trim_start_matches([' ', '\t']);
         let Some(close) = after.find(')') else {
             return bad(diags, "invalid ~SEQ: ')' missing");
         };
@@ -936,7 +958,10 @@ impl Reader {
             [start, end] => (start, if start <= end { 1 } else { -1 }, end),
             [start, step, end] => {
                 if step == 0 || (start < end && step < 0) || (start > end && step > 0) {
-                    return bad(diags, "invalid ~SEQ values: the step is 0 or goes away from the end");
+                    return bad(
+                        diags,
+                        "invalid ~SEQ values: the step is 0 or goes away from the end",
+                    );
                 }
                 (start, step, end)
             }
@@ -945,7 +970,9 @@ impl Reader {
         if hex && (start < 0 || end < 0) {
             return bad(diags, "~SEQx is only valid for positive numbers");
         }
-        let rest = after[close + 1..].trim_start_matches([' ', '\t']).to_owned();
+        let rest = after[close + 1..]
+            .trim_start_matches([' ', '\t'])
+            .to_owned();
         let src = Source::Seq {
             at: loc.clone(),
             var: var.to_owned(),
@@ -983,7 +1010,9 @@ impl Reader {
         }
         let mut vars = Vec::new();
         loop {
-            let len = text[p..].find([' ', '\t', ',', '}']).unwrap_or(text.len() - p);
+            let len = text[p..]
+                .find([' ', '\t', ',', '}'])
+                .unwrap_or(text.len() - p);
             vars.push(text[p..p + len].to_owned());
             p += len;
             p += blanks(&text[p..]);
@@ -1016,7 +1045,9 @@ impl Reader {
             }
             let mut values = Vec::new();
             loop {
-                let len = text[p..].find([' ', '\t', ',', '}', ')']).unwrap_or(text.len() - p);
+                let len = text[p..]
+                    .find([' ', '\t', ',', '}', ')'])
+                    .unwrap_or(text.len() - p);
                 values.push(text[p..p + len].to_owned());
                 p += len;
                 p += blanks(&text[p..]);
@@ -1029,7 +1060,11 @@ impl Reader {
                 p += 1;
                 p += blanks(&text[p..]);
                 if values.len() >= vars.len() {
-                    diags.push(Diag::error(loc, Some("~LST"), "~LST specification has too many values"));
+                    diags.push(Diag::error(
+                        loc,
+                        Some("~LST"),
+                        "~LST specification has too many values",
+                    ));
                     return Ok(());
                 }
             }
@@ -1095,7 +1130,11 @@ impl Reader {
         let paths = match glob::glob_with(&text, opts) {
             Ok(p) => p,
             Err(e) => {
-                diags.push(Diag::error(at, Some("include"), format!("bad pattern: {e}")));
+                diags.push(Diag::error(
+                    at,
+                    Some("include"),
+                    format!("bad pattern: {e}"),
+                ));
                 return Ok(());
             }
         };
@@ -1106,7 +1145,11 @@ impl Reader {
                 Err(e) => diags.push(Diag::warning(
                     at,
                     Some("include"),
-                    format!("{} cannot be searched ({}); skipped", e.path().display(), e.error()),
+                    format!(
+                        "{} cannot be searched ({}); skipped",
+                        e.path().display(),
+                        e.error()
+                    ),
                 )),
             }
             if found.len() > self.budget.files_left {
@@ -1140,12 +1183,21 @@ impl Reader {
                 self.push_file(path, bytes);
                 Ok(())
             }
-            Err(e @ ReadError::NotRegular { kind: "a directory", .. }) => {
+            Err(
+                e @ ReadError::NotRegular {
+                    kind: "a directory",
+                    ..
+                },
+            ) => {
                 diags.push(Diag::warning(at, Some("include"), format!("{e}; skipped")));
                 Ok(())
             }
             Err(e @ (ReadError::TooLarge { .. } | ReadError::TooManyFiles { .. })) => {
-                diags.push(Diag::error(at, Some("include"), format!("{e}; reading stopped")));
+                diags.push(Diag::error(
+                    at,
+                    Some("include"),
+                    format!("{e}; reading stopped"),
+                ));
                 Err(self.stop())
             }
             Err(e) => {
@@ -1189,7 +1241,8 @@ mod tests {
 
     #[test]
     fn definitions_and_substitution() {
-        let (l, d) = lines("$VIP=10.0.0.1\n$PORT=80\nvirtual_server $VIP $PORT {\n}\nx ${VIP}/32\n");
+        let (l, d) =
+            lines("$VIP=10.0.0.1\n$PORT=80\nvirtual_server $VIP $PORT {\n}\nx ${VIP}/32\n");
         assert_eq!(l, ["virtual_server 10.0.0.1 80 {", "}", "x 10.0.0.1/32"]);
         assert!(d.is_empty(), "{d:?}");
     }
@@ -1208,7 +1261,11 @@ mod tests {
         let (l, d) = lines("$SP = 10.0.0.2\n");
         assert_eq!(l, ["$SP = 10.0.0.2"]);
         assert_eq!(d.len(), 1);
-        assert!(d[0].message.contains("parameter SP is not defined"), "{}", d[0]);
+        assert!(
+            d[0].message.contains("parameter SP is not defined"),
+            "{}",
+            d[0]
+        );
     }
 
     #[test]
@@ -1226,7 +1283,13 @@ mod tests {
         let (l, d) = lines(text);
         assert_eq!(
             l,
-            ["virtual_server 10.0.0.1 80 {", "real_server 10.1.1.1 80 {", "weight 3", "}", "}"]
+            [
+                "virtual_server 10.0.0.1 80 {",
+                "real_server 10.1.1.1 80 {",
+                "weight 3",
+                "}",
+                "}"
+            ]
         );
         assert!(d.is_empty(), "{d:?}");
     }
@@ -1275,7 +1338,8 @@ mod tests {
     fn conditional_lines() {
         set_config_id("test-host");
         let id = config_id();
-        let text = format!("@{id} a 1\n@other a 2\n@^{id} a 3\n@^other a 4\n@{id}\n$C=@{id}\n$C a 5\n");
+        let text =
+            format!("@{id} a 1\n@other a 2\n@^{id} a 3\n@^other a 4\n@{id}\n$C=@{id}\n$C a 5\n");
         let (l, d) = lines(&text);
         assert!(d.is_empty(), "{d:?}");
         assert_eq!(l, ["a 1", "a 4", "a 5"]);
@@ -1292,9 +1356,20 @@ mod tests {
     fn sequences() {
         let (l, d) = lines("~SEQ(N, 0, 3) ip 10.0.${N}.1\n");
         assert!(d.is_empty(), "{d:?}");
-        assert_eq!(l, ["ip 10.0.0.1", "ip 10.0.1.1", "ip 10.0.2.1", "ip 10.0.3.1"]);
+        assert_eq!(
+            l,
+            ["ip 10.0.0.1", "ip 10.0.1.1", "ip 10.0.2.1", "ip 10.0.3.1"]
+        );
         let (l, _) = lines("~SEQx(S, 0x90, 0x10, 0xc0) ip fe80::20:${S}:1\n");
-        assert_eq!(l, ["ip fe80::20:90:1", "ip fe80::20:a0:1", "ip fe80::20:b0:1", "ip fe80::20:c0:1"]);
+        assert_eq!(
+            l,
+            [
+                "ip fe80::20:90:1",
+                "ip fe80::20:a0:1",
+                "ip fe80::20:b0:1",
+                "ip fe80::20:c0:1"
+            ]
+        );
         let (l, _) = lines("~SEQ(N, 3) n $N\n");
         assert_eq!(l, ["n 1", "n 2", "n 3"]);
         let (l, _) = lines("~SEQ(N, 3, 1) n $N\n");
@@ -1310,7 +1385,13 @@ mod tests {
 
     #[test]
     fn bad_sequences_are_located_errors() {
-        for bad in ["~SEQ(N, 1, 0, 3) x", "~SEQ(N, 3, 1, 1) x", "~SEQ N 3", "~SEQ(N) x", "~SEQx(N, -3) x"] {
+        for bad in [
+            "~SEQ(N, 1, 0, 3) x",
+            "~SEQ(N, 3, 1, 1) x",
+            "~SEQ N 3",
+            "~SEQ(N) x",
+            "~SEQx(N, -3) x",
+        ] {
             let (l, d) = lines(&format!("\n{bad}\n"));
             assert!(l.is_empty(), "{bad}: {l:?}");
             let e = errors(&d);
@@ -1397,13 +1478,24 @@ mod tests {
     fn includes_share_parameters_and_are_relative() {
         let d = tmpdir("inc");
         std::fs::create_dir(d.join("conf.d")).unwrap();
-        std::fs::write(d.join("main.conf"), "$P=80\ninclude conf.d/*.conf\nafter $Q\n").unwrap();
+        std::fs::write(
+            d.join("main.conf"),
+            "$P=80\ninclude conf.d/*.conf\nafter $Q\n",
+        )
+        .unwrap();
         std::fs::write(d.join("conf.d/a.conf"), "a $P\n$Q=q\n").unwrap();
         std::fs::write(d.join("conf.d/b.conf"), "b ${_PWD}\n").unwrap();
         std::fs::write(d.join("conf.d/.hidden.conf"), "hidden\n").unwrap();
         let (l, diags) = read_all(&d.join("main.conf"), open_budget());
         assert!(diags.is_empty(), "{diags:?}");
-        assert_eq!(l, ["a 80", format!("b {}", d.join("conf.d").display()).as_str(), "after q"]);
+        assert_eq!(
+            l,
+            [
+                "a 80",
+                format!("b {}", d.join("conf.d").display()).as_str(),
+                "after q"
+            ]
+        );
     }
 
     #[test]
@@ -1422,8 +1514,13 @@ mod tests {
         let e = errors(&diags);
         assert!(e.len() <= source::MAX_FILES, "{}", e.len());
         let last = e.last().unwrap();
-        assert!(last.contains("MAX_FILES") && last.contains(".conf:2:1: error: include:"), "{last}");
-        assert!(e[..e.len() - 1].iter().all(|e| e.contains("MAX_INCLUDE_DEPTH")));
+        assert!(
+            last.contains("MAX_FILES") && last.contains(".conf:2:1: error: include:"),
+            "{last}"
+        );
+        assert!(e[..e.len() - 1]
+            .iter()
+            .all(|e| e.contains("MAX_INCLUDE_DEPTH")));
     }
 
     #[test]
@@ -1444,15 +1541,25 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        std::fs::write(d.join("main.conf"), "include fifo.conf\ninclude /dev/zero\na\n").unwrap();
+        std::fs::write(
+            d.join("main.conf"),
+            "include fifo.conf\ninclude /dev/zero\na\n",
+        )
+        .unwrap();
         let t = std::time::Instant::now();
         let (l, diags) = read_all(&d.join("main.conf"), open_budget());
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
         assert_eq!(l, ["a"]);
         let e = errors(&diags);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].contains("main.conf:1:1: error: include:") && e[0].contains("a FIFO"), "{e:?}");
-        assert!(e[1].contains("main.conf:2:1: error: include:") && e[1].contains("/dev/zero"), "{e:?}");
+        assert!(
+            e[0].contains("main.conf:1:1: error: include:") && e[0].contains("a FIFO"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("main.conf:2:1: error: include:") && e[1].contains("/dev/zero"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -1468,7 +1575,10 @@ mod tests {
         assert_eq!(l.len(), 600);
         let e = errors(&diags);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].contains("MAX_INPUT_BYTES") && e[0].contains("main.conf:2:1"), "{e:?}");
+        assert!(
+            e[0].contains("MAX_INPUT_BYTES") && e[0].contains("main.conf:2:1"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -1478,6 +1588,12 @@ mod tests {
         let (l, diags) = read_all(&d.join("main.conf"), open_budget());
         assert!(l.is_empty());
         assert_eq!(diags.len(), 1, "{diags:?}");
-        assert!(diags[0].to_string().contains("main.conf:1:1: warning: no statements"), "{}", diags[0]);
+        assert!(
+            diags[0]
+                .to_string()
+                .contains("main.conf:1:1: warning: no statements"),
+            "{}",
+            diags[0]
+        );
     }
 }

@@ -253,14 +253,23 @@ mod tests {
         let t = std::time::Instant::now();
         let e = read(&fifo, &mut Budget::default(), false).unwrap_err();
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
-        assert!(matches!(e, ReadError::NotRegular { kind: "a FIFO", .. }), "{e}");
+        assert!(
+            matches!(e, ReadError::NotRegular { kind: "a FIFO", .. }),
+            "{e}"
+        );
     }
 
     #[test]
     fn devices_are_refused() {
         let e = read(Path::new("/dev/zero"), &mut Budget::default(), false).unwrap_err();
         assert!(
-            matches!(e, ReadError::NotRegular { kind: "a character device", .. }),
+            matches!(
+                e,
+                ReadError::NotRegular {
+                    kind: "a character device",
+                    ..
+                }
+            ),
             "{e}"
         );
     }

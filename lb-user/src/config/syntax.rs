@@ -109,7 +109,8 @@ pub fn shown_keyword(k: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-.$@~".contains(c);
     // Entries of address blocks (`10.0.0.1/24`, `fd00::1`) are their keyword.
     let (addr, prefix) = k.split_once('/').unwrap_or((k, "0"));
-    if addr.parse::<std::net::IpAddr>().is_ok() && prefix.len() <= 3 && prefix.parse::<u8>().is_ok() {
+    if addr.parse::<std::net::IpAddr>().is_ok() && prefix.len() <= 3 && prefix.parse::<u8>().is_ok()
+    {
         return k.to_owned();
     }
     if k.chars().all(plain) && !k.is_empty() {
@@ -141,7 +142,6 @@ impl Diag {
         }
     }
 }
-
 
 #[derive(Clone, Debug, PartialEq)]
 enum Tok {
@@ -282,10 +282,7 @@ impl Tokens {
     }
 
     fn skip_newlines(&mut self, diags: &mut Vec<Diag>) {
-        while self
-            .peek(0, diags)
-            .is_some_and(|t| t.tok == Tok::Newline)
-        {
+        while self.peek(0, diags).is_some_and(|t| t.tok == Tok::Newline) {
             self.buf.pop_front();
         }
     }
@@ -315,7 +312,12 @@ struct Parser {
 impl Parser {
     /// The children of a block whose `{` at `open` was just read, `depth`
     /// blocks deep; a block past [`MAX_BLOCK_DEPTH`] is skipped.
-    fn child_block(&mut self, open: &Loc, depth: usize, diags: &mut Vec<Diag>) -> Option<Vec<Node>> {
+    fn child_block(
+        &mut self,
+        open: &Loc,
+        depth: usize,
+        diags: &mut Vec<Diag>,
+    ) -> Option<Vec<Node>> {
         if depth > MAX_BLOCK_DEPTH {
             diags.push(Diag::error(
                 open,
@@ -479,12 +481,22 @@ mod tests {
             .spawn(move || parse_text(&text))
             .unwrap();
         let (_, diags) = t.join().expect("no stack overflow");
-        assert!(diags[0].to_string().contains("k.conf:65:3: error: blocks nested deeper than 64"), "{}", diags[0]);
+        assert!(
+            diags[0]
+                .to_string()
+                .contains("k.conf:65:3: error: blocks nested deeper than 64"),
+            "{}",
+            diags[0]
+        );
     }
 
     #[test]
     fn depth_64_is_accepted() {
-        let text = format!("{}{}\n", "a {\n".repeat(MAX_BLOCK_DEPTH), "}\n".repeat(MAX_BLOCK_DEPTH));
+        let text = format!(
+            "{}{}\n",
+            "a {\n".repeat(MAX_BLOCK_DEPTH),
+            "}\n".repeat(MAX_BLOCK_DEPTH)
+        );
         let (nodes, diags) = parse_text(&text);
         assert!(diags.is_empty(), "{diags:?}");
         let mut n = &nodes[0];
@@ -501,7 +513,10 @@ mod tests {
         let text = "a b c d e f g h i j\n".repeat(MAX_TOKENS / 10 + 1);
         let (nodes, diags) = parse_text(&text);
         assert!(nodes.len() <= MAX_TOKENS / 10);
-        assert!(diags.last().unwrap().message.contains("MAX_TOKENS"), "{diags:?}");
+        assert!(
+            diags.last().unwrap().message.contains("MAX_TOKENS"),
+            "{diags:?}"
+        );
     }
 
     #[test]
@@ -512,8 +527,14 @@ mod tests {
         assert_eq!(shown_keyword("10.0.0.1/40"), "10.0.0.1/40");
         assert_eq!(shown_keyword("fd00::1"), "fd00::1");
         assert_eq!(shown_keyword("fd00::1/x"), "(a 9-byte word, not shown)");
-        assert_eq!(shown_keyword("root:$6$salt$hash:19000:0:99999:7:::"), "(a 36-byte word, not shown)");
-        assert_eq!(shown_keyword(&"a".repeat(60)), format!("{}…", "a".repeat(48)));
+        assert_eq!(
+            shown_keyword("root:$6$salt$hash:19000:0:99999:7:::"),
+            "(a 36-byte word, not shown)"
+        );
+        assert_eq!(
+            shown_keyword(&"a".repeat(60)),
+            format!("{}…", "a".repeat(48))
+        );
         let d = Diag::warning(
             &Loc {
                 file: Arc::new("k.conf".into()),
@@ -523,16 +544,27 @@ mod tests {
             Some("secret\u{1b}[2J"),
             "unknown keyword; ignored",
         );
-        assert_eq!(d.to_string(), "k.conf:1:1: warning: (a 10-byte word, not shown): unknown keyword; ignored");
+        assert_eq!(
+            d.to_string(),
+            "k.conf:1:1: warning: (a 10-byte word, not shown): unknown keyword; ignored"
+        );
     }
 
     #[test]
     fn parameters_feed_the_grammar() {
-        let (nodes, diags) = parse_text("$VIP=10.0.0.1\nvirtual_server $VIP 80 {\n  ~SEQ(N, 2) real_server 10.1.1.$N 80\n}\n");
+        let (nodes, diags) = parse_text(
+            "$VIP=10.0.0.1\nvirtual_server $VIP 80 {\n  ~SEQ(N, 2) real_server 10.1.1.$N 80\n}\n",
+        );
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(nodes.len(), 1);
         assert_eq!(nodes[0].args, ["10.0.0.1", "80"]);
-        let reals: Vec<_> = nodes[0].children.as_ref().unwrap().iter().map(|n| n.args[0].clone()).collect();
+        let reals: Vec<_> = nodes[0]
+            .children
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.args[0].clone())
+            .collect();
         assert_eq!(reals, ["10.1.1.1", "10.1.1.2"]);
         // The real servers are located at the ~SEQ line.
         assert_eq!(nodes[0].children.as_ref().unwrap()[1].loc.line, 3);
