@@ -149,7 +149,7 @@ fn a_file_rewritten_in_place_during_sighups_is_never_applied_half_written() {
 }
 
 #[test]
-fn an_include_of_a_fifo_is_an_error_at_once_for_check_config_and_reload() {
+fn an_include_of_a_fifo_is_an_error_at_once_and_an_empty_file_is_applied_with_warnings() {
     let _g = lb_tests::serial();
     let mut lab = lab("fifo");
     lab.start_agent(&services(2), AGENT_ARGS).unwrap();
@@ -193,4 +193,22 @@ fn an_include_of_a_fifo_is_an_error_at_once_for_check_config_and_reload() {
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(agent_alive(&lab, pid));
     assert_eq!(count(&lab), 2);
+    // An empty file: applied, as keepalived does, with warnings naming it.
+    std::fs::write(lab.config_path(), "").unwrap();
+    let out = Command::new(&lab.bins.lb)
+        .args(["reload", "--socket", &s(&lab.socket())])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let file = s(&lab.config_path());
+    assert!(
+        stdout.contains(&format!("{file}:1:1: warning: no statements in this file")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("this reload removes all 2 running service(s)"),
+        "{stdout}"
+    );
+    assert_eq!(count(&lab), 0);
 }
