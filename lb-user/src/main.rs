@@ -66,6 +66,10 @@ enum Cmd {
         /// Idle timeout of UDP flows, seconds.
         #[arg(long, default_value_t = Timeouts::default().udp_s)]
         udp_timeout: u32,
+        /// Config id for `@ID` lines and `${_INSTANCE}` (keepalived's -i;
+        /// default: the host name up to its first dot).
+        #[arg(short = 'i', long)]
+        config_id: Option<String>,
     },
     /// Print the virtual server table (ipvsadm -Ln layout).
     List {
@@ -105,6 +109,10 @@ enum Cmd {
         /// summary go to stderr.
         #[arg(long)]
         dump: bool,
+        /// Config id for `@ID` lines and `${_INSTANCE}` (keepalived's -i;
+        /// default: the host name up to its first dot).
+        #[arg(short = 'i', long)]
+        config_id: Option<String>,
     },
     /// Global data-plane counters: verdicts, and why packets were passed or dropped.
     Counters {
@@ -247,7 +255,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tcp_timeout,
             tcpfin_timeout,
             udp_timeout,
+            config_id,
         } => {
+            if let Some(id) = config_id {
+                config::reader::set_config_id(&id);
+            }
             let opts = agent::Options {
                 ifaces,
                 config,
@@ -330,7 +342,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", list::render_counters(&dp.global_sum()?));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::CheckConfig { file, dump } => {
+        Cmd::CheckConfig {
+            file,
+            dump,
+            config_id,
+        } => {
+            if let Some(id) = config_id {
+                config::reader::set_config_id(&id);
+            }
             let loaded = config::load(&file);
             let errors = loaded.errors().count();
             let warnings = loaded.diags.len() - errors;

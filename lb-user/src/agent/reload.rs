@@ -6,6 +6,12 @@
 //! a refused file changes nothing (keepalived keeps its running
 //! configuration too), and every diagnostic goes back to whoever asked, with
 //! its location, as `lb check-config` prints it.
+//!
+//! A file rewritten while it is read is never applied half written: every
+//! file is read again after [`config::SETTLE`] and used only if none changed
+//! (see [`config::load_stable`]). A file without any virtual server is
+//! applied, as keepalived does, but a reload that so removes every running
+//! service is logged as a warning naming the file.
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
@@ -31,25 +37,16 @@ pub struct Reloader {
     pub serial: Arc<Mutex<()>>,
 }
 
-/// Reads and parses `path` off the async threads, logging each diagnostic.
+/// Reads and parses `path` off the async threads, once it is stable (see
+/// [`config::load_stable`]), logging each diagnostic.
 pub async fn read(path: PathBuf) -> config::Loaded {
     let p = path.clone();
-    let loaded = match tokio::task::spawn_blocking(move || config::load(&p)).await {
+    let load = move || config::load_stable(&p, config::SETTLE, config::SETTLE_TRIES);
+    let loaded = match tokio::task::spawn_blocking(load).await {
         Ok(l) => l,
         Err(e) => {
             // The parser panicked: report it as an error of the file.
-            let mut l = config::load_str("", &path);
-            l.diags.push(config::Diag {
-                severity: config::Severity::Error,
-                loc: config::Loc {
-                    file: Arc::new(path.clone()),
-                    line: 1,
-                    col: 1,
-                },
-                keyword: None,
-                message: format!("reading the file failed: {e}"),
-            });
-            l
+            config::Loaded::failed(&path, format!("reading the file failed: {e}"))
         }
     };
     log(&loaded);
@@ -71,7 +68,23 @@ impl Reloader {
     /// instances keep their state.
     pub async fn reload(&self) -> ReloadReply {
         let _one = self.serial.lock().await;
-        let loaded = read(self.path.clone()).await;
+        let mut loaded = read(self.path.clone()).await;
+        if !loaded.has_errors() && loaded.config.services.is_empty() {
+            let running = self.core.services().await.map_or(0, |s| s.len());
+            if running > 0 {
+                let d = config::Diag::warning(
+                    &config::Loc {
+                        file: Arc::new(self.path.clone()),
+                        line: 1,
+                        col: 1,
+                    },
+                    None,
+                    format!("no virtual server in the configuration: this reload removes all {running} running service(s) (applied, as keepalived does)"),
+                );
+                tracing::warn!("{d}");
+                loaded.diags.push(d);
+            }
+        }
         let diagnostics: Vec<Diagnostic> = loaded.diags.iter().map(Diagnostic::from).collect();
         let file = self.path.display().to_string();
         let reply = |outcome, services, vrrp_instances, message: String| ReloadReply {

@@ -9,8 +9,10 @@
 pub mod check;
 pub mod dump;
 pub mod group;
+pub mod reader;
 pub mod route;
 pub mod script;
+pub mod source;
 pub mod syntax;
 mod value;
 pub mod vrrp;
@@ -207,9 +209,26 @@ pub struct Config {
 pub struct Loaded {
     pub config: Config,
     pub diags: Vec<Diag>,
+    /// Every file read (the main file first, then the includes in the order
+    /// read), to tell whether one changed while the configuration was read.
+    pub files: Vec<source::FileStamp>,
 }
 
 impl Loaded {
+    /// No configuration: one error located at `path`:1:1.
+    pub fn failed(path: &Path, message: String) -> Self {
+        let mut l = finish(Vec::new(), Vec::new());
+        l.diags.push(Diag::error(
+            &Loc {
+                file: std::sync::Arc::new(path.to_owned()),
+                line: 1,
+                col: 1,
+            },
+            None,
+            message,
+        ));
+        l
+    }
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(|d| d.severity == Severity::Error)
     }
@@ -270,15 +289,47 @@ fn later(node: &Node, what: &str) -> Diag {
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Loaded {
     let mut diags = Vec::new();
-    let nodes = syntax::parse_file(path, &mut diags);
-    finish(nodes, diags)
+    let parsed = syntax::parse_file(path, &mut diags);
+    let mut l = finish(parsed.nodes, diags);
+    l.files = parsed.files;
+    l
 }
 
 /// Reads and checks configuration text as if it were file `path`.
 pub fn load_str(text: &str, path: &Path) -> Loaded {
     let mut diags = Vec::new();
-    let nodes = syntax::parse_str(text, path, &mut diags);
-    finish(nodes, diags)
+    let parsed = syntax::parse_str(text, path, &mut diags);
+    let mut l = finish(parsed.nodes, diags);
+    l.files = parsed.files;
+    l
+}
+
+/// How long every file read must stay unchanged before a reload uses it
+/// (100 ms), and how many times a reload reads again when one changed (5).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+pub const SETTLE_TRIES: u32 = 5;
+
+/// Reads `path` as [`load`] does, then waits `settle` and reads every file
+/// again: the result is used only if none changed (bytes, size, mtime,
+/// identity), so that a file rewritten in place while it is read (`cat >
+/// keepalived.conf` during a SIGHUP) is never half applied. After `tries`
+/// reads that all saw a change, the result is an error of the file (the
+/// running configuration is kept). Blocking.
+pub fn load_stable(path: &Path, settle: std::time::Duration, tries: u32) -> Loaded {
+    for _ in 0..tries {
+        let loaded = load(path);
+        std::thread::sleep(settle);
+        if loaded.files.iter().all(source::unchanged) {
+            return loaded;
+        }
+    }
+    Loaded::failed(
+        path,
+        format!(
+            "the configuration changed while it was read, {tries} times {} ms apart; not used",
+            settle.as_millis()
+        ),
+    )
 }
 
 fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
@@ -346,7 +397,11 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
         nodes,
     };
     script::secure(&mut config, &mut diags);
-    Loaded { config, diags }
+    Loaded {
+        config,
+        diags,
+        files: Vec::new(),
+    }
 }
 
 /// Adds `vs`, or merges its reals into an earlier block for the same service
@@ -852,4 +907,62 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
         loc: n.loc.clone(),
     };
     Some((real, weight))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_keeps_changing_is_refused_and_a_stable_one_used() {
+        let d = std::env::temp_dir().join(format!("lb-stable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("k.conf");
+        std::fs::write(&f, "virtual_server 10.0.0.1 80 {\n}\n").unwrap();
+        let settle = std::time::Duration::from_millis(50);
+        let l = load_stable(&f, settle, 3);
+        assert!(!l.has_errors(), "{:?}", l.diags);
+        assert_eq!(l.config.services.len(), 1);
+        assert_eq!(l.files.len(), 1);
+        // A writer that rewrites the file every 10 ms.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = {
+            let (stop, f) = (stop.clone(), f.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::write(
+                        &f,
+                        format!("virtual_server 10.0.0.{} 80 {{\n}}\n", i % 200 + 1),
+                    )
+                    .unwrap();
+                    i += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            })
+        };
+        let l = load_stable(&f, settle, 3);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        w.join().unwrap();
+        let e: Vec<_> = l.errors().map(ToString::to_string).collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("k.conf:1:1: error: the configuration changed while it was read, 3 times 50 ms apart"), "{e:?}");
+        assert!(l.config.services.is_empty());
+    }
+
+    #[test]
+    fn an_include_that_changes_counts_too() {
+        let d = std::env::temp_dir().join(format!("lb-stable-inc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("k.conf"), "include inc.conf\n").unwrap();
+        std::fs::write(d.join("inc.conf"), "virtual_server 10.0.0.1 80 {\n}\n").unwrap();
+        let l = load(&d.join("k.conf"));
+        assert_eq!(l.files.len(), 2);
+        assert!(l.files.iter().all(source::unchanged));
+        std::fs::write(d.join("inc.conf"), "virtual_server 10.0.0.2 80 {\n}\n").unwrap();
+        assert!(source::unchanged(&l.files[0]));
+        assert!(!source::unchanged(&l.files[1]));
+    }
 }

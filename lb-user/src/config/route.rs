@@ -379,7 +379,7 @@ mod tests {
         let text = format!("virtual_routes {{\n {line}\n}}\n");
         let mut d = Vec::new();
         let nodes = crate::config::syntax::parse_str(&text, std::path::Path::new("r.conf"), &mut d);
-        let r = route(&nodes[0].children.as_ref().unwrap()[0], &mut d);
+        let r = route(&nodes.nodes[0].children.as_ref().unwrap()[0], &mut d);
         (r, d.iter().map(ToString::to_string).collect())
     }
 
@@ -425,7 +425,7 @@ mod tests {
         let text = format!("virtual_rules {{\n {line}\n}}\n");
         let mut d = Vec::new();
         let nodes = crate::config::syntax::parse_str(&text, std::path::Path::new("r.conf"), &mut d);
-        let r = rule(&nodes[0].children.as_ref().unwrap()[0], &mut d);
+        let r = rule(&nodes.nodes[0].children.as_ref().unwrap()[0], &mut d);
         (r, d.iter().map(ToString::to_string).collect())
     }
 

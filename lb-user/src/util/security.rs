@@ -157,6 +157,14 @@ pub fn authorize(program: &str, user: Account, script_security: bool) -> Result<
     }
 }
 
+/// What a non-root user could change on the way to `path` (absolute): the
+/// file, a directory above it or a symbolic link traversed, by the rule of
+/// [`check`]; `Ok(None)` when nothing. Used for files that are read rather
+/// than run (configuration includes).
+pub fn weak_point(path: &Path) -> Result<Option<Insecure>, Unusable> {
+    walk(path).map(|w| w.weak)
+}
+
 /// A resolved path with what was seen on the way.
 struct Walk {
     path: PathBuf,
