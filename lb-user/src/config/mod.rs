@@ -309,6 +309,10 @@ pub fn load_str(text: &str, path: &Path) -> Loaded {
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 pub const SETTLE_TRIES: u32 = 5;
 
+/// How many times [`load_stable`]'s settle time an empty file must stay
+/// unchanged (1 s with the agent's 100 ms).
+pub const EMPTY_SETTLE_FACTOR: u32 = 10;
+
 /// Reads `path` as [`load`] does, then waits `settle` and reads every file
 /// again: the result is used only if none changed (bytes, size, mtime,
 /// identity), so that a file rewritten in place while it is read (`cat >
@@ -318,7 +322,15 @@ pub const SETTLE_TRIES: u32 = 5;
 pub fn load_stable(path: &Path, settle: std::time::Duration, tries: u32) -> Loaded {
     for _ in 0..tries {
         let loaded = load(path);
-        std::thread::sleep(settle);
+        // An empty file is what an in-place rewrite (`cat >`, an editor
+        // truncating) shows between truncation and the first write: it
+        // must hold still ten times longer before it is believed.
+        let wait = if loaded.files.iter().any(|f| f.len == 0) {
+            settle * EMPTY_SETTLE_FACTOR
+        } else {
+            settle
+        };
+        std::thread::sleep(wait);
         if loaded.files.iter().all(source::unchanged) {
             return loaded;
         }
@@ -912,6 +924,31 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cat > keepalived.conf` truncates, then writes: a reload that reads
+    /// the empty file waits ten settle times, so a writer that stalls
+    /// longer than one settle time after truncating is still seen.
+    #[test]
+    fn a_truncated_file_must_hold_still_longer() {
+        let d = std::env::temp_dir().join(format!("lb-trunc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("k.conf");
+        std::fs::write(&f, "").unwrap();
+        let w = {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                // Stalls 3 settle times after the truncation, then writes.
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                std::fs::write(&f, "virtual_server 10.0.0.1 80 {\n}\n").unwrap();
+            })
+        };
+        let l = load_stable(&f, std::time::Duration::from_millis(50), 3);
+        w.join().unwrap();
+        assert!(!l.has_errors(), "{:?}", l.diags);
+        assert_eq!(l.config.services.len(), 1, "the empty read was not used");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn a_file_that_keeps_changing_is_refused_and_a_stable_one_used() {
