@@ -142,7 +142,6 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
             "k.conf:2:1: warning: static_ipaddress: this block not implemented yet; parsed and ignored",
             "k.conf:6:2: warning: ha_suspend: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
-            "k.conf:10:3: warning: SMTP_CHECK: checker not implemented yet; parsed and ignored (the real is not checked by it)",
         ]
     );
     // The other blocks are kept for later features.

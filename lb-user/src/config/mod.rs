@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod syntax;
+pub mod track;
 mod value;
 pub mod vrrp;
 
@@ -214,9 +215,6 @@ const TOP_LATER: &[&str] = &[
     "virtual_server_group",
     "linkbeat_interfaces",
     "garp_group",
-    "track_file",
-    "vrrp_track_file",
-    "track_process",
     "bfd_instance",
     "net_namespace",
     "instance",
@@ -281,6 +279,36 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     for n in &nodes {
         match n.keyword.as_str() {
             "global_defs" => {}
+            "track_file" | "vrrp_track_file" => {
+                if let Some(t) = track::track_file(n, &mut diags) {
+                    if vr.files.contains_key(&t.name) {
+                        diags.push(Diag::error(
+                            &n.loc,
+                            Some(&n.keyword),
+                            format!("'{}' is defined twice", t.name),
+                        ));
+                    }
+                    vr.files.insert(t.name.clone(), t);
+                }
+            }
+            "vrrp_track_process" => {
+                if let Some(t) = track::track_process(n, &mut diags) {
+                    if vr.processes.contains_key(&t.name) {
+                        diags.push(Diag::error(
+                            &n.loc,
+                            Some(&n.keyword),
+                            format!("'{}' is defined twice", t.name),
+                        ));
+                    }
+                    vr.processes.insert(t.name.clone(), t);
+                }
+            }
+            // Not a keepalived 2.2.7 block: it says "Unknown keyword".
+            "track_process" => diags.push(Diag::warning(
+                &n.loc,
+                Some("track_process"),
+                "unknown keyword at top level; ignored (the block is vrrp_track_process)",
+            )),
             "vrrp_script" => {
                 if let Some(s) = vrrp::script(n, &mut diags) {
                     if vr.scripts.contains_key(&s.name) {
@@ -338,6 +366,7 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
         }
     }
     vrrp::finish(&mut vr, &mut diags);
+    track::resolve(&mut services, &vr.files, &mut diags);
     capacity(&services, &mut diags);
     Loaded {
         config: Config {
@@ -615,11 +644,7 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<RealServer> {
     let mut notify_down = None;
     for c in n.children.iter().flatten() {
         match c.keyword.as_str() {
-            k if check::is_checker(k) => {
-                if let Some(ch) = check::parse(c, diags) {
-                    checks.push(ch);
-                }
-            }
+            k if check::is_checker(k) => checks.extend(check::parse(c, diags)),
             "inhibit_on_failure" => inhibit_on_failure = Some(flag(c)),
             "notify_up" => notify_up = command(c, diags),
             "notify_down" => notify_down = command(c, diags),

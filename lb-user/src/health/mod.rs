@@ -39,6 +39,18 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn resolve(check: &Check, real: Timing, service: Timing) -> Schedule {
+        if let CheckKind::File(_) = check.kind {
+            // FILE_CHECK has no timing keywords (check_file.c): the file
+            // is read every FILE_POLL and a change applies at once.
+            return Schedule {
+                delay_loop: crate::track::FILE_POLL,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                retry: 0,
+                delay_before_retry: crate::track::FILE_POLL,
+                warmup: Duration::ZERO,
+                fast_recovery: false,
+            };
+        }
         let t = check.timing.or(real).or(service);
         let (retry, before) = match check.kind {
             CheckKind::Misc { .. } => (0, Duration::from_secs(1)),
