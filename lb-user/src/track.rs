@@ -254,6 +254,7 @@ fn parse_stat(stat: &[u8]) -> Option<(String, bool)> {
 /// is forgotten. Times are offsets on a monotonic clock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quorum {
+    /// The quorum as tracked (what the instances see).
     pub up: bool,
     /// When the pending change is judged.
     pending: Option<Duration>,
