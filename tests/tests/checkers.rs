@@ -174,8 +174,10 @@ fn vrrp_instance_follows_track_file_and_track_process() {
         "track_file prio {{\n  file {file}\n  weight 5\n}}\n\
          vrrp_track_process proc {{\n  process {name}\n  terminate_delay 0.5\n}}\n\
          vrrp_instance VI_1 {{\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
-           track_file {{\n    prio\n  }}\n  track_process {{\n    proc\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+           track_file {{\n    prio\n  }}\n  track_process {{\n    proc\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n\
+         virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  real_server {r1} 80 {{\n    weight 1\n  }}\n}}\n",
         file = file.display(),
+        r1 = real_ip(1),
     );
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     let row = |l: &str| {
