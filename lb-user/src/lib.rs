@@ -15,5 +15,6 @@ pub mod reconciler;
 pub mod sched;
 pub mod state;
 pub mod sweep;
+pub mod track;
 pub mod util;
 pub mod vrrp;

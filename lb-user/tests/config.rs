@@ -143,7 +143,6 @@ fn unknown_and_unimplemented_keywords_are_warnings_naming_file_line_keyword() {
             "k.conf:2:1: warning: static_ipaddress: this block not implemented yet; parsed and ignored",
             "k.conf:6:2: warning: ha_suspend: keyword not implemented yet; parsed and ignored",
             "k.conf:7:2: warning: bogus_kw: unknown keyword in virtual_server; ignored",
-            "k.conf:10:3: warning: SMTP_CHECK: checker not implemented yet; parsed and ignored (the real is not checked by it)",
             "k.conf:5:1: warning: protocol: virtual server 10.0.0.1:80: no protocol set; defaulting to UDP (as keepalived 2.2.7, whose kernel default it is)",
             "k.conf:5:1: warning: lb_algo: virtual server 10.0.0.1:80: no scheduler set; using keepalived's default 'wlc'",
             "k.conf:5:1: warning: lb_kind: virtual server 10.0.0.1:80: no forwarding method set; using keepalived's default NAT",

@@ -1,15 +1,15 @@
 //! Health checkers inside `real_server` (keepalived's `check` syntax) and the
 //! timing keywords they inherit from `real_server` and `virtual_server`.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 pub use super::value::shell_words;
 use super::{
     value::{
-        arg, decode_hex, flag, parse_addr, parse_range, program_words, run_as, timer, uint,
+        arg, decode_hex, flag, int, parse_addr, parse_range, program_words, run_as, timer, uint,
         unknown, whole_secs, Shapes, ANY, TIMER_MAX,
     },
-    Diag, Node,
+    Diag, Loc, Node,
 };
 use crate::util::process::Program;
 
@@ -115,6 +115,34 @@ pub enum CheckKind {
         timeout: Option<Duration>,
         dynamic: bool,
     },
+    /// SMTP_CHECK (keepalived's check_smtp.c): the first line read must be
+    /// a `220` banner, `HELO helo_name` must be answered `250`, then `QUIT`
+    /// and one more line. Default helo_name `smtpchecker.keepalived.org`.
+    Smtp { helo: String },
+    /// PING_CHECK (check_ping.c): one ICMP / ICMPv6 echo request must be
+    /// answered by an echo reply within connect_timeout.
+    Ping,
+    /// FILE_CHECK (check_file.c): the real follows the number in a
+    /// global `track_file`; see [`crate::track::file_real_effect`].
+    File(FileCheck),
+}
+
+/// A FILE_CHECK: which `track_file` it follows and with what weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCheck {
+    /// Name of the global `track_file` block.
+    pub track: String,
+    /// The FILE_CHECK's own `weight N [reverse]` (keepalived: range
+    /// ±2147483647), else the track_file's.
+    pub own_weight: Option<(i64, bool)>,
+    /// Filled in once every block is read (`config::track::resolve`):
+    /// the file, the effective weight and direction, and the real's
+    /// configured weight the file's value × weight is added to.
+    pub path: PathBuf,
+    pub weight: i64,
+    pub reverse: bool,
+    pub base_weight: u32,
+    pub loc: Loc,
 }
 
 /// A configured checker.
@@ -177,27 +205,149 @@ const URL_SHAPES: Shapes = Shapes {
     ],
 };
 
-/// Checkers this build runs; the others are parsed and reported.
-const LATER: &[&str] = &["SMTP_CHECK", "BFD_CHECK", "PING_CHECK", "FILE_CHECK"];
+/// keepalived's SMTP_CHECK default `helo_name` (check_smtp.h, SMTP_DEFAULT_HELO).
+pub const SMTP_DEFAULT_HELO: &str = "smtpchecker.keepalived.org";
 
 /// Whether `keyword` names a checker block.
 pub fn is_checker(keyword: &str) -> bool {
     matches!(
         keyword,
-        "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "UDP_CHECK" | "DNS_CHECK"
-    ) || LATER.contains(&keyword)
+        "TCP_CHECK"
+            | "HTTP_GET"
+            | "SSL_GET"
+            | "MISC_CHECK"
+            | "UDP_CHECK"
+            | "DNS_CHECK"
+            | "SMTP_CHECK"
+            | "PING_CHECK"
+            | "FILE_CHECK"
+            | "BFD_CHECK"
+    )
 }
 
-/// Parses a checker block; `None` (with a diagnostic) when it cannot run.
-pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
-    if LATER.contains(&n.keyword.as_str()) {
-        diags.push(Diag::warning(
+/// Parses a checker block: its checkers (several for an SMTP_CHECK with
+/// `host { }` blocks), none (with a diagnostic) when it cannot run.
+pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Vec<Check> {
+    match n.keyword.as_str() {
+        "BFD_CHECK" => {
+            // An error, not a warning: a real whose only checker never runs
+            // would otherwise count as up whatever happens to it.
+            diags.push(Diag::error(
+                &n.loc,
+                Some("BFD_CHECK"),
+                "not implemented: lb has no BFD (RFC 5880) sessions (keepalived's bfd_instance); \
+                 use PING_CHECK or TCP_CHECK for this real",
+            ));
+            Vec::new()
+        }
+        "FILE_CHECK" => file_check(n, diags).into_iter().collect(),
+        _ => common(n, diags),
+    }
+}
+
+/// FILE_CHECK: only `track_file NAME` and `weight N [reverse|noreverse]`
+/// (keepalived's check_file.c installs no other keyword).
+fn file_check(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
+    let mut track = None;
+    let mut own_weight = None;
+    for c in n.children.iter().flatten() {
+        match c.keyword.as_str() {
+            "track_file" => track = arg(c, 0, "track_file name", diags).map(String::from),
+            "weight" => {
+                let Some(w) = int(
+                    c,
+                    0,
+                    -i64::from(i32::MAX),
+                    i64::from(i32::MAX),
+                    "weight",
+                    diags,
+                ) else {
+                    continue;
+                };
+                let reverse = match c.args.get(1).map(String::as_str) {
+                    None | Some("noreverse") => false,
+                    Some("reverse") => true,
+                    Some(o) => {
+                        diags.push(Diag::error(
+                            &c.loc,
+                            Some("weight"),
+                            format!("unknown option '{o}' (reverse or noreverse)"),
+                        ));
+                        continue;
+                    }
+                };
+                own_weight = Some((w, reverse));
+            }
+            _ => diags.push(unknown(c, "FILE_CHECK")),
+        }
+    }
+    let Some(track) = track else {
+        diags.push(Diag::error(
             &n.loc,
-            Some(&n.keyword),
-            "checker not implemented yet; parsed and ignored (the real is not checked by it)",
+            Some("FILE_CHECK"),
+            "needs track_file NAME",
         ));
         return None;
+    };
+    Some(Check {
+        kind: CheckKind::File(FileCheck {
+            track,
+            own_weight,
+            path: PathBuf::new(),
+            weight: 1,
+            reverse: false,
+            base_weight: 0,
+            loc: n.loc.clone(),
+        }),
+        fast_recovery: false,
+        connect_ip: None,
+        connect_port: None,
+        bindto: None,
+        timing: Timing::default(),
+    })
+}
+
+/// The connection keywords of an SMTP_CHECK `host { }` block (keepalived
+/// 2.2.7 still accepts them; each host is one more checker).
+fn smtp_host(
+    n: &Node,
+    outer: &mut Timing,
+    diags: &mut Vec<Diag>,
+) -> (
+    Option<IpAddr>,
+    Option<u16>,
+    Option<IpAddr>,
+    Option<Duration>,
+) {
+    let (mut ip, mut port, mut bindto, mut timeout) = (None, None, None, None);
+    for c in n.children.iter().flatten() {
+        match c.keyword.as_str() {
+            "connect_ip" => ip = parse_addr(c, 0, diags),
+            "connect_port" => port = uint(c, 0, 1, 65535, "port", diags).map(|p| p as u16),
+            "bindto" => bindto = parse_addr(c, 0, diags),
+            "connect_timeout" => {
+                timeout = timer(
+                    c,
+                    Duration::from_micros(1),
+                    Duration::from_micros(u32::MAX.into()),
+                    diags,
+                )
+            }
+            // As in keepalived, the other common keywords set the whole
+            // SMTP_CHECK's values.
+            _ if outer.take(c, Level::Checker, diags) => {}
+            "bind_port" | "bind_if" | "fwmark" => diags.push(Diag::warning(
+                &c.loc,
+                Some(&c.keyword),
+                "not implemented yet; parsed and ignored",
+            )),
+            _ => diags.push(unknown(c, "host")),
+        }
     }
+    (ip, port, bindto, timeout)
+}
+
+fn common(n: &Node, diags: &mut Vec<Diag>) -> Vec<Check> {
     let mut check = Check {
         kind: CheckKind::Tcp,
         fast_recovery: false,
@@ -218,12 +368,20 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     let mut sni = false;
     let mut http11 = false;
     let mut user = None;
+    let mut helo = None;
+    let mut hosts = Vec::new();
     for c in n.children.iter().flatten() {
         CHECKER_SHAPES.check(c, diags);
         if check.timing.take(c, Level::Checker, diags) {
             continue;
         }
         match c.keyword.as_str() {
+            "helo_name" if n.keyword == "SMTP_CHECK" => {
+                helo = arg(c, 0, "HELO name", diags).map(String::from);
+            }
+            "host" if n.keyword == "SMTP_CHECK" => {
+                hosts.push(smtp_host(c, &mut check.timing, diags));
+            }
             "connect_ip" => check.connect_ip = parse_addr(c, 0, diags),
             "connect_port" => {
                 check.connect_port = uint(c, 0, 1, 65535, "port", diags).map(|p| p as u16)
@@ -296,6 +454,33 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
     }
     check.kind = match n.keyword.as_str() {
         "TCP_CHECK" => CheckKind::Tcp,
+        "PING_CHECK" => CheckKind::Ping,
+        "SMTP_CHECK" => {
+            check.kind = CheckKind::Smtp {
+                helo: helo.unwrap_or_else(|| SMTP_DEFAULT_HELO.to_string()),
+            };
+            // keepalived (check_smtp.c): with host blocks and no connection
+            // setting of its own, the SMTP_CHECK is only its hosts; else it
+            // is one checker more. A host defaults to the real's address
+            // and port.
+            let own = check.connect_ip.is_some()
+                || check.connect_port.is_some()
+                || check.bindto.is_some()
+                || check.timing.connect_timeout.is_some();
+            let mut out = Vec::new();
+            if own || hosts.is_empty() {
+                out.push(check.clone());
+            }
+            for (ip, port, bindto, timeout) in hosts {
+                let mut h = check.clone();
+                h.connect_ip = ip;
+                h.connect_port = port;
+                h.bindto = bindto;
+                h.timing.connect_timeout = timeout;
+                out.push(h);
+            }
+            return out;
+        }
         "UDP_CHECK" => CheckKind::Udp {
             payload,
             require_reply,
@@ -308,7 +493,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
                     Some(&n.keyword),
                     "needs at least one url { path … }",
                 ));
-                return None;
+                return Vec::new();
             }
             CheckKind::Http {
                 urls,
@@ -321,10 +506,12 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
         _ => {
             let Some(path) = misc_path else {
                 diags.push(Diag::error(&n.loc, Some("MISC_CHECK"), "needs misc_path"));
-                return None;
+                return Vec::new();
             };
             // keepalived's quoting rules: words, with "…" and '…' grouping.
-            let argv = program_words(&path, &n.loc, "misc_path", diags)?;
+            let Some(argv) = program_words(&path, &n.loc, "misc_path", diags) else {
+                return Vec::new();
+            };
             CheckKind::Misc {
                 program: Program {
                     user,
@@ -335,7 +522,7 @@ pub fn parse(n: &Node, diags: &mut Vec<Diag>) -> Option<Check> {
             }
         }
     };
-    Some(check)
+    vec![check]
 }
 
 fn url(n: &Node, diags: &mut Vec<Diag>) -> Option<Url> {
@@ -401,4 +588,117 @@ fn dns_type(t: &str) -> Option<u16> {
         "AAAA" => 28,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{load_str, Loaded};
+
+    fn load(reals: &str) -> Loaded {
+        load_str(
+            &format!(
+                "track_file maint {{\n file /run/maint\n weight 2 reverse\n}}\n\
+                 virtual_server 10.0.0.1 25 {{\n lb_kind DR\n protocol TCP\n lb_algo rr\n real_server 10.0.0.2 25 {{\n  weight 5\n{reals}\n }}\n}}\n"
+            ),
+            Path::new("c.conf"),
+        )
+    }
+
+    fn checks(l: &Loaded) -> &[Check] {
+        &l.config.services[0].reals[0].checks
+    }
+
+    fn messages(l: &Loaded) -> Vec<String> {
+        l.diags.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn smtp_check_with_defaults_and_host_blocks() {
+        let l = load("SMTP_CHECK {\n connect_timeout 3\n}");
+        assert!(l.diags.is_empty(), "{:?}", messages(&l));
+        let c = &checks(&l)[0];
+        assert_eq!(
+            c.kind,
+            CheckKind::Smtp {
+                helo: SMTP_DEFAULT_HELO.into()
+            }
+        );
+        assert_eq!(c.timing.connect_timeout, Some(Duration::from_secs(3)));
+        // Hosts only: one checker per host (keepalived's deprecated form),
+        // retry given inside a host applies to all.
+        let l = load(
+            "SMTP_CHECK {\n helo_name lb.example\n host {\n  connect_ip 10.0.0.3\n  connect_port 2525\n  retry 4\n }\n host {\n  connect_ip 10.0.0.4\n  bindto 10.0.0.9\n }\n}",
+        );
+        assert!(l.diags.is_empty(), "{:?}", messages(&l));
+        let c = checks(&l);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.iter()
+                .map(|c| (c.connect_ip, c.connect_port, c.bindto, c.timing.retry))
+                .collect::<Vec<_>>(),
+            [
+                (Some("10.0.0.3".parse().unwrap()), Some(2525), None, Some(4)),
+                (
+                    Some("10.0.0.4".parse().unwrap()),
+                    None,
+                    Some("10.0.0.9".parse().unwrap()),
+                    Some(4)
+                ),
+            ]
+        );
+        assert!(c.iter().all(|c| c.kind
+            == CheckKind::Smtp {
+                helo: "lb.example".into()
+            }));
+        // Own connection settings and a host: two checkers.
+        let l = load("SMTP_CHECK {\n connect_port 25\n host {\n  connect_ip 10.0.0.3\n }\n}");
+        assert_eq!(checks(&l).len(), 2);
+    }
+
+    #[test]
+    fn ping_and_file_checks() {
+        let l = load("PING_CHECK {\n connect_ip 10.0.0.7\n retry 2\n}\nFILE_CHECK {\n track_file maint\n}\nFILE_CHECK {\n track_file maint\n weight 0 reverse\n}");
+        assert!(l.diags.is_empty(), "{:?}", messages(&l));
+        let c = checks(&l);
+        assert_eq!(c[0].kind, CheckKind::Ping);
+        assert_eq!(c[0].connect_ip, Some("10.0.0.7".parse().unwrap()));
+        let CheckKind::File(f) = &c[1].kind else {
+            panic!("{:?}", c[1].kind)
+        };
+        // The track_file's weight and direction, the real's weight.
+        assert_eq!(
+            (f.path.to_str(), f.weight, f.reverse, f.base_weight),
+            (Some("/run/maint"), 2, true, 5)
+        );
+        let CheckKind::File(f) = &c[2].kind else {
+            panic!()
+        };
+        assert_eq!((f.weight, f.reverse), (0, true));
+    }
+
+    #[test]
+    fn bad_checkers_are_located_errors() {
+        let l = load(
+            "FILE_CHECK {\n weight 1\n}\nFILE_CHECK {\n track_file maint\n weight 1 sideways\n delay_loop 3\n}\nBFD_CHECK {\n name b\n}",
+        );
+        assert_eq!(
+            messages(&l),
+            [
+                "c.conf:11:1: error: FILE_CHECK: needs track_file NAME",
+                "c.conf:16:2: error: weight: unknown option 'sideways' (reverse or noreverse)",
+                "c.conf:17:2: warning: delay_loop: unknown keyword in FILE_CHECK; ignored",
+                "c.conf:19:1: error: BFD_CHECK: not implemented: lb has no BFD (RFC 5880) sessions (keepalived's bfd_instance); use PING_CHECK or TCP_CHECK for this real",
+            ]
+        );
+        // A real whose only checker is a BFD_CHECK is never loaded.
+        assert!(l.config.services.is_empty());
+        let l = load("FILE_CHECK {\n track_file nothing\n}");
+        assert_eq!(
+            messages(&l),
+            ["c.conf:11:1: error: track_file: no track_file named 'nothing'"]
+        );
+    }
 }

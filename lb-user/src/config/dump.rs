@@ -122,6 +122,15 @@ fn checker(vs: &VirtualServer, r: &RealServer, c: &Check) -> Value {
     });
     let extra = match &c.kind {
         CheckKind::Tcp => json!({"type": "TCP_CHECK"}),
+        CheckKind::Smtp { helo } => json!({"type": "SMTP_CHECK", "helo_name": helo}),
+        CheckKind::Ping => json!({"type": "PING_CHECK"}),
+        CheckKind::File(f) => json!({
+            "type": "FILE_CHECK",
+            "track_file": f.track,
+            "file": f.path,
+            "weight": f.weight,
+            "reverse": f.reverse,
+        }),
         CheckKind::Http {
             urls,
             virtualhost,

@@ -14,6 +14,7 @@ pub mod route;
 pub mod script;
 pub mod source;
 pub mod syntax;
+pub mod track;
 mod value;
 pub mod vrrp;
 
@@ -244,9 +245,6 @@ const TOP_LATER: &[&str] = &[
     "static_rules",
     "linkbeat_interfaces",
     "garp_group",
-    "track_file",
-    "vrrp_track_file",
-    "track_process",
     "bfd_instance",
     "net_namespace",
     "instance",
@@ -356,6 +354,36 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     for n in &nodes {
         match n.keyword.as_str() {
             "global_defs" => {}
+            "track_file" | "vrrp_track_file" => {
+                if let Some(t) = track::track_file(n, &mut diags) {
+                    if vr.files.contains_key(&t.name) {
+                        diags.push(Diag::error(
+                            &n.loc,
+                            Some(&n.keyword),
+                            format!("'{}' is defined twice", t.name),
+                        ));
+                    }
+                    vr.files.insert(t.name.clone(), t);
+                }
+            }
+            "vrrp_track_process" => {
+                if let Some(t) = track::track_process(n, &mut diags) {
+                    if vr.processes.contains_key(&t.name) {
+                        diags.push(Diag::error(
+                            &n.loc,
+                            Some(&n.keyword),
+                            format!("'{}' is defined twice", t.name),
+                        ));
+                    }
+                    vr.processes.insert(t.name.clone(), t);
+                }
+            }
+            // Not a keepalived 2.2.7 block: it says "Unknown keyword".
+            "track_process" => diags.push(Diag::warning(
+                &n.loc,
+                Some("track_process"),
+                "unknown keyword at top level; ignored (the block is vrrp_track_process)",
+            )),
             "vrrp_script" => {
                 if let Some(s) = vrrp::script(n, &mut diags) {
                     if vr.scripts.contains_key(&s.name) {
@@ -402,6 +430,7 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
         }
     }
     vrrp::finish(&mut vr, &mut diags);
+    track::resolve(&mut services, &vr.files, &mut diags);
     capacity(&services, &mut diags);
     let mut config = Config {
         services,
@@ -885,11 +914,7 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
     for c in n.children.iter().flatten() {
         RS_SHAPES.check(c, diags);
         match c.keyword.as_str() {
-            k if check::is_checker(k) => {
-                if let Some(ch) = check::parse(c, diags) {
-                    checks.push(ch);
-                }
-            }
+            k if check::is_checker(k) => checks.extend(check::parse(c, diags)),
             "inhibit_on_failure" => inhibit_on_failure = Some(flag(c, diags)),
             "notify_up" => notify_up = notify_program(c, diags),
             "notify_down" => notify_down = notify_program(c, diags),

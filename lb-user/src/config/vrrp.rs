@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use super::{
+    track::{self, TrackFile, TrackProcess, TrackRef},
     value::{
         arg, block, command, errors, flag, ignored, int, notify_program, parse_addr, run_as, timer,
         uint, unknown, whole_secs, words, Shapes, ANY,
@@ -192,6 +193,10 @@ pub struct Instance {
     pub preempt_delay: Duration,
     pub track_interfaces: Vec<Track>,
     pub track_scripts: Vec<Track>,
+    /// `track_file { NAME [weight W [reverse]] }`.
+    pub track_files: Vec<TrackRef>,
+    /// `track_process { NAME [weight W [reverse]] }`.
+    pub track_processes: Vec<TrackRef>,
     pub notify: Notify,
     pub garp_master_delay: Duration,
     pub garp_master_repeat: u32,
@@ -234,6 +239,8 @@ pub struct SyncGroup {
     pub members: Vec<String>,
     pub notify: Notify,
     pub track_scripts: Vec<Track>,
+    pub track_files: Vec<TrackRef>,
+    pub track_processes: Vec<TrackRef>,
     pub loc: Loc,
 }
 
@@ -244,6 +251,10 @@ pub struct Vrrp {
     pub scripts: BTreeMap<String, Script>,
     pub instances: Vec<Instance>,
     pub groups: Vec<SyncGroup>,
+    /// Global `track_file` blocks (instances and FILE_CHECKs use them).
+    pub files: BTreeMap<String, TrackFile>,
+    /// `vrrp_track_process` blocks.
+    pub processes: BTreeMap<String, TrackProcess>,
 }
 
 /// global_defs settings (ipvs, iptables, process, SNMP) with no meaning here.
@@ -716,6 +727,8 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
         preempt_delay: Duration::ZERO,
         track_interfaces: Vec::new(),
         track_scripts: Vec::new(),
+        track_files: Vec::new(),
+        track_processes: Vec::new(),
         notify: Notify::default(),
         garp_master_delay: g.garp_master_delay,
         garp_master_repeat: g.garp_master_repeat,
@@ -887,6 +900,8 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             }
             "track_interface" => inst.track_interfaces = tracks(c, diags),
             "track_script" => inst.track_scripts = tracks(c, diags),
+            "track_file" => inst.track_files = track::refs(c, diags),
+            "track_process" => inst.track_processes = track::refs(c, diags),
             // keepalived (vrrp_parser.c): whole seconds, 0 to 4294.
             "garp_master_delay" => {
                 inst.garp_master_delay =
@@ -1137,6 +1152,8 @@ pub fn sync_group(n: &Node, diags: &mut Vec<Diag>) -> Option<SyncGroup> {
         members: Vec::new(),
         notify: Notify::default(),
         track_scripts: Vec::new(),
+        track_files: Vec::new(),
+        track_processes: Vec::new(),
         loc: n.loc.clone(),
     };
     for c in block(n, diags) {
@@ -1147,6 +1164,8 @@ pub fn sync_group(n: &Node, diags: &mut Vec<Diag>) -> Option<SyncGroup> {
         match c.keyword.as_str() {
             "group" => g.members = words(c, diags),
             "track_script" => g.track_scripts = tracks(c, diags),
+            "track_file" => g.track_files = track::refs(c, diags),
+            "track_process" => g.track_processes = track::refs(c, diags),
             "global_tracking" | "sync_group_tracking_weight" => {
                 diags.push(ignored(c, "not implemented; ignored"))
             }
@@ -1177,6 +1196,31 @@ pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
                     format!("no vrrp_script named '{}'", t.name),
                 ));
             }
+        }
+    }
+    let refs = v
+        .instances
+        .iter()
+        .map(|i| (&i.track_files, &i.track_processes));
+    let refs = refs.chain(
+        v.groups
+            .iter()
+            .map(|g| (&g.track_files, &g.track_processes)),
+    );
+    for (files, procs) in refs {
+        for t in files.iter().filter(|t| !v.files.contains_key(&t.name)) {
+            diags.push(Diag::error(
+                &t.loc,
+                Some("track_file"),
+                format!("no track_file named '{}'", t.name),
+            ));
+        }
+        for t in procs.iter().filter(|t| !v.processes.contains_key(&t.name)) {
+            diags.push(Diag::error(
+                &t.loc,
+                Some("track_process"),
+                format!("no vrrp_track_process named '{}'", t.name),
+            ));
         }
     }
     let mut member_of: BTreeMap<String, String> = BTreeMap::new();

@@ -44,6 +44,18 @@ impl Schedule {
     /// 3, delay_before_retry = delay_loop); warmup defaults to delay_loop
     /// (the first probe comes at a random time within it).
     pub fn resolve(check: &Check, real: Timing, service: Timing) -> Schedule {
+        if let CheckKind::File(_) = check.kind {
+            // FILE_CHECK has no timing keywords (check_file.c): the file
+            // is read every FILE_POLL and a change applies at once.
+            return Schedule {
+                delay_loop: crate::track::FILE_POLL,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                retry: 0,
+                delay_before_retry: crate::track::FILE_POLL,
+                warmup: Duration::ZERO,
+                fast_recovery: false,
+            };
+        }
         let t = check.timing.or(real).or(service);
         let delay_loop = t.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP);
         let (retry, before) = match check.kind {

@@ -14,7 +14,10 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{combine, probe, CheckState, Health, Outcome, Schedule};
 use crate::{
-    config::{check::Check, Config, RealKey},
+    config::{
+        check::{Check, CheckKind},
+        Config, RealKey,
+    },
     util::fmt_sock,
 };
 
@@ -66,7 +69,10 @@ impl Monitor {
                     .insert(key, r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure));
                 for (index, c) in r.checks.iter().enumerate() {
                     let s = Schedule::resolve(c, r.timing, vs.timing);
-                    wanted.insert(CheckId { real: key, index }, (c.clone(), s, vs.alpha));
+                    // keepalived clears alpha for FILE_CHECK: the file's
+                    // state is known at once.
+                    let alpha = vs.alpha && !matches!(c.kind, CheckKind::File(_));
+                    wanted.insert(CheckId { real: key, index }, (c.clone(), s, alpha));
                 }
             }
         }
@@ -122,7 +128,19 @@ impl Monitor {
                 if state.next > now {
                     tokio::time::sleep(state.next - now).await;
                 }
-                let outcome = probe::run(&check, to, sched.connect_timeout).await;
+                let outcome = match &check.kind {
+                    // A number out of range leaves the state as it is
+                    // (keepalived ignores it).
+                    CheckKind::File(f) => match probe::file(f).await {
+                        Some(o) => o,
+                        None => {
+                            tracing::warn!(file = %f.path.display(), "track_file: number out of range; ignored");
+                            state.next = start.elapsed() + sched.delay_loop;
+                            continue;
+                        }
+                    },
+                    _ => probe::run(&check, to, sched.connect_timeout).await,
+                };
                 let changed = state.record(&sched, start.elapsed(), outcome.clone());
                 if let Some(e) = states.lock().expect("states").get_mut(&id) {
                     e.1 = state.clone();
@@ -216,12 +234,15 @@ impl Drop for Monitor {
 
 fn describe(c: &Check) -> String {
     match &c.kind {
-        crate::config::check::CheckKind::Tcp => "TCP_CHECK",
-        crate::config::check::CheckKind::Http { tls: false, .. } => "HTTP_GET",
-        crate::config::check::CheckKind::Http { tls: true, .. } => "SSL_GET",
-        crate::config::check::CheckKind::Misc { .. } => "MISC_CHECK",
-        crate::config::check::CheckKind::Udp { .. } => "UDP_CHECK",
-        crate::config::check::CheckKind::Dns { .. } => "DNS_CHECK",
+        CheckKind::Tcp => "TCP_CHECK",
+        CheckKind::Http { tls: false, .. } => "HTTP_GET",
+        CheckKind::Http { tls: true, .. } => "SSL_GET",
+        CheckKind::Misc { .. } => "MISC_CHECK",
+        CheckKind::Udp { .. } => "UDP_CHECK",
+        CheckKind::Dns { .. } => "DNS_CHECK",
+        CheckKind::Smtp { .. } => "SMTP_CHECK",
+        CheckKind::Ping => "PING_CHECK",
+        CheckKind::File(_) => "FILE_CHECK",
     }
     .to_string()
 }

@@ -1,6 +1,7 @@
-//! The probes: TCP connect, HTTP GET (status codes, MD5 digest of the body)
-//! and MISC_CHECK programs (run without a shell, bounded, killed at the
-//! timeout). Every probe is bounded by its timeout as a whole.
+//! The probes: TCP connect, HTTP GET (status codes, MD5 digest of the body),
+//! MISC_CHECK programs (run without a shell, bounded, killed at the
+//! timeout), SMTP (banner, HELO, QUIT), ICMP echo and tracked files. Every
+//! probe is bounded by its timeout as a whole.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -18,7 +19,8 @@ use tokio::{
 
 use super::Outcome;
 use crate::{
-    config::check::{Check, CheckKind, Url},
+    config::check::{Check, CheckKind, FileCheck, Url},
+    track::{self, RealEffect},
     util::{
         chain,
         process::{self, Program},
@@ -63,6 +65,17 @@ pub enum ProbeError {
     NoHeaderEnd,
     #[error("digest {0}")]
     Digest(String),
+    /// An SMTP step's answer: the step and the line read.
+    #[error("{0} '{1}'")]
+    Smtp(&'static str, String),
+    #[error("connection closed by {0}")]
+    Closed(SocketAddr),
+    #[error("ICMP socket")]
+    IcmpSocket(#[source] io::Error),
+    #[error("send echo request to {0}")]
+    EchoSend(IpAddr, #[source] io::Error),
+    #[error("no echo reply from {0}")]
+    NoEchoReply(IpAddr),
 }
 
 /// Most bytes of an HTTP answer read (headers and body).
@@ -128,6 +141,182 @@ pub async fn run(check: &Check, to: SocketAddr, timeout: Duration) -> Outcome {
         } => udp(to, check.bindto, payload, *require_reply, timeout).await,
         CheckKind::Dns { qtype, name } => {
             bounded(timeout, dns(to, check.bindto, *qtype, name)).await
+        }
+        CheckKind::Smtp { helo } => bounded(timeout, smtp(to, check.bindto, helo)).await,
+        CheckKind::Ping => bounded(timeout, ping(to.ip())).await,
+        // The monitor keeps the last state instead of a number out of
+        // range (keepalived ignores it); a single probe reports it.
+        CheckKind::File(f) => file(f)
+            .await
+            .unwrap_or_else(|| Outcome::Down(format!("{}: number out of range", f.path.display()))),
+    }
+}
+
+/// FILE_CHECK: the tracked file's number and what it does to the real
+/// ([`track::file_real_effect`]); the weight it gives is the real's
+/// configured one plus value × weight, within 0..=65535 (the weights the
+/// configuration accepts). `None` for a number out of range (keepalived
+/// keeps the last state). The file is read on a blocking thread.
+pub async fn file(f: &FileCheck) -> Option<Outcome> {
+    let path = f.path.clone();
+    let v = tokio::task::spawn_blocking(move || track::read_file_value(&path))
+        .await
+        .ok()??;
+    Some(match track::file_real_effect(v, f.weight, f.reverse) {
+        RealEffect::Down => Outcome::Down(format!("{} holds {v}", f.path.display())),
+        RealEffect::Up(0) => Outcome::Up,
+        RealEffect::Up(d) => {
+            Outcome::UpWeight((i64::from(f.base_weight) + d).clamp(0, 65535) as u32)
+        }
+    })
+}
+
+/// Most bytes kept while waiting for an SMTP line (keepalived's
+/// SMTP_BUFF_MAX: a longer line wraps the buffer).
+const SMTP_LINE_MAX: usize = 512;
+
+/// Reads until a newline arrives and returns that first line; what came
+/// after it in the same read is dropped, as keepalived's checker does
+/// (each step starts with an empty buffer).
+async fn smtp_line(s: &mut TcpStream, to: SocketAddr) -> Result<String, ProbeError> {
+    let mut buf = Vec::with_capacity(SMTP_LINE_MAX);
+    let mut chunk = [0u8; SMTP_LINE_MAX];
+    loop {
+        let n = s.read(&mut chunk).await.map_err(ProbeError::Io)?;
+        if n == 0 {
+            return Err(ProbeError::Closed(to));
+        }
+        if buf.len() + n >= SMTP_LINE_MAX {
+            buf.clear();
+        }
+        buf.extend_from_slice(&chunk[..n.min(SMTP_LINE_MAX - 1)]);
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            return Ok(String::from_utf8_lossy(&buf[..end]).into_owned());
+        }
+    }
+}
+
+/// An SMTP reply's code: three digits then a space or the end of the line
+/// (keepalived's smtp_get_status; a continuation line `250-…` is no code).
+/// A trailing CR counts as the end, so a bare `220` line is accepted.
+fn smtp_code(line: &str) -> Option<u16> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let (code, rest) = line.split_at_checked(3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) || !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    code.parse().ok()
+}
+
+/// SMTP_CHECK (keepalived's check_smtp.c): a `220` banner, `HELO name`
+/// answered `250`, then `QUIT` and any line back.
+async fn smtp(to: SocketAddr, bindto: Option<IpAddr>, helo: &str) -> Result<Outcome, ProbeError> {
+    let mut s = connect(to, bindto, None).await?;
+    let banner = smtp_line(&mut s, to).await?;
+    if smtp_code(&banner) != Some(220) {
+        return Err(ProbeError::Smtp("bad greeting banner", banner));
+    }
+    s.write_all(format!("HELO {helo}\r\n").as_bytes())
+        .await
+        .map_err(ProbeError::Io)?;
+    let answer = smtp_line(&mut s, to).await?;
+    if smtp_code(&answer) != Some(250) {
+        return Err(ProbeError::Smtp("bad HELO response", answer));
+    }
+    s.write_all(b"QUIT\r\n").await.map_err(ProbeError::Io)?;
+    smtp_line(&mut s, to).await?;
+    Ok(Outcome::Up)
+}
+
+/// Sequence numbers of the echo requests (shared by all PING_CHECKs).
+static ECHO_SEQ: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+
+/// The Internet checksum (RFC 1071).
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP (type 8) or ICMPv6 (type 128) echo request with `id`, `seq`
+/// and 56 bytes of payload; the ICMPv4 checksum is filled in (the kernel
+/// computes ICMPv6's).
+fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut p = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend((0..56u8).map(|i| i.wrapping_add(0x10)));
+    if !v6 {
+        let c = inet_checksum(&p);
+        p[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    p
+}
+
+/// Whether a received datagram is the echo reply to (`id`, `seq`): an
+/// IPv4 raw socket hands over the IP header too (skipped); the kernel
+/// sets and filters the id of an unprivileged ICMP socket (`check_id`
+/// false then).
+fn is_echo_reply(pkt: &[u8], v6: bool, raw: bool, id: u16, seq: u16, check_id: bool) -> bool {
+    let icmp = if raw && !v6 {
+        let ihl = usize::from(pkt.first().map_or(0, |b| b & 0x0f)) * 4;
+        match pkt.get(ihl..) {
+            Some(p) => p,
+            None => return false,
+        }
+    } else {
+        pkt
+    };
+    icmp.len() >= 8
+        && icmp[0] == if v6 { 129 } else { 0 }
+        && (!check_id || icmp[4..6] == id.to_be_bytes())
+        && icmp[6..8] == seq.to_be_bytes()
+}
+
+/// PING_CHECK (keepalived's check_ping.c): one echo request; up when its
+/// echo reply arrives (bounded by the caller). An unprivileged ICMP socket
+/// (SOCK_DGRAM, allowed by `net.ipv4.ping_group_range`) is used, else a
+/// raw socket (root). Other ICMP messages are skipped, not failures.
+async fn ping(to: IpAddr) -> Result<Outcome, ProbeError> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let v6 = to.is_ipv6();
+    let (domain, proto) = if v6 {
+        (Domain::IPV6, Protocol::ICMPV6)
+    } else {
+        (Domain::IPV4, Protocol::ICMPV4)
+    };
+    let (sock, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+        Ok(s) => (s, false),
+        Err(_) => (
+            Socket::new(domain, Type::RAW, Some(proto)).map_err(ProbeError::IcmpSocket)?,
+            true,
+        ),
+    };
+    sock.set_nonblocking(true).map_err(ProbeError::IcmpSocket)?;
+    let dst = SockAddr::from(SocketAddr::new(to, 0));
+    sock.connect(&dst)
+        .map_err(|e| ProbeError::EchoSend(to, e))?;
+    let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock))
+        .map_err(ProbeError::IcmpSocket)?;
+    let id = (std::process::id() & 0xffff) as u16;
+    let seq = ECHO_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sock.send(&echo_request(v6, id, seq))
+        .await
+        .map_err(|e| ProbeError::EchoSend(to, e))?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let n = match sock.recv(&mut buf).await {
+            Ok(n) => n,
+            // An ICMP error queued on the socket (unreachable): no reply.
+            Err(_) => return Err(ProbeError::NoEchoReply(to)),
+        };
+        if is_echo_reply(&buf[..n], v6, raw, id, seq, raw) {
+            return Ok(Outcome::Up);
         }
     }
 }
@@ -633,6 +822,162 @@ mod tests {
             Err(ProbeError::BadStatusLine(_))
         ));
     }
+
+    #[test]
+    fn smtp_codes_as_keepalived_reads_them() {
+        assert_eq!(smtp_code("220 mail.example ESMTP"), Some(220));
+        assert_eq!(smtp_code("250\r"), Some(250));
+        assert_eq!(smtp_code("250-PIPELINING"), None);
+        assert_eq!(smtp_code("25 x"), None);
+        assert_eq!(smtp_code("2200 x"), None);
+        assert_eq!(smtp_code(""), None);
+    }
+
+    /// An SMTP responder on loopback: answers `banner`, then `helo` to the
+    /// HELO, then 221 to QUIT; records what it was sent.
+    async fn smtp_server(
+        banner: &'static str,
+        helo: &'static str,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = String::new();
+            s.write_all(banner.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 512];
+            for answer in [helo, "221 bye\r\n"] {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got += &String::from_utf8_lossy(&buf[..n]);
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+            got
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn smtp_against_a_local_responder() {
+        let t = Duration::from_secs(2);
+        let (addr, srv) = smtp_server("220 mx ESMTP\r\n", "250 hello\r\n").await;
+        assert_eq!(
+            bounded(t, smtp(addr, None, "lb.example")).await,
+            Outcome::Up
+        );
+        assert_eq!(srv.await.unwrap(), "HELO lb.example\r\nQUIT\r\n");
+        // A 554 banner (service refused): down, naming the banner.
+        let (addr, _srv) = smtp_server("554 go away\r\n", "250 x\r\n").await;
+        let o = bounded(t, smtp(addr, None, "x")).await;
+        assert_eq!(
+            o,
+            Outcome::Down("bad greeting banner '554 go away\r'".into())
+        );
+        // HELO refused.
+        let (addr, _srv) = smtp_server("220 mx\r\n", "501 syntax\r\n").await;
+        let o = bounded(t, smtp(addr, None, "x")).await;
+        assert_eq!(o, Outcome::Down("bad HELO response '501 syntax\r'".into()));
+        // A server that never greets: the timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let o = bounded(
+            Duration::from_millis(200),
+            smtp(silent.local_addr().unwrap(), None, "x"),
+        )
+        .await;
+        assert_eq!(o, Outcome::Down("timed out after 200ms".into()));
+        // Nothing listening.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        assert!(
+            matches!(bounded(t, smtp(addr, None, "x")).await, Outcome::Down(e) if e.contains("refused"))
+        );
+    }
+
+    #[test]
+    fn echo_requests_and_replies() {
+        let p = echo_request(false, 0x1234, 7);
+        assert_eq!(&p[..8], [8, 0, p[2], p[3], 0x12, 0x34, 0, 7]);
+        assert_eq!(inet_checksum(&p), 0, "the checksum covers the message");
+        let mut reply = p.clone();
+        reply[0] = 0;
+        assert!(is_echo_reply(&reply, false, false, 0, 7, false));
+        assert!(
+            !is_echo_reply(&reply, false, false, 0, 8, false),
+            "other seq"
+        );
+        assert!(!is_echo_reply(&p, false, false, 0, 7, false), "a request");
+        assert!(
+            !is_echo_reply(&reply, false, false, 0x9999, 7, true),
+            "other id"
+        );
+        // Raw IPv4: behind a 20-byte IP header.
+        let mut ip = vec![0x45u8];
+        ip.resize(20, 0);
+        ip.extend_from_slice(&reply);
+        assert!(is_echo_reply(&ip, false, true, 0x1234, 7, true));
+        let mut v6 = echo_request(true, 1, 9);
+        assert_eq!(v6[0], 128);
+        v6[0] = 129;
+        assert!(is_echo_reply(&v6, true, false, 0, 9, false));
+    }
+
+    #[tokio::test]
+    async fn ping_loopback_answers_and_test_net_does_not() {
+        let t = Duration::from_millis(500);
+        assert_eq!(
+            bounded(t, ping("127.0.0.1".parse().unwrap())).await,
+            Outcome::Up
+        );
+        // TEST-NET-2 (RFC 5737): never answers (or has no route).
+        let o = bounded(t, ping("198.51.100.1".parse().unwrap())).await;
+        assert!(matches!(o, Outcome::Down(_)), "{o:?}");
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            assert_eq!(bounded(t, ping("::1".parse().unwrap())).await, Outcome::Up);
+        }
+    }
+
+    #[tokio::test]
+    async fn file_check_values() {
+        let dir = std::env::temp_dir().join(format!("lb-filecheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state");
+        let mut f = FileCheck {
+            track: "t".into(),
+            own_weight: None,
+            path: path.clone(),
+            weight: 0,
+            reverse: false,
+            base_weight: 10,
+            loc: crate::config::Loc {
+                file: Arc::new("t.conf".into()),
+                line: 1,
+                col: 1,
+            },
+        };
+        // weight 0: missing or 0 is up, non-zero down; reverse swaps.
+        assert_eq!(file(&f).await, Some(Outcome::Up));
+        std::fs::write(&path, "1\n").unwrap();
+        assert!(matches!(file(&f).await, Some(Outcome::Down(e)) if e.ends_with("holds 1")));
+        f.reverse = true;
+        assert_eq!(file(&f).await, Some(Outcome::Up));
+        // weight 3: the real's weight 10 plus 3 × the value, at least 0.
+        (f.weight, f.reverse) = (3, false);
+        std::fs::write(&path, "4").unwrap();
+        assert_eq!(file(&f).await, Some(Outcome::UpWeight(22)));
+        std::fs::write(&path, "-5").unwrap();
+        assert_eq!(file(&f).await, Some(Outcome::UpWeight(0)));
+        std::fs::write(&path, "0").unwrap();
+        assert_eq!(file(&f).await, Some(Outcome::Up));
+        std::fs::write(&path, "99999999999").unwrap();
+        assert_eq!(file(&f).await, None, "out of range: the last state stays");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {}
 
     #[tokio::test]
     async fn misc_exit_codes_and_timeout() {

@@ -7,6 +7,7 @@
 //! nsprobe tls-serve PORT NAME CERT.der KEY.der
 //!                                the same over TLS (HTTP/1.0, one request per connection)
 //! nsprobe silent PORT            accept connections and never answer
+//! nsprobe smtp PORT              an SMTP server: 220 banner, 250 to each command, 221 to QUIT
 //! nsprobe get HOST:PORT COUNT    COUNT requests, one connection each; prints "NAME count" lines and "fail N"
 //! nsprobe load HOST:PORT SECONDS GAP_MS
 //!                                a request every GAP_MS (one connection each, 0.5 s timeout) for
@@ -102,6 +103,27 @@ fn silent(port: u16) {
     }
 }
 
+/// A minimal SMTP server for SMTP_CHECK: a 220 banner, 250 to every
+/// command but QUIT, 221 to QUIT (then the connection is closed).
+fn smtp(port: u16) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    for s in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut w = s.try_clone().expect("clone");
+            let _ = w.write_all(b"220 nsprobe ESMTP\r\n");
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { return };
+                if line.trim_end().eq_ignore_ascii_case("QUIT") {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    return;
+                }
+                let _ = w.write_all(b"250 ok\r\n");
+            }
+        });
+    }
+}
+
 /// Status code to answer with: the number in `file`, else 200.
 fn status(file: &Option<String>) -> u16 {
     file.as_ref()
@@ -188,6 +210,7 @@ fn main() {
             &args[5],
         ),
         Some("silent") => silent(args[2].parse().expect("port")),
+        Some("smtp") => smtp(args[2].parse().expect("port")),
         Some("get") => {
             let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
             let count: usize = args[3].parse().expect("count");

@@ -24,6 +24,7 @@ pub(super) async fn run(mut e: Engine, mut inbox: Inbox) {
         let track = tokio::select! {
             Some((ifindex, v6, pkt)) = inbox.packets.recv() => { e.on_packet(ifindex, v6, pkt).await; false }
             Some((script, ok)) = inbox.scripts.recv() => { e.on_script(&script, ok); true }
+            Some(t) = inbox.tracked.recv() => { e.on_tracked(t); true }
             _ = tokio::time::sleep_until(deadline) => { e.on_timers().await; false }
             _ = poll.tick() => true,
             cmd = inbox.commands.recv() => match cmd {
@@ -111,6 +112,19 @@ impl Engine {
                 );
             }
         }
+        let group = inst.group.map(|g| &self.cfg.groups[g]);
+        let (more, add) = self.tracked_objects(
+            inst.cfg
+                .track_files
+                .iter()
+                .chain(group.iter().flat_map(|g| &g.track_files)),
+            inst.cfg
+                .track_processes
+                .iter()
+                .chain(group.iter().flat_map(|g| &g.track_processes)),
+        );
+        faults.extend(more);
+        prio += add;
         // The address owner's priority does not move (keepalived).
         let prio = if base == 255 { 255 } else { prio.clamp(1, 254) };
         (faults, prio as u8)

@@ -16,6 +16,7 @@ mod events;
 mod notify;
 mod reconcile;
 mod render;
+mod tracked;
 
 use std::{
     collections::BTreeMap,
@@ -176,6 +177,12 @@ struct Engine {
     receivers: BTreeMap<(u32, bool), Task>,
     pkt_tx: mpsc::Sender<(u32, bool, Received)>,
     script_tx: mpsc::Sender<(String, bool)>,
+    /// Tracked files and processes, and where their tasks report.
+    files: BTreeMap<String, tracked::FileState>,
+    procs: BTreeMap<String, tracked::ProcState>,
+    track_tx: mpsc::Sender<tracked::Tracked>,
+    /// Whether a configuration was applied (init_file overwrites only at start).
+    applied: bool,
     /// Packets no instance takes, per interface name and reason.
     unclaimed: BTreeMap<(String, &'static str), u64>,
     /// Removes the held addresses if the agent dies (started with the first instance).
@@ -188,6 +195,7 @@ struct Engine {
 struct Inbox {
     packets: mpsc::Receiver<(u32, bool, Received)>,
     scripts: mpsc::Receiver<(String, bool)>,
+    tracked: mpsc::Receiver<tracked::Tracked>,
     commands: mpsc::Receiver<Command>,
 }
 
@@ -197,6 +205,7 @@ struct Inbox {
 pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> Result<Handle, Error> {
     let (pkt_tx, packets) = mpsc::channel(1024);
     let (script_tx, scripts) = mpsc::channel(256);
+    let (track_tx, tracked) = tracked::channel();
     let mut e = Engine {
         cfg: Vrrp::default(),
         nl,
@@ -206,6 +215,10 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> Result<Handle, Error> {
         receivers: BTreeMap::new(),
         pkt_tx,
         script_tx,
+        files: BTreeMap::new(),
+        procs: BTreeMap::new(),
+        track_tx,
+        applied: false,
         unclaimed: BTreeMap::new(),
         guard: None,
         group_notified: BTreeMap::new(),
@@ -215,6 +228,7 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> Result<Handle, Error> {
     let inbox = Inbox {
         packets,
         scripts,
+        tracked,
         commands,
     };
     tokio::spawn(events::run(e, inbox));

@@ -42,6 +42,8 @@ impl Engine {
             }
         }
         self.scripts = scripts;
+        self.apply_trackers(&cfg, !self.applied).await;
+        self.applied = true;
         // Instances whose identity (what goes on the wire and the addresses)
         // is unchanged keep running with their state; priority, tracking,
         // preemption and notifications are updated in place.

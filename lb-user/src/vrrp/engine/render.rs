@@ -89,6 +89,7 @@ impl Engine {
                 sc.cfg.weight
             );
         }
+        self.render_trackers(&mut s);
         if !self.unclaimed.is_empty() {
             let r: Vec<String> = self
                 .unclaimed
