@@ -165,7 +165,7 @@ fn removed_real_flows_are_rescheduled() {
     assert_eq!(forwarded_to(&h, &syn(44000)), 1);
     assert_eq!(forwarded_to(&h, &syn(44001)), 2);
     let only1 = format!(
-        "virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind DR\n real_server {RIP1} 80 {{ weight 1 }}\n}}\n"
+        "virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server {RIP1} 80 {{ weight 1 }}\n}}\n"
     );
     h.apply(&only1).unwrap();
     assert_eq!(

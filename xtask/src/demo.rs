@@ -160,7 +160,6 @@ virtual_server {VIP} 80 {{
     delay_loop 6
     lb_algo wrr
     lb_kind DR
-    persistence_timeout 0
     protocol TCP
 
     real_server {r1} 80 {{
