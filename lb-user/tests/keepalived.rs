@@ -160,6 +160,12 @@ fn dump_shows_keepalived_defaults() {
         ("garp_master_repeat", 5.into()),
         ("garp_master_refresh_s", 0.into()),
         ("garp_master_refresh_repeat", 1.into()),
+        // keepalived.conf(5): the lower-priority ones default to the master ones.
+        ("garp_lower_prio_repeat", 5.into()),
+        ("garp_lower_prio_delay_s", 5.into()),
+        ("lower_prio_no_advert", false.into()),
+        ("higher_prio_send_advert", false.into()),
+        ("use_vmac", Value::Null),
         ("authentication", Value::Null),
     ] {
         assert_eq!(i[key], want, "vrrp_instance {key}");

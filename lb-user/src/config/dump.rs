@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::{
     check::{Check, CheckKind},
+    track::TrackRef,
     vrrp::{Initial, Instance, Notify, Script, SyncGroup, Track, Vip},
     Config, Fwd, RealServer, VirtualServer,
 };
@@ -43,12 +44,40 @@ pub fn dump(c: &Config) -> Value {
             "smtp_server": g.smtp_server.map(|(a, p)| json!({"address": a, "port": p})),
             "smtp_helo_name": g.smtp_helo_name,
             "smtp_connect_timeout_s": secs(g.smtp_connect_timeout),
+            "vrrp_higher_prio_send_advert": g.higher_prio_send_advert,
         },
         "virtual_servers": c.services.iter().map(virtual_server).collect::<Vec<_>>(),
         "vrrp_scripts": c.vrrp.scripts.values().map(script).collect::<Vec<_>>(),
         "vrrp_instances": c.vrrp.instances.iter().map(instance).collect::<Vec<_>>(),
         "vrrp_sync_groups": c.vrrp.groups.iter().map(sync_group).collect::<Vec<_>>(),
+        "track_files": c.vrrp.files.values().map(|f| json!({
+            "name": f.name,
+            "file": f.path,
+            "weight": f.weight,
+            "reverse": f.reverse,
+            "init_file": f.init.map(|(v, overwrite)| json!({"value": v, "overwrite": overwrite})),
+            "location": f.loc.to_string(),
+        })).collect::<Vec<_>>(),
+        "vrrp_track_processes": c.vrrp.processes.values().map(|p| json!({
+            "name": p.name,
+            "process": p.process,
+            "params": p.params,
+            "param_match": format!("{:?}", p.param_match).to_lowercase(),
+            "full_command": p.full_command,
+            "quorum": p.quorum,
+            "quorum_max": p.quorum_max,
+            "fork_delay_s": secs(p.fork_delay),
+            "terminate_delay_s": secs(p.terminate_delay),
+            "weight": p.weight,
+        })).collect::<Vec<_>>(),
     })
+}
+
+fn track_refs(t: &[TrackRef]) -> Value {
+    t.iter()
+        .map(|r| json!({"name": r.name, "weight": r.weight.map(|(w, _)| w), "reverse": r.weight.is_some_and(|(_, rev)| rev)}))
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// Seconds as a JSON number (µs resolution).
@@ -263,6 +292,35 @@ fn instance(i: &Instance) -> Value {
         "garp_master_refresh_repeat": i.garp_master_refresh_repeat,
         "unicast_src_ip": i.unicast_src,
         "unicast_peer": i.unicast_peers,
+        "garp_lower_prio_repeat": i.garp_lower_prio_repeat,
+        "garp_lower_prio_delay_s": secs(i.garp_lower_prio_delay),
+        "lower_prio_no_advert": i.lower_prio_no_advert,
+        "higher_prio_send_advert": i.higher_prio_send_advert,
+        "use_vmac": i.vmac.as_ref().map(|v| json!({"name": v.name, "mac": crate::util::fmt_mac(&v.mac)})),
+        "track_file": track_refs(&i.track_files),
+        "track_process": track_refs(&i.track_processes),
+        "virtual_routes": i.virtual_routes.iter().map(|r| json!({
+            "type": format!("{:?}", r.kind).to_lowercase(),
+            "to": format!("{}/{}", r.dest, r.prefix),
+            "src": r.src,
+            "via": r.via,
+            "dev": r.dev,
+            "scope": r.scope,
+            "table": r.table,
+            "metric": r.metric,
+            "onlink": r.onlink,
+        })).collect::<Vec<_>>(),
+        "virtual_rules": i.virtual_rules.iter().map(|r| json!({
+            "from": r.from.map(|(a, p)| format!("{a}/{p}")),
+            "to": r.to.map(|(a, p)| format!("{a}/{p}")),
+            "action": format!("{:?}", r.action).to_lowercase(),
+            "table": r.table,
+            "priority": r.priority,
+            "iif": r.iif,
+            "oif": r.oif,
+            "fwmark": r.fwmark,
+            "tos": r.tos,
+        })).collect::<Vec<_>>(),
         "location": i.loc.to_string(),
     })
 }
@@ -272,6 +330,8 @@ fn sync_group(g: &SyncGroup) -> Value {
         "name": g.name,
         "group": g.members,
         "track_script": tracks(&g.track_scripts),
+        "track_file": track_refs(&g.track_files),
+        "track_process": track_refs(&g.track_processes),
         "notify": notify(&g.notify),
         "location": g.loc.to_string(),
     })

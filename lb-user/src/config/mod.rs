@@ -290,6 +290,7 @@ pub fn load(path: &Path) -> Loaded {
     let parsed = syntax::parse_file(path, &mut diags);
     let mut l = finish(parsed.nodes, diags);
     l.files = parsed.files;
+    redact_private_includes(path, &mut l.diags);
     l
 }
 
@@ -299,7 +300,33 @@ pub fn load_str(text: &str, path: &Path) -> Loaded {
     let parsed = syntax::parse_str(text, path, &mut diags);
     let mut l = finish(parsed.nodes, diags);
     l.files = parsed.files;
+    redact_private_includes(path, &mut l.diags);
     l
+}
+
+/// Diagnostics about an included file that not everyone may read (no
+/// "other" read bit: `/etc/shadow`, a 0600 token file) keep their location
+/// and severity but show neither the word nor the message, which could
+/// quote the file's content; the main file, which the operator names, is
+/// shown as it is.
+fn redact_private_includes(main: &Path, diags: &mut [Diag]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut private: BTreeMap<std::path::PathBuf, bool> = BTreeMap::new();
+    for d in diags.iter_mut() {
+        let file = d.loc.file.as_path();
+        if file == main {
+            continue;
+        }
+        let hidden = *private.entry(file.to_owned()).or_insert_with(|| {
+            std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o004 == 0)
+        });
+        if hidden {
+            d.keyword = None;
+            d.message = "details not shown: the included file is not readable by everyone (its \
+                         words could be secrets)"
+                .into();
+        }
+    }
 }
 
 /// How long every file read must stay unchanged before a reload uses it
@@ -949,6 +976,49 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// issue 13, input 9: an include of a file not everyone may read (a
+    /// secret reached through a symbolic link) never has its words shown.
+    #[test]
+    fn words_of_a_private_include_are_never_shown() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = std::env::temp_dir().join(format!("lb-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let secret = d.join("secret");
+        std::fs::write(&secret, "ghp_A1b2C3d4E5 hunter2supersecret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let open = d.join("open.conf");
+        std::fs::write(&open, "frobnicate 1\n").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let main = d.join("k.conf");
+        std::fs::write(
+            &main,
+            format!("include {}\ninclude {}\n", secret.display(), open.display()),
+        )
+        .unwrap();
+        let l = load(&main);
+        let text: Vec<String> = l.diags.iter().map(ToString::to_string).collect();
+        assert!(
+            !text
+                .iter()
+                .any(|t| t.contains("ghp_") || t.contains("hunter2")),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{}:1:1: warning: details not shown: the included file is not readable by everyone (its words could be secrets)",
+                secret.display()
+            )),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("frobnicate: unknown keyword")),
+            "{text:?}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     /// `cat > keepalived.conf` truncates, then writes: a reload that reads
     /// the empty file waits ten settle times, so a writer that stalls
