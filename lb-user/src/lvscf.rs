@@ -759,7 +759,7 @@ fn virtual_server(
     if let Some(f) = get("fwmark").filter(|_| fwmark.is_some()) {
         cx.warn(
             f,
-            "virtual_server fwmark: keepalived applies it, lb does not implement it yet (lb check-config skips the block)",
+            "written as a virtual_server for the virtual's address and port; lb cannot select a service by firewall mark (netfilter marks packets after the XDP program has run), so the other ports the mark groups are not carried over",
         );
     }
     let sorry = get("sorry_server").and_then(|s| cx.ip(s));
@@ -1088,14 +1088,9 @@ pub fn import(text: &str, path: &Path, router: Router, vrid: u8) -> Import {
 
 fn render_virtual(out: &mut String, v: &Virtual, kind: &str) {
     let _ = writeln!(out, "\n# virtual {} (line {})", v.name, v.line);
-    match v.fwmark {
-        Some(m) => {
-            let _ = writeln!(out, "virtual_server fwmark {m} {{");
-        }
-        None => {
-            let _ = writeln!(out, "virtual_server {} {} {{", v.addr, v.port);
-        }
-    }
+    // A firewall mark cannot select a service in XDP: the address and port
+    // stand for it (warned where the mark is read).
+    let _ = writeln!(out, "virtual_server {} {} {{", v.addr, v.port);
     let _ = writeln!(out, "    lb_algo {}", v.sched);
     let _ = writeln!(out, "    lb_kind {kind}");
     let _ = writeln!(out, "    protocol {}", if v.udp { "UDP" } else { "TCP" });
