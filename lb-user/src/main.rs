@@ -1,5 +1,5 @@
 //! `lb`: XDP layer-4 load balancer agent and CLI.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -364,10 +364,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{d}");
                 }
                 eprintln!("{summary}");
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&config::dump::dump(&loaded.config))?
-                );
+                let text = serde_json::to_string_pretty(&config::dump::dump(&loaded.config))?;
+                // A reader that stops early (`| head`) is not an error.
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(e.into());
+                    }
+                }
             } else {
                 for d in &loaded.diags {
                     println!("{d}");

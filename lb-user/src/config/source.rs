@@ -85,7 +85,7 @@ pub enum ReadError {
     },
     #[error("{path} is not a regular file ({kind}); only regular files are read")]
     NotRegular { path: String, kind: &'static str },
-    #[error("{path} is refused: {why} (running as root, included files must be changeable by root only, as keepalived's enable_script_security requires of scripts)")]
+    #[error("{path} is refused: {why} (running as root, an included file and the path to it must be changeable by root only, the rule of keepalived's enable_script_security)")]
     Insecure { path: String, why: String },
     #[error("more than {MAX_FILES} files opened for this configuration (limit MAX_FILES); {path} not read")]
     TooManyFiles { path: String },
@@ -127,7 +127,9 @@ pub fn changeable_by_non_root(path: &Path) -> Option<String> {
     match crate::util::security::weak_point(&abs) {
         Ok(None) => None,
         Ok(Some(weak)) => Some(weak.to_string()),
-        Err(e) => Some(e.to_string()),
+        // What cannot be walked (missing, not a regular file) is reported
+        // by the open and fstat that follow, with the right reason.
+        Err(_) => None,
     }
 }
 
