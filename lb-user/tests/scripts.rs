@@ -1,6 +1,9 @@
 //! Script security with real files and a real unprivileged user (`nobody`,
 //! uid 65534): every program the configuration runs is checked where it is
 //! configured, and again before each run. Needs root (chown).
+// The guard of `assert_root` is held across awaits on purpose: each test
+// has its own current-thread runtime; the lock only runs them one by one.
+#![allow(clippy::await_holding_lock)]
 use std::{
     os::unix::fs::{chown, lchown, symlink, PermissionsExt as _},
     path::{Path, PathBuf},
@@ -60,13 +63,20 @@ fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn assert_root() {
+/// Checks the tests run as root, and runs them one at a time: a program
+/// one test writes must not be open for writing in a child another test
+/// forks at that moment (the exec would fail with ETXTBSY).
+fn assert_root() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
         "these tests chown files: run them as root"
     );
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A configuration running `prog` from every place a program can be
@@ -142,7 +152,7 @@ fn diags(text: &str, severity: Severity) -> Vec<String> {
 
 #[test]
 fn every_program_a_user_owns_is_refused_at_load_with_script_security() {
-    assert_root();
+    let _serial = assert_root();
     let d = Dir::new("owned");
     let prog = d.program("user.sh", "ran", NOBODY);
     let p = prog.display();
@@ -180,7 +190,7 @@ fn every_program_a_user_owns_is_refused_at_load_with_script_security() {
 
 #[test]
 fn links_a_user_can_repoint_are_refused_at_load() {
-    assert_root();
+    let _serial = assert_root();
     let d = Dir::new("links");
     let target = d.program("good.sh", "ran", 0);
     let conf = |prog: &Path| {
@@ -229,7 +239,7 @@ fn loaded(text: &str) -> Config {
 
 #[tokio::test]
 async fn a_link_repointed_after_load_is_refused_before_the_run() {
-    assert_root();
+    let _serial = assert_root();
     let d = Dir::new("repoint");
     let good = d.program("good.sh", "good-ran", 0);
     let evil = d.program("evil.sh", "evil-ran", NOBODY);
@@ -284,7 +294,7 @@ async fn a_link_repointed_after_load_is_refused_before_the_run() {
 
 #[tokio::test]
 async fn misc_check_and_quorum_programs_changed_after_load_are_not_run() {
-    assert_root();
+    let _serial = assert_root();
     let d = Dir::new("changed");
     let misc = d.program("misc.sh", "misc-ran", 0);
     let up = d.program("up.sh", "up-ran", 0);
@@ -331,6 +341,7 @@ async fn misc_check_and_quorum_programs_changed_after_load_are_not_run() {
 
 #[tokio::test]
 async fn notify_programs_take_a_user_and_group_as_keepalived() {
+    let _serial = assert_root();
     let cfg = loaded(
         "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 1\n  virtual_ipaddress {\n    10.0.0.1\n  }\n  \
          notify_master \"/bin/sh -c 'test $(id -u):$(id -g) = 65534:65534'\" nobody nogroup\n  \
@@ -360,6 +371,7 @@ async fn notify_programs_take_a_user_and_group_as_keepalived() {
 
 #[test]
 fn script_security_without_an_account_to_run_as_is_refused_as_keepalived() {
+    let _serial = assert_root();
     let text = "global_defs {\n  enable_script_security\n}\nvrrp_script chk {\n  script \"/bin/true\"\n}\n";
     let errors = diags(text, Severity::Error);
     let has_default = std::process::Command::new("id")
@@ -384,6 +396,7 @@ fn script_security_without_an_account_to_run_as_is_refused_as_keepalived() {
 
 #[test]
 fn bare_names_are_searched_and_missing_programs_warned() {
+    let _serial = assert_root();
     let text = "global_defs {\n  script_user root\n}\nvrrp_script chk {\n  script \"true\"\n}\n\
                 vrrp_script gone {\n  script \"/nonexistent/lb-check\"\n}\n";
     let l = load_str(text, Path::new("s.conf"));
