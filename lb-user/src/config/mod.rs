@@ -40,7 +40,8 @@ impl Proto {
     }
 }
 
-/// Scheduler (`lb_algo`).
+/// Scheduler (`lb_algo`), named and behaving as ipvs's
+/// (net/netfilter/ipvs/ip_vs_NAME.c).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sched {
     Rr,
@@ -51,10 +52,22 @@ pub enum Sched {
     Nq,
     Sh,
     Mh,
+    /// Destination hashing: ipvs's 256-bucket table over the destination address.
+    Dh,
+    /// Weighted failover: the available real with the highest weight.
+    Fo,
+    /// Overflow: the highest weight among reals with at most `weight` active connections.
+    Ovf,
+    /// Power of two choices: two weighted random draws, the less loaded taken.
+    Twos,
+    /// Locality-based least-connection: a real per destination address.
+    Lblc,
+    /// lblc with replication: a set of reals per destination address.
+    Lblcr,
 }
 
 impl Sched {
-    pub const ALL: [(&'static str, Sched); 8] = [
+    pub const ALL: [(&'static str, Sched); 14] = [
         ("rr", Sched::Rr),
         ("wrr", Sched::Wrr),
         ("lc", Sched::Lc),
@@ -63,6 +76,12 @@ impl Sched {
         ("nq", Sched::Nq),
         ("sh", Sched::Sh),
         ("mh", Sched::Mh),
+        ("dh", Sched::Dh),
+        ("fo", Sched::Fo),
+        ("ovf", Sched::Ovf),
+        ("twos", Sched::Twos),
+        ("lblc", Sched::Lblc),
+        ("lblcr", Sched::Lblcr),
     ];
     pub fn name(self) -> &'static str {
         Self::ALL
@@ -82,14 +101,32 @@ impl Sched {
             Sched::Nq => SCHED_NQ,
             Sched::Sh => SCHED_SH,
             Sched::Mh => SCHED_MH,
+            Sched::Dh => SCHED_DH,
+            Sched::Fo => SCHED_FO,
+            Sched::Ovf => SCHED_OVF,
+            Sched::Twos => SCHED_TWOS,
+            Sched::Lblc => SCHED_LBLC,
+            Sched::Lblcr => SCHED_LBLCR,
         }
     }
     pub fn from_id(id: u32) -> Option<Sched> {
         Self::ALL.iter().map(|(_, s)| *s).find(|s| s.id() == id)
     }
-    /// Schedulers that scan the member list and compare connection counts.
-    pub fn is_least_conn(self) -> bool {
-        matches!(self, Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq)
+    /// Schedulers whose data plane scans the member list per new flow
+    /// (at most `MAX_LC_MEMBERS` reals).
+    pub fn scans_members(self) -> bool {
+        matches!(
+            self,
+            Sched::Lc
+                | Sched::Wlc
+                | Sched::Sed
+                | Sched::Nq
+                | Sched::Fo
+                | Sched::Ovf
+                | Sched::Twos
+                | Sched::Lblc
+                | Sched::Lblcr
+        )
     }
 }
 
@@ -431,7 +468,7 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
             ),
         ));
     }
-    if vs.sched.is_least_conn() && vs.reals.len() >= lb_common::MAX_LC_MEMBERS as usize {
+    if vs.sched.scans_members() && vs.reals.len() >= lb_common::MAX_LC_MEMBERS as usize {
         diags.push(Diag::error(
             &r.loc,
             Some("real_server"),
@@ -489,8 +526,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             "lb_algo" | "lvs_sched" => {
-                let later = ["lblc", "lblcr", "dh", "fo", "ovf", "twos"];
-                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &later, diags) {
+                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &[], diags) {
                     sched = v;
                 }
             }
