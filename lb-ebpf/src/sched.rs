@@ -529,7 +529,7 @@ fn locality(svc: &Service, dst: &[u32; 4], family: u8, now: u64) -> u32 {
                 e.lastuse_ns = now;
             }
             if svc.sched == SCHED_LBLCR {
-                return replicated(svc, e, now, life);
+                return replicated(svc, &key, e, now, life);
             }
             let m = e.members[0];
             if e.len >= 1 {
@@ -572,15 +572,15 @@ fn remember(key: &LocalityKey, m: u64, now: u64) {
     let _ = LB_LOCALITY.insert(key, e, 0);
 }
 
-/// lblcr with the live entry `e` (ip_vs_lblcr_schedule).
+/// lblcr with the live entry `e` of `key` (ip_vs_lblcr_schedule).
 #[inline(always)]
-fn replicated(svc: &Service, e: &mut Locality, now: u64, life: u64) -> u32 {
-    let min = set_min(e, svc.svc_id);
+fn replicated(svc: &Service, key: &LocalityKey, e: &mut Locality, now: u64, life: u64) -> u32 {
+    let min = set_scan(key, e, SET_MIN);
     // More than one real and the set unchanged for a lifetime: the most
     // loaded one leaves it.
     if e.len > 1 && now.saturating_sub(e.lastmod_ns) > life {
-        let i = set_drop_index(e, svc.svc_id);
-        set_remove(e, i);
+        let i = set_scan(key, e, SET_DROP);
+        set_remove(key, e, i);
         e.lastmod_ns = now;
     }
     if let Some(real) = LB_REALS.get(min) {
@@ -590,12 +590,12 @@ fn replicated(svc: &Service, e: &mut Locality, now: u64, life: u64) -> u32 {
     }
     let id = least_conn(svc, SCHED_WLC);
     if let Some(real) = LB_REALS.get(id) {
-        set_insert(e, locality_member(id, real.gen), svc.svc_id, now);
+        set_insert(key, e, locality_member(id, real.gen), now);
     }
     id
 }
 
-/// Members in use of `e` (bounded for the verifier and against a racing writer).
+/// Members in use of `e` (bounded against a racing writer).
 #[inline(always)]
 fn set_len(e: &Locality) -> u32 {
     if e.len > LOCALITY_SET_MAX {
@@ -605,101 +605,155 @@ fn set_len(e: &Locality) -> u32 {
     }
 }
 
-/// The least loaded member of the set (wlc; newest first, as ipvs adds to
-/// the head of its list), or [`NONE`].
-#[inline(never)]
-fn set_min(e: &Locality, svc_id: u32) -> u32 {
-    let len = set_len(e);
-    let (mut best, mut best_oh, mut best_w) = (NONE, 0u64, 1u64);
-    let mut k = 0;
-    while k < LOCALITY_SET_MAX {
-        if k < len {
-            let m = e.members[(len - 1 - k) as usize & (LOCALITY_SET_MAX as usize - 1)];
-            if let Some(real) = member_real(m, svc_id) {
-                let w = real.weight as u64;
-                let oh = overhead(&conns(m as u32));
-                if w > 0 && (best == NONE || best_oh * w > oh * best_w) {
-                    best = m as u32;
-                    best_oh = oh;
-                    best_w = w;
-                }
-            }
-        }
-        k += 1;
-    }
-    best
+/// [`set_scan`]: the least loaded member's real id.
+const SET_MIN: u32 = 0;
+/// [`set_scan`]: the index of the member to drop.
+const SET_DROP: u32 = 1;
+
+/// State of a walk over an lblcr set, shared with [`set_step`]. The
+/// callback finds the entry again by its key: a map pointer cannot be
+/// handed to it through the context.
+#[repr(C)]
+struct SetScan {
+    key: LocalityKey,
+    mode: u32,
+    len: u32,
+    best: u32,
+    _pad: u32,
+    best_oh: u64,
+    best_w: u64,
 }
 
-/// Index of the member to drop from the set: one that no longer names a
-/// real of the service, else the most loaded with weight > 0 (ipvs's
-/// `ip_vs_dest_set_max`, newest first), else the oldest.
+/// Walks the set of `e` newest first (ipvs adds to the head of its list):
+/// [`SET_MIN`] answers the least loaded member by wlc that may take flows
+/// (ipvs's `ip_vs_dest_set_min`) or [`NONE`]; [`SET_DROP`] the index of a
+/// member that no longer is a real of the service, else of the most loaded
+/// one with weight > 0 (`ip_vs_dest_set_max`), else 0. In `bpf_loop`: the
+/// verifier checks the callback once.
 #[inline(never)]
-fn set_drop_index(e: &Locality, svc_id: u32) -> u32 {
+fn set_scan(key: &LocalityKey, e: &Locality, mode: u32) -> u32 {
     let len = set_len(e);
-    let (mut most, mut most_oh, mut most_w) = (NONE, 0u64, 1u64);
-    let mut k = 0;
-    while k < LOCALITY_SET_MAX {
-        if k < len {
-            let i = len - 1 - k;
-            let m = e.members[i as usize & (LOCALITY_SET_MAX as usize - 1)];
-            match LB_REALS.get(m as u32) {
-                Some(r) if r.gen == (m >> 32) as u32 && r.svc_id == svc_id => {
-                    let w = r.weight as u64;
-                    let oh = overhead(&conns(m as u32));
-                    if w > 0 && (most == NONE || most_oh * w < oh * most_w) {
-                        most = i;
-                        most_oh = oh;
-                        most_w = w;
-                    }
-                }
-                _ => return i,
-            }
-        }
-        k += 1;
-    }
-    if most == NONE {
+    let mut scan = SetScan {
+        key: *key,
+        mode,
+        len,
+        best: NONE,
+        _pad: 0,
+        best_oh: 0,
+        best_w: 1,
+    };
+    // SAFETY: set_step is a bpf_loop callback over a SetScan.
+    unsafe { scan_members(len, set_step as *mut c_void, &mut scan) };
+    if mode == SET_DROP && scan.best == NONE {
         0
     } else {
-        most
+        scan.best
     }
 }
 
-/// Removes member `i`, keeping the order of the others.
-#[inline(always)]
-fn set_remove(e: &mut Locality, i: u32) {
+/// Member `len - 1 - k` of a set walk; 1 stops it.
+#[inline(never)]
+extern "C" fn set_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the SetScan set_scan passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut SetScan) };
+    let Some(e) = LB_LOCALITY.get_ptr(scan.key) else {
+        return 1;
+    };
+    let i = scan.len.wrapping_sub(1).wrapping_sub(k as u32) & (LOCALITY_SET_MAX - 1);
+    // SAFETY: valid for this program run; a member is read whole.
+    let m = unsafe { (*e).members[i as usize] };
+    let id = m as u32;
+    let Some(real) = LB_REALS.get(id) else {
+        return 0;
+    };
+    let of_service = real.gen == (m >> 32) as u32 && real.svc_id == scan.key.svc_id;
+    if scan.mode == SET_DROP && !of_service {
+        scan.best = i;
+        return 1;
+    }
+    let w = real.weight as u64;
+    if !of_service || w == 0 || (scan.mode == SET_MIN && !usable(real)) {
+        return 0;
+    }
+    let oh = overhead(&conns(id));
+    let better = scan.best == NONE
+        || if scan.mode == SET_MIN {
+            scan.best_oh * w > oh * scan.best_w
+        } else {
+            scan.best_oh * w < oh * scan.best_w
+        };
+    if better {
+        scan.best = if scan.mode == SET_MIN { id } else { i };
+        scan.best_oh = oh;
+        scan.best_w = w;
+    }
+    0
+}
+
+/// State of a shift in an lblcr set, shared with [`shift_step`].
+#[repr(C)]
+struct ShiftScan {
+    key: LocalityKey,
+    from: u32,
+    len: u32,
+}
+
+/// Removes member `i` of `key`'s set, keeping the order of the others.
+#[inline(never)]
+fn set_remove(key: &LocalityKey, e: &mut Locality, i: u32) {
     let len = set_len(e);
     if i >= len {
         return;
     }
-    let mut k = 0;
-    while k + 1 < LOCALITY_SET_MAX {
-        if k >= i && k + 1 < len {
-            e.members[k as usize] = e.members[k as usize + 1];
-        }
-        k += 1;
-    }
+    let mut scan = ShiftScan {
+        key: *key,
+        from: i,
+        len,
+    };
+    // SAFETY: shift_step is a bpf_loop callback over a ShiftScan.
+    unsafe { scan_members(len - 1 - i, shift_step as *mut c_void, &mut scan) };
     e.len = len - 1;
 }
 
-/// Adds `m` to the set unless present; a full set first drops a member
-/// ([`set_drop_index`]).
+/// Moves member `from + k + 1` down one place.
 #[inline(never)]
-fn set_insert(e: &mut Locality, m: u64, svc_id: u32, now: u64) {
+extern "C" fn shift_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the ShiftScan set_remove passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut ShiftScan) };
+    let Some(e) = LB_LOCALITY.get_ptr_mut(scan.key) else {
+        return 1;
+    };
+    let to = (scan.from + k as u32) & (LOCALITY_SET_MAX - 1);
+    let from = (scan.from + k as u32 + 1) & (LOCALITY_SET_MAX - 1);
+    // SAFETY: valid for this program run; members are written whole.
+    unsafe { (*e).members[to as usize] = (*e).members[from as usize] };
+    0
+}
+
+/// Adds `m` to `key`'s set unless present; a full set first drops a member
+/// (the [`SET_DROP`] choice).
+#[inline(never)]
+fn set_insert(key: &LocalityKey, e: &mut Locality, m: u64, now: u64) {
     let mut k = 0;
-    while k < LOCALITY_SET_MAX {
-        if k < set_len(e) && e.members[k as usize] == m {
+    while k < LOCALITY_SET_MAX as usize {
+        if e.members[k] == m && (k as u32) < set_len(e) {
             return;
         }
         k += 1;
     }
     if set_len(e) >= LOCALITY_SET_MAX {
-        let i = set_drop_index(e, svc_id);
-        set_remove(e, i);
+        let i = set_scan(key, e, SET_DROP);
+        set_remove(key, e, i);
     }
     let len = set_len(e);
-    if len < LOCALITY_SET_MAX {
-        e.members[len as usize] = m;
-        e.len = len + 1;
+    // Verifier workaround: the compiler folds the bound check into earlier
+    // arithmetic on len, after which the verifier no longer knows the index
+    // is below 8; a volatile read makes the check apply to the index itself.
+    // SAFETY: reads a local.
+    let i = unsafe { core::ptr::read_volatile(&len) } as usize;
+    if i < LOCALITY_SET_MAX as usize {
+        e.members[i] = m;
+        e.len = i as u32 + 1;
     }
     e.lastmod_ns = now;
 }
