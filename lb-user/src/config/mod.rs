@@ -60,14 +60,10 @@ pub enum Sched {
     Ovf,
     /// Power of two choices: two weighted random draws, the less loaded taken.
     Twos,
-    /// Locality-based least-connection: a real per destination address.
-    Lblc,
-    /// lblc with replication: a set of reals per destination address.
-    Lblcr,
 }
 
 impl Sched {
-    pub const ALL: [(&'static str, Sched); 14] = [
+    pub const ALL: [(&'static str, Sched); 12] = [
         ("rr", Sched::Rr),
         ("wrr", Sched::Wrr),
         ("lc", Sched::Lc),
@@ -80,8 +76,6 @@ impl Sched {
         ("fo", Sched::Fo),
         ("ovf", Sched::Ovf),
         ("twos", Sched::Twos),
-        ("lblc", Sched::Lblc),
-        ("lblcr", Sched::Lblcr),
     ];
     pub fn name(self) -> &'static str {
         Self::ALL
@@ -105,8 +99,6 @@ impl Sched {
             Sched::Fo => SCHED_FO,
             Sched::Ovf => SCHED_OVF,
             Sched::Twos => SCHED_TWOS,
-            Sched::Lblc => SCHED_LBLC,
-            Sched::Lblcr => SCHED_LBLCR,
         }
     }
     pub fn from_id(id: u32) -> Option<Sched> {
@@ -124,8 +116,6 @@ impl Sched {
                 | Sched::Fo
                 | Sched::Ovf
                 | Sched::Twos
-                | Sched::Lblc
-                | Sched::Lblcr
         )
     }
 }
@@ -526,7 +516,10 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             "lb_algo" | "lvs_sched" => {
-                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &[], diags) {
+                // lblc / lblcr: the data plane version did not fit the
+                // verifier's budget yet (see README, Limits).
+                let later = ["lblc", "lblcr"];
+                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &later, diags) {
                     sched = v;
                 }
             }
