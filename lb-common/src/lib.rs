@@ -53,9 +53,14 @@ pub const SCHED_SED: u32 = 5;
 pub const SCHED_NQ: u32 = 6;
 pub const SCHED_SH: u32 = 7;
 pub const SCHED_MH: u32 = 8;
+pub const SCHED_DH: u32 = 9;
+pub const SCHED_FO: u32 = 10;
+pub const SCHED_OVF: u32 = 11;
+pub const SCHED_TWOS: u32 = 12;
 
-/// Most reals a least-connection family service (lc, wlc, sed, nq) scans
-/// per new flow; the agent refuses more.
+/// Most reals a service whose scheduler scans its member list per new flow
+/// (lc, wlc, sed, nq, fo, ovf, twos) may have; the agent
+/// refuses more.
 pub const MAX_LC_MEMBERS: u32 = 256;
 /// Buckets of a source-hash table (ipvs: IP_VS_SH_TAB_SIZE).
 pub const SH_TABLE_SIZE: u32 = 256;
@@ -65,6 +70,8 @@ pub const MH_TABLE_SIZE: u32 = 65537;
 pub const MAX_MH_TABLES: u32 = 16;
 /// Slots probed after the hashed one when its real is unavailable (sh / mh).
 pub const HASH_FALLBACK_PROBES: u32 = 16;
+/// Buckets of a destination-hash table (ipvs: IP_VS_DH_TAB_SIZE).
+pub const DH_TABLE_SIZE: u32 = 256;
 
 /// [`Service::flags`]: clients stick to one real for `persist_timeout_s`.
 pub const SVC_F_PERSISTENT: u32 = 1;
@@ -596,6 +603,15 @@ pub mod hash {
         (offset + hash_32(v, 8)) & (super::SH_TABLE_SIZE - 1)
     }
 
+    /// Destination-hash bucket as ipvs dh computes it (`ip_vs_dh_hashkey`):
+    /// the address words XOR-folded, host order, `hash_32` to 8 bits.
+    /// `addr` is in the maps' layout (network-order words).
+    #[inline(always)]
+    pub fn dh_bucket(addr: &[u32; 4]) -> u32 {
+        let fold = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+        hash_32(u32::from_be(fold), 8) & (super::DH_TABLE_SIZE - 1)
+    }
+
     /// murmur3's finaliser: a cheap, well-mixing 32-bit permutation.
     #[inline(always)]
     pub fn fmix32(mut h: u32) -> u32 {
@@ -689,6 +705,18 @@ mod tests {
         let want = (0xc000_0207u32.wrapping_mul(0x61C8_8647)) >> 24;
         assert_eq!(hash::sh_bucket(&a, 0, 0), want);
         assert_eq!(hash::sh_bucket(&a, 0, 1), (want + 1) & 255);
+    }
+
+    #[test]
+    fn dh_bucket_matches_ipvs() {
+        // ipvs: hash_32(ntohl(addr), 8) for 10.0.0.100; IPv6 folds its words.
+        let a = [u32::from_ne_bytes([10, 0, 0, 100]), 0, 0, 0];
+        assert_eq!(
+            hash::dh_bucket(&a),
+            0x0a00_0064u32.wrapping_mul(0x61C8_8647) >> 24
+        );
+        let b = [1u32.to_be(), 2u32.to_be(), 4u32.to_be(), 8u32.to_be()];
+        assert_eq!(hash::dh_bucket(&b), 15u32.wrapping_mul(0x61C8_8647) >> 24);
     }
 
     #[test]

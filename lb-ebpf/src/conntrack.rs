@@ -48,6 +48,7 @@ pub struct Events {
     pub touched: bool,
 }
 
+/// Idle timeouts in effect (the defaults until the agent sets them).
 #[inline(always)]
 pub fn timeouts() -> Timeouts {
     match LB_TIMEOUTS.get(0) {
@@ -251,7 +252,7 @@ fn lookup_or_schedule(
 
     let pick = match persistent_pick(pkt, svc, now) {
         Some(p) => p,
-        None => sched::pick(svc, &pkt.src, pkt.sport_be).ok_or(NoReal::Empty)?,
+        None => sched::pick(svc, pkt).ok_or(NoReal::Empty)?,
     };
     let conn = Conn {
         real_id: pick.real_id,

@@ -7,19 +7,33 @@
 //! - lc / wlc / sed / nq scan the service's member list (at most
 //!   `MAX_LC_MEMBERS`, as ipvs scans its destination list) and compare the
 //!   connection counts with ipvs's formulas; ties go to the earlier member.
+//! - fo / ovf scan the member list for the highest weight (ovf: among the
+//!   reals whose active connections do not exceed their weight); twos draws
+//!   two members weighted at random and takes the less loaded (ipvs's
+//!   ip_vs_fo.c, ip_vs_ovf.c, ip_vs_twos.c).
 //! - sh / mh index a table built by the agent (ipvs's 256-bucket source-hash
 //!   table, a Maglev table of a prime size) with a hash of the source; when
 //!   the chosen real is unavailable the next slots are probed. O(1).
+//! - dh indexes ipvs's 256-bucket destination-hash table with a hash of the
+//!   destination address; no fallback, as ipvs (ip_vs_dh.c). O(1).
 
 use lb_common::{
-    hash, maglev_index, ring_index, Real, RealConns, Service, HASH_FALLBACK_PROBES, MAX_LC_MEMBERS,
-    MH_TABLE_SIZE, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_LC, SCHED_MH, SCHED_NQ,
-    SCHED_SED, SCHED_SH, SCHED_WLC, SH_TABLE_SIZE, SVC_F_HASH_PORT,
+    hash, maglev_index, ring_index, Real, RealConns, Service, DH_TABLE_SIZE, HASH_FALLBACK_PROBES,
+    MAX_LC_MEMBERS, MH_TABLE_SIZE, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_DH, SCHED_FO,
+    SCHED_LC, SCHED_MH, SCHED_NQ, SCHED_OVF, SCHED_SED, SCHED_SH, SCHED_TWOS, SCHED_WLC,
+    SH_TABLE_SIZE, SVC_F_HASH_PORT,
 };
 
-use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::generated::{bpf_get_prandom_u32, bpf_loop},
+};
+use lb_ebpf::parse::Packet;
 
 use crate::maps::{LB_CONN_ADJ, LB_CURSORS, LB_MAGLEV, LB_REALS, LB_REAL_CONNS, LB_RINGS};
+
+/// No real (scans answer a real id or this).
+const NONE: u32 = u32::MAX;
 
 /// A real chosen for a flow: its id, the slot generation it had, and its entry.
 #[derive(Clone, Copy)]
@@ -68,19 +82,55 @@ pub fn conns(real_id: u32) -> RealConns {
     }
 }
 
-/// Picks a real of `svc` for a new flow from `src:sport_be`.
+/// ipvs's connection overhead of a real (`ip_vs_dest_conn_overhead`):
+/// active × 256 + inactive.
 #[inline(always)]
-pub fn pick(svc: &Service, src: &[u32; 4], sport_be: u16) -> Option<Pick> {
+fn overhead(c: &RealConns) -> u64 {
+    (c.active << 8) + c.inactive
+}
+
+/// Picks a real of `svc` for the new flow `pkt`.
+#[inline(always)]
+pub fn pick(svc: &Service, pkt: &Packet) -> Option<Pick> {
     let port = if svc.flags & SVC_F_HASH_PORT != 0 {
-        sport_be
+        pkt.sport_be
     } else {
         0
     };
     match svc.sched {
-        SCHED_LC | SCHED_WLC | SCHED_SED | SCHED_NQ => pick_id(least_conn(svc)),
-        SCHED_SH => source_hash(svc, src, port),
-        SCHED_MH => maglev(svc, src, port),
+        SCHED_LC | SCHED_WLC | SCHED_SED | SCHED_NQ => pick_id(least_conn(svc, svc.sched)),
+        SCHED_FO | SCHED_OVF => pick_id(heaviest(svc)),
+        SCHED_TWOS => pick_id(two_choices(svc)),
+        SCHED_SH => source_hash(svc, &pkt.src, port),
+        SCHED_DH => dest_hash(svc, &pkt.dst),
+        SCHED_MH => maglev(svc, &pkt.src, port),
         _ => ring(svc),
+    }
+}
+
+/// Member `i` of the live member list of `svc_id` (generation `ring_gen`)
+/// if it may take new flows: its id and entry.
+#[inline(always)]
+fn member(svc_id: u32, ring_gen: u32, i: u32) -> Option<(u32, &'static Real)> {
+    let id = *LB_RINGS.get(ring_index(svc_id, ring_gen, i))?;
+    let real = LB_REALS.get(id)?;
+    if usable(real) {
+        Some((id, real))
+    } else {
+        None
+    }
+}
+
+/// Runs `step` over the first `n` members with `scan` as its context.
+///
+/// # Safety
+/// `step` must be an `extern "C" fn(u64, *mut c_void) -> i64` that uses
+/// its context only as a `T`.
+#[inline(always)]
+unsafe fn scan_members<T>(n: u32, step: *mut c_void, scan: &mut T) {
+    // SAFETY: as required by the caller; bpf_loop calls step at most n times.
+    unsafe {
+        bpf_loop(n, step, scan as *mut T as *mut c_void, 0);
     }
 }
 
@@ -159,30 +209,23 @@ struct LcScan {
 /// unrolled loop over hundreds of members exceeds the verifier's budget.
 /// Returns a real id (`u32::MAX`: none). Only plain types in the signature:
 /// bpf-linker emits BTF the kernel rejects for Rust enums in one.
+/// `sched` is the formula.
 #[inline(never)]
-fn least_conn(svc: &Service) -> u32 {
+fn least_conn(svc: &Service, sched: u32) -> u32 {
     let n = svc.ring_len;
     if n == 0 || n > MAX_LC_MEMBERS {
-        return u32::MAX;
+        return NONE;
     }
     let mut scan = LcScan {
         svc_id: svc.svc_id,
         ring_gen: svc.ring_gen,
-        sched: svc.sched,
-        best: u32::MAX,
+        sched,
+        best: NONE,
         best_oh: 0,
         best_w: 1,
     };
-    // SAFETY: lc_step has the callback signature bpf_loop expects and only
-    // uses its context as the LcScan passed here.
-    unsafe {
-        bpf_loop(
-            n,
-            lc_step as *mut c_void,
-            &mut scan as *mut LcScan as *mut c_void,
-            0,
-        );
-    }
+    // SAFETY: lc_step is a bpf_loop callback over an LcScan.
+    unsafe { scan_members(n, lc_step as *mut c_void, &mut scan) };
     scan.best
 }
 
@@ -191,25 +234,23 @@ fn least_conn(svc: &Service) -> u32 {
 extern "C" fn lc_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the LcScan least_conn passed to bpf_loop.
     let scan = unsafe { &mut *(ctx as *mut LcScan) };
-    let Some(id) = LB_RINGS.get(ring_index(scan.svc_id, scan.ring_gen, i as u32)) else {
+    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
         return 0;
     };
-    let id = *id;
-    let Some(p) = pick_id(id) else { return 0 };
-    let w = p.real.weight as u64;
+    let w = real.weight as u64;
     if w == 0 {
         return 0;
     }
     let c = conns(id);
     let oh = match scan.sched {
-        SCHED_LC | SCHED_WLC => (c.active << 8) + c.inactive,
+        SCHED_LC | SCHED_WLC => overhead(&c),
         _ => c.active + 1,
     };
     if scan.sched == SCHED_NQ && c.active == 0 {
         scan.best = id;
         return 1;
     }
-    let better = if scan.best == u32::MAX {
+    let better = if scan.best == NONE {
         true
     } else if scan.sched == SCHED_LC {
         oh < scan.best_oh
@@ -223,4 +264,172 @@ extern "C" fn lc_step(i: u64, ctx: *mut c_void) -> i64 {
         scan.best_w = w;
     }
     0
+}
+
+/// State of an fo / ovf scan, shared with [`heavy_step`].
+#[repr(C)]
+struct HeavyScan {
+    svc_id: u32,
+    ring_gen: u32,
+    sched: u32,
+    best: u32,
+    best_w: u64,
+}
+
+/// fo / ovf: the member with the highest weight, ties to the earlier one
+/// (ipvs: `w > hw`); ovf leaves out members whose active connections
+/// exceed their weight. Returns a real id or [`NONE`].
+#[inline(never)]
+fn heaviest(svc: &Service) -> u32 {
+    let n = svc.ring_len;
+    if n == 0 || n > MAX_LC_MEMBERS {
+        return NONE;
+    }
+    let mut scan = HeavyScan {
+        svc_id: svc.svc_id,
+        ring_gen: svc.ring_gen,
+        sched: svc.sched,
+        best: NONE,
+        best_w: 0,
+    };
+    // SAFETY: heavy_step is a bpf_loop callback over a HeavyScan.
+    unsafe { scan_members(n, heavy_step as *mut c_void, &mut scan) };
+    scan.best
+}
+
+/// One member of an fo / ovf scan.
+#[inline(never)]
+extern "C" fn heavy_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the HeavyScan heaviest passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut HeavyScan) };
+    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
+        return 0;
+    };
+    let w = real.weight as u64;
+    if w == 0 || (scan.sched == SCHED_OVF && conns(id).active > w) {
+        return 0;
+    }
+    if w > scan.best_w {
+        scan.best = id;
+        scan.best_w = w;
+    }
+    0
+}
+
+/// State of a twos draw, shared with [`twos_sum_step`] and [`twos_pick_step`].
+#[repr(C)]
+struct TwosScan {
+    svc_id: u32,
+    ring_gen: u32,
+    /// Sum of the members' weights (first pass).
+    total: i64,
+    /// The two random weights, counted down (second pass).
+    r1: i64,
+    r2: i64,
+    c1: u32,
+    c2: u32,
+    w1: u64,
+    w2: u64,
+    oh1: u64,
+    oh2: u64,
+}
+
+/// twos (ip_vs_twos.c): two members drawn at random with probability by
+/// weight, the one with the lower overhead / weight taken (ties: the first
+/// draw). As ipvs, each draw is uniform in [0, total weight] and walks the
+/// members subtracting weights, so the first member gets one extra chance
+/// in total + 1. Returns a real id or [`NONE`].
+#[inline(never)]
+fn two_choices(svc: &Service) -> u32 {
+    let n = svc.ring_len;
+    if n == 0 || n > MAX_LC_MEMBERS {
+        return NONE;
+    }
+    let mut scan = TwosScan {
+        svc_id: svc.svc_id,
+        ring_gen: svc.ring_gen,
+        total: 0,
+        r1: 0,
+        r2: 0,
+        c1: NONE,
+        c2: NONE,
+        w1: 0,
+        w2: 0,
+        oh1: 0,
+        oh2: 0,
+    };
+    // SAFETY: twos_sum_step is a bpf_loop callback over a TwosScan.
+    unsafe { scan_members(n, twos_sum_step as *mut c_void, &mut scan) };
+    if scan.total <= 0 {
+        return NONE;
+    }
+    let span = scan.total as u64 + 1;
+    // SAFETY: helpers without side effects on program state.
+    let (a, b) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+    scan.r1 = (a as u64 % span) as i64;
+    scan.r2 = (b as u64 % span) as i64;
+    // SAFETY: twos_pick_step is a bpf_loop callback over a TwosScan.
+    unsafe { scan_members(n, twos_pick_step as *mut c_void, &mut scan) };
+    if scan.c1 == NONE {
+        // Weights changed between the passes: take what was drawn.
+        return scan.c2;
+    }
+    if scan.c2 != NONE && scan.w2 * scan.oh1 > scan.w1 * scan.oh2 {
+        scan.c2
+    } else {
+        scan.c1
+    }
+}
+
+/// First twos pass: the total weight of the members that may take flows.
+#[inline(never)]
+extern "C" fn twos_sum_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the TwosScan two_choices passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut TwosScan) };
+    if let Some((_, real)) = member(scan.svc_id, scan.ring_gen, i as u32) {
+        scan.total += real.weight as i64;
+    }
+    0
+}
+
+/// Second twos pass: where each random weight falls; 1 stops the loop.
+#[inline(never)]
+extern "C" fn twos_pick_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the TwosScan two_choices passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut TwosScan) };
+    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
+        return 0;
+    };
+    let w = real.weight as u64;
+    if w == 0 {
+        return 0;
+    }
+    scan.r1 -= w as i64;
+    scan.r2 -= w as i64;
+    if scan.r1 <= 0 && scan.c1 == NONE {
+        scan.c1 = id;
+        scan.w1 = w;
+        scan.oh1 = overhead(&conns(id));
+    }
+    if scan.r2 <= 0 && scan.c2 == NONE {
+        scan.c2 = id;
+        scan.w2 = w;
+        scan.oh2 = overhead(&conns(id));
+    }
+    (scan.c1 != NONE && scan.c2 != NONE) as i64
+}
+
+/// dh: ipvs's bucket for the destination address. Without fallback, as
+/// ipvs: a bucket whose real is unavailable or has weight 0 has no real.
+#[inline(always)]
+fn dest_hash(svc: &Service, dst: &[u32; 4]) -> Option<Pick> {
+    if svc.ring_len != DH_TABLE_SIZE {
+        return None;
+    }
+    let id = *LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, hash::dh_bucket(dst)))?;
+    let p = pick_id(id)?;
+    if p.real.weight == 0 {
+        return None;
+    }
+    Some(p)
 }

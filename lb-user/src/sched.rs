@@ -8,24 +8,52 @@
 //! sum still exceeds the ring size they are scaled down proportionally (each
 //! positive weight keeps at least one slot).
 
-use lb_common::{MH_TABLE_SIZE, SH_TABLE_SIZE};
+use lb_common::{DH_TABLE_SIZE, MH_TABLE_SIZE, SH_TABLE_SIZE};
 
 use crate::config::Sched;
 
 /// What the data plane reads for a service's scheduler: a ring in `LB_RINGS`
-/// (rr, wrr: the sequence; lc family: the member list; sh: the 256-bucket
-/// table) or a Maglev table in `LB_MAGLEV` (mh).
+/// (rr, wrr: the sequence; lc, wlc, sed, nq, fo, ovf, twos: the member
+/// list; sh, dh: the 256-bucket table) or a Maglev table in
+/// `LB_MAGLEV` (mh).
+///
+/// `reals` are the reals that may take new flows, in configuration order;
+/// for dh, every real that ipvs would have as a destination (see
+/// [`in_dh_table`]), whatever its weight or availability.
 pub fn build(sched: Sched, reals: &[Member], ring_cap: usize) -> Vec<u32> {
+    if sched == Sched::Dh {
+        let ids: Vec<u32> = reals.iter().map(|m| m.id).collect();
+        return dh_table(&ids);
+    }
     let members: Vec<Member> = reals.iter().filter(|m| m.weight > 0).cloned().collect();
     let pairs: Vec<(u32, u32)> = members.iter().map(|m| (m.id, m.weight)).collect();
     match sched {
         Sched::Rr | Sched::Wrr => build_ring(sched, &pairs, ring_cap),
-        Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq => {
-            pairs.iter().map(|&(id, _)| id).collect()
-        }
+        s if s.scans_members() => pairs.iter().map(|&(id, _)| id).collect(),
         Sched::Sh => sh_table(&pairs),
         Sched::Mh => maglev_table(&members, MH_TABLE_SIZE as usize),
+        other => unreachable!("{other:?} has a table above"),
     }
+}
+
+/// Whether a real with `flags` (`REAL_F_*`) is in a dh service's table:
+/// every configured real except those whose checkers failed (keepalived
+/// removes those from ipvs; with `inhibit_on_failure` they stay, weight 0).
+/// A bucket whose real is unavailable or has weight 0 then has no real, as
+/// in ipvs, where dh has no fallback.
+pub fn in_dh_table(flags: u32) -> bool {
+    flags & lb_common::REAL_F_DOWN == 0
+}
+
+/// ipvs dh's table (`ip_vs_dh_reassign`): the 256 buckets dealt out to the
+/// reals in order, one bucket each per turn, whatever their weights.
+pub fn dh_table(ids: &[u32]) -> Vec<u32> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    (0..DH_TABLE_SIZE as usize)
+        .map(|i| ids[i % ids.len()])
+        .collect()
 }
 
 /// A real that can take new flows, as the table builders see it.
@@ -242,6 +270,35 @@ mod tests {
 #[cfg(test)]
 mod hash_tables {
     use super::*;
+
+    fn member(id: u32, weight: u32) -> Member {
+        Member {
+            id,
+            weight,
+            name: format!("10.0.0.{id}:80"),
+        }
+    }
+
+    #[test]
+    fn dh_table_deals_one_bucket_per_real_whatever_the_weight() {
+        let t = build(Sched::Dh, &[member(4, 3), member(5, 0), member(6, 1)], 1024);
+        assert_eq!(t.len(), 256);
+        assert_eq!(&t[..7], &[4, 5, 6, 4, 5, 6, 4]);
+        assert_eq!(t[255], 4); // 255 = 3 × 85
+        assert!(build(Sched::Dh, &[], 1024).is_empty());
+        assert!(in_dh_table(lb_common::REAL_F_INUSE));
+        assert!(!in_dh_table(
+            lb_common::REAL_F_INUSE | lb_common::REAL_F_DOWN
+        ));
+    }
+
+    #[test]
+    fn scanning_schedulers_get_the_weighted_members_in_order() {
+        let reals = [member(1, 2), member(2, 0), member(3, 5)];
+        for s in [Sched::Fo, Sched::Ovf, Sched::Twos, Sched::Wlc] {
+            assert_eq!(build(s, &reals, 1024), vec![1, 3], "{s:?}");
+        }
+    }
 
     #[test]
     fn sh_table_deals_weighted_runs() {

@@ -453,13 +453,19 @@ impl Tables {
             }
         }
 
-        // Scheduler table over available reals, in configuration order.
+        // Scheduler table over available reals (dh: see in_dh_table), in
+        // configuration order.
         let members: Vec<Member> = vs
             .reals
             .iter()
             .filter_map(|r| {
                 let s = slot.reals.get(&(r.addr, r.port))?;
-                (s.entry.flags & REAL_F_AVAILABLE != 0).then(|| Member {
+                let member = if vs.sched == Sched::Dh {
+                    sched::in_dh_table(s.entry.flags)
+                } else {
+                    s.entry.flags & REAL_F_AVAILABLE != 0
+                };
+                member.then(|| Member {
                     id: s.id,
                     weight: s.entry.weight,
                     name: fmt_sock(r.addr, r.port),

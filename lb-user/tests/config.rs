@@ -105,7 +105,7 @@ fn syntax_errors_have_file_line_column() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let text = "virtual_server 10.0.0.300 80 {\n lb_algo lblc\n lb_kind BRIDGE\n real_server 10.0.0.2 80 { weight x }\n}\n\
+    let text = "virtual_server 10.0.0.300 80 {\n lb_algo lblcx\n lb_kind BRIDGE\n real_server 10.0.0.2 80 { weight x }\n}\n\
                 virtual_server 10.0.0.1 99999 {\n protocol SCTP\n}\n";
     let l = load_str(text, Path::new("k.conf"));
     let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
@@ -113,7 +113,7 @@ fn every_problem_is_reported_at_once() {
         e,
         [
             "k.conf:1:1: error: virtual_server: invalid IP address '10.0.0.300'",
-            "k.conf:2:2: error: lb_algo: scheduler 'lblc' not implemented yet (implemented: rr, wrr, lc, wlc, sed, nq, sh, mh)",
+            "k.conf:2:2: error: lb_algo: unknown scheduler 'lblcx'",
             "k.conf:3:2: error: lb_kind: unknown forwarding method 'BRIDGE'",
             "k.conf:4:28: error: weight: 'x' must be a whole number from 0 to 65535 (weight)",
             "k.conf:6:1: error: virtual_server: invalid port '99999'",
@@ -980,4 +980,81 @@ fn check_config_refuses_what_the_data_plane_cannot_hold() {
         );
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn every_ipvs_scheduler_is_accepted_by_name() {
+    let want = [
+        ("rr", Sched::Rr),
+        ("wrr", Sched::Wrr),
+        ("lc", Sched::Lc),
+        ("wlc", Sched::Wlc),
+        ("sed", Sched::Sed),
+        ("nq", Sched::Nq),
+        ("sh", Sched::Sh),
+        ("mh", Sched::Mh),
+        ("dh", Sched::Dh),
+        ("fo", Sched::Fo),
+        ("ovf", Sched::Ovf),
+        ("twos", Sched::Twos),
+    ];
+    for (i, (name, sched)) in want.iter().enumerate() {
+        // lvs_sched is keepalived's other name for lb_algo.
+        let kw = if i % 2 == 0 { "lb_algo" } else { "lvs_sched" };
+        let text = format!(
+            "virtual_server 10.0.0.1 80 {{\n {kw} {name}\n lb_kind DR\n protocol TCP\n real_server 10.0.0.2 80 {{ weight 1 }}\n}}\n"
+        );
+        let l = load_str(&text, Path::new("k.conf"));
+        assert!(l.diags.is_empty(), "{name}: {:?}", l.diags);
+        assert_eq!(l.config.services[0].sched, *sched, "{name}");
+        assert_eq!(sched.name(), *name);
+        assert_eq!(Sched::from_id(sched.id()), Some(*sched));
+    }
+    // Names are case-sensitive, as in keepalived ("Invalid lvs_scheduler 'LBLC'").
+    let l = load_str(
+        "virtual_server 10.0.0.1 80 {\n lb_algo LBLC\n}\n",
+        Path::new("k.conf"),
+    );
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(e, ["k.conf:2:2: error: lb_algo: unknown scheduler 'LBLC'"]);
+    // lblc / lblcr: not in the data plane yet, an error that says so.
+    let l = load_str(
+        "virtual_server 10.0.0.1 80 {\n lb_algo lblcr\n}\n",
+        Path::new("k.conf"),
+    );
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(
+        e,
+        ["k.conf:2:2: error: lb_algo: scheduler 'lblcr' not implemented yet (implemented: rr, wrr, lc, wlc, sed, nq, sh, mh, dh, fo, ovf, twos)"]
+    );
+}
+
+#[test]
+fn member_scanning_schedulers_hold_at_most_256_reals() {
+    for (name, limited) in [("fo", true), ("ovf", true), ("twos", true), ("dh", false)] {
+        let mut text =
+            format!("virtual_server 10.0.0.1 80 {{\n lb_algo {name}\n lb_kind DR\n protocol TCP\n");
+        for i in 0..257u32 {
+            text += &format!(
+                " real_server 10.1.{}.{} 80 {{ weight 1 }}\n",
+                i / 200,
+                i % 200 + 1
+            );
+        }
+        text += "}\n";
+        let l = load_str(&text, Path::new("k.conf"));
+        let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+        if limited {
+            assert_eq!(
+                e,
+                [format!(
+                    "k.conf:261:2: error: real_server: {name} scans at most 256 real servers per new connection"
+                )],
+                "{name}"
+            );
+        } else {
+            assert!(e.is_empty(), "{name}: {e:?}");
+            assert_eq!(l.config.services[0].reals.len(), 257);
+        }
+    }
 }

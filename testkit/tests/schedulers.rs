@@ -1,14 +1,17 @@
 //! Scheduler fixtures (BPF_PROG_TEST_RUN): the choice sequence of lc, wlc,
 //! sed and nq with ipvs's formulas, connection counts released on FIN/RST,
-//! sh and mh following their tables, with fallback and minimal disruption.
+//! sh and mh following their tables, with fallback and minimal disruption;
+//! fo and ovf choice sequences, dh's table without fallback, twos's two
+//! weighted draws.
 use lb_testkit::*;
 use lb_user::{config::fmt_sock, sched, state::addr_words};
 
 const VIP: &str = "10.0.0.100";
-const REALS: [(&str, [u8; 6]); 3] = [
+const REALS: [(&str, [u8; 6]); 4] = [
     ("10.0.0.11", [0x02, 0x11, 0, 0, 0, 0x11]),
     ("10.0.0.12", [0x02, 0x12, 0, 0, 0, 0x12]),
     ("10.0.0.13", [0x02, 0x13, 0, 0, 0, 0x13]),
+    ("10.0.0.14", [0x02, 0x14, 0, 0, 0, 0x14]),
 ];
 
 fn conf(algo: &str, weights: &[u32], extra: &str) -> String {
@@ -30,15 +33,26 @@ fn harness(algo: &str, weights: &[u32], extra: &str) -> Harness {
     h
 }
 
+/// Which real (1-based) a packet from `client:port` to `vip` with `flags`
+/// went to; `None` when it was dropped for want of a real.
+fn send_to(h: &Harness, client: &str, port: u16, vip: &str, flags: Flags) -> Option<usize> {
+    let pkt = tcp(Eth::inbound(), client, port, vip, 80, flags, b"");
+    let (v, out) = h.run(&pkt).expect("run");
+    if verdict_name(v) == "XDP_DROP" {
+        return None;
+    }
+    assert_eq!(verdict_name(v), "XDP_TX");
+    Some(
+        1 + REALS
+            .iter()
+            .position(|(_, m)| out[..6] == m[..])
+            .expect("a real's MAC"),
+    )
+}
+
 /// Which real (1-based) a packet from `client:port` with `flags` went to.
 fn send(h: &Harness, client: &str, port: u16, flags: Flags) -> usize {
-    let pkt = tcp(Eth::inbound(), client, port, VIP, 80, flags, b"");
-    let (v, out) = h.run(&pkt).expect("run");
-    assert_eq!(verdict_name(v), "XDP_TX");
-    1 + REALS
-        .iter()
-        .position(|(_, m)| out[..6] == m[..])
-        .expect("a real's MAC")
+    send_to(h, client, port, VIP, flags).expect("forwarded to a real")
 }
 
 fn syn(h: &Harness, port: u16) -> usize {
@@ -223,4 +237,186 @@ fn sweep_releases_idle_flows_and_keeps_live_ones() {
     h.dp.set_timeouts(lb_common::Timeouts::default()).unwrap();
     assert_eq!(syn(&h, 4), 2);
     assert_eq!(conns(&h, 2), (0, 1));
+}
+
+/// Opens established connections from ports `ports`; returns their reals.
+fn open_all(h: &Harness, ports: std::ops::RangeInclusive<u16>) -> Vec<usize> {
+    ports.map(|p| open(h, p)).collect()
+}
+
+/// Closes (FIN) the connections from `ports`, each on the real it had.
+fn close_all(h: &Harness, ports: &[u16], real: usize) {
+    for &p in ports {
+        assert_eq!(send(h, "192.0.2.7", p, Flags::Fin), real);
+    }
+}
+
+/// A SYN from port `port` that must be dropped (no real).
+fn dropped(h: &Harness, port: u16) -> bool {
+    send_to(h, "192.0.2.7", port, VIP, Flags::Syn).is_none()
+}
+
+#[test]
+fn fo_sends_every_new_connection_to_the_heaviest_available_real() {
+    let mut h = harness("fo", &[1, 3, 2], "");
+    assert_eq!(open_all(&h, 1..=6), [2; 6]);
+    // Its load does not matter; only weight and availability.
+    assert_eq!(conns(&h, 2), (6, 0));
+    // Ties go to the first in configuration order (ipvs: weight > highest).
+    h.apply(&conf("fo", &[2, 1, 2], "")).unwrap();
+    assert_eq!([syn(&h, 7), syn(&h, 8)], [1, 1]);
+    // The heaviest becomes unavailable: the next heaviest takes over.
+    h.forget(REALS[0].0);
+    h.apply(&conf("fo", &[2, 1, 2], "")).unwrap();
+    assert_eq!([syn(&h, 9), syn(&h, 10)], [3, 3]);
+    // Weight 0 everywhere: no real.
+    h.apply(&conf("fo", &[0, 0, 0], "")).unwrap();
+    assert!(dropped(&h, 11));
+}
+
+#[test]
+fn ovf_fills_the_heaviest_real_until_its_active_connections_exceed_its_weight() {
+    let h = harness("ovf", &[2, 1, 3], "");
+    // R3 (weight 3) takes connections while active <= 3, i.e. four of them,
+    // then R1 (weight 2) three, then R2 (weight 1) two; then none is left.
+    assert_eq!(open_all(&h, 1..=9), [3, 3, 3, 3, 1, 1, 1, 2, 2]);
+    assert_eq!(
+        (conns(&h, 1), conns(&h, 2), conns(&h, 3)),
+        ((3, 0), (2, 0), (4, 0))
+    );
+    assert!(dropped(&h, 10));
+    // Only active connections count: SYN_RECV flows do not fill a real.
+    let h = harness("ovf", &[1, 1], "");
+    assert_eq!([syn(&h, 1), syn(&h, 2), syn(&h, 3)], [1, 1, 1]);
+    assert_eq!(conns(&h, 1), (0, 3));
+    // Closing one of R3's connections makes room on it again.
+    let h2 = harness("ovf", &[2, 1, 3], "");
+    assert_eq!(open_all(&h2, 1..=5), [3, 3, 3, 3, 1]);
+    close_all(&h2, &[1], 3);
+    assert_eq!(open(&h2, 6), 3);
+}
+
+#[test]
+fn twos_with_one_weighted_real_always_takes_it() {
+    let h = harness("twos", &[0, 5, 0], "");
+    for port in 1..=50 {
+        assert_eq!(syn(&h, port), 2);
+    }
+    let h = harness("twos", &[0, 0, 0], "");
+    assert!(dropped(&h, 1));
+}
+
+#[test]
+fn twos_takes_the_less_loaded_of_two_weighted_draws() {
+    // R1 carries one established connection (overhead 256) before twos
+    // starts; then 600 SYNs (overhead 1 each) never bring another real near
+    // 256, so R1 is taken only when both draws land on it. As ipvs, a draw
+    // is uniform in [0, 4] over weights 1:1:1:1, so R1 (the first) is drawn
+    // with probability 2/5: both draws 4/25, 96 of 600 expected (sd 9).
+    // Without the comparison it would get 240; with uniform draws, 37.5.
+    let mut h = harness("fo", &[2, 1, 1, 1], "");
+    assert_eq!(open(&h, 1), 1);
+    h.apply(&conf("twos", &[1, 1, 1, 1], "")).unwrap();
+    let mut count = [0usize; 4];
+    for port in 2..602 {
+        count[syn(&h, port) - 1] += 1;
+    }
+    assert!(
+        (51..=141).contains(&count[0]),
+        "R1 taken {} of 600",
+        count[0]
+    );
+    // The others share the rest, about 168 each; every choice is counted.
+    for r in 2..=4 {
+        assert!((100..=240).contains(&count[r - 1]), "{count:?}");
+        assert_eq!(conns(&h, r), (0, count[r - 1] as u64));
+    }
+    assert_eq!(conns(&h, 1), (1, count[0] as u64));
+}
+
+/// The service (VIP `vip`, port 80, TCP) of the multi-VIP fixtures.
+fn svc_of(vip: &str) -> lb_user::config::ServiceAddr {
+    lb_user::config::ServiceAddr {
+        addr: vip.parse().unwrap(),
+        port: 80,
+        proto: lb_user::config::Proto::Tcp,
+    }
+}
+
+/// Two dh services (10.0.0.100 and 10.0.0.101) over the reals with `weights`.
+fn dh_conf(weights: &[u32]) -> String {
+    let mut s = String::new();
+    for vip in ["10.0.0.100", "10.0.0.101"] {
+        s += &format!("virtual_server {vip} 80 {{\n lb_algo dh\n lb_kind DR\n protocol TCP\n");
+        for (i, w) in weights.iter().enumerate() {
+            s += &format!(" real_server {} 80 {{ weight {w} }}\n", REALS[i].0);
+        }
+        s += "}\n";
+    }
+    s
+}
+
+/// Real (1-based) ipvs's dh table of the reals `in_table` (1-based) gives `vip`.
+fn dh_expected(h: &Harness, vip: &str, in_table: &[usize]) -> usize {
+    let ids: Vec<u32> = in_table
+        .iter()
+        .map(|&r| {
+            h.tables
+                .real_id(&svc_of(vip), REALS[r - 1].0.parse().unwrap(), 80)
+                .unwrap()
+        })
+        .collect();
+    let (a, _) = addr_words(vip.parse().unwrap());
+    let id = sched::dh_table(&ids)[lb_common::hash::dh_bucket(&a) as usize];
+    in_table[ids.iter().position(|&x| x == id).unwrap()]
+}
+
+#[test]
+fn dh_sends_every_connection_to_a_destination_to_its_buckets_real() {
+    let mut h = Harness::new(4096).expect("harness (needs root)");
+    for (ip, mac) in REALS {
+        h.neighbour(ip, mac, false);
+    }
+    h.apply(&dh_conf(&[1, 1, 1])).unwrap();
+    for vip in ["10.0.0.100", "10.0.0.101"] {
+        let want = dh_expected(&h, vip, &[1, 2, 3]);
+        // Every client, every port: the destination's bucket.
+        for c in 1..=10u8 {
+            for port in [1000, 2000] {
+                let client = format!("198.51.100.{c}");
+                assert_eq!(
+                    send_to(&h, &client, port, vip, Flags::Syn),
+                    Some(want),
+                    "{vip}"
+                );
+            }
+        }
+    }
+    // The table ignores weights (one bucket per real per turn, as ipvs):
+    // weights 5:1:1 give the same buckets.
+    h.apply(&dh_conf(&[5, 1, 1])).unwrap();
+    let want = dh_expected(&h, VIP, &[1, 2, 3]);
+    assert_eq!(
+        send_to(&h, "198.51.100.50", 3000, VIP, Flags::Syn),
+        Some(want)
+    );
+    // Weight 0 keeps the real in the table: its destinations have no real
+    // (no fallback, as ipvs).
+    let mut weights = [1, 1, 1];
+    weights[want - 1] = 0;
+    h.apply(&dh_conf(&weights)).unwrap();
+    assert_eq!(send_to(&h, "198.51.100.50", 3001, VIP, Flags::Syn), None);
+    // A real whose checker failed leaves the table (keepalived removes it
+    // from ipvs): the buckets are dealt again over the others.
+    h.health.insert(
+        REALS[want - 1].0.parse().unwrap(),
+        lb_user::health::Health::Down { inhibit: false },
+    );
+    h.apply(&dh_conf(&[1, 1, 1])).unwrap();
+    let rest: Vec<usize> = (1..=3).filter(|&r| r != want).collect();
+    let again = dh_expected(&h, VIP, &rest);
+    assert_eq!(
+        send_to(&h, "198.51.100.50", 3002, VIP, Flags::Syn),
+        Some(again)
+    );
 }
