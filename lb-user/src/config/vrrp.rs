@@ -7,7 +7,7 @@ use super::{
     track::{self, TrackFile, TrackProcess, TrackRef},
     value::{
         arg, block, command, errors, flag, ignored, int, notify_program, parse_addr, run_as, timer,
-        uint, unknown, whole_secs, words, Shapes, ANY,
+        secs_text, uint, unknown, whole_secs, words, Shapes, ANY,
     },
     Diag, Loc, Node,
 };
@@ -1013,7 +1013,22 @@ pub fn instance(n: &Node, g: &Globals, diags: &mut Vec<Diag>) -> Option<Instance
             inst.version = Version::V3;
         }
     }
-    if let Some((d, loc)) = advert {
+    if let Some((mut d, loc)) = advert {
+        if inst.version == Version::V2 && d.subsec_millis() != 0 && d <= Duration::from_secs(255) {
+            // keepalived 2.2.7: "VRRPv2 advertisement interval … must be an
+            // integer. rounding" — to the nearest second, at least 1.
+            let whole = Duration::from_secs(d.as_secs_f64().round().max(1.0) as u64);
+            diags.push(Diag::warning(
+                &loc,
+                Some("advert_int"),
+                format!(
+                    "VRRPv2 carries whole seconds; {} s rounded to {} s (as keepalived; use version 3 for less)",
+                    secs_text(d),
+                    whole.as_secs()
+                ),
+            ));
+            d = whole;
+        }
         let cs = (d.as_millis() / 10) as u64;
         let bad = match inst.version {
             // v2 carries whole seconds (1–255).
