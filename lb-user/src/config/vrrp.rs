@@ -6,8 +6,8 @@ use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 use super::{
     track::{self, TrackFile, TrackProcess, TrackRef},
     value::{
-        arg, block, command, errors, flag, ignored, int, notify_program, parse_addr, run_as, timer,
-        secs_text, uint, unknown, whole_secs, words, Shapes, ANY,
+        arg, block, command, errors, flag, ignored, int, notify_program, parse_addr, run_as,
+        secs_text, timer, uint, unknown, whole_secs, words, Shapes, ANY,
     },
     Diag, Loc, Node,
 };
