@@ -57,9 +57,11 @@ pub const SCHED_DH: u32 = 9;
 pub const SCHED_FO: u32 = 10;
 pub const SCHED_OVF: u32 = 11;
 pub const SCHED_TWOS: u32 = 12;
+pub const SCHED_LBLC: u32 = 13;
+pub const SCHED_LBLCR: u32 = 14;
 
 /// Most reals a service whose scheduler scans its member list per new flow
-/// (lc, wlc, sed, nq, fo, ovf, twos) may have; the agent
+/// (lc, wlc, sed, nq, fo, ovf, twos, lblc, lblcr) may have; the agent
 /// refuses more.
 pub const MAX_LC_MEMBERS: u32 = 256;
 /// Buckets of a source-hash table (ipvs: IP_VS_SH_TAB_SIZE).
@@ -72,6 +74,18 @@ pub const MAX_MH_TABLES: u32 = 16;
 pub const HASH_FALLBACK_PROBES: u32 = 16;
 /// Buckets of a destination-hash table (ipvs: IP_VS_DH_TAB_SIZE).
 pub const DH_TABLE_SIZE: u32 = 256;
+/// Capacity of the locality table (lblc / lblcr: one entry per service and
+/// destination address). ipvs keeps up to 16,384 entries per service
+/// (IP_VS_LBLC_TAB_SIZE × 16) before collecting idle ones; here the LRU
+/// evicts the least recently used entry of all services when it is full.
+pub const LOCALITY_TABLE_SIZE: u32 = 65536;
+/// Most reals in an lblcr destination's server set (ipvs: unbounded; the set
+/// grows by one real each time all of its reals are overloaded).
+pub const LOCALITY_SET_MAX: u32 = 8;
+/// Default lifetime in seconds of an unused lblc / lblcr entry and of an
+/// lblcr set's extra reals: ipvs's `lblc_expiration` / `lblcr_expiration`
+/// sysctls (24 hours).
+pub const DEFAULT_LOCALITY_EXPIRATION_S: u32 = 24 * 60 * 60;
 
 /// [`Service::flags`]: clients stick to one real for `persist_timeout_s`.
 pub const SVC_F_PERSISTENT: u32 = 1;
@@ -339,6 +353,46 @@ pub struct Persist {
 }
 const _: () = assert!(size_of::<Persist>() == 16);
 
+/// Key of the locality table (lblc / lblcr): a destination address of a
+/// service, as ipvs keys its per-service lblc / lblcr tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LocalityKey {
+    /// Destination address, network order (IPv4 in word 0).
+    pub dst: [u32; 4],
+    pub svc_id: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<LocalityKey>() == 24);
+
+/// Value of the locality table: the real (lblc) or the set of reals (lblcr)
+/// serving a destination.
+///
+/// Each member is one u64, `gen << 32 | real_id` (see [`locality_member`]),
+/// so that a CPU reading while another writes sees a whole member or the
+/// previous one, never an id with another real's generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Locality {
+    /// Members in the order added (lblc: only `members[0]`).
+    pub members: [u64; LOCALITY_SET_MAX as usize],
+    /// Members in use.
+    pub len: u32,
+    pub _pad: u32,
+    /// Last time the set changed (lblcr's `lastmod`), coarse monotonic ns.
+    pub lastmod_ns: u64,
+    /// Last time the entry scheduled a connection (ipvs's `lastuse`).
+    pub lastuse_ns: u64,
+}
+const _: () = assert!(size_of::<Locality>() == 88);
+
+/// A [`Locality`] member: real `id` with slot generation `gen`.
+#[inline(always)]
+pub fn locality_member(id: u32, gen: u32) -> u64 {
+    ((gen as u64) << 32) | id as u64
+}
+
 /// Per-CPU traffic counters of a service or a real.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -374,7 +428,11 @@ pub struct Timeouts {
     pub udp_s: u32,
     pub tcp_syn_s: u32,
     pub tcp_close_s: u32,
-    pub _pad: u32,
+    /// lblc / lblcr: an entry unused this long is forgotten, and an lblcr
+    /// set unchanged this long drops its most loaded real (ipvs's
+    /// `lblc_expiration` / `lblcr_expiration`); 0 means the default,
+    /// [`DEFAULT_LOCALITY_EXPIRATION_S`].
+    pub locality_s: u32,
 }
 const _: () = assert!(size_of::<Timeouts>() == 24);
 
@@ -386,7 +444,7 @@ impl Default for Timeouts {
             udp_s: 300,
             tcp_syn_s: 60,
             tcp_close_s: 10,
-            _pad: 0,
+            locality_s: DEFAULT_LOCALITY_EXPIRATION_S,
         }
     }
 }
@@ -402,6 +460,18 @@ impl Timeouts {
             CT_SYN_RECV => self.tcp_syn_s,
             _ => self.tcp_close_s,
         }
+    }
+
+    /// Lifetime of unused lblc / lblcr state in nanoseconds (0 in the map:
+    /// the default).
+    #[inline(always)]
+    pub fn locality_ns(&self) -> u64 {
+        let s = if self.locality_s == 0 {
+            DEFAULT_LOCALITY_EXPIRATION_S
+        } else {
+            self.locality_s
+        };
+        s as u64 * NS_PER_SEC
     }
 
     /// Nanoseconds left to a flow in `state` last seen at `last_ns`, at
@@ -557,8 +627,9 @@ pub mod maps {
     pub const NAT_REV: &str = "LB_NAT_REV";
     pub const FRAGS: &str = "LB_FRAGS";
     pub const MAGLEV: &str = "LB_MAGLEV";
+    pub const LOCALITY: &str = "LB_LOCALITY";
     /// Every map, for pinning and listing.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         SERVICES,
         REALS,
         RINGS,
@@ -576,6 +647,7 @@ pub mod maps {
         NAT_REV,
         FRAGS,
         MAGLEV,
+        LOCALITY,
     ];
 }
 
@@ -653,6 +725,8 @@ mod pod {
     unsafe impl aya::Pod for Conn {}
     unsafe impl aya::Pod for PersistKey {}
     unsafe impl aya::Pod for Persist {}
+    unsafe impl aya::Pod for LocalityKey {}
+    unsafe impl aya::Pod for Locality {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for Timeouts {}
     unsafe impl aya::Pod for GlobalStats {}
@@ -685,6 +759,9 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, proto), 36);
         assert_eq!(offset_of!(Conn, last_ns), 16);
         assert_eq!(offset_of!(Persist, last_ns), 8);
+        assert_eq!(offset_of!(LocalityKey, svc_id), 16);
+        assert_eq!(offset_of!(Locality, len), 64);
+        assert_eq!(offset_of!(Locality, lastuse_ns), 80);
     }
 
     #[test]
@@ -717,6 +794,22 @@ mod tests {
         );
         let b = [1u32.to_be(), 2u32.to_be(), 4u32.to_be(), 8u32.to_be()];
         assert_eq!(hash::dh_bucket(&b), 15u32.wrapping_mul(0x61C8_8647) >> 24);
+    }
+
+    #[test]
+    fn locality_lifetime_defaults_to_a_day() {
+        let t = Timeouts {
+            locality_s: 0,
+            ..Timeouts::default()
+        };
+        assert_eq!(t.locality_ns(), 86_400 * NS_PER_SEC);
+        assert_eq!(Timeouts::default().locality_ns(), 86_400 * NS_PER_SEC);
+        let one = Timeouts {
+            locality_s: 1,
+            ..Timeouts::default()
+        };
+        assert_eq!(one.locality_ns(), NS_PER_SEC);
+        assert_eq!(locality_member(7, 3), (3 << 32) | 7);
     }
 
     #[test]

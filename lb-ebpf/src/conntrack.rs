@@ -252,7 +252,7 @@ fn lookup_or_schedule(
 
     let pick = match persistent_pick(pkt, svc, now) {
         Some(p) => p,
-        None => sched::pick(svc, pkt).ok_or(NoReal::Empty)?,
+        None => sched::pick(svc, pkt, now).ok_or(NoReal::Empty)?,
     };
     let conn = Conn {
         real_id: pick.real_id,

@@ -8,10 +8,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Conn, FlowKey, FragKey, FragVal, GlobalStats, Persist, PersistKey, Real, RealConns, RevNat,
-    Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE,
-    FRAG_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES, MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS,
-    RING_SIZE,
+    Conn, FlowKey, FragKey, FragVal, GlobalStats, Locality, LocalityKey, Persist, PersistKey, Real,
+    RealConns, RevNat, Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE,
+    DEFAULT_PERSIST_SIZE, FRAG_TABLE_SIZE, LOCALITY_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES,
+    MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS, RING_SIZE,
 };
 use lb_ebpf::parse::Packet;
 
@@ -107,6 +107,19 @@ pub static LB_FRAGS: LruHashMap<FragKey, FragVal, { FRAG_TABLE_SIZE as usize }, 
 /// Maglev lookup tables (mh): `maglev_index(table, gen, pos)` to real id.
 #[btf_map]
 pub static LB_MAGLEV: Array<u32, MAGLEV_U> = Array::new();
+
+/// lblc / lblcr: (service, destination address) to its real or set of reals.
+#[btf_map]
+pub static LB_LOCALITY: LruHashMap<
+    LocalityKey,
+    Locality,
+    { LOCALITY_TABLE_SIZE as usize },
+    NO_COMMON_LRU,
+> = LruHashMap::new();
+
+/// Per-CPU scratch space for the arguments of lblc / lblcr's global function.
+#[btf_map]
+pub static LB_LOCALITY_ARGS: PerCpuArray<crate::sched::LocalityArgs, 1> = PerCpuArray::new();
 
 /// Per-CPU scratch space for the parsed packet (keeps it off the BPF stack).
 #[btf_map]

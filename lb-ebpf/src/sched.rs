@@ -16,10 +16,18 @@
 //!   the chosen real is unavailable the next slots are probed. O(1).
 //! - dh indexes ipvs's 256-bucket destination-hash table with a hash of the
 //!   destination address; no fallback, as ipvs (ip_vs_dh.c). O(1).
+//! - lblc / lblcr remember per destination address the real (lblc) or set
+//!   of reals (lblcr) that served it, in `LB_LOCALITY`, and keep using it
+//!   while it is not overloaded; else wlc over the members (ipvs's
+//!   ip_vs_lblc.c, ip_vs_lblcr.c). Entries are updated in place without
+//!   locks: each member is one 8-byte word, so a racing reader sees a whole
+//!   member; two CPUs changing one set at once may lose one change, which
+//!   the next overload repeats.
 
 use lb_common::{
-    hash, maglev_index, ring_index, Real, RealConns, Service, DH_TABLE_SIZE, HASH_FALLBACK_PROBES,
-    MAX_LC_MEMBERS, MH_TABLE_SIZE, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_DH, SCHED_FO,
+    hash, locality_member, maglev_index, ring_index, Locality, LocalityKey, Real, RealConns,
+    Service, DH_TABLE_SIZE, HASH_FALLBACK_PROBES, LOCALITY_SET_MAX, MAX_LC_MEMBERS, MH_TABLE_SIZE,
+    REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_DH, SCHED_FO, SCHED_LBLC, SCHED_LBLCR,
     SCHED_LC, SCHED_MH, SCHED_NQ, SCHED_OVF, SCHED_SED, SCHED_SH, SCHED_TWOS, SCHED_WLC,
     SH_TABLE_SIZE, SVC_F_HASH_PORT,
 };
@@ -30,7 +38,13 @@ use aya_ebpf::{
 };
 use lb_ebpf::parse::Packet;
 
-use crate::maps::{LB_CONN_ADJ, LB_CURSORS, LB_MAGLEV, LB_REALS, LB_REAL_CONNS, LB_RINGS};
+use crate::{
+    conntrack::timeouts,
+    maps::{
+        LB_CONN_ADJ, LB_CURSORS, LB_LOCALITY, LB_LOCALITY_ARGS, LB_MAGLEV, LB_REALS, LB_REAL_CONNS,
+        LB_RINGS,
+    },
+};
 
 /// No real (scans answer a real id or this).
 const NONE: u32 = u32::MAX;
@@ -89,9 +103,9 @@ fn overhead(c: &RealConns) -> u64 {
     (c.active << 8) + c.inactive
 }
 
-/// Picks a real of `svc` for the new flow `pkt`.
+/// Picks a real of `svc` for the new flow `pkt` at `now` (ns).
 #[inline(always)]
-pub fn pick(svc: &Service, pkt: &Packet) -> Option<Pick> {
+pub fn pick(svc: &Service, pkt: &Packet, now: u64) -> Option<Pick> {
     let port = if svc.flags & SVC_F_HASH_PORT != 0 {
         pkt.sport_be
     } else {
@@ -101,6 +115,23 @@ pub fn pick(svc: &Service, pkt: &Packet) -> Option<Pick> {
         SCHED_LC | SCHED_WLC | SCHED_SED | SCHED_NQ => pick_id(least_conn(svc, svc.sched)),
         SCHED_FO | SCHED_OVF => pick_id(heaviest(svc)),
         SCHED_TWOS => pick_id(two_choices(svc)),
+        SCHED_LBLC | SCHED_LBLCR => {
+            // The arguments in a per-CPU map, not on the stack: the call
+            // chain into lb_locality's set walks must stay within 512 bytes.
+            let args = LB_LOCALITY_ARGS.get_ptr_mut(0)?;
+            // SAFETY: this CPU's slot, used only for this call.
+            unsafe {
+                (*args).svc = *svc;
+                (*args).key = LocalityKey {
+                    dst: pkt.dst,
+                    svc_id: svc.svc_id,
+                    family: pkt.family,
+                    _pad: [0; 3],
+                };
+                (*args).now = now;
+            }
+            pick_id(lb_locality(args))
+        }
         SCHED_SH => source_hash(svc, &pkt.src, port),
         SCHED_DH => dest_hash(svc, &pkt.dst),
         SCHED_MH => maglev(svc, &pkt.src, port),
@@ -209,7 +240,8 @@ struct LcScan {
 /// unrolled loop over hundreds of members exceeds the verifier's budget.
 /// Returns a real id (`u32::MAX`: none). Only plain types in the signature:
 /// bpf-linker emits BTF the kernel rejects for Rust enums in one.
-/// `sched` is the formula.
+/// `sched` is the formula (lblc / lblcr pass wlc, as ipvs's
+/// `__ip_vs_lblc_schedule` is wlc).
 #[inline(never)]
 fn least_conn(svc: &Service, sched: u32) -> u32 {
     let n = svc.ring_len;
@@ -432,4 +464,347 @@ fn dest_hash(svc: &Service, dst: &[u32; 4]) -> Option<Pick> {
         return None;
     }
     Some(p)
+}
+
+/// The real a locality member names if it still is that real, belongs to
+/// service `svc_id` and may take flows.
+#[inline(always)]
+fn member_real(m: u64, svc_id: u32) -> Option<&'static Real> {
+    let real = real_if_valid(m as u32, (m >> 32) as u32)?;
+    if real.svc_id == svc_id {
+        Some(real)
+    } else {
+        None
+    }
+}
+
+/// State of the search for a lightly loaded member, shared with [`light_step`].
+#[repr(C)]
+struct LightScan {
+    svc_id: u32,
+    ring_gen: u32,
+    found: u32,
+    _pad: u32,
+}
+
+/// ipvs's lblc / lblcr `is_overloaded`: the real has more active
+/// connections than its weight while some member has fewer than half its
+/// weight. Not inlined: its scan state stays out of lb_locality's frame.
+#[inline(never)]
+fn overloaded(svc: &Service, id: u32, real: &Real) -> bool {
+    if conns(id).active <= real.weight as u64 {
+        return false;
+    }
+    let n = svc.ring_len;
+    if n == 0 || n > MAX_LC_MEMBERS {
+        return false;
+    }
+    let mut scan = LightScan {
+        svc_id: svc.svc_id,
+        ring_gen: svc.ring_gen,
+        found: 0,
+        _pad: 0,
+    };
+    // SAFETY: light_step is a bpf_loop callback over a LightScan.
+    unsafe { scan_members(n, light_step as *mut c_void, &mut scan) };
+    scan.found != 0
+}
+
+/// One member of the search: active × 2 < weight stops it.
+#[inline(never)]
+extern "C" fn light_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the LightScan overloaded passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut LightScan) };
+    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
+        return 0;
+    };
+    if conns(id).active * 2 < real.weight as u64 {
+        scan.found = 1;
+        return 1;
+    }
+    0
+}
+
+/// What [`lb_locality`] needs of the service and the packet (plain C types:
+/// the kernel checks the BTF of a global function's arguments).
+#[repr(C)]
+pub struct LocalityArgs {
+    pub svc: Service,
+    pub key: LocalityKey,
+    pub now: u64,
+    /// A new entry is built here, not on the stack (see [`remember`]).
+    pub fresh: Locality,
+}
+
+/// lblc / lblcr as a global BPF function: exported (`--export` in
+/// build.rs), so its BTF linkage is global and the verifier checks it once,
+/// on its own, instead of at every path of the program that reaches the
+/// scheduler. Inlined, its set walks and overload scans multiplied the
+/// program's states past the verifier's budget (960,000 of 1,000,000
+/// instructions, a 560-byte call chain). Returns a real id or [`NONE`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn lb_locality(args: *const LocalityArgs) -> u32 {
+    // SAFETY: this CPU's slot of LB_LOCALITY_ARGS; the verifier makes a
+    // global function check its pointer arguments for null.
+    let Some(a) = (unsafe { args.as_ref() }) else {
+        return NONE;
+    };
+    locality(&a.svc, &a.key, a.now)
+}
+
+/// lblc / lblcr for the destination of `key`: the remembered real
+/// (lblc) or the least loaded of the remembered set (lblcr) while it is not
+/// overloaded, else wlc over the members, remembered. An entry unused for
+/// the locality lifetime is forgotten (ipvs collects it); `lastuse` is
+/// written at most once a second. Returns a real id or [`NONE`].
+#[inline(always)]
+fn locality(svc: &Service, key: &LocalityKey, now: u64) -> u32 {
+    let life = timeouts().locality_ns();
+    if let Some(e) = LB_LOCALITY.get_ptr_mut(key) {
+        // SAFETY: valid for this program run; other CPUs write whole
+        // 8-byte fields of it (benign races, see the module comment).
+        let e = unsafe { &mut *e };
+        if now.saturating_sub(e.lastuse_ns) < life {
+            if now.saturating_sub(e.lastuse_ns) > crate::conntrack::NS {
+                e.lastuse_ns = now;
+            }
+            if svc.sched == SCHED_LBLCR {
+                return replicated(svc, key, e, now, life);
+            }
+            let m = e.members[0];
+            if e.len >= 1 {
+                if let Some(real) = member_real(m, svc.svc_id) {
+                    if real.weight > 0 && !overloaded(svc, m as u32, real) {
+                        return m as u32;
+                    }
+                }
+            }
+            let id = least_conn(svc, SCHED_WLC);
+            if let Some(real) = LB_REALS.get(id) {
+                e.members[0] = locality_member(id, real.gen);
+                e.len = 1;
+                e.lastmod_ns = now;
+            }
+            return id;
+        }
+    }
+    let id = least_conn(svc, SCHED_WLC);
+    if let Some(real) = LB_REALS.get(id) {
+        remember(key, locality_member(id, real.gen), now);
+    }
+    id
+}
+
+/// A new locality entry for `key` with one member (replaces an expired one),
+/// built in this CPU's [`LocalityArgs::fresh`] to keep the call chain's stack
+/// within the verifier's 512 bytes.
+#[inline(never)]
+fn remember(key: &LocalityKey, m: u64, now: u64) {
+    let Some(a) = LB_LOCALITY_ARGS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, used only during this call.
+    let e = unsafe { &mut (*a).fresh };
+    let mut k = 0;
+    while k < LOCALITY_SET_MAX as usize {
+        e.members[k] = 0;
+        k += 1;
+    }
+    e.members[0] = m;
+    e.len = 1;
+    e._pad = 0;
+    e.lastmod_ns = now;
+    e.lastuse_ns = now;
+    // By reference: a value would be copied onto the stack. A full table
+    // evicts its least recently used entry; a failed insert only means the
+    // next connection schedules anew.
+    let fresh: &Locality = e;
+    let _ = LB_LOCALITY.insert(key, fresh, 0);
+}
+
+/// lblcr with the live entry `e` of `key` (ip_vs_lblcr_schedule).
+#[inline(always)]
+fn replicated(svc: &Service, key: &LocalityKey, e: &mut Locality, now: u64, life: u64) -> u32 {
+    let min = set_scan(key, e, SET_MIN);
+    // More than one real and the set unchanged for a lifetime: the most
+    // loaded one leaves it.
+    if e.len > 1 && now.saturating_sub(e.lastmod_ns) > life {
+        let i = set_scan(key, e, SET_DROP);
+        set_remove(key, e, i);
+        e.lastmod_ns = now;
+    }
+    if let Some(real) = LB_REALS.get(min) {
+        if !overloaded(svc, min, real) {
+            return min;
+        }
+    }
+    let id = least_conn(svc, SCHED_WLC);
+    if let Some(real) = LB_REALS.get(id) {
+        set_insert(key, e, locality_member(id, real.gen), now);
+    }
+    id
+}
+
+/// Members in use of `e` (bounded against a racing writer).
+#[inline(always)]
+fn set_len(e: &Locality) -> u32 {
+    if e.len > LOCALITY_SET_MAX {
+        LOCALITY_SET_MAX
+    } else {
+        e.len
+    }
+}
+
+/// [`set_scan`]: the least loaded member's real id.
+const SET_MIN: u32 = 0;
+/// [`set_scan`]: the index of the member to drop.
+const SET_DROP: u32 = 1;
+
+/// State of a walk over an lblcr set, shared with [`set_step`]. The
+/// callback finds the entry again by its key: a map pointer cannot be
+/// handed to it through the context.
+#[repr(C)]
+struct SetScan {
+    key: LocalityKey,
+    mode: u32,
+    len: u32,
+    best: u32,
+    _pad: u32,
+    best_oh: u64,
+    best_w: u64,
+}
+
+/// Walks the set of `e` newest first (ipvs adds to the head of its list):
+/// [`SET_MIN`] answers the least loaded member by wlc that may take flows
+/// (ipvs's `ip_vs_dest_set_min`) or [`NONE`]; [`SET_DROP`] the index of a
+/// member that no longer is a real of the service, else of the most loaded
+/// one with weight > 0 (`ip_vs_dest_set_max`), else 0. In `bpf_loop`: the
+/// verifier checks the callback once.
+#[inline(never)]
+fn set_scan(key: &LocalityKey, e: &Locality, mode: u32) -> u32 {
+    let len = set_len(e);
+    let mut scan = SetScan {
+        key: *key,
+        mode,
+        len,
+        best: NONE,
+        _pad: 0,
+        best_oh: 0,
+        best_w: 1,
+    };
+    // SAFETY: set_step is a bpf_loop callback over a SetScan.
+    unsafe { scan_members(len, set_step as *mut c_void, &mut scan) };
+    if mode == SET_DROP && scan.best == NONE {
+        0
+    } else {
+        scan.best
+    }
+}
+
+/// Member `len - 1 - k` of a set walk; 1 stops it.
+#[inline(never)]
+extern "C" fn set_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the SetScan set_scan passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut SetScan) };
+    let Some(e) = LB_LOCALITY.get_ptr(scan.key) else {
+        return 1;
+    };
+    let i = scan.len.wrapping_sub(1).wrapping_sub(k as u32) & (LOCALITY_SET_MAX - 1);
+    // SAFETY: valid for this program run; a member is read whole.
+    let m = unsafe { (*e).members[i as usize] };
+    let id = m as u32;
+    let Some(real) = LB_REALS.get(id) else {
+        return 0;
+    };
+    let of_service = real.gen == (m >> 32) as u32 && real.svc_id == scan.key.svc_id;
+    if scan.mode == SET_DROP && !of_service {
+        scan.best = i;
+        return 1;
+    }
+    let w = real.weight as u64;
+    if !of_service || w == 0 || (scan.mode == SET_MIN && !usable(real)) {
+        return 0;
+    }
+    let oh = overhead(&conns(id));
+    let better = scan.best == NONE
+        || if scan.mode == SET_MIN {
+            scan.best_oh * w > oh * scan.best_w
+        } else {
+            scan.best_oh * w < oh * scan.best_w
+        };
+    if better {
+        scan.best = if scan.mode == SET_MIN { id } else { i };
+        scan.best_oh = oh;
+        scan.best_w = w;
+    }
+    0
+}
+
+/// State of a shift in an lblcr set, shared with [`shift_step`].
+#[repr(C)]
+struct ShiftScan {
+    key: LocalityKey,
+    from: u32,
+    len: u32,
+}
+
+/// Removes member `i` of `key`'s set, keeping the order of the others.
+#[inline(never)]
+fn set_remove(key: &LocalityKey, e: &mut Locality, i: u32) {
+    let len = set_len(e);
+    if i >= len {
+        return;
+    }
+    let mut scan = ShiftScan {
+        key: *key,
+        from: i,
+        len,
+    };
+    // SAFETY: shift_step is a bpf_loop callback over a ShiftScan.
+    unsafe { scan_members(len - 1 - i, shift_step as *mut c_void, &mut scan) };
+    e.len = len - 1;
+}
+
+/// Moves member `from + k + 1` down one place.
+#[inline(never)]
+extern "C" fn shift_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the ShiftScan set_remove passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut ShiftScan) };
+    let Some(e) = LB_LOCALITY.get_ptr_mut(scan.key) else {
+        return 1;
+    };
+    let to = (scan.from + k as u32) & (LOCALITY_SET_MAX - 1);
+    let from = (scan.from + k as u32 + 1) & (LOCALITY_SET_MAX - 1);
+    // SAFETY: valid for this program run; members are written whole.
+    unsafe { (*e).members[to as usize] = (*e).members[from as usize] };
+    0
+}
+
+/// Adds `m` to `key`'s set unless present; a full set first drops a member
+/// (the [`SET_DROP`] choice). Inlined: one frame less in the call chain.
+#[inline(always)]
+fn set_insert(key: &LocalityKey, e: &mut Locality, m: u64, now: u64) {
+    let mut k = 0;
+    while k < LOCALITY_SET_MAX as usize {
+        if e.members[k] == m && (k as u32) < set_len(e) {
+            return;
+        }
+        k += 1;
+    }
+    if set_len(e) >= LOCALITY_SET_MAX {
+        let i = set_scan(key, e, SET_DROP);
+        set_remove(key, e, i);
+    }
+    let len = set_len(e);
+    // Verifier workaround: the compiler folds the bound check into earlier
+    // arithmetic on len, after which the verifier no longer knows the index
+    // is below 8; a volatile read makes the check apply to the index itself.
+    // SAFETY: reads a local.
+    let i = unsafe { core::ptr::read_volatile(&len) } as usize;
+    if i < LOCALITY_SET_MAX as usize {
+        e.members[i] = m;
+        e.len = i as u32 + 1;
+    }
+    e.lastmod_ns = now;
 }

@@ -11,8 +11,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{
-    maps, Conn, FlowKey, FragKey, FragVal, GlobalStats, Persist, PersistKey, Real, RealConns,
-    RevNat, Service, Stats, SvcKey, Timeouts,
+    maps, Conn, FlowKey, FragKey, FragVal, GlobalStats, Locality, LocalityKey, Persist, PersistKey,
+    Real, RealConns, RevNat, Service, Stats, SvcKey, Timeouts,
 };
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
@@ -218,6 +218,8 @@ pub struct Dataplane {
     pub nat_rev: HashMap<MapData, FlowKey, RevNat>,
     pub frags: HashMap<MapData, FragKey, FragVal>,
     pub maglev: Array<MapData, u32>,
+    /// lblc / lblcr: the real or set of reals per (service, destination).
+    pub locality: HashMap<MapData, LocalityKey, Locality>,
     /// Capacity of the connection table.
     conntrack_max: u32,
 }
@@ -269,6 +271,7 @@ impl Dataplane {
             nat_rev: take(maps::NAT_REV)?.try_into()?,
             frags: take(maps::FRAGS)?.try_into()?,
             maglev: take(maps::MAGLEV)?.try_into()?,
+            locality: take(maps::LOCALITY)?.try_into()?,
         })
     }
 

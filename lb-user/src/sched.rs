@@ -13,8 +13,8 @@ use lb_common::{DH_TABLE_SIZE, MH_TABLE_SIZE, SH_TABLE_SIZE};
 use crate::config::Sched;
 
 /// What the data plane reads for a service's scheduler: a ring in `LB_RINGS`
-/// (rr, wrr: the sequence; lc, wlc, sed, nq, fo, ovf, twos: the member
-/// list; sh, dh: the 256-bucket table) or a Maglev table in
+/// (rr, wrr: the sequence; lc, wlc, sed, nq, fo, ovf, twos, lblc, lblcr:
+/// the member list; sh, dh: the 256-bucket table) or a Maglev table in
 /// `LB_MAGLEV` (mh).
 ///
 /// `reals` are the reals that may take new flows, in configuration order;
@@ -295,7 +295,14 @@ mod hash_tables {
     #[test]
     fn scanning_schedulers_get_the_weighted_members_in_order() {
         let reals = [member(1, 2), member(2, 0), member(3, 5)];
-        for s in [Sched::Fo, Sched::Ovf, Sched::Twos, Sched::Wlc] {
+        for s in [
+            Sched::Fo,
+            Sched::Ovf,
+            Sched::Twos,
+            Sched::Lblc,
+            Sched::Lblcr,
+            Sched::Wlc,
+        ] {
             assert_eq!(build(s, &reals, 1024), vec![1, 3], "{s:?}");
         }
     }

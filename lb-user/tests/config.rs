@@ -1002,6 +1002,8 @@ fn every_ipvs_scheduler_is_accepted_by_name() {
         ("fo", Sched::Fo),
         ("ovf", Sched::Ovf),
         ("twos", Sched::Twos),
+        ("lblc", Sched::Lblc),
+        ("lblcr", Sched::Lblcr),
     ];
     for (i, (name, sched)) in want.iter().enumerate() {
         // lvs_sched is keepalived's other name for lb_algo.
@@ -1022,23 +1024,25 @@ fn every_ipvs_scheduler_is_accepted_by_name() {
     );
     let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
     assert_eq!(e, ["k.conf:2:2: error: lb_algo: unknown scheduler 'LBLC'"]);
-    // lblc / lblcr: not in the data plane yet, an error that says so.
-    let l = load_str(
-        "virtual_server 10.0.0.1 80 {\n lb_algo lblcr\n}\n",
-        Path::new("k.conf"),
-    );
-    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
-    assert_eq!(
-        e,
-        ["k.conf:2:2: error: lb_algo: scheduler 'lblcr' not implemented yet (implemented: rr, wrr, lc, wlc, sed, nq, sh, mh, dh, fo, ovf, twos)"]
-    );
 }
 
 #[test]
 fn member_scanning_schedulers_hold_at_most_256_reals() {
-    for (name, limited) in [("fo", true), ("ovf", true), ("twos", true), ("dh", false)] {
-        let mut text =
-            format!("virtual_server 10.0.0.1 80 {{\n lb_algo {name}\n lb_kind DR\n protocol TCP\n");
+    for (name, limited) in [
+        ("fo", true),
+        ("ovf", true),
+        ("twos", true),
+        ("lblc", true),
+        ("lblcr", true),
+        ("dh", false),
+    ] {
+        let mut text = format!(
+            "virtual_server 10.0.0.1 80 {{
+ lb_algo {name}
+ lb_kind DR
+ protocol TCP
+"
+        );
         for i in 0..257u32 {
             text += &format!(
                 " real_server 10.1.{}.{} 80 {{ weight 1 }}\n",

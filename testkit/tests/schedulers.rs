@@ -1,8 +1,8 @@
 //! Scheduler fixtures (BPF_PROG_TEST_RUN): the choice sequence of lc, wlc,
 //! sed and nq with ipvs's formulas, connection counts released on FIN/RST,
 //! sh and mh following their tables, with fallback and minimal disruption;
-//! fo and ovf choice sequences, dh's table without fallback, twos's two
-//! weighted draws.
+//! fo, ovf, lblc and lblcr choice sequences, lblc / lblcr entries and their
+//! expiry, dh's table without fallback, twos's two weighted draws.
 use lb_testkit::*;
 use lb_user::{config::fmt_sock, sched, state::addr_words};
 
@@ -419,4 +419,121 @@ fn dh_sends_every_connection_to_a_destination_to_its_buckets_real() {
         send_to(&h, "198.51.100.50", 3002, VIP, Flags::Syn),
         Some(again)
     );
+}
+
+/// The locality entry of `vip` (service at `vip`:80) as (members 1-based, lastmod).
+fn locality(h: &Harness, vip: &str) -> Option<(Vec<usize>, u64)> {
+    let svc_id = h
+        .tables
+        .service_ids()
+        .find(|(k, _)| **k == svc_of(vip))
+        .unwrap()
+        .1;
+    let (dst, family) = addr_words(vip.parse().unwrap());
+    let key = lb_common::LocalityKey {
+        dst,
+        svc_id,
+        family,
+        _pad: [0; 3],
+    };
+    let e = h.dp.locality.get(&key, 0).ok()?;
+    let members = e.members[..e.len as usize]
+        .iter()
+        .map(|&m| {
+            1 + (0..REALS.len())
+                .position(|r| {
+                    h.tables
+                        .real_id(&svc_of(vip), REALS[r].0.parse().unwrap(), 80)
+                        == Some(m as u32)
+                })
+                .expect("a member is a real of the service")
+        })
+        .collect();
+    Some((members, e.lastmod_ns))
+}
+
+#[test]
+fn lblc_keeps_a_destination_on_its_real_until_that_real_is_overloaded() {
+    let h = harness("lblc", &[2, 2, 2], "");
+    assert_eq!(locality(&h, VIP), None);
+    // The first connection: wlc (all idle: the first). The real is kept
+    // while its active connections do not exceed its weight; beyond, it is
+    // overloaded while some real has fewer than half its weight active,
+    // and wlc picks a new one. When every real is loaded, the last stays.
+    assert_eq!(open_all(&h, 1..=10), [1, 1, 1, 2, 2, 2, 3, 3, 3, 3]);
+    assert_eq!(locality(&h, VIP).unwrap().0, [3]);
+    // R2 drops to 2 active: R3 (4 > 2) is not overloaded while no real is
+    // under half its weight (R2: 2 × 2 = 4, not < 2)...
+    close_all(&h, &[4], 2);
+    assert_eq!(open(&h, 11), 3);
+    // ...and is once R1 has none active: wlc then picks R1 (3 inactive).
+    close_all(&h, &[1, 2, 3], 1);
+    assert_eq!(open(&h, 12), 1);
+    assert_eq!(locality(&h, VIP).unwrap().0, [1]);
+}
+
+#[test]
+fn lblc_forgets_an_entry_unused_for_its_lifetime() {
+    let mut h = harness("lblc", &[1, 1, 1], "");
+    assert_eq!(open(&h, 1), 1);
+    // R1 (1 active, weight 1) is not overloaded: the entry keeps it.
+    assert_eq!(open(&h, 2), 1);
+    // Lifetime 1 s (ipvs: the lblc_expiration sysctl, a day by default):
+    // after it, the next connection is scheduled by wlc afresh.
+    h.dp.set_timeouts(lb_common::Timeouts {
+        locality_s: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_eq!(open(&h, 3), 2);
+    assert_eq!(locality(&h, VIP).unwrap().0, [2]);
+}
+
+#[test]
+fn lblcr_grows_a_set_and_uses_its_least_loaded_member() {
+    // lblc, for comparison: R1 until overloaded, then R2; R1 back to 2
+    // active is not used, R2 overloaded moves the destination to idle R3.
+    let l = harness("lblc", &[2, 2, 2], "");
+    assert_eq!(open_all(&l, 1..=6), [1, 1, 1, 2, 2, 2]);
+    close_all(&l, &[1], 1);
+    assert_eq!(open(&l, 7), 3);
+    drop(l);
+    // lblcr: the same while the set grows (R2 joins when R1 is overloaded)...
+    let h = harness("lblcr", &[2, 2, 2], "");
+    assert_eq!(open_all(&h, 1..=6), [1, 1, 1, 2, 2, 2]);
+    assert_eq!(locality(&h, VIP).unwrap().0, [1, 2]);
+    // ...but R1 (2 active after a FIN) is now the set's least loaded and
+    // not overloaded: it is used.
+    close_all(&h, &[1], 1);
+    assert_eq!(open(&h, 7), 1);
+    // The set's least loaded (R2) overloaded: R3, the least loaded of all,
+    // joins the set and takes the next ones.
+    assert_eq!(open_all(&h, 8..=9), [3, 3]);
+    assert_eq!(locality(&h, VIP).unwrap().0, [1, 2, 3]);
+}
+
+#[test]
+fn lblcr_drops_its_most_loaded_member_when_unchanged_for_its_lifetime() {
+    let mut h = harness("lblcr", &[1, 1, 1], "");
+    // R1, then R2 when R1 is overloaded (2 active > 1, R2 idle).
+    assert_eq!(open_all(&h, 1..=3), [1, 1, 2]);
+    let (set, lastmod) = locality(&h, VIP).unwrap();
+    assert_eq!(set, [1, 2]);
+    h.dp.set_timeouts(lb_common::Timeouts {
+        locality_s: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    // Used again within the lifetime (lastuse refreshed, set unchanged)...
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(syn(&h, 4), 2);
+    assert_eq!(locality(&h, VIP).unwrap(), (vec![1, 2], lastmod));
+    // ...and once the set is older than the lifetime, the most loaded
+    // member (R1: 2 active, against R2's 1 active + 1 inactive) leaves it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(syn(&h, 5), 2);
+    let (set, newer) = locality(&h, VIP).unwrap();
+    assert_eq!(set, [2]);
+    assert!(newer > lastmod);
 }

@@ -71,10 +71,14 @@ pub enum Sched {
     Ovf,
     /// Power of two choices: two weighted random draws, the less loaded taken.
     Twos,
+    /// Locality-based least-connection: a real per destination address.
+    Lblc,
+    /// lblc with replication: a set of reals per destination address.
+    Lblcr,
 }
 
 impl Sched {
-    pub const ALL: [(&'static str, Sched); 12] = [
+    pub const ALL: [(&'static str, Sched); 14] = [
         ("rr", Sched::Rr),
         ("wrr", Sched::Wrr),
         ("lc", Sched::Lc),
@@ -87,6 +91,8 @@ impl Sched {
         ("fo", Sched::Fo),
         ("ovf", Sched::Ovf),
         ("twos", Sched::Twos),
+        ("lblc", Sched::Lblc),
+        ("lblcr", Sched::Lblcr),
     ];
     pub fn name(self) -> &'static str {
         Self::ALL
@@ -110,6 +116,8 @@ impl Sched {
             Sched::Fo => SCHED_FO,
             Sched::Ovf => SCHED_OVF,
             Sched::Twos => SCHED_TWOS,
+            Sched::Lblc => SCHED_LBLC,
+            Sched::Lblcr => SCHED_LBLCR,
         }
     }
     pub fn from_id(id: u32) -> Option<Sched> {
@@ -120,7 +128,15 @@ impl Sched {
     pub fn scans_members(self) -> bool {
         matches!(
             self,
-            Sched::Lc | Sched::Wlc | Sched::Sed | Sched::Nq | Sched::Fo | Sched::Ovf | Sched::Twos
+            Sched::Lc
+                | Sched::Wlc
+                | Sched::Sed
+                | Sched::Nq
+                | Sched::Fo
+                | Sched::Ovf
+                | Sched::Twos
+                | Sched::Lblc
+                | Sched::Lblcr
         )
     }
 }
@@ -798,10 +814,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 }
             }
             "lb_algo" | "lvs_sched" => {
-                // lblc / lblcr: the data plane version did not fit the
-                // verifier's budget yet (see README, Limits).
-                let later = ["lblc", "lblcr"];
-                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &later, diags) {
+                if let Some(v) = choice(c, "scheduler", &Sched::ALL, &[], diags) {
                     sched = Some(v);
                 }
             }
