@@ -722,17 +722,7 @@ fn virtual_server(
     };
     let sched = match get("scheduler") {
         Some(s) => match s.value.as_str() {
-            "rr" | "wrr" | "lc" | "wlc" | "sh" => s.value.clone(),
-            "lblc" | "lblcr" | "dh" => {
-                cx.warn(
-                    s,
-                    format!(
-                        "lb_algo {}: keepalived accepts it, lb does not implement it (lb check-config refuses it)",
-                        s.value
-                    ),
-                );
-                s.value.clone()
-            }
+            "rr" | "wrr" | "lc" | "wlc" | "sh" | "lblc" | "lblcr" | "dh" => s.value.clone(),
             v => {
                 cx.error(s, format!("'{v}' is not a Piranha scheduler"));
                 "wlc".into()

@@ -195,7 +195,7 @@ fn mistakes_are_errors_with_their_lines_and_nothing_is_printed() {
 }
 
 #[test]
-fn schedulers_lb_lacks_and_fwmark_services_are_carried_with_a_warning() {
+fn locality_schedulers_carry_over_and_fwmark_services_with_a_warning() {
     let cf = "primary = 10.0.0.2\nbackup_active = 1\nbackup = 10.0.0.3\nnetwork = direct\n\
               virtual cache {\n active = 1\n address = 10.0.0.80 eth0:1\n scheduler = lblc\n fwmark = 7\n\
               server c1 {\n  address = 10.1.0.1\n  active = 1\n  weight = 0x10\n }\n}\n";
@@ -204,7 +204,6 @@ fn schedulers_lb_lacks_and_fwmark_services_are_carried_with_a_warning() {
     assert_eq!(
         rendered(&i),
         "cache.cf:5:1: warning: virtual: lvs.cf has no check interval: delay_loop is left at keepalived's default (60 s); set it to the interval wanted\n\
-         cache.cf:8:2: warning: scheduler: lb_algo lblc: keepalived accepts it, lb does not implement it (lb check-config refuses it)\n\
          cache.cf:9:2: warning: fwmark: written as a virtual_server for the virtual's address and port; lb cannot select a service by firewall mark (netfilter marks packets after the XDP program has run), so the other ports the mark groups are not carried over\n"
     );
     assert!(i.text.contains("    virtual_router_id 9\n"), "{}", i.text);

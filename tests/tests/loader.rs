@@ -39,6 +39,25 @@ fn services(n: usize) -> String {
 }
 
 /// Services in the data plane (`lb list`).
+/// `line` without the terminal colour sequences of the agent's log.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … final letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn count(lab: &Lab) -> usize {
     lab.lb(&["list", "--bpffs", &s(&lab.bpffs())])
         .unwrap()
@@ -115,21 +134,36 @@ fn a_file_rewritten_in_place_during_sighups_is_never_applied_half_written() {
             rewrites
         })
     };
-    let (mut seen, start) = (std::collections::BTreeMap::new(), Instant::now());
+    let start = Instant::now();
     while start.elapsed() < Duration::from_secs(15) {
         lab.signal("dir", "lb", libc::SIGHUP).unwrap();
         std::thread::sleep(Duration::from_millis(60));
-        let n = count(&lab);
-        *seen.entry(n).or_insert(0u32) += 1;
-        if n != 30 && n != 50 {
-            let log = lab.log("dir", "lb");
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            panic!("a reload applied a partial file: {n} services ({seen:?}); agent log, last lines first:\n{}", tail.join("\n"));
-        }
     }
     stop.store(true, Ordering::Relaxed);
     let rewrites = writer.join().unwrap();
-    eprintln!("{rewrites} rewrites; services seen after SIGHUPs: {seen:?}");
+    // What each reload applied, as the agent logs it once the maps are
+    // written (`lb list` reads the maps themselves and may catch one between
+    // the removal of a service and the addition of another).
+    let log = lab.log("dir", "lb");
+    let mut seen = std::collections::BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("configuration reloaded")) {
+        let plain = strip_ansi(line);
+        let n: usize = plain
+            .split("services=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no service count in {plain:?}"));
+        *seen.entry(n).or_insert(0u32) += 1;
+        if n != 30 && n != 50 {
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "a reload applied a partial file: {n} services; agent log, last lines first:\n{}",
+                tail.join("\n")
+            );
+        }
+    }
+    eprintln!("{rewrites} rewrites; services applied by the reloads: {seen:?}");
     assert!(
         seen.len() == 2,
         "both versions were applied at some point: {seen:?}"
