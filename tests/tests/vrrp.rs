@@ -587,6 +587,12 @@ fn has_addr(lab: &Lab, role: &str, ip: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("inet {ip}/"))
 }
 
+/// The client's neighbour entry for the VIP (`ip neigh show VIP`).
+fn client_neigh(lab: &Lab) -> String {
+    let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 fn mac_of(lab: &Lab, role: &str) -> String {
     let out = lab
         .exec(role, &["cat", "/sys/class/net/eth0/address"])
@@ -618,14 +624,10 @@ fn split_brain_is_detected_and_resolved_and_garp_moves_clients() {
     wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
     let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    let client_sees = |lab: &Lab| {
-        let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
     assert!(
-        client_sees(&lab).contains(&mac_of(&lab, "dir")),
+        client_neigh(&lab).contains(&mac_of(&lab, "dir")),
         "{}",
-        client_sees(&lab)
+        client_neigh(&lab)
     );
 
     // Partition.
@@ -668,8 +670,8 @@ fn split_brain_is_detected_and_resolved_and_garp_moves_clients() {
     wait(
         "client's neighbour entry moved by gratuitous ARP",
         Duration::from_millis(500),
-        || client_sees(&lab).contains(&mac2),
-        || client_sees(&lab),
+        || client_neigh(&lab).contains(&mac2),
+        || client_neigh(&lab),
     );
 }
 
@@ -734,10 +736,6 @@ fn a_healed_split_brain_moves_clients_back_to_the_winner() {
     wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
     let t = lab.http_get(&format!("{VIP}:80"), 2).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    let client_sees = |lab: &Lab| {
-        let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
     let (mac1, mac2) = (mac_of(&lab, "dir"), mac_of(&lab, "dir2"));
 
     block_vrrp(&lab, "dir2", true);
@@ -746,8 +744,8 @@ fn a_healed_split_brain_moves_clients_back_to_the_winner() {
     wait(
         "the client learned the lower master's MAC last",
         Duration::from_secs(2),
-        || client_sees(&lab).contains(&mac2),
-        || client_sees(&lab),
+        || client_neigh(&lab).contains(&mac2),
+        || client_neigh(&lab),
     );
 
     let t0 = Instant::now();
@@ -756,8 +754,8 @@ fn a_healed_split_brain_moves_clients_back_to_the_winner() {
     wait(
         "the winner announced the VIP again",
         Duration::from_secs(2),
-        || client_sees(&lab).contains(&mac1),
-        || format!("{}\n{}", client_sees(&lab), lab.log("dir", "lb")),
+        || client_neigh(&lab).contains(&mac1),
+        || format!("{}\n{}", client_neigh(&lab), lab.log("dir", "lb")),
     );
     println!(
         "client back on the winner {:?} after the heal",
@@ -876,14 +874,10 @@ fn use_vmac_keeps_one_mac_across_a_failover() {
     assert!(!vmac_addr(&lab, "dir2").contains(&format!("inet {VIP}/")));
     let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    let client_sees = |lab: &Lab| {
-        let out = lab.exec("cl", &["ip", "neigh", "show", VIP]).unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
     assert!(
-        client_sees(&lab).contains("00:00:5e:00:01:33"),
+        client_neigh(&lab).contains("00:00:5e:00:01:33"),
         "{}",
-        client_sees(&lab)
+        client_neigh(&lab)
     );
 
     lab.signal("dir", "lb", libc::SIGTERM).unwrap();
@@ -898,9 +892,9 @@ fn use_vmac_keeps_one_mac_across_a_failover() {
     let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
     assert!(
-        client_sees(&lab).contains("00:00:5e:00:01:33"),
+        client_neigh(&lab).contains("00:00:5e:00:01:33"),
         "{}",
-        client_sees(&lab)
+        client_neigh(&lab)
     );
 }
 

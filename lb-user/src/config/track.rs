@@ -65,6 +65,31 @@ pub struct TrackProcess {
 }
 
 /// One entry of an instance's or sync group's `track_file { }` /
+/// A tracked block's `weight N [reverse]` (N from -254 to 254, keepalived's
+/// range): sets what is valid, reports the rest at the statement.
+fn weight_reverse(c: &Node, weight: &mut i32, reverse: &mut bool, diags: &mut Vec<Diag>) {
+    if let Some(w) = parse_num::<i32>(c, 0, "weight", diags) {
+        if (-254..=254).contains(&w) {
+            *weight = w;
+        } else {
+            diags.push(Diag::error(
+                &c.loc,
+                Some("weight"),
+                "must be between -254 and 254",
+            ));
+        }
+    }
+    match c.args.get(1).map(String::as_str) {
+        None => {}
+        Some("reverse") => *reverse = true,
+        Some(o) => diags.push(Diag::error(
+            &c.loc,
+            Some("weight"),
+            format!("unknown option '{o}' (reverse)"),
+        )),
+    }
+}
+
 /// `track_process { }`: `NAME [weight W [reverse|noreverse]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackRef {
@@ -84,28 +109,7 @@ pub fn track_file(n: &Node, diags: &mut Vec<Diag>) -> Option<TrackFile> {
     for c in block(n, diags) {
         match c.keyword.as_str() {
             "file" => path = arg(c, 0, "file path", diags).map(PathBuf::from),
-            "weight" => {
-                if let Some(w) = parse_num::<i32>(c, 0, "weight", diags) {
-                    if (-254..=254).contains(&w) {
-                        weight = w;
-                    } else {
-                        diags.push(Diag::error(
-                            &c.loc,
-                            Some("weight"),
-                            "must be between -254 and 254",
-                        ));
-                    }
-                }
-                match c.args.get(1).map(String::as_str) {
-                    None => {}
-                    Some("reverse") => reverse = true,
-                    Some(o) => diags.push(Diag::error(
-                        &c.loc,
-                        Some("weight"),
-                        format!("unknown option '{o}' (reverse)"),
-                    )),
-                }
-            }
+            "weight" => weight_reverse(c, &mut weight, &mut reverse, diags),
             "init_file" => {
                 let mut value = 0;
                 let mut overwrite = false;
@@ -184,28 +188,7 @@ pub fn track_process(n: &Node, diags: &mut Vec<Diag>) -> Option<TrackProcess> {
                     format!("unknown type '{o}' (initial or partial)"),
                 )),
             },
-            "weight" => {
-                if let Some(w) = parse_num::<i32>(c, 0, "weight", diags) {
-                    if (-254..=254).contains(&w) {
-                        p.weight = w;
-                    } else {
-                        diags.push(Diag::error(
-                            &c.loc,
-                            Some("weight"),
-                            "must be between -254 and 254",
-                        ));
-                    }
-                }
-                match c.args.get(1).map(String::as_str) {
-                    None => {}
-                    Some("reverse") => p.reverse = true,
-                    Some(o) => diags.push(Diag::error(
-                        &c.loc,
-                        Some("weight"),
-                        format!("unknown option '{o}' (reverse)"),
-                    )),
-                }
-            }
+            "weight" => weight_reverse(c, &mut p.weight, &mut p.reverse, diags),
             "quorum" => match parse_num::<u32>(c, 0, "count", diags) {
                 Some(q @ 1..=65535) if q <= p.quorum_max => p.quorum = q,
                 Some(1..=65535) => diags.push(Diag::error(
