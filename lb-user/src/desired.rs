@@ -109,8 +109,12 @@ impl Desired {
         let mut dr: Vec<IpAddr> = config
             .services
             .iter()
-            .filter(|s| s.fwd == Fwd::Dr)
-            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .flat_map(|s| {
+                s.reals
+                    .iter()
+                    .filter(|r| r.fwd_in(s) == Fwd::Dr)
+                    .map(|r| r.addr)
+            })
             .collect();
         dr.sort();
         dr.dedup();
@@ -146,7 +150,7 @@ impl Desired {
             let mut reals: Vec<api::RealStatus> = vs
                 .reals
                 .iter()
-                .map(|r| self.real_status(vs.key, vs.fwd, r, sorry_only))
+                .map(|r| self.real_status(vs.key, r.fwd_in(vs), r, sorry_only))
                 .collect();
             if sorry_only {
                 let s = &running.expect("sorry_only implies running").reals[0];

@@ -276,7 +276,11 @@ impl Tables {
                     source: Box::new(e),
                 })?;
         }
-        let flags = if cfg.services.iter().any(|v| v.fwd == Fwd::Nat) {
+        let flags = if cfg
+            .services
+            .iter()
+            .any(|v| v.reals.iter().any(|r| r.fwd_in(v) == Fwd::Nat))
+        {
             FLAG_NAT
         } else {
             0
@@ -399,10 +403,11 @@ impl Tables {
                 Health::Up { weight: Some(w) } => w,
                 _ => rs.weight,
             };
+            let fwd = rs.fwd_in(vs);
             let mut entry = Real {
                 addr,
                 // Only NAT changes the port on the wire.
-                port_be: if vs.fwd == Fwd::Nat {
+                port_be: if fwd == Fwd::Nat {
                     rs.port
                 } else {
                     vs.key.port
@@ -414,13 +419,13 @@ impl Tables {
                 gen: cur.entry.gen,
                 svc_id,
                 weight,
-                fwd: vs.fwd.id(),
+                fwd: fwd.id(),
                 ifindex: 0,
                 mac: [0; 6],
                 src_mac: [0; 6],
                 tun_src: [0; 4],
             };
-            match vs.fwd {
+            match fwd {
                 // DR needs the real's MAC; NAT and TUN route with the FIB.
                 Fwd::Dr => {
                     if let Some(w) = l2(rs.addr) {

@@ -360,7 +360,7 @@ fn check_forwarding(config: &crate::config::Config) {
     if config
         .services
         .iter()
-        .all(|s| s.fwd == crate::config::Fwd::Dr)
+        .all(|s| s.reals.iter().all(|r| r.fwd_in(s) == crate::config::Fwd::Dr))
     {
         return;
     }

@@ -150,6 +150,25 @@ pub enum Fwd {
 }
 
 impl Fwd {
+    /// ipvsadm's name in `-L` output: `Route`, `Masq`, `Tunnel`.
+    pub fn ipvs_name(self) -> &'static str {
+        match self {
+            Fwd::Dr => "Route",
+            Fwd::Nat => "Masq",
+            Fwd::Tun => "Tunnel",
+        }
+    }
+
+    /// keepalived's `lb_kind` word: `DR`, `NAT`, `TUN`.
+    pub fn keepalived_name(self) -> &'static str {
+        match self {
+            Fwd::Dr => "DR",
+            Fwd::Nat => "NAT",
+            Fwd::Tun => "TUN",
+        }
+    }
+
+    /// `lb_common::FWD_*`.
     pub fn id(self) -> u32 {
         match self {
             Fwd::Dr => lb_common::FWD_DR,
@@ -186,6 +205,18 @@ pub struct RealServer {
     pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
+    /// Forwarding method of this real when it differs from the virtual
+    /// server's (ipvs keeps one per destination: `ipvsadm -a … -g|-m|-i`);
+    /// `None`: the virtual server's `lb_kind`. See [`RealServer::fwd_in`].
+    pub fwd: Option<Fwd>,
+    /// ipvs's upper connection threshold (`ipvsadm -x`, keepalived
+    /// `uthreshold`): with active + inactive connections at or above it the
+    /// real gets no new connections. 0: no limit.
+    pub u_threshold: u32,
+    /// ipvs's lower connection threshold (`ipvsadm -y`, keepalived
+    /// `lthreshold`): an overloaded real takes new connections again once
+    /// its connections fall below it (0: below 3/4 of `u_threshold`, as ipvs).
+    pub l_threshold: u32,
     /// Health checkers; the real is up when all of them pass.
     pub checks: Vec<check::Check>,
     /// Timing defaults for its checkers.
@@ -203,6 +234,13 @@ pub struct RealServer {
     pub loc: Loc,
 }
 
+impl RealServer {
+    /// The forwarding method this real is reached with in `vs`.
+    pub fn fwd_in(&self, vs: &VirtualServer) -> Fwd {
+        self.fwd.unwrap_or(vs.fwd)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct VirtualServer {
     pub key: ServiceAddr,
@@ -212,6 +250,11 @@ pub struct VirtualServer {
     pub hash_port: bool,
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
+    /// Persistence granularity as a prefix length: clients whose addresses
+    /// share the first `n` bits share one persistence template (ipvsadm
+    /// `-M 255.255.255.0` = 24, keepalived `persistence_granularity`).
+    /// `None`: the whole address (32 / 128), ipvs's default.
+    pub persistence_prefix: Option<u8>,
     /// Timing defaults for the checkers of its reals.
     pub timing: check::Timing,
     /// Reals start down until their checkers pass.
@@ -937,6 +980,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         fwd,
         hash_port,
         persistence_timeout,
+        persistence_prefix: None,
         timing,
         alpha,
         inhibit_on_failure,
@@ -998,6 +1042,9 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
         addr: addr?,
         port: port? as u16,
         weight: 1,
+        fwd: None,
+        u_threshold: 0,
+        l_threshold: 0,
         checks,
         timing,
         inhibit_on_failure,
