@@ -2,6 +2,7 @@
 //! data plane through the same code as the agent.
 pub mod agent;
 pub mod api;
+pub mod changes;
 pub mod config;
 pub mod dataplane;
 pub mod decap;
@@ -12,6 +13,7 @@ pub mod list;
 pub mod lvscf;
 pub mod neigh;
 pub mod reconciler;
+pub mod runtime;
 pub mod sched;
 pub mod state;
 pub mod sweep;

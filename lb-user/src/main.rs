@@ -7,6 +7,8 @@ use lb_common::{Timeouts, DEFAULT_BPFFS_DIR, DEFAULT_CONNTRACK_SIZE};
 use lb_user::{agent, api, config, dataplane::Dataplane, list};
 
 const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
+/// keepalived's configuration file.
+const DEFAULT_CONFIG: &str = "/etc/keepalived/keepalived.conf";
 /// sysexits.h EX_USAGE: bad configuration.
 const EX_USAGE: u8 = 64;
 
@@ -43,9 +45,15 @@ enum Cmd {
         /// Interface to attach to (repeat for several).
         #[arg(long = "iface", required = true)]
         ifaces: Vec<String>,
-        /// keepalived.conf-syntax configuration file.
-        #[arg(long, short = 'f', default_value = "/etc/keepalived/keepalived.conf")]
-        config: PathBuf,
+        /// keepalived.conf-syntax configuration file. Without it,
+        /// /etc/keepalived/keepalived.conf is read if it exists; else the
+        /// agent starts with an empty table (add services with `lb adm`).
+        #[arg(long, short = 'f')]
+        config: Option<PathBuf>,
+        /// Directory where runtime changes (`lb adm`) are saved and restored
+        /// from at the next start (root only).
+        #[arg(long, default_value = lb_user::runtime::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
         /// bpffs directory where the maps are pinned.
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
@@ -248,6 +256,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run {
             ifaces,
             config,
+            state_dir,
             bpffs,
             socket,
             xdp_mode,
@@ -262,7 +271,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let opts = agent::Options {
                 ifaces,
-                config,
+                config_optional: config.is_none(),
+                config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+                state_dir,
                 bpffs,
                 socket,
                 mode: match xdp_mode {
