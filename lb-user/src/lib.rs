@@ -1,5 +1,6 @@
 //! The `lb` agent and CLI as a library, so that tests and benchmarks fill the
 //! data plane through the same code as the agent.
+pub mod adm;
 pub mod agent;
 pub mod api;
 pub mod changes;

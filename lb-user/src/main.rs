@@ -79,6 +79,16 @@ enum Cmd {
         #[arg(short = 'i', long)]
         config_id: Option<String>,
     },
+    /// ipvsadm's command line: `lb adm -A -t VIP:80 -s rr`, `lb adm -Ln`,
+    /// `lb adm -S`, … (also as `lbadm`, a link to lb). Changes go to the
+    /// running agent (LB_SOCKET, default /run/lb/lb.sock); listings read
+    /// the maps (LB_BPFFS, default /sys/fs/bpf/lb). `lb adm -h` for more.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Adm {
+        /// ipvsadm's arguments, as ipvsadm takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Print the virtual server table (ipvsadm -Ln layout).
     List {
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
@@ -208,7 +218,33 @@ enum Cmd {
     },
 }
 
+/// `lbadm ARGS…` / `lb adm ARGS…`: ipvsadm's command line.
+fn adm_main(program: &str, args: &[String]) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = lb_user::adm::Env::from_env(DEFAULT_SOCKET);
+    let outcome = rt.block_on(lb_user::adm::run(program, args, &env));
+    lb_user::adm::emit(&outcome)
+}
+
 fn main() -> ExitCode {
+    // Through a link named lbadm: ipvsadm's command line, nothing else.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "lbadm")
+    {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return adm_main("lbadm", &args);
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
         agent::hold_signals();
     }
@@ -220,6 +256,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Cmd::Adm { args } = &cli.cmd {
+        return adm_main("lb adm", args);
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -395,6 +434,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Cmd::Adm { .. } => unreachable!("handled in main"),
         Cmd::VipGuard => {
             rt.block_on(lb_user::vrrp::guard::run())?;
             Ok(ExitCode::SUCCESS)
