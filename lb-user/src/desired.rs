@@ -46,6 +46,24 @@ pub struct FileLayer {
     pub applied_at: Instant,
 }
 
+/// The forwarding method a service's reals use: one name when they agree
+/// (ipvs keeps it per real; `lb adm -a … -m` sets it so), `mixed` when
+/// they do not, the service's `lb_kind` when it has none.
+fn forwarding(vs: &crate::config::VirtualServer) -> String {
+    let mut methods: Vec<&str> = vs
+        .reals
+        .iter()
+        .map(|r| r.fwd_in(vs).keepalived_name())
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    match methods.as_slice() {
+        [] => vs.fwd.keepalived_name().into(),
+        [one] => (*one).into(),
+        _ => "mixed".into(),
+    }
+}
+
 /// Every source's contribution.
 pub struct Desired {
     pub file: FileLayer,
@@ -216,12 +234,7 @@ impl Desired {
             out.push(api::ServiceStatus {
                 service: vs.key.to_string(),
                 scheduler: vs.sched.name().into(),
-                forwarding: match vs.fwd {
-                    Fwd::Dr => "DR",
-                    Fwd::Nat => "NAT",
-                    Fwd::Tun => "TUN",
-                }
-                .into(),
+                forwarding: forwarding(vs),
                 origin: match self.runtime.layer(&vs.key) {
                     Layer::File => api::Origin::File {
                         at: vs.loc.to_string(),
