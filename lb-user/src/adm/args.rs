@@ -76,10 +76,12 @@ pub enum Opt {
     Ops,
     Pe,
     SchedFlags,
+    TunType,
+    TunOther,
 }
 
 impl Opt {
-    const ALL: [Opt; 24] = [
+    const ALL: [Opt; 26] = [
         Opt::Numeric,
         Opt::Connection,
         Opt::Service,
@@ -104,6 +106,8 @@ impl Opt {
         Opt::Ops,
         Opt::Pe,
         Opt::SchedFlags,
+        Opt::TunType,
+        Opt::TunOther,
     ];
 
     /// ipvsadm's name of the option in its messages.
@@ -133,6 +137,8 @@ impl Opt {
             Opt::Ops => "ops",
             Opt::Pe => "pe",
             Opt::SchedFlags => "sched-flags",
+            Opt::TunType => "tun-type",
+            Opt::TunOther => "tun-info",
         }
     }
 }
@@ -170,7 +176,7 @@ fn usage(cmd: Cmd, opt: Opt) -> Use {
         },
         Cmd::AddDest | Cmd::EditDest => match opt {
             Service | Server => Required,
-            Forward | Weight | UThreshold | LThreshold => Optional,
+            Forward | Weight | UThreshold | LThreshold | TunType | TunOther => Optional,
             _ => Illegal,
         },
         Cmd::StartDaemon => match opt {
@@ -219,6 +225,11 @@ pub struct Invocation {
     pub weight: u32,
     pub u_threshold: u32,
     pub l_threshold: u32,
+    /// `--tun-type` (ipvsadm 1.31): lb's tunnels are `ipip` (IPIP /
+    /// IPv6-in-IPv6).
+    pub tun_type: Option<String>,
+    /// The `--tun-*` options lb does not have, as written.
+    pub tun_other: Vec<String>,
     /// `--set`'s three values.
     pub timeouts: Option<(u32, u32, u32)>,
     pub numeric: bool,
@@ -331,6 +342,11 @@ const TABLE: &[(&str, Option<char>, Arg, Tag)] = &[
     ("ops", Some('o'), Arg::None, Tag::Ops),
     ("pe", None, Arg::Required, Tag::Pe),
     ("sched-flags", Some('b'), Arg::Required, Tag::SchedFlags),
+    ("tun-type", None, Arg::Required, Tag::TunType),
+    ("tun-port", None, Arg::Required, Tag::TunOther),
+    ("tun-nocsum", None, Arg::None, Tag::TunOther),
+    ("tun-csum", None, Arg::None, Tag::TunOther),
+    ("tun-remcsum", None, Arg::None, Tag::TunOther),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -366,6 +382,8 @@ enum Tag {
     Ops,
     Pe,
     SchedFlags,
+    TunType,
+    TunOther,
 }
 
 /// One option as read off the command line.
@@ -575,6 +593,8 @@ pub fn parse(program: &str, args: &[String]) -> Result<Parsed, Failure> {
         weight: 1,
         u_threshold: 0,
         l_threshold: 0,
+        tun_type: None,
+        tun_other: Vec::new(),
         timeouts: None,
         numeric: false,
         stats: false,
@@ -614,8 +634,8 @@ pub fn parse(program: &str, args: &[String]) -> Result<Parsed, Failure> {
         };
         let v = g.value.clone().unwrap_or_default();
         match g.tag {
-            Tag::Cmd(_) => return Err(fail("multiple commands specified".into())),
-            Tag::Help | Tag::Version => {
+            // ipvsadm 1.31 takes the command from the first option only.
+            Tag::Cmd(_) | Tag::Help | Tag::Version => {
                 return Err(fail(format!("invalid option `{}'", g.text)));
             }
             Tag::Tcp | Tag::Udp => {
@@ -687,7 +707,7 @@ pub fn parse(program: &str, args: &[String]) -> Result<Parsed, Failure> {
             }
             Tag::Weight => {
                 set(Opt::Weight)?;
-                inv.weight = number(&v, 0, 65535)
+                inv.weight = number(&v, 0, i32::MAX as i64)
                     .ok_or_else(|| fail("illegal weight specified".into()))?
                     as u32;
             }
@@ -749,6 +769,19 @@ pub fn parse(program: &str, args: &[String]) -> Result<Parsed, Failure> {
             }
             Tag::Ops => set(Opt::Ops)?,
             Tag::Pe => set(Opt::Pe)?,
+            Tag::TunType => {
+                set(Opt::TunType)?;
+                match v.as_str() {
+                    "ipip" | "gue" | "gre" => inv.tun_type = Some(v),
+                    _ => return Err(fail(format!("unknown tunnel type `{v}'"))),
+                }
+            }
+            Tag::TunOther => {
+                if !inv.opts.contains(&Opt::TunOther) {
+                    inv.opts.push(Opt::TunOther);
+                }
+                inv.tun_other.push(g.text.clone());
+            }
             Tag::SchedFlags => {
                 set(Opt::SchedFlags)?;
                 for f in v.split(',') {
@@ -787,6 +820,21 @@ pub fn parse(program: &str, args: &[String]) -> Result<Parsed, Failure> {
         inv.server = Some((addr, port.unwrap_or(inv.service.map_or(0, |s| s.port))));
     }
     check_options(&inv)?;
+    // Scheduler flags named for sh / mh need that scheduler (ipvsadm 1.31).
+    let sched_name = inv.sched.as_deref().unwrap_or("wlc");
+    for f in &inv.sched_flags {
+        let needs = f.split('-').next().unwrap_or("");
+        if (needs == "sh" || needs == "mh") && needs != sched_name {
+            return Err(fail(format!("incompatible scheduler flag `{f}'")));
+        }
+    }
+    if let (Some(svc), Some((addr, _))) = (inv.service, inv.server) {
+        if svc.addr.is_ipv4() != addr.is_ipv4() && inv.fwd != Fwd::Tun {
+            return Err(fail(
+                "Different address family is allowed only for tunneling servers".into(),
+            ));
+        }
+    }
     if matches!(inv.cmd, Cmd::Add | Cmd::Edit) {
         if inv.fwmark.is_none()
             && inv.service.is_some_and(|s| s.port == 0)
@@ -975,12 +1023,43 @@ mod tests {
             )
         );
         assert_eq!(
-            err("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 65536"),
+            err("-a -t 1.2.3.4:80 -r 10.0.0.1 -w -1"),
             (2, "illegal weight specified".into())
         );
+        assert_eq!(inv("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 65536").weight, 65536);
         assert_eq!(
-            err("-A -t 1.2.3.4:80 -A"),
-            (2, "multiple commands specified".into())
+            inv("-a -t 1.2.3.4:80 -r 10.0.0.1 -i -w 1 --tun-type ipip")
+                .tun_type
+                .as_deref(),
+            Some("ipip")
+        );
+        assert_eq!(
+            err("-A -E -t 1.2.3.4:80"),
+            (2, "invalid option `-E'".into())
+        );
+        assert_eq!(err("-L -C"), (2, "invalid option `-C'".into()));
+        assert_eq!(
+            err("-A -t 10.0.5.3:80 -s sh -b mh-port"),
+            (2, "incompatible scheduler flag `mh-port'".into())
+        );
+        assert_eq!(
+            err("-a -t [2001:db8::1]:80 -r 10.0.0.11:80 -m"),
+            (
+                2,
+                "Different address family is allowed only for tunneling servers".into()
+            )
+        );
+        assert_eq!(
+            err("-A -t 10.0.5.4:80 -s rr -p -5"),
+            (255, "-5: unknown option".into())
+        );
+        assert_eq!(
+            err("-A -t 10.0.5.4:80 -s"),
+            (255, "-s: missing argument".into())
+        );
+        assert_eq!(
+            err("-a -t [2001:db8::1]:80 -r [2001:db8::12] -g"),
+            (2, "illegal real server address[:port] specified".into())
         );
         assert_eq!(
             err("-A -t 1.2.3.4:80 -s rr -s wrr"),

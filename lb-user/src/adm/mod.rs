@@ -283,6 +283,23 @@ fn not_in_lb(inv: &Invocation) -> Option<Outcome> {
         "persistence engines (--pe) are not implemented: persistence is per client address (-M for a netmask)"
     } else if matches!(inv.cmd, Cmd::StartDaemon | Cmd::StopDaemon) {
         "the connection synchronisation daemon is not implemented yet"
+    } else if inv.tun_type.as_deref().is_some_and(|t| t != "ipip") || !inv.tun_other.is_empty() {
+        "lb's tunnels are IPIP / IPv6-in-IPv6 only (--tun-type ipip, no GUE / GRE options)"
+    } else if inv.weight > crate::config::MAX_WEIGHT {
+        return Some(Outcome::fail(
+            2,
+            format!(
+                "lb: weight {} is above {}, the largest lb's schedulers take",
+                inv.weight,
+                crate::config::MAX_WEIGHT
+            ),
+        ));
+    } else if inv
+        .service
+        .zip(inv.server)
+        .is_some_and(|(s, (a, _))| s.addr.is_ipv4() != a.is_ipv4())
+    {
+        "a tunnelled real of the other address family than its service is not supported (lb tunnels IPv4 in IPv4, IPv6 in IPv6)"
     } else {
         return None;
     };

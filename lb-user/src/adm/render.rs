@@ -316,19 +316,19 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
             dname.truncate(28);
         }
         if f.rule {
-            let _ = write!(
+            // As ipvsadm 1.31 writes it: the tunnel type for -i, never
+            // the thresholds.
+            let _ = writeln!(
                 out,
-                "-a {svc_name} -r {dname} {} -w {}",
+                "-a {svc_name} -r {dname} {} -w {}{}",
                 fwd_switch(r.fwd),
-                r.weight
+                r.weight,
+                if r.fwd == FWD_TUN {
+                    " --tun-type ipip"
+                } else {
+                    ""
+                }
             );
-            if r.u_threshold != 0 {
-                let _ = write!(out, " -x {}", r.u_threshold);
-            }
-            if r.l_threshold != 0 {
-                let _ = write!(out, " -y {}", r.l_threshold);
-            }
-            out.push('\n');
         } else if f.stats {
             let _ = write!(out, "  -> {dname:<28}");
             for v in [
@@ -569,10 +569,10 @@ UDP  [2001:db8::10]:53 mh (mh-fallback,mh-port)
             "-A -t 10.0.0.1:80 -s rr
 -A -t 12.0.0.20:80 -s wrr -p 300 -M 255.255.255.0
 -a -t 12.0.0.20:80 -r 192.168.118.30:80 -m -w 2
--a -t 12.0.0.20:80 -r 192.168.118.40:80 -m -w 3 -x 100 -y 50
+-a -t 12.0.0.20:80 -r 192.168.118.40:80 -m -w 3
 -A -t 12.0.0.20:81 -s rr
 -A -u [2001:db8::10]:53 -s mh -b mh-fallback,mh-port
--a -u [2001:db8::10]:53 -r [2001:db8::2]:53 -i -w 1
+-a -u [2001:db8::10]:53 -r [2001:db8::2]:53 -i -w 1 --tun-type ipip
 "
         );
     }
