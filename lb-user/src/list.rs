@@ -5,12 +5,16 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, time::Duration};
 
 use lb_common::{
     Stats, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, FWD_NAT, FWD_TUN,
-    NS_PER_SEC, PROTO_TCP, PROTO_UDP, REAL_F_INUSE, SVC_F_HASH_PORT, SVC_F_PERSISTENT,
+    NS_PER_SEC, PROTO_TCP, PROTO_UDP, REAL_F_INUSE, SVC_F_PERSISTENT,
 };
 
 use aya::maps::MapError;
 
-use crate::{dataplane::Dataplane, state::words_addr, util::fmt_sock};
+use crate::{
+    adm::render::{self, Format},
+    dataplane::Dataplane,
+    state::words_addr,
+};
 
 /// The tables could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +222,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
     })
 }
 
-fn proto_name(p: u8) -> &'static str {
+pub(crate) fn proto_name(p: u8) -> &'static str {
     match p {
         PROTO_TCP => "TCP",
         PROTO_UDP => "UDP",
@@ -226,12 +230,12 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-fn sched_name(s: u32) -> &'static str {
+pub(crate) fn sched_name(s: u32) -> &'static str {
     crate::config::Sched::from_id(s).map_or("?", |s| s.name())
 }
 
 /// ipvsadm's names of the forwarding methods.
-fn fwd_name(f: u32) -> &'static str {
+pub(crate) fn fwd_name(f: u32) -> &'static str {
     match f {
         FWD_DR => "Route",
         FWD_NAT => "Masq",
@@ -240,7 +244,12 @@ fn fwd_name(f: u32) -> &'static str {
     }
 }
 
-fn state_name(s: u32, proto: u8) -> &'static str {
+/// ipvs's names of the connection states (`CT_NONE`: a persistence
+/// template).
+pub(crate) fn state_name(s: u32, proto: u8) -> &'static str {
+    if s == lb_common::CT_NONE {
+        return "NONE";
+    }
     if proto == PROTO_UDP {
         return "UDP";
     }
@@ -254,135 +263,43 @@ fn state_name(s: u32, proto: u8) -> &'static str {
     }
 }
 
-fn header(out: &mut String, size: u32) {
-    let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={size})");
-}
-
-/// ipvsadm's number format: exact below 100 million, then K/M/G/T.
-fn largenum(out: &mut String, i: u64, exact: bool) {
-    let _ = if exact {
-        let len = i.to_string().len();
-        write!(out, "{:>w$}", i, w = if len <= 8 { 9 } else { len + 1 })
-    } else if i < 100_000_000 {
-        write!(out, "{i:>9}")
-    } else if i < 1_000_000_000 {
-        write!(out, "{:>8}K", i / 1_000)
-    } else if i < 100_000_000_000 {
-        write!(out, "{:>8}M", i / 1_000_000)
-    } else if i < 100_000_000_000_000 {
-        write!(out, "{:>8}G", i / 1_000_000_000)
-    } else {
-        write!(out, "{:>8}T", i / 1_000_000_000_000)
-    };
-}
-
-fn svc_name(s: &SvcRow) -> String {
-    format!("{}  {}", proto_name(s.proto), fmt_sock(s.addr, s.port))
-}
-
-/// `ipvsadm -Ln`.
-pub fn render_table(snap: &Snapshot) -> String {
-    let mut out = String::new();
-    header(&mut out, snap.conn_table_size);
-    out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
-    out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
-    for s in &snap.services {
-        let _ = write!(out, "{} {}", svc_name(s), sched_name(s.sched));
-        if s.flags & SVC_F_HASH_PORT != 0 {
-            // ipvsadm prints the scheduler flags in parentheses.
-            let _ = write!(out, " ({}-port)", sched_name(s.sched));
-        }
-        if let Some(t) = s.persistent {
-            let _ = write!(out, " persistent {t}");
-        }
-        out.push('\n');
-        for r in &s.reals {
-            let _ = writeln!(
-                out,
-                "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                fmt_sock(r.addr, r.port),
-                fwd_name(r.fwd),
-                r.weight,
-                r.active,
-                r.inactive
-            );
-        }
+fn numeric() -> Format {
+    Format {
+        numeric: true,
+        ..Default::default()
     }
+}
+
+fn table(snap: &Snapshot, f: &Format, before: Option<(&Snapshot, Duration)>) -> String {
+    let mut out = render::header(snap.conn_table_size);
+    out.push_str(&render::title(f));
+    out.push_str(&render::services(snap, f, None, before));
     out
+}
+
+/// `ipvsadm -Ln` (the renderer of `lb adm`).
+pub fn render_table(snap: &Snapshot) -> String {
+    table(snap, &numeric(), None)
 }
 
 /// `ipvsadm -Ln --stats` (Out* count NAT replies; DR and TUN replies bypass the director).
 pub fn render_stats(snap: &Snapshot, exact: bool) -> String {
-    let mut out = String::new();
-    header(&mut out, snap.conn_table_size);
-    out.push_str(
-        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n",
-    );
-    out.push_str("  -> RemoteAddress:Port\n");
-    let row = |out: &mut String, name: String, st: &Stats| {
-        let _ = write!(out, "{name:<33}");
-        for v in [st.conns, st.packets, st.out_packets, st.bytes, st.out_bytes] {
-            largenum(out, v, exact);
-        }
-        out.push('\n');
+    let f = Format {
+        stats: true,
+        exact,
+        ..numeric()
     };
-    for s in &snap.services {
-        row(&mut out, svc_name(s), &s.stats);
-        for r in &s.reals {
-            row(
-                &mut out,
-                format!("  -> {}", fmt_sock(r.addr, r.port)),
-                &r.stats,
-            );
-        }
-    }
-    out
+    table(snap, &f, None)
 }
 
 /// Rates between two snapshots taken `dt` apart (`ipvsadm -Ln --rate`).
 pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: bool) -> String {
-    let mut out = String::new();
-    header(&mut out, after.conn_table_size);
-    out.push_str(
-        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n",
-    );
-    out.push_str("  -> RemoteAddress:Port\n");
-    let secs = dt.as_secs_f64().max(1e-3);
-    let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / secs).round() as u64;
-    let row = |out: &mut String, name: String, a: Stats, b: &Stats| {
-        let _ = write!(out, "{name:<33}");
-        for v in [
-            rate(a.conns, b.conns),
-            rate(a.packets, b.packets),
-            rate(a.out_packets, b.out_packets),
-            rate(a.bytes, b.bytes),
-            rate(a.out_bytes, b.out_bytes),
-        ] {
-            largenum(out, v, exact);
-        }
-        out.push('\n');
+    let f = Format {
+        rate: true,
+        exact,
+        ..numeric()
     };
-    for s in &after.services {
-        let prev = before.services.iter().find(|p| p.id == s.id);
-        row(
-            &mut out,
-            svc_name(s),
-            prev.map(|p| p.stats).unwrap_or_default(),
-            &s.stats,
-        );
-        for r in &s.reals {
-            let pr = prev
-                .and_then(|p| p.reals.iter().find(|x| x.id == r.id))
-                .map(|x| x.stats);
-            row(
-                &mut out,
-                format!("  -> {}", fmt_sock(r.addr, r.port)),
-                pr.unwrap_or_default(),
-                &r.stats,
-            );
-        }
-    }
-    out
+    table(after, &f, Some((before, dt)))
 }
 
 /// `lb counters`: one global counter a line, summed over CPUs.
@@ -394,31 +311,9 @@ pub fn render_counters(g: &lb_common::GlobalStats) -> String {
     out
 }
 
-/// `ipvsadm -Lnc`.
+/// `ipvsadm -Lnc` (with the persistence templates, as ipvs lists them).
 pub fn render_conns(snap: &Snapshot) -> String {
-    let mut out = String::new();
-    out.push_str("IPVS connection entries\n");
-    let _ = writeln!(
-        out,
-        "pro expire {:<11} {:<18} {:<18} destination",
-        "state", "source", "virtual"
-    );
-    let mut conns = snap.conns.clone();
-    conns.sort_by_key(|c| (c.vip, c.src));
-    for c in &conns {
-        let _ = writeln!(
-            out,
-            "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}",
-            proto_name(c.proto),
-            c.expire_s / 60,
-            c.expire_s % 60,
-            state_name(c.state, c.proto),
-            fmt_sock(c.src.0, c.src.1),
-            fmt_sock(c.vip.0, c.vip.1),
-            fmt_sock(c.dst.0, c.dst.1),
-        );
-    }
-    out
+    render::conns(snap, &numeric())
 }
 
 #[cfg(test)]
@@ -506,10 +401,10 @@ TCP  172.20.1.100:80 rr\n\
     #[test]
     fn largenum_units() {
         let mut s = String::new();
-        largenum(&mut s, 123_456_789, false);
+        render::largenum(&mut s, 123_456_789, false);
         assert_eq!(s, "  123456K");
         s.clear();
-        largenum(&mut s, 5_000_000_000, false);
+        render::largenum(&mut s, 5_000_000_000, false);
         assert_eq!(s, "    5000M");
     }
 

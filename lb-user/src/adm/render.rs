@@ -5,14 +5,12 @@
 
 use std::{cmp::Ordering, fmt::Write as _, net::IpAddr, time::Duration};
 
-use lb_common::{
-    Stats, Timeouts, FWD_DR, FWD_NAT, FWD_TUN, PROTO_UDP, SVC_F_FALLBACK, SVC_F_HASH_PORT,
-};
+use lb_common::{Stats, Timeouts, FWD_NAT, FWD_TUN, PROTO_UDP, SVC_F_FALLBACK, SVC_F_HASH_PORT};
 
 use super::names;
 use crate::{
     config::{Proto, Sched, ServiceAddr},
-    list::{ConnRow, RealRow, Snapshot, SvcRow},
+    list::{self, ConnRow, RealRow, Snapshot, SvcRow},
 };
 
 /// How to list (ipvsadm's `FMT_*` flags).
@@ -166,19 +164,6 @@ fn sched_flags(s: &SvcRow) -> Option<String> {
     (!v.is_empty()).then(|| v.join(","))
 }
 
-fn sched_name(s: &SvcRow) -> &'static str {
-    Sched::from_id(s.sched).map_or("?", |s| s.name())
-}
-
-fn fwd_name(f: u32) -> &'static str {
-    match f {
-        FWD_DR => "Route",
-        FWD_NAT => "Masq",
-        FWD_TUN => "Tunnel",
-        _ => "?",
-    }
-}
-
 fn fwd_switch(f: u32) -> &'static str {
     match f {
         FWD_NAT => "-m",
@@ -258,7 +243,7 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
             vname
         )
     } else {
-        let mut n = format!("{}  {}", proto.name(), vname);
+        let mut n = format!("{}  {}", list::proto_name(s.proto), vname);
         if s.addr.is_ipv4() {
             n.truncate(33);
         }
@@ -266,7 +251,7 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
     };
     let prev = before.and_then(|(b, dt)| b.services.iter().find(|p| p.id == s.id).map(|p| (p, dt)));
     if f.rule {
-        let _ = write!(out, "-A {svc_name} -s {}", sched_name(s));
+        let _ = write!(out, "-A {svc_name} -s {}", list::sched_name(s.sched));
         if let Some(fl) = sched_flags(s) {
             let _ = write!(out, " -b {fl}");
         }
@@ -294,7 +279,7 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
             largenum(out, v, f.exact);
         }
     } else {
-        let _ = write!(out, "{svc_name} {}", sched_name(s));
+        let _ = write!(out, "{svc_name} {}", list::sched_name(s.sched));
         if let Some(fl) = sched_flags(s) {
             let _ = write!(out, " ({fl})");
         }
@@ -369,24 +354,12 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
             let _ = writeln!(
                 out,
                 "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
-                fwd_name(r.fwd),
+                list::fwd_name(r.fwd),
                 r.weight,
                 r.active,
                 r.inactive
             );
         }
-    }
-}
-
-fn state_name(s: u32, proto: u8) -> &'static str {
-    use lb_common::{CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV};
-    match s {
-        _ if proto == PROTO_UDP && s != lb_common::CT_NONE => "UDP",
-        CT_SYN_RECV => "SYN_RECV",
-        CT_ESTABLISHED => "ESTABLISHED",
-        CT_FIN_WAIT => "FIN_WAIT",
-        CT_CLOSE => "CLOSE",
-        _ => "NONE",
     }
 }
 
@@ -407,7 +380,9 @@ pub fn conns(snap: &Snapshot, f: &Format) -> String {
             "state", "source", "virtual"
         );
     }
-    for c in &snap.conns {
+    let mut conns: Vec<&ConnRow> = snap.conns.iter().collect();
+    conns.sort_by_key(|c| (c.vip, c.src, c.dst));
+    for c in conns {
         out.push_str(&conn_line(c, f.numeric));
     }
     out
@@ -418,9 +393,9 @@ fn conn_line(c: &ConnRow, numeric: bool) -> String {
     let name = |(a, p): (IpAddr, u16)| addrport(a, p, proto, numeric);
     format!(
         "{:<3} {:<6} {:<11} {:<18} {:<18} {}\n",
-        proto.name(),
+        list::proto_name(c.proto),
         format!("{:02}:{:02}", c.expire_s / 60, c.expire_s % 60),
-        state_name(c.state, c.proto),
+        list::state_name(c.state, c.proto),
         name(c.src),
         name(c.vip),
         name(c.dst)
