@@ -148,6 +148,10 @@ pub enum ChangeError {
     DestinationExists,
     #[error("No such destination")]
     NoSuchDestination,
+    /// A lower threshold above the upper one (the kernel's ERANGE, which
+    /// ipvsadm prints with strerror).
+    #[error("Numerical result out of range")]
+    OutOfRange,
     /// A real of the other address family than its service (ipvs:
     /// EAFNOSUPPORT).
     #[error("Operation not supported with specified address family")]
@@ -233,6 +237,7 @@ impl Runtime {
     /// apply it to its table. [`Change::Zero`] and [`Change::SetTimeouts`]
     /// change no service: only their service is checked here.
     pub fn apply(&mut self, file: &Config, change: &Change) -> Result<(), ChangeError> {
+        validate(change)?;
         let in_file = |k: &ServiceAddr| file.services.iter().any(|v| v.key == *k);
         let merged = self.merge(file);
         let current = |k: &ServiceAddr| merged.services.iter().find(|v| v.key == *k).cloned();
@@ -368,6 +373,65 @@ impl Runtime {
         (rt, replaced)
     }
 }
+
+/// Values the API could carry that neither ipvs nor lb's data plane
+/// takes (`lb adm` refuses them before they are sent; other clients reach
+/// this).
+fn validate(change: &Change) -> Result<(), ChangeError> {
+    let refuse = |m: String| Err(ChangeError::Refused(m));
+    match change {
+        Change::AddService { spec } | Change::EditService { spec } => {
+            if let Some(t) = spec.persistence_timeout {
+                if t == 0 || t > MAX_PERSISTENCE_S {
+                    return refuse(format!(
+                        "persistence timeout {t}: expected 1 to {MAX_PERSISTENCE_S} seconds"
+                    ));
+                }
+            }
+            if spec.service.port == 0 {
+                return refuse(
+                    "port 0 (every port of the address) is not supported: lb's data plane selects a service by address, protocol and port; add one service per port".into(),
+                );
+            }
+            let width = if spec.service.addr.is_ipv4() { 32 } else { 128 };
+            if spec.persistence_prefix.is_some_and(|p| p > width) {
+                return refuse(format!("persistence prefix longer than /{width}"));
+            }
+        }
+        Change::AddReal { real, .. } | Change::EditReal { real, .. } => {
+            if real.weight > crate::config::MAX_WEIGHT {
+                return refuse(format!(
+                    "weight {}: lb's schedulers take 0 to {}",
+                    real.weight,
+                    crate::config::MAX_WEIGHT
+                ));
+            }
+            if real.u_threshold > i32::MAX as u32 || real.l_threshold > i32::MAX as u32 {
+                return refuse("thresholds go up to 2147483647, as in ipvs".into());
+            }
+            if real.l_threshold > real.u_threshold {
+                return Err(ChangeError::OutOfRange);
+            }
+        }
+        Change::SetTimeouts {
+            tcp_s,
+            tcp_fin_s,
+            udp_s,
+        } => {
+            if [tcp_s, tcp_fin_s, udp_s]
+                .iter()
+                .any(|t| **t > MAX_PERSISTENCE_S)
+            {
+                return refuse(format!("timeouts go up to {MAX_PERSISTENCE_S} seconds"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Longest persistence and idle timeout, seconds (ipvsadm's 31 days).
+pub const MAX_PERSISTENCE_S: u32 = 86_400 * 31;
 
 fn check_family(service: &ServiceAddr, real: IpAddr) -> Result<(), ChangeError> {
     if service.addr.is_ipv4() != real.is_ipv4() {

@@ -103,6 +103,23 @@ fn syntax_errors_have_file_line_column() {
     );
 }
 
+/// A port-0 service (every port, in ipvs) would only match port 0 in lb's
+/// data plane: refused, never accepted and ignored.
+#[test]
+fn a_port_zero_service_is_refused_with_the_reason() {
+    let l = load_str(
+        "virtual_server 10.0.0.1 0 {\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  persistence_timeout 60\n}\n",
+        Path::new("/etc/k.conf"),
+    );
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("/etc/k.conf:1:1: error: port 0 (every port of the address"),
+        "{e:?}"
+    );
+    assert!(l.config.services.is_empty());
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let text = "virtual_server 10.0.0.300 80 {\n lb_algo lblcx\n lb_kind BRIDGE\n real_server 10.0.0.2 80 { weight x }\n}\n\

@@ -281,6 +281,8 @@ fn not_in_lb(inv: &Invocation) -> Option<Outcome> {
         "one-packet scheduling (-o / --ops) is not implemented: every UDP flow is tracked"
     } else if has(args::Opt::Pe) {
         "persistence engines (--pe) are not implemented: persistence is per client address (-M for a netmask)"
+    } else if matches!(inv.cmd, Cmd::Add | Cmd::Edit) && inv.service.is_some_and(|s| s.port == 0) {
+        "port 0 (every port of the address) is not supported: lb's data plane selects a service by address, protocol and port; add one service per port"
     } else if matches!(inv.cmd, Cmd::StartDaemon | Cmd::StopDaemon) {
         "the connection synchronisation daemon is not implemented yet"
     } else if inv.tun_type.as_deref().is_some_and(|t| t != "ipip") || !inv.tun_other.is_empty() {

@@ -129,7 +129,7 @@ async fn change(
                 ChangeError::NoSuchService
                 | ChangeError::ServiceNotDefined
                 | ChangeError::NoSuchDestination => StatusCode::NOT_FOUND,
-                ChangeError::AddressFamily | ChangeError::Refused(_) => {
+                ChangeError::AddressFamily | ChangeError::OutOfRange | ChangeError::Refused(_) => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
             };

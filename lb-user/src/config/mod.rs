@@ -837,6 +837,16 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     }
     let addr = parse_addr(n, 0, diags);
     let port: Option<u16> = parse_num(n, 1, "port", diags);
+    if port == Some(0) {
+        diags.push(Diag::error(
+            &n.loc,
+            Some("virtual_server"),
+            "port 0 (every port of the address, for a persistent service in ipvs) is not \
+             supported: lb's data plane selects a service by address, protocol and port; \
+             give one virtual_server per port",
+        ));
+        return None;
+    }
     if n.children.is_none() {
         diags.push(Diag::error(
             &n.loc,
