@@ -161,7 +161,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
     })
 }
 
-fn proto_name(p: u8) -> &'static str {
+pub(crate) fn proto_name(p: u8) -> &'static str {
     match p {
         PROTO_TCP => "TCP",
         PROTO_UDP => "UDP",
@@ -169,12 +169,12 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-fn sched_name(s: u32) -> &'static str {
+pub(crate) fn sched_name(s: u32) -> &'static str {
     crate::config::Sched::from_id(s).map_or("?", |s| s.name())
 }
 
 /// ipvsadm's names of the forwarding methods.
-fn fwd_name(f: u32) -> &'static str {
+pub(crate) fn fwd_name(f: u32) -> &'static str {
     match f {
         FWD_DR => "Route",
         FWD_NAT => "Masq",
@@ -183,7 +183,7 @@ fn fwd_name(f: u32) -> &'static str {
     }
 }
 
-fn state_name(s: u32, proto: u8) -> &'static str {
+pub(crate) fn state_name(s: u32, proto: u8) -> &'static str {
     if proto == PROTO_UDP {
         return "UDP";
     }
