@@ -244,8 +244,8 @@ pub enum WriteError {
         source: std::io::Error,
     },
     /// In a sticky directory (/tmp) a file another user owns cannot be
-    /// replaced: the operator removes it.
-    #[error("replacing {path} (a file another user owns there cannot be replaced: remove it)")]
+    /// replaced without CAP_FOWNER: the operator removes it.
+    #[error("replacing {path} (in a sticky directory such as /tmp, a file another user owns can only be replaced with CAP_FOWNER: remove it)")]
     Rename {
         path: String,
         #[source]
@@ -256,8 +256,9 @@ pub enum WriteError {
 /// Writes `bytes` to `path` so that nothing planted at `path` or beside it
 /// takes the write: a new file (O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600)
 /// in the same directory, written and synced, then renamed over `path`.
-/// rename(2) replaces a symbolic link at `path` without following it, and
-/// in a sticky directory it refuses to replace another user's file.
+/// rename(2) replaces a symbolic link at `path` without following it (and
+/// a hard link's other names keep their content); in a sticky directory it
+/// replaces another user's file only with CAP_FOWNER.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     static SERIAL: AtomicU64 = AtomicU64::new(0);
     let dir = path
