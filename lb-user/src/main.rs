@@ -78,6 +78,9 @@ enum Cmd {
         /// default: the host name up to its first dot).
         #[arg(short = 'i', long)]
         config_id: Option<String>,
+        /// Serve Prometheus metrics on http://ADDR:PORT/metrics (off by default).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// ipvsadm's command line: `lb adm -A -t VIP:80 -s rr`, `lb adm -Ln`,
     /// `lb adm -S`, … (also as `lbadm`, a link to lb). Changes go to the
@@ -118,6 +121,9 @@ enum Cmd {
         /// The agent's control socket (for --checks and --vrrp).
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// JSON instead of the table (README "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a configuration file; prints every problem, exits 64 on errors.
     CheckConfig {
@@ -136,6 +142,21 @@ enum Cmd {
     Counters {
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
+        /// JSON: `{"counters": {NAME: VALUE, ...}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running agent for its state dump (what SIGUSR1 writes to
+    /// /tmp/lb.data) or, with --stats, its statistics (SIGUSR2, /tmp/lb.stats).
+    Dump {
+        /// Statistics instead of the state.
+        #[arg(long)]
+        stats: bool,
+        /// Print the API's JSON reply.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Helper started by `lb run`: removes the virtual addresses the agent
     /// held if it dies without releasing them.
@@ -278,6 +299,27 @@ fn warn_unmaintained(bpffs: &std::path::Path) {
     }
 }
 
+/// Prints `value` as pretty JSON, or the text `render` makes; a reader that
+/// stops early (`| head`) is not an error.
+fn print_out<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    let text = if json {
+        serde_json::to_string_pretty(value)? + "\n"
+    } else {
+        render()
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     // The agent gets two workers: the reconciler's synchronous map writes
     // never hold the API, VRRP or the probes. The CLI needs one thread.
@@ -304,6 +346,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tcpfin_timeout,
             udp_timeout,
             config_id,
+            metrics_listen,
         } => {
             if let Some(id) = config_id {
                 config::reader::set_config_id(&id);
@@ -326,6 +369,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     udp_s: udp_timeout,
                     ..Timeouts::default()
                 },
+                metrics_listen,
             };
             match rt.block_on(agent::run(opts)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
@@ -339,23 +383,40 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::List {
             checks: true,
             socket,
+            json,
             ..
         } => {
-            print!(
-                "{}",
-                rt.block_on(api::client::rendered(&socket, api::CHECKS))?
-                    .text
-            );
-            Ok(ExitCode::SUCCESS)
+            let c: api::views::Checks = rt.block_on(api::client::get(&socket, api::CHECKS))?;
+            print_out(json, &c, || c.render())
         }
         Cmd::List {
-            vrrp: true, socket, ..
+            vrrp: true,
+            socket,
+            json,
+            ..
         } => {
-            print!(
-                "{}",
-                rt.block_on(api::client::rendered(&socket, api::VRRP))?.text
-            );
-            Ok(ExitCode::SUCCESS)
+            let v: api::views::Vrrp = rt.block_on(api::client::get(&socket, api::VRRP))?;
+            print_out(json, &v, || v.render())
+        }
+        Cmd::List {
+            bpffs,
+            rate,
+            conns,
+            json: true,
+            ..
+        } => {
+            let dp = Dataplane::from_pins(&bpffs)?;
+            warn_unmaintained(&bpffs);
+            let table = if rate {
+                let a = list::snapshot(&dp, false)?;
+                let t = std::time::Instant::now();
+                std::thread::sleep(Duration::from_secs(1));
+                let b = list::snapshot(&dp, false)?;
+                lb_user::list_json::Table::with_rates(&a, &b, t.elapsed())
+            } else {
+                lb_user::list_json::Table::new(&list::snapshot(&dp, conns)?, conns)
+            };
+            print_out(true, &table, String::new)
         }
         Cmd::List {
             bpffs,
@@ -386,11 +447,30 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Counters { bpffs } => {
+        Cmd::Counters { bpffs, json } => {
             let dp = Dataplane::from_pins(&bpffs)?;
             warn_unmaintained(&bpffs);
-            print!("{}", list::render_counters(&dp.global_sum()?));
-            Ok(ExitCode::SUCCESS)
+            let g = dp.global_sum()?;
+            print_out(json, &lb_user::list_json::GlobalCounters::from(&g), || {
+                list::render_counters(&g)
+            })
+        }
+        Cmd::Dump {
+            stats: false,
+            json,
+            socket,
+        } => {
+            let d: lb_user::dump::Data = rt.block_on(api::client::get(&socket, api::DUMP))?;
+            print_out(json, &d, || d.render())
+        }
+        Cmd::Dump {
+            stats: true,
+            json,
+            socket,
+        } => {
+            let d: lb_user::dump::Stats =
+                rt.block_on(api::client::get(&socket, api::DUMP_STATS))?;
+            print_out(json, &d, || d.render())
         }
         Cmd::CheckConfig {
             file,

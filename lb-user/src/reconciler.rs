@@ -58,8 +58,8 @@ pub enum Msg {
     Runtime(oneshot::Sender<runtime::Record>),
     /// Services and reals with their sources (`GET /v1/status`).
     Status(oneshot::Sender<Vec<api::ServiceStatus>>),
-    /// The health checkers' table (`lb list --checks`).
-    Checks(oneshot::Sender<String>),
+    /// The health checkers' states (`GET /v1/checks`, `lb list --checks`).
+    Checks(oneshot::Sender<api::views::Checks>),
     /// Stop: returns the `omega` events (quorum_down, notify_down) to run.
     Shutdown(oneshot::Sender<Vec<Event>>),
 }
@@ -158,8 +158,8 @@ impl Handle {
         self.ask(Msg::Status).await
     }
 
-    /// `lb list --checks`.
-    pub async fn checks(&self) -> Result<String, Stopped> {
+    /// The health checkers' states (`GET /v1/checks`).
+    pub async fn checks(&self) -> Result<api::views::Checks, Stopped> {
         self.ask(Msg::Checks).await
     }
 
@@ -288,7 +288,7 @@ impl Reconciler {
                 let _ = reply.send(self.desired.status(&self.effective));
             }
             Msg::Checks(reply) => {
-                let _ = reply.send(self.monitor.render());
+                let _ = reply.send(self.monitor.info());
             }
             Msg::Change { change, l2, reply } => {
                 let _ = reply.send(self.change(change, l2));

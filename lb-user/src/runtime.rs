@@ -417,13 +417,11 @@ fn validate(change: &Change) -> Result<(), ChangeError> {
             tcp_s,
             tcp_fin_s,
             udp_s,
-        } => {
-            if [tcp_s, tcp_fin_s, udp_s]
-                .iter()
-                .any(|t| **t > MAX_PERSISTENCE_S)
-            {
-                return refuse(format!("timeouts go up to {MAX_PERSISTENCE_S} seconds"));
-            }
+        } if [tcp_s, tcp_fin_s, udp_s]
+            .iter()
+            .any(|t| **t > MAX_PERSISTENCE_S) =>
+        {
+            return refuse(format!("timeouts go up to {MAX_PERSISTENCE_S} seconds"));
         }
         _ => {}
     }

@@ -114,7 +114,9 @@ fn a_port_zero_service_is_refused_with_the_reason() {
     let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
-        e[0].starts_with("/etc/k.conf:1:1: error: virtual_server: port 0 (every port of the address"),
+        e[0].starts_with(
+            "/etc/k.conf:1:1: error: virtual_server: port 0 (every port of the address"
+        ),
         "{e:?}"
     );
     assert!(l.config.services.is_empty());

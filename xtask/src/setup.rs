@@ -5,7 +5,8 @@
 //!   version and file name are read from the toolchain at run time);
 //! - the Debian packages the build and the tests use (iproute2, bpftool,
 //!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
-//!   peer, nftables, HAProxy, wrk and a font for the benchmark). Services the packages
+//!   peer, nftables, HAProxy, wrk and a font for the benchmark, Prometheus for the
+//!   metrics test). Services the packages
 //!   ship are not started (policy-rc.d).
 use std::{path::PathBuf, process::Command};
 
@@ -31,6 +32,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("haproxy", "haproxy"),
     ("wrk", "wrk"),
+    // The metrics test: a real Prometheus scrapes the agent; promtool
+    // checks its exposition.
+    ("prometheus", "prometheus"),
     (crate::plot::FONT, "fonts-dejavu-core"),
 ];
 

@@ -146,21 +146,26 @@ fn cmp_reals(a: &RealRow, b: &RealRow) -> Ordering {
     cmp_addr(a.addr, b.addr).then(a.port.cmp(&b.port))
 }
 
-/// The scheduler flags as ipvsadm names them (`sh-fallback,sh-port`).
-fn sched_flags(s: &SvcRow) -> Option<String> {
-    let sched = Sched::from_id(s.sched);
-    let (one, two) = match sched {
+/// The scheduler flags of a service as ipvsadm names them
+/// (`sh-fallback`, `sh-port`; `mh-…`; `flag-N` for other schedulers).
+pub(crate) fn sched_flag_names(sched: u32, flags: u32) -> Vec<&'static str> {
+    let (one, two) = match Sched::from_id(sched) {
         Some(Sched::Sh) => ("sh-fallback", "sh-port"),
         Some(Sched::Mh) => ("mh-fallback", "mh-port"),
         _ => ("flag-1", "flag-2"),
     };
     let mut v = Vec::new();
-    if s.flags & SVC_F_FALLBACK != 0 {
+    if flags & SVC_F_FALLBACK != 0 {
         v.push(one);
     }
-    if s.flags & SVC_F_HASH_PORT != 0 {
+    if flags & SVC_F_HASH_PORT != 0 {
         v.push(two);
     }
+    v
+}
+
+fn sched_flags(s: &SvcRow) -> Option<String> {
+    let v = sched_flag_names(s.sched, s.flags);
     (!v.is_empty()).then(|| v.join(","))
 }
 

@@ -7,7 +7,9 @@
 //! - the neighbour watch and the connection sweep ([`watch`]);
 //! - the VRRP engine (`crate::vrrp::engine`);
 //! - the API server (`crate::api::server`), one task per connection;
-//! - this function's loop: signals (SIGHUP reloads through [`reload`]).
+//! - the metrics server (`crate::metrics`), when `--metrics-listen` is set;
+//! - this function's loop: signals (SIGHUP reloads through [`reload`];
+//!   SIGUSR1 / SIGUSR2 write the dumps of `crate::dump`).
 
 pub mod change;
 pub mod exclusive;
@@ -50,6 +52,8 @@ pub struct Options {
     pub mode: XdpMode,
     pub conntrack_size: u32,
     pub timeouts: Timeouts,
+    /// Where to serve Prometheus metrics (`None`: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn iface_info(name: &str) -> Result<(u32, [u8; 6]), AgentError> {
@@ -157,8 +161,18 @@ impl Drop for StartGuard {
     }
 }
 
-/// The signals the agent handles.
-const HANDLED: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGTERM, libc::SIGINT];
+/// The signals the agent handles: SIGHUP reloads, SIGTERM / SIGINT /
+/// SIGQUIT stop cleanly, SIGUSR1 / SIGUSR2 write the dumps (keepalived's
+/// signals; [`crate::dump`]). SIGPIPE is ignored (Rust's runtime) and
+/// SIGWINCH's default action is to ignore it.
+const HANDLED: [libc::c_int; 6] = [
+    libc::SIGHUP,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 fn mask_handled(how: libc::c_int) {
     // SAFETY: a zeroed sigset_t is initialised by sigemptyset; only the
@@ -173,7 +187,7 @@ fn mask_handled(how: libc::c_int) {
     }
 }
 
-/// Holds SIGHUP, SIGTERM and SIGINT pending from the first instruction of
+/// Holds the [`HANDLED`] signals pending from the first instruction of
 /// `lb run` (called first thing in `main`, before any thread exists) until
 /// [`run`] has its handlers in place and the program is loaded: a
 /// `systemctl reload` right after the start is then a reload, not the
@@ -192,6 +206,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let mut hup = signal(SignalKind::hangup()).map_err(io("installing the SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
+    let mut quit = signal(SignalKind::quit()).map_err(io("installing the SIGQUIT handler"))?;
+    let mut usr1 =
+        signal(SignalKind::user_defined1()).map_err(io("installing the SIGUSR1 handler"))?;
+    let mut usr2 =
+        signal(SignalKind::user_defined2()).map_err(io("installing the SIGUSR2 handler"))?;
     let started = Instant::now();
 
     let loaded = reload::read_optional(opts.config.clone(), opts.config_optional).await;
@@ -304,6 +323,14 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .map_err(io(format!("setting the mode of {}", opts.socket.display())))?;
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .map_err(io(format!("binding the metrics address {addr}")))?,
+        ),
+        None => None,
+    };
     guard.armed = false;
 
     let reloader = reload::Reloader {
@@ -332,7 +359,8 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         ifaces: opts.ifaces.clone(),
         bpffs: opts.bpffs.clone(),
     });
-    let server = tokio::spawn(api::server::serve(listener, api));
+    let metrics = metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, api.clone())));
+    let server = tokio::spawn(api::server::serve(listener, api.clone()));
     let neighbours = watch::spawn_neighbours(netlink()?, attached, core.clone());
     let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
 
@@ -351,6 +379,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = quit.recv() => break,
+            _ = usr1.recv() => crate::dump::spawn_write(api.clone(), crate::dump::Kind::Data, crate::dump::DATA_FILE.into()),
+            _ = usr2.recv() => crate::dump::spawn_write(api.clone(), crate::dump::Kind::Stats, crate::dump::STATS_FILE.into()),
             r = &mut core_task => {
                 server.abort();
                 tracing::error!("the reconciler stopped: {r:?}");
@@ -359,6 +390,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         }
     }
     server.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     neighbours.abort();
     sweeper.abort();
     // VRRP first: priority 0 tells the backups to take over now, and the

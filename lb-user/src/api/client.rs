@@ -8,7 +8,7 @@ use hyper::{body::Bytes, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::{ChangeReply, ErrorReply, ReloadReply, Rendered, Status};
+use super::{ChangeReply, ErrorReply, ReloadReply, Status};
 
 /// Longest a request may take, connection to last byte (a reload parses the
 /// file and resolves neighbours).
@@ -106,8 +106,10 @@ pub async fn status(socket: &Path) -> Result<Status, ClientError> {
     decode(s, &b)
 }
 
-/// `GET /v1/checks` or `GET /v1/vrrp`.
-pub async fn rendered(socket: &Path, path: &str) -> Result<Rendered, ClientError> {
+/// A `GET` of `path` (`/v1/checks`, `/v1/vrrp`, `/v1/dump`, …), decoded as
+/// its reply type ([`super::views::Checks`], [`super::views::Vrrp`],
+/// [`crate::dump::Data`], …).
+pub async fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T, ClientError> {
     let (s, b) = call(socket, Method::GET, path).await?;
     decode(s, &b)
 }

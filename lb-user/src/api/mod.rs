@@ -10,8 +10,10 @@
 //! |--------|---------------|------------------|----------------------------------------|
 //! | GET    | `/v1/status`  | [`Status`]       | services, reals and where each came from |
 //! | POST   | `/v1/reload`  | [`ReloadReply`]  | re-read keepalived.conf (as SIGHUP)    |
-//! | GET    | `/v1/checks`  | [`Rendered`]     | health checkers (`lb list --checks`)   |
-//! | GET    | `/v1/vrrp`    | [`Rendered`]     | VRRP instances (`lb list --vrrp`)      |
+//! | GET    | `/v1/checks`  | [`views::Checks`] | health checkers (`lb list --checks`)  |
+//! | GET    | `/v1/vrrp`    | [`views::Vrrp`]  | VRRP instances (`lb list --vrrp`)      |
+//! | GET    | `/v1/dump`    | [`crate::dump::Data`] | state dump (`lb dump`, SIGUSR1)   |
+//! | GET    | `/v1/dump/stats` | [`crate::dump::Stats`] | statistics (`lb dump --stats`, SIGUSR2) |
 //!
 //! `POST /v1/reload` answers 200 when the file was applied, 422 when it was
 //! refused (the diagnostics say why; the running state is kept) and 500 when
@@ -20,6 +22,7 @@
 
 pub mod client;
 pub mod server;
+pub mod views;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,18 +48,15 @@ pub struct ChangeReply {
     /// One line for the operator (ipvsadm's message on an error).
     pub message: String,
 }
+/// `GET /v1/dump`.
+pub const DUMP: &str = "/v1/dump";
+/// `GET /v1/dump/stats`.
+pub const DUMP_STATS: &str = "/v1/dump/stats";
 
 /// Body of every non-2xx reply.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorReply {
     pub error: String,
-}
-
-/// A text table rendered by the agent (checkers, VRRP instances), printed
-/// as it is by the CLI.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Rendered {
-    pub text: String,
 }
 
 /// One problem found in a configuration file, located as

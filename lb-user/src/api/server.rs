@@ -27,10 +27,10 @@ use hyper_util::{
 };
 use tokio::{net::UnixListener, sync::Semaphore};
 
-use super::{ChangeReply, ErrorReply, ReloadOutcome, Rendered, Status};
+use super::{views, ChangeReply, ErrorReply, ReloadOutcome, Status};
 use crate::{
     agent::{change::Changer, reload::Reloader},
-    reconciler,
+    dump, reconciler,
     runtime::{self, ChangeError},
     vrrp,
 };
@@ -74,22 +74,7 @@ impl From<reconciler::Stopped> for Failure {
 }
 
 async fn status(State(api): State<Shared>) -> Result<Json<Status>, Failure> {
-    let services = api.core.services().await?;
-    let stats = api.core.published().borrow().stats;
-    Ok(Json(Status {
-        pid: std::process::id(),
-        uptime_s: api.started.elapsed().as_secs(),
-        config: api.config.display().to_string(),
-        config_applied_s: stats
-            .file_applied
-            .map(|t| t.elapsed().as_secs())
-            .unwrap_or_default(),
-        ifaces: api.ifaces.clone(),
-        bpffs: api.bpffs.display().to_string(),
-        services,
-        health_changes: stats.health_changes,
-        last_health_apply_ms: stats.last_health_apply.map(|d| d.as_secs_f64() * 1e3),
-    }))
+    Ok(Json(dump::status(&api).await?))
 }
 
 async fn reload(State(api): State<Shared>) -> Response {
@@ -150,28 +135,34 @@ async fn runtime_layer(State(api): State<Shared>) -> Result<Json<runtime::Record
     Ok(Json(api.core.runtime().await?))
 }
 
-async fn checks(State(api): State<Shared>) -> Result<Json<Rendered>, Failure> {
-    Ok(Json(Rendered {
-        text: api.core.checks().await?,
-    }))
+async fn checks(State(api): State<Shared>) -> Result<Json<views::Checks>, Failure> {
+    Ok(Json(api.core.checks().await?))
 }
 
-async fn vrrp_instances(State(api): State<Shared>) -> Json<Rendered> {
-    Json(Rendered {
-        text: api.vrrp.render().await,
-    })
+async fn vrrp_instances(State(api): State<Shared>) -> Json<views::Vrrp> {
+    Json(api.vrrp.info().await)
+}
+
+async fn dump_data(State(api): State<Shared>) -> Result<Json<dump::Data>, Failure> {
+    Ok(Json(dump::data(&api).await?))
+}
+
+async fn dump_stats(State(api): State<Shared>) -> Result<Json<dump::Stats>, Failure> {
+    Ok(Json(dump::stats(&api).await?))
 }
 
 async fn not_found() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint (the API has {}, {}, {}, {}, {})",
+            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {})",
             super::STATUS,
             super::RELOAD,
             super::CHECKS,
             super::VRRP,
-            super::RUNTIME
+            super::RUNTIME,
+            super::DUMP,
+            super::DUMP_STATS
         ),
     )
 }
@@ -196,7 +187,7 @@ async fn refuse_busy(mut stream: tokio::net::UnixStream) {
 async fn method_not_allowed() -> Failure {
     Failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint (GET for status, checks, vrrp and runtime; POST for reload and runtime)"
+        "method not allowed on this endpoint (GET for status, checks, vrrp, runtime and dump; POST for reload and runtime)"
             .into(),
     )
 }
@@ -209,6 +200,8 @@ pub fn router(api: Shared) -> Router {
         .route(super::CHECKS, get(checks))
         .route(super::VRRP, get(vrrp_instances))
         .route(super::RUNTIME, get(runtime_layer).post(change))
+        .route(super::DUMP, get(dump_data))
+        .route(super::DUMP_STATS, get(dump_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

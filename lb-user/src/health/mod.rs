@@ -97,6 +97,8 @@ pub struct CheckState {
     pub last: Option<Outcome>,
     pub last_change: Option<Duration>,
     pub probes: u64,
+    /// How long the last probe took (set by the monitor, which times it).
+    pub last_duration: Option<Duration>,
 }
 
 impl CheckState {
@@ -110,6 +112,7 @@ impl CheckState {
             last: None,
             last_change: None,
             probes: 0,
+            last_duration: None,
         }
     }
 

@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -14,6 +13,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{combine, probe, CheckState, Health, Outcome, Schedule};
 use crate::{
+    api::views::{Checker, Checks, ProbeResult},
     config::{
         check::{Check, CheckKind},
         Config, RealKey,
@@ -128,6 +128,7 @@ impl Monitor {
                 if state.next > now {
                     tokio::time::sleep(state.next - now).await;
                 }
+                let began = Instant::now();
                 let outcome = match &check.kind {
                     // A number out of range leaves the state as it is
                     // (keepalived ignores it).
@@ -141,6 +142,7 @@ impl Monitor {
                     },
                     _ => probe::run(&check, to, sched.connect_timeout).await,
                 };
+                state.last_duration = Some(began.elapsed());
                 let changed = state.record(&sched, start.elapsed(), outcome.clone());
                 if let Some(e) = states.lock().expect("states").get_mut(&id) {
                     e.1 = state.clone();
@@ -188,39 +190,40 @@ impl Monitor {
         self.inhibit.keys().map(|k| (*k, self.health(k))).collect()
     }
 
-    /// `lb list --checks`: each checker's state, last result and last change.
-    pub fn render(&self) -> String {
+    /// `GET /v1/checks`: each checker's state, last result, last change and
+    /// the duration of its last probe (`lb list --checks` renders it).
+    pub fn info(&self) -> Checks {
         let now = self.start.elapsed();
         let states = self.states.lock().expect("states");
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<24} {:<24} {:<10} {:<5} {:>7} {:>10}  last result",
-            "service", "real", "check", "state", "probes", "changed"
-        );
-        for (id, (name, s)) in states.iter() {
-            let changed = s
-                .last_change
-                .map(|c| format!("{}s ago", (now.saturating_sub(c)).as_secs()))
-                .unwrap_or_else(|| "never".into());
-            let last = match &s.last {
-                None => "not probed yet".to_string(),
-                Some(Outcome::Up) => "ok".into(),
-                Some(Outcome::UpWeight(w)) => format!("ok, weight {w}"),
-                Some(Outcome::Down(e)) => format!("failed: {e}"),
-            };
-            let _ = writeln!(
-                out,
-                "{:<24} {:<24} {:<10} {:<5} {:>7} {:>10}  {last}",
-                id.real.0.to_string(),
-                fmt_sock(id.real.1, id.real.2),
-                name,
-                if s.up { "UP" } else { "DOWN" },
-                s.probes,
-                changed
-            );
-        }
-        out
+        let checkers = states
+            .iter()
+            .map(|(id, (name, s))| Checker {
+                service: id.real.0.to_string(),
+                protocol: id.real.0.proto.name().to_string(),
+                service_address: id.real.0.addr.to_string(),
+                service_port: id.real.0.port,
+                real: fmt_sock(id.real.1, id.real.2),
+                real_address: id.real.1.to_string(),
+                real_port: id.real.2,
+                check: name.clone(),
+                index: id.index,
+                up: s.up,
+                probes: s.probes,
+                last_change_ago_s: s.last_change.map(|c| now.saturating_sub(c).as_secs_f64()),
+                last: s.last.as_ref().map(|o| match o {
+                    Outcome::Up => ProbeResult::Ok,
+                    Outcome::UpWeight(w) => ProbeResult::OkWeight { weight: *w },
+                    Outcome::Down(e) => ProbeResult::Failed { error: e.clone() },
+                }),
+                last_duration_s: s.last_duration.map(|d| d.as_secs_f64()),
+            })
+            .collect();
+        Checks { checkers }
+    }
+
+    /// `lb list --checks` (the text of [`Monitor::info`]).
+    pub fn render(&self) -> String {
+        self.info().render()
     }
 }
 

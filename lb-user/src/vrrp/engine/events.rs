@@ -28,7 +28,7 @@ pub(super) async fn run(mut e: Engine, mut inbox: Inbox) {
             _ = tokio::time::sleep_until(deadline) => { e.on_timers().await; false }
             _ = poll.tick() => true,
             cmd = inbox.commands.recv() => match cmd {
-                Some(Command::Render(r)) => { let _ = r.send(e.render()); false }
+                Some(Command::Info(r)) => { let _ = r.send(e.info()); false }
                 Some(Command::Reload(cfg, r)) => {
                     if let Err(err) = e.apply(*cfg).await {
                         tracing::error!("VRRP reload: {}", crate::util::Chain(&err));
@@ -318,6 +318,13 @@ impl Engine {
     pub(super) async fn changed(&mut self, i: usize, st: State, follow: bool) {
         let inst = &mut self.insts[i];
         inst.since = SystemTime::now();
+        if inst.last_state != st {
+            inst.transitions += 1;
+            if inst.last_state == State::Master {
+                inst.released_master += 1;
+            }
+            inst.last_state = st;
+        }
         let prio = inst.machine.priority;
         match st {
             State::Master => {

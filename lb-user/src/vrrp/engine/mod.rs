@@ -7,8 +7,8 @@
 //! timer, tracked script, command) does; [`reconcile`] brings the running
 //! instances in line with a (new) configuration and adds or removes the
 //! virtual addresses; [`announce`] sends advertisements and gratuitous ARP /
-//! NA; [`notify`] runs the notify programs and mails; [`render`] is the text
-//! of `lb list --vrrp`. Received adverts are checked against their instance
+//! NA; [`notify`] runs the notify programs and mails; [`render`] is the
+//! structured state of `GET /v1/vrrp` (`lb list --vrrp`). Received adverts are checked against their instance
 //! by [`super::validate`], beside the packet codec.
 
 mod announce;
@@ -73,7 +73,7 @@ pub enum Error {
 const LINK_POLL: Duration = Duration::from_millis(100);
 
 enum Command {
-    Render(oneshot::Sender<String>),
+    Info(oneshot::Sender<crate::api::views::Vrrp>),
     Reload(Box<Vrrp>, oneshot::Sender<()>),
     Stop(oneshot::Sender<Duration>),
 }
@@ -85,11 +85,13 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// `lb list --vrrp`.
-    pub async fn render(&self) -> String {
+    /// `GET /v1/vrrp` (`lb list --vrrp` renders it): every instance's
+    /// state, priorities, master, counters and drops. An engine that has
+    /// stopped answers with `running: false`.
+    pub async fn info(&self) -> crate::api::views::Vrrp {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Render(tx)).await.is_err() {
-            return "VRRP engine stopped\n".into();
+        if self.tx.send(Command::Info(tx)).await.is_err() {
+            return Default::default();
         }
         rx.await.unwrap_or_default()
     }
@@ -148,6 +150,12 @@ struct Inst {
     since: SystemTime,
     /// The VMAC interface (`use_vmac`) and the base's sysctls to restore.
     vmac: Option<(Link, Vec<crate::vrrp::vmac::Saved>)>,
+    /// The state last entered (for the counters below).
+    last_state: State,
+    /// State changes since the instance started.
+    transitions: u64,
+    /// Times it left MASTER (keepalived's `release_master`).
+    released_master: u64,
 }
 
 impl Inst {

@@ -240,6 +240,9 @@ impl Engine {
             vips_held: false,
             since: SystemTime::now(),
             vmac,
+            last_state: State::Init,
+            transitions: 0,
+            released_master: 0,
         })
     }
 

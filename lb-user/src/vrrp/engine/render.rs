@@ -1,103 +1,110 @@
-//! `lb list --vrrp`.
-
-use std::fmt::Write as _;
+//! `GET /v1/vrrp` (`lb list --vrrp`): the engine's state as
+//! [`crate::api::views::Vrrp`].
 
 use super::Engine;
-use crate::vrrp::machine::State;
+use crate::{
+    api::views::{
+        Vrrp, VrrpInstance, VrrpScript, VrrpSyncGroup, VrrpTrackFile, VrrpTrackProcess,
+        VrrpUnclaimed,
+    },
+    vrrp::machine::State,
+};
 
 impl Engine {
-    pub(super) fn render(&self) -> String {
-        let mut s = String::new();
-        if self.insts.is_empty() {
-            return "no VRRP instances configured\n".into();
-        }
-        let _ = writeln!(
-            s,
-            "{:<12} {:<7} {:>4} {:<8} {:>9} {:<6} {:<26} {:>7} {:>9} {:>9}",
-            "Instance",
-            "State",
-            "VRID",
-            "Iface",
-            "Prio(cfg)",
-            "Vers",
-            "Master",
-            "Advert",
-            "Sent",
-            "Received"
-        );
-        for i in &self.insts {
-            let m = &i.machine;
-            let master = match (m.state, m.master) {
-                (State::Master, _) => format!("{} (this node)", i.src),
-                (_, Some(a)) => a.to_string(),
-                (_, None) => "-".into(),
-            };
-            let _ = writeln!(
-                s,
-                "{:<12} {:<7} {:>4} {:<8} {:>9} {:<6} {:<26} {:>6.2}s {:>9} {:>9}",
-                i.cfg.name,
-                m.state.name(),
-                i.cfg.vrid,
-                i.cfg.iface,
-                format!("{}({})", m.priority, i.cfg.priority),
-                i.cfg.version.name(),
-                master,
-                m.master_adver_cs as f64 / 100.0,
-                m.counters.adverts_sent,
-                m.counters.adverts_received,
-            );
-            let vips: Vec<String> = i
+    pub(super) fn info(&self) -> Vrrp {
+        let instances = self
+            .insts
+            .iter()
+            .map(|i| {
+                let m = &i.machine;
+                VrrpInstance {
+                    name: i.cfg.name.clone(),
+                    interface: i.cfg.iface.clone(),
+                    vrid: i.cfg.vrid,
+                    state: m.state.name().to_string(),
+                    priority: m.priority,
+                    configured_priority: i.cfg.priority,
+                    version: i.cfg.version.name().to_string(),
+                    source_address: i.src.to_string(),
+                    master_address: match (m.state, m.master) {
+                        (State::Master, _) => Some(i.src.to_string()),
+                        (_, a) => a.map(|a| a.to_string()),
+                    },
+                    advert_interval_s: f64::from(m.master_adver_cs) / 100.0,
+                    vips: i
+                        .cfg
+                        .vips
+                        .iter()
+                        .map(|v| format!("{}/{}", v.addr, v.prefix))
+                        .collect(),
+                    vips_held: i.vips_held,
+                    adverts_sent: m.counters.adverts_sent,
+                    adverts_received: m.counters.adverts_received,
+                    became_master: m.counters.became_master,
+                    released_master: i.released_master,
+                    transitions: i.transitions,
+                    priority_zero_sent: m.counters.priority_zero_sent,
+                    priority_zero_received: m.counters.priority_zero_received,
+                    other_master_seen: m.counters.other_master_seen,
+                    dropped: i.rejects.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                    faults: i.faults.clone(),
+                    in_state_s: i.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+                }
+            })
+            .collect();
+        Vrrp {
+            running: true,
+            instances,
+            sync_groups: self
                 .cfg
-                .vips
+                .groups
                 .iter()
-                .map(|v| format!("{}/{}", v.addr, v.prefix))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  vips {} {}; became master {}; priority 0 sent {} received {}; other master seen {}",
-                vips.join(" "),
-                if i.vips_held { "(held)" } else { "(not held)" },
-                m.counters.became_master,
-                m.counters.priority_zero_sent,
-                m.counters.priority_zero_received,
-                m.counters.other_master_seen,
-            );
-            if !i.rejects.is_empty() {
-                let r: Vec<String> = i.rejects.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                let _ = writeln!(s, "  dropped: {}", r.join(", "));
-            }
-            if !i.faults.is_empty() {
-                let _ = writeln!(s, "  fault: {}", i.faults.join("; "));
-            }
-            let since = i.since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-            let _ = writeln!(s, "  in this state for {since}s");
-        }
-        for g in &self.cfg.groups {
-            let _ = writeln!(s, "sync group {}: {}", g.name, g.members.join(" "));
-        }
-        for sc in self.scripts.values() {
-            let _ = writeln!(
-                s,
-                "script {}: {} (last run {}; weight {})",
-                sc.cfg.name,
-                if sc.up { "good" } else { "bad" },
-                match sc.last {
-                    None => "pending",
-                    Some(true) => "ok",
-                    Some(false) => "failed",
-                },
-                sc.cfg.weight
-            );
-        }
-        self.render_trackers(&mut s);
-        if !self.unclaimed.is_empty() {
-            let r: Vec<String> = self
+                .map(|g| VrrpSyncGroup {
+                    name: g.name.clone(),
+                    members: g.members.clone(),
+                })
+                .collect(),
+            scripts: self
+                .scripts
+                .values()
+                .map(|sc| VrrpScript {
+                    name: sc.cfg.name.clone(),
+                    good: sc.up,
+                    last_ok: sc.last,
+                    weight: sc.cfg.weight,
+                })
+                .collect(),
+            track_files: self
+                .files
+                .values()
+                .map(|f| VrrpTrackFile {
+                    name: f.cfg.name.clone(),
+                    file: f.cfg.path.display().to_string(),
+                    value: f.value,
+                    weight: f.cfg.weight,
+                    reverse: f.cfg.reverse,
+                })
+                .collect(),
+            track_processes: self
+                .procs
+                .values()
+                .map(|p| VrrpTrackProcess {
+                    name: p.cfg.name.clone(),
+                    running: p.count as u64,
+                    quorum_up: p.up,
+                    weight: p.cfg.weight,
+                    reverse: p.cfg.reverse,
+                })
+                .collect(),
+            unclaimed: self
                 .unclaimed
                 .iter()
-                .map(|((ifc, k), v)| format!("{ifc} {k} {v}"))
-                .collect();
-            let _ = writeln!(s, "dropped, no instance: {}", r.join(", "));
+                .map(|((ifc, k), v)| VrrpUnclaimed {
+                    interface: ifc.clone(),
+                    reason: k.to_string(),
+                    count: *v,
+                })
+                .collect(),
         }
-        s
     }
 }

@@ -5,7 +5,7 @@
 //! values into priority and faults with [`track::file_vrrp_effect`] and
 //! [`track::process_effect`].
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 
@@ -219,32 +219,6 @@ impl Engine {
             }
         }
         (faults, prio)
-    }
-
-    /// The trackers' lines of `lb list --vrrp`.
-    pub(super) fn render_trackers(&self, s: &mut String) {
-        for f in self.files.values() {
-            let _ = writeln!(
-                s,
-                "track_file {}: {} holds {} (weight {}{})",
-                f.cfg.name,
-                f.cfg.path.display(),
-                f.value,
-                f.cfg.weight,
-                if f.cfg.reverse { " reverse" } else { "" }
-            );
-        }
-        for p in self.procs.values() {
-            let _ = writeln!(
-                s,
-                "track_process {}: {} running, quorum {} (weight {}{})",
-                p.cfg.name,
-                p.count,
-                if p.up { "up" } else { "down" },
-                p.cfg.weight,
-                if p.cfg.reverse { " reverse" } else { "" }
-            );
-        }
     }
 }
 
