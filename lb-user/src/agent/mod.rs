@@ -10,6 +10,7 @@
 //! - this function's loop: signals (SIGHUP reloads through [`reload`]).
 
 pub mod exclusive;
+pub mod notify;
 pub mod paths;
 pub mod reload;
 pub mod watch;
@@ -293,6 +294,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
 
     tracing::info!(services = n_services, socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");
+    // systemd's Type=notify: XDP is attached and the file applied.
+    notify::ready(&format!(
+        "running: {n_services} virtual server(s), XDP on {} ({:?})",
+        opts.ifaces.join(", "),
+        opts.mode
+    ));
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -314,6 +321,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             }
         }
     }
+    notify::stopping("stopping: releasing the virtual addresses, detaching XDP");
     server.abort();
     neighbours.abort();
     sweeper.abort();
@@ -357,11 +365,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
 /// forwarding is enabled on the ingress interface (and NAT passes packets
 /// with unresolved next hops to the kernel to forward).
 fn check_forwarding(config: &crate::config::Config) {
-    if config
-        .services
-        .iter()
-        .all(|s| s.reals.iter().all(|r| r.fwd_in(s) == crate::config::Fwd::Dr))
-    {
+    if config.services.iter().all(|s| {
+        s.reals
+            .iter()
+            .all(|r| r.fwd_in(s) == crate::config::Fwd::Dr)
+    }) {
         return;
     }
     for (path, what) in [
