@@ -2,9 +2,9 @@
 use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use aya::programs::XdpMode;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use lb_common::{Timeouts, DEFAULT_BPFFS_DIR, DEFAULT_CONNTRACK_SIZE};
-use lb_user::{agent, api, config, dataplane::Dataplane, list};
+use lb_user::{agent, api, config, dataplane::Dataplane, list, logging};
 
 const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
 /// keepalived's configuration file.
@@ -19,6 +19,20 @@ const EX_USAGE: u8 = 64;
     about = "XDP layer-4 load balancer (LVS/ipvs + keepalived replacement)"
 )]
 struct Cli {
+    /// Least severe messages logged (default info; without this option
+    /// RUST_LOG's directives apply when set).
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<logging::Level>,
+    /// Log lines as text or as JSON objects (on stderr; journald's priority
+    /// prefix under systemd).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    log_format: logging::Format,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -237,6 +251,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the manual pages and the bash / zsh / fish completions made
+    /// from this command line (`cargo xtask deb` packs them).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory for the man pages (lb.8, lb-run.8, …).
+        #[arg(long)]
+        man: PathBuf,
+        /// Directory for the completions (lb, _lb, lb.fish).
+        #[arg(long)]
+        completions: PathBuf,
+    },
 }
 
 /// `lbadm ARGS…` / `lb adm ARGS…`: ipvsadm's command line.
@@ -269,14 +294,8 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
         agent::hold_signals();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_level, cli.log_format);
     if let Cmd::Adm { args } = &cli.cmd {
         return adm_main("lb adm", args);
     }
@@ -590,6 +609,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 api::ReloadOutcome::Refused => ExitCode::from(EX_USAGE),
                 api::ReloadOutcome::Failed => ExitCode::FAILURE,
             })
+        }
+        Cmd::GenerateDocs { man, completions } => {
+            lb_user::docs::write_man_pages(Cli::command(), &man)?;
+            lb_user::docs::write_completions(Cli::command(), "lb", &completions)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { socket, json } => {
             let status = rt.block_on(api::client::status(&socket))?;

@@ -2,6 +2,7 @@
 mod bench;
 mod bench_http;
 mod bench_ipvs;
+mod deb;
 mod demo;
 mod plot;
 mod run;
@@ -31,6 +32,9 @@ enum Cmd {
     Demo(demo::Options),
     /// Every test.
     Test(test::Options),
+    /// The Debian package (cargo-deb) in target/debian; `--test` installs it
+    /// here, checks it and purges it (README: Installing).
+    Deb(deb::Options),
     /// The benchmark suite: per-packet cost, forwarding rate against the XDP_TX
     /// floor and nftables, plots and a report in results/.
     Bench(bench::Options),
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(o) => demo::run(o),
         Cmd::Test(o) => test::run(o),
         Cmd::Bench(o) => bench::run(o),
+        Cmd::Deb(o) => deb::run(o),
     }
 }

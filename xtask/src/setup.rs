@@ -7,7 +7,8 @@
 //!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
 //!   peer, nftables, HAProxy, wrk and a font for the benchmark, Prometheus for the
 //!   metrics test). Services the packages
-//!   ship are not started (policy-rc.d).
+//!   ship are not started (policy-rc.d), and the daemons' services
+//!   ([`SERVICE_PACKAGES`]) are left disabled: see [`disable_services`].
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{anyhow, Context as _};
@@ -105,9 +106,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     }
     if miss.is_empty() {
         eprintln!(
-            "xtask setup: nothing to do (nightly rust-src, bpf-linker and test packages present)"
+            "xtask setup: nothing to install (nightly rust-src, bpf-linker and test packages present)"
         );
-        return Ok(());
+        // Packages installed before (by an older setup, or by hand) may
+        // have their services enabled.
+        return disable_services();
     }
     eprintln!("xtask setup: installing {}", miss.join(", "));
 
@@ -195,7 +198,8 @@ pub const IPVS_PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// Installs the Debian packages of `list` whose program is missing; services
-/// the packages ship are not started.
+/// the packages ship are not started, and those of [`SERVICE_PACKAGES`] are
+/// left disabled ([`disable_services`]).
 pub fn install_packages(list: &[(&str, &str)]) -> anyhow::Result<()> {
     let pkgs: Vec<&str> = list
         .iter()
@@ -230,7 +234,134 @@ pub fn install_packages(list: &[(&str, &str)]) -> anyhow::Result<()> {
         }
         r?;
     }
+    disable_services()
+}
+
+/// Packages whose services must not run beside lb, nor start at the next
+/// boot: keepalived (lb replaces it), HAProxy (a benchmark baseline),
+/// Prometheus (the metrics test's scraper), ipvsadm (its boot script
+/// restores ipvs rules) and the BGP daemons a lab may run. Debian enables
+/// and starts their services on install. Packages of the list that are not
+/// installed are skipped.
+pub const SERVICE_PACKAGES: &[&str] = &[
+    "keepalived",
+    "haproxy",
+    "prometheus",
+    "ipvsadm",
+    "bird2",
+    "frr",
+    "gobgpd",
+];
+
+/// What starts a package's daemon at boot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    /// A systemd unit file the package ships (`keepalived.service`).
+    Unit(String),
+    /// A SysV init script the package ships (`/etc/init.d/ipvsadm`) with no
+    /// systemd unit of the same name.
+    SysV(String),
+}
+
+/// The services of one package, from its file list (`dpkg -L` output):
+/// unit files (service, socket, timer, path) directly in systemd's system
+/// unit directories, and init scripts in /etc/init.d that no unit of the
+/// same name replaces.
+pub fn services_of(file_list: &str) -> Vec<Service> {
+    const UNIT_DIRS: [&str; 2] = ["/lib/systemd/system", "/usr/lib/systemd/system"];
+    const KINDS: [&str; 4] = ["service", "socket", "timer", "path"];
+    let mut units = std::collections::BTreeSet::new();
+    let mut scripts = std::collections::BTreeSet::new();
+    for line in file_list.lines().map(str::trim) {
+        let p = std::path::Path::new(line);
+        let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+            continue;
+        };
+        let dir = dir.to_string_lossy();
+        if UNIT_DIRS.contains(&dir.as_ref())
+            && name
+                .rsplit_once('.')
+                .is_some_and(|(stem, kind)| !stem.is_empty() && KINDS.contains(&kind))
+        {
+            units.insert(name.to_owned());
+        } else if dir == "/etc/init.d" && !name.starts_with('.') && name != "README" {
+            scripts.insert(name.to_owned());
+        }
+    }
+    let mut out: Vec<Service> = units.iter().cloned().map(Service::Unit).collect();
+    out.extend(
+        scripts
+            .into_iter()
+            .filter(|s| !units.contains(&format!("{s}.service")))
+            .map(Service::SysV),
+    );
+    out
+}
+
+/// True when systemd is the running service manager (sd_booted(3)).
+fn systemd_running() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
+}
+
+/// Leaves every service of the installed [`SERVICE_PACKAGES`] disabled
+/// (idempotent; also for packages installed before setup ran):
+/// `systemctl disable` for unit files (it works without a running systemd,
+/// on the files), `update-rc.d NAME disable` for init scripts without a
+/// unit. Where systemd runs the services (PID 1), a running unit is
+/// stopped too. Where it does not (containers, this project's build
+/// machines) nothing the package installed runs (policy-rc.d kept its
+/// start out), and a daemon running now was started by someone else — a
+/// test's keepalived peer, say — so none is stopped.
+pub fn disable_services() -> anyhow::Result<()> {
+    let running = systemd_running();
+    for pkg in SERVICE_PACKAGES {
+        let Ok(list) = output(Command::new("dpkg-query").args(["-L", pkg])) else {
+            continue; // not installed
+        };
+        for svc in services_of(&list) {
+            match &svc {
+                Service::Unit(unit) => {
+                    if running
+                        && Command::new("systemctl")
+                            .args(["is-active", "--quiet", unit])
+                            .status()
+                            .is_ok_and(|s| s.success())
+                    {
+                        exec(Command::new("systemctl").args(["stop", unit]))?;
+                    }
+                    let enabled = output(Command::new("systemctl").args(["is-enabled", unit]))
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_default();
+                    // "enabled", "enabled-runtime", "alias", "indirect"...:
+                    // everything but disabled / static / masked.
+                    if !matches!(enabled.as_str(), "disabled" | "static" | "masked" | "") {
+                        exec(Command::new("systemctl").args(["disable", "--quiet", unit]))?;
+                    }
+                }
+                Service::SysV(name) => {
+                    if has_start_links(name) {
+                        exec(Command::new("update-rc.d").args([name.as_str(), "disable"]))?;
+                    }
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// Does some runlevel directory start `name` (an `S??name` link)?
+fn has_start_links(name: &str) -> bool {
+    (0..=6)
+        .map(|l| format!("/etc/rc{l}.d"))
+        .chain(["/etc/rcS.d".to_owned()])
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with('S') && n.len() > 3 && &n[3..] == name
+        })
 }
 
 /// Runs setup when something is missing (the other commands call this).
@@ -239,5 +370,45 @@ pub fn ensure() -> anyhow::Result<()> {
         Ok(())
     } else {
         run(Options::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_init_scripts_without_a_unit_are_services() {
+        let keepalived = "/.\n/etc\n/etc/init.d\n/etc/init.d/keepalived\n/lib/systemd\n/lib/systemd/system\n/lib/systemd/system/keepalived.service\n/usr/sbin/keepalived\n";
+        assert_eq!(
+            services_of(keepalived),
+            [Service::Unit("keepalived.service".into())]
+        );
+        let ipvsadm = "/etc/init.d/ipvsadm\n/etc/default/ipvsadm\n/sbin/ipvsadm\n";
+        assert_eq!(services_of(ipvsadm), [Service::SysV("ipvsadm".into())]);
+        let many = "/usr/lib/systemd/system/prometheus.service\n\
+                    /lib/systemd/system/haproxy@.service\n\
+                    /lib/systemd/system/foo.timer\n\
+                    /lib/systemd/system/foo.socket\n\
+                    /lib/systemd/system/foo.path\n\
+                    /lib/systemd/system/foo.target\n\
+                    /lib/systemd/system/.service\n\
+                    /lib/systemd/system/sockets.target.wants/foo.socket\n\
+                    /lib/systemd/system-generators/foo-gen\n\
+                    /etc/systemd/system/local.service\n\
+                    /etc/init.d/prometheus\n\
+                    /etc/init.d/README\n\
+                    /usr/share/doc/foo/example.service\n";
+        assert_eq!(
+            services_of(many),
+            [
+                Service::Unit("foo.path".into()),
+                Service::Unit("foo.socket".into()),
+                Service::Unit("foo.timer".into()),
+                Service::Unit("haproxy@.service".into()),
+                Service::Unit("prometheus.service".into()),
+            ]
+        );
+        assert!(services_of("").is_empty());
     }
 }

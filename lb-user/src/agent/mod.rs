@@ -13,6 +13,7 @@
 
 pub mod change;
 pub mod exclusive;
+pub mod notify;
 pub mod paths;
 pub mod reload;
 pub mod watch;
@@ -365,6 +366,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
 
     tracing::info!(services = n_services, socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");
+    // systemd's Type=notify: XDP is attached and the file applied.
+    notify::ready(&format!(
+        "running: {n_services} virtual server(s), XDP on {} ({:?})",
+        opts.ifaces.join(", "),
+        opts.mode
+    ));
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -389,6 +396,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             }
         }
     }
+    notify::stopping("stopping: releasing the virtual addresses, detaching XDP");
     server.abort();
     if let Some(m) = metrics {
         m.abort();

@@ -17,7 +17,7 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use tokio::sync::Mutex;
 
-use super::watch;
+use super::{notify, watch};
 use crate::{
     api::{Diagnostic, ReloadOutcome, ReloadReply},
     config,
@@ -83,9 +83,22 @@ pub fn log(loaded: &config::Loaded) {
 
 impl Reloader {
     /// Re-reads the file and applies it; unchanged checkers and VRRP
-    /// instances keep their state.
+    /// instances keep their state. systemd hears `RELOADING=1` before and
+    /// `READY=1` with the outcome after ([`notify`]).
     pub async fn reload(&self) -> ReloadReply {
         let _one = self.serial.lock().await;
+        notify::reloading();
+        let reply = self.reload_serialised().await;
+        notify::reloaded(&match reply.outcome {
+            ReloadOutcome::Applied => format!("running: {}", reply.message),
+            ReloadOutcome::Refused | ReloadOutcome::Failed => {
+                format!("running (last reload not applied): {}", reply.message)
+            }
+        });
+        reply
+    }
+
+    async fn reload_serialised(&self) -> ReloadReply {
         let mut loaded = read_optional(self.path.clone(), self.optional).await;
         if !loaded.has_errors() && loaded.config.services.is_empty() {
             let running = self.core.services().await.map_or(0, |s| s.len());
