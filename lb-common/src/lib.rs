@@ -91,6 +91,10 @@ pub const DEFAULT_LOCALITY_EXPIRATION_S: u32 = 24 * 60 * 60;
 pub const SVC_F_PERSISTENT: u32 = 1;
 /// [`Service::flags`]: sh / mh hash the source port too (`sh-port`, `mh-port`).
 pub const SVC_F_HASH_PORT: u32 = 2;
+/// [`Service::flags`]: the operator asked for ipvs's `sh-fallback` /
+/// `mh-fallback` (flag-1). Informational: lb's sh / mh always fall back to
+/// the next available real; kept so that listings show what was asked.
+pub const SVC_F_FALLBACK: u32 = 4;
 
 /// [`Real::flags`]: slot is in use (configured).
 pub const REAL_F_INUSE: u32 = 1;

@@ -338,6 +338,20 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Zeroes the packet, byte and connection counters of service `svc` and
+    /// of the reals `reals` (`ipvsadm -Z`); connection counts and
+    /// scheduling state are left alone, as ipvs's zero leaves them.
+    pub fn zero_stats(&mut self, svc: u32, reals: &[u32]) -> Result<()> {
+        let n = nr_cpus()?;
+        self.svc_stats
+            .set(svc, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        for id in reals {
+            self.real_stats
+                .set(*id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
+        }
+        Ok(())
+    }
+
     /// Zeroes the per-CPU counters of a real slot (when the slot is reused).
     pub fn reset_real_slot(&mut self, id: u32) -> Result<()> {
         let n = nr_cpus()?;

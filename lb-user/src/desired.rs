@@ -4,6 +4,8 @@
 //! Sources, from the bottom up:
 //! - the configuration file (keepalived.conf syntax), replaced whole by a
 //!   reload;
+//! - the runtime layer (`crate::runtime`): services and reals changed
+//!   through the API (`lb adm`), on top of the file;
 //! - health verdicts of the checkers (a real up, down, or with a dynamic
 //!   weight), and the quorum rule built on them (keepalived's `quorum`,
 //!   `hysteresis`, `sorry_server`);
@@ -31,6 +33,7 @@ use crate::{
         quorum::{Event, Quorum},
         Health,
     },
+    runtime::{self, Layer, Runtime},
     state::L2,
     util::fmt_sock,
 };
@@ -43,9 +46,32 @@ pub struct FileLayer {
     pub applied_at: Instant,
 }
 
+/// The forwarding method a service's reals use: one name when they agree
+/// (ipvs keeps it per real; `lb adm -a … -m` sets it so), `mixed` when
+/// they do not, the service's `lb_kind` when it has none.
+fn forwarding(vs: &crate::config::VirtualServer) -> String {
+    let mut methods: Vec<&str> = vs
+        .reals
+        .iter()
+        .map(|r| r.fwd_in(vs).keepalived_name())
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    match methods.as_slice() {
+        [] => vs.fwd.keepalived_name().into(),
+        [one] => (*one).into(),
+        _ => "mixed".into(),
+    }
+}
+
 /// Every source's contribution.
 pub struct Desired {
     pub file: FileLayer,
+    /// Changes made through the API, on top of the file.
+    runtime: Runtime,
+    /// The file with the runtime layer merged: what the checkers and the
+    /// quorum work on.
+    base: Config,
     /// Health of the reals that have checkers; the others are up.
     pub health: BTreeMap<RealKey, Health>,
     /// Where each real address is reachable (from the neighbour table).
@@ -55,13 +81,51 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn new(file: FileLayer) -> Self {
+    pub fn new(file: FileLayer, runtime: Runtime) -> Self {
+        let base = runtime.merge(&file.config);
         Desired {
             file,
+            runtime,
+            base,
             health: BTreeMap::new(),
             l2: BTreeMap::new(),
             quorum: Quorum::default(),
         }
+    }
+
+    /// The file with the runtime layer on top.
+    pub fn base(&self) -> &Config {
+        &self.base
+    }
+
+    /// The runtime layer.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Replaces the file layer (a reload): runtime changes to the file's
+    /// services are dropped, see [`Runtime::file_reloaded`]. Returns the
+    /// runtime-made services the new file replaced.
+    pub fn set_file(&mut self, file: FileLayer) -> Vec<ServiceAddr> {
+        let replaced = self.runtime.file_reloaded(&file.config);
+        self.file = file;
+        self.base = self.runtime.merge(&self.file.config);
+        replaced
+    }
+
+    /// Puts back a file and runtime layer saved before a change the data
+    /// plane refused.
+    pub fn restore(&mut self, file: FileLayer, runtime: Runtime) {
+        self.file = file;
+        self.runtime = runtime;
+        self.base = self.runtime.merge(&self.file.config);
+    }
+
+    /// Applies a runtime change (see [`Runtime::apply`]).
+    pub fn change(&mut self, change: &runtime::Change) -> Result<(), runtime::ChangeError> {
+        self.runtime.apply(&self.file.config, change)?;
+        self.base = self.runtime.merge(&self.file.config);
+        Ok(())
     }
 
     /// A real's health as the checkers see it (reals without checkers are up).
@@ -83,12 +147,12 @@ impl Desired {
                 .copied()
                 .unwrap_or(Health::Up { weight: None })
         };
-        self.quorum.evaluate(&self.file.config, &of)
+        self.quorum.evaluate(&self.base, &of)
     }
 
     /// Events to run on shutdown (`omega`).
     pub fn omega(&self) -> Vec<Event> {
-        self.quorum.omega(&self.file.config)
+        self.quorum.omega(&self.base)
     }
 
     /// Addresses whose neighbour entries the data plane needs, and the subset
@@ -142,7 +206,7 @@ impl Desired {
     pub fn status(&self, effective: &Config) -> Vec<api::ServiceStatus> {
         let eff: BTreeMap<ServiceAddr, _> = effective.services.iter().map(|v| (v.key, v)).collect();
         let mut out = Vec::new();
-        for vs in &self.file.config.services {
+        for vs in &self.base.services {
             let running = eff.get(&vs.key);
             // Quorum lost with a sorry server: the merge replaced the reals.
             let sorry_only = running.is_some_and(|r| r.reals.iter().any(|x| x.sorry));
@@ -170,14 +234,22 @@ impl Desired {
             out.push(api::ServiceStatus {
                 service: vs.key.to_string(),
                 scheduler: vs.sched.name().into(),
-                forwarding: match vs.fwd {
-                    Fwd::Dr => "DR",
-                    Fwd::Nat => "NAT",
-                    Fwd::Tun => "TUN",
-                }
-                .into(),
-                origin: api::Origin::File {
-                    at: vs.loc.to_string(),
+                forwarding: forwarding(vs),
+                origin: match self.runtime.layer(&vs.key) {
+                    Layer::File => api::Origin::File {
+                        at: vs.loc.to_string(),
+                    },
+                    Layer::Runtime => api::Origin::Runtime,
+                    Layer::RuntimeOverFile => api::Origin::RuntimeOverFile {
+                        at: self
+                            .file
+                            .config
+                            .services
+                            .iter()
+                            .find(|f| f.key == vs.key)
+                            .map(|f| f.loc.to_string())
+                            .unwrap_or_default(),
+                    },
                 },
                 quorum_up,
                 reals,
@@ -210,8 +282,12 @@ impl Desired {
             weight_source: source,
             in_service: up && reachable && weight > 0,
             reach,
-            origin: api::Origin::File {
-                at: r.loc.to_string(),
+            origin: if runtime::is_runtime(&r.loc) {
+                api::Origin::Runtime
+            } else {
+                api::Origin::File {
+                    at: r.loc.to_string(),
+                }
             },
         }
     }
@@ -245,15 +321,18 @@ mod tests {
     fn desired() -> Desired {
         let loaded = crate::config::load_str(CONF, std::path::Path::new("/etc/k.conf"));
         assert!(!loaded.has_errors(), "{:?}", loaded.diags);
-        Desired::new(FileLayer {
-            path: "/etc/k.conf".into(),
-            config: loaded.config,
-            applied_at: Instant::now(),
-        })
+        Desired::new(
+            FileLayer {
+                path: "/etc/k.conf".into(),
+                config: loaded.config,
+                applied_at: Instant::now(),
+            },
+            Runtime::default(),
+        )
     }
 
     fn key(d: &Desired, i: usize) -> RealKey {
-        let vs = &d.file.config.services[0];
+        let vs = &d.base().services[0];
         (vs.key, vs.reals[i].addr, vs.reals[i].port)
     }
 

@@ -1,7 +1,9 @@
 //! The `lb` agent and CLI as a library, so that tests and benchmarks fill the
 //! data plane through the same code as the agent.
+pub mod adm;
 pub mod agent;
 pub mod api;
+pub mod changes;
 pub mod config;
 pub mod dataplane;
 pub mod decap;
@@ -12,6 +14,7 @@ pub mod list;
 pub mod lvscf;
 pub mod neigh;
 pub mod reconciler;
+pub mod runtime;
 pub mod sched;
 pub mod state;
 pub mod sweep;

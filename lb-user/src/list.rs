@@ -37,6 +37,11 @@ pub struct RealRow {
     pub active: u64,
     pub inactive: u64,
     pub stats: Stats,
+    /// ipvs's connection thresholds (`-x` / `-y`); 0: none.
+    pub u_threshold: u32,
+    pub l_threshold: u32,
+    /// Live persistence templates pointing at it (ipvs's persistconns).
+    pub persist_conns: u64,
 }
 
 /// One virtual service as listed.
@@ -50,6 +55,8 @@ pub struct SvcRow {
     /// `SVC_F_*`.
     pub flags: u32,
     pub persistent: Option<u32>,
+    /// Persistence granularity as a prefix length (`None`: whole address).
+    pub persist_prefix: Option<u8>,
     pub stats: Stats,
     pub reals: Vec<RealRow>,
 }
@@ -103,8 +110,12 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
             active: conns.active,
             inactive: conns.inactive,
             stats: dp.real_stats_sum(id).map_err(dataplane)?,
+            u_threshold: 0,
+            l_threshold: 0,
+            persist_conns: 0,
         });
     }
+    let mut conns = Vec::new();
     let mut services = Vec::new();
     let mut vip_of: BTreeMap<u32, (IpAddr, u16)> = BTreeMap::new();
     for item in dp.services.iter() {
@@ -119,15 +130,61 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
             sched: s.sched,
             flags: s.flags,
             persistent: (s.flags & SVC_F_PERSISTENT != 0).then_some(s.persist_timeout_s),
+            persist_prefix: None,
             stats: dp.svc_stats_sum(s.svc_id).map_err(dataplane)?,
             reals: reals_by_svc.remove(&s.svc_id).unwrap_or_default(),
         });
     }
     services.sort_by_key(|s| s.id);
 
+    // Persistence templates: counted per real (ipvs's persistconns) and,
+    // with -c, listed as ipvs lists them (state NONE, client port 0).
+    let persist_of: BTreeMap<u32, u32> = services
+        .iter()
+        .filter_map(|s| s.persistent.map(|t| (s.id, t)))
+        .collect();
+    let mut templates: BTreeMap<u32, u64> = BTreeMap::new();
+    if !persist_of.is_empty() {
+        for item in dp.persist.iter() {
+            let Ok((k, p)) = item else { continue };
+            let Some(&timeout_s) = persist_of.get(&k.svc_id) else {
+                continue;
+            };
+            let age = now.saturating_sub(p.last_ns);
+            let ttl = u64::from(timeout_s) * NS_PER_SEC;
+            if age >= ttl {
+                continue;
+            }
+            let Some(&(raddr, rport, gen)) = real_addr.get(&p.real_id) else {
+                continue;
+            };
+            if gen != p.real_gen {
+                continue;
+            }
+            *templates.entry(p.real_id).or_default() += 1;
+            if with_conns {
+                let Some(svc) = services.iter().find(|s| s.id == k.svc_id) else {
+                    continue;
+                };
+                conns.push(ConnRow {
+                    proto: svc.proto,
+                    expire_s: (ttl - age) / NS_PER_SEC,
+                    state: lb_common::CT_NONE,
+                    src: (words_addr(k.client, k.family), 0),
+                    vip: (svc.addr, svc.port),
+                    dst: (raddr, rport),
+                });
+            }
+        }
+    }
+    for s in &mut services {
+        for r in &mut s.reals {
+            r.persist_conns = templates.get(&r.id).copied().unwrap_or(0);
+        }
+    }
+
     // Connection listing (-c): live entries (not idle past their state's
     // timeout) whose real still holds the generation they were scheduled to.
-    let mut conns = Vec::new();
     if with_conns {
         for item in dp.conntrack.iter() {
             let Ok((k, c)) = item else { continue };
@@ -379,6 +436,7 @@ mod tests {
                 sched: lb_common::SCHED_RR,
                 flags: 0,
                 persistent: None,
+                persist_prefix: None,
                 stats: Stats {
                     conns: 3,
                     packets: 120,
@@ -399,6 +457,9 @@ mod tests {
                         bytes: 9000,
                         ..Default::default()
                     },
+                    u_threshold: 0,
+                    l_threshold: 0,
+                    persist_conns: 0,
                 }],
             }],
             conns: vec![],

@@ -7,6 +7,8 @@ use lb_common::{Timeouts, DEFAULT_BPFFS_DIR, DEFAULT_CONNTRACK_SIZE};
 use lb_user::{agent, api, config, dataplane::Dataplane, list};
 
 const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
+/// keepalived's configuration file.
+const DEFAULT_CONFIG: &str = "/etc/keepalived/keepalived.conf";
 /// sysexits.h EX_USAGE: bad configuration.
 const EX_USAGE: u8 = 64;
 
@@ -43,9 +45,15 @@ enum Cmd {
         /// Interface to attach to (repeat for several).
         #[arg(long = "iface", required = true)]
         ifaces: Vec<String>,
-        /// keepalived.conf-syntax configuration file.
-        #[arg(long, short = 'f', default_value = "/etc/keepalived/keepalived.conf")]
-        config: PathBuf,
+        /// keepalived.conf-syntax configuration file. Without it,
+        /// /etc/keepalived/keepalived.conf is read if it exists; else the
+        /// agent starts with an empty table (add services with `lb adm`).
+        #[arg(long, short = 'f')]
+        config: Option<PathBuf>,
+        /// Directory where runtime changes (`lb adm`) are saved and restored
+        /// from at the next start (root only).
+        #[arg(long, default_value = lb_user::runtime::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
         /// bpffs directory where the maps are pinned.
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
@@ -70,6 +78,16 @@ enum Cmd {
         /// default: the host name up to its first dot).
         #[arg(short = 'i', long)]
         config_id: Option<String>,
+    },
+    /// ipvsadm's command line: `lb adm -A -t VIP:80 -s rr`, `lb adm -Ln`,
+    /// `lb adm -S`, … (also as `lbadm`, a link to lb). Changes go to the
+    /// running agent (LB_SOCKET, default /run/lb/lb.sock); listings read
+    /// the maps (LB_BPFFS, default /sys/fs/bpf/lb). `lb adm -h` for more.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Adm {
+        /// ipvsadm's arguments, as ipvsadm takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
     },
     /// Print the virtual server table (ipvsadm -Ln layout).
     List {
@@ -200,7 +218,33 @@ enum Cmd {
     },
 }
 
+/// `lbadm ARGS…` / `lb adm ARGS…`: ipvsadm's command line.
+fn adm_main(program: &str, args: &[String]) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = lb_user::adm::Env::from_env(DEFAULT_SOCKET);
+    let outcome = rt.block_on(lb_user::adm::run(program, args, &env));
+    lb_user::adm::emit(&outcome)
+}
+
 fn main() -> ExitCode {
+    // Through a link named lbadm: ipvsadm's command line, nothing else.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "lbadm")
+    {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return adm_main("lbadm", &args);
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
         agent::hold_signals();
     }
@@ -212,6 +256,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Cmd::Adm { args } = &cli.cmd {
+        return adm_main("lb adm", args);
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -248,6 +295,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run {
             ifaces,
             config,
+            state_dir,
             bpffs,
             socket,
             xdp_mode,
@@ -262,7 +310,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let opts = agent::Options {
                 ifaces,
-                config,
+                config_optional: config.is_none(),
+                config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+                state_dir,
                 bpffs,
                 socket,
                 mode: match xdp_mode {
@@ -384,6 +434,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Cmd::Adm { .. } => unreachable!("handled in main"),
         Cmd::VipGuard => {
             rt.block_on(lb_user::vrrp::guard::run())?;
             Ok(ExitCode::SUCCESS)

@@ -27,6 +27,7 @@ use crate::{
     dataplane::Dataplane,
     desired::{Desired, FileLayer},
     health::{monitor::Monitor, quorum::Event},
+    runtime,
     state::{Tables, TablesError, L2},
     util,
 };
@@ -45,12 +46,30 @@ pub enum Msg {
     },
     /// The neighbour table changed.
     Neighbours(BTreeMap<IpAddr, L2>),
+    /// A runtime change (`lb adm`, `POST /v1/runtime`), with the neighbour
+    /// entries of the reals it adds. Answers with the runtime layer to save
+    /// (`None`: the change did not alter what is saved).
+    Change {
+        change: runtime::Change,
+        l2: BTreeMap<IpAddr, L2>,
+        reply: oneshot::Sender<Result<Saved, runtime::ChangeError>>,
+    },
+    /// The saved part of the runtime layer (`GET /v1/runtime`).
+    Runtime(oneshot::Sender<runtime::Record>),
     /// Services and reals with their sources (`GET /v1/status`).
     Status(oneshot::Sender<Vec<api::ServiceStatus>>),
     /// The health checkers' table (`lb list --checks`).
     Checks(oneshot::Sender<String>),
     /// Stop: returns the `omega` events (quorum_down, notify_down) to run.
     Shutdown(oneshot::Sender<Vec<Event>>),
+}
+
+/// The runtime layer after a change, numbered so that saves happen in order
+/// (a save of an older generation is skipped).
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub generation: u64,
+    pub record: runtime::Record,
 }
 
 /// The data plane refused a configuration.
@@ -120,6 +139,20 @@ impl Handle {
         self.tx.send(Msg::Neighbours(l2)).await.map_err(|_| Stopped)
     }
 
+    /// Applies a runtime change (see [`Msg::Change`]).
+    pub async fn change(
+        &self,
+        change: runtime::Change,
+        l2: BTreeMap<IpAddr, L2>,
+    ) -> Result<Result<Saved, runtime::ChangeError>, Stopped> {
+        self.ask(|reply| Msg::Change { change, l2, reply }).await
+    }
+
+    /// The saved part of the runtime layer.
+    pub async fn runtime(&self) -> Result<runtime::Record, Stopped> {
+        self.ask(Msg::Runtime).await
+    }
+
     /// Services and reals with their sources.
     pub async fn services(&self) -> Result<Vec<api::ServiceStatus>, Stopped> {
         self.ask(Msg::Status).await
@@ -150,22 +183,26 @@ struct Reconciler {
     effective: Config,
     stats: Stats,
     published: watch::Sender<Published>,
+    /// Bumped by each runtime change.
+    generation: u64,
 }
 
 /// Starts the reconciler on the maps of `dp` (ids recovered from the pins in
-/// `tables`), with `file` as the first configuration and `l2` its reals'
+/// `tables`), with `file` as the first configuration, `runtime` the runtime
+/// layer restored from the state directory, and `l2` the reals'
 /// neighbours. The first write happens before this returns, so a data plane
 /// attached afterwards forwards from its first packet.
 pub fn spawn(
     dp: Dataplane,
     tables: Tables,
     file: FileLayer,
+    runtime: runtime::Runtime,
     l2: BTreeMap<IpAddr, L2>,
 ) -> Result<(Handle, tokio::task::JoinHandle<()>), ApplyError> {
     let (mut monitor, health_rx) = Monitor::new();
-    monitor.apply(&file.config);
     let (published, published_rx) = watch::channel(Published::default());
-    let mut desired = Desired::new(file);
+    let mut desired = Desired::new(file, runtime);
+    monitor.apply(desired.base());
     desired.l2 = l2;
     let mut r = Reconciler {
         dp,
@@ -175,8 +212,12 @@ pub fn spawn(
         effective: Config::default(),
         stats: Stats::default(),
         published,
+        generation: 0,
     };
     r.write().map_err(ApplyError)?;
+    for line in crate::changes::describe(&Config::default(), r.desired.base()) {
+        tracing::debug!("start: {line}");
+    }
     r.stats.file_applied = Some(Instant::now());
     r.publish();
     let (tx, rx) = mpsc::channel(64);
@@ -249,6 +290,12 @@ impl Reconciler {
             Msg::Checks(reply) => {
                 let _ = reply.send(self.monitor.render());
             }
+            Msg::Change { change, l2, reply } => {
+                let _ = reply.send(self.change(change, l2));
+            }
+            Msg::Runtime(reply) => {
+                let _ = reply.send(self.desired.runtime().record());
+            }
             Msg::Shutdown(_) => unreachable!("handled by run"),
         }
     }
@@ -260,8 +307,11 @@ impl Reconciler {
         file: FileLayer,
         l2: Option<BTreeMap<IpAddr, L2>>,
     ) -> Result<(), ApplyError> {
-        let old = std::mem::replace(&mut self.desired.file, file);
+        let (old_file, old_runtime) = (self.desired.file.clone(), self.desired.runtime().clone());
+        let old_base = self.desired.base().clone();
         let old_l2 = self.desired.l2.clone();
+        let path = file.path.display().to_string();
+        let replaced = self.desired.set_file(file);
         if let Some(mut l2) = l2 {
             // Entries of reals the watch knows and the lookup missed stay.
             for (ip, e) in &old_l2 {
@@ -270,7 +320,7 @@ impl Reconciler {
             self.desired.l2 = l2;
         }
         // Unchanged checkers keep running with their state.
-        self.monitor.apply(&self.desired.file.config);
+        self.monitor.apply(self.desired.base());
         self.desired.health = self.monitor.snapshot();
         let result = self.write();
         if let Err(e) = result {
@@ -278,9 +328,9 @@ impl Reconciler {
                 "applying the new configuration failed: {}; restoring the previous one",
                 util::chain(&e)
             );
-            self.desired.file = old;
+            self.desired.restore(old_file, old_runtime);
             self.desired.l2 = old_l2;
-            self.monitor.apply(&self.desired.file.config);
+            self.monitor.apply(self.desired.base());
             self.desired.health = self.monitor.snapshot();
             if let Err(e2) = self.write() {
                 tracing::error!(
@@ -291,9 +341,102 @@ impl Reconciler {
             self.publish();
             return Err(ApplyError(e));
         }
+        for k in replaced {
+            tracing::warn!(
+                "reload: {path} now defines service {k}, made at runtime: the file's replaces it"
+            );
+        }
+        for line in crate::changes::describe(&old_base, self.desired.base()) {
+            tracing::info!("reload: {line}");
+        }
         self.stats.file_applied = Some(Instant::now());
         self.publish();
         Ok(())
+    }
+
+    /// Applies a runtime change; the data plane refusing it (its limits)
+    /// leaves everything as it was.
+    fn change(
+        &mut self,
+        change: runtime::Change,
+        l2: BTreeMap<IpAddr, L2>,
+    ) -> Result<Saved, runtime::ChangeError> {
+        let (file, old_runtime) = (self.desired.file.clone(), self.desired.runtime().clone());
+        let old_base = self.desired.base().clone();
+        self.desired.change(&change)?;
+        let refused = |e: &dyn std::fmt::Display| runtime::ChangeError::Refused(e.to_string());
+        match &change {
+            runtime::Change::Zero { service } => {
+                self.tables
+                    .zero_stats(&mut self.dp, service.as_ref())
+                    .map_err(|e| refused(&util::chain(&e)))?;
+                tracing::info!(
+                    "runtime: counters zeroed ({})",
+                    service.map_or("every service".into(), |s| s.to_string())
+                );
+            }
+            runtime::Change::SetTimeouts {
+                tcp_s,
+                tcp_fin_s,
+                udp_s,
+            } => {
+                let mut t = self.dp.timeouts_in_effect();
+                let old = t;
+                // ipvs: 0 leaves a timeout as it is.
+                for (v, new) in [
+                    (&mut t.tcp_s, tcp_s),
+                    (&mut t.tcp_fin_s, tcp_fin_s),
+                    (&mut t.udp_s, udp_s),
+                ] {
+                    if *new != 0 {
+                        *v = *new;
+                    }
+                }
+                self.dp
+                    .set_timeouts(t)
+                    .map_err(|e| refused(&util::chain(&e)))?;
+                tracing::info!(
+                    "runtime: timeouts (tcp tcpfin udp) {} {} {} → {} {} {}",
+                    old.tcp_s,
+                    old.tcp_fin_s,
+                    old.udp_s,
+                    t.tcp_s,
+                    t.tcp_fin_s,
+                    t.udp_s
+                );
+            }
+            _ => {
+                for (ip, e) in l2 {
+                    self.desired.l2.insert(ip, e);
+                }
+                self.monitor.apply(self.desired.base());
+                self.desired.health = self.monitor.snapshot();
+                if let Err(e) = self.write() {
+                    let why = util::chain(&e);
+                    tracing::warn!("runtime change refused by the data plane: {why}");
+                    self.desired.restore(file, old_runtime);
+                    self.monitor.apply(self.desired.base());
+                    self.desired.health = self.monitor.snapshot();
+                    if let Err(e2) = self.write() {
+                        tracing::error!(
+                            "restoring the table after a refused change failed: {}",
+                            util::chain(&e2)
+                        );
+                    }
+                    self.publish();
+                    return Err(runtime::ChangeError::Refused(why));
+                }
+                for line in crate::changes::describe(&old_base, self.desired.base()) {
+                    tracing::info!("runtime: {line}");
+                }
+                self.publish();
+            }
+        }
+        self.generation += 1;
+        Ok(Saved {
+            generation: self.generation,
+            record: self.desired.runtime().record(),
+        })
     }
 
     /// Merges the sources and writes the difference to the maps; runs the
@@ -318,7 +461,7 @@ impl Reconciler {
 
     fn publish(&self) {
         self.published.send_replace(Published {
-            real_addrs: Desired::real_addrs(&self.desired.file.config),
+            real_addrs: Desired::real_addrs(self.desired.base()),
             real_gens: self.tables.real_gens(),
             l2: self.desired.l2.clone(),
             stats: self.stats,

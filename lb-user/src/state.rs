@@ -289,6 +289,19 @@ impl Tables {
         Ok(())
     }
 
+    /// Zeroes the counters of `only` (and its reals), or of every service
+    /// (`ipvsadm -Z [SERVICE]`).
+    pub fn zero_stats(&self, dp: &mut Dataplane, only: Option<&ServiceAddr>) -> Result<()> {
+        for (key, slot) in &self.services {
+            if only.is_some_and(|o| o != key) {
+                continue;
+            }
+            let reals: Vec<u32> = slot.reals.values().map(|r| r.id).collect();
+            dp.zero_stats(slot.entry.svc_id, &reals)?;
+        }
+        Ok(())
+    }
+
     fn used_tables(&self) -> BTreeSet<u32> {
         self.services
             .values()
@@ -487,6 +500,9 @@ impl Tables {
         };
         if vs.hash_port {
             entry.flags |= SVC_F_HASH_PORT;
+        }
+        if vs.hash_fallback {
+            entry.flags |= lb_common::SVC_F_FALLBACK;
         }
         entry.persist_timeout_s = vs.persistence_timeout.unwrap_or(0);
         let mut table_changed = false;

@@ -479,6 +479,12 @@ impl Lab {
         }
     }
 
+    /// State directory (`--state-dir`, the saved runtime layer) of the
+    /// agent on director `role`.
+    pub fn state_dir_of(&self, role: &str) -> PathBuf {
+        self.workdir.join(format!("{role}-state"))
+    }
+
     /// Configuration file of the agent on director `role`.
     pub fn config_path_of(&self, role: &str) -> PathBuf {
         match role {
@@ -563,24 +569,63 @@ impl Lab {
         extra: &[&str],
     ) -> anyhow::Result<()> {
         std::fs::write(self.config_path_of(role), config)?;
-        let lb = self.bins.lb.to_string_lossy().into_owned();
         let cfg = self.config_path_of(role).to_string_lossy().into_owned();
+        let mut args = vec!["--config", cfg.as_str()];
+        args.extend_from_slice(extra);
+        self.spawn_agent_args(role, &args)
+    }
+
+    /// Starts `lb run` on director `role` with the lab's interfaces, pin
+    /// directory, socket and state directory, and `extra` (e.g. no
+    /// `--config` at all: the by-hand workflow).
+    pub fn spawn_agent_args(&mut self, role: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let lb = self.bins.lb.to_string_lossy().into_owned();
         let bpffs = self.bpffs_of(role).to_string_lossy().into_owned();
         let sock = self.socket_of(role).to_string_lossy().into_owned();
+        let state = self.state_dir_of(role).to_string_lossy().into_owned();
         let mut args = vec![lb.as_str(), "run", "--iface", "eth0"];
         if self.two_subnets {
             args.extend(["--iface", "eth1"]);
         }
         args.extend([
-            "--config",
-            cfg.as_str(),
             "--bpffs",
             bpffs.as_str(),
             "--socket",
             sock.as_str(),
+            "--state-dir",
+            state.as_str(),
         ]);
         args.extend_from_slice(extra);
         self.spawn(role, &args, "lb")
+    }
+
+    /// `lb adm ARGS…` on the host against the agent of director `role`
+    /// (LB_SOCKET / LB_BPFFS), with `stdin` fed to it: exit code, stdout,
+    /// stderr.
+    pub fn adm(
+        &self,
+        role: &str,
+        args: &[&str],
+        stdin: &str,
+    ) -> anyhow::Result<(i32, String, String)> {
+        let mut child = Command::new(&self.bins.lb)
+            .arg("adm")
+            .args(args)
+            .env("LB_SOCKET", self.socket_of(role))
+            .env("LB_BPFFS", self.bpffs_of(role))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        input.write_all(stdin.as_bytes())?;
+        drop(input);
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// Waits until `lb status` reports no unresolved real.

@@ -9,6 +9,7 @@
 //! - the API server (`crate::api::server`), one task per connection;
 //! - this function's loop: signals (SIGHUP reloads through [`reload`]).
 
+pub mod change;
 pub mod exclusive;
 pub mod paths;
 pub mod reload;
@@ -37,7 +38,13 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Options {
     pub ifaces: Vec<String>,
+    /// The configuration file (keepalived.conf syntax).
     pub config: PathBuf,
+    /// A missing `config` is an empty configuration (no `-f` given: the
+    /// by-hand workflow, `lb run` then `lb adm`), not an error.
+    pub config_optional: bool,
+    /// Where the runtime layer is saved (`runtime.json`), mode 0700.
+    pub state_dir: PathBuf,
     pub bpffs: PathBuf,
     pub socket: PathBuf,
     pub mode: XdpMode,
@@ -84,6 +91,8 @@ pub enum AgentError {
     Iface { name: String, why: String },
     #[error(transparent)]
     Path(#[from] paths::PathError),
+    #[error("restoring the runtime layer")]
+    State(#[source] crate::runtime::StateError),
     #[error(transparent)]
     Lock(#[from] exclusive::LockError),
     #[error(transparent)]
@@ -185,7 +194,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let mut int = signal(SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
     let started = Instant::now();
 
-    let loaded = reload::read(opts.config.clone()).await;
+    let loaded = reload::read_optional(opts.config.clone(), opts.config_optional).await;
     if loaded.has_errors() {
         return Err(AgentError::ConfigRefused {
             file: opts.config.display().to_string(),
@@ -193,6 +202,32 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         });
     }
     let config = loaded.config;
+    // The runtime layer a previous agent saved (`lb adm` changes).
+    paths::private_dir(&opts.state_dir)?;
+    let runtime = match crate::runtime::load(&opts.state_dir) {
+        Ok(None) => crate::runtime::Runtime::default(),
+        Ok(Some(rec)) => {
+            let (rt, replaced) = crate::runtime::Runtime::from_record(&rec, &config);
+            for k in replaced {
+                tracing::warn!("{} now defines service {k}, saved from a runtime change: the file's replaces it", opts.config.display());
+            }
+            tracing::info!(
+                services = rec.services.len(),
+                "runtime layer restored from {}",
+                opts.state_dir.display()
+            );
+            rt
+        }
+        Err(e @ crate::runtime::StateError::Corrupt { .. }) => {
+            tracing::error!(
+                "{}; starting without runtime changes",
+                crate::util::chain(&e)
+            );
+            crate::runtime::Runtime::default()
+        }
+        Err(e) => return Err(AgentError::State(e)),
+    };
+    let config_with_runtime = runtime.merge(&config);
     // Every interface must exist before anything is created.
     let mut attached = Vec::new();
     for name in &opts.ifaces {
@@ -234,13 +269,13 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         Ok(nl)
     };
     let nl = netlink()?;
-    let addrs = crate::desired::Desired::real_addrs(&config);
+    let addrs = crate::desired::Desired::real_addrs(&config_with_runtime);
     let l2 = watch::resolve(&nl, &attached, &addrs, &mut Vec::new())
         .await
         .map_err(|e| AgentError::Neighbours(e.into()))?;
     let vrrp_cfg = config.vrrp.clone();
-    let n_services = config.services.len();
-    check_forwarding(&config);
+    let n_services = config_with_runtime.services.len();
+    check_forwarding(&config_with_runtime);
     let file = FileLayer {
         path: opts.config.clone(),
         config,
@@ -254,7 +289,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         dataplane::attach(&mut ebpf, name, opts.mode)?;
         tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
     }
-    let (core, mut core_task) = reconciler::spawn(dp, tables, file, l2)?;
+    let (core, mut core_task) = reconciler::spawn(dp, tables, file, runtime, l2)?;
     let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
         .await
         .map_err(|e| AgentError::Vrrp(e.into()))?;
@@ -273,15 +308,24 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
 
     let reloader = reload::Reloader {
         path: opts.config.clone(),
+        optional: opts.config_optional,
         core: core.clone(),
         vrrp: vrrp.clone(),
         nl: netlink()?,
         attached: attached.clone(),
         serial: Default::default(),
     };
+    let changer = change::Changer {
+        core: core.clone(),
+        nl: netlink()?,
+        attached: attached.clone(),
+        state_dir: opts.state_dir.clone(),
+        saved: Default::default(),
+    };
     let api = Arc::new(api::server::Api {
         core: core.clone(),
         reloader: reloader.clone(),
+        changer,
         vrrp: vrrp.clone(),
         started,
         config: opts.config.clone(),
@@ -357,11 +401,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
 /// forwarding is enabled on the ingress interface (and NAT passes packets
 /// with unresolved next hops to the kernel to forward).
 fn check_forwarding(config: &crate::config::Config) {
-    if config
-        .services
-        .iter()
-        .all(|s| s.reals.iter().all(|r| r.fwd_in(s) == crate::config::Fwd::Dr))
-    {
+    if config.services.iter().all(|s| {
+        s.reals
+            .iter()
+            .all(|r| r.fwd_in(s) == crate::config::Fwd::Dr)
+    }) {
         return;
     }
     for (path, what) in [

@@ -29,6 +29,9 @@ use crate::{
 #[derive(Clone)]
 pub struct Reloader {
     pub path: PathBuf,
+    /// A missing file is an empty configuration (see
+    /// [`super::Options::config_optional`]).
+    pub optional: bool,
     pub core: reconciler::Handle,
     pub vrrp: vrrp::engine::Handle,
     pub nl: rtnetlink::Handle,
@@ -53,6 +56,21 @@ pub async fn read(path: PathBuf) -> config::Loaded {
     loaded
 }
 
+/// [`read`], except that with `optional` a file that does not exist is an
+/// empty configuration (logged once at info).
+pub async fn read_optional(path: PathBuf, optional: bool) -> config::Loaded {
+    if optional
+        && matches!(std::fs::symlink_metadata(&path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        tracing::info!(
+            "no configuration file {}: an empty table (add services with `lb adm`)",
+            path.display()
+        );
+        return config::Loaded::empty();
+    }
+    read(path).await
+}
+
 /// Logs every diagnostic at its severity.
 pub fn log(loaded: &config::Loaded) {
     for d in &loaded.diags {
@@ -68,7 +86,7 @@ impl Reloader {
     /// instances keep their state.
     pub async fn reload(&self) -> ReloadReply {
         let _one = self.serial.lock().await;
-        let mut loaded = read(self.path.clone()).await;
+        let mut loaded = read_optional(self.path.clone(), self.optional).await;
         if !loaded.has_errors() && loaded.config.services.is_empty() {
             let running = self.core.services().await.map_or(0, |s| s.len());
             if running > 0 {

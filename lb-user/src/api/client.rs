@@ -3,12 +3,12 @@
 
 use std::{path::Path, time::Duration};
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Bytes, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::{ErrorReply, ReloadReply, Rendered, Status};
+use super::{ChangeReply, ErrorReply, ReloadReply, Rendered, Status};
 
 /// Longest a request may take, connection to last byte (a reload parses the
 /// file and resolves neighbours).
@@ -35,11 +35,22 @@ pub enum ClientError {
     Server { status: StatusCode, error: String },
 }
 
-/// Sends one request; returns the status and the body.
+/// Sends one request without a body; returns the status and the body.
 pub async fn call(
     socket: &Path,
     method: Method,
     path: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    call_with(socket, method, path, None).await
+}
+
+/// Sends one request with an optional JSON body; returns the status and
+/// the reply's body.
+pub async fn call_with(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    json: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Bytes), ClientError> {
     let exchange = async {
         let stream = tokio::net::UnixStream::connect(socket)
@@ -52,11 +63,15 @@ pub async fn call(
             .await
             .map_err(|e| ClientError::Http(e.into()))?;
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "lb")
-            .body(Empty::<Bytes>::new())
+            .header(hyper::header::HOST, "lb");
+        if json.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(json.unwrap_or_default())))
             .map_err(|e| ClientError::Http(e.into()))?;
         let resp = sender
             .send_request(req)
@@ -104,6 +119,23 @@ pub async fn reload(socket: &Path) -> Result<ReloadReply, ClientError> {
         StatusCode::OK | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::INTERNAL_SERVER_ERROR => {
             serde_json::from_slice(&b).or_else(|_| decode(s, &b))
         }
+        _ => decode(s, &b),
+    }
+}
+
+/// `POST /v1/runtime`: the reply whether the change was applied or refused
+/// (`Err` only when the agent could not be asked or answered otherwise).
+pub async fn change(
+    socket: &Path,
+    change: &crate::runtime::Change,
+) -> Result<ChangeReply, ClientError> {
+    let body = serde_json::to_vec(change).map_err(ClientError::Decode)?;
+    let (s, b) = call_with(socket, Method::POST, super::RUNTIME, Some(body)).await?;
+    match s {
+        StatusCode::OK
+        | StatusCode::CONFLICT
+        | StatusCode::NOT_FOUND
+        | StatusCode::UNPROCESSABLE_ENTITY => serde_json::from_slice(&b).or_else(|_| decode(s, &b)),
         _ => decode(s, &b),
     }
 }

@@ -31,6 +31,20 @@ pub const RELOAD: &str = "/v1/reload";
 pub const CHECKS: &str = "/v1/checks";
 /// `GET /v1/vrrp`.
 pub const VRRP: &str = "/v1/vrrp";
+/// `POST /v1/runtime` (a [`crate::runtime::Change`]), `GET /v1/runtime`
+/// (the saved runtime layer, a [`crate::runtime::Record`]).
+pub const RUNTIME: &str = "/v1/runtime";
+
+/// `POST /v1/runtime`: 200 when the change is applied and saved; 409 when
+/// what it creates exists, 404 when what it names does not, 422 when lb or
+/// its data plane refuses it (`error` says which, with ipvs's message).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangeReply {
+    pub ok: bool,
+    pub error: Option<crate::runtime::ChangeError>,
+    /// One line for the operator (ipvsadm's message on an error).
+    pub message: String,
+}
 
 /// Body of every non-2xx reply.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,6 +130,11 @@ pub enum Origin {
     File { at: String },
     /// The service's `sorry_server`, serving while its quorum is lost.
     SorryServer { at: String },
+    /// Made at runtime through the API (`lb adm`); kept across reloads.
+    Runtime,
+    /// The file's service at `at`, changed at runtime: the file applies
+    /// again at the next reload.
+    RuntimeOverFile { at: String },
 }
 
 impl std::fmt::Display for Origin {
@@ -123,6 +142,10 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::File { at } => write!(f, "file {at}"),
             Origin::SorryServer { at } => write!(f, "sorry_server {at}"),
+            Origin::Runtime => f.write_str("runtime"),
+            Origin::RuntimeOverFile { at } => {
+                write!(f, "runtime, over file {at} until the next reload")
+            }
         }
     }
 }

@@ -27,8 +27,13 @@ use hyper_util::{
 };
 use tokio::{net::UnixListener, sync::Semaphore};
 
-use super::{ErrorReply, ReloadOutcome, Rendered, Status};
-use crate::{agent::reload::Reloader, reconciler, vrrp};
+use super::{ChangeReply, ErrorReply, ReloadOutcome, Rendered, Status};
+use crate::{
+    agent::{change::Changer, reload::Reloader},
+    reconciler,
+    runtime::{self, ChangeError},
+    vrrp,
+};
 
 /// Longest wait for a request's head, and for the next request on an idle
 /// keep-alive connection.
@@ -44,6 +49,7 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct Api {
     pub core: reconciler::Handle,
     pub reloader: Reloader,
+    pub changer: Changer,
     pub vrrp: vrrp::engine::Handle,
     pub started: Instant,
     pub config: PathBuf,
@@ -96,6 +102,54 @@ async fn reload(State(api): State<Shared>) -> Response {
     (code, Json(reply)).into_response()
 }
 
+async fn change(
+    State(api): State<Shared>,
+    body: Result<Json<runtime::Change>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(change) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Failure(
+                StatusCode::BAD_REQUEST,
+                format!("not a runtime change: {e}"),
+            )
+            .into_response()
+        }
+    };
+    match api.changer.apply(change).await {
+        Ok(()) => Json(ChangeReply {
+            ok: true,
+            error: None,
+            message: "applied".into(),
+        })
+        .into_response(),
+        Err(e) => {
+            let code = match e {
+                ChangeError::ServiceExists | ChangeError::DestinationExists => StatusCode::CONFLICT,
+                ChangeError::NoSuchService
+                | ChangeError::ServiceNotDefined
+                | ChangeError::NoSuchDestination => StatusCode::NOT_FOUND,
+                ChangeError::AddressFamily | ChangeError::Refused(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            };
+            (
+                code,
+                Json(ChangeReply {
+                    ok: false,
+                    message: e.to_string(),
+                    error: Some(e),
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn runtime_layer(State(api): State<Shared>) -> Result<Json<runtime::Record>, Failure> {
+    Ok(Json(api.core.runtime().await?))
+}
+
 async fn checks(State(api): State<Shared>) -> Result<Json<Rendered>, Failure> {
     Ok(Json(Rendered {
         text: api.core.checks().await?,
@@ -112,11 +166,12 @@ async fn not_found() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint (the API has {}, {}, {}, {})",
+            "no such endpoint (the API has {}, {}, {}, {}, {})",
             super::STATUS,
             super::RELOAD,
             super::CHECKS,
-            super::VRRP
+            super::VRRP,
+            super::RUNTIME
         ),
     )
 }
@@ -141,7 +196,7 @@ async fn refuse_busy(mut stream: tokio::net::UnixStream) {
 async fn method_not_allowed() -> Failure {
     Failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint (GET for status, checks and vrrp; POST for reload)"
+        "method not allowed on this endpoint (GET for status, checks, vrrp and runtime; POST for reload and runtime)"
             .into(),
     )
 }
@@ -153,6 +208,7 @@ pub fn router(api: Shared) -> Router {
         .route(super::RELOAD, post(reload))
         .route(super::CHECKS, get(checks))
         .route(super::VRRP, get(vrrp_instances))
+        .route(super::RUNTIME, get(runtime_layer).post(change))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

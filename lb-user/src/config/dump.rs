@@ -109,6 +109,7 @@ fn virtual_server(vs: &VirtualServer) -> Value {
             Fwd::Tun => "TUN",
         },
         "hash_source_port": vs.hash_port,
+        "hash_fallback": vs.hash_fallback,
         "persistence_timeout_s": vs.persistence_timeout,
         "alpha": vs.alpha,
         "omega": vs.omega,

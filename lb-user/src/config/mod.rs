@@ -30,7 +30,10 @@ use value::{
 };
 
 /// Transport protocol of a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Proto {
     Tcp,
     Udp,
@@ -53,7 +56,8 @@ impl Proto {
 
 /// Scheduler (`lb_algo`), named and behaving as ipvs's
 /// (net/netfilter/ipvs/ip_vs_NAME.c).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Sched {
     Rr,
     Wrr,
@@ -142,7 +146,8 @@ impl Sched {
 }
 
 /// Forwarding method (`lb_kind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Fwd {
     Dr,
     Nat,
@@ -179,7 +184,9 @@ impl Fwd {
 }
 
 /// A virtual service's identity: (VIP, port, protocol).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ServiceAddr {
     pub addr: IpAddr,
     pub port: u16,
@@ -248,6 +255,10 @@ pub struct VirtualServer {
     pub fwd: Fwd,
     /// sh / mh hash the source port as well (`sh-port`, `mh-port`, `flag-2`).
     pub hash_port: bool,
+    /// `sh-fallback`, `mh-fallback`, `flag-1` given. lb's sh / mh always
+    /// fall back to another real when the hashed one is unavailable; the
+    /// flag is kept for listings (`ipvsadm -S` / `-L` show it).
+    pub hash_fallback: bool,
     /// Seconds; `None` when not persistent.
     pub persistence_timeout: Option<u32>,
     /// Persistence granularity as a prefix length: clients whose addresses
@@ -296,6 +307,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// An empty configuration without diagnostics (`lb run` without a file).
+    pub fn empty() -> Self {
+        finish(Vec::new(), Vec::new())
+    }
+
     /// No configuration: one error located at `path`:1:1.
     pub fn failed(path: &Path, message: String) -> Self {
         let mut l = finish(Vec::new(), Vec::new());
@@ -835,6 +851,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut sched = None;
     let mut fwd = None;
     let mut hash_port = false;
+    let mut hash_fallback = false;
     let mut persistence_timeout = None;
     let mut timing = check::Timing::default();
     let mut alpha = false;
@@ -870,13 +887,13 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
             // keepalived's scheduler flags: flag-2 is sh-port / mh-port,
             // flag-1 sh-fallback / mh-fallback (fallback is always on here).
             "sh-port" | "mh-port" | "flag-2" => hash_port = true,
-            "sh-fallback" | "mh-fallback" | "flag-1" => {}
+            "sh-fallback" | "mh-fallback" | "flag-1" => hash_fallback = true,
             "flag-3" => diags.push(later(c, "keyword")),
             "lb_algo_flags" => {
                 for a in &c.args {
                     match a.as_str() {
                         "sh-port" | "mh-port" | "flag-2" => hash_port = true,
-                        "sh-fallback" | "mh-fallback" | "flag-1" => {}
+                        "sh-fallback" | "mh-fallback" | "flag-1" => hash_fallback = true,
                         other => diags.push(Diag::warning(
                             &c.loc,
                             Some("lb_algo_flags"),
@@ -979,6 +996,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         sched,
         fwd,
         hash_port,
+        hash_fallback,
         persistence_timeout,
         persistence_prefix: None,
         timing,

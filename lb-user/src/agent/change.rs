@@ -1,0 +1,83 @@
+//! Runtime changes (`POST /v1/runtime`, `lb adm`): the neighbours of the
+//! reals a change adds are looked up first (so a DR real forwards from the
+//! first connection, as an ipvs destination does), the reconciler applies
+//! the change, and the runtime layer is saved under the state directory
+//! before the answer goes back: when `lb adm` returns, the change survives
+//! a restart.
+
+use std::{path::PathBuf, sync::Arc};
+
+use tokio::sync::Mutex;
+
+use super::watch;
+use crate::{
+    reconciler,
+    runtime::{self, Change, ChangeError},
+};
+
+/// Everything a change needs; cheap to clone.
+#[derive(Clone)]
+pub struct Changer {
+    pub core: reconciler::Handle,
+    pub nl: rtnetlink::Handle,
+    pub attached: Vec<(u32, [u8; 6])>,
+    pub state_dir: PathBuf,
+    /// The generation last saved: saves happen in change order, an older
+    /// one never overwrites a newer one.
+    pub saved: Arc<Mutex<u64>>,
+}
+
+impl Changer {
+    /// Applies `change`; `Ok` once it is in the data plane and saved.
+    pub async fn apply(&self, change: Change) -> Result<(), ChangeError> {
+        let l2 = match &change {
+            Change::AddReal { real, .. } | Change::EditReal { real, .. } => {
+                let addrs = (vec![real.addr], vec![real.addr]);
+                match watch::resolve(&self.nl, &self.attached, &addrs, &mut Vec::new()).await {
+                    Ok(l2) => l2,
+                    Err(e) => {
+                        tracing::warn!(
+                            "neighbour lookup for {} failed: {}; the neighbour watch follows up",
+                            real.addr,
+                            crate::util::chain(&e)
+                        );
+                        Default::default()
+                    }
+                }
+            }
+            _ => Default::default(),
+        };
+        let saved = self
+            .core
+            .change(change, l2)
+            .await
+            .map_err(|e| ChangeError::Refused(e.to_string()))??;
+        self.save(saved).await
+    }
+
+    async fn save(&self, saved: reconciler::Saved) -> Result<(), ChangeError> {
+        let mut last = self.saved.lock().await;
+        if saved.generation <= *last {
+            return Ok(());
+        }
+        let dir = self.state_dir.clone();
+        let record = saved.record;
+        let result = tokio::task::spawn_blocking(move || runtime::save(&dir, &record))
+            .await
+            .map_err(|e| ChangeError::Refused(format!("saving the runtime layer: {e}")))?;
+        match result {
+            Ok(()) => {
+                *last = saved.generation;
+                Ok(())
+            }
+            Err(e) => {
+                // Applied but not saved: say so; the next change saves all.
+                tracing::error!("{}", crate::util::chain(&e));
+                Err(ChangeError::Refused(format!(
+                    "applied, but not saved (it will not survive a restart): {}",
+                    crate::util::chain(&e)
+                )))
+            }
+        }
+    }
+}
