@@ -38,7 +38,6 @@ fn expected() -> Vec<(String, Option<String>, Vec<String>)> {
 }
 
 #[test]
-#[ignore = "`lb adm` is not on this branch yet (issue 14): remove this line when it lands"]
 fn bad_arguments_as_ipvsadm() {
     let text = std::fs::read_to_string(conformance_dir().join("ipvsadm/golden.json")).unwrap();
     let golden: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -58,8 +58,17 @@ pub struct Options {
     /// The lb binary (default: build lb-user and use target/debug/lb).
     #[arg(long)]
     pub lb: Option<PathBuf>,
+    /// Play `lb adm` in the VM too (the same boot as ipvsadm) instead of in
+    /// a network namespace on this machine. lb's XDP program needs a newer
+    /// verifier than the VM kernel's (6.1), so this is for a VM kernel that
+    /// has one.
+    #[arg(long, conflicts_with = "diff_only")]
+    pub lb_in_vm: bool,
     /// Arguments of the agent after `lb`; IFACE, STATE, SOCKET, BPFFS are
-    /// replaced by the VM's veth, state directory, socket and bpffs path.
+    /// replaced by its veth, state directory, socket and bpffs path.
+    /// No configuration file: the agent starts with an empty table (where
+    /// the host has /etc/keepalived/keepalived.conf, which `lb run` would
+    /// read, an empty file is named instead).
     #[arg(
         long,
         default_value = "run --iface IFACE --state-dir STATE --socket SOCKET --bpffs BPFFS"
@@ -693,30 +702,142 @@ fn job(xtask: &Path, vm: &Vm, ipvsadm: bool, lb: Option<(&Path, &str)>) -> Strin
         j.push_str(&play("ipvsadm", "ipvsadm", "", "ipvsadm"));
     }
     if let Some((lb, agent_args)) = lb {
+        // The agent trusts only root-only directories for its socket and
+        // state (not /tmp itself): it creates these with mode 0700.
         let args = agent_args
             .replace("IFACE", "lbconf0")
             .replace("STATE", "/tmp/lb-state")
-            .replace("SOCKET", "/tmp/lb.sock")
+            .replace("SOCKET", "/tmp/lb/lb.sock")
             .replace("BPFFS", "/sys/fs/bpf/lb");
         j.push_str(&format!(
             "ip link add lbconf0 type veth peer name lbconf1\n\
              ip link set lbconf0 up\nip link set lbconf1 up\n\
-             mkdir -p /tmp/lb-state\n\
-             '{lb}' {args} > /tmp/out/lb-agent.log 2>&1 &\n\
+             CONF=\n\
+             if [ -e /etc/keepalived/keepalived.conf ]; then : > /tmp/empty.conf; CONF='--config /tmp/empty.conf'; fi\n\
+             '{lb}' {args} $CONF > /tmp/out/lb-agent.log 2>&1 &\n\
              AGENT=$!\n\
-             i=0; while [ ! -S /tmp/lb.sock ] && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done\n\
-             [ -S /tmp/lb.sock ] || echo 'LBVM: the agent made no socket'\n",
+             i=0; until '{lb}' status --socket /tmp/lb/lb.sock > /dev/null 2>&1; do\n\
+               kill -0 $AGENT 2> /dev/null || {{ echo 'LBVM: the agent exited'; break; }}\n\
+               i=$((i+1)); [ $i -gt 600 ] && {{ echo 'LBVM: the agent does not answer'; break; }}; sleep 0.5\n\
+             done\n",
             lb = lb.display()
         ));
         j.push_str(&play(
             "lb adm",
             "lb",
-            "--env LB_SOCKET=/tmp/lb.sock --env LB_BPFFS=/sys/fs/bpf/lb",
+            "--env LB_SOCKET=/tmp/lb/lb.sock --env LB_BPFFS=/sys/fs/bpf/lb",
             &format!("'{}' adm", lb.display()),
         ));
         j.push_str("kill -TERM $AGENT; wait $AGENT\n");
     }
     j
+}
+
+/// The lb side on this machine: an agent with no configuration file on a
+/// veth (`eth0`) in a network namespace of its own, and the script played
+/// inside that namespace (no route anywhere: name lookups fail at once, as
+/// in the VM) with `LB_SOCKET` / `LB_BPFFS` naming the agent. Holds the
+/// machine-wide namespace-test lock (`/tmp/lb-nstest.lock`) meanwhile; the
+/// lab (namespace, agent, bpffs mount, files) is removed on return.
+fn play_lb_on_host(
+    lb: &Path,
+    xtask: &Path,
+    agent_args: &str,
+    record: &Path,
+    work: &Path,
+) -> anyhow::Result<()> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/tmp/lb-nstest.lock")?;
+    lock.lock().context("locking /tmp/lb-nstest.lock")?;
+    let bins = lb_tests::Bins {
+        lb: lb.to_owned(),
+        nsprobe: PathBuf::new(),
+        lab: PathBuf::new(),
+    };
+    let mut lab = lb_tests::Lab::empty(&format!("lbcf{}", std::process::id() % 1000), bins)?;
+    let ns = lab.add_ns("dir")?;
+    lab.exec(
+        "dir",
+        &[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ],
+    )?;
+    lab.exec("dir", &["ip", "link", "set", "eth0", "up"])?;
+    lab.exec("dir", &["ip", "link", "set", "eth0p", "up"])?;
+    let socket = lab.socket_of("dir");
+    let bpffs = lab.bpffs_of("dir");
+    let state = lab.state_dir_of("dir");
+    let mut args: Vec<String> = vec![lb.to_string_lossy().into_owned()];
+    for a in agent_args.split_whitespace() {
+        args.push(match a {
+            "IFACE" => "eth0".into(),
+            "STATE" => state.to_string_lossy().into_owned(),
+            "SOCKET" => socket.to_string_lossy().into_owned(),
+            "BPFFS" => bpffs.to_string_lossy().into_owned(),
+            a => a.to_string(),
+        });
+    }
+    // `lb run` reads /etc/keepalived/keepalived.conf when there is one and
+    // no --config: an empty file stands in for "no file" then.
+    if Path::new("/etc/keepalived/keepalived.conf").exists() {
+        let empty = lab.workdir.join("empty.conf");
+        std::fs::write(&empty, "")?;
+        args.extend(["--config".into(), empty.to_string_lossy().into_owned()]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn("dir", &argv, "lb")?;
+    let start = Instant::now();
+    loop {
+        let up = Command::new(lb)
+            .args(["status", "--socket"])
+            .arg(&socket)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "the agent did not come up in a minute:\n{}",
+                lab.log("dir", "lb")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = dir();
+    let log = work.join("lb-play.log");
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(xtask)
+        .arg("conformance-play")
+        .arg("--script")
+        .arg(d.join("script.txt"))
+        .arg("--inputs")
+        .arg(d.join("inputs"))
+        .arg("--work")
+        .arg(lab.workdir.join("play"))
+        .arg("--out")
+        .arg(record)
+        .args(["--label", "lb adm", "--env"])
+        .arg(format!("LB_SOCKET={}", socket.display()))
+        .arg("--env")
+        .arg(format!("LB_BPFFS={}", bpffs.display()))
+        .arg("--")
+        .arg(lb)
+        .arg("adm")
+        .env("LC_ALL", "C")
+        .stderr(std::fs::File::create(&log)?)
+        .status()?;
+    std::fs::write(work.join("lb-agent.log"), lab.log("dir", "lb"))?;
+    if !st.success() {
+        bail!(
+            "playing the script with lb adm failed ({st}); log in {}",
+            log.display()
+        );
+    }
+    Ok(())
 }
 
 /// Disables the init scripts / units a package enabled (Debian enables
@@ -746,13 +867,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let lb_record = work.join("lb.json");
 
     if !opts.diff_only {
-        let mut pkgs: Vec<(&str, &str)> = setup::IPVS_PACKAGES.to_vec();
-        pkgs.extend_from_slice(PACKAGES);
-        let had_ipvsadm = crate::util::find_program("ipvsadm").is_some();
-        setup::install_packages(&pkgs)?;
-        if !had_ipvsadm {
-            disable_services(&["ipvsadm"]);
-        }
         let lb = if opts.ipvsadm_only {
             None
         } else if let Some(p) = &opts.lb {
@@ -761,39 +875,53 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             exec(cargo().args(["build", "-p", "lb-user", "--bin", "lb"]))?;
             Some(root().join("target/debug/lb"))
         };
-        let vm = Vm::prepare()?;
         let xtask = std::env::current_exe()?;
-        let out = work.join("vm-out");
-        let _ = std::fs::remove_dir_all(&out);
-        let job = job(
-            &xtask,
-            &vm,
-            !opts.lb_only,
-            lb.as_deref().map(|p| (p, opts.agent_args.as_str())),
-        );
-        eprintln!("conformance: booting the VM (emulated; a few minutes)");
-        let (text, _) = vm.run("conformance", &job, Some(&out), Duration::from_secs(1800))?;
-        let console = vm.dir().join("conformance-console.log");
-        let fetch = |name: &str| -> anyhow::Result<Record> {
-            Record::read(&out.join(name)).with_context(|| {
-                format!(
-                    "no {name} from the VM (console in {}; logs in {}):\n{}",
-                    console.display(),
-                    out.display(),
-                    tail(&text, 20)
-                )
-            })
-        };
-        if !opts.lb_only {
-            let r = fetch("ipvsadm.json")?;
-            std::fs::create_dir_all(golden.parent().unwrap())?;
-            std::fs::write(&golden, serde_json::to_string_pretty(&r)? + "\n")?;
-            std::fs::write(d.join("ipvsadm/transcript.txt"), transcript(&r))?;
-            eprintln!("conformance: ipvsadm recorded in {}", golden.display());
+        let in_vm = lb.as_deref().filter(|_| opts.lb_in_vm);
+        if !opts.lb_only || in_vm.is_some() {
+            let mut pkgs: Vec<(&str, &str)> = setup::IPVS_PACKAGES.to_vec();
+            pkgs.extend_from_slice(PACKAGES);
+            let had_ipvsadm = crate::util::find_program("ipvsadm").is_some();
+            setup::install_packages(&pkgs)?;
+            if !had_ipvsadm {
+                disable_services(&["ipvsadm"]);
+            }
+            let vm = Vm::prepare()?;
+            let out = work.join("vm-out");
+            let _ = std::fs::remove_dir_all(&out);
+            let job = job(
+                &xtask,
+                &vm,
+                !opts.lb_only,
+                in_vm.map(|p| (p, opts.agent_args.as_str())),
+            );
+            eprintln!("conformance: booting the VM (emulated; about 10 minutes)");
+            let (text, _) = vm.run("conformance", &job, Some(&out), Duration::from_secs(2400))?;
+            let console = vm.dir().join("conformance-console.log");
+            let fetch = |name: &str| -> anyhow::Result<Record> {
+                Record::read(&out.join(name)).with_context(|| {
+                    format!(
+                        "no {name} from the VM (console in {}; logs in {}):\n{}",
+                        console.display(),
+                        out.display(),
+                        tail(&text, 20)
+                    )
+                })
+            };
+            if !opts.lb_only {
+                let r = fetch("ipvsadm.json")?;
+                std::fs::create_dir_all(golden.parent().unwrap())?;
+                std::fs::write(&golden, serde_json::to_string_pretty(&r)? + "\n")?;
+                std::fs::write(d.join("ipvsadm/transcript.txt"), transcript(&r))?;
+                eprintln!("conformance: ipvsadm recorded in {}", golden.display());
+            }
+            if in_vm.is_some() {
+                let r = fetch("lb.json")?;
+                std::fs::write(&lb_record, serde_json::to_string_pretty(&r)? + "\n")?;
+            }
         }
-        if lb.is_some() {
-            let r = fetch("lb.json")?;
-            std::fs::write(&lb_record, serde_json::to_string_pretty(&r)? + "\n")?;
+        if let (Some(lb), false) = (&lb, opts.lb_in_vm) {
+            eprintln!("conformance: playing lb adm in a network namespace");
+            play_lb_on_host(lb, &xtask, &opts.agent_args, &lb_record, &work)?;
         }
     }
     if opts.ipvsadm_only {
