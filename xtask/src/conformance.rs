@@ -6,7 +6,9 @@
 //!   kept in `tests/conformance/ipvsadm/golden.json` (and a transcript for
 //!   reading, `transcript.txt`).
 //! - The lb side: an agent started with no configuration file (an empty
-//!   table) on a veth inside the same VM, `lb adm ARGS…` for each step with
+//!   table) on a veth in a network namespace of this machine (lb's XDP
+//!   program needs a newer verifier than the VM kernel's; `--lb-in-vm`
+//!   plays it in the VM where one can), `lb adm ARGS…` for each step with
 //!   `LB_SOCKET` / `LB_BPFFS` naming it.
 //! - The comparison (see [`compare`]): exit statuses always; stdout exactly,
 //!   except the listings that print counters, rates or connections (`-L`
@@ -1097,7 +1099,9 @@ mod tests {
         // The -v entry explains stdout only, not the exit status.
         assert_eq!(d[0].unexplained, [Part::Exit]);
         let text = report(&steps, &reference, &lb, &expected, &d, &[1]);
-        assert!(text.contains("4 steps: 1 identical, 0 different with a reason, 3 unexplained"));
+        assert!(text.contains(
+            "4 steps: 1 identical, 0 different with a reason (`expected-diffs.toml`), 3 unexplained"
+        ));
         assert!(
             text.contains("-TCP  1.2.3.4:80 rr\n+TCP  1.2.3.4:80 wlc"),
             "{text}"
