@@ -68,12 +68,15 @@ pub struct Options {
     pub lb_in_vm: bool,
     /// Arguments of the agent after `lb`; IFACE, STATE, SOCKET, BPFFS are
     /// replaced by its veth, state directory, socket and bpffs path.
-    /// No configuration file: the agent starts with an empty table (where
+    /// The connection table is sized as ipvs's in the VM (4,096: its
+    /// default `conn_tab_bits` 12), the `size=` every listing's first line
+    /// shows. No configuration file: the agent starts with an empty table (where
     /// the host has /etc/keepalived/keepalived.conf, which `lb run` would
     /// read, an empty file is named instead).
     #[arg(
         long,
-        default_value = "run --iface IFACE --state-dir STATE --socket SOCKET --bpffs BPFFS"
+        default_value = "run --iface IFACE --state-dir STATE --socket SOCKET --bpffs BPFFS \
+                         --conntrack-size 4096"
     )]
     pub agent_args: String,
 }
@@ -586,6 +589,11 @@ pub fn report(
          with `--stats`, `--rate` or `-c`, compared by layout (every number replaced by \
          as many `#`: header lines and column positions must match, values need not); \
          stderr byte for byte.\n\n",
+    );
+    s.push_str(
+        "Not covered: connection entries and non-zero counters (no traffic is sent, so \
+         `-Lnc` compares its header lines only and every counter and rate is 0), \
+         firewall-mark services (`-f`, which lb does not have).\n\n",
     );
     if !stale.is_empty() {
         s.push_str("Entries of `expected-diffs.toml` that matched no difference (stale):\n\n");
