@@ -2,6 +2,7 @@
 mod bench;
 mod bench_http;
 mod bench_ipvs;
+mod conformance;
 mod deb;
 mod demo;
 mod plot;
@@ -9,6 +10,7 @@ mod run;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +40,13 @@ enum Cmd {
     /// The benchmark suite: per-packet cost, forwarding rate against the XDP_TX
     /// floor and nftables, plots and a report in results/.
     Bench(bench::Options),
+    /// ipvsadm and `lb adm` side by side: one script of ipvsadm command lines
+    /// played against real ipvsadm in the ipvs VM and against `lb adm`,
+    /// compared step by step (report in tests/conformance/REPORT.md).
+    Conformance(conformance::Options),
+    /// Plays the conformance script with one program (run inside the VM).
+    #[command(hide = true)]
+    ConformancePlay(conformance::PlayOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +57,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(o) => test::run(o),
         Cmd::Bench(o) => bench::run(o),
         Cmd::Deb(o) => deb::run(o),
+        Cmd::Conformance(o) => conformance::run(o),
+        Cmd::ConformancePlay(o) => conformance::play(o),
     }
 }
