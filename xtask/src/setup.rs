@@ -360,6 +360,15 @@ fn has_start_links(name: &str) -> bool {
         })
 }
 
+/// Runs setup when something is missing (the other commands call this).
+pub fn ensure() -> anyhow::Result<()> {
+    if missing().is_empty() {
+        Ok(())
+    } else {
+        run(Options::default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,14 +406,5 @@ mod tests {
             ]
         );
         assert!(services_of("").is_empty());
-    }
-}
-
-/// Runs setup when something is missing (the other commands call this).
-pub fn ensure() -> anyhow::Result<()> {
-    if missing().is_empty() {
-        Ok(())
-    } else {
-        run(Options::default())
     }
 }
