@@ -254,21 +254,8 @@ fn lookup_or_schedule(
         Some(p) => p,
         None => sched::pick(svc, pkt, now).ok_or(NoReal::Empty)?,
     };
-    let conn = Conn {
-        real_id: pick.real_id,
-        real_gen: pick.gen,
-        svc_id: svc.svc_id,
-        state: next_state(CT_NONE, pkt),
-        last_ns: now,
-    };
-    count_conn(pick.real_id, class(conn.state), 1);
     ev.touched = true;
-    // A full table evicts its least recently used entry; an insert failure
-    // only means this flow is scheduled again on its next packet.
-    let _ = LB_CONNTRACK.insert(key, conn, 0);
-    if svc.flags & SVC_F_PERSISTENT != 0 {
-        remember_persist(pkt, svc, pick.real_id, pick.gen, now);
-    }
+    record_new(pkt, svc, pick.real_id, pick.gen, now);
     Ok(Outcome::New(pick))
 }
 
@@ -315,12 +302,35 @@ fn persist_key(pkt: &Packet, svc: &Service) -> PersistKey {
     }
 }
 
-/// A new persistence template: the client's network to `real_id` of
-/// generation `gen`. Not inlined, nor are the other template functions:
-/// their keys then live in their own frames, not in `schedule`'s, which is
-/// part of the deepest call chain (into the schedulers' bpf_loop
-/// callbacks) and must leave it within the verifier's 512 bytes.
+/// Records the new flow `pkt` of `svc` on real `real_id` of generation
+/// `gen`: counts it, enters it in the connection table and, for a
+/// persistent service, its template. Not inlined (see [`remember_persist`]):
+/// a leaf of `schedule`, off the schedulers' call chain.
 #[inline(never)]
+fn record_new(pkt: &Packet, svc: &Service, real_id: u32, gen: u32, now: u64) {
+    let conn = Conn {
+        real_id,
+        real_gen: gen,
+        svc_id: svc.svc_id,
+        state: next_state(CT_NONE, pkt),
+        last_ns: now,
+    };
+    count_conn(real_id, class(conn.state), 1);
+    // A full table evicts its least recently used entry; an insert failure
+    // only means this flow is scheduled again on its next packet.
+    let _ = LB_CONNTRACK.insert(flow_key(pkt), conn, 0);
+    if svc.flags & SVC_F_PERSISTENT != 0 {
+        remember_persist(pkt, svc, real_id, gen, now);
+    }
+}
+
+/// A new persistence template: the client's network to `real_id` of
+/// generation `gen`. Inlined into [`record_new`]; the other template
+/// functions are not inlined: their keys then live in their own frames,
+/// not in `schedule`'s, which is part of the deepest call chain (into the
+/// schedulers' bpf_loop callbacks) and must leave it within the
+/// verifier's 512 bytes.
+#[inline(always)]
 fn remember_persist(pkt: &Packet, svc: &Service, real_id: u32, gen: u32, now: u64) {
     let p = Persist {
         real_id,

@@ -533,21 +533,23 @@ extern "C" fn heavy_step(i: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// State of a twos draw, shared with [`twos_sum_step`] and [`twos_pick_step`].
+/// 32-bit fields (weights are at most 65,535, a sum of 256 of them fits)
+/// and no overheads: the scan lives on the stack of [`two_choices`], in
+/// the deepest call chain of the program (512 bytes for all of it).
 #[repr(C)]
 struct TwosScan {
     svc_id: u32,
     ring_gen: u32,
     /// Sum of the members' weights (first pass).
-    total: i64,
+    total: u32,
     /// The two random weights, counted down (second pass).
-    r1: i64,
-    r2: i64,
+    r1: i32,
+    r2: i32,
     c1: u32,
     c2: u32,
-    w1: u64,
-    w2: u64,
-    oh1: u64,
-    oh2: u64,
+    w1: u32,
+    w2: u32,
+    _pad: u32,
 }
 
 /// twos (ip_vs_twos.c): two members drawn at random with probability by
@@ -571,26 +573,30 @@ fn two_choices(svc: &Service) -> u32 {
         c2: NONE,
         w1: 0,
         w2: 0,
-        oh1: 0,
-        oh2: 0,
+        _pad: 0,
     };
     // SAFETY: twos_sum_step is a bpf_loop callback over a TwosScan.
     unsafe { scan_members(n, twos_sum_step as *mut c_void, &mut scan) };
-    if scan.total <= 0 {
+    if scan.total == 0 || scan.total > i32::MAX as u32 {
         return NONE;
     }
-    let span = scan.total as u64 + 1;
+    let span = scan.total + 1;
     // SAFETY: helpers without side effects on program state.
     let (a, b) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
-    scan.r1 = (a as u64 % span) as i64;
-    scan.r2 = (b as u64 % span) as i64;
+    scan.r1 = (a % span) as i32;
+    scan.r2 = (b % span) as i32;
     // SAFETY: twos_pick_step is a bpf_loop callback over a TwosScan.
     unsafe { scan_members(n, twos_pick_step as *mut c_void, &mut scan) };
     if scan.c1 == NONE {
         // Weights changed between the passes: take what was drawn.
         return scan.c2;
     }
-    if scan.c2 != NONE && scan.w2 * scan.oh1 > scan.w1 * scan.oh2 {
+    if scan.c2 == NONE {
+        return scan.c1;
+    }
+    // The overheads are read once both are drawn.
+    let (oh1, oh2) = (overhead(&conns(scan.c1)), overhead(&conns(scan.c2)));
+    if scan.w2 as u64 * oh1 > scan.w1 as u64 * oh2 {
         scan.c2
     } else {
         scan.c1
@@ -603,7 +609,7 @@ extern "C" fn twos_sum_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the TwosScan two_choices passed to bpf_loop.
     let scan = unsafe { &mut *(ctx as *mut TwosScan) };
     if let Some((_, real)) = candidate(scan.svc_id, scan.ring_gen, i as u32) {
-        scan.total += real.weight as i64;
+        scan.total = scan.total.saturating_add(real.weight);
     }
     0
 }
@@ -616,21 +622,19 @@ extern "C" fn twos_pick_step(i: u64, ctx: *mut c_void) -> i64 {
     let Some((id, real)) = candidate(scan.svc_id, scan.ring_gen, i as u32) else {
         return 0;
     };
-    let w = real.weight as u64;
-    if w == 0 {
+    let w = real.weight;
+    if w == 0 || w > i32::MAX as u32 {
         return 0;
     }
-    scan.r1 -= w as i64;
-    scan.r2 -= w as i64;
+    scan.r1 -= w as i32;
+    scan.r2 -= w as i32;
     if scan.r1 <= 0 && scan.c1 == NONE {
         scan.c1 = id;
         scan.w1 = w;
-        scan.oh1 = overhead(&conns(id));
     }
     if scan.r2 <= 0 && scan.c2 == NONE {
         scan.c2 = id;
         scan.w2 = w;
-        scan.oh2 = overhead(&conns(id));
     }
     (scan.c1 != NONE && scan.c2 != NONE) as i64
 }
