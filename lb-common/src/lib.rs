@@ -203,7 +203,7 @@ pub struct Real {
     pub l_threshold: u32,
 }
 const _: () = assert!(size_of::<Real>() == 80);
-const _: () = assert!(size_of::<Real>() % 8 == 0);
+const _: () = assert!(size_of::<Real>().is_multiple_of(8));
 
 /// The overload state of a real, as the data plane keeps it in
 /// `LB_OVERLOAD` (written only by the XDP program, one u64 per real id):
@@ -950,7 +950,7 @@ mod tests {
     fn overload_follows_ipvs_thresholds() {
         let g = 7;
         let mut w = 0u64;
-        let mut step = |c: u64, u: u32, l: u32, w: &mut u64| {
+        let step = |c: u64, u: u32, l: u32, w: &mut u64| {
             *w = overload_next(c, u, l, g, *w);
             *w != 0
         };

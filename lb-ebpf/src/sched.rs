@@ -374,7 +374,13 @@ fn hash_probe(svc: &Service, base: u32, size: u32, table: u32) -> u32 {
         _pad: 0,
     };
     // SAFETY: probe_step is a bpf_loop callback over a ProbeScan.
-    unsafe { scan_members(HASH_FALLBACK_PROBES + 1, probe_step as *mut c_void, &mut scan) };
+    unsafe {
+        scan_members(
+            HASH_FALLBACK_PROBES + 1,
+            probe_step as *mut c_void,
+            &mut scan,
+        )
+    };
     scan.found
 }
 
