@@ -66,3 +66,44 @@ fn a_real_at_its_upper_threshold_gets_no_new_connection_until_they_close() {
         assert_eq!(h.request().unwrap(), "r2");
     }
 }
+
+/// `LB_REALS` grew with the thresholds: a map of the old size pinned by an
+/// earlier lb is refused at start with a message naming it (aya would reuse
+/// it, and the kernel would refuse the program with a verifier error).
+#[test]
+fn a_pinned_map_of_another_size_is_refused_by_name() {
+    let _g = lb_tests::serial();
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    let mut lab = Lab::dr(&format!("lbtp{}", std::process::id() % 1000), bins, 1).expect("lab");
+    let dir = lab.bpffs();
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin = dir.join("LB_REALS");
+    let st = std::process::Command::new("bpftool")
+        .args(["map", "create", &pin.to_string_lossy()])
+        .args([
+            "type", "array", "key", "4", "value", "72", "entries", "16384",
+        ])
+        .args(["name", "LB_REALS"])
+        .status()
+        .expect("bpftool");
+    assert!(st.success());
+    let conf = format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  real_server {} 80 {{ weight 1 }}\n}}\n",
+        real_ip(1)
+    );
+    assert!(lab.start_agent(&conf, AGENT_ARGS).is_err(), "agent started");
+    let start = Instant::now();
+    let want = format!(
+        "pinned map {} holds values of 72 bytes where this lb needs 80",
+        pin.display()
+    );
+    while !lab.log("dir", "lb").contains(&want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            lab.log("dir", "lb")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_file(&pin);
+}
