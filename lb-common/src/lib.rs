@@ -91,10 +91,14 @@ pub const DEFAULT_LOCALITY_EXPIRATION_S: u32 = 24 * 60 * 60;
 pub const SVC_F_PERSISTENT: u32 = 1;
 /// [`Service::flags`]: sh / mh hash the source port too (`sh-port`, `mh-port`).
 pub const SVC_F_HASH_PORT: u32 = 2;
+/// [`Service::flags`]: persistence templates key on the client's network,
+/// its first [`Service::persist_prefix`] bits (ipvsadm `-M`, keepalived
+/// `persistence_granularity`); without it, on the whole address.
+pub const SVC_F_PERSIST_NET: u32 = 4;
 /// [`Service::flags`]: the operator asked for ipvs's `sh-fallback` /
 /// `mh-fallback` (flag-1). Informational: lb's sh / mh always fall back to
 /// the next available real; kept so that listings show what was asked.
-pub const SVC_F_FALLBACK: u32 = 4;
+pub const SVC_F_FALLBACK: u32 = 8;
 
 /// [`Real::flags`]: slot is in use (configured).
 pub const REAL_F_INUSE: u32 = 1;
@@ -157,7 +161,10 @@ pub struct Service {
     pub ring_len: u32,
     /// Maglev table slot (mh only).
     pub table_id: u32,
-    pub _pad: u32,
+    /// With [`SVC_F_PERSIST_NET`]: how many leading bits of the client
+    /// address its persistence template keeps, 0 to 32 (IPv4) or 0 to 128
+    /// (IPv6); the rest are zeroed ([`persist_client`]). Ignored otherwise.
+    pub persist_prefix: u32,
 }
 const _: () = assert!(size_of::<Service>() == 32);
 
@@ -191,8 +198,100 @@ pub struct Real {
     pub src_mac: [u8; 6],
     /// TUN: outer source address (the director's address toward the real).
     pub tun_src: [u32; 4],
+    /// ipvs's upper connection threshold: with active + inactive
+    /// connections at or above it the real takes no new connection
+    /// (`IP_VS_DEST_F_OVERLOAD`). 0: no limit.
+    pub u_threshold: u32,
+    /// ipvs's lower threshold: an overloaded real takes new connections
+    /// again once below it; 0: below 3/4 of `u_threshold`.
+    pub l_threshold: u32,
 }
-const _: () = assert!(size_of::<Real>() == 72);
+const _: () = assert!(size_of::<Real>() == 80);
+const _: () = assert!(size_of::<Real>().is_multiple_of(8));
+
+/// The overload state of a real, as the data plane keeps it in
+/// `LB_OVERLOAD` (written only by the XDP program, one u64 per real id):
+/// `gen << 32 | u_threshold`, the real's slot generation and its upper
+/// threshold at the last decision; 0, or another generation, means not
+/// overloaded. One 8-byte word, so CPUs racing on it each store a whole
+/// state. The threshold is kept for ipvs's rule on a changed threshold
+/// (`__ip_vs_update_dest`): raising it or setting it to 0 ends the
+/// overload.
+#[inline(always)]
+pub fn overload_word(gen: u32, u_threshold: u32) -> u64 {
+    ((gen as u64) << 32) | u_threshold as u64
+}
+
+/// The overload word of a real after a decision (see [`overload_word`]):
+/// non-zero while the real is overloaded. Its connections in effect are
+/// `conns` (active + inactive), its thresholds `u` / `l`, its generation
+/// `gen`, and `word` the word so far. ipvs (ip_vs_conn.c `ip_vs_bind_dest`
+/// / `ip_vs_unbind_dest`): overloaded from `conns >= u` until `conns < l`,
+/// or with `l` = 0 until `conns * 4 < u * 3`; without an upper threshold,
+/// never; an upper threshold raised above the one the overload started
+/// with ends it (`__ip_vs_update_dest`). ipvs decides when a connection is
+/// bound or unbound; the data plane when it considers the real for a new
+/// connection, which sees the same counts. One scalar in, one out: this
+/// runs inside the schedulers' `bpf_loop` callbacks, whose call chain has
+/// no stack to spare.
+#[inline(always)]
+pub fn overload_next(conns: u64, u: u32, l: u32, gen: u32, word: u64) -> u64 {
+    if u == 0 {
+        return 0;
+    }
+    let now = overload_word(gen, u);
+    if conns >= u as u64 {
+        return now;
+    }
+    let held = word as u32;
+    let was = (word >> 32) as u32 == gen && held != 0 && held >= u;
+    if !was {
+        return 0;
+    }
+    let below = if l != 0 {
+        conns < l as u64
+    } else {
+        conns.saturating_mul(4) < u as u64 * 3
+    };
+    if below {
+        0
+    } else {
+        now
+    }
+}
+
+/// The persistence template's client address for `addr` (maps' layout,
+/// network-order words) of family `family` under service flags `flags` and
+/// prefix `prefix`: the first `prefix` bits kept, the rest zeroed (ipvs's
+/// `svc->netmask`: `saddr & netmask` for IPv4, `ipv6_addr_prefix` for IPv6).
+#[inline(always)]
+pub fn persist_client(addr: &[u32; 4], family: u8, flags: u32, prefix: u32) -> [u32; 4] {
+    if flags & SVC_F_PERSIST_NET == 0 {
+        return *addr;
+    }
+    let width = if family == FAMILY_V4 { 32 } else { 128 };
+    let p = if prefix > width { width } else { prefix };
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        let start = i as u32 * 32;
+        let bits = if p <= start {
+            0
+        } else if p - start >= 32 {
+            32
+        } else {
+            p - start
+        };
+        let mask: u32 = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        out[i] = addr[i] & mask.to_be();
+        i += 1;
+    }
+    out
+}
 
 /// Connection counts of a real, as ipvs's activeconns / inactconns.
 ///
@@ -632,8 +731,11 @@ pub mod maps {
     pub const FRAGS: &str = "LB_FRAGS";
     pub const MAGLEV: &str = "LB_MAGLEV";
     pub const LOCALITY: &str = "LB_LOCALITY";
+    /// Overload state per real (connection thresholds), written by the
+    /// data plane only; see [`super::overload_word`].
+    pub const OVERLOAD: &str = "LB_OVERLOAD";
     /// Every map, for pinning and listing.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         SERVICES,
         REALS,
         RINGS,
@@ -652,6 +754,7 @@ pub mod maps {
         FRAGS,
         MAGLEV,
         LOCALITY,
+        OVERLOAD,
     ];
 }
 
@@ -757,6 +860,9 @@ mod tests {
         assert_eq!(offset_of!(Real, gen), 24);
         assert_eq!(offset_of!(Real, mac), 44);
         assert_eq!(offset_of!(Real, tun_src), 56);
+        assert_eq!(offset_of!(Real, u_threshold), 72);
+        assert_eq!(offset_of!(Real, l_threshold), 76);
+        assert_eq!(offset_of!(Service, persist_prefix), 28);
         assert_eq!(offset_of!(RevNat, last_ns), 32);
         assert_eq!(offset_of!(FragKey, id), 32);
         assert_eq!(offset_of!(FlowKey, sport_be), 32);
@@ -842,6 +948,67 @@ mod tests {
             inactive: 0,
         };
         assert_eq!(wrapped.minus(&adj).active, 2);
+    }
+
+    #[test]
+    fn overload_follows_ipvs_thresholds() {
+        let g = 7;
+        let mut w = 0u64;
+        let step = |c: u64, u: u32, l: u32, w: &mut u64| {
+            *w = overload_next(c, u, l, g, *w);
+            *w != 0
+        };
+        // u = 4, l = 0: overloaded at 4, until below 3 (4 * 3 / 4).
+        let seq: [bool; 6] = [3, 4, 5, 3, 2, 3].map(|c| step(c, 4, 0, &mut w));
+        assert_eq!(seq, [false, true, true, true, false, false]);
+        // l = 2: overloaded at 4 until below 2.
+        let seq: [bool; 5] = [4, 3, 2, 1, 3].map(|c| step(c, 4, 2, &mut w));
+        assert_eq!(seq, [true, true, true, false, false]);
+        // u = 0 never overloads; a raised threshold ends the overload, a
+        // lowered one keeps it (ipvs __ip_vs_update_dest).
+        assert!(!step(100, 0, 0, &mut w));
+        assert!(step(5, 5, 0, &mut w));
+        assert!(!step(4, 6, 0, &mut w));
+        assert!(step(5, 5, 0, &mut w));
+        assert!(step(4, 4, 0, &mut w));
+        assert!(step(3, 3, 0, &mut w));
+        assert_eq!(w, overload_word(g, 3));
+        // Another generation of the slot starts not overloaded.
+        assert_eq!(overload_next(4, 5, 0, g + 1, overload_word(g, 5)), 0);
+        // u * 3 with u near u32::MAX does not overflow.
+        let top = overload_word(g, u32::MAX);
+        assert_eq!(overload_next(u32::MAX as u64 - 1, u32::MAX, 0, g, top), top);
+    }
+
+    #[test]
+    fn persist_client_masks_to_the_prefix() {
+        let v4 = [u32::from_ne_bytes([192, 0, 2, 77]), 0, 0, 0];
+        assert_eq!(persist_client(&v4, FAMILY_V4, 0, 24), v4);
+        assert_eq!(
+            persist_client(&v4, FAMILY_V4, SVC_F_PERSIST_NET, 24)[0],
+            u32::from_ne_bytes([192, 0, 2, 0])
+        );
+        assert_eq!(persist_client(&v4, FAMILY_V4, SVC_F_PERSIST_NET, 32), v4);
+        assert_eq!(persist_client(&v4, FAMILY_V4, SVC_F_PERSIST_NET, 0), [0; 4]);
+        assert_eq!(
+            persist_client(&v4, FAMILY_V4, SVC_F_PERSIST_NET, 20)[0],
+            u32::from_ne_bytes([192, 0, 0, 0])
+        );
+        let v6 = [
+            0x2001_0db8u32.to_be(),
+            0x0001_0002u32.to_be(),
+            5u32.to_be(),
+            6u32.to_be(),
+        ];
+        assert_eq!(
+            persist_client(&v6, FAMILY_V6, SVC_F_PERSIST_NET, 64),
+            [v6[0], v6[1], 0, 0]
+        );
+        assert_eq!(
+            persist_client(&v6, FAMILY_V6, SVC_F_PERSIST_NET, 48),
+            [v6[0], 0x0001_0000u32.to_be(), 0, 0]
+        );
+        assert_eq!(persist_client(&v6, FAMILY_V6, SVC_F_PERSIST_NET, 128), v6);
     }
 
     #[test]

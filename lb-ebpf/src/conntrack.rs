@@ -8,8 +8,8 @@
 //! when the table is full.
 
 use lb_common::{
-    Conn, FlowKey, Persist, PersistKey, Service, Timeouts, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT,
-    CT_NONE, CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
+    persist_client, Conn, FlowKey, Persist, PersistKey, Service, Timeouts, CT_CLOSE,
+    CT_ESTABLISHED, CT_FIN_WAIT, CT_NONE, CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
 };
 
 use lb_ebpf::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -254,27 +254,8 @@ fn lookup_or_schedule(
         Some(p) => p,
         None => sched::pick(svc, pkt, now).ok_or(NoReal::Empty)?,
     };
-    let conn = Conn {
-        real_id: pick.real_id,
-        real_gen: pick.gen,
-        svc_id: svc.svc_id,
-        state: next_state(CT_NONE, pkt),
-        last_ns: now,
-    };
-    count_conn(pick.real_id, class(conn.state), 1);
     ev.touched = true;
-    // A full table evicts its least recently used entry; an insert failure
-    // only means this flow is scheduled again on its next packet.
-    let _ = LB_CONNTRACK.insert(key, conn, 0);
-    if svc.flags & SVC_F_PERSISTENT != 0 {
-        let pk = persist_key(pkt, svc);
-        let p = Persist {
-            real_id: pick.real_id,
-            real_gen: pick.gen,
-            last_ns: now,
-        };
-        let _ = LB_PERSIST.insert(pk, p, 0);
-    }
+    record_new(pkt, svc, pick.real_id, pick.gen, now);
     Ok(Outcome::New(pick))
 }
 
@@ -313,15 +294,54 @@ pub fn flow_key(pkt: &Packet) -> FlowKey {
 #[inline(always)]
 fn persist_key(pkt: &Packet, svc: &Service) -> PersistKey {
     PersistKey {
-        client: pkt.src,
+        // ipvs keys the template on the client's network (`svc->netmask`).
+        client: persist_client(&pkt.src, pkt.family, svc.flags, svc.persist_prefix),
         svc_id: svc.svc_id,
         family: pkt.family,
         _pad: [0; 3],
     }
 }
 
-/// Refreshes the client's persistence template if it still points at `real_id`.
+/// Records the new flow `pkt` of `svc` on real `real_id` of generation
+/// `gen`: counts it, enters it in the connection table and, for a
+/// persistent service, its template. Not inlined (see [`remember_persist`]):
+/// a leaf of `schedule`, off the schedulers' call chain.
+#[inline(never)]
+fn record_new(pkt: &Packet, svc: &Service, real_id: u32, gen: u32, now: u64) {
+    let conn = Conn {
+        real_id,
+        real_gen: gen,
+        svc_id: svc.svc_id,
+        state: next_state(CT_NONE, pkt),
+        last_ns: now,
+    };
+    count_conn(real_id, class(conn.state), 1);
+    // A full table evicts its least recently used entry; an insert failure
+    // only means this flow is scheduled again on its next packet.
+    let _ = LB_CONNTRACK.insert(flow_key(pkt), conn, 0);
+    if svc.flags & SVC_F_PERSISTENT != 0 {
+        remember_persist(pkt, svc, real_id, gen, now);
+    }
+}
+
+/// A new persistence template: the client's network to `real_id` of
+/// generation `gen`. Inlined into [`record_new`]; the other template
+/// functions are not inlined: their keys then live in their own frames,
+/// not in `schedule`'s, which is part of the deepest call chain (into the
+/// schedulers' bpf_loop callbacks) and must leave it within the
+/// verifier's 512 bytes.
 #[inline(always)]
+fn remember_persist(pkt: &Packet, svc: &Service, real_id: u32, gen: u32, now: u64) {
+    let p = Persist {
+        real_id,
+        real_gen: gen,
+        last_ns: now,
+    };
+    let _ = LB_PERSIST.insert(persist_key(pkt, svc), p, 0);
+}
+
+/// Refreshes the client's persistence template if it still points at `real_id`.
+#[inline(never)]
 fn touch_persist(pkt: &Packet, svc: &Service, real_id: u32, now: u64) {
     if let Some(p) = LB_PERSIST.get_ptr_mut(persist_key(pkt, svc)) {
         // SAFETY: valid for this run; a racing writer stores the same kind of value.
@@ -333,22 +353,38 @@ fn touch_persist(pkt: &Packet, svc: &Service, real_id: u32, now: u64) {
 }
 
 /// The real a persistent service already gave this client, if the template
-/// is still fresh and its real still valid.
+/// is still fresh and its real still valid. An overloaded real (connection
+/// thresholds) still gets its template's clients: ipvs's
+/// `ip_vs_sched_persist` follows a template whose destination is
+/// available (`ip_vs_check_template`) without looking at its overload.
 #[inline(always)]
 fn persistent_pick(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     if svc.flags & SVC_F_PERSISTENT == 0 {
         return None;
     }
-    let pk = persist_key(pkt, svc);
-    // SAFETY: read-only copy of the value.
-    let p = unsafe { *LB_PERSIST.get(pk)? };
-    if now.saturating_sub(p.last_ns) >= svc.persist_timeout_s as u64 * NS {
+    let mut found = [0u32; 2];
+    if persist_lookup(pkt, svc, now, &mut found) == 0 {
         return None;
     }
-    let real = sched::real_if_valid(p.real_id, p.real_gen)?;
+    let real = sched::real_if_valid(found[0], found[1])?;
     Some(Pick {
-        real_id: p.real_id,
-        gen: p.real_gen,
+        real_id: found[0],
+        gen: found[1],
         real,
     })
+}
+
+/// The client's fresh persistence template: 1 with `found` = [real id,
+/// generation], else 0. Not inlined (see [`remember_persist`]).
+#[inline(never)]
+fn persist_lookup(pkt: &Packet, svc: &Service, now: u64, found: &mut [u32; 2]) -> u32 {
+    // SAFETY: read-only copy of the value.
+    let Some(p) = (unsafe { LB_PERSIST.get(persist_key(pkt, svc)) }).copied() else {
+        return 0;
+    };
+    if now.saturating_sub(p.last_ns) >= svc.persist_timeout_s as u64 * NS {
+        return 0;
+    }
+    *found = [p.real_id, p.real_gen];
+    1
 }

@@ -117,6 +117,12 @@ pub static LB_LOCALITY: LruHashMap<
     NO_COMMON_LRU,
 > = LruHashMap::new();
 
+/// Overload state per real id (connection thresholds): written only here,
+/// by the scheduler, one whole 8-byte word at a time
+/// (`lb_common::overload_word`); pinned so a restarted agent keeps it.
+#[btf_map]
+pub static LB_OVERLOAD: Array<u64, MAX_REALS_U> = Array::new();
+
 /// Per-CPU scratch space for the arguments of lblc / lblcr's global function.
 #[btf_map]
 pub static LB_LOCALITY_ARGS: PerCpuArray<crate::sched::LocalityArgs, 1> = PerCpuArray::new();

@@ -23,13 +23,22 @@
 //!   locks: each member is one 8-byte word, so a racing reader sees a whole
 //!   member; two CPUs changing one set at once may lose one change, which
 //!   the next overload repeats.
+//! - Connection thresholds (ipvs's `IP_VS_DEST_F_OVERLOAD`): a real with an
+//!   upper threshold is overloaded from the moment its active + inactive
+//!   connections reach it until they fall below the lower threshold (3/4 of
+//!   the upper without one). Every scheduler passes over an overloaded real
+//!   for a new connection as its ipvs counterpart does: rr / wrr take the
+//!   next slot of the ring, sh / mh the next probe, dh has no real, the
+//!   scans leave it out, lblcr's set leaves it out; lblc keeps its
+//!   remembered real (ipvs's `ip_vs_lblc_schedule` does not test the flag
+//!   there). The hysteresis state is `LB_OVERLOAD`, written only here.
 
 use lb_common::{
-    hash, locality_member, maglev_index, ring_index, Locality, LocalityKey, Real, RealConns,
-    Service, DH_TABLE_SIZE, HASH_FALLBACK_PROBES, LOCALITY_SET_MAX, MAX_LC_MEMBERS, MH_TABLE_SIZE,
-    REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_DH, SCHED_FO, SCHED_LBLC, SCHED_LBLCR,
-    SCHED_LC, SCHED_MH, SCHED_NQ, SCHED_OVF, SCHED_SED, SCHED_SH, SCHED_TWOS, SCHED_WLC,
-    SH_TABLE_SIZE, SVC_F_HASH_PORT,
+    hash, locality_member, maglev_index, overload_next, ring_index, Locality, LocalityKey, Real,
+    RealConns, Service, DH_TABLE_SIZE, HASH_FALLBACK_PROBES, LOCALITY_SET_MAX, MAX_LC_MEMBERS,
+    MH_TABLE_SIZE, REAL_F_AVAILABLE, REAL_F_INUSE, RING_SIZE, SCHED_DH, SCHED_FO, SCHED_LBLC,
+    SCHED_LBLCR, SCHED_LC, SCHED_MH, SCHED_NQ, SCHED_OVF, SCHED_SED, SCHED_SH, SCHED_TWOS,
+    SCHED_WLC, SH_TABLE_SIZE, SVC_F_HASH_PORT,
 };
 
 use aya_ebpf::{
@@ -41,8 +50,8 @@ use lb_ebpf::parse::Packet;
 use crate::{
     conntrack::timeouts,
     maps::{
-        LB_CONN_ADJ, LB_CURSORS, LB_LOCALITY, LB_LOCALITY_ARGS, LB_MAGLEV, LB_REALS, LB_REAL_CONNS,
-        LB_RINGS,
+        LB_CONN_ADJ, LB_CURSORS, LB_LOCALITY, LB_LOCALITY_ARGS, LB_MAGLEV, LB_OVERLOAD, LB_REALS,
+        LB_REAL_CONNS, LB_RINGS,
     },
 };
 
@@ -85,6 +94,61 @@ fn pick_id(real_id: u32) -> Option<Pick> {
         gen: real.gen,
         real,
     })
+}
+
+/// The real behind `real_id` if it may take a new connection: usable and
+/// not overloaded ([`takes_new`]).
+#[inline(always)]
+fn pick_new(real_id: u32) -> Option<Pick> {
+    let p = pick_id(real_id)?;
+    if takes_new(real_id, p.real) {
+        Some(p)
+    } else {
+        None
+    }
+}
+
+/// Whether real `id` (entry `real`) is below its connection thresholds, so
+/// that a scheduler may give it a new connection (ipvs: not
+/// `IP_VS_DEST_F_OVERLOAD`). Without an upper threshold, at once.
+#[inline(always)]
+fn takes_new(id: u32, real: &Real) -> bool {
+    real.u_threshold == 0 || overloaded_now(id, real.gen, real.u_threshold, real.l_threshold) == 0
+}
+
+/// Decides whether real `id` of generation `gen` with thresholds `u` / `l`
+/// is overloaded now (1) or not (0), from its connection counts and its
+/// `LB_OVERLOAD` word, which it rewrites when the state changes
+/// (`lb_common::overload_next`). CPUs racing here each store a whole
+/// 8-byte word computed from counts they read; the last one stands, and
+/// the next decision reads the counts again. Inlined, with scalars only:
+/// it runs in the schedulers' bpf_loop callbacks, at the end of the
+/// deepest call chain, which must stay within the verifier's 512 bytes.
+#[inline(always)]
+fn overloaded_now(id: u32, gen: u32, u: u32, l: u32) -> u32 {
+    let (Some(slot), Some(c), Some(a)) = (
+        LB_OVERLOAD.get_ptr_mut(id),
+        LB_REAL_CONNS.get_ptr(id),
+        LB_CONN_ADJ.get_ptr(id),
+    ) else {
+        return 0;
+    };
+    // SAFETY: valid for this program run; the counts are read whole
+    // (8-byte loads), as RealConns::minus does, and so is the word.
+    let (total, word) = unsafe {
+        let active = (*c).active.wrapping_sub((*a).active) as i64;
+        let inactive = (*c).inactive.wrapping_sub((*a).inactive) as i64;
+        (
+            active.max(0) as u64 + inactive.max(0) as u64,
+            core::ptr::read_volatile(slot),
+        )
+    };
+    let next = overload_next(total, u, l, gen, word);
+    if next != word {
+        // SAFETY: as above; one 8-byte store.
+        unsafe { core::ptr::write_volatile(slot, next) };
+    }
+    (next != 0) as u32
 }
 
 /// Connection counts of a real in effect (data plane minus agent sweep).
@@ -152,6 +216,18 @@ fn member(svc_id: u32, ring_gen: u32, i: u32) -> Option<(u32, &'static Real)> {
     }
 }
 
+/// Member `i` as [`member`] gives it, if it may also take a new connection
+/// (not overloaded): what ipvs's schedulers scan.
+#[inline(always)]
+fn candidate(svc_id: u32, ring_gen: u32, i: u32) -> Option<(u32, &'static Real)> {
+    let (id, real) = member(svc_id, ring_gen, i)?;
+    if takes_new(id, real) {
+        Some((id, real))
+    } else {
+        None
+    }
+}
+
 /// Runs `step` over the first `n` members with `scan` as its context.
 ///
 /// # Safety
@@ -165,7 +241,11 @@ unsafe fn scan_members<T>(n: u32, step: *mut c_void, scan: &mut T) {
     }
 }
 
-/// rr / wrr: the next slot of the live ring on this CPU.
+/// rr / wrr: the next slot of the live ring on this CPU. When its real
+/// cannot take the connection (overloaded, or unavailable since the ring
+/// was built) the following slots are tried in ring order, as ipvs's rr
+/// and wrr go on to the next destination, and the cursor moves past the
+/// one taken.
 #[inline(always)]
 fn ring(svc: &Service) -> Option<Pick> {
     let len = svc.ring_len;
@@ -176,49 +256,159 @@ fn ring(svc: &Service) -> Option<Pick> {
     // SAFETY: per-CPU slot; only this CPU (with preemption disabled in XDP) touches it.
     let pos = unsafe { *cursor } % len;
     unsafe { *cursor = if pos + 1 >= len { 0 } else { pos + 1 } };
-    pick_id(*LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, pos))?)
+    if let Some(p) = pick_new(*LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, pos))?) {
+        return Some(p);
+    }
+    let next = ring_skip(svc, pos, len);
+    if next == NONE {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { *cursor = if next + 1 >= len { 0 } else { next + 1 } };
+    pick_id(*LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, next))?)
 }
 
-/// sh: ipvs's bucket for the source; with fallback to the next buckets.
+/// State of a walk along a ring, shared with [`ring_step`].
+#[repr(C)]
+struct RingScan {
+    svc_id: u32,
+    ring_gen: u32,
+    start: u32,
+    len: u32,
+    found: u32,
+    _pad: u32,
+}
+
+/// The first slot after `start` (in ring order, wrapping, `start` itself
+/// last) whose real may take a new connection, or [`NONE`]. In `bpf_loop`:
+/// a ring has up to `RING_SIZE` slots.
+#[inline(never)]
+fn ring_skip(svc: &Service, start: u32, len: u32) -> u32 {
+    let mut scan = RingScan {
+        svc_id: svc.svc_id,
+        ring_gen: svc.ring_gen,
+        start,
+        len,
+        found: NONE,
+        _pad: 0,
+    };
+    // SAFETY: ring_step is a bpf_loop callback over a RingScan.
+    unsafe { scan_members(len - 1, ring_step as *mut c_void, &mut scan) };
+    scan.found
+}
+
+/// Slot `start + 1 + k` of a ring walk; 1 stops it.
+#[inline(never)]
+extern "C" fn ring_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the RingScan ring_skip passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut RingScan) };
+    let mut pos = scan.start + 1 + k as u32;
+    if pos >= scan.len {
+        pos -= scan.len;
+    }
+    match candidate(scan.svc_id, scan.ring_gen, pos) {
+        Some(_) => {
+            scan.found = pos;
+            1
+        }
+        None => 0,
+    }
+}
+
+/// sh: ipvs's bucket for the source; with fallback to the next buckets
+/// (also past an overloaded real, as ipvs's `ip_vs_sh_get_fallback`).
 #[inline(always)]
 fn source_hash(svc: &Service, src: &[u32; 4], port: u16) -> Option<Pick> {
     if svc.ring_len != SH_TABLE_SIZE {
         return None;
     }
-    let mut k = 0;
-    while k <= HASH_FALLBACK_PROBES {
-        let b = hash::sh_bucket(src, port, k);
-        if let Some(id) = LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, b)) {
-            if let Some(p) = pick_id(*id) {
-                return Some(p);
-            }
-        }
-        k += 1;
-    }
-    None
+    // ipvs adds the fallback offset before masking: bucket k is base + k.
+    let base = hash::sh_bucket(src, port, 0);
+    pick_id(hash_probe(svc, base, SH_TABLE_SIZE, PROBE_RING))
 }
 
-/// mh: Maglev table slot of the source's hash; with fallback to the next slots.
+/// mh: Maglev table slot of the source's hash; with fallback to the next
+/// slots (also past an overloaded real, as ipvs's `ip_vs_mh_get_fallback`).
 #[inline(always)]
 fn maglev(svc: &Service, src: &[u32; 4], port: u16) -> Option<Pick> {
     if svc.ring_len != MH_TABLE_SIZE {
         return None;
     }
-    let h = hash::mh_hash(src, port) % MH_TABLE_SIZE;
-    let mut k = 0;
-    while k <= HASH_FALLBACK_PROBES {
-        let mut pos = h + k;
-        if pos >= MH_TABLE_SIZE {
-            pos -= MH_TABLE_SIZE;
-        }
-        if let Some(id) = LB_MAGLEV.get(maglev_index(svc.table_id, svc.ring_gen, pos)) {
-            if let Some(p) = pick_id(*id) {
-                return Some(p);
-            }
-        }
-        k += 1;
+    let base = hash::mh_hash(src, port) % MH_TABLE_SIZE;
+    pick_id(hash_probe(svc, base, MH_TABLE_SIZE, PROBE_MAGLEV))
+}
+
+/// [`hash_probe`]: the table is the service's ring (sh).
+const PROBE_RING: u32 = 0;
+/// [`hash_probe`]: the table is the service's Maglev table (mh).
+const PROBE_MAGLEV: u32 = 1;
+
+/// State of a hash table probe, shared with [`probe_step`].
+#[repr(C)]
+struct ProbeScan {
+    svc_id: u32,
+    ring_gen: u32,
+    table_id: u32,
+    table: u32,
+    base: u32,
+    size: u32,
+    found: u32,
+    _pad: u32,
+}
+
+/// The real of slot `base` of a hash table of `size` slots if it may take
+/// a new connection, else of the first of the next `HASH_FALLBACK_PROBES`
+/// slots whose real may; [`NONE`] if none. In `bpf_loop`: the callback is
+/// verified once, where 17 unrolled probes, each with its availability and
+/// threshold tests, multiplied the verifier's states.
+#[inline(never)]
+fn hash_probe(svc: &Service, base: u32, size: u32, table: u32) -> u32 {
+    let mut scan = ProbeScan {
+        svc_id: svc.svc_id,
+        ring_gen: svc.ring_gen,
+        table_id: svc.table_id,
+        table,
+        base,
+        size,
+        found: NONE,
+        _pad: 0,
+    };
+    // SAFETY: probe_step is a bpf_loop callback over a ProbeScan.
+    unsafe {
+        scan_members(
+            HASH_FALLBACK_PROBES + 1,
+            probe_step as *mut c_void,
+            &mut scan,
+        )
+    };
+    scan.found
+}
+
+/// Probe `k` (slot `base + k`, wrapping); 1 stops the loop.
+#[inline(never)]
+extern "C" fn probe_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the ProbeScan hash_probe passed to bpf_loop.
+    let scan = unsafe { &mut *(ctx as *mut ProbeScan) };
+    let mut pos = scan.base.wrapping_add(k as u32);
+    if pos >= scan.size {
+        pos -= scan.size;
     }
-    None
+    let slot = if scan.table == PROBE_MAGLEV {
+        LB_MAGLEV.get(maglev_index(scan.table_id, scan.ring_gen, pos))
+    } else {
+        LB_RINGS.get(ring_index(scan.svc_id, scan.ring_gen, pos))
+    };
+    let Some(&id) = slot else {
+        return 0;
+    };
+    let Some(real) = LB_REALS.get(id) else {
+        return 0;
+    };
+    if usable(real) && takes_new(id, real) {
+        scan.found = id;
+        return 1;
+    }
+    0
 }
 
 /// State of a least-connection scan, shared with [`lc_step`].
@@ -266,7 +456,7 @@ fn least_conn(svc: &Service, sched: u32) -> u32 {
 extern "C" fn lc_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the LcScan least_conn passed to bpf_loop.
     let scan = unsafe { &mut *(ctx as *mut LcScan) };
-    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
+    let Some((id, real)) = candidate(scan.svc_id, scan.ring_gen, i as u32) else {
         return 0;
     };
     let w = real.weight as u64;
@@ -334,7 +524,7 @@ fn heaviest(svc: &Service) -> u32 {
 extern "C" fn heavy_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the HeavyScan heaviest passed to bpf_loop.
     let scan = unsafe { &mut *(ctx as *mut HeavyScan) };
-    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
+    let Some((id, real)) = candidate(scan.svc_id, scan.ring_gen, i as u32) else {
         return 0;
     };
     let w = real.weight as u64;
@@ -349,21 +539,23 @@ extern "C" fn heavy_step(i: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// State of a twos draw, shared with [`twos_sum_step`] and [`twos_pick_step`].
+/// 32-bit fields (weights are at most 65,535, a sum of 256 of them fits)
+/// and no overheads: the scan lives on the stack of [`two_choices`], in
+/// the deepest call chain of the program (512 bytes for all of it).
 #[repr(C)]
 struct TwosScan {
     svc_id: u32,
     ring_gen: u32,
     /// Sum of the members' weights (first pass).
-    total: i64,
+    total: u32,
     /// The two random weights, counted down (second pass).
-    r1: i64,
-    r2: i64,
+    r1: i32,
+    r2: i32,
     c1: u32,
     c2: u32,
-    w1: u64,
-    w2: u64,
-    oh1: u64,
-    oh2: u64,
+    w1: u32,
+    w2: u32,
+    _pad: u32,
 }
 
 /// twos (ip_vs_twos.c): two members drawn at random with probability by
@@ -387,26 +579,30 @@ fn two_choices(svc: &Service) -> u32 {
         c2: NONE,
         w1: 0,
         w2: 0,
-        oh1: 0,
-        oh2: 0,
+        _pad: 0,
     };
     // SAFETY: twos_sum_step is a bpf_loop callback over a TwosScan.
     unsafe { scan_members(n, twos_sum_step as *mut c_void, &mut scan) };
-    if scan.total <= 0 {
+    if scan.total == 0 || scan.total > i32::MAX as u32 {
         return NONE;
     }
-    let span = scan.total as u64 + 1;
+    let span = scan.total + 1;
     // SAFETY: helpers without side effects on program state.
     let (a, b) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
-    scan.r1 = (a as u64 % span) as i64;
-    scan.r2 = (b as u64 % span) as i64;
+    scan.r1 = (a % span) as i32;
+    scan.r2 = (b % span) as i32;
     // SAFETY: twos_pick_step is a bpf_loop callback over a TwosScan.
     unsafe { scan_members(n, twos_pick_step as *mut c_void, &mut scan) };
     if scan.c1 == NONE {
         // Weights changed between the passes: take what was drawn.
         return scan.c2;
     }
-    if scan.c2 != NONE && scan.w2 * scan.oh1 > scan.w1 * scan.oh2 {
+    if scan.c2 == NONE {
+        return scan.c1;
+    }
+    // The overheads are read once both are drawn.
+    let (oh1, oh2) = (overhead(&conns(scan.c1)), overhead(&conns(scan.c2)));
+    if scan.w2 as u64 * oh1 > scan.w1 as u64 * oh2 {
         scan.c2
     } else {
         scan.c1
@@ -418,8 +614,8 @@ fn two_choices(svc: &Service) -> u32 {
 extern "C" fn twos_sum_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the TwosScan two_choices passed to bpf_loop.
     let scan = unsafe { &mut *(ctx as *mut TwosScan) };
-    if let Some((_, real)) = member(scan.svc_id, scan.ring_gen, i as u32) {
-        scan.total += real.weight as i64;
+    if let Some((_, real)) = candidate(scan.svc_id, scan.ring_gen, i as u32) {
+        scan.total = scan.total.saturating_add(real.weight);
     }
     0
 }
@@ -429,37 +625,36 @@ extern "C" fn twos_sum_step(i: u64, ctx: *mut c_void) -> i64 {
 extern "C" fn twos_pick_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the TwosScan two_choices passed to bpf_loop.
     let scan = unsafe { &mut *(ctx as *mut TwosScan) };
-    let Some((id, real)) = member(scan.svc_id, scan.ring_gen, i as u32) else {
+    let Some((id, real)) = candidate(scan.svc_id, scan.ring_gen, i as u32) else {
         return 0;
     };
-    let w = real.weight as u64;
-    if w == 0 {
+    let w = real.weight;
+    if w == 0 || w > i32::MAX as u32 {
         return 0;
     }
-    scan.r1 -= w as i64;
-    scan.r2 -= w as i64;
+    scan.r1 -= w as i32;
+    scan.r2 -= w as i32;
     if scan.r1 <= 0 && scan.c1 == NONE {
         scan.c1 = id;
         scan.w1 = w;
-        scan.oh1 = overhead(&conns(id));
     }
     if scan.r2 <= 0 && scan.c2 == NONE {
         scan.c2 = id;
         scan.w2 = w;
-        scan.oh2 = overhead(&conns(id));
     }
     (scan.c1 != NONE && scan.c2 != NONE) as i64
 }
 
 /// dh: ipvs's bucket for the destination address. Without fallback, as
-/// ipvs: a bucket whose real is unavailable or has weight 0 has no real.
+/// ipvs: a bucket whose real is unavailable, overloaded or has weight 0
+/// has no real.
 #[inline(always)]
 fn dest_hash(svc: &Service, dst: &[u32; 4]) -> Option<Pick> {
     if svc.ring_len != DH_TABLE_SIZE {
         return None;
     }
     let id = *LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, hash::dh_bucket(dst)))?;
-    let p = pick_id(id)?;
+    let p = pick_new(id)?;
     if p.real.weight == 0 {
         return None;
     }
@@ -723,7 +918,8 @@ extern "C" fn set_step(k: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     let w = real.weight as u64;
-    if !of_service || w == 0 || (scan.mode == SET_MIN && !usable(real)) {
+    // ipvs's ip_vs_dest_set_min passes over an overloaded real.
+    if !of_service || w == 0 || (scan.mode == SET_MIN && (!usable(real) || !takes_new(id, real))) {
         return 0;
     }
     let oh = overhead(&conns(id));

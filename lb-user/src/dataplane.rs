@@ -51,6 +51,15 @@ pub enum DataplaneError {
         #[source]
         source: Box<MapError>,
     },
+    #[error("pinned map {} holds {what} of {found} bytes where this lb needs {want}: it was left by an lb of another version. Stop that lb, then remove the pinned maps in {} (established flows are then scheduled anew) and start again", path.display(), dir.display())]
+    PinLayout {
+        path: PathBuf,
+        dir: PathBuf,
+        /// "keys" or "values".
+        what: &'static str,
+        found: u32,
+        want: u32,
+    },
     #[error("{0} has an unexpected map type")]
     MapType(&'static str),
     #[error("map operation failed")]
@@ -112,6 +121,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
         Some(dir) => maps::ALL.iter().map(|m| (*m, dir.join(m))).collect(),
         None => Vec::new(),
     };
+    if let Some(dir) = &opts.pin_dir {
+        check_pinned_layouts(dir)?;
+    }
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::CONNTRACK, opts.conntrack_size)
@@ -125,6 +137,68 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
     load_program(xdp(&mut ebpf)?).map_err(|e| DataplaneError::Verifier(Box::new(e)))?;
     Ok(ebpf)
+}
+
+/// (key size, value size) in bytes of each map of the object, from the
+/// shared types; `None` for the device map, whose value is the kernel's.
+fn layout(name: &str) -> Option<(usize, usize)> {
+    use std::mem::size_of;
+    let u = size_of::<u32>();
+    Some(match name {
+        maps::SERVICES => (size_of::<SvcKey>(), size_of::<Service>()),
+        maps::REALS => (u, size_of::<Real>()),
+        maps::RINGS | maps::CURSORS | maps::FLAGS | maps::MAGLEV => (u, u),
+        maps::CONNTRACK => (size_of::<FlowKey>(), size_of::<Conn>()),
+        maps::PERSIST => (size_of::<PersistKey>(), size_of::<Persist>()),
+        maps::SVC_STATS | maps::REAL_STATS => (u, size_of::<Stats>()),
+        maps::GLOBAL_STATS => (u, size_of::<GlobalStats>()),
+        maps::TIMEOUTS => (u, size_of::<Timeouts>()),
+        maps::REAL_CONNS | maps::CONN_ADJ => (u, size_of::<RealConns>()),
+        maps::NAT_REV => (size_of::<FlowKey>(), size_of::<RevNat>()),
+        maps::FRAGS => (size_of::<FragKey>(), size_of::<FragVal>()),
+        maps::LOCALITY => (size_of::<LocalityKey>(), size_of::<Locality>()),
+        maps::OVERLOAD => (u, size_of::<u64>()),
+        _ => return None,
+    })
+}
+
+/// Refuses maps pinned in `dir` whose key or value size differs from this
+/// build's (an lb of another version left them). aya reuses a pinned map
+/// by name without comparing its shape, and the kernel then refuses the
+/// program (an access past the value) or every write to the map; this
+/// says which map and what to do instead. Pins that are absent are
+/// created by the load as usual.
+fn check_pinned_layouts(dir: &Path) -> Result<()> {
+    for name in maps::ALL {
+        let path = dir.join(name);
+        let Some((key, value)) = layout(name) else {
+            continue;
+        };
+        if !path.exists() {
+            continue;
+        }
+        let data = MapData::from_pin(&path).map_err(|source| DataplaneError::Pin {
+            path: path.clone(),
+            dir: dir.into(),
+            source: Box::new(source),
+        })?;
+        let info = data.info()?;
+        for (what, found, want) in [
+            ("keys", info.key_size(), key as u32),
+            ("values", info.value_size(), value as u32),
+        ] {
+            if found != want {
+                return Err(DataplaneError::PinLayout {
+                    path,
+                    dir: dir.into(),
+                    what,
+                    found,
+                    want,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How many times [`load_program`] submits a program the kernel answered

@@ -114,8 +114,8 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
             active: conns.active,
             inactive: conns.inactive,
             stats: dp.real_stats_sum(id).map_err(dataplane)?,
-            u_threshold: 0,
-            l_threshold: 0,
+            u_threshold: r.u_threshold,
+            l_threshold: r.l_threshold,
             persist_conns: 0,
         });
     }
@@ -134,7 +134,8 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
             sched: s.sched,
             flags: s.flags,
             persistent: (s.flags & SVC_F_PERSISTENT != 0).then_some(s.persist_timeout_s),
-            persist_prefix: None,
+            persist_prefix: (s.flags & lb_common::SVC_F_PERSIST_NET != 0)
+                .then_some(s.persist_prefix.min(128) as u8),
             stats: dp.svc_stats_sum(s.svc_id).map_err(dataplane)?,
             reals: reals_by_svc.remove(&s.svc_id).unwrap_or_default(),
         });

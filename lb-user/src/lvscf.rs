@@ -734,13 +734,18 @@ fn virtual_server(
     let pmask = match (persistent, get("pmask")) {
         (Some(_), Some(m)) if m.value != "255.255.255.255" => {
             let a = cx.ip(m);
-            if a.is_some() {
-                cx.warn(
-                    m,
-                    "persistence_granularity: keepalived applies it, lb does not implement it yet (persistence is per client address)",
-                );
+            // lb keeps a prefix of the client address (keepalived.conf's
+            // persistence_granularity refuses other masks).
+            match a {
+                Some(v4) if u32::from(v4).leading_ones() + u32::from(v4).trailing_zeros() < 32 => {
+                    cx.error(
+                        m,
+                        format!("netmask {v4} is not contiguous: lb's persistence_granularity keeps a prefix of the client address"),
+                    );
+                    None
+                }
+                _ => a,
             }
-            a
         }
         _ => None,
     };

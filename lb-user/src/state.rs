@@ -17,7 +17,7 @@ use std::{
 use lb_common::{
     maglev_index, ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FLAG_NAT, MAX_MH_TABLES,
     MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_DOWN, REAL_F_INUSE, RING_SIZE, SCHED_MH,
-    SVC_F_HASH_PORT, SVC_F_PERSISTENT,
+    SVC_F_HASH_PORT, SVC_F_PERSISTENT, SVC_F_PERSIST_NET,
 };
 
 use crate::{
@@ -437,6 +437,8 @@ impl Tables {
                 mac: [0; 6],
                 src_mac: [0; 6],
                 tun_src: [0; 4],
+                u_threshold: rs.u_threshold,
+                l_threshold: rs.l_threshold,
             };
             match fwd {
                 // DR needs the real's MAC; NAT and TUN route with the FIB.
@@ -505,6 +507,14 @@ impl Tables {
             entry.flags |= lb_common::SVC_F_FALLBACK;
         }
         entry.persist_timeout_s = vs.persistence_timeout.unwrap_or(0);
+        // ipvs's persistence netmask: templates per client network.
+        match vs.persistence_prefix {
+            Some(p) if vs.persistence_timeout.is_some() => {
+                entry.flags |= SVC_F_PERSIST_NET;
+                entry.persist_prefix = u32::from(p);
+            }
+            _ => entry.persist_prefix = 0,
+        }
         let mut table_changed = false;
         if vs.sched == Sched::Mh && entry.table_id == u32::MAX {
             entry.table_id = (0..MAX_MH_TABLES)

@@ -1086,3 +1086,94 @@ fn member_scanning_schedulers_hold_at_most_256_reals() {
         }
     }
 }
+
+/// issue 14: ipvs's connection thresholds (`uthreshold` / `lthreshold`,
+/// keepalived: 0 to UINT_MAX) and persistence granularity (an IPv4 netmask,
+/// an IPv6 prefix length 1 to 128), with their errors and their dump.
+#[test]
+fn thresholds_and_persistence_granularity() {
+    let text = "virtual_server 10.0.0.1 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n persistence_timeout 60\n persistence_granularity 255.255.255.0\n\
+                real_server 10.0.0.2 80 {\n  weight 1\n  uthreshold 100\n  lthreshold 50\n }\n\
+                real_server 10.0.0.3 80 {\n  uthreshold 4294967295\n }\n\
+                real_server 10.0.0.4 80 { weight 1 }\n}\n\
+                virtual_server 2001:db8::1 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n persistence_granularity 64\n\
+                real_server 2001:db8::2 80 { weight 1 }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let w: Vec<String> = l.diags.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        ["k.conf:21:2: warning: persistence_granularity: without persistence_timeout: persistent for keepalived's default 360 s (as keepalived, which sets it silently)"]
+    );
+    let s = &l.config.services;
+    assert_eq!(
+        (s[0].persistence_timeout, s[0].persistence_prefix),
+        (Some(60), Some(24))
+    );
+    let th: Vec<(u32, u32)> = s[0]
+        .reals
+        .iter()
+        .map(|r| (r.u_threshold, r.l_threshold))
+        .collect();
+    assert_eq!(th, [(100, 50), (u32::MAX, 0), (0, 0)]);
+    assert_eq!(
+        (s[1].persistence_timeout, s[1].persistence_prefix),
+        (Some(360), Some(64))
+    );
+
+    // The dump shows them.
+    let d = lb_user::config::dump::dump(&l.config);
+    let vs = &d["virtual_servers"][0];
+    assert_eq!(vs["persistence_prefix"], 24);
+    assert_eq!(vs["real_servers"][0]["uthreshold"], 100);
+    assert_eq!(vs["real_servers"][0]["lthreshold"], 50);
+    assert_eq!(vs["real_servers"][2]["uthreshold"], 0);
+    assert_eq!(d["virtual_servers"][1]["persistence_prefix"], 64);
+
+    // A timeout after the granularity wins, without the warning.
+    let text = "virtual_server 10.0.0.1 80 {\n persistence_granularity 255.255.0.0\n persistence_timeout 30\n real_server 10.0.0.2 80 { weight 1 }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    let s = &l.config.services[0];
+    assert_eq!(
+        (s.persistence_timeout, s.persistence_prefix),
+        (Some(30), Some(16))
+    );
+    assert!(!l
+        .diags
+        .iter()
+        .any(|d| d.to_string().contains("persistence_granularity")));
+}
+
+#[test]
+fn thresholds_and_granularity_errors() {
+    let text = "virtual_server 10.0.0.1 80 {\n persistence_timeout 60\n persistence_granularity 255.0.255.0\n\
+                real_server 10.0.0.2 80 {\n  uthreshold -1\n  lthreshold x\n }\n\
+                real_server 10.0.0.3 80 {\n  uthreshold 4294967296\n }\n\
+                real_server 10.0.0.4 80 {\n  uthreshold 10\n  lthreshold 11\n }\n}\n\
+                virtual_server 10.0.0.5 80 {\n persistence_granularity 24\n real_server 10.0.0.6 80 { weight 1 }\n}\n\
+                virtual_server 2001:db8::1 80 {\n persistence_granularity 129\n real_server 2001:db8::2 80 { weight 1 }\n}\n\
+                virtual_server 2001:db8::3 80 {\n persistence_granularity 0\n real_server 2001:db8::4 80 { weight 1 }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(
+        e,
+        [
+            "k.conf:3:2: error: persistence_granularity: netmask 255.0.255.0 is not contiguous: lb keeps a prefix of the client address (ipvs would AND any mask)",
+            "k.conf:5:3: error: uthreshold: '-1' must be a whole number from 0 to 4294967295 (connections)",
+            "k.conf:6:3: error: lthreshold: 'x' must be a whole number from 0 to 4294967295 (connections)",
+            "k.conf:9:3: error: uthreshold: '4294967296' must be a whole number from 0 to 4294967295 (connections)",
+            "k.conf:13:3: error: lthreshold: 11 is above uthreshold 10: ipvs refuses such a real server (ERANGE)",
+            "k.conf:17:2: error: persistence_granularity: invalid IPv4 netmask '24' (write it as 255.255.255.0)",
+            "k.conf:21:2: error: persistence_granularity: '129' must be a whole number from 1 to 128 (IPv6 prefix length)",
+            "k.conf:25:2: error: persistence_granularity: '0' must be a whole number from 1 to 128 (IPv6 prefix length)",
+        ]
+    );
+    // A lower threshold without an upper one is refused too (ipvs: l > u = 0).
+    let text = "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  lthreshold 5\n }\n}\n";
+    let l = load_str(text, Path::new("k.conf"));
+    let e: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(
+        e,
+        ["k.conf:3:3: error: lthreshold: 5 is above uthreshold 0: ipvs refuses such a real server (ERANGE)"]
+    );
+}

@@ -111,6 +111,9 @@ fn virtual_server(vs: &VirtualServer) -> Value {
         "hash_source_port": vs.hash_port,
         "hash_fallback": vs.hash_fallback,
         "persistence_timeout_s": vs.persistence_timeout,
+        // Prefix length the persistence template keeps of the client
+        // address (null: the whole address).
+        "persistence_prefix": vs.persistence_prefix,
         "alpha": vs.alpha,
         "omega": vs.omega,
         "inhibit_on_failure": vs.inhibit_on_failure,
@@ -129,6 +132,8 @@ fn real_server(vs: &VirtualServer, r: &RealServer) -> Value {
         "address": r.addr,
         "port": r.port,
         "weight": r.weight,
+        "uthreshold": r.u_threshold,
+        "lthreshold": r.l_threshold,
         "inhibit_on_failure": r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),
         "notify_up": r.notify_up.as_ref().map(program),
         "notify_down": r.notify_down.as_ref().map(program),

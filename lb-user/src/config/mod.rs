@@ -349,7 +349,6 @@ const TOP_LATER: &[&str] = &[
 /// `virtual_server` keywords keepalived knows whose semantics are not implemented yet.
 const VS_LATER: &[&str] = &[
     "nat_mask",
-    "persistence_granularity",
     "persistence_engine",
     "virtualhost",
     "sorry_server_inhibit",
@@ -363,14 +362,7 @@ const VS_LATER: &[&str] = &[
 ];
 
 /// Health checkers and other `real_server` keywords for later features.
-const RS_LATER: &[&str] = &[
-    "uthreshold",
-    "lthreshold",
-    "smtp_alert",
-    "virtualhost",
-    "lb_kind",
-    "lvs_method",
-];
+const RS_LATER: &[&str] = &["smtp_alert", "virtualhost", "lb_kind", "lvs_method"];
 
 fn later(node: &Node, what: &str) -> Diag {
     Diag::warning(
@@ -768,6 +760,7 @@ const VS_SHAPES: Shapes = Shapes {
         ("flag-3", 0),
         ("lb_algo_flags", ANY),
         ("persistence_timeout", 1),
+        ("persistence_granularity", 1),
         ("delay_loop", 1),
         ("alpha", 1),
         ("omega", 1),
@@ -802,6 +795,8 @@ const RS_SHAPES: Shapes = Shapes {
     ],
     values: &[
         ("weight", 1),
+        ("uthreshold", 1),
+        ("lthreshold", 1),
         ("inhibit_on_failure", 1),
         ("notify_up", ANY),
         ("notify_down", ANY),
@@ -863,6 +858,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut hash_port = false;
     let mut hash_fallback = false;
     let mut persistence_timeout = None;
+    let mut persistence_prefix = None;
     let mut timing = check::Timing::default();
     let mut alpha = false;
     let mut inhibit_on_failure = false;
@@ -874,6 +870,9 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
     let mut omega = false;
     let mut weight = 1;
     let mut reals = Vec::new();
+    // Where a persistence_granularity made the service persistent with no
+    // persistence_timeout given.
+    let mut granularity_alone: Option<Loc> = None;
     for c in n.children.iter().flatten() {
         VS_SHAPES.check(c, diags);
         match c.keyword.as_str() {
@@ -928,6 +927,21 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
                 } else if let Some(t) = uint(c, 0, 1, MAX_PERSISTENCE_S, "seconds", diags) {
                     persistence_timeout = Some(t as u32);
                 }
+                if persistence_timeout.is_some() {
+                    granularity_alone = None;
+                }
+            }
+            "persistence_granularity" => {
+                if let Some(p) = granularity(c, addr, diags) {
+                    persistence_prefix = Some(p);
+                    // keepalived (check_parser.c pgr_handler): a granularity
+                    // makes the service persistent, 360 s unless a
+                    // persistence_timeout says otherwise (before or after).
+                    if persistence_timeout.is_none() {
+                        persistence_timeout = Some(DEFAULT_PERSISTENCE_S);
+                        granularity_alone = Some(c.loc.clone());
+                    }
+                }
             }
             "alpha" => alpha = flag(c, diags),
             "omega" => omega = flag(c, diags),
@@ -969,6 +983,13 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
             _ => diags.push(unknown(c, "virtual_server")),
         }
     }
+    if let Some(loc) = &granularity_alone {
+        diags.push(Diag::warning(
+            loc,
+            Some("persistence_granularity"),
+            format!("without persistence_timeout: persistent for keepalived's default {DEFAULT_PERSISTENCE_S} s (as keepalived, which sets it silently)"),
+        ));
+    }
     let errors_after = errors(diags);
     let (addr, port) = (addr?, port?);
     if errors_after > errors_before {
@@ -1008,7 +1029,7 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         hash_port,
         hash_fallback,
         persistence_timeout,
-        persistence_prefix: None,
+        persistence_prefix,
         timing,
         alpha,
         inhibit_on_failure,
@@ -1026,6 +1047,42 @@ fn virtual_server(n: &Node, diags: &mut Vec<Diag>) -> Option<VirtualServer> {
         add_real(&mut vs, r, diags);
     }
     Some(vs)
+}
+
+/// `persistence_granularity` as a prefix length, as keepalived 2.2.7
+/// reads it (check_parser.c `pgr_handler`): for an IPv6 virtual server a
+/// prefix length from 1 to 128; for IPv4 a netmask in dotted form (glibc's
+/// numeric `getaddrinfo`), whose bits must be contiguous here (ipvs ANDs
+/// any mask; the data plane keeps a prefix length). `vip` chooses the
+/// family; unknown (a bad address, reported elsewhere), the form does.
+fn granularity(c: &Node, vip: Option<IpAddr>, diags: &mut Vec<Diag>) -> Option<u8> {
+    let a = c.args.first()?;
+    let v6 = match vip {
+        Some(ip) => ip.is_ipv6(),
+        None => !a.contains('.'),
+    };
+    if v6 {
+        return uint(c, 0, 1, 128, "IPv6 prefix length", diags).map(|p| p as u8);
+    }
+    let Ok(mask) = a.parse::<std::net::Ipv4Addr>() else {
+        diags.push(Diag::error(
+            &c.loc,
+            Some("persistence_granularity"),
+            format!("invalid IPv4 netmask '{a}' (write it as 255.255.255.0)"),
+        ));
+        return None;
+    };
+    let bits = u32::from(mask);
+    let prefix = bits.leading_ones();
+    if bits.checked_shl(prefix).unwrap_or(0) != 0 {
+        diags.push(Diag::error(
+            &c.loc,
+            Some("persistence_granularity"),
+            format!("netmask {mask} is not contiguous: lb keeps a prefix of the client address (ipvs would AND any mask)"),
+        ));
+        return None;
+    }
+    Some(prefix as u8)
 }
 
 fn timing_keyword(k: &str) -> bool {
@@ -1046,6 +1103,9 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
     let mut inhibit_on_failure = None;
     let mut notify_up = None;
     let mut notify_down = None;
+    let mut u_threshold = 0;
+    let mut l_threshold = 0;
+    let mut lthreshold_at = None;
     for c in n.children.iter().flatten() {
         RS_SHAPES.check(c, diags);
         match c.keyword.as_str() {
@@ -1062,17 +1122,40 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
                     weight = Some(w as u32);
                 }
             }
+            // keepalived: 0 to UINT_MAX (0: none); ipvs's dest thresholds.
+            "uthreshold" => {
+                if let Some(t) = uint(c, 0, 0, u32::MAX.into(), "connections", diags) {
+                    u_threshold = t as u32;
+                }
+            }
+            "lthreshold" => {
+                if let Some(t) = uint(c, 0, 0, u32::MAX.into(), "connections", diags) {
+                    l_threshold = t as u32;
+                    lthreshold_at = Some(c);
+                }
+            }
             k if RS_LATER.contains(&k) => diags.push(later(c, "keyword")),
             _ => diags.push(unknown(c, "real_server")),
         }
+    }
+    // The kernel refuses such a destination (ip_vs_ctl.c: "lower threshold
+    // is higher than upper threshold", ERANGE), and keepalived with it;
+    // keepalived -t does not check.
+    if let Some(c) = lthreshold_at.filter(|_| l_threshold > u_threshold) {
+        diags.push(Diag::error(
+            &c.loc,
+            Some("lthreshold"),
+            format!("{l_threshold} is above uthreshold {u_threshold}: ipvs refuses such a real server (ERANGE)"),
+        ));
+        return None;
     }
     let real = RealServer {
         addr: addr?,
         port: port? as u16,
         weight: 1,
         fwd: None,
-        u_threshold: 0,
-        l_threshold: 0,
+        u_threshold,
+        l_threshold,
         checks,
         timing,
         inhibit_on_failure,
