@@ -740,11 +740,19 @@ pub struct LocalityArgs {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn lb_locality(args: *const LocalityArgs) -> u32 {
-    // SAFETY: this CPU's slot of LB_LOCALITY_ARGS; the verifier makes a
-    // global function check its pointer arguments for null.
-    let Some(a) = (unsafe { args.as_ref() }) else {
+    if args.is_null() {
+        return NONE;
+    }
+    // `args` is this CPU's slot of LB_LOCALITY_ARGS, which the caller
+    // filled. Read through the map instead: inside a global function the
+    // argument is plain memory, which kernels before 6.3 refuse as a map
+    // key (Debian 12's 6.1 among them), while a map value they take; a copy
+    // on the stack would pass the 512-byte limit of the call chain.
+    let Some(a) = LB_LOCALITY_ARGS.get_ptr_mut(0) else {
         return NONE;
     };
+    // SAFETY: this CPU's slot, filled by the caller for this call.
+    let a = unsafe { &*a };
     locality(&a.svc, &a.key, a.now)
 }
 
