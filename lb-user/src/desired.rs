@@ -258,6 +258,24 @@ impl Desired {
         out
     }
 
+    /// Whether `r`'s configured weight was set at runtime (a runtime real,
+    /// or the file's real with another weight given by `lb adm -e`).
+    fn weight_from_runtime(&self, svc: ServiceAddr, r: &RealServer) -> bool {
+        if runtime::is_runtime(&r.loc) {
+            return true;
+        }
+        self.runtime.layer(&svc) == Layer::RuntimeOverFile
+            && self
+                .file
+                .config
+                .services
+                .iter()
+                .filter(|v| v.key == svc)
+                .flat_map(|v| v.reals.iter())
+                .find(|f| (f.addr, f.port) == (r.addr, r.port))
+                .is_some_and(|f| f.weight != r.weight)
+    }
+
     fn real_status(
         &self,
         svc: ServiceAddr,
@@ -270,6 +288,9 @@ impl Desired {
             (0, api::WeightSource::QuorumLost, false)
         } else {
             match self.health_of(&(svc, r.addr, r.port)) {
+                Health::Up { weight: None } if self.weight_from_runtime(svc, r) => {
+                    (r.weight, api::WeightSource::Runtime, true)
+                }
                 Health::Up { weight: None } => (r.weight, api::WeightSource::Config, true),
                 Health::Up { weight: Some(w) } => (w, api::WeightSource::DynamicCheck, true),
                 Health::Down { inhibit } => (0, api::WeightSource::HealthDown { inhibit }, false),

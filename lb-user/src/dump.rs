@@ -168,7 +168,14 @@ pub async fn status(api: &Api) -> Result<Status, reconciler::Stopped> {
     Ok(Status {
         pid: std::process::id(),
         uptime_s: api.started.elapsed().as_secs(),
-        config: api.config.display().to_string(),
+        config: if api.config.exists() {
+            api.config.display().to_string()
+        } else {
+            format!(
+                "none ({} does not exist: the table is the runtime layer's)",
+                api.config.display()
+            )
+        },
         config_applied_s: stats
             .file_applied
             .map(|t| t.elapsed().as_secs())

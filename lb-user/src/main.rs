@@ -284,12 +284,14 @@ fn adm_main(program: &str, args: &[String]) -> ExitCode {
 fn main() -> ExitCode {
     // Through a link named lbadm: ipvsadm's command line, nothing else.
     let argv0 = std::env::args().next().unwrap_or_default();
-    if std::path::Path::new(&argv0)
+    // A link named ipvsadm too: scripts written for ipvsadm run unchanged.
+    if let Some(name) = std::path::Path::new(&argv0)
         .file_name()
-        .is_some_and(|n| n == "lbadm")
+        .and_then(|n| n.to_str())
+        .filter(|n| *n == "lbadm" || *n == "ipvsadm")
     {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        return adm_main("lbadm", &args);
+        return adm_main(name, &args);
     }
     if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
         agent::hold_signals();

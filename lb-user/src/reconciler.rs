@@ -54,8 +54,9 @@ pub enum Msg {
         l2: BTreeMap<IpAddr, L2>,
         reply: oneshot::Sender<Result<Saved, runtime::ChangeError>>,
     },
-    /// The saved part of the runtime layer (`GET /v1/runtime`).
-    Runtime(oneshot::Sender<runtime::Record>),
+    /// The saved part of the runtime layer with its generation (`GET
+    /// /v1/runtime`, and the save after a reload that changed it).
+    Runtime(oneshot::Sender<Saved>),
     /// Services and reals with their sources (`GET /v1/status`).
     Status(oneshot::Sender<Vec<api::ServiceStatus>>),
     /// The health checkers' states (`GET /v1/checks`, `lb list --checks`).
@@ -148,8 +149,8 @@ impl Handle {
         self.ask(|reply| Msg::Change { change, l2, reply }).await
     }
 
-    /// The saved part of the runtime layer.
-    pub async fn runtime(&self) -> Result<runtime::Record, Stopped> {
+    /// The saved part of the runtime layer, with its generation.
+    pub async fn runtime(&self) -> Result<Saved, Stopped> {
         self.ask(Msg::Runtime).await
     }
 
@@ -294,7 +295,10 @@ impl Reconciler {
                 let _ = reply.send(self.change(change, l2));
             }
             Msg::Runtime(reply) => {
-                let _ = reply.send(self.desired.runtime().record());
+                let _ = reply.send(Saved {
+                    generation: self.generation,
+                    record: self.desired.runtime().record(),
+                });
             }
             Msg::Shutdown(_) => unreachable!("handled by run"),
         }
@@ -340,6 +344,10 @@ impl Reconciler {
             }
             self.publish();
             return Err(ApplyError(e));
+        }
+        if !replaced.is_empty() {
+            // What is saved changed: the next save must not be skipped.
+            self.generation += 1;
         }
         for k in replaced {
             tracing::warn!(

@@ -438,8 +438,9 @@ fn check_family(service: &ServiceAddr, real: IpAddr) -> Result<(), ChangeError> 
     Ok(())
 }
 
-/// A service made at runtime: keepalived's defaults for everything ipvs
-/// does not have (quorum 1, no sorry server, no checkers).
+/// A service made at runtime: what ipvs has, and nothing of keepalived's
+/// (no quorum: ipvs has none, so a service without reals yet is not
+/// "quorum lost"; no sorry server, no checkers).
 fn new_service(spec: &ServiceSpec) -> VirtualServer {
     VirtualServer {
         key: spec.service,
@@ -454,7 +455,7 @@ fn new_service(spec: &ServiceSpec) -> VirtualServer {
         alpha: false,
         inhibit_on_failure: false,
         sorry_server: None,
-        quorum: 1,
+        quorum: 0,
         hysteresis: 0,
         quorum_up: None,
         quorum_down: None,

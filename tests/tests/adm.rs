@@ -165,6 +165,21 @@ fn by_hand_nat_session_of_the_source_document() {
     assert_eq!(count(&t, "director"), 3, "{t:?}");
     let table = adm_ok(&lab, "-Ln");
     assert_eq!(table.lines().count(), 3, "{table}");
+
+    // Through a link named ipvsadm: the same command line.
+    let link = lab.workdir.join("ipvsadm");
+    std::os::unix::fs::symlink(&lab.bins.lb, &link).unwrap();
+    let out = std::process::Command::new(&link)
+        .args(["-L", "--timeout"])
+        .env("LB_SOCKET", lab.socket())
+        .env("LB_BPFFS", lab.bpffs())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Timeout (tcp tcpfin udp): 900 120 300\n",
+        "{out:?}"
+    );
 }
 
 /// Runtime rules: a service made at runtime survives a reload and a
@@ -196,6 +211,10 @@ fn runtime_layer_survives_reload_and_restart() {
     assert!(
         status.contains(&format!("service TCP {VIP}:8080 rr NAT  (runtime)")),
         "{status}"
+    );
+    assert!(
+        status.contains(&format!("real {r2}:8080 weight 1 [runtime]")),
+        "the weight's source: {status}"
     );
     assert!(status.contains("runtime, over file"), "{status}");
 
@@ -240,4 +259,20 @@ fn runtime_layer_survives_reload_and_restart() {
         )),
         "{saved_rules}"
     );
+
+    // The file takes the runtime service over: a reload replaces it and
+    // the saved layer forgets it (a later file without it must not bring
+    // the runtime one back at a restart).
+    let both = format!(
+        "{conf}virtual_server {VIP} 8080 {{\n  lb_algo wrr\n  lb_kind NAT\n  protocol TCP\n  real_server {r1} 8080 {{ weight 1 }}\n}}\n"
+    );
+    lab.write_config(&both).unwrap();
+    let out = lab
+        .lb(&["reload", "--socket", &lab.socket().to_string_lossy()])
+        .unwrap();
+    assert!(out.contains("configuration reloaded"), "{out}");
+    let t = on(&lab, 8080, 4);
+    assert_eq!(count(&t, "r1"), 4, "the file's 8080: {t:?}");
+    let saved = std::fs::read_to_string(lab.state_dir_of("dir").join("runtime.json")).unwrap();
+    assert!(!saved.contains("8080"), "{saved}");
 }

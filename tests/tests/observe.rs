@@ -408,6 +408,9 @@ fn dump_signals_and_habitual_signals() {
         (libc::SIGUSR2, "USR2"),
         (libc::SIGPIPE, "PIPE"),
         (libc::SIGWINCH, "WINCH"),
+        (libc::SIGALRM, "ALRM"),
+        (libc::SIGPWR, "PWR"),
+        (libc::SIGIO, "IO"),
     ] {
         lab.signal("dir", "lb", sig).unwrap();
         std::thread::sleep(Duration::from_millis(300));

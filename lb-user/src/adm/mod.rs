@@ -88,6 +88,16 @@ impl From<Failure> for Outcome {
 
 /// ipvsadm's answer when the table cannot be reached.
 fn unreachable(what: &Path, why: impl std::fmt::Display) -> Outcome {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Outcome::fail(
+            2,
+            format!(
+                "Can't initialize ipvs: Permission denied (you must be root)\n(lb's socket and pin directory, {}, are root-only)",
+                what.display()
+            ),
+        );
+    }
     Outcome::fail(
         2,
         format!(
@@ -196,7 +206,16 @@ fn format_of(inv: &Invocation) -> Format {
 }
 
 fn open(env: &Env) -> Result<Dataplane, Outcome> {
-    Dataplane::from_pins(&env.bpffs).map_err(|e| unreachable(&env.bpffs, crate::util::chain(&e)))
+    let dp = Dataplane::from_pins(&env.bpffs)
+        .map_err(|e| unreachable(&env.bpffs, crate::util::chain(&e)))?;
+    if crate::agent::exclusive::holder(&env.bpffs).is_none() {
+        // As `lb list`: pins without an agent are a table nobody keeps.
+        eprintln!(
+            "lb: warning: no agent is running on {}: this table is not being maintained",
+            env.bpffs.display()
+        );
+    }
+    Ok(dp)
 }
 
 async fn list(inv: &Invocation, env: &Env) -> Outcome {

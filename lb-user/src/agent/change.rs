@@ -9,7 +9,6 @@ use std::{path::PathBuf, sync::Arc};
 
 use tokio::sync::Mutex;
 
-use super::watch;
 use crate::{
     reconciler,
     runtime::{self, Change, ChangeError},
@@ -32,9 +31,10 @@ impl Changer {
     pub async fn apply(&self, change: Change) -> Result<(), ChangeError> {
         let l2 = match &change {
             Change::AddReal { real, .. } | Change::EditReal { real, .. } => {
-                let addrs = (vec![real.addr], vec![real.addr]);
-                match watch::resolve(&self.nl, &self.attached, &addrs, &mut Vec::new()).await {
-                    Ok(l2) => l2,
+                // Unresolved yet is normal here (the solicitation is on its
+                // way): the neighbour watch warns if it stays so.
+                match crate::neigh::resolve(&self.nl, &self.attached, &[real.addr]).await {
+                    Ok((l2, _)) => l2,
                     Err(e) => {
                         tracing::warn!(
                             "neighbour lookup for {} failed: {}; the neighbour watch follows up",
@@ -52,6 +52,18 @@ impl Changer {
             .change(change, l2)
             .await
             .map_err(|e| ChangeError::Refused(e.to_string()))??;
+        self.save(saved).await
+    }
+
+    /// Saves the runtime layer as it is now (after a reload, which may have
+    /// replaced runtime services by the file's); skipped when nothing
+    /// changed since the last save.
+    pub async fn save_current(&self) -> Result<(), ChangeError> {
+        let saved = self
+            .core
+            .runtime()
+            .await
+            .map_err(|e| ChangeError::Refused(e.to_string()))?;
         self.save(saved).await
     }
 

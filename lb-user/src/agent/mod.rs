@@ -212,6 +212,27 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         signal(SignalKind::user_defined1()).map_err(io("installing the SIGUSR1 handler"))?;
     let mut usr2 =
         signal(SignalKind::user_defined2()).map_err(io("installing the SIGUSR2 handler"))?;
+    // Signals whose default action is to terminate and that mean nothing to
+    // the agent: logged, never fatal (a stray `kill -ALRM` must not drop
+    // XDP and leave the socket behind). Handlers are reset in the programs
+    // the agent starts, unlike an ignored disposition.
+    for (sig, name) in [
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+    ] {
+        let mut stream = signal(SignalKind::from_raw(sig))
+            .map_err(io(format!("installing the {name} handler")))?;
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                tracing::info!(
+                    "{name} received: ignored (SIGTERM stops the agent, SIGHUP reloads)"
+                );
+            }
+        });
+    }
     let started = Instant::now();
 
     let loaded = reload::read_optional(opts.config.clone(), opts.config_optional).await;
@@ -228,8 +249,13 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         Ok(None) => crate::runtime::Runtime::default(),
         Ok(Some(rec)) => {
             let (rt, replaced) = crate::runtime::Runtime::from_record(&rec, &config);
-            for k in replaced {
+            for k in &replaced {
                 tracing::warn!("{} now defines service {k}, saved from a runtime change: the file's replaces it", opts.config.display());
+            }
+            if !replaced.is_empty() {
+                // Saved without them, or a file that stops defining them
+                // would bring them back at a later start.
+                crate::runtime::save(&opts.state_dir, &rt.record()).map_err(AgentError::State)?;
             }
             tracing::info!(
                 services = rec.services.len(),
@@ -334,6 +360,13 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     };
     guard.armed = false;
 
+    let changer = change::Changer {
+        core: core.clone(),
+        nl: netlink()?,
+        attached: attached.clone(),
+        state_dir: opts.state_dir.clone(),
+        saved: Default::default(),
+    };
     let reloader = reload::Reloader {
         path: opts.config.clone(),
         optional: opts.config_optional,
@@ -342,13 +375,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         nl: netlink()?,
         attached: attached.clone(),
         serial: Default::default(),
-    };
-    let changer = change::Changer {
-        core: core.clone(),
-        nl: netlink()?,
-        attached: attached.clone(),
-        state_dir: opts.state_dir.clone(),
-        saved: Default::default(),
+        changer: changer.clone(),
     };
     let api = Arc::new(api::server::Api {
         core: core.clone(),

@@ -38,6 +38,8 @@ pub struct Reloader {
     pub attached: Vec<(u32, [u8; 6])>,
     /// One reload at a time.
     pub serial: Arc<Mutex<()>>,
+    /// Saves the runtime layer when a reload changed it.
+    pub changer: super::change::Changer,
 }
 
 /// Reads and parses `path` off the async threads, once it is stable (see
@@ -173,6 +175,11 @@ impl Reloader {
             Ok(Ok(())) => {
                 // Unchanged VRRP instances keep their state too.
                 self.vrrp.reload(vrrp_cfg).await;
+                // A runtime service the file now defines is gone: saved so,
+                // or a restart would bring it back.
+                if let Err(e) = self.changer.save_current().await {
+                    tracing::error!("saving the runtime layer after the reload: {e}");
+                }
                 tracing::info!(services, "configuration reloaded");
                 reply(
                     ReloadOutcome::Applied,

@@ -156,6 +156,8 @@ impl std::fmt::Display for Origin {
 pub enum WeightSource {
     /// The configured `weight`.
     Config,
+    /// The weight given at runtime (`lb adm -a` / `-e`).
+    Runtime,
     /// A MISC_CHECK with `misc_dynamic` set it (keepalived's exit code − 2).
     DynamicCheck,
     /// Its checkers failed: removed from scheduling (ipvs removes the
@@ -169,6 +171,7 @@ impl std::fmt::Display for WeightSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WeightSource::Config => f.write_str("config"),
+            WeightSource::Runtime => f.write_str("runtime"),
             WeightSource::DynamicCheck => f.write_str("health: dynamic weight (misc_dynamic)"),
             WeightSource::HealthDown { inhibit: true } => {
                 f.write_str("health: down, kept at weight 0 (inhibit_on_failure)")

@@ -132,7 +132,7 @@ async fn change(
 }
 
 async fn runtime_layer(State(api): State<Shared>) -> Result<Json<runtime::Record>, Failure> {
-    Ok(Json(api.core.runtime().await?))
+    Ok(Json(api.core.runtime().await?.record))
 }
 
 async fn checks(State(api): State<Shared>) -> Result<Json<views::Checks>, Failure> {
