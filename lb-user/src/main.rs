@@ -100,7 +100,11 @@ enum Cmd {
     /// `lb adm -S`, … (also as `lbadm`, a link to lb). Changes go to the
     /// running agent (LB_SOCKET, default /run/lb/lb.sock); listings read
     /// the maps (LB_BPFFS, default /sys/fs/bpf/lb). `lb adm -h` for more.
-    #[command(disable_help_flag = true, disable_version_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        long_about = lb_user::adm::OPTIONS_HELP
+    )]
     Adm {
         /// ipvsadm's arguments, as ipvsadm takes them.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]

@@ -107,24 +107,9 @@ fn unreachable(what: &Path, why: impl std::fmt::Display) -> Outcome {
     )
 }
 
-/// The usage text of `-h`.
-pub fn usage(program: &str) -> String {
-    format!(
-        "{program}: ipvsadm's command line for lb (ipvsadm v1.31 syntax)
-Usage:
-  {program} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
-  {program} -D virtual-service
-  {program} -C
-  {program} -R
-  {program} -S [-n]
-  {program} -a|e virtual-service -r server-address [options]
-  {program} -d virtual-service -r server-address
-  {program} -L|l [virtual-service] [options]
-  {program} -Z [virtual-service]
-  {program} --set tcp tcpfin udp
-  {program} -h
-
-virtual-service: --tcp-service|-t ADDR[:PORT] | --udp-service|-u ADDR[:PORT]
+/// The commands and options of `lb adm` (the usage text's body, also in
+/// the `lb adm` man page).
+pub const OPTIONS_HELP: &str = "virtual-service: --tcp-service|-t ADDR[:PORT] | --udp-service|-u ADDR[:PORT]
   (ADDR an IPv4 address or host name, or [IPv6]; PORT a number or a service name)
 Commands:
   --add-service     -A        add a virtual service
@@ -159,9 +144,27 @@ Options:
   --stats --rate --exact --thresholds --persistent-conn --sort --nosort
 Not in lb: firewall-mark services (-f), one-packet scheduling (-o), persistence
 engines (--pe), the sync daemon (--start-daemon / --stop-daemon / --daemon lists none).
-The agent: LB_SOCKET (default /run/lb/lb.sock), LB_BPFFS (default {}).
-",
-        lb_common::DEFAULT_BPFFS_DIR
+The agent: LB_SOCKET (default /run/lb/lb.sock), LB_BPFFS (default /sys/fs/bpf/lb).
+";
+
+/// The usage text of `-h`.
+pub fn usage(program: &str) -> String {
+    format!(
+        "{program}: ipvsadm's command line for lb (ipvsadm v1.31 syntax)
+Usage:
+  {program} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  {program} -D virtual-service
+  {program} -C
+  {program} -R
+  {program} -S [-n]
+  {program} -a|e virtual-service -r server-address [options]
+  {program} -d virtual-service -r server-address
+  {program} -L|l [virtual-service] [options]
+  {program} -Z [virtual-service]
+  {program} --set tcp tcpfin udp
+  {program} -h
+
+{OPTIONS_HELP}"
     )
 }
 
