@@ -223,6 +223,16 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
     })
 }
 
+/// Two snapshots (without connections) one second apart and the time
+/// between them, for `--rate`.
+pub fn rate_samples(dp: &Dataplane) -> Result<(Snapshot, Snapshot, Duration), Error> {
+    let a = snapshot(dp, false)?;
+    let t = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let b = snapshot(dp, false)?;
+    Ok((a, b, t.elapsed()))
+}
+
 pub(crate) fn proto_name(p: u8) -> &'static str {
     match p {
         PROTO_TCP => "TCP",

@@ -433,11 +433,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let dp = Dataplane::from_pins(&bpffs)?;
             warn_unmaintained(&bpffs);
             let table = if rate {
-                let a = list::snapshot(&dp, false)?;
-                let t = std::time::Instant::now();
-                std::thread::sleep(Duration::from_secs(1));
-                let b = list::snapshot(&dp, false)?;
-                lb_user::list_json::Table::with_rates(&a, &b, t.elapsed())
+                let (a, b, dt) = list::rate_samples(&dp)?;
+                lb_user::list_json::Table::with_rates(&a, &b, dt)
             } else {
                 lb_user::list_json::Table::new(&list::snapshot(&dp, conns)?, conns)
             };
@@ -454,11 +451,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let dp = Dataplane::from_pins(&bpffs)?;
             warn_unmaintained(&bpffs);
             let out = if rate {
-                let a = list::snapshot(&dp, false)?;
-                let t = std::time::Instant::now();
-                std::thread::sleep(Duration::from_secs(1));
-                let b = list::snapshot(&dp, false)?;
-                list::render_rate(&a, &b, t.elapsed(), exact)
+                let (a, b, dt) = list::rate_samples(&dp)?;
+                list::render_rate(&a, &b, dt, exact)
             } else {
                 let snap = list::snapshot(&dp, conns)?;
                 if conns {

@@ -38,10 +38,6 @@ use axum::{
     routing::get,
     Router,
 };
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -50,10 +46,7 @@ use prometheus_client::{
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
-    api::{
-        server::{Api, CONNECTION_LIFETIME, HEADER_TIMEOUT},
-        views, ServiceStatus,
-    },
+    api::{server::Api, views, ServiceStatus},
     dataplane::Dataplane,
     list,
 };
@@ -660,8 +653,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves `/metrics` on `listener` until the task is aborted, with the
 /// control API's protections: one task per connection, the request head
-/// within [`HEADER_TIMEOUT`], each connection at most
-/// [`CONNECTION_LIFETIME`], at most [`MAX_CONNECTIONS`] at once (further
+/// within [`HEADER_TIMEOUT`](crate::api::server::HEADER_TIMEOUT), each connection at most
+/// [`CONNECTION_LIFETIME`](crate::api::server::CONNECTION_LIFETIME), at most [`MAX_CONNECTIONS`] at once (further
 /// ones are closed at once).
 pub async fn serve(listener: TcpListener, api: Arc<Api>) {
     let router = Router::new()
@@ -683,22 +676,7 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>) {
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!("metrics connection: {e}"),
-                Err(_) => {
-                    tracing::debug!("metrics connection closed after {CONNECTION_LIFETIME:?}")
-                }
-            }
-            drop(permit);
-        });
+        crate::api::server::serve_connection(stream, router.clone(), permit, "metrics");
     }
 }
 

@@ -332,17 +332,8 @@ impl Reconciler {
                 "applying the new configuration failed: {}; restoring the previous one",
                 util::chain(&e)
             );
-            self.desired.restore(old_file, old_runtime);
             self.desired.l2 = old_l2;
-            self.monitor.apply(self.desired.base());
-            self.desired.health = self.monitor.snapshot();
-            if let Err(e2) = self.write() {
-                tracing::error!(
-                    "restoring the previous configuration failed: {}",
-                    util::chain(&e2)
-                );
-            }
-            self.publish();
+            self.restore(old_file, old_runtime);
             return Err(ApplyError(e));
         }
         if !replaced.is_empty() {
@@ -360,6 +351,18 @@ impl Reconciler {
         self.stats.file_applied = Some(Instant::now());
         self.publish();
         Ok(())
+    }
+
+    /// Puts back the file and runtime layers a refused write replaced, with
+    /// their checkers, and writes them again.
+    fn restore(&mut self, file: FileLayer, runtime: runtime::Runtime) {
+        self.desired.restore(file, runtime);
+        self.monitor.apply(self.desired.base());
+        self.desired.health = self.monitor.snapshot();
+        if let Err(e) = self.write() {
+            tracing::error!("restoring the previous table failed: {}", util::chain(&e));
+        }
+        self.publish();
     }
 
     /// Applies a runtime change; the data plane refusing it (its limits)
@@ -422,16 +425,7 @@ impl Reconciler {
                 if let Err(e) = self.write() {
                     let why = util::chain(&e);
                     tracing::warn!("runtime change refused by the data plane: {why}");
-                    self.desired.restore(file, old_runtime);
-                    self.monitor.apply(self.desired.base());
-                    self.desired.health = self.monitor.snapshot();
-                    if let Err(e2) = self.write() {
-                        tracing::error!(
-                            "restoring the table after a refused change failed: {}",
-                            util::chain(&e2)
-                        );
-                    }
-                    self.publish();
+                    self.restore(file, old_runtime);
                     return Err(runtime::ChangeError::Refused(why));
                 }
                 for line in crate::changes::describe(&old_base, self.desired.base()) {

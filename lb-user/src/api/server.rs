@@ -208,6 +208,34 @@ pub fn router(api: Shared) -> Router {
         .with_state(api)
 }
 
+/// Serves one accepted connection with `router` in its own task: its
+/// request heads within [`HEADER_TIMEOUT`], the whole connection at most
+/// [`CONNECTION_LIFETIME`]; `permit` (its slot under the connection cap)
+/// is released when it ends. `what` names the listener in the log.
+pub fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    what: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    tokio::spawn(async move {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("{what} connection: {e}"),
+            Err(_) => tracing::debug!("{what} connection closed after {CONNECTION_LIFETIME:?}"),
+        }
+        drop(permit);
+    });
+}
+
 /// Serves `listener` until the task is aborted.
 pub async fn serve(listener: UnixListener, api: Shared) {
     let router = router(api);
@@ -228,21 +256,6 @@ pub async fn serve(listener: UnixListener, api: Shared) {
             tokio::spawn(refuse_busy(stream));
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!("control connection: {e}"),
-                Err(_) => {
-                    tracing::debug!("control connection closed after {CONNECTION_LIFETIME:?}")
-                }
-            }
-            drop(permit);
-        });
+        serve_connection(stream, router.clone(), permit, "control");
     }
 }
