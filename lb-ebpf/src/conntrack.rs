@@ -48,12 +48,15 @@ pub struct Events {
     pub touched: bool,
 }
 
-/// Idle timeouts in effect (the defaults until the agent sets them).
+/// `f` of the idle timeouts in effect (the defaults until the agent sets
+/// them), read in place: no copy of the record on the BPF stack, whose 512
+/// bytes the deepest call chain shares (older verifiers round every frame
+/// up to 32 bytes).
 #[inline(always)]
-pub fn timeouts() -> Timeouts {
+pub fn with_timeouts<R>(f: impl FnOnce(&Timeouts) -> R) -> R {
     match LB_TIMEOUTS.get(0) {
-        Some(t) if t.tcp_s != 0 => *t,
-        _ => Timeouts::default(),
+        Some(t) if t.tcp_s != 0 => f(t),
+        _ => f(&Timeouts::default()),
     }
 }
 
@@ -212,7 +215,6 @@ fn lookup_or_schedule(
     ev: &mut Events,
 ) -> Result<Outcome, NoReal> {
     let key = flow_key(pkt);
-    let to = timeouts();
     if let Some(ct) = LB_CONNTRACK.get_ptr_mut(key) {
         // SAFETY: the pointer is valid for this program run; concurrent
         // writers only store whole fields of the same flow (benign races).
@@ -220,7 +222,7 @@ fn lookup_or_schedule(
         let idle = now.saturating_sub(c.last_ns);
         // A 0 s timeout expires at once (idle counts in clock ticks).
         // An expired entry's count is released by the agent's sweep.
-        if to.time_left_ns(c.state, c.last_ns, now).is_none() {
+        if with_timeouts(|t| t.time_left_ns(c.state, c.last_ns, now)).is_none() {
             ev.expired = true;
         } else if c.svc_id != svc.svc_id || is_reuse(c.state, pkt) {
             // Same 5-tuple but another service (reconfigured) or a reused port.
@@ -266,7 +268,9 @@ pub fn lookup(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     let key = flow_key(pkt);
     // SAFETY: read-only copy of the value.
     let c = unsafe { *LB_CONNTRACK.get(key)? };
-    if c.svc_id != svc.svc_id || timeouts().time_left_ns(c.state, c.last_ns, now).is_none() {
+    if c.svc_id != svc.svc_id
+        || with_timeouts(|t| t.time_left_ns(c.state, c.last_ns, now)).is_none()
+    {
         return None;
     }
     let real = sched::real_if_valid(c.real_id, c.real_gen)?;

@@ -48,7 +48,7 @@ use aya_ebpf::{
 use lb_ebpf::parse::Packet;
 
 use crate::{
-    conntrack::timeouts,
+    conntrack::with_timeouts,
     maps::{
         LB_CONN_ADJ, LB_CURSORS, LB_LOCALITY, LB_LOCALITY_ARGS, LB_MAGLEV, LB_OVERLOAD, LB_REALS,
         LB_REAL_CONNS, LB_RINGS,
@@ -763,7 +763,7 @@ pub extern "C" fn lb_locality(args: *const LocalityArgs) -> u32 {
 /// written at most once a second. Returns a real id or [`NONE`].
 #[inline(always)]
 fn locality(svc: &Service, key: &LocalityKey, now: u64) -> u32 {
-    let life = timeouts().locality_ns();
+    let life = with_timeouts(|t| t.locality_ns());
     if let Some(e) = LB_LOCALITY.get_ptr_mut(key) {
         // SAFETY: valid for this program run; other CPUs write whole
         // 8-byte fields of it (benign races, see the module comment).

@@ -60,7 +60,13 @@ pub fn count(c: Code, len: u32) {
 /// Adds one to counter `i` of `g` (`GlobalStats` is `repr(C)`, all u64).
 #[inline(always)]
 fn bump(g: *mut GlobalStats, i: usize) {
-    // The bound check is for the verifier (and against a bad code).
+    // The bound check is for the verifier (and against a bad code). The
+    // index is read back through the stack first so that LLVM cannot fold
+    // this check into the caller's `reason != 0` as one `i - 1 < N` range
+    // test on a copy: older verifiers (Debian 12's 6.1) do not carry that
+    // copy's bound over to `i` and refuse the access.
+    // SAFETY: reads a local.
+    let i = unsafe { core::ptr::read_volatile(&i) };
     if i < COUNTERS {
         // SAFETY: per-CPU value, only this CPU writes it; i is in bounds.
         unsafe { *(g as *mut u64).add(i) += 1 };

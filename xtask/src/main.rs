@@ -5,6 +5,7 @@ mod bench_ipvs;
 mod conformance;
 mod deb;
 mod demo;
+mod kernel_check;
 mod plot;
 mod run;
 mod setup;
@@ -44,6 +45,9 @@ enum Cmd {
     /// played against real ipvsadm in the ipvs VM and against `lb adm`,
     /// compared step by step (report in tests/conformance/REPORT.md).
     Conformance(conformance::Options),
+    /// Loads this build's XDP programs on Debian 12's stock kernel (6.1) in
+    /// the ipvs VM and prints each verifier verdict (opt-in; a few minutes).
+    KernelCheck(kernel_check::Options),
     /// Plays the conformance script with one program (run inside the VM).
     #[command(hide = true)]
     ConformancePlay(conformance::PlayOptions),
@@ -59,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Deb(o) => deb::run(o),
         Cmd::Conformance(o) => conformance::run(o),
         Cmd::ConformancePlay(o) => conformance::play(o),
+        Cmd::KernelCheck(o) => kernel_check::run(o),
     }
 }

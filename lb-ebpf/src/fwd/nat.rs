@@ -225,12 +225,8 @@ fn reply_inner(ctx: &XdpContext, pkt: &Packet, now: u64) -> Option<Code> {
     let rev = LB_NAT_REV.get_ptr_mut(key)?;
     // SAFETY: valid for this program run; racing writers store whole fields.
     let rev = unsafe { &mut *rev };
-    let to = conntrack::timeouts();
-    let limit = if pkt.proto == PROTO_TCP {
-        to.tcp_s
-    } else {
-        to.udp_s
-    };
+    let tcp = pkt.proto == PROTO_TCP;
+    let limit = conntrack::with_timeouts(|t| if tcp { t.tcp_s } else { t.udp_s });
     let idle = now.saturating_sub(rev.last_ns);
     if idle >= limit as u64 * NS {
         return None;
