@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the benchmark suite, every measurement side by side
-//! in one run, written to `results/` (raw JSON, a Markdown report, PNG plots).
+//! in one run, written to `target/bench/` (`--save`: the committed `results/`): raw
+//! JSON, a Markdown report with the goals table, PNG plots.
 //!
 //! 1. per-packet cost of every data-plane path through BPF_PROG_TEST_RUN,
 //!    next to an XDP_TX-only reference program (`lb-bench`), and the cost
@@ -54,6 +55,10 @@ pub struct Options {
     /// A short run (within two minutes): fewer repetitions, rounds, seconds.
     #[arg(long)]
     pub quick: bool,
+    /// Write the report, plots and raw figures to the committed `results/`
+    /// (the README's figures) instead of `target/bench/`.
+    #[arg(long)]
+    pub save: bool,
 }
 
 struct Progress {
@@ -125,7 +130,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             opts.rounds.min(3),
         )
     };
-    let dir = root().join("results");
+    // A run's report goes under target/ unless it is to replace the
+    // committed results (`--save`).
+    let dir = if opts.save {
+        root().join("results")
+    } else {
+        root().join("target/bench")
+    };
     let raw = dir.join("raw");
     std::fs::create_dir_all(&raw)?;
     // Rough durations on the 2-CPU machine this suite targets.
@@ -268,9 +279,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     p.stage("plots and report");
-    report(
+    let goals = report(
         &dir, &ns_json, &ns_md, &pps_json, &pps_md, &http_json, opts.quick,
     )?;
+    eprintln!("\n{goals}");
     eprintln!(
         "xtask bench: done in {:.0} s; report {}",
         p.start.elapsed().as_secs_f64(),
@@ -287,7 +299,7 @@ fn report(
     pps_md: &Path,
     http_json: &Path,
     quick: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     plot::init_font()?;
     let ns = read_json(ns_json)?;
     let pps = read_json(pps_json)?;
@@ -424,8 +436,11 @@ fn report(
         &[("established flow", est), ("new flow", new)],
     )?;
 
-    // ipvs, from the last `--ipvs` run (kept in raw/ipvs.json).
-    let ipvs = read_json(&dir.join("raw/ipvs.json")).ok();
+    // ipvs, from this run's `--ipvs` stage, else from the committed results'
+    // last one (the section gives its date).
+    let ipvs = read_json(&dir.join("raw/ipvs.json"))
+        .or_else(|_| read_json(&root().join("results/raw/ipvs.json")))
+        .ok();
     let mut ipvs_md = String::new();
     let ipvs_rate = |m: &str| {
         ipvs.as_ref().and_then(|d| {
@@ -516,6 +531,8 @@ fn report(
         ipvs_rate("ipvs-nat"),
     );
 
+    let goals_md = goals(&ns, &pps);
+
     let commit = output(Command::new("git").args([
         "-C",
         &root().to_string_lossy(),
@@ -543,6 +560,7 @@ fn report(
         "# Benchmark report\n\n\
          Machine: {cpus} CPUs ({model}), kernel {}; {}; commit {}{}.\n\
          Produced by `cargo xtask bench{}`; raw figures in `raw/` (JSON).\n\n\
+         ## Goals (issue 15: forwarding at the floor)\n\n{goals_md}\n\
          ## Ratios\n\n| comparison | ratio |\n|---|---:|\n{ratios}\n\
          ## Forwarding rate in network namespaces\n\n\
          A traffic generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, as\n\
@@ -583,5 +601,88 @@ fn report(
         rel(&flows_png),
     );
     std::fs::write(dir.join("bench.md"), report)?;
-    Ok(())
+    Ok(goals_md)
+}
+
+/// The goals table: each measured row next to its goal (forwarding rates
+/// as a fraction of the XDP_TX reflector's at the same flow count, the
+/// new-flow cost in ns), with whether it is met. A row whose figures are
+/// missing from this run says so.
+fn goals(ns: &Value, pps: &Value) -> String {
+    let methods = pps["methods"].as_array().cloned().unwrap_or_default();
+    let rate = |m: &str| {
+        methods
+            .iter()
+            .find(|x| x["method"] == m)
+            .map(|x| f(&x["median_pps"]))
+    };
+    let scaling = pps["flows_scaling"].as_array().cloned().unwrap_or_default();
+    let at = |m: &str, flows: f64| {
+        scaling
+            .iter()
+            .find(|r| r["method"] == m && f(&r["flows"]) == flows)
+            .map(|r| f(&r["median_pps"]))
+    };
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let mut md = String::from("| path | measured | goal | met |\n|---|---:|---:|---|\n");
+    let mut row = |what: String, v: Option<f64>, goal: f64| match v {
+        Some(v) => md.push_str(&format!(
+            "| {what} | {v:.2}× | ≥ {goal:.2}× | {} |\n",
+            if v >= goal { "yes" } else { "no" }
+        )),
+        None => md.push_str(&format!("| {what} | not measured | ≥ {goal:.2}× | — |\n")),
+    };
+    row(
+        format!("lb DR / XDP_TX reflector, {} flows", pps["flows"]),
+        div(rate("dr"), rate("floor")),
+        0.90,
+    );
+    row(
+        "lb NAT / XDP_TX reflector".into(),
+        div(rate("nat"), rate("floor")),
+        0.75,
+    );
+    row(
+        "lb TUN / XDP_TX reflector".into(),
+        div(rate("tun"), rate("floor")),
+        0.75,
+    );
+    row(
+        "lb DR / XDP_TX reflector, 100k flows".into(),
+        div(at("dr", 1e5), at("floor", 1e5)),
+        0.70,
+    );
+    row(
+        "lb DR / XDP_TX reflector, 1M flows".into(),
+        div(at("dr", 1e6), at("floor", 1e6)),
+        0.60,
+    );
+    let new_flow: Vec<f64> = ns["paths"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| {
+                    p["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("DR new flow"))
+                })
+                .map(|p| f(&p["median"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    if new_flow.is_empty() {
+        md.push_str("| new-flow cost, DR (BPF_PROG_TEST_RUN) | not measured | ≤ 200 ns | — |\n");
+    } else {
+        let lo = new_flow.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = new_flow.iter().copied().fold(0.0, f64::max);
+        md.push_str(&format!(
+            "| new-flow cost, DR, {} schedulers (BPF_PROG_TEST_RUN) | {lo:.0}–{hi:.0} ns | ≤ 200 ns | {} |\n",
+            new_flow.len(),
+            if hi <= 200.0 { "yes" } else { "no" }
+        ));
+    }
+    md
 }

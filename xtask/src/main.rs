@@ -39,7 +39,8 @@ enum Cmd {
     /// here, checks it and purges it (README: Installing).
     Deb(deb::Options),
     /// The benchmark suite: per-packet cost, forwarding rate against the XDP_TX
-    /// floor and nftables, plots and a report in results/.
+    /// floor and nftables, the goals table, plots and a report in target/bench/
+    /// (`--save`: the committed results/).
     Bench(bench::Options),
     /// ipvsadm and `lb adm` side by side: one script of ipvsadm command lines
     /// played against real ipvsadm in the ipvs VM and against `lb adm`,
