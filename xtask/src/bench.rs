@@ -686,3 +686,52 @@ fn goals(ns: &Value, pps: &Value) -> String {
     }
     md
 }
+
+#[cfg(test)]
+mod tests {
+    use super::goals;
+    use serde_json::json;
+
+    #[test]
+    fn goals_table_compares_each_row_with_its_goal() {
+        let pps = json!({
+            "flows": 1024,
+            "methods": [
+                {"method": "floor", "median_pps": 10.0e6},
+                {"method": "dr", "median_pps": 9.5e6},
+                {"method": "nat", "median_pps": 7.0e6},
+                {"method": "tun", "median_pps": 8.0e6},
+            ],
+            "flows_scaling": [
+                {"method": "floor", "flows": 100000, "median_pps": 10.0e6},
+                {"method": "dr", "flows": 100000, "median_pps": 6.0e6},
+                {"method": "floor", "flows": 1000000, "median_pps": 8.0e6},
+                {"method": "dr", "flows": 1000000, "median_pps": 5.0e6},
+            ],
+        });
+        let ns = json!({"paths": [
+            {"name": "DR established flow", "median": 90.0},
+            {"name": "DR new flow, rr", "median": 180.0},
+            {"name": "DR new flow, mh", "median": 210.0},
+        ]});
+        let t = goals(&ns, &pps);
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "| lb DR / XDP_TX reflector, 1024 flows | 0.95× | ≥ 0.90× | yes |",
+                "| lb NAT / XDP_TX reflector | 0.70× | ≥ 0.75× | no |",
+                "| lb TUN / XDP_TX reflector | 0.80× | ≥ 0.75× | yes |",
+                "| lb DR / XDP_TX reflector, 100k flows | 0.60× | ≥ 0.70× | no |",
+                "| lb DR / XDP_TX reflector, 1M flows | 0.62× | ≥ 0.60× | yes |",
+                "| new-flow cost, DR, 2 schedulers (BPF_PROG_TEST_RUN) | 180–210 ns | ≤ 200 ns | no |",
+            ]
+        );
+        // A run without the scaling stage says so instead of inventing a figure.
+        let t = goals(&json!({}), &json!({"flows": 64, "methods": []}));
+        assert!(t.contains("| lb DR / XDP_TX reflector, 1M flows | not measured | ≥ 0.60× | — |"));
+        assert!(
+            t.contains("| new-flow cost, DR (BPF_PROG_TEST_RUN) | not measured | ≤ 200 ns | — |")
+        );
+    }
+}
