@@ -107,6 +107,15 @@ pub const REAL_F_AVAILABLE: u32 = 2;
 /// [`Real::flags`]: its health checkers failed (not available; `lb list`
 /// leaves it out, as ipvsadm does with a removed destination).
 pub const REAL_F_DOWN: u32 = 4;
+/// [`Real::flags`]: its health checkers failed and `inhibit_on_failure`
+/// keeps it in the table at weight 0 (keepalived's inhibit). It takes no
+/// new connection, not even through a persistence template: the data plane
+/// treats its templates as expired and schedules the client anew, as ipvs
+/// does with the `expire_quiescent_template` sysctl on. A real at weight 0
+/// without this flag (an operator's drain) keeps ipvs's default: its
+/// templates still hold. Its established connections stay in both cases
+/// (ipvs's `expire_nodest_conn` = 0).
+pub const REAL_F_INHIBITED: u32 = 8;
 
 /// Forwarding methods stored in [`Real::fwd`] (`lb list` prints them as ipvsadm).
 pub const FWD_DR: u32 = 1;

@@ -9,7 +9,8 @@
 
 use lb_common::{
     persist_client, Conn, FlowKey, Persist, PersistKey, Service, Timeouts, CT_CLOSE,
-    CT_ESTABLISHED, CT_FIN_WAIT, CT_NONE, CT_SYN_RECV, CT_UDP, PROTO_TCP, SVC_F_PERSISTENT,
+    CT_ESTABLISHED, CT_FIN_WAIT, CT_NONE, CT_SYN_RECV, CT_UDP, PROTO_TCP, REAL_F_INHIBITED,
+    SVC_F_PERSISTENT,
 };
 
 use lb_ebpf::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -361,6 +362,17 @@ fn touch_persist(pkt: &Packet, svc: &Service, real_id: u32, now: u64) {
 /// thresholds) still gets its template's clients: ipvs's
 /// `ip_vs_sched_persist` follows a template whose destination is
 /// available (`ip_vs_check_template`) without looking at its overload.
+///
+/// A template is not followed (the client is scheduled anew and the
+/// template rewritten by [`record_new`]) when its real:
+/// - was removed, or its slot reused (generation changed), or is
+///   unavailable (checks failed without inhibit: `REAL_F_DOWN`): ipvs's
+///   `ip_vs_check_template` on a destination that is gone or not available;
+/// - failed its checks and is kept at weight 0 by `inhibit_on_failure`
+///   (`REAL_F_INHIBITED`): ipvs's `ip_vs_check_template` with the
+///   `expire_quiescent_template` sysctl on, which operators set so that a
+///   persistent client is not held on a dead real. A real drained to
+///   weight 0 by the operator keeps ipvs's default: its templates hold.
 #[inline(always)]
 fn persistent_pick(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
     if svc.flags & SVC_F_PERSISTENT == 0 {
@@ -371,6 +383,9 @@ fn persistent_pick(pkt: &Packet, svc: &Service, now: u64) -> Option<Pick> {
         return None;
     }
     let real = sched::real_if_valid(found[0], found[1])?;
+    if real.flags & REAL_F_INHIBITED != 0 {
+        return None;
+    }
     Some(Pick {
         real_id: found[0],
         gen: found[1],

@@ -32,9 +32,10 @@ pub static LB_REALS: Array<Real, MAX_REALS_U> = Array::new();
 #[btf_map]
 pub static LB_RINGS: Array<u32, RINGS_U> = Array::new();
 
-/// Per-CPU position in each service's ring (lock-free round robin).
+/// Position in each service's ring, one counter per service shared by all
+/// CPUs (rr / wrr: atomic fetch-and-add, see `sched::ring`).
 #[btf_map]
-pub static LB_CURSORS: PerCpuArray<u32, MAX_SERVICES_U> = PerCpuArray::new();
+pub static LB_CURSORS: Array<u64, MAX_SERVICES_U> = Array::new();
 
 /// BPF_F_NO_COMMON_LRU: each CPU keeps its own LRU list, so inserting a new
 /// flow never takes a lock shared with other CPUs.

@@ -1,9 +1,10 @@
 //! New-flow scheduling, lock-free.
 //!
 //! - rr / wrr walk a ring of real ids that the agent builds (smooth weighted
-//!   round robin). Each CPU keeps its own cursor in a per-CPU array; every CPU
-//!   follows the exact sequence, the aggregate split is exact up to one slot
-//!   per CPU. O(1).
+//!   round robin). One cursor per service, shared by every CPU and advanced
+//!   with an atomic fetch-and-add (BPF_ATOMIC | BPF_FETCH, kernel 5.12+), so
+//!   the service has one order whatever CPU a connection arrives on, as
+//!   ipvs's one `sched_data` per service, without ipvs's `sched_lock`. O(1).
 //! - lc / wlc / sed / nq scan the service's member list (at most
 //!   `MAX_LC_MEMBERS`, as ipvs scans its destination list) and compare the
 //!   connection counts with ipvs's formulas; ties go to the earlier member.
@@ -241,11 +242,17 @@ unsafe fn scan_members<T>(n: u32, step: *mut c_void, scan: &mut T) {
     }
 }
 
-/// rr / wrr: the next slot of the live ring on this CPU. When its real
+/// rr / wrr: the next slot of the service's live ring. The cursor is one
+/// 8-byte counter per service in `LB_CURSORS`, shared by all CPUs: each new
+/// connection takes `fetch_add(cursor, 1) % len`, so concurrent connections
+/// on different CPUs take different slots and the service follows one order
+/// (ipvs: one position per service, `svc->sched_data`). When the slot's real
 /// cannot take the connection (overloaded, or unavailable since the ring
-/// was built) the following slots are tried in ring order, as ipvs's rr
-/// and wrr go on to the next destination, and the cursor moves past the
-/// one taken.
+/// was built) the following slots are tried in ring order, as ipvs's rr and
+/// wrr go on to the next destination, and the cursor is advanced past the
+/// one taken by a second fetch-and-add (a racing connection may then skip
+/// one slot: no lock, as the module says). A 64-bit counter does not wrap
+/// in practice, so `% len` never jumps.
 #[inline(always)]
 fn ring(svc: &Service) -> Option<Pick> {
     let len = svc.ring_len;
@@ -253,9 +260,12 @@ fn ring(svc: &Service) -> Option<Pick> {
         return None;
     }
     let cursor = LB_CURSORS.get_ptr_mut(svc.svc_id)?;
-    // SAFETY: per-CPU slot; only this CPU (with preemption disabled in XDP) touches it.
-    let pos = unsafe { *cursor } % len;
-    unsafe { *cursor = if pos + 1 >= len { 0 } else { pos + 1 } };
+    // SAFETY: an 8-byte aligned map value, valid for this program run; every
+    // writer in the data plane uses atomic adds (the agent stores it whole).
+    let n = unsafe { fetch_add(cursor, 1) };
+    // checked_rem: the compiler does not carry `len != 0` across the asm
+    // block and would keep a panic call, which the verifier refuses.
+    let pos = n.checked_rem(len as u64)? as u32;
     if let Some(p) = pick_new(*LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, pos))?) {
         return Some(p);
     }
@@ -263,9 +273,46 @@ fn ring(svc: &Service) -> Option<Pick> {
     if next == NONE {
         return None;
     }
+    let skipped = if next > pos {
+        next - pos
+    } else {
+        next + len - pos
+    };
     // SAFETY: as above.
-    unsafe { *cursor = if next + 1 >= len { 0 } else { next + 1 } };
+    unsafe { fetch_add(cursor, skipped as u64) };
     pick_id(*LB_RINGS.get(ring_index(svc.svc_id, svc.ring_gen, next))?)
+}
+
+/// Atomic fetch-and-add: adds `v` to `*p` and answers the value before
+/// (BPF_ATOMIC | BPF_FETCH | BPF_ADD, kernel 5.12+). Written as the
+/// instruction itself: the object is built for the `generic` (v1) BPF CPU,
+/// for which LLVM emits only the add without fetch and refuses a use of its
+/// result ("Invalid usage of the XADD return value"); the instruction is
+/// the kernel's, whatever CPU the compiler targets.
+///
+/// # Safety
+/// `p` must be valid and 8-byte aligned, and only written atomically.
+#[inline(always)]
+unsafe fn fetch_add(p: *mut u64, v: u64) -> u64 {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: as required by the caller; the instruction reads and writes
+    // only *p and the register holding v, which then holds the old value.
+    unsafe {
+        let mut v = v;
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) v,
+            options(nostack),
+        );
+        v
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as required by the caller.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(p)
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// State of a walk along a ring, shared with [`ring_step`].

@@ -60,6 +60,12 @@ pub enum DataplaneError {
         found: u32,
         want: u32,
     },
+    #[error("removing the pinned map {} of an older lb", path.display())]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0} has an unexpected map type")]
     MapType(&'static str),
     #[error("map operation failed")]
@@ -147,7 +153,8 @@ fn layout(name: &str) -> Option<(usize, usize)> {
     Some(match name {
         maps::SERVICES => (size_of::<SvcKey>(), size_of::<Service>()),
         maps::REALS => (u, size_of::<Real>()),
-        maps::RINGS | maps::CURSORS | maps::FLAGS | maps::MAGLEV => (u, u),
+        maps::RINGS | maps::FLAGS | maps::MAGLEV => (u, u),
+        maps::CURSORS => (u, size_of::<u64>()),
         maps::CONNTRACK => (size_of::<FlowKey>(), size_of::<Conn>()),
         maps::PERSIST => (size_of::<PersistKey>(), size_of::<Persist>()),
         maps::SVC_STATS | maps::REAL_STATS => (u, size_of::<Stats>()),
@@ -183,6 +190,9 @@ fn check_pinned_layouts(dir: &Path) -> Result<()> {
             source: Box::new(source),
         })?;
         let info = data.info()?;
+        if name == maps::CURSORS && replace_cursors(&path, &info)? {
+            continue;
+        }
         for (what, found, want) in [
             ("keys", info.key_size(), key as u32),
             ("values", info.value_size(), value as u32),
@@ -199,6 +209,31 @@ fn check_pinned_layouts(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `LB_CURSORS` pinned by an lb before the shared cursor (a per-CPU array
+/// of 4-byte positions), or of any other shape than this build's: removes
+/// the pin, so that the load creates the map anew, and answers true. The
+/// map holds only where each service's rr / wrr walk stands, so an upgrade
+/// need not refuse to start for it: the walks restart at the start of their
+/// rings. Answers false, leaving the pin, when its shape is this build's.
+fn replace_cursors(path: &Path, info: &aya::maps::MapInfo) -> Result<bool> {
+    use aya::maps::MapType;
+    let shaped = matches!(info.map_type(), Ok(MapType::Array))
+        && info.key_size() as usize == size_of::<u32>()
+        && info.value_size() as usize == size_of::<u64>();
+    if shaped {
+        return Ok(false);
+    }
+    std::fs::remove_file(path).map_err(|source| DataplaneError::Unpin {
+        path: path.into(),
+        source,
+    })?;
+    tracing::warn!(
+        map = %path.display(),
+        "pinned rr / wrr cursors of an older lb (one per CPU) replaced by one shared cursor per service; rr / wrr restart at the start of their rings"
+    );
+    Ok(true)
 }
 
 /// How many times [`load_program`] submits a program the kernel answered
@@ -278,7 +313,9 @@ pub struct Dataplane {
     pub services: HashMap<MapData, SvcKey, Service>,
     pub reals: Array<MapData, Real>,
     pub rings: Array<MapData, u32>,
-    pub cursors: PerCpuArray<MapData, u32>,
+    /// rr / wrr position per service, shared by all CPUs (the data plane
+    /// adds to it atomically).
+    pub cursors: Array<MapData, u64>,
     pub conntrack: HashMap<MapData, FlowKey, Conn>,
     pub persist: HashMap<MapData, PersistKey, Persist>,
     pub devmap: DevMapHash<MapData>,
@@ -407,8 +444,7 @@ impl Dataplane {
         let n = nr_cpus()?;
         self.svc_stats
             .set(id, PerCpuValues::try_from(vec![Stats::default(); n])?, 0)?;
-        self.cursors
-            .set(id, PerCpuValues::try_from(vec![0u32; n])?, 0)?;
+        self.cursors.set(id, 0, 0)?;
         Ok(())
     }
 

@@ -185,6 +185,38 @@ pub fn build_ring(sched: Sched, reals: &[(u32, u32)], cap: usize) -> Vec<u32> {
     ring
 }
 
+/// The rr / wrr cursor (`LB_CURSORS`, one counter per service that the
+/// data plane advances by one per new connection: slot `cursor % len`)
+/// to store when the service's ring changes from `old` (scheduler
+/// `old_sched`, read at `cursor`) to `new` (scheduler `sched`).
+///
+/// As ipvs keeps its position across a change of destinations:
+/// - rr (ip_vs_rr.c keeps a pointer to the last destination served; when
+///   that one is removed, `ip_vs_rr_del_dest` steps back so that the one
+///   after it comes next): the new ring continues after the real served
+///   last; if that real left the ring, with the first real that followed it
+///   in the old ring and is still in the new one.
+/// - wrr (ip_vs_wrr.c's `ip_vs_wrr_dest_changed` restarts its walk at the
+///   head of the destination list on every change): the start of the new
+///   ring.
+/// - any other scheduler, a switch from a scheduler without a ring walk, or
+///   nothing served yet: 0.
+pub fn carry_cursor(old_sched: Sched, old: &[u32], cursor: u64, sched: Sched, new: &[u32]) -> u64 {
+    let walked = matches!(old_sched, Sched::Rr | Sched::Wrr);
+    if sched != Sched::Rr || !walked || old.is_empty() || new.is_empty() || cursor == 0 {
+        return 0;
+    }
+    let n = old.len() as u64;
+    let last = ((cursor - 1) % n) as usize;
+    if let Some(j) = new.iter().position(|&id| id == old[last]) {
+        return ((j + 1) % new.len()) as u64;
+    }
+    (1..old.len())
+        .map(|k| old[(last + k) % old.len()])
+        .find_map(|id| new.iter().position(|&x| x == id))
+        .map_or(0, |j| j as u64)
+}
+
 pub fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -359,6 +391,47 @@ mod hash_tables {
         assert!(
             taken < share + m / 50,
             "adding moved {taken} slots for a share of {share}"
+        );
+    }
+
+    #[test]
+    fn rr_cursor_continues_after_the_real_served_last() {
+        // Ring [1, 2, 3], cursor 5: slot 4 % 3 = 1 (real 2) was served last.
+        let old = [1, 2, 3];
+        // A real added: real 3 comes next, wherever it is in the new ring.
+        let new = [1, 2, 4, 3];
+        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
+        assert_eq!((c, new[c as usize]), (2, 4));
+        let new = [4, 1, 2, 3];
+        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
+        assert_eq!(new[c as usize], 3);
+        // The real served last removed: the one after it comes next.
+        let new = [1, 3];
+        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
+        assert_eq!(new[c as usize], 3);
+        // Served last was the end of the new ring: wraps to its start.
+        let c = carry_cursor(Sched::Rr, &old, 6, Sched::Rr, &[1, 2, 3, 4][..3]);
+        assert_eq!(c, 0);
+        // The real after it also removed: the next remaining one.
+        let c = carry_cursor(Sched::Rr, &[1, 2, 3, 4], 2, Sched::Rr, &[4, 1]);
+        assert_eq!(c, 0);
+        // Nothing served yet, or no ring before: the start.
+        assert_eq!(carry_cursor(Sched::Rr, &old, 0, Sched::Rr, &new), 0);
+        assert_eq!(carry_cursor(Sched::Rr, &[], 7, Sched::Rr, &old), 0);
+    }
+
+    #[test]
+    fn wrr_and_other_schedulers_restart_their_ring() {
+        // ipvs's wrr restarts at the head of its list on any change.
+        assert_eq!(
+            carry_cursor(Sched::Wrr, &[1, 1, 2], 2, Sched::Wrr, &[1, 2]),
+            0
+        );
+        assert_eq!(carry_cursor(Sched::Lc, &[1, 2], 1, Sched::Rr, &[1, 2]), 0);
+        // wrr to rr: the real served last is known, rr continues after it.
+        assert_eq!(
+            carry_cursor(Sched::Wrr, &[1, 1, 2], 2, Sched::Rr, &[1, 2]),
+            1
         );
     }
 }

@@ -16,8 +16,8 @@ use std::{
 
 use lb_common::{
     maglev_index, ring_index, Real, Service, SvcKey, FAMILY_V4, FAMILY_V6, FLAG_NAT, MAX_MH_TABLES,
-    MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_DOWN, REAL_F_INUSE, RING_SIZE, SCHED_MH,
-    SVC_F_HASH_PORT, SVC_F_PERSISTENT, SVC_F_PERSIST_NET,
+    MAX_REALS, MAX_SERVICES, REAL_F_AVAILABLE, REAL_F_DOWN, REAL_F_INHIBITED, REAL_F_INUSE,
+    RING_SIZE, SCHED_MH, SVC_F_HASH_PORT, SVC_F_PERSISTENT, SVC_F_PERSIST_NET,
 };
 
 use crate::{
@@ -462,6 +462,12 @@ impl Tables {
                     ),
                 },
             }
+            if checked == (Health::Down { inhibit: true }) {
+                // Kept at weight 0 because its checks failed, not drained:
+                // its persistence templates no longer hold (see
+                // REAL_F_INHIBITED).
+                entry.flags |= REAL_F_INHIBITED;
+            }
             if checked == (Health::Down { inhibit: false }) {
                 // Failed: out of scheduling; its flows are rescheduled on
                 // their next packet (ipvs removes the destination).
@@ -524,7 +530,9 @@ impl Tables {
         } else if vs.sched != Sched::Mh {
             entry.table_id = u32::MAX;
         }
-        if ring != slot.ring || fresh || table_changed || entry.sched != slot.entry.sched {
+        let ring_switched =
+            ring != slot.ring || fresh || table_changed || entry.sched != slot.entry.sched;
+        if ring_switched {
             let gen = entry.ring_gen ^ 1;
             for (pos, id) in ring.iter().enumerate() {
                 let pos = pos as u32;
@@ -538,9 +546,24 @@ impl Tables {
             entry.ring_gen = gen;
             entry.ring_len = ring.len() as u32;
         }
+        let old_sched = Sched::from_id(slot.entry.sched);
         if entry != slot.entry || fresh {
             dp.services.insert(svc_key(&vs.key), entry, 0)?;
             slot.entry = entry;
+        }
+        if ring_switched && matches!(vs.sched, Sched::Rr | Sched::Wrr) {
+            // The data plane now walks the new ring: place the shared cursor
+            // as ipvs keeps its position (sched::carry_cursor). Read and
+            // written after the switch, so that at most the connections
+            // arriving between the two calls take a slot of their own.
+            let cursor = if fresh {
+                0
+            } else {
+                dp.cursors.get(&svc_id, 0)?
+            };
+            let old_sched = old_sched.filter(|_| !fresh).unwrap_or(vs.sched);
+            let next = sched::carry_cursor(old_sched, &slot.ring, cursor, vs.sched, &ring);
+            dp.cursors.set(svc_id, next, 0)?;
         }
         slot.ring = ring;
         // Only now that no ring refers to them: free the removed reals.

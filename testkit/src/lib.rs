@@ -54,7 +54,7 @@ pub fn enter_private_netns() -> anyhow::Result<()> {
 }
 
 /// Keeps the calling thread on the CPU it runs on: the data plane's per-CPU
-/// state (rr cursors, counters' slots) then behaves as one sequence.
+/// state (counters' slots, scratch space) then behaves as one sequence.
 pub fn pin_to_current_cpu() -> anyhow::Result<()> {
     // SAFETY: sched_getcpu has no arguments; the cpu_set_t is ours.
     unsafe {
@@ -69,6 +69,41 @@ pub fn pin_to_current_cpu() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Moves the calling thread to CPU `cpu` and keeps it there: the runs it
+/// makes next execute on that CPU (BPF_PROG_TEST_RUN runs an XDP program
+/// on the caller's CPU; its `cpu` field is for raw tracepoints only).
+/// Checks with `sched_getcpu` that the move took place.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: the cpu_set_t is ours; sched_getcpu has no arguments.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sched_setaffinity to CPU {cpu}"));
+        }
+        let now = libc::sched_getcpu();
+        if now != cpu as i32 {
+            bail!("pinned to CPU {cpu} but running on {now}");
+        }
+    }
+    Ok(())
+}
+
+/// The online CPUs (`/sys/devices/system/cpu/online`, e.g. "0-3,5"), in
+/// order; not this thread's affinity, which [`Harness::new`] narrows to one.
+pub fn online_cpus() -> anyhow::Result<Vec<usize>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("reading /sys/devices/system/cpu/online")?;
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.parse()?, b.parse()?);
+        cpus.extend(a..=b);
+    }
+    Ok(cpus)
 }
 
 fn sh(args: &[&str]) -> anyhow::Result<()> {

@@ -537,3 +537,69 @@ fn lblcr_drops_its_most_loaded_member_when_unchanged_for_its_lifetime() {
     assert_eq!(set, [2]);
     assert!(newer > lastmod);
 }
+
+/// Connections from ports `first..first + n`, each from the next online CPU
+/// in turn (the thread moves before each run): which real each went to.
+fn syns_across_cpus(h: &Harness, first: u16, n: u16) -> Vec<usize> {
+    let cpus = online_cpus().unwrap();
+    let seq = (0..n)
+        .map(|i| {
+            pin_to_cpu(cpus[i as usize % cpus.len()]).unwrap();
+            syn(h, first + i)
+        })
+        .collect();
+    pin_to_cpu(cpus[0]).unwrap();
+    seq
+}
+
+#[test]
+fn rr_keeps_one_order_whatever_cpu_a_connection_arrives_on() {
+    // One cursor per service shared by every CPU (issue 15): 100 connections
+    // alternating between CPUs go r1, r2, r1, r2, ... exactly. With a cursor
+    // per CPU, CPU 0 and CPU 1 each started at r1: r1, r1, r2, r2, ...
+    let cpus = online_cpus().unwrap();
+    assert!(cpus.len() >= 2, "needs 2 CPUs to test anything: {cpus:?}");
+    let h = harness("rr", &[1, 1], "");
+    let seq = syns_across_cpus(&h, 1, 100);
+    let want: Vec<usize> = (0..100).map(|i| 1 + i % 2).collect();
+    assert_eq!(seq, want);
+    assert_eq!(seq.iter().filter(|&&r| r == 1).count(), 50);
+}
+
+#[test]
+fn wrr_keeps_one_weighted_order_whatever_cpu_a_connection_arrives_on() {
+    let h = harness("wrr", &[5, 1, 1], "");
+    // The smooth weighted ring of 5:1:1 (A A B A C A A), three times over,
+    // every connection on the next CPU.
+    let ring = [1, 1, 2, 1, 3, 1, 1];
+    let want: Vec<usize> = ring.iter().copied().cycle().take(21).collect();
+    assert_eq!(syns_across_cpus(&h, 1, 21), want);
+}
+
+#[test]
+fn rr_continues_after_the_real_served_last_when_reals_change() {
+    // ipvs's rr keeps a pointer to the destination it served last: the
+    // next connection goes to the one after it, also when the list changes.
+    let mut h = harness("rr", &[1, 1], "");
+    assert_eq!([syn(&h, 1), syn(&h, 2)], [1, 2]);
+    // r3 added after r2, which was served last: r3 comes next.
+    h.apply(&conf("rr", &[1, 1, 1], "")).unwrap();
+    assert_eq!([syn(&h, 3), syn(&h, 4), syn(&h, 5)], [3, 1, 2]);
+    // r2 (served last) leaves: the one after it, r3, comes next.
+    h.apply(&conf("rr", &[1, 0, 1], "")).unwrap();
+    assert_eq!([syn(&h, 6), syn(&h, 7), syn(&h, 8)], [3, 1, 3]);
+}
+
+#[test]
+fn wrr_restarts_its_ring_when_weights_change() {
+    // ipvs's wrr restarts at the head of its list on every change
+    // (ip_vs_wrr_dest_changed): the new ring is walked from its start.
+    let mut h = harness("wrr", &[3, 1], "");
+    assert_eq!([syn(&h, 1), syn(&h, 2), syn(&h, 3)], [1, 1, 2]);
+    // 3:2 is A B A B A.
+    h.apply(&conf("wrr", &[3, 2], "")).unwrap();
+    assert_eq!(
+        [syn(&h, 4), syn(&h, 5), syn(&h, 6), syn(&h, 7), syn(&h, 8)],
+        [1, 2, 1, 2, 1]
+    );
+}

@@ -9,6 +9,10 @@
 //! nsprobe silent PORT            accept connections and never answer
 //! nsprobe smtp PORT              an SMTP server: 220 banner, 250 to each command, 221 to QUIT
 //! nsprobe get HOST:PORT COUNT    COUNT requests, one connection each; prints "NAME count" lines and "fail N"
+//! nsprobe get-on-cpus HOST:PORT COUNT CPU[,CPU...]
+//!                                COUNT requests, one connection each, request i made from CPU
+//!                                number i mod (number of CPUs listed) of the list (the process
+//!                                moves there first); prints "CPU NAME" (or "CPU fail") per request
 //! nsprobe load HOST:PORT SECONDS GAP_MS
 //!                                a request every GAP_MS (one connection each, 0.5 s timeout) for
 //!                                SECONDS; prints "NAME count" lines, "fail N" and "outage_ms T"
@@ -195,6 +199,29 @@ fn one_within(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
     response_body(&mut BufReader::new(s))
 }
 
+/// Moves this process to CPU `cpu` only; exits when it cannot run there.
+/// A connection's SYN then leaves on that CPU (and a veth peer's XDP runs
+/// in the softirq of the sending CPU).
+fn move_to_cpu(cpu: usize) {
+    // SAFETY: the cpu_set_t is ours; sched_getcpu has no arguments.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!(
+                "sched_setaffinity to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+            std::process::exit(2);
+        }
+        let now = libc::sched_getcpu();
+        if now != cpu as i32 {
+            eprintln!("moved to CPU {cpu} but running on {now}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -229,6 +256,25 @@ fn main() {
                 println!("{k} {v}");
             }
             println!("fail {fail}");
+        }
+        Some("get-on-cpus") => {
+            let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
+            let count: usize = args[3].parse().expect("count");
+            let cpus: Vec<usize> = args[4]
+                .split(',')
+                .map(|c| c.parse().expect("CPU number"))
+                .collect();
+            for i in 0..count {
+                let cpu = cpus[i % cpus.len()];
+                move_to_cpu(cpu);
+                match one(addr) {
+                    Ok(name) => println!("{cpu} {name}"),
+                    Err(e) => {
+                        eprintln!("request failed: {e}");
+                        println!("{cpu} fail");
+                    }
+                }
+            }
         }
         Some("load") => {
             let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
