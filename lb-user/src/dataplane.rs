@@ -174,8 +174,10 @@ fn layout(name: &str) -> Option<(usize, usize)> {
 /// by name without comparing its shape, and the kernel then refuses the
 /// program (an access past the value) or every write to the map; this
 /// says which map and what to do instead. Pins that are absent are
-/// created by the load as usual.
+/// created by the load as usual. `LB_CURSORS` of another shape is replaced
+/// instead ([`replace_cursors`]), once every other pin has passed.
 fn check_pinned_layouts(dir: &Path) -> Result<()> {
+    let mut old_cursors = None;
     for name in maps::ALL {
         let path = dir.join(name);
         let Some((key, value)) = layout(name) else {
@@ -190,7 +192,10 @@ fn check_pinned_layouts(dir: &Path) -> Result<()> {
             source: Box::new(source),
         })?;
         let info = data.info()?;
-        if name == maps::CURSORS && replace_cursors(&path, &info)? {
+        if name == maps::CURSORS {
+            if !cursors_shaped(&info) {
+                old_cursors = Some(path);
+            }
             continue;
         }
         for (what, found, want) in [
@@ -208,23 +213,28 @@ fn check_pinned_layouts(dir: &Path) -> Result<()> {
             }
         }
     }
+    // Only once every other pin passed: a refused start removes nothing.
+    if let Some(path) = old_cursors {
+        replace_cursors(&path)?;
+    }
     Ok(())
 }
 
-/// `LB_CURSORS` pinned by an lb before the shared cursor (a per-CPU array
-/// of 4-byte positions), or of any other shape than this build's: removes
-/// the pin, so that the load creates the map anew, and answers true. The
-/// map holds only where each service's rr / wrr walk stands, so an upgrade
-/// need not refuse to start for it: the walks restart at the start of their
-/// rings. Answers false, leaving the pin, when its shape is this build's.
-fn replace_cursors(path: &Path, info: &aya::maps::MapInfo) -> Result<bool> {
-    use aya::maps::MapType;
-    let shaped = matches!(info.map_type(), Ok(MapType::Array))
+/// Whether a pinned `LB_CURSORS` has this build's shape: an array of
+/// 8-byte counters. One pinned by an lb before the shared cursor is a
+/// per-CPU array of 4-byte positions.
+fn cursors_shaped(info: &aya::maps::MapInfo) -> bool {
+    matches!(info.map_type(), Ok(aya::maps::MapType::Array))
         && info.key_size() as usize == size_of::<u32>()
-        && info.value_size() as usize == size_of::<u64>();
-    if shaped {
-        return Ok(false);
-    }
+        && info.value_size() as usize == size_of::<u64>()
+}
+
+/// Removes a pinned `LB_CURSORS` of another shape ([`cursors_shaped`]), so
+/// that the load creates the map anew. The map holds only where each
+/// service's rr / wrr walk stands, so an upgrade need not refuse to start
+/// for it (as it does for the maps with flows in them): the walks restart
+/// at the start of their rings.
+fn replace_cursors(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|source| DataplaneError::Unpin {
         path: path.into(),
         source,
@@ -233,7 +243,7 @@ fn replace_cursors(path: &Path, info: &aya::maps::MapInfo) -> Result<bool> {
         map = %path.display(),
         "pinned rr / wrr cursors of an older lb (one per CPU) replaced by one shared cursor per service; rr / wrr restart at the start of their rings"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// How many times [`load_program`] submits a program the kernel answered
