@@ -297,6 +297,48 @@ mod tests {
         assert_eq!(ring.iter().filter(|&&r| r == 0).count(), 7);
         assert_eq!(ring.iter().filter(|&&r| r == 1).count(), 3);
     }
+
+    #[test]
+    fn rr_cursor_continues_after_the_real_served_last() {
+        // Ring [1, 2, 3], cursor 5: slot 4 % 3 = 1 (real 2) was served last.
+        let old = [1, 2, 3];
+        // A real added: the walk goes on after real 2 in the new ring,
+        // whatever comes there (the new real 4, or real 3).
+        let new = [1, 2, 4, 3];
+        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
+        assert_eq!((c, new[c as usize]), (2, 4));
+        let new = [4, 1, 2, 3];
+        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
+        assert_eq!(new[c as usize], 3);
+        // The real served last removed: the one after it comes next.
+        let new = [1, 3];
+        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
+        assert_eq!(new[c as usize], 3);
+        // Served last was the end of the new ring: wraps to its start.
+        let c = carry_cursor(Sched::Rr, &old, 6, Sched::Rr, &[1, 2, 3, 4][..3]);
+        assert_eq!(c, 0);
+        // The real after it also removed: the next remaining one.
+        let c = carry_cursor(Sched::Rr, &[1, 2, 3, 4], 2, Sched::Rr, &[4, 1]);
+        assert_eq!(c, 0);
+        // Nothing served yet, or no ring before: the start.
+        assert_eq!(carry_cursor(Sched::Rr, &old, 0, Sched::Rr, &new), 0);
+        assert_eq!(carry_cursor(Sched::Rr, &[], 7, Sched::Rr, &old), 0);
+    }
+
+    #[test]
+    fn wrr_and_other_schedulers_restart_their_ring() {
+        // ipvs's wrr restarts at the head of its list on any change.
+        assert_eq!(
+            carry_cursor(Sched::Wrr, &[1, 1, 2], 2, Sched::Wrr, &[1, 2]),
+            0
+        );
+        assert_eq!(carry_cursor(Sched::Lc, &[1, 2], 1, Sched::Rr, &[1, 2]), 0);
+        // wrr to rr: the real served last is known, rr continues after it.
+        assert_eq!(
+            carry_cursor(Sched::Wrr, &[1, 1, 2], 2, Sched::Rr, &[1, 2]),
+            1
+        );
+    }
 }
 
 #[cfg(test)]
@@ -391,47 +433,6 @@ mod hash_tables {
         assert!(
             taken < share + m / 50,
             "adding moved {taken} slots for a share of {share}"
-        );
-    }
-
-    #[test]
-    fn rr_cursor_continues_after_the_real_served_last() {
-        // Ring [1, 2, 3], cursor 5: slot 4 % 3 = 1 (real 2) was served last.
-        let old = [1, 2, 3];
-        // A real added: real 3 comes next, wherever it is in the new ring.
-        let new = [1, 2, 4, 3];
-        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
-        assert_eq!((c, new[c as usize]), (2, 4));
-        let new = [4, 1, 2, 3];
-        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
-        assert_eq!(new[c as usize], 3);
-        // The real served last removed: the one after it comes next.
-        let new = [1, 3];
-        let c = carry_cursor(Sched::Rr, &old, 5, Sched::Rr, &new);
-        assert_eq!(new[c as usize], 3);
-        // Served last was the end of the new ring: wraps to its start.
-        let c = carry_cursor(Sched::Rr, &old, 6, Sched::Rr, &[1, 2, 3, 4][..3]);
-        assert_eq!(c, 0);
-        // The real after it also removed: the next remaining one.
-        let c = carry_cursor(Sched::Rr, &[1, 2, 3, 4], 2, Sched::Rr, &[4, 1]);
-        assert_eq!(c, 0);
-        // Nothing served yet, or no ring before: the start.
-        assert_eq!(carry_cursor(Sched::Rr, &old, 0, Sched::Rr, &new), 0);
-        assert_eq!(carry_cursor(Sched::Rr, &[], 7, Sched::Rr, &old), 0);
-    }
-
-    #[test]
-    fn wrr_and_other_schedulers_restart_their_ring() {
-        // ipvs's wrr restarts at the head of its list on any change.
-        assert_eq!(
-            carry_cursor(Sched::Wrr, &[1, 1, 2], 2, Sched::Wrr, &[1, 2]),
-            0
-        );
-        assert_eq!(carry_cursor(Sched::Lc, &[1, 2], 1, Sched::Rr, &[1, 2]), 0);
-        // wrr to rr: the real served last is known, rr continues after it.
-        assert_eq!(
-            carry_cursor(Sched::Wrr, &[1, 1, 2], 2, Sched::Rr, &[1, 2]),
-            1
         );
     }
 }
