@@ -194,15 +194,36 @@ fn nat_tcp_v6_both_directions() {
     );
 }
 
+/// The [`lb_common::NeighHandoff`] record XDP writes in front of a packet
+/// for the neighbour path (tc + bpf_redirect_neigh): the BPF_PROG_TEST_RUN
+/// output starts with the metadata.
+fn handoff(ifindex: u32, nexthop: &str) -> Vec<u8> {
+    let addr: std::net::Ipv4Addr = nexthop.parse().unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(&lb_common::NEIGH_HANDOFF_MAGIC.to_ne_bytes());
+    out.extend_from_slice(&ifindex.to_ne_bytes());
+    out.extend_from_slice(&2u32.to_ne_bytes()); // AF_INET
+    out.extend_from_slice(&addr.octets());
+    out.extend_from_slice(&[0; 12]);
+    out
+}
+
+/// `record` followed by `frame`.
+fn with_meta(record: Vec<u8>, frame: &[u8]) -> Vec<u8> {
+    let mut out = record;
+    out.extend_from_slice(frame);
+    out
+}
+
 #[test]
-fn nat_unresolved_next_hop_goes_to_the_kernel_rewritten() {
+fn nat_unresolved_next_hop_is_handed_to_the_neighbour_path() {
     let mut h = harness(&nat_conf("rr"));
     h.apply(&nat_conf("rr").replace(R2, "10.1.0.13")).unwrap();
     // rr: first R1, then 10.1.0.13 which has no neighbour entry.
     let first = tcp(Eth::inbound(), CLIENT, 41000, VIP, 80, Flags::Syn, b"");
     assert_eq!(h.run(&first).unwrap().0, XDP_REDIRECT);
     let second = tcp(Eth::inbound(), CLIENT, 41001, VIP, 80, Flags::Syn, b"");
-    let want = tcp(
+    let rewritten = tcp(
         Eth::inbound(),
         CLIENT,
         41001,
@@ -211,12 +232,75 @@ fn nat_unresolved_next_hop_goes_to_the_kernel_rewritten() {
         Flags::Syn,
         b"",
     );
+    let want = with_meta(handoff(h.b.ifindex, "10.1.0.13"), &rewritten);
     check("no neighbour", h.run(&second).unwrap(), XDP_PASS, &want);
-    assert_eq!(counters(&h).pass_no_neigh, 1);
+    let g = counters(&h);
+    assert_eq!((g.pass_no_neigh, g.neigh_handoff), (1, 1));
 }
 
-/// An IPIP / IPv6-in-IPv6 frame as TUN must emit it around `inner`.
+/// Issue 15, input 1: the reply to a client address the director never
+/// resolved (a second address of a client on its own subnet) is translated
+/// and handed to the neighbour path, toward the client itself.
+#[test]
+fn nat_reply_to_an_unresolved_client_is_handed_to_the_neighbour_path() {
+    let h = harness(&nat_conf("rr"));
+    let client2 = "192.0.2.8";
+    let syn = tcp(Eth::inbound(), client2, 42000, VIP, 80, Flags::Syn, b"");
+    let want = tcp(eth(MAC_B, MAC1), client2, 42000, R1, 8080, Flags::Syn, b"");
+    check("SYN from 192.0.2.8", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
+    let reply = tcp(eth(MAC1, MAC_B), R1, 8080, client2, 42000, Flags::Ack, b"hi");
+    let translated = tcp(eth(MAC1, MAC_B), VIP, 80, client2, 42000, Flags::Ack, b"hi");
+    let want = with_meta(handoff(h.a.ifindex, client2), &translated);
+    check(
+        "reply to an unresolved client",
+        h.run_on_b(&reply).unwrap(),
+        XDP_PASS,
+        &want,
+    );
+    let g = counters(&h);
+    assert_eq!(
+        (g.pass_no_neigh, g.neigh_handoff, g.nat_reverse),
+        (1, 1, 1)
+    );
+    // Counted for the service's outgoing traffic like any translated reply.
+    assert_eq!(h.dp.svc_stats_sum(0).unwrap().out_packets, 1);
+}
+
+/// The egress interface toward the real has no XDP program of ours (a
+/// dummy interface here): the packet is handed over with the FIB's next hop.
+#[test]
+fn nat_egress_without_xdp_is_handed_to_the_neighbour_path() {
+    let h = harness(&nat_conf("rr").replace(R1, "10.9.0.5"));
+    for args in [
+        &["link", "add", "lbtdummy", "type", "dummy"][..],
+        &["link", "set", "lbtdummy", "up"],
+        &["addr", "add", "10.9.0.1/24", "dev", "lbtdummy"],
+        &[
+            "neigh", "replace", "10.9.0.5", "lladdr", "02:00:00:00:09:05", "dev", "lbtdummy",
+            "nud", "permanent",
+        ],
+    ] {
+        let st = std::process::Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+    let dummy = std::fs::read_to_string("/sys/class/net/lbtdummy/ifindex")
+        .unwrap()
+        .trim()
+        .parse::<u32>()
+        .unwrap();
+    let syn = tcp(Eth::inbound(), CLIENT, 43000, VIP, 80, Flags::Syn, b"");
+    let rewritten = tcp(Eth::inbound(), CLIENT, 43000, "10.9.0.5", 8080, Flags::Syn, b"");
+    let want = with_meta(handoff(dummy, "10.9.0.5"), &rewritten);
+    check("egress without XDP", h.run(&syn).unwrap(), XDP_PASS, &want);
+    let g = counters(&h);
+    assert_eq!((g.pass_no_devmap, g.neigh_handoff), (1, 1));
+}
+
+/// An IPIP / IPv6-in-IPv6 frame as TUN must emit it around `inner` (whose
+/// TTL / hop limit the director decrements first, as ipvs does).
 fn encapsulated(inner: &[u8], src: &str, dst: &str) -> Vec<u8> {
+    let mut inner = inner.to_vec();
+    decrement_ttl(&mut inner);
     let ip = &inner[14..];
     let mut out = Vec::new();
     out.extend_from_slice(&MAC1);
@@ -266,6 +350,72 @@ fn tun_v4_and_v6_encapsulation_exact_bytes() {
     assert_eq!(counters(&h).encap, 2);
 }
 
+/// TUN toward a real whose neighbour is not resolved: encapsulated (the
+/// received MACs kept) and handed to the neighbour path.
+#[test]
+fn tun_unresolved_real_is_handed_to_the_neighbour_path() {
+    let h = harness(&tun_conf().replace(R1, "10.1.0.13"));
+    let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    let mut frame = encapsulated(&syn, "10.1.0.1", "10.1.0.13");
+    frame[..12].copy_from_slice(&syn[..12]);
+    let want = with_meta(handoff(h.b.ifindex, "10.1.0.13"), &frame);
+    check("TUN, no neighbour", h.run(&syn).unwrap(), XDP_PASS, &want);
+    let g = counters(&h);
+    assert_eq!((g.pass_no_neigh, g.neigh_handoff, g.encap), (1, 1, 1));
+}
+
+/// Ethernet padding of a short frame (bytes past the IP total length) is not
+/// carried into the tunnel.
+#[test]
+fn tun_leaves_ethernet_padding_out_of_the_tunnel() {
+    let h = harness(&tun_conf());
+    let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
+    assert_eq!(syn.len(), 54);
+    let mut padded = syn.clone();
+    padded.extend_from_slice(&[0xee; 6]); // to the 60-byte Ethernet minimum
+    let want = encapsulated(&syn, "10.1.0.1", R1);
+    check("padded SYN", h.run(&padded).unwrap(), XDP_REDIRECT, &want);
+}
+
+/// An IPv4 header with a wrong checksum is not balanced and creates no
+/// state: passed, so the kernel drops it (ip_rcv) as it does before ipvs.
+#[test]
+fn ipv4_header_checksum_wrong_is_passed_without_state() {
+    let h = harness(&nat_conf("rr"));
+    let mut bad = tcp(Eth::inbound(), CLIENT, 44000, VIP, 80, Flags::Syn, b"");
+    bad[24] ^= 0x01; // header checksum, low byte
+    check("bad IPv4 checksum", h.run(&bad).unwrap(), XDP_PASS, &bad);
+    let g = counters(&h);
+    assert_eq!((g.pass_bad_csum, g.new_flows), (1, 0));
+    assert_eq!(h.dp.svc_stats_sum(0).unwrap().conns, 0);
+    // The same packet with its checksum intact is balanced.
+    let good = tcp(Eth::inbound(), CLIENT, 44000, VIP, 80, Flags::Syn, b"");
+    assert_eq!(h.run(&good).unwrap().0, XDP_REDIRECT);
+    assert_eq!(counters(&h).new_flows, 1);
+}
+
+/// IPv6 UDP with checksum 0 is invalid (RFC 8200 section 8.1): NAT drops it
+/// with its reason instead of sending it on with a wrong non-zero checksum.
+#[test]
+fn nat_ipv6_udp_checksum_zero_is_dropped() {
+    let conf = format!(
+        "{}virtual_server {VIP6} 53 {{\n lb_algo rr\n lb_kind NAT\n protocol UDP\n \
+         real_server {R1_6} 5353 {{ weight 1 }}\n}}\n",
+        nat_conf("rr")
+    );
+    let h = harness(&conf);
+    let mut dgram = udp(Eth::inbound(), CLIENT6, 5000, VIP6, 53, b"query");
+    // UDP checksum: Ethernet 14 + IPv6 40 + 6.
+    dgram[60] = 0;
+    dgram[61] = 0;
+    check("IPv6 UDP checksum 0", h.run(&dgram).unwrap(), XDP_DROP, &dgram);
+    assert_eq!(counters(&h).drop_udp_zero_csum, 1);
+    // With its checksum it is translated (the checksum recomputed in full matches).
+    let ok = udp(Eth::inbound(), CLIENT6, 5000, VIP6, 53, b"query");
+    let want = udp(eth(MAC_B, MAC1), CLIENT6, 5000, R1_6, 5353, b"query");
+    check("IPv6 UDP", h.run(&ok).unwrap(), XDP_REDIRECT, &want);
+}
+
 #[test]
 fn fib_without_forwarding_drops_and_says_why() {
     let h = harness(&tun_conf());
@@ -300,8 +450,10 @@ fn tun_too_big_sends_fragmentation_needed_and_packet_too_big() {
     let (v, out) = h.run(&big6).unwrap();
     assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
     // ICMPv6 packet too big with MTU 1300 - 40 from the VIP, quoting the IPv6
-    // header and 64 bytes.
-    let quote = &big6[14..14 + 40 + 64];
+    // header (hop limit decremented) and 64 bytes.
+    let mut sent6 = big6.clone();
+    decrement_ttl(&mut sent6);
+    let quote = &sent6[14..14 + 40 + 64];
     let mut want = Vec::new();
     PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
         .ipv6(
@@ -321,8 +473,11 @@ fn tun_too_big_sends_fragmentation_needed_and_packet_too_big() {
     let (v, out) = h.run(&big).unwrap();
     assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
     // Expected: ICMP type 3 code 4, next-hop MTU 1000 - 20, from the VIP,
-    // quoting the IP header and 64 bytes of the packet.
-    let quote = &big[14..14 + 20 + 64];
+    // quoting the IP header (TTL decremented, as ipvs checks the MTU after
+    // decrement_ttl) and 64 bytes of the packet.
+    let mut sent = big.clone();
+    decrement_ttl(&mut sent);
+    let quote = &sent[14..14 + 20 + 64];
     let mut want = Vec::new();
     PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
         .ipv4([10, 0, 0, 100], [192, 0, 2, 7], 64)
@@ -860,4 +1015,232 @@ fn mutated_packets_are_each_counted_once() {
         g.icmp_too_big_sent,
     ];
     assert!(kinds.iter().all(|&n| n > 0), "{g:?}");
+}
+
+/// `frame` (untagged or one 802.1Q tag) with TTL / hop limit `ttl`, IPv4
+/// header checksum recomputed.
+fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let l3 = if f[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    if f[l3] >> 4 == 4 {
+        f[l3 + 8] = ttl;
+        let mut h = Ipv4Header::from_slice(&f[l3..]).unwrap().0;
+        h.header_checksum = h.calc_header_checksum();
+        f[l3 + 10..l3 + 12].copy_from_slice(&h.header_checksum.to_be_bytes());
+    } else {
+        f[l3 + 7] = ttl;
+    }
+    f
+}
+
+/// The director's own IPv4 ICMP error header as the kernel's: TOS 0xc0,
+/// DF clear, checksum recomputed (IP header at `l3` of `frame`).
+fn as_director_sends(frame: &mut [u8], l3: usize) {
+    frame[l3 + 1] = 0xc0;
+    frame[l3 + 6] = 0;
+    let mut h = Ipv4Header::from_slice(&frame[l3..]).unwrap().0;
+    h.header_checksum = h.calc_header_checksum();
+    frame[l3 + 10..l3 + 12].copy_from_slice(&h.header_checksum.to_be_bytes());
+}
+
+/// ICMP time exceeded from the VIP to the client about `orig` (untagged,
+/// from [`Eth::inbound`]), quoting its IP header and 8 bytes (RFC 792).
+fn time_exceeded(orig: &[u8]) -> Vec<u8> {
+    let mut want = Vec::new();
+    if orig[14] >> 4 == 4 {
+        PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
+            .ipv4([10, 0, 0, 100], [192, 0, 2, 7], 64)
+            .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+                etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+            ))
+            .write(&mut want, &orig[14..14 + 20 + 8])
+            .unwrap();
+        as_director_sends(&mut want, 14);
+    } else {
+        PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
+            .ipv6(
+                VIP6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                CLIENT6.parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                255,
+            )
+            .icmpv6(etherparse::Icmpv6Type::TimeExceeded(
+                etherparse::icmpv6::TimeExceededCode::HopLimitExceeded,
+            ))
+            .write(&mut want, &orig[14..14 + 40 + 8])
+            .unwrap();
+    }
+    want
+}
+
+/// NAT and TUN are router paths, and ipvs decrements the TTL on DR too: a
+/// packet arriving with TTL / hop limit 1 (or 0) is not forwarded; the
+/// client gets an ICMP time exceeded from the VIP (RFC 792 type 11 code 0,
+/// RFC 4443 type 3 code 0). With 2 it leaves with 1.
+#[test]
+fn ttl_one_gets_time_exceeded_on_every_method() {
+    let h = harness(&nat_conf("rr"));
+    for (what, ttl) in [("NAT TTL 1", 1), ("NAT TTL 0", 0)] {
+        let syn = with_ttl(
+            &tcp(Eth::inbound(), CLIENT, 45000, VIP, 80, Flags::Syn, b""),
+            ttl,
+        );
+        check(what, h.run(&syn).unwrap(), XDP_TX, &time_exceeded(&syn));
+    }
+    let syn6 = with_ttl(
+        &tcp(Eth::inbound(), CLIENT6, 45000, VIP6, 80, Flags::Syn, b""),
+        1,
+    );
+    check(
+        "NAT hop limit 1",
+        h.run(&syn6).unwrap(),
+        XDP_TX,
+        &time_exceeded(&syn6),
+    );
+    // TTL 2: forwarded with 1.
+    let syn = with_ttl(
+        &tcp(Eth::inbound(), CLIENT, 45001, VIP, 80, Flags::Syn, b""),
+        2,
+    );
+    let want = with_ttl(
+        &tcp(eth(MAC_B, MAC1), CLIENT, 45001, R2, 8080, Flags::Syn, b""),
+        1,
+    );
+    check("NAT TTL 2", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
+    assert_eq!(counters(&h).icmp_time_exceeded_sent, 3);
+
+    let t = harness(&tun_conf());
+    let syn = with_ttl(
+        &tcp(Eth::inbound(), CLIENT, 45002, VIP, 80, Flags::Syn, b""),
+        1,
+    );
+    check("TUN TTL 1", t.run(&syn).unwrap(), XDP_TX, &time_exceeded(&syn));
+
+    let d = dr_harness();
+    let syn = with_ttl(
+        &tcp(Eth::inbound(), CLIENT, 45003, VIP, 80, Flags::Syn, b""),
+        1,
+    );
+    check("DR TTL 1", d.run(&syn).unwrap(), XDP_TX, &time_exceeded(&syn));
+}
+
+/// No ICMP error about an ICMP error, and none toward a NAT real (its
+/// reply with TTL 1 is dropped with the reason).
+#[test]
+fn ttl_one_without_an_error_is_dropped_with_its_reason() {
+    let h = harness(&nat_conf("rr"));
+    let syn = tcp(Eth::inbound(), CLIENT, 46000, VIP, 80, Flags::Syn, b"");
+    assert_eq!(h.run(&syn).unwrap().0, XDP_REDIRECT);
+    let reply = with_ttl(
+        &tcp(eth(MAC1, MAC_B), R1, 8080, CLIENT, 46000, Flags::Ack, b"hi"),
+        1,
+    );
+    check(
+        "NAT reply TTL 1",
+        h.run_on_b(&reply).unwrap(),
+        XDP_DROP,
+        &reply,
+    );
+    let quoted = tcp(eth(MAC_A, CLIENT_MAC), VIP, 80, CLIENT, 46000, Flags::Ack, b"");
+    let err = with_ttl(
+        &icmp_error(
+            Eth::inbound(),
+            [192, 0, 2, 7],
+            [10, 0, 0, 100],
+            frag_needed(1400),
+            &quoted,
+        ),
+        1,
+    );
+    check("ICMP error TTL 1", h.run(&err).unwrap(), XDP_DROP, &err);
+    let g = counters(&h);
+    assert_eq!((g.drop_ttl, g.icmp_time_exceeded_sent), (2, 0));
+}
+
+/// PMTU discovery for a client on a VLAN: the too-big error goes back with
+/// the client's 802.1Q tag.
+#[test]
+fn too_big_to_a_tagged_client_keeps_the_tag() {
+    let h = harness(&tun_conf());
+    h.set_mtu_b(1000).unwrap();
+    let tagged = Eth {
+        vlan: Some(42),
+        ..Eth::inbound()
+    };
+    let big = tcp(tagged, CLIENT, 40000, VIP, 80, Flags::Ack, &[0x61u8; 1000]);
+    let (v, out) = h.run(&big).unwrap();
+    assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
+    // Quoted as it would have been sent: TTL already decremented.
+    let mut sent = big.clone();
+    decrement_ttl(&mut sent);
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, CLIENT_MAC)
+        .single_vlan(etherparse::VlanId::try_new(42).unwrap())
+        .ipv4([10, 0, 0, 100], [192, 0, 2, 7], 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 980 },
+        ))
+        .write(&mut want, &sent[18..18 + 20 + 64])
+        .unwrap();
+    as_director_sends(&mut want, 18);
+    assert!(out == want, "too big, tagged\n{}", hex_diff(&out, &want));
+}
+
+/// A tagged client's packet redirected to another interface leaves without
+/// the client's VLAN tag (DR and NAT); out of the ingress interface it
+/// keeps it.
+#[test]
+fn redirect_to_another_interface_removes_the_vlan_tag() {
+    let tagged = Eth {
+        vlan: Some(42),
+        ..Eth::inbound()
+    };
+    let h = harness(&nat_conf("rr"));
+    let syn = tcp(tagged, CLIENT, 47000, VIP, 80, Flags::Syn, b"");
+    let want = with_ttl(
+        &tcp(eth(MAC_B, MAC1), CLIENT, 47000, R1, 8080, Flags::Syn, b""),
+        63,
+    );
+    check("NAT, tagged", h.run(&syn).unwrap(), XDP_REDIRECT, &want);
+
+    let mut d = Harness::new(4096).expect("harness");
+    d.neighbour(R1, MAC1, true);
+    d.neighbour(R2, MAC2, false);
+    d.apply(&format!(
+        "virtual_server {VIP} 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n \
+         real_server {R1} 80 {{ weight 1 }}\n real_server {R2} 80 {{ weight 1 }}\n}}\n"
+    ))
+    .unwrap();
+    // rr: R1 behind interface b (untagged there), then R2 behind a (tag kept).
+    let syn = tcp(tagged, CLIENT, 47001, VIP, 80, Flags::Syn, b"");
+    let untagged = tcp(Eth::inbound(), CLIENT, 47001, VIP, 80, Flags::Syn, b"");
+    check(
+        "DR via b, tagged",
+        d.run(&syn).unwrap(),
+        XDP_REDIRECT,
+        &dr_rewrite(&untagged, MAC1, MAC_B),
+    );
+    let syn = tcp(tagged, CLIENT, 47002, VIP, 80, Flags::Syn, b"");
+    check(
+        "DR via a, tagged",
+        d.run(&syn).unwrap(),
+        XDP_TX,
+        &dr_rewrite(&syn, MAC2, MAC_A),
+    );
+}
+
+/// Frames to a broadcast or multicast MAC are not balanced (ipvs takes only
+/// PACKET_HOST frames): passed untouched, with their reason, no state.
+#[test]
+fn broadcast_and_multicast_frames_are_passed() {
+    let h = harness(&nat_conf("rr"));
+    for (what, mac) in [
+        ("broadcast", [0xff; 6]),
+        ("IPv4 multicast MAC", [0x01, 0x00, 0x5e, 0, 0, 1]),
+        ("IPv6 multicast MAC", [0x33, 0x33, 0, 0, 0, 1]),
+    ] {
+        let p = tcp(eth(CLIENT_MAC, mac), CLIENT, 48000, VIP, 80, Flags::Syn, b"");
+        check(what, h.run(&p).unwrap(), XDP_PASS, &p);
+    }
+    let g = counters(&h);
+    assert_eq!((g.pass_not_unicast, g.new_flows), (3, 0));
 }
