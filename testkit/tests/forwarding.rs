@@ -84,7 +84,12 @@ fn nat_tcp_v4_both_directions_exact_bytes() {
     let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
     // DNAT: to the real's address and port, out of interface b toward its MAC.
     let want = tcp(eth(MAC_B, MAC1), CLIENT, 40000, R1, 8080, Flags::Syn, b"");
-    check("SYN to VIP", h.run(&syn).unwrap(), XDP_REDIRECT, &routed(&want));
+    check(
+        "SYN to VIP",
+        h.run(&syn).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
     // The real's answer, arriving on b: source back to VIP:80, to the client.
     let reply = tcp(
         eth(MAC1, MAC_B),
@@ -121,7 +126,12 @@ fn nat_tcp_v4_both_directions_exact_bytes() {
         Flags::Ack,
         b"GET /",
     );
-    check("data to VIP", h.run(&data).unwrap(), XDP_REDIRECT, &routed(&want));
+    check(
+        "data to VIP",
+        h.run(&data).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
     let g = counters(&h);
     assert_eq!((g.new_flows, g.nat_reverse, g.redirect), (1, 1, 3));
     let svc = h.dp.svc_stats_sum(0).unwrap();
@@ -137,7 +147,12 @@ fn nat_udp_checksums_zero_kept_and_updated() {
     let h = harness(&nat_conf("rr"));
     let q = udp(Eth::inbound(), CLIENT, 5000, VIP, 53, b"query");
     let want = udp(eth(MAC_B, MAC1), CLIENT, 5000, R1, 5353, b"query");
-    check("UDP to VIP", h.run(&q).unwrap(), XDP_REDIRECT, &routed(&want));
+    check(
+        "UDP to VIP",
+        h.run(&q).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
     // IPv4 UDP without a checksum stays without one.
     let mut q0 = udp(Eth::inbound(), CLIENT, 5001, VIP, 53, b"query");
     q0[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
@@ -151,7 +166,12 @@ fn nat_udp_checksums_zero_kept_and_updated() {
     );
     let a = udp(eth(MAC1, MAC_B), R1, 5353, CLIENT, 5000, b"answer");
     let want = udp(eth(MAC_A, CLIENT_MAC), VIP, 53, CLIENT, 5000, b"answer");
-    check("UDP reply", h.run_on_b(&a).unwrap(), XDP_REDIRECT, &routed(&want));
+    check(
+        "UDP reply",
+        h.run_on_b(&a).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
 }
 
 #[test]
@@ -167,7 +187,12 @@ fn nat_tcp_v6_both_directions() {
         Flags::Syn,
         b"",
     );
-    check("IPv6 SYN", h.run(&syn).unwrap(), XDP_REDIRECT, &routed(&want));
+    check(
+        "IPv6 SYN",
+        h.run(&syn).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
     let reply = tcp(
         eth(MAC1, MAC_B),
         R1_6,
@@ -247,8 +272,21 @@ fn nat_reply_to_an_unresolved_client_is_handed_to_the_neighbour_path() {
     let client2 = "192.0.2.8";
     let syn = tcp(Eth::inbound(), client2, 42000, VIP, 80, Flags::Syn, b"");
     let want = tcp(eth(MAC_B, MAC1), client2, 42000, R1, 8080, Flags::Syn, b"");
-    check("SYN from 192.0.2.8", h.run(&syn).unwrap(), XDP_REDIRECT, &routed(&want));
-    let reply = tcp(eth(MAC1, MAC_B), R1, 8080, client2, 42000, Flags::Ack, b"hi");
+    check(
+        "SYN from 192.0.2.8",
+        h.run(&syn).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
+    let reply = tcp(
+        eth(MAC1, MAC_B),
+        R1,
+        8080,
+        client2,
+        42000,
+        Flags::Ack,
+        b"hi",
+    );
     let translated = tcp(eth(MAC1, MAC_B), VIP, 80, client2, 42000, Flags::Ack, b"hi");
     let want = with_meta(handoff(h.a.ifindex, client2), &routed(&translated));
     check(
@@ -258,10 +296,7 @@ fn nat_reply_to_an_unresolved_client_is_handed_to_the_neighbour_path() {
         &want,
     );
     let g = counters(&h);
-    assert_eq!(
-        (g.pass_no_neigh, g.neigh_handoff, g.nat_reverse),
-        (1, 1, 1)
-    );
+    assert_eq!((g.pass_no_neigh, g.neigh_handoff, g.nat_reverse), (1, 1, 1));
     // Counted for the service's outgoing traffic like any translated reply.
     assert_eq!(h.dp.svc_stats_sum(0).unwrap().out_packets, 1);
 }
@@ -272,23 +307,50 @@ fn nat_reply_to_an_unresolved_client_is_handed_to_the_neighbour_path() {
 fn nat_egress_without_xdp_is_handed_to_the_neighbour_path() {
     let h = harness(&nat_conf("rr").replace(R1, "10.9.0.5"));
     for args in [
-        &["link", "add", "lbtdummy", "type", "veth", "peer", "name", "lbtdummy-p"][..],
+        &[
+            "link",
+            "add",
+            "lbtdummy",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lbtdummy-p",
+        ][..],
         &["link", "set", "lbtdummy-p", "up"],
         &["link", "set", "lbtdummy", "up"],
         &["addr", "add", "10.9.0.1/24", "dev", "lbtdummy"],
         &[
-            "neigh", "replace", "10.9.0.5", "lladdr", "02:00:00:00:09:05", "dev", "lbtdummy",
-            "nud", "permanent",
+            "neigh",
+            "replace",
+            "10.9.0.5",
+            "lladdr",
+            "02:00:00:00:09:05",
+            "dev",
+            "lbtdummy",
+            "nud",
+            "permanent",
         ],
     ] {
-        let st = std::process::Command::new("ip").args(args).status().unwrap();
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
         assert!(st.success(), "ip {args:?}");
     }
     // SAFETY: a valid C string; the lookup is in this thread's namespace.
     let dummy = unsafe { libc::if_nametoindex(c"lbtdummy".as_ptr()) };
     assert_ne!(dummy, 0);
     let syn = tcp(Eth::inbound(), CLIENT, 43000, VIP, 80, Flags::Syn, b"");
-    let rewritten = tcp(Eth::inbound(), CLIENT, 43000, "10.9.0.5", 8080, Flags::Syn, b"");
+    let rewritten = tcp(
+        Eth::inbound(),
+        CLIENT,
+        43000,
+        "10.9.0.5",
+        8080,
+        Flags::Syn,
+        b"",
+    );
     let want = with_meta(handoff(dummy, "10.9.0.5"), &routed(&rewritten));
     check("egress without XDP", h.run(&syn).unwrap(), XDP_PASS, &want);
     let g = counters(&h);
@@ -418,12 +480,22 @@ fn nat_ipv6_udp_checksum_zero_is_dropped() {
     // UDP checksum: Ethernet 14 + IPv6 40 + 6.
     dgram[60] = 0;
     dgram[61] = 0;
-    check("IPv6 UDP checksum 0", h.run(&dgram).unwrap(), XDP_DROP, &routed(&dgram));
+    check(
+        "IPv6 UDP checksum 0",
+        h.run(&dgram).unwrap(),
+        XDP_DROP,
+        &routed(&dgram),
+    );
     assert_eq!(counters(&h).drop_udp_zero_csum, 1);
     // With its checksum it is translated (the checksum recomputed in full matches).
     let ok = udp(Eth::inbound(), CLIENT6, 5000, VIP6, 53, b"query");
     let want = udp(eth(MAC_B, MAC1), CLIENT6, 5000, R1_6, 5353, b"query");
-    check("IPv6 UDP", h.run(&ok).unwrap(), XDP_REDIRECT, &routed(&want));
+    check(
+        "IPv6 UDP",
+        h.run(&ok).unwrap(),
+        XDP_REDIRECT,
+        &routed(&want),
+    );
 }
 
 #[test]
@@ -439,7 +511,12 @@ fn fib_without_forwarding_drops_and_says_why() {
         .unwrap();
     let syn = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Syn, b"");
     // Dropped after the TTL was decremented (its bytes go nowhere).
-    check("forwarding off", h.run(&syn).unwrap(), XDP_DROP, &routed(&syn));
+    check(
+        "forwarding off",
+        h.run(&syn).unwrap(),
+        XDP_DROP,
+        &routed(&syn),
+    );
     assert_eq!(counters(&h).drop_fwd_disabled, 1);
 }
 
@@ -1132,14 +1209,24 @@ fn ttl_one_gets_time_exceeded_on_every_method() {
         &tcp(Eth::inbound(), CLIENT, 45002, VIP, 80, Flags::Syn, b""),
         1,
     );
-    check("TUN TTL 1", t.run(&syn).unwrap(), XDP_TX, &time_exceeded(&syn));
+    check(
+        "TUN TTL 1",
+        t.run(&syn).unwrap(),
+        XDP_TX,
+        &time_exceeded(&syn),
+    );
 
     let d = dr_harness();
     let syn = with_ttl(
         &tcp(Eth::inbound(), CLIENT, 45003, VIP, 80, Flags::Syn, b""),
         1,
     );
-    check("DR TTL 1", d.run(&syn).unwrap(), XDP_TX, &time_exceeded(&syn));
+    check(
+        "DR TTL 1",
+        d.run(&syn).unwrap(),
+        XDP_TX,
+        &time_exceeded(&syn),
+    );
 }
 
 /// No ICMP error about an ICMP error, and none toward a NAT real (its
@@ -1159,7 +1246,15 @@ fn ttl_one_without_an_error_is_dropped_with_its_reason() {
         XDP_DROP,
         &reply,
     );
-    let quoted = tcp(eth(MAC_A, CLIENT_MAC), VIP, 80, CLIENT, 46000, Flags::Ack, b"");
+    let quoted = tcp(
+        eth(MAC_A, CLIENT_MAC),
+        VIP,
+        80,
+        CLIENT,
+        46000,
+        Flags::Ack,
+        b"",
+    );
     let err = with_ttl(
         &icmp_error(
             Eth::inbound(),
@@ -1257,7 +1352,15 @@ fn broadcast_and_multicast_frames_are_passed() {
         ("IPv4 multicast MAC", [0x01, 0x00, 0x5e, 0, 0, 1]),
         ("IPv6 multicast MAC", [0x33, 0x33, 0, 0, 0, 1]),
     ] {
-        let p = tcp(eth(CLIENT_MAC, mac), CLIENT, 48000, VIP, 80, Flags::Syn, b"");
+        let p = tcp(
+            eth(CLIENT_MAC, mac),
+            CLIENT,
+            48000,
+            VIP,
+            80,
+            Flags::Syn,
+            b"",
+        );
         check(what, h.run(&p).unwrap(), XDP_PASS, &p);
     }
     let g = counters(&h);

@@ -64,8 +64,11 @@ fn nat_replies_reach_a_client_address_the_director_never_resolved() {
     let mut lab = Lab::nat(&format!("lbg{}nat", std::process::id() % 1000), bins, 2).expect("lab");
     // The client's second address; it reaches the VIP through a static
     // entry, so no ARP request of its own teaches the director its MAC.
-    lab.exec("cl", &["ip", "addr", "add", &format!("{CLIENT2}/24"), "dev", "eth0"])
-        .unwrap();
+    lab.exec(
+        "cl",
+        &["ip", "addr", "add", &format!("{CLIENT2}/24"), "dev", "eth0"],
+    )
+    .unwrap();
     let dir_mac = String::from_utf8(
         lab.exec("dir", &["cat", "/sys/class/net/eth0/address"])
             .unwrap()
@@ -97,9 +100,16 @@ fn nat_replies_reach_a_client_address_the_director_never_resolved() {
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     let mut answered = Vec::new();
     for i in 0..6 {
-        lab.exec("dir", &["ip", "neigh", "flush", "to", CLIENT2, "dev", "eth0"])
-            .unwrap();
-        assert_eq!(neigh(&lab, CLIENT2, "eth0"), "", "connection {i}: entry left");
+        lab.exec(
+            "dir",
+            &["ip", "neigh", "flush", "to", CLIENT2, "dev", "eth0"],
+        )
+        .unwrap();
+        assert_eq!(
+            neigh(&lab, CLIENT2, "eth0"),
+            "",
+            "connection {i}: entry left"
+        );
         match get(&lab, Some(CLIENT2)) {
             Ok(body) => answered.push(body),
             Err(e) => panic!(
@@ -149,7 +159,11 @@ fn tun_first_packet_to_an_unresolved_real_arrives() {
         for r in [real_ip(1), real_ip(2)] {
             lab.exec("dir", &["ip", "neigh", "flush", "to", &r, "dev", "eth0"])
                 .unwrap();
-            assert_eq!(neigh(&lab, &r, "eth0"), "", "connection {i}: entry for {r} left");
+            assert_eq!(
+                neigh(&lab, &r, "eth0"),
+                "",
+                "connection {i}: entry for {r} left"
+            );
         }
         match get(&lab, None) {
             Ok(body) => answered.push(body),

@@ -105,14 +105,8 @@ pub fn lb_tc(ctx: TcContext) -> i32 {
     nh.nh_family = rec.family;
     nh.__bindgen_anon_1.ipv6_nh = rec.nexthop;
     // SAFETY: nh is a valid, readable bpf_redir_neigh of the size given.
-    let rc = unsafe {
-        bpf_redirect_neigh(
-            rec.ifindex,
-            &mut nh,
-            size_of::<bpf_redir_neigh>() as i32,
-            0,
-        )
-    };
+    let rc =
+        unsafe { bpf_redirect_neigh(rec.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) };
     if rc == TC_ACT_REDIRECT as i64 {
         if let Some(g) = LB_GLOBAL_STATS.get_ptr_mut(0) {
             // SAFETY: per-CPU value; tc programs run with preemption disabled.
