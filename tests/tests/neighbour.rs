@@ -59,9 +59,21 @@ fn counters(lab: &Lab) -> String {
 /// before each connection, so each one starts unresolved.
 #[test]
 fn nat_replies_reach_a_client_address_the_director_never_resolved() {
+    nat_replies_reach_an_unresolved_client("nat", &[]);
+}
+
+/// The same with XDP in generic (skb) mode: the metadata survives
+/// XDP_PASS there too (`bpf_prog_run_generic_xdp`).
+#[test]
+fn nat_replies_reach_an_unresolved_client_in_generic_xdp_mode() {
+    nat_replies_reach_an_unresolved_client("skb", &["--xdp-mode", "skb"]);
+}
+
+fn nat_replies_reach_an_unresolved_client(tag: &str, extra: &[&str]) {
     let _g = lb_tests::serial();
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
-    let mut lab = Lab::nat(&format!("lbg{}nat", std::process::id() % 1000), bins, 2).expect("lab");
+    let mut lab =
+        Lab::nat(&format!("lbg{}{tag}", std::process::id() % 1000), bins, 2).expect("lab");
     // The client's second address; it reaches the VIP through a static
     // entry, so no ARP request of its own teaches the director its MAC.
     lab.exec(
@@ -97,7 +109,9 @@ fn nat_replies_reach_a_client_address_the_director_never_resolved() {
         a = private_ip(1),
         b = private_ip(2),
     );
-    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    let mut args = AGENT_ARGS.to_vec();
+    args.extend_from_slice(extra);
+    lab.start_agent(&conf, &args).unwrap();
     let mut answered = Vec::new();
     for i in 0..6 {
         lab.exec(
