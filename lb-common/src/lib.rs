@@ -685,10 +685,14 @@ global_stats! {
     pass_ip_options,
     /// passed: truncated or inconsistent headers
     pass_malformed,
-    /// passed: next hop not resolved yet (the kernel resolves and forwards it)
+    /// passed: next hop not resolved yet; handed to lb's tc program, which resolves it and sends the packet (see neigh_handoff)
     pass_no_neigh,
-    /// passed: egress interface not attached (the kernel forwards it)
+    /// passed: egress interface not attached; handed to lb's tc program, which sends the packet (see neigh_handoff)
     pass_no_devmap,
+    /// passed: IPv4 header checksum wrong (the kernel drops it, as it does before ipvs)
+    pass_bad_csum,
+    /// passed: Ethernet destination broadcast or multicast (ipvs balances only frames to this host)
+    pass_not_unicast,
     /// dropped: service has no real that can take new flows
     drop_no_real,
     /// dropped: egress interface unknown or redirect failed
@@ -699,6 +703,10 @@ global_stats! {
     drop_fwd_disabled,
     /// dropped: too big to encapsulate and DF not set
     drop_too_big,
+    /// dropped: IPv6 UDP with checksum 0 (invalid, RFC 8200 section 8.1; the kernel drops it too)
+    drop_udp_zero_csum,
+    /// dropped: TTL / hop limit 0 or 1 where no ICMP time exceeded is sent (ICMP errors, NAT replies, or the error could not be built)
+    drop_ttl,
     /// new flows scheduled
     new_flows,
     /// flows rescheduled (their real was removed or unavailable)
@@ -717,8 +725,43 @@ global_stats! {
     icmp_too_big_sent,
     /// packets sent into an IPIP / IPv6 tunnel
     encap,
+    /// packets handed to lb's tc program with their egress and next hop (XDP metadata, NeighHandoff)
+    neigh_handoff,
+    /// packets the tc program sent with bpf_redirect_neigh (the kernel resolves the next hop)
+    neigh_sent,
+    /// ICMP time exceeded sent to clients (TTL / hop limit 0 or 1 on arrival)
+    icmp_time_exceeded_sent,
 }
-const _: () = assert!(size_of::<GlobalStats>() == 27 * 8);
+const _: () = assert!(size_of::<GlobalStats>() == 34 * 8);
+
+/// What the XDP program writes in front of a packet it cannot finish
+/// (XDP metadata, `bpf_xdp_adjust_meta`) before it passes the packet up: the
+/// egress interface and next hop of its FIB lookup. lb's tc program
+/// (clsact ingress, on the same interfaces) reads it from
+/// `__sk_buff->data_meta` and sends the packet with `bpf_redirect_neigh`,
+/// so the kernel resolves the neighbour (queueing the packet while ARP /
+/// ND runs) instead of routing the rewritten packet itself (it drops a NAT
+/// reply, whose source is the director's own VIP).
+///
+/// Words as the kernel's `struct bpf_redir_neigh` after the first two:
+/// native byte order except `nexthop`, which is network order (IPv4 in
+/// word 0). 28 bytes: XDP metadata is at most 32 and a multiple of 4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NeighHandoff {
+    /// [`NEIGH_HANDOFF_MAGIC`]: metadata written by lb-xdp, not by anyone else.
+    pub magic: u32,
+    /// Egress interface index (the FIB's answer).
+    pub ifindex: u32,
+    /// Address family of `nexthop`: AF_INET (2) or AF_INET6 (10).
+    pub family: u32,
+    /// The next hop (the gateway, or the destination when on-link).
+    pub nexthop: [u32; 4],
+}
+const _: () = assert!(size_of::<NeighHandoff>() == 28);
+
+/// [`NeighHandoff::magic`] ("lbnh" in ASCII).
+pub const NEIGH_HANDOFF_MAGIC: u32 = 0x6c62_6e68;
 
 /// Map names, as pinned under the bpffs directory.
 pub mod maps {

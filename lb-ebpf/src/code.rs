@@ -14,7 +14,7 @@
 //! | 16..29 | events: bit k counts the counter `new_flows` + k                |
 //! | 29     | [`FORWARDED`]: counted for a service and a real (bits 32..64)   |
 //! | 30     | [`OUT`]: … as the service's outgoing traffic (NAT replies)      |
-//! | 31     | [`SEND_TOO_BIG`]: answer with an ICMP too-big error (a drop until then) |
+//! | 31     | [`SEND_TOO_BIG`]: answer with an ICMP error (a drop until then): too big, or time exceeded when bits 32..48 are 0 ([`time_exceeded`]) |
 //! | 32..48 | the real id ([`FORWARDED`]) or the MTU left ([`SEND_TOO_BIG`])  |
 //! | 48..64 | the service id ([`FORWARDED`])                                  |
 
@@ -80,12 +80,16 @@ pub const PASS_IP_OPTIONS: Code = with_reason(XDP_PASS, counter!(pass_ip_options
 pub const PASS_MALFORMED: Code = with_reason(XDP_PASS, counter!(pass_malformed));
 pub const PASS_NO_NEIGH: Code = with_reason(XDP_PASS, counter!(pass_no_neigh));
 pub const PASS_NO_DEVMAP: Code = with_reason(XDP_PASS, counter!(pass_no_devmap));
+pub const PASS_BAD_CSUM: Code = with_reason(XDP_PASS, counter!(pass_bad_csum));
+pub const PASS_NOT_UNICAST: Code = with_reason(XDP_PASS, counter!(pass_not_unicast));
 
 pub const DROP_NO_REAL: Code = with_reason(XDP_DROP, counter!(drop_no_real));
 pub const DROP_NO_EGRESS: Code = with_reason(XDP_DROP, counter!(drop_no_egress));
 pub const DROP_UNROUTABLE: Code = with_reason(XDP_DROP, counter!(drop_unroutable));
 pub const DROP_FWD_DISABLED: Code = with_reason(XDP_DROP, counter!(drop_fwd_disabled));
 pub const DROP_TOO_BIG: Code = with_reason(XDP_DROP, counter!(drop_too_big));
+pub const DROP_UDP_ZERO_CSUM: Code = with_reason(XDP_DROP, counter!(drop_udp_zero_csum));
+pub const DROP_TTL: Code = with_reason(XDP_DROP, counter!(drop_ttl));
 
 pub const EV_NEW_FLOW: Code = event(counter!(new_flows));
 pub const EV_RESCHED: Code = event(counter!(resched));
@@ -96,6 +100,8 @@ pub const EV_FRAG_FORWARDED: Code = event(counter!(frag_forwarded));
 pub const EV_ICMP_FORWARDED: Code = event(counter!(icmp_forwarded));
 pub const EV_ICMP_TOO_BIG_SENT: Code = event(counter!(icmp_too_big_sent));
 pub const EV_ENCAP: Code = event(counter!(encap));
+pub const EV_NEIGH_HANDOFF: Code = event(counter!(neigh_handoff));
+pub const EV_ICMP_TIME_EXCEEDED_SENT: Code = event(counter!(icmp_time_exceeded_sent));
 
 /// The XDP action of `c`.
 #[inline(always)]
@@ -153,6 +159,14 @@ pub fn too_big(mtu: usize) -> Code {
     DROP_TOO_BIG | SEND_TOO_BIG | (mtu as Code & 0xffff) << DETAIL_SHIFT
 }
 
+/// TTL / hop limit exceeded: a drop unless the caller answers with an ICMP
+/// time exceeded ([`SEND_TOO_BIG`] with no MTU: `too_big::icmp_error`
+/// sends time exceeded for MTU 0, which no path has: IPv4's minimum is 68).
+#[inline(always)]
+pub fn time_exceeded() -> Code {
+    DROP_TTL | SEND_TOO_BIG
+}
+
 /// The MTU of a [`SEND_TOO_BIG`] code.
 #[inline(always)]
 pub fn mtu(c: Code) -> usize {
@@ -167,5 +181,7 @@ pub fn skipped(s: Skip) -> Code {
         Skip::OtherProto => PASS_OTHER_PROTO,
         Skip::IpOptions => PASS_IP_OPTIONS,
         Skip::Malformed => PASS_MALFORMED,
+        Skip::BadChecksum => PASS_BAD_CSUM,
+        Skip::NotUnicast => PASS_NOT_UNICAST,
     }
 }

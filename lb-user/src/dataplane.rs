@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        tc::{self, SchedClassifier, TcAttachType, TcError},
+        ProgramError, Xdp, XdpMode,
+    },
+    util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{
@@ -23,6 +27,10 @@ pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "lb_xdp";
+
+/// Name of the tc program in the object: it sends what XDP hands over
+/// (unresolved next hop, egress without XDP) with `bpf_redirect_neigh`.
+pub const TC_PROGRAM: &str = "lb_tc";
 
 /// Why the data plane could not be loaded, attached, opened or written.
 /// aya's errors are boxed: they are large and travel up through every call.
@@ -41,6 +49,12 @@ pub enum DataplaneError {
         iface: String,
         /// What to try, for the usual causes.
         hint: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("attaching the tc program to {iface} (ingress)")]
+    AttachTc {
+        iface: String,
         #[source]
         source: Box<ProgramError>,
     },
@@ -142,6 +156,8 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
         .load(EBPF_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
     load_program(xdp(&mut ebpf)?).map_err(|e| DataplaneError::Verifier(Box::new(e)))?;
+    let tc = tc_program(&mut ebpf)?;
+    retry_eagain(|| tc.load()).map_err(|e| DataplaneError::Verifier(Box::new(e)))?;
     Ok(ebpf)
 }
 
@@ -260,9 +276,17 @@ const PROG_LOAD_ATTEMPTS: u32 = 5;
 /// [`PROG_LOAD_ATTEMPTS`] times. Any other error (a real verifier rejection)
 /// is returned at once.
 pub fn load_program(prog: &mut Xdp) -> std::result::Result<(), ProgramError> {
+    retry_eagain(|| prog.load())
+}
+
+/// Runs `load` (a program load) again while it fails with `EAGAIN`, at most
+/// [`PROG_LOAD_ATTEMPTS`] times in all (see [`load_program`]).
+fn retry_eagain(
+    mut load: impl FnMut() -> std::result::Result<(), ProgramError>,
+) -> std::result::Result<(), ProgramError> {
     let mut attempt = 1;
     loop {
-        match prog.load() {
+        match load() {
             Err(ProgramError::LoadError { io_error, .. })
                 if io_error.raw_os_error() == Some(libc::EAGAIN)
                     && attempt < PROG_LOAD_ATTEMPTS =>
@@ -303,6 +327,56 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<()> {
             })
         }
     }
+}
+
+fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    Ok(ebpf
+        .program_mut(TC_PROGRAM)
+        .ok_or_else(|| DataplaneError::Missing(format!("program {TC_PROGRAM}")))?
+        .try_into()?)
+}
+
+/// Attaches the tc program at ingress of `iface` (the neighbour path, see
+/// [`TC_PROGRAM`]); it stays attached as long as `ebpf` lives, like the XDP
+/// program. Kernels from 6.6 on attach it as a tcx link, which needs no
+/// qdisc. Older kernels need a `clsact` qdisc: one is added when the
+/// interface has none, and `Ok(true)` says so; the caller removes it on exit
+/// ([`remove_clsact`]). A clsact qdisc someone else added is used and left
+/// in place (`Ok(false)`).
+pub fn attach_tc(ebpf: &mut Ebpf, iface: &str) -> Result<bool> {
+    let err = |source: ProgramError| DataplaneError::AttachTc {
+        iface: iface.into(),
+        source: Box::new(source),
+    };
+    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    let mut created = false;
+    if !tcx {
+        match tc::qdisc_add_clsact(iface) {
+            Ok(()) => created = true,
+            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(err(e.into())),
+        }
+    }
+    tc_program(ebpf)?
+        .attach(iface, TcAttachType::Ingress)
+        .map_err(err)?;
+    Ok(created)
+}
+
+/// Removes the `clsact` qdisc of interface `ifindex` (one [`attach_tc`]
+/// added), with the filters in it. Errors are the caller's to log.
+pub async fn remove_clsact(
+    nl: &rtnetlink::Handle,
+    ifindex: u32,
+) -> std::result::Result<(), rtnetlink::Error> {
+    use netlink_packet_route::tc::TcHandle;
+    let mut req = nl.qdisc().del(ifindex as i32);
+    req.message_mut().header.parent = TcHandle::CLSACT;
+    req.message_mut().header.handle = TcHandle {
+        major: 0xffff,
+        minor: 0,
+    };
+    req.execute().await
 }
 
 /// Whether `path` is on a bpffs mount.

@@ -545,12 +545,36 @@ pub fn udp(eth: Eth, src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8
     out
 }
 
-/// `pkt` as direct routing must emit it: only the two MAC addresses change.
+/// `pkt` as direct routing must emit it: the two MAC addresses change, and
+/// the TTL / hop limit is one less (IPv4: header checksum recomputed), as
+/// ipvs-DR does (`decrement_ttl`, ip_vs_xmit.c).
 pub fn dr_rewrite(pkt: &[u8], real_mac: [u8; 6], egress_mac: [u8; 6]) -> Vec<u8> {
     let mut out = pkt.to_vec();
     out[..6].copy_from_slice(&real_mac);
     out[6..12].copy_from_slice(&egress_mac);
+    decrement_ttl(&mut out);
     out
+}
+
+/// Decrements the TTL / hop limit of the IP packet in an Ethernet frame
+/// (at most one 802.1Q tag), recomputing an IPv4 header checksum in full.
+pub fn decrement_ttl(frame: &mut [u8]) {
+    let (l3, ethertype) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x8100 => (18, u16::from_be_bytes([frame[16], frame[17]])),
+        t => (14, t),
+    };
+    match ethertype {
+        0x0800 => {
+            frame[l3 + 8] -= 1;
+            frame[l3 + 10] = 0;
+            frame[l3 + 11] = 0;
+            let sum = lb_common::csum::sum_be(&frame[l3..l3 + 20], 0);
+            let c = !lb_common::csum::fold(sum);
+            frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        0x86dd => frame[l3 + 7] -= 1,
+        _ => panic!("not an IP frame"),
+    }
 }
 
 /// A hex dump of two packets side by side, marking differing bytes.

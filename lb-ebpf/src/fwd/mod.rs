@@ -1,7 +1,8 @@
 //! Forwarding methods, one module each, and the routing they share.
 //!
-//! - DR (dr.rs) rewrites only the Ethernet addresses (MACs from the agent's
-//!   neighbour resolution); the IP packet is left byte for byte intact.
+//! - DR (dr.rs) rewrites the Ethernet addresses (MACs from the agent's
+//!   neighbour resolution); of the IP packet only the TTL / hop limit
+//!   changes (ttl.rs: every method decrements it, as ipvs does).
 //! - NAT (nat.rs) rewrites the destination (client → real) or the source
 //!   (real's reply → client) address and port, updates the IPv4 header and
 //!   TCP / UDP checksums incrementally, and routes the result with the
@@ -14,22 +15,28 @@
 //!
 //! Next hops come from `bpf_fib_lookup`. When the neighbour is not resolved
 //! yet, or the egress interface has no XDP attached, the (already rewritten)
-//! packet goes to the kernel, which resolves and forwards it.
+//! packet is handed to lb's tc program with its egress and next hop, which
+//! sends it through the kernel's neighbour subsystem (neigh.rs).
 //!
 //! Every function here returns the packet's [`Code`]; none counts.
 
 mod dr;
 pub mod nat;
+pub mod neigh;
 pub mod too_big;
+mod ttl;
 mod tun;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookup, xdp_action::XDP_DROP},
-    helpers::generated::bpf_fib_lookup,
+    helpers::generated::{bpf_fib_lookup, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use lb_common::{Real, FAMILY_V4, FWD_NAT, FWD_TUN};
-use lb_ebpf::{packet::ptr_at, parse::Packet};
+use lb_ebpf::{
+    packet::{ptr_at, OutOfBounds},
+    parse::{Packet, ETH_HLEN},
+};
 
 use crate::{
     code::{self, Code},
@@ -45,12 +52,16 @@ const FIB_FRAG_NEEDED: i64 = 8;
 /// TTL / hop limit of headers the balancer builds.
 const TTL: u8 = 64;
 
-/// Sends `pkt` to `real` by the real's forwarding method. A packet too big
-/// for the tunnel comes back as [`code::SEND_TOO_BIG`] (a drop, unless the
+/// Sends `pkt` to `real` by the real's forwarding method, its TTL / hop
+/// limit decremented (ttl.rs). A packet too big for the tunnel, or whose TTL
+/// ran out, comes back as [`code::SEND_TOO_BIG`] (a drop, unless the
 /// caller answers with [`too_big::icmp_error`]: a separate call keeps the BPF
 /// stack of the deepest call chain under 512 bytes).
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
+    if let Err(c) = ttl::hop(ctx, pkt, false) {
+        return c;
+    }
     match real.fwd {
         FWD_NAT => nat::to_real(ctx, pkt, real),
         FWD_TUN => tun::encap(ctx, pkt, real),
@@ -123,7 +134,7 @@ fn fib(
 #[inline(always)]
 fn send(ctx: &XdpContext, ingress: u32, p: &FibLookup) -> Code {
     if p.ifindex != ingress && LB_DEVMAP.get(p.ifindex).is_none() {
-        return code::PASS_NO_DEVMAP;
+        return neigh::hand_over(ctx, p, code::PASS_NO_DEVMAP);
     }
     let c = write_macs(ctx, &p.dmac, &p.smac);
     if code::is_drop(c) {
@@ -132,14 +143,46 @@ fn send(ctx: &XdpContext, ingress: u32, p: &FibLookup) -> Code {
     transmit(ingress, p.ifindex)
 }
 
+/// Removes the 802.1Q tag of a frame whose IP header is at `l3` (nothing
+/// to do when it is untagged): the client's VLAN means nothing on another
+/// interface. A frame sent out of its ingress interface keeps it; one for
+/// an egress that is itself a VLAN device goes through the neighbour path,
+/// whose device adds its own tag. Packet offsets taken before (`Packet`)
+/// are stale after it.
+#[inline(always)]
+fn untag(ctx: &XdpContext, l3: usize) -> Result<(), OutOfBounds> {
+    if l3 == ETH_HLEN {
+        return Ok(());
+    }
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
+    // SAFETY: inside the packet (checked).
+    let macs = unsafe { eth.read_unaligned() };
+    // SAFETY: ctx is this program's context; pointers are derived after.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, 4) } != 0 {
+        return Err(OutOfBounds);
+    }
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
+    // SAFETY: inside the packet (checked).
+    unsafe { eth.write_unaligned(macs) };
+    Ok(())
+}
+
 /// Routes a packet whose addresses are final toward `dst`.
 #[inline(always)]
 fn route(ctx: &XdpContext, pkt: &Packet, src: &[u32; 4], dst: &[u32; 4]) -> Code {
     let (rc, p) = fib(ctx, pkt.ingress, pkt.family, src, dst, pkt.ip_len);
+    if (rc == FIB_SUCCESS && p.ifindex != pkt.ingress) || rc == FIB_NO_NEIGH {
+        if untag(ctx, pkt.l3).is_err() {
+            return code::DROP_NO_EGRESS;
+        }
+    }
     match rc {
         FIB_SUCCESS => send(ctx, pkt.ingress, &p),
-        // The kernel resolves the neighbour (or fragments / reports) and forwards.
-        FIB_NO_NEIGH | FIB_FRAG_NEEDED => code::PASS_NO_NEIGH,
+        // The kernel resolves the neighbour and sends it (neigh.rs).
+        FIB_NO_NEIGH => neigh::hand_over(ctx, &p, code::PASS_NO_NEIGH),
+        // The kernel's router fragments or reports it (a packet from the
+        // client side; a NAT reply this big is lost, see README).
+        FIB_FRAG_NEEDED => code::PASS_NO_NEIGH,
         _ => unroutable(rc),
     }
 }

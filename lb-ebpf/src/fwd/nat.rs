@@ -7,7 +7,7 @@ use lb_common::{FlowKey, Real, RevNat, Service, FAMILY_V4, PROTO_TCP, PROTO_UDP}
 use lb_ebpf::{
     csum::Delta,
     packet::{read_addr, read_u16_raw, write_addr, write_u16_raw, OutOfBounds},
-    parse::{Packet, IPV4_HLEN, IPV6_HLEN, KIND_FRAG, KIND_ICMP},
+    parse::{Packet, IPV4_HLEN, IPV6_HLEN, KIND_FRAG, KIND_ICMP, KIND_L4},
 };
 
 use super::route;
@@ -79,9 +79,24 @@ fn rewrite(
     write_u16_raw(ctx, coff, n)
 }
 
+/// An IPv6 UDP datagram (or first fragment) with checksum 0: invalid
+/// (RFC 8200 section 8.1; the receiving kernel drops it, `udp6_csum_init`),
+/// and an incremental update would turn the 0 into a non-zero wrong value.
+/// IPv4's 0 ("no checksum", RFC 768) stays 0 ([`rewrite`]).
+#[inline(always)]
+fn v6_udp_without_checksum(ctx: &XdpContext, pkt: &Packet) -> bool {
+    pkt.family != FAMILY_V4
+        && pkt.proto == PROTO_UDP
+        && pkt.kind == KIND_L4
+        && read_u16_raw(ctx, pkt.l4 + 6) == Ok(0)
+}
+
 /// Client → real: destination becomes the real, routed to it.
 #[inline(never)]
 pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
+    if v6_udp_without_checksum(ctx, pkt) {
+        return code::DROP_UDP_ZERO_CSUM;
+    }
     let r = if pkt.kind == KIND_ICMP {
         icmp_nat(
             ctx,
@@ -104,6 +119,12 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
 /// Real → client: source becomes the virtual service, routed to the client.
 #[inline(never)]
 fn to_client(ctx: &XdpContext, pkt: &Packet, vaddr: &[u32; 4], vport_be: u16) -> Code {
+    if v6_udp_without_checksum(ctx, pkt) {
+        return code::DROP_UDP_ZERO_CSUM;
+    }
+    if let Err(c) = super::ttl::hop(ctx, pkt, true) {
+        return c;
+    }
     // For an ICMP error the client is the quoted packet's source (pkt.dst).
     let client = pkt.dst;
     let r = if pkt.kind == KIND_ICMP {

@@ -1,11 +1,14 @@
 //! TUN: the IP packet is encapsulated in IPv4 (IPIP) or IPv6
 //! (IPv6-in-IPv6) to the real and routed with the FIB.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use lb_common::{Real, FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_IPV6};
 use lb_ebpf::{
     csum,
-    packet::{read_u32_raw, write_addr, write_u16_raw, write_u32_raw, OutOfBounds},
+    packet::{ptr_at, read_u32_raw, write_addr, write_u16_raw, write_u32_raw, OutOfBounds},
     parse::{Packet, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IPV6_HLEN, KIND_L4},
 };
 
@@ -37,10 +40,25 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
     if rc != FIB_SUCCESS && rc != FIB_NO_NEIGH {
         return unroutable(rc);
     }
+    // Ethernet padding of a short frame (bytes past the IP packet) stays
+    // out of the tunnel: the outer length covers the inner packet only.
+    // Lengths as scalars (the frame length parse recorded): arithmetic on
+    // `data_end - data` becomes packet-pointer math the verifier refuses.
+    let (have, want) = (pkt.len as usize, pkt.l3 + inner_len);
+    // SAFETY: ctx is this program's context; pointers are derived after.
+    if have > want && unsafe { bpf_xdp_adjust_tail(ctx.ctx, want as i32 - have as i32) } != 0 {
+        return code::DROP_NO_EGRESS;
+    }
     // Inner bytes needed for the outer header, read before the head moves.
     let Ok(first) = read_u32_raw(ctx, pkt.l3) else {
         return code::DROP_NO_EGRESS;
     };
+    // The received MACs, for a frame handed to the kernel (below).
+    let Ok(macs) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return code::DROP_NO_EGRESS;
+    };
+    // SAFETY: inside the packet (checked).
+    let macs = unsafe { macs.read_unaligned() };
     let delta = (ETH_HLEN + outer) as i32 - pkt.l3 as i32;
     // SAFETY: ctx is this program's context; all packet pointers are re-derived after.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
@@ -50,7 +68,15 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
         return code::DROP_NO_EGRESS;
     }
     if rc == FIB_NO_NEIGH {
-        return code::PASS_NO_NEIGH | code::EV_ENCAP;
+        // The kernel's neighbour path writes the Ethernet header; until then
+        // the frame keeps the received one (to this host, unicast), not the
+        // bytes the head moved over.
+        let Ok(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
+            return code::DROP_NO_EGRESS;
+        };
+        // SAFETY: inside the packet (checked).
+        unsafe { eth.write_unaligned(macs) };
+        return super::neigh::hand_over(ctx, &p, code::PASS_NO_NEIGH) | code::EV_ENCAP;
     }
     send(ctx, pkt.ingress, &p) | code::EV_ENCAP
 }

@@ -331,9 +331,15 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // tables an earlier agent pinned as they were (its flows resume on them).
     // Meanwhile the data plane forwards with those tables, or passes
     // everything while they are empty.
-    for name in &opts.ifaces {
+    // clsact qdiscs this agent added for its tc program (kernels before
+    // 6.6), removed on exit.
+    let mut clsacts = Vec::new();
+    for (name, (idx, _)) in opts.ifaces.iter().zip(&attached) {
         dataplane::attach(&mut ebpf, name, opts.mode)?;
-        tracing::info!(iface = %name, mode = ?opts.mode, "XDP attached");
+        if dataplane::attach_tc(&mut ebpf, name)? {
+            clsacts.push((name.clone(), *idx));
+        }
+        tracing::info!(iface = %name, mode = ?opts.mode, "XDP and tc (neighbour path) attached");
     }
     let (core, mut core_task) = reconciler::spawn(dp, tables, file, runtime, l2)?;
     let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
@@ -461,6 +467,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let _ = std::fs::remove_file(&opts.socket);
     let _ = std::fs::remove_file(&socket_lock.path);
     drop(ebpf);
+    for (name, idx) in clsacts {
+        if let Err(e) = dataplane::remove_clsact(&nl, idx).await {
+            tracing::warn!(iface = %name, "removing the clsact qdisc lb added: {e}");
+        }
+    }
     drop(pin_lock);
     drop(socket_lock);
     Ok(())
