@@ -171,10 +171,10 @@ fn untag(ctx: &XdpContext, l3: usize) -> Result<(), OutOfBounds> {
 #[inline(always)]
 fn route(ctx: &XdpContext, pkt: &Packet, src: &[u32; 4], dst: &[u32; 4]) -> Code {
     let (rc, p) = fib(ctx, pkt.ingress, pkt.family, src, dst, pkt.ip_len);
-    if (rc == FIB_SUCCESS && p.ifindex != pkt.ingress) || rc == FIB_NO_NEIGH {
-        if untag(ctx, pkt.l3).is_err() {
-            return code::DROP_NO_EGRESS;
-        }
+    if ((rc == FIB_SUCCESS && p.ifindex != pkt.ingress) || rc == FIB_NO_NEIGH)
+        && untag(ctx, pkt.l3).is_err()
+    {
+        return code::DROP_NO_EGRESS;
     }
     match rc {
         FIB_SUCCESS => send(ctx, pkt.ingress, &p),

@@ -42,6 +42,14 @@ use crate::{
 
 const RECORD: usize = size_of::<NeighHandoff>();
 
+/// TC_ACT_OK as the program's return type (a u32 in the BPF target's
+/// bindings, an i32 in the host's).
+#[expect(
+    clippy::unnecessary_cast,
+    reason = "a u32 in the BPF target's bindings"
+)]
+const CONTINUE: i32 = TC_ACT_OK as i32;
+
 /// Writes the FIB result `p` (egress `p.ifindex`, next hop `p.ipv4_dst` /
 /// `p.ipv6_dst` of family `p.family`) in front of the packet and returns
 /// `reason` (an XDP_PASS code) with [`code::EV_NEIGH_HANDOFF`]; without the
@@ -93,12 +101,12 @@ pub fn lb_tc(ctx: TcContext) -> i32 {
         )
     };
     if meta + RECORD > data {
-        return TC_ACT_OK as i32;
+        return CONTINUE;
     }
     // SAFETY: inside the metadata area (checked above).
     let rec = unsafe { (meta as *const NeighHandoff).read_unaligned() };
     if rec.magic != NEIGH_HANDOFF_MAGIC {
-        return TC_ACT_OK as i32;
+        return CONTINUE;
     }
     // SAFETY: all-zero is a valid bpf_redir_neigh (integers and a union of them).
     let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
