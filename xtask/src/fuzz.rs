@@ -22,9 +22,7 @@ pub struct Options {
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
-    exec(cargo().args([
-        "build", "--release", "-p", "lb-bench", "--bin", "lb-fuzz",
-    ]))?;
+    exec(cargo().args(["build", "--release", "-p", "lb-bench", "--bin", "lb-fuzz"]))?;
     exec(
         Command::new(root().join("target/release/lb-fuzz"))
             .arg("--packets")
