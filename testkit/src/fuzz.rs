@@ -375,14 +375,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -415,7 +415,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> (Mutation, Vec<u8>) {
         5..=7 => {
             for _ in 0..1 + rng.below(4) {
                 let at = hot(rng, p.len());
-                p[at] = rng.next() as u8;
+                p[at] = rng.next_u64() as u8;
             }
             Mutation::ByteWrites
         }
@@ -431,19 +431,19 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> (Mutation, Vec<u8>) {
         }
         12..=13 => {
             let n = 1 + rng.below(64);
-            p.extend((0..n).map(|_| rng.next() as u8));
+            p.extend((0..n).map(|_| rng.next_u64() as u8));
             Mutation::Padded
         }
         _ => {
             // Random bytes behind a plausible Ethernet header.
             let n = 14 + rng.below(200);
-            p = (0..n).map(|_| rng.next() as u8).collect();
+            p = (0..n).map(|_| rng.next_u64() as u8).collect();
             p[..6].copy_from_slice(&MAC_A);
             let et: u16 = match rng.below(4) {
                 0 => 0x0800,
                 1 => 0x86dd,
                 2 => 0x8100,
-                _ => rng.next() as u16,
+                _ => rng.next_u64() as u16,
             };
             p[12..14].copy_from_slice(&et.to_be_bytes());
             if et == 0x0800 && p.len() > 14 {
