@@ -7,6 +7,8 @@
 //! nothing touches the host's interfaces. The maps are filled through the
 //! agent's own code ([`Tables::sync`]).
 
+pub mod fuzz;
+
 use std::{collections::BTreeMap, net::IpAddr, process::Command};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -348,6 +350,24 @@ impl Harness {
         repeat: u32,
     ) -> anyhow::Result<(u32, Vec<u8>, f64)> {
         self.run_on(prog, pkt, repeat, self.a.ifindex)
+    }
+
+    /// The balancer once on `pkt` arriving on interface `a` (or `b`),
+    /// without the counters' check: for callers that check the counters
+    /// themselves with one read per run ([`fuzz::run`]).
+    pub fn run_raw(&self, pkt: &[u8], on_b: bool) -> anyhow::Result<(u32, Vec<u8>)> {
+        let ifindex = if on_b { self.b.ifindex } else { self.a.ifindex };
+        run_xdp(self.prog(PROGRAM)?, pkt, 1, ifindex).map(|(v, out, _)| (v, out))
+    }
+
+    /// [`Harness::run_prog`] without the counters' check (profiling loops).
+    pub fn run_unchecked(
+        &self,
+        prog: &str,
+        pkt: &[u8],
+        repeat: u32,
+    ) -> anyhow::Result<(u32, Vec<u8>, f64)> {
+        run_xdp(self.prog(prog)?, pkt, repeat, self.a.ifindex)
     }
 
     /// Runs `prog` on `pkt` arriving on `ifindex`. For the balancer, also

@@ -5,6 +5,7 @@ mod bench_ipvs;
 mod conformance;
 mod deb;
 mod demo;
+mod fuzz;
 mod kernel_check;
 mod plot;
 mod run;
@@ -42,6 +43,9 @@ enum Cmd {
     /// floor and nftables, the goals table, plots and a report in target/bench/
     /// (`--save`: the committed results/).
     Bench(bench::Options),
+    /// Random, truncated and mutated frames over every forwarding path
+    /// (BPF_PROG_TEST_RUN): verdicts, checksums, lengths, each counted once.
+    Fuzz(fuzz::Options),
     /// ipvsadm and `lb adm` side by side: one script of ipvsadm command lines
     /// played against real ipvsadm in the ipvs VM and against `lb adm`,
     /// compared step by step (report in tests/conformance/REPORT.md).
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo(o) => demo::run(o),
         Cmd::Test(o) => test::run(o),
         Cmd::Bench(o) => bench::run(o),
+        Cmd::Fuzz(o) => fuzz::run(o),
         Cmd::Deb(o) => deb::run(o),
         Cmd::Conformance(o) => conformance::run(o),
         Cmd::ConformancePlay(o) => conformance::play(o),

@@ -3,6 +3,7 @@
 //! `cargo xtask bench` builds and runs this; it prints a Markdown table.
 //!
 //! Usage: lb-bench [--repeat N] [--rounds N] [--out FILE.md]
+//!        lb-bench --loop PATH-NAME [--seconds S] [--repeat N]   (for `perf record`)
 use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -179,6 +180,20 @@ fn main() -> anyhow::Result<()> {
         case("TUN new flow, rr", "rr", "TUN", &syn, true, XDP_REDIRECT),
     ];
 
+    // Profiling: one path, run for a while (`perf record` meanwhile).
+    if let Some(name) = get("--loop") {
+        let seconds: f64 = get("--seconds")
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(5.0);
+        let c = cases
+            .into_iter()
+            .find(|c| c.name.contains(name.as_str()))
+            .with_context(|| format!("--loop {name}: no such path"))?;
+        return std::thread::spawn(move || run_loop(&c, repeat, seconds))
+            .join()
+            .map_err(|_| anyhow::anyhow!("loop thread panicked"))?;
+    }
     // The harness enters a private network namespace on this thread.
     let single: Vec<bool> = cases.iter().map(|c| c.single).collect();
     let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(String, Vec<f64>)>> {
@@ -342,6 +357,48 @@ fn main() -> anyhow::Result<()> {
 /// established flow and new flows are timed. Flat is the goal (O(1) hash
 /// lookups); a full table makes every new flow evict its least recently
 /// used entry.
+/// Runs path `c` for `seconds` (BPF_PROG_TEST_RUN with `repeat`, or single
+/// runs for the paths that rewrite their own input), then prints the runs
+/// and the kernel's average ns per run: the workload `perf record` samples
+/// to split a path's cost between the program's functions and the map
+/// helpers (README: Performance, where the nanoseconds go).
+fn run_loop(c: &Case, repeat: u32, seconds: f64) -> anyhow::Result<()> {
+    let mut h = Harness::new(1 << 16)?;
+    h.neighbour("10.0.0.11", MAC1, false);
+    h.neighbour("10.0.0.12", MAC2, false);
+    h.routed(MAC1, MAC2)?;
+    h.apply(&conf(c.algo, c.kind))?;
+    if let Some(p) = &c.prime {
+        h.run_prog(c.prog, p, 1)?;
+    }
+    if c.new_flow {
+        h.dp.set_timeouts(Timeouts {
+            tcp_syn_s: 0,
+            ..Default::default()
+        })?;
+    }
+    let (v, _, _) = h.run_prog(c.prog, &c.pkt, 1)?;
+    if v != c.verdict {
+        bail!("{}: verdict {}", c.name, verdict_name(v));
+    }
+    let start = std::time::Instant::now();
+    let (mut runs, mut ns) = (0u64, 0.0);
+    let per = if c.single { 1 } else { repeat.min(100_000) };
+    while start.elapsed().as_secs_f64() < seconds {
+        let r = run_xdp_prog(&h, c.prog, &c.pkt, per)?;
+        runs += u64::from(per);
+        ns += r * f64::from(per);
+    }
+    println!("{}: {runs} runs, {:.1} ns/run", c.name, ns / runs as f64);
+    Ok(())
+}
+
+/// One BPF_PROG_TEST_RUN without the counters' check (less user-space time
+/// in a profile): the kernel's average ns per repetition.
+fn run_xdp_prog(h: &Harness, prog: &str, pkt: &[u8], repeat: u32) -> anyhow::Result<f64> {
+    Ok(h.run_unchecked(prog, pkt, repeat)?.2)
+}
+
 fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<Vec<(u32, f64, f64)>> {
     const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
     let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(u32, f64, f64)>> {
