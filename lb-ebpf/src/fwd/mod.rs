@@ -107,24 +107,8 @@ fn fib(
     dst: &[u32; 4],
     tot_len: usize,
 ) -> (i64, FibLookup) {
-    let mut p = core::mem::MaybeUninit::<FibLookup>::uninit();
-    // Zeroed with sixteen 4-byte stores: `mem::zeroed()` became a call to
-    // compiler_builtins' memset, a byte loop of 64 rounds (about 320
-    // instructions, 6–8 % of a NAT / TUN packet: README, Performance).
-    // Volatile, so LLVM cannot fold the stores back into that call; 4-byte
-    // stores, as the struct is 4-byte aligned (the verifier refuses
-    // misaligned stack stores).
-    const _: () = assert!(size_of::<FibLookup>() % 4 == 0);
-    let words = p.as_mut_ptr() as *mut u32;
-    let mut i = 0;
-    while i < size_of::<FibLookup>() / 4 {
-        // SAFETY: i < size / 4: inside the struct; u32-aligned.
-        unsafe { words.add(i).write_volatile(0) };
-        i += 1;
-    }
-    // SAFETY: every byte was written; all-zero is a valid bpf_fib_lookup
-    // (plain integers and unions of them).
-    let mut p: FibLookup = unsafe { p.assume_init() };
+    // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
+    let mut p: FibLookup = unsafe { core::mem::zeroed() };
     p.family = if family == FAMILY_V4 {
         AF_INET
     } else {
