@@ -154,6 +154,11 @@ fn parse_inline(ctx: &XdpContext, p: &mut Packet) -> Result<(), Skip> {
     p.tcp_flags = 0;
     p.inner_l3 = 0;
     p.frag_id = 0;
+    let (l3, ethertype) = l3_of(ctx)?;
+    // Not IP (ARP's broadcasts among them) is counted as such first.
+    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        return Err(Skip::NotIp);
+    }
     // Group bit of the destination MAC (IEEE 802): broadcast or multicast.
     // Read as 16 bits: a 1-byte read at offset 0 compiles to a `data >=
     // data_end` test the verifier learns no packet range from.
@@ -161,7 +166,6 @@ fn parse_inline(ctx: &XdpContext, p: &mut Packet) -> Result<(), Skip> {
     if dst_first.to_ne_bytes()[0] & 1 != 0 {
         return Err(Skip::NotUnicast);
     }
-    let (l3, ethertype) = l3_of(ctx)?;
     p.l3 = l3;
     match ethertype {
         ETH_P_IP => parse_v4(ctx, p),

@@ -1274,6 +1274,12 @@ fn broadcast_and_multicast_frames_are_passed() {
         );
         check(what, h.run(&p).unwrap(), XDP_PASS, &p);
     }
+    // A broadcast that is not IP (an ARP request) is counted as not IP.
+    let mut arp = vec![0xffu8; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    check("ARP broadcast", h.run(&arp).unwrap(), XDP_PASS, &arp);
     let g = counters(&h);
-    assert_eq!((g.pass_not_unicast, g.new_flows), (3, 0));
+    assert_eq!((g.pass_not_unicast, g.pass_not_ip, g.new_flows), (3, 1, 0));
 }
