@@ -160,7 +160,7 @@ fn notify_ready_reloading_stopping_and_journal_lines() {
     }
     assert!(
         text.lines()
-            .any(|l| l.starts_with("<6>") && l.contains("XDP attached")),
+            .any(|l| l.starts_with("<6>") && l.contains("XDP and tc (neighbour path) attached")),
         "{text}"
     );
     assert!(
