@@ -693,6 +693,25 @@ fn fail(kind: &'static str, detail: impl Into<String>) -> Result<(), Failure> {
 /// Checks one run: `input` got `verdict` and left as `output` (see the
 /// module documentation for the rules).
 pub fn check_output(input: &[u8], verdict: u32, output: &[u8]) -> Result<(), Failure> {
+    // A packet handed to the neighbour path carries lb's metadata record in
+    // front of the frame (BPF_PROG_TEST_RUN returns it with the data): the
+    // record must be whole and sane, and the frame behind it is checked as
+    // any other output.
+    let meta = size_of::<lb_common::NeighHandoff>();
+    if verdict == XDP_PASS
+        && output.len() >= meta
+        && u32::from_ne_bytes(output[..4].try_into().unwrap()) == lb_common::NEIGH_HANDOFF_MAGIC
+    {
+        let word = |i: usize| u32::from_ne_bytes(output[i..i + 4].try_into().unwrap());
+        let (ifindex, family) = (word(4), word(8));
+        if ifindex == 0 || !(family == 2 || family == 10) {
+            return fail(
+                "neigh-meta",
+                format!("neighbour hand-off record with ifindex {ifindex}, family {family}"),
+            );
+        }
+        return check_output(input, verdict, &output[meta..]);
+    }
     match verdict {
         XDP_ABORTED => return fail("aborted", "XDP_ABORTED"),
         XDP_DROP => return Ok(()),
