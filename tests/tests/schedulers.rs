@@ -198,7 +198,15 @@ fn rr_splits_connections_arriving_on_alternate_cpus_in_one_order() {
         .map(|((_, a), (_, b))| a - b)
         .collect();
     eprintln!("new connections per CPU: {arrived:?}");
-    assert_eq!(&arrived[..2], &[50, 50], "SYNs arrived on the client's CPU");
+    // The test's premise: connections arrived on both CPUs. Mostly on the
+    // client's pinned CPU, but not always exactly (a SYN can be processed
+    // from another CPU's softirq, e.g. after a retransmission timer), so a
+    // share is required, not 50 / 50; the order above is what is exact.
+    assert_eq!(arrived[..2].iter().sum::<u64>(), 100, "{arrived:?}");
+    assert!(
+        arrived[..2].iter().all(|&n| n >= 25),
+        "connections did not arrive on both CPUs: {arrived:?}"
+    );
 }
 
 /// An lb from before the shared cursor pinned `LB_CURSORS` as a per-CPU
