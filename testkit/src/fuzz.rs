@@ -463,9 +463,7 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> (Mutation, Vec<u8>) {
         && p[12..14] == [0x08, 0x00]
         && p[14] == 0x45
     {
-        p[24..26].copy_from_slice(&[0, 0]);
-        let c = !lb_common::csum::fold(lb_common::csum::sum_be(&p[14..34], 0));
-        p[24..26].copy_from_slice(&c.to_be_bytes());
+        crate::fix_ipv4_checksum(&mut p, 14);
     }
     (m, p)
 }

@@ -576,25 +576,47 @@ pub fn dr_rewrite(pkt: &[u8], real_mac: [u8; 6], egress_mac: [u8; 6]) -> Vec<u8>
     out
 }
 
+/// Offset of the IP header and the ethertype of an Ethernet frame (at most
+/// one 802.1Q tag).
+fn l3_of(frame: &[u8]) -> (usize, u16) {
+    match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x8100 => (18, u16::from_be_bytes([frame[16], frame[17]])),
+        t => (14, t),
+    }
+}
+
+/// Recomputes in full the checksum of the IPv4 header (without options)
+/// at `l3` of `frame`.
+pub fn fix_ipv4_checksum(frame: &mut [u8], l3: usize) {
+    frame[l3 + 10] = 0;
+    frame[l3 + 11] = 0;
+    let c = !lb_common::csum::fold(lb_common::csum::sum_be(&frame[l3..l3 + 20], 0));
+    frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Sets the TTL / hop limit of the IP packet in an Ethernet frame (at most
+/// one 802.1Q tag) to `ttl`, an IPv4 header checksum recomputed; a frame
+/// that is not IPv4 / IPv6 is left alone.
+pub fn set_ttl(frame: &mut [u8], ttl: u8) {
+    match l3_of(frame) {
+        (l3, 0x0800) => {
+            frame[l3 + 8] = ttl;
+            fix_ipv4_checksum(frame, l3);
+        }
+        (l3, 0x86dd) => frame[l3 + 7] = ttl,
+        _ => {}
+    }
+}
+
 /// Decrements the TTL / hop limit of the IP packet in an Ethernet frame
 /// (at most one 802.1Q tag), recomputing an IPv4 header checksum in full.
 pub fn decrement_ttl(frame: &mut [u8]) {
-    let (l3, ethertype) = match u16::from_be_bytes([frame[12], frame[13]]) {
-        0x8100 => (18, u16::from_be_bytes([frame[16], frame[17]])),
-        t => (14, t),
-    };
-    match ethertype {
-        0x0800 => {
-            frame[l3 + 8] -= 1;
-            frame[l3 + 10] = 0;
-            frame[l3 + 11] = 0;
-            let sum = lb_common::csum::sum_be(&frame[l3..l3 + 20], 0);
-            let c = !lb_common::csum::fold(sum);
-            frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        }
-        0x86dd => frame[l3 + 7] -= 1,
+    let ttl = match l3_of(frame) {
+        (l3, 0x0800) => frame[l3 + 8],
+        (l3, 0x86dd) => frame[l3 + 7],
         _ => panic!("not an IP frame"),
-    }
+    };
+    set_ttl(frame, ttl - 1);
 }
 
 /// A hex dump of two packets side by side, marking differing bytes.

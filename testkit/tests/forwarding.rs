@@ -1028,15 +1028,7 @@ fn mutated_packets_are_each_counted_once() {
 /// header checksum recomputed.
 fn with_ttl(frame: &[u8], ttl: u8) -> Vec<u8> {
     let mut f = frame.to_vec();
-    let l3 = if f[12..14] == [0x81, 0x00] { 18 } else { 14 };
-    if f[l3] >> 4 == 4 {
-        f[l3 + 8] = ttl;
-        let mut h = Ipv4Header::from_slice(&f[l3..]).unwrap().0;
-        h.header_checksum = h.calc_header_checksum();
-        f[l3 + 10..l3 + 12].copy_from_slice(&h.header_checksum.to_be_bytes());
-    } else {
-        f[l3 + 7] = ttl;
-    }
+    set_ttl(&mut f, ttl);
     f
 }
 

@@ -415,22 +415,7 @@ const CHUNK: u32 = 250;
 /// `pkt` with TTL / hop limit 255 (IPv4 header checksum recomputed).
 fn ttl_max(pkt: &[u8]) -> Vec<u8> {
     let mut p = pkt.to_vec();
-    let l3 = if p.len() > 14 && p[12..14] == [0x81, 0x00] {
-        18
-    } else {
-        14
-    };
-    match p.get(l3).map(|b| b >> 4) {
-        Some(4) if p.len() >= l3 + 20 => {
-            let hl = usize::from(p[l3] & 0x0f) * 4;
-            p[l3 + 8] = 255;
-            p[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-            let c = !lb_common::csum::fold(lb_common::csum::sum_be(&p[l3..l3 + hl], 0));
-            p[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        }
-        Some(6) if p.len() >= l3 + 40 => p[l3 + 7] = 255,
-        _ => {}
-    }
+    set_ttl(&mut p, 255);
     p
 }
 
