@@ -693,6 +693,8 @@ global_stats! {
     pass_bad_csum,
     /// passed: Ethernet destination broadcast or multicast (ipvs balances only frames to this host)
     pass_not_unicast,
+    /// passed: Ethernet destination another host's unicast MAC (the kernel drops it as PACKET_OTHERHOST); see HostMacs
+    pass_other_host,
     /// dropped: service has no real that can take new flows
     drop_no_real,
     /// dropped: egress interface unknown or redirect failed
@@ -732,7 +734,7 @@ global_stats! {
     /// ICMP time exceeded sent to clients (TTL / hop limit 0 or 1 on arrival)
     icmp_time_exceeded_sent,
 }
-const _: () = assert!(size_of::<GlobalStats>() == 34 * 8);
+const _: () = assert!(size_of::<GlobalStats>() == 35 * 8);
 
 /// What the XDP program writes in front of a packet it cannot finish
 /// (XDP metadata, `bpf_xdp_adjust_meta`) before it passes the packet up: the
@@ -763,6 +765,37 @@ const _: () = assert!(size_of::<NeighHandoff>() == 28);
 /// [`NeighHandoff::magic`] ("lbnh" in ASCII).
 pub const NEIGH_HANDOFF_MAGIC: u32 = 0x6c62_6e68;
 
+/// Most MAC addresses [`HostMacs`] holds: the attached interfaces' own and
+/// those of the devices stacked on them (VRRP VMACs, VLANs).
+pub const MAX_HOST_MACS: usize = 31;
+
+/// The Ethernet addresses frames for this host are sent to: the single
+/// entry of `LB_HOST_MACS`, written by the agent. The XDP program balances
+/// only frames whose destination is one of them (or a group address, passed
+/// before); a frame to any other unicast MAC, which a NIC in promiscuous
+/// mode or a bridge port delivers, is passed untouched, and the kernel
+/// drops it (`PACKET_OTHERHOST`), as it would before ipvs.
+///
+/// `count` 0 (no agent wrote the entry) accepts every destination.
+/// Each address is in the low 48 bits of its word, its first byte lowest
+/// (the 6 bytes as they are on the wire, read as a little-endian integer):
+/// see [`mac_word`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HostMacs {
+    /// How many of `macs` are in use (at most [`MAX_HOST_MACS`]).
+    pub count: u32,
+    pub _pad: u32,
+    pub macs: [u64; MAX_HOST_MACS],
+}
+const _: () = assert!(size_of::<HostMacs>() == 256);
+
+/// A MAC address as [`HostMacs`] stores it.
+#[inline(always)]
+pub const fn mac_word(mac: [u8; 6]) -> u64 {
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
 /// Map names, as pinned under the bpffs directory.
 pub mod maps {
     pub const SERVICES: &str = "LB_SERVICES";
@@ -777,6 +810,7 @@ pub mod maps {
     pub const GLOBAL_STATS: &str = "LB_GLOBAL_STATS";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const FLAGS: &str = "LB_FLAGS";
+    pub const HOST_MACS: &str = "LB_HOST_MACS";
     pub const REAL_CONNS: &str = "LB_REAL_CONNS";
     pub const CONN_ADJ: &str = "LB_CONN_ADJ";
     pub const NAT_REV: &str = "LB_NAT_REV";
@@ -787,7 +821,7 @@ pub mod maps {
     /// data plane only; see [`super::overload_word`].
     pub const OVERLOAD: &str = "LB_OVERLOAD";
     /// Every map, for pinning and listing.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         SERVICES,
         REALS,
         RINGS,
@@ -807,6 +841,7 @@ pub mod maps {
         MAGLEV,
         LOCALITY,
         OVERLOAD,
+        HOST_MACS,
     ];
 }
 
@@ -887,6 +922,7 @@ mod pod {
     unsafe impl aya::Pod for LocalityKey {}
     unsafe impl aya::Pod for Locality {}
     unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for HostMacs {}
     unsafe impl aya::Pod for Timeouts {}
     unsafe impl aya::Pod for GlobalStats {}
     unsafe impl aya::Pod for RealConns {}

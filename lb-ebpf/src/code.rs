@@ -82,6 +82,7 @@ pub const PASS_NO_NEIGH: Code = with_reason(XDP_PASS, counter!(pass_no_neigh));
 pub const PASS_NO_DEVMAP: Code = with_reason(XDP_PASS, counter!(pass_no_devmap));
 pub const PASS_BAD_CSUM: Code = with_reason(XDP_PASS, counter!(pass_bad_csum));
 pub const PASS_NOT_UNICAST: Code = with_reason(XDP_PASS, counter!(pass_not_unicast));
+pub const PASS_OTHER_HOST: Code = with_reason(XDP_PASS, counter!(pass_other_host));
 
 pub const DROP_NO_REAL: Code = with_reason(XDP_DROP, counter!(drop_no_real));
 pub const DROP_NO_EGRESS: Code = with_reason(XDP_DROP, counter!(drop_no_egress));

@@ -2,7 +2,8 @@
 //! dispatch, then count.
 //!
 //! - parse (parse.rs): the headers into the per-CPU scratch [`Packet`];
-//!   what the balancer does not handle is passed to the kernel untouched.
+//!   what the balancer does not handle is passed to the kernel untouched,
+//!   as is a frame sent to another host's MAC (host_mac.rs).
 //! - lookup: the virtual service of the packet's destination.
 //! - dispatch: a TCP / UDP packet for a service is balanced (conntrack.rs,
 //!   sched.rs) and forwarded by its real's method (fwd/); an ICMP error about
@@ -26,6 +27,7 @@ mod code;
 mod conntrack;
 mod frag;
 mod fwd;
+mod host_mac;
 mod maps;
 mod sched;
 mod stats;
@@ -73,6 +75,9 @@ fn process(ctx: &XdpContext) -> Code {
     let pkt = unsafe { &mut *scratch };
     if let Err(skip) = parse::parse(ctx, pkt) {
         return code::skipped(skip);
+    }
+    if !host_mac::for_this_host(ctx) {
+        return code::PASS_OTHER_HOST;
     }
     let pkt: &Packet = pkt;
     if pkt.kind == KIND_FRAG {

@@ -8,8 +8,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Conn, FlowKey, FragKey, FragVal, GlobalStats, Locality, LocalityKey, Persist, PersistKey, Real,
-    RealConns, RevNat, Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE,
+    Conn, FlowKey, FragKey, FragVal, GlobalStats, HostMacs, Locality, LocalityKey, Persist,
+    PersistKey, Real, RealConns, RevNat, Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE,
     DEFAULT_PERSIST_SIZE, FRAG_TABLE_SIZE, LOCALITY_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES,
     MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS, RING_SIZE,
 };
@@ -82,6 +82,11 @@ pub static LB_TIMEOUTS: Array<Timeouts, 1> = Array::new();
 /// Feature bits (`FLAG_*`, one entry), set by the agent.
 #[btf_map]
 pub static LB_FLAGS: Array<u32, 1> = Array::new();
+
+/// The MACs frames for this host are sent to (one entry, `HostMacs`), set
+/// by the agent; others are passed (host_mac.rs).
+#[btf_map]
+pub static LB_HOST_MACS: Array<HostMacs, 1> = Array::new();
 
 /// Connection counts per real, data-plane side (atomic adds).
 #[btf_map]

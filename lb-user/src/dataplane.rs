@@ -15,8 +15,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{
-    maps, Conn, FlowKey, FragKey, FragVal, GlobalStats, Locality, LocalityKey, Persist, PersistKey,
-    Real, RealConns, RevNat, Service, Stats, SvcKey, Timeouts,
+    mac_word, maps, Conn, FlowKey, FragKey, FragVal, GlobalStats, HostMacs, Locality, LocalityKey,
+    Persist, PersistKey, Real, RealConns, RevNat, Service, Stats, SvcKey, Timeouts, MAX_HOST_MACS,
 };
 
 /// The XDP object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
@@ -80,6 +80,8 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} MAC addresses on the attached interfaces and the devices on them, more than the {MAX_HOST_MACS} the data plane compares: frames to other hosts' MACs are balanced too")]
+    TooManyHostMacs(usize),
     #[error("{0} has an unexpected map type")]
     MapType(&'static str),
     #[error("map operation failed")]
@@ -181,6 +183,7 @@ fn layout(name: &str) -> Option<(usize, usize)> {
         maps::FRAGS => (size_of::<FragKey>(), size_of::<FragVal>()),
         maps::LOCALITY => (size_of::<LocalityKey>(), size_of::<Locality>()),
         maps::OVERLOAD => (u, size_of::<u64>()),
+        maps::HOST_MACS => (u, size_of::<HostMacs>()),
         _ => return None,
     })
 }
@@ -190,10 +193,10 @@ fn layout(name: &str) -> Option<(usize, usize)> {
 /// by name without comparing its shape, and the kernel then refuses the
 /// program (an access past the value) or every write to the map; this
 /// says which map and what to do instead. Pins that are absent are
-/// created by the load as usual. `LB_CURSORS` of another shape is replaced
-/// instead ([`replace_cursors`]), once every other pin has passed.
+/// created by the load as usual. The maps that hold no flows
+/// ([`replaceable`]) are replaced instead, once every other pin has passed.
 fn check_pinned_layouts(dir: &Path) -> Result<()> {
-    let mut old_cursors = None;
+    let mut stale = Vec::new();
     for name in maps::ALL {
         let path = dir.join(name);
         let Some((key, value)) = layout(name) else {
@@ -210,7 +213,7 @@ fn check_pinned_layouts(dir: &Path) -> Result<()> {
         let info = data.info()?;
         if name == maps::CURSORS {
             if !cursors_shaped(&info) {
-                old_cursors = Some(path);
+                stale.push((name, path));
             }
             continue;
         }
@@ -218,20 +221,33 @@ fn check_pinned_layouts(dir: &Path) -> Result<()> {
             ("keys", info.key_size(), key as u32),
             ("values", info.value_size(), value as u32),
         ] {
-            if found != want {
-                return Err(DataplaneError::PinLayout {
-                    path,
-                    dir: dir.into(),
-                    what,
-                    found,
-                    want,
-                });
+            if found == want {
+                continue;
             }
+            if replaceable(name).is_some() {
+                stale.push((name, path));
+                break;
+            }
+            return Err(DataplaneError::PinLayout {
+                path,
+                dir: dir.into(),
+                what,
+                found,
+                want,
+            });
         }
     }
     // Only once every other pin passed: a refused start removes nothing.
-    if let Some(path) = old_cursors {
-        replace_cursors(&path)?;
+    for (name, path) in stale {
+        std::fs::remove_file(&path).map_err(|source| DataplaneError::Unpin {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::warn!(
+            map = %path.display(),
+            "pinned map of an older lb replaced: {}",
+            replaceable(name).unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -245,21 +261,17 @@ fn cursors_shaped(info: &aya::maps::MapInfo) -> bool {
         && info.value_size() as usize == size_of::<u64>()
 }
 
-/// Removes a pinned `LB_CURSORS` of another shape ([`cursors_shaped`]), so
-/// that the load creates the map anew. The map holds only where each
-/// service's rr / wrr walk stands, so an upgrade need not refuse to start
-/// for it (as it does for the maps with flows in them): the walks restart
-/// at the start of their rings.
-fn replace_cursors(path: &Path) -> Result<()> {
-    std::fs::remove_file(path).map_err(|source| DataplaneError::Unpin {
-        path: path.into(),
-        source,
-    })?;
-    tracing::warn!(
-        map = %path.display(),
-        "pinned rr / wrr cursors of an older lb (one per CPU) replaced by one shared cursor per service; rr / wrr restart at the start of their rings"
-    );
-    Ok(())
+/// The maps an upgrade may replace when their pinned shape is an older
+/// lb's, with what that costs (said in the log): they hold no flows, so
+/// the load creates them anew rather than refusing to start as it does for
+/// the maps with connections in them.
+fn replaceable(name: &str) -> Option<&'static str> {
+    Some(match name {
+        maps::CURSORS => "rr / wrr restart at the start of their rings (the old cursors were one per CPU)",
+        maps::GLOBAL_STATS => "the global counters (lb counters) restart from 0",
+        maps::HOST_MACS => "the agent writes this host's MACs again",
+        _ => return None,
+    })
 }
 
 /// How many times [`load_program`] submits a program the kernel answered
@@ -408,6 +420,8 @@ pub struct Dataplane {
     pub global: PerCpuArray<MapData, GlobalStats>,
     pub timeouts: Array<MapData, Timeouts>,
     pub flags: Array<MapData, u32>,
+    /// The MACs frames for this host are sent to (one entry).
+    pub host_macs: Array<MapData, HostMacs>,
     pub real_conns: Array<MapData, RealConns>,
     pub conn_adj: Array<MapData, RealConns>,
     pub nat_rev: HashMap<MapData, FlowKey, RevNat>,
@@ -461,6 +475,7 @@ impl Dataplane {
             global: take(maps::GLOBAL_STATS)?.try_into()?,
             timeouts: take(maps::TIMEOUTS)?.try_into()?,
             flags: take(maps::FLAGS)?.try_into()?,
+            host_macs: take(maps::HOST_MACS)?.try_into()?,
             real_conns: take(maps::REAL_CONNS)?.try_into()?,
             conn_adj: take(maps::CONN_ADJ)?.try_into()?,
             nat_rev: take(maps::NAT_REV)?.try_into()?,
@@ -493,6 +508,27 @@ impl Dataplane {
 
     pub fn set_timeouts(&mut self, t: Timeouts) -> Result<()> {
         self.timeouts.set(0, t, 0)?;
+        Ok(())
+    }
+
+    /// Sets the MACs frames for this host are sent to ([`HostMacs`]); the
+    /// data plane passes frames to any other unicast MAC. An empty list
+    /// accepts every destination. Beyond [`MAX_HOST_MACS`] addresses the
+    /// check is switched off (every destination accepted) rather than
+    /// refusing frames to a MAC of this host, and an error says so.
+    pub fn set_host_macs(&mut self, macs: &[[u8; 6]]) -> Result<()> {
+        let mut set = HostMacs::default();
+        let fits = macs.len() <= MAX_HOST_MACS;
+        if fits {
+            for (slot, mac) in set.macs.iter_mut().zip(macs) {
+                *slot = mac_word(*mac);
+            }
+            set.count = macs.len() as u32;
+        }
+        self.host_macs.set(0, set, 0)?;
+        if !fits {
+            return Err(DataplaneError::TooManyHostMacs(macs.len()));
+        }
         Ok(())
     }
 

@@ -46,6 +46,9 @@ pub enum Msg {
     },
     /// The neighbour table changed.
     Neighbours(BTreeMap<IpAddr, L2>),
+    /// The MACs frames for this host are sent to changed (an interface's
+    /// address, a VMAC or VLAN device added or removed).
+    HostMacs(Vec<[u8; 6]>),
     /// A runtime change (`lb adm`, `POST /v1/runtime`), with the neighbour
     /// entries of the reals it adds. Answers with the runtime layer to save
     /// (`None`: the change did not alter what is saved).
@@ -138,6 +141,11 @@ impl Handle {
     /// Hands over a changed neighbour table.
     pub async fn neighbours(&self, l2: BTreeMap<IpAddr, L2>) -> Result<(), Stopped> {
         self.tx.send(Msg::Neighbours(l2)).await.map_err(|_| Stopped)
+    }
+
+    /// Hands over a changed set of this host's MACs ([`Msg::HostMacs`]).
+    pub async fn host_macs(&self, macs: Vec<[u8; 6]>) -> Result<(), Stopped> {
+        self.tx.send(Msg::HostMacs(macs)).await.map_err(|_| Stopped)
     }
 
     /// Applies a runtime change (see [`Msg::Change`]).
@@ -283,6 +291,11 @@ impl Reconciler {
                         tracing::error!("applying a neighbour change failed: {}", util::chain(&e));
                     }
                     self.publish();
+                }
+            }
+            Msg::HostMacs(macs) => {
+                if let Err(e) = self.dp.set_host_macs(&macs) {
+                    tracing::error!("{}", util::chain(&e));
                 }
             }
             Msg::Status(reply) => {

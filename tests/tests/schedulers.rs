@@ -212,6 +212,8 @@ fn rr_splits_connections_arriving_on_alternate_cpus_in_one_order() {
 /// An lb from before the shared cursor pinned `LB_CURSORS` as a per-CPU
 /// array of 4-byte positions: the agent replaces that pin (it holds only
 /// where the ring walks stand), says so, and rr works with the new map.
+/// Global counters of an older layout (fewer counters) are replaced the
+/// same way instead of refusing the start.
 #[test]
 fn an_old_per_cpu_cursor_pin_is_replaced_at_start() {
     let _g = lb_tests::serial();
@@ -235,11 +237,32 @@ fn an_old_per_cpu_cursor_pin_is_replaced_at_start() {
         .status()
         .expect("bpftool");
     assert!(st.success());
+    let stats = dir.join("LB_GLOBAL_STATS");
+    let st = std::process::Command::new("bpftool")
+        .args(["map", "create", &stats.to_string_lossy()])
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            &(29 * 8).to_string(),
+            "entries",
+            "1",
+        ])
+        .args(["name", "LB_GLOBAL_STATS"])
+        .status()
+        .expect("bpftool");
+    assert!(st.success());
     lab.start_agent(&service("rr", 2, ""), AGENT_ARGS).unwrap();
     lab.wait_resolved(Duration::from_secs(5)).unwrap();
     let log = lab.log("dir", "lb");
     assert!(
-        log.contains("pinned rr / wrr cursors of an older lb"),
+        log.contains("pinned map of an older lb replaced: rr / wrr restart"),
+        "{log}"
+    );
+    assert!(
+        log.contains("pinned map of an older lb replaced: the global counters"),
         "{log}"
     );
     let out = lb_tests::run(&[

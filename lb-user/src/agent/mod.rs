@@ -306,6 +306,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     for (idx, _) in &attached {
         dp.add_iface(*idx)?;
     }
+    // Before the attach: frames to other hosts' MACs are never balanced.
+    let macs = watch::host_macs(&attached);
+    if let Err(e) = dp.set_host_macs(&macs) {
+        tracing::warn!("{}", crate::util::chain(&e));
+    }
     let tables = Tables::recover(&dp).map_err(AgentError::Recover)?;
     // One netlink socket per task: two dumps at once on one socket fail
     // with EBUSY.
@@ -395,7 +400,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     });
     let metrics = metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, api.clone())));
     let server = tokio::spawn(api::server::serve(listener, api.clone()));
-    let neighbours = watch::spawn_neighbours(netlink()?, attached, core.clone());
+    let neighbours = watch::spawn_neighbours(netlink()?, attached, macs, core.clone());
     let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
 
     tracing::info!(services = n_services, socket = %opts.socket.display(), bpffs = %opts.bpffs.display(), "running");

@@ -35,11 +35,75 @@ pub async fn resolve(
     Ok(found)
 }
 
+/// The MACs frames for this host arrive with on the attached interfaces
+/// (`attached`: index and MAC at start): each interface's current address
+/// and those of the devices stacked on it (its `upper_*` devices in sysfs:
+/// VRRP VMACs, VLANs, and theirs in turn), sorted, without repeats. An
+/// interface that cannot be read keeps its MAC from start.
+pub fn host_macs(attached: &[(u32, [u8; 6])]) -> Vec<[u8; 6]> {
+    let mut macs = Vec::new();
+    for (idx, mac) in attached {
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: the buffer has IF_NAMESIZE bytes, as if_indextoname needs.
+        let found = !unsafe { libc::if_indextoname(*idx, name.as_mut_ptr()) }.is_null();
+        if !found {
+            macs.push(*mac);
+            continue;
+        }
+        // SAFETY: if_indextoname wrote a NUL-terminated name.
+        let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
+        let dir = std::path::Path::new("/sys/class/net").join(&*name);
+        match read_mac(&dir) {
+            Some(m) => macs.push(m),
+            None => macs.push(*mac),
+        }
+        stacked_macs(&dir, 2, &mut macs);
+    }
+    macs.sort_unstable();
+    macs.dedup();
+    macs
+}
+
+/// Adds the MACs of the devices stacked on the device whose sysfs
+/// directory is `dir`, `depth` levels up.
+fn stacked_macs(dir: &std::path::Path, depth: u32, macs: &mut Vec<[u8; 6]>) {
+    if depth == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("upper_") {
+            continue;
+        }
+        let upper = e.path();
+        if let Some(m) = read_mac(&upper) {
+            macs.push(m);
+        }
+        stacked_macs(&upper, depth - 1, macs);
+    }
+}
+
+/// The Ethernet address in a sysfs device directory's `address`.
+fn read_mac(dir: &std::path::Path) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(dir.join("address")).ok()?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// Follows the neighbour table every [`NEIGHBOUR_INTERVAL`] (and at once
-/// when the set of reals changes) and hands changes to the reconciler.
+/// when the set of reals changes) and hands changes to the reconciler; so
+/// too this host's MACs ([`host_macs`]), starting from `macs`, the set the
+/// agent wrote at start.
 pub fn spawn_neighbours(
     nl: rtnetlink::Handle,
     attached: Vec<(u32, [u8; 6])>,
+    mut macs: Vec<[u8; 6]>,
     core: reconciler::Handle,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -51,6 +115,15 @@ pub fn spawn_neighbours(
             tokio::select! {
                 _ = tick.tick() => {}
                 r = published.changed() => if r.is_err() { return },
+            }
+            let now = host_macs(&attached);
+            if now != macs {
+                let list: Vec<String> = now.iter().map(crate::util::fmt_mac).collect();
+                tracing::info!(macs = %list.join(" "), "frames to these MACs are balanced (this host's)");
+                if core.host_macs(now.clone()).await.is_err() {
+                    return;
+                }
+                macs = now;
             }
             let addrs = published.borrow_and_update().real_addrs.clone();
             match resolve(&nl, &attached, &addrs, &mut warned).await {
