@@ -183,6 +183,11 @@ fn icmp_for_service(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> 
 fn no_service(ctx: &XdpContext, pkt: &Packet) -> Code {
     if matches!(LB_FLAGS.get(0), Some(f) if f & FLAG_NAT != 0) {
         if let Some(c) = fwd::nat::reply(ctx, pkt, clock()) {
+            // Too big for the client side: "fragmentation needed" back to
+            // the real, which lowers its path MTU toward the client.
+            if c & code::SEND_TOO_BIG != 0 {
+                return fwd::too_big::icmp_error(ctx, pkt, code::mtu(c));
+            }
             return c;
         }
     }

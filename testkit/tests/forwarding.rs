@@ -1275,3 +1275,164 @@ fn broadcast_and_multicast_frames_are_passed() {
     let g = counters(&h);
     assert_eq!((g.pass_not_unicast, g.pass_not_ip, g.new_flows), (3, 1, 0));
 }
+
+/// issue 15, input 4: a frame to another host's unicast MAC (a NIC in
+/// promiscuous mode, a bridge port) is not balanced: passed untouched with
+/// its reason, no flow made. Frames to this host's MACs (the interface's,
+/// a VRRP VMAC on it) are balanced as before.
+#[test]
+fn frames_to_another_hosts_mac_are_passed() {
+    const VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x33];
+    let mut h = harness(&nat_conf("rr"));
+    h.dp.set_host_macs(&[MAC_A, VMAC]).unwrap();
+    let other = tcp(
+        eth(CLIENT_MAC, [0x02, 0x99, 0, 0, 0, 0x01]),
+        CLIENT,
+        48100,
+        VIP,
+        80,
+        Flags::Syn,
+        b"",
+    );
+    check("to another host", h.run(&other).unwrap(), XDP_PASS, &other);
+    let g = counters(&h);
+    assert_eq!((g.pass_other_host, g.new_flows), (1, 0), "{g:?}");
+    assert!(h.dp.conntrack.keys().next().is_none(), "a flow was made");
+    // An interface MAC one bit away is another host's too.
+    let near = tcp(
+        eth(CLIENT_MAC, [0x02, 0, 0, 0, 0, 0xa0]),
+        CLIENT,
+        48101,
+        VIP,
+        80,
+        Flags::Syn,
+        b"",
+    );
+    check("near miss", h.run(&near).unwrap(), XDP_PASS, &near);
+    for (what, mac, port) in [("interface MAC", MAC_A, 48102), ("VMAC", VMAC, 48103)] {
+        let syn = tcp(eth(CLIENT_MAC, mac), CLIENT, port, VIP, 80, Flags::Syn, b"");
+        let (v, _) = h.run(&syn).unwrap();
+        assert_eq!(
+            verdict_name(v),
+            "XDP_REDIRECT",
+            "{what}: {:?}",
+            counters(&h)
+        );
+    }
+    let g = counters(&h);
+    assert_eq!((g.pass_other_host, g.new_flows), (2, 2), "{g:?}");
+    // No set written (no agent): every destination is balanced, as before.
+    h.dp.set_host_macs(&[]).unwrap();
+    let other = tcp(
+        eth(CLIENT_MAC, [0x02, 0x99, 0, 0, 0, 0x01]),
+        CLIENT,
+        48104,
+        VIP,
+        80,
+        Flags::Syn,
+        b"",
+    );
+    assert_eq!(verdict_name(h.run(&other).unwrap().0), "XDP_REDIRECT");
+    // More MACs than the data plane compares: the check is off, and it says so.
+    let many: Vec<[u8; 6]> = (0..40u8).map(|i| [0x02, 0x77, 0, 0, 0, i]).collect();
+    assert!(h.dp.set_host_macs(&many).is_err());
+    let other = tcp(
+        eth(CLIENT_MAC, [0x02, 0x99, 0, 0, 0, 0x01]),
+        CLIENT,
+        48105,
+        VIP,
+        80,
+        Flags::Syn,
+        b"",
+    );
+    assert_eq!(verdict_name(h.run(&other).unwrap().0), "XDP_REDIRECT");
+    assert_eq!(counters(&h).pass_other_host, 2);
+}
+
+/// A NAT packet too big for the egress MTU, in either direction, is
+/// answered with "fragmentation needed" quoting the packet as it was sent
+/// (the sender matches the error by the addresses it used; the translated
+/// packet handed to the kernel was lost: a reply's source is the VIP, a
+/// martian there). A reply without DF is dropped and counted; a request
+/// without DF is still passed for the kernel's router to fragment.
+#[test]
+fn nat_too_big_answers_the_sender_with_the_packet_it_sent() {
+    let h = harness(&nat_conf("rr"));
+    h.set_mtu_b(1000).unwrap();
+    let payload = vec![0x61u8; 1000];
+    // Client → VIP, 1040 bytes with DF (etherparse's default), real side MTU 1000.
+    let big = tcp(Eth::inbound(), CLIENT, 40000, VIP, 80, Flags::Ack, &payload);
+    let (v, out) = h.run(&big).unwrap();
+    assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
+    let mut sent = big.clone();
+    decrement_ttl(&mut sent);
+    let want = icmp_error_v4(
+        (MAC_A, CLIENT_MAC),
+        ([10, 0, 0, 100], [192, 0, 2, 7]),
+        frag_needed(1000),
+        &sent[14..14 + 20 + 64],
+    );
+    assert!(out == want, "request too big\n{}", hex_diff(&out, &want));
+    // The same without DF: rewritten for the real and passed (the kernel fragments).
+    let mut nodf = big.clone();
+    nodf[20] = 0;
+    fix_ipv4_checksum(&mut nodf, 14);
+    assert_eq!(verdict_name(h.run(&nodf).unwrap().0), "XDP_PASS");
+
+    // The real's reply, too big for the client side (MTU 1000 on a).
+    std::process::Command::new("ip")
+        .args(["link", "set", "lbta", "mtu", "1000"])
+        .status()
+        .unwrap();
+    let reply = tcp(
+        eth(MAC1, MAC_B),
+        R1,
+        8080,
+        CLIENT,
+        40000,
+        Flags::Ack,
+        &payload,
+    );
+    let (v, out) = h.run_on_b(&reply).unwrap();
+    assert_eq!(verdict_name(v), "XDP_TX", "{:?}", counters(&h));
+    let mut sent = reply.clone();
+    decrement_ttl(&mut sent);
+    // Back to the real, from the address its packet was sent to.
+    let want = icmp_error_v4(
+        (MAC_B, MAC1),
+        ([192, 0, 2, 7], [10, 1, 0, 11]),
+        frag_needed(1000),
+        &sent[14..14 + 20 + 64],
+    );
+    assert!(out == want, "reply too big\n{}", hex_diff(&out, &want));
+    let mut nodf = reply.clone();
+    nodf[20] = 0;
+    fix_ipv4_checksum(&mut nodf, 14);
+    assert_eq!(verdict_name(h.run_on_b(&nodf).unwrap().0), "XDP_DROP");
+    let g = counters(&h);
+    assert_eq!(
+        (g.icmp_too_big_sent, g.drop_too_big, g.pass_no_neigh),
+        (2, 1, 1),
+        "{g:?}"
+    );
+}
+
+/// An ICMPv4 error as the balancer builds it: `macs` (source, destination),
+/// `addrs` (source, destination), TTL 64, TOS 0xc0, DF clear, quoting `quote`.
+fn icmp_error_v4(
+    macs: ([u8; 6], [u8; 6]),
+    addrs: ([u8; 4], [u8; 4]),
+    ty: etherparse::Icmpv4Type,
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(addrs.0, addrs.1, 64)
+        .icmpv4(ty)
+        .write(&mut want, quote)
+        .unwrap();
+    want[15] = 0xc0;
+    want[20] = 0;
+    fix_ipv4_checksum(&mut want, 14);
+    want
+}

@@ -376,3 +376,45 @@ fn generic_xdp_mode_and_rate_listing() {
     assert_eq!(lines[2], "  -> RemoteAddress:Port");
     assert!(lines[3].starts_with(&format!("TCP  {VIP}:80 ")), "{rate}");
 }
+
+/// issue 15, input 4: frames addressed to another host's MAC are not
+/// balanced. The client's neighbour entry for the VIP names a MAC nobody
+/// has; the bridge floods those frames to every port, so the director's XDP
+/// sees them. They are passed (the kernel drops them as PACKET_OTHERHOST,
+/// as it would before ipvs) and no connection is made; with the right MAC
+/// the same requests are balanced.
+#[test]
+fn frames_for_another_hosts_mac_are_not_balanced() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("mac");
+    lab.start_agent(&service("rr", 1, 1, ""), AGENT_ARGS)
+        .unwrap();
+    lab.wait_resolved(Duration::from_secs(5)).unwrap();
+    let log = lab.log("dir", "lb");
+    lab.exec(
+        "cl",
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            VIP,
+            "lladdr",
+            "02:99:00:00:00:01",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+    let t = lab.http_get(&vip80(), 2).unwrap();
+    assert_eq!(t.get("fail"), Some(&2), "{t:?}\n{log}");
+    let other = lab.counter("pass_other_host").unwrap();
+    assert!(other >= 2, "pass_other_host {other}");
+    assert_eq!(lab.counter("new_flows").unwrap(), 0);
+    lab.exec("cl", &["ip", "neigh", "del", VIP, "dev", "eth0"])
+        .unwrap();
+    let t = lab.http_get(&vip80(), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
+    assert_eq!(lab.counter("new_flows").unwrap(), 4);
+}

@@ -10,7 +10,7 @@ use lb_ebpf::{
     parse::{Packet, IPV4_HLEN, IPV6_HLEN, KIND_FRAG, KIND_ICMP, KIND_L4},
 };
 
-use super::route;
+use super::{lookup, route};
 use crate::{
     code::{self, Code},
     conntrack::{self, NS},
@@ -97,6 +97,10 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
     if v6_udp_without_checksum(ctx, pkt) {
         return code::DROP_UDP_ZERO_CSUM;
     }
+    let (rc, p) = match lookup(ctx, pkt, &pkt.src, &real.addr, false) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
     let r = if pkt.kind == KIND_ICMP {
         icmp_nat(
             ctx,
@@ -111,7 +115,7 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
         rewrite(ctx, pkt, true, &real.addr, real.port_be)
     };
     match r {
-        Ok(()) => route(ctx, pkt, &pkt.src, &real.addr),
+        Ok(()) => route(ctx, pkt, rc, &p),
         Err(OutOfBounds) => code::DROP_NO_EGRESS,
     }
 }
@@ -127,13 +131,17 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, vaddr: &[u32; 4], vport_be: u16) ->
     }
     // For an ICMP error the client is the quoted packet's source (pkt.dst).
     let client = pkt.dst;
+    let (rc, p) = match lookup(ctx, pkt, vaddr, &client, true) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
     let r = if pkt.kind == KIND_ICMP {
         icmp_nat(ctx, pkt, false, &pkt.src, vaddr, pkt.sport_be, vport_be)
     } else {
         rewrite(ctx, pkt, false, vaddr, vport_be)
     };
     match r {
-        Ok(()) => route(ctx, pkt, vaddr, &client),
+        Ok(()) => route(ctx, pkt, rc, &p),
         Err(OutOfBounds) => code::DROP_NO_EGRESS,
     }
 }
