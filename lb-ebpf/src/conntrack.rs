@@ -216,7 +216,11 @@ fn lookup_or_schedule(
     ev: &mut Events,
 ) -> Result<Outcome, NoReal> {
     let key = flow_key(pkt);
+    // The entry of this 5-tuple that is not taken over as it is (expired,
+    // reused, or its real gone): the new flow is written over it in place.
+    let mut stale: *mut Conn = core::ptr::null_mut();
     if let Some(ct) = LB_CONNTRACK.get_ptr_mut(key) {
+        stale = ct;
         // SAFETY: the pointer is valid for this program run; concurrent
         // writers only store whole fields of the same flow (benign races).
         let c = unsafe { &mut *ct };
@@ -258,7 +262,13 @@ fn lookup_or_schedule(
         None => sched::pick(svc, pkt, now).ok_or(NoReal::Empty)?,
     };
     ev.touched = true;
-    record_new(pkt, svc, pick.real_id, pick.gen, now);
+    record_new(
+        pkt,
+        svc,
+        pick.real_id as u64 | (pick.gen as u64) << 32,
+        now,
+        stale,
+    );
     Ok(Outcome::New(pick))
 }
 
@@ -309,12 +319,20 @@ fn persist_key(pkt: &Packet, svc: &Service) -> PersistKey {
     }
 }
 
-/// Records the new flow `pkt` of `svc` on real `real_id` of generation
-/// `gen`: counts it, enters it in the connection table and, for a
-/// persistent service, its template. Not inlined (see [`remember_persist`]):
-/// a leaf of `schedule`, off the schedulers' call chain.
+/// Records the new flow `pkt` of `svc` on the real `pick` (real id in the
+/// low 32 bits, its generation in the high 32: a BPF function takes at most
+/// five arguments): counts it, enters it in the connection table and, for a
+/// persistent service, its template. `stale` is this 5-tuple's entry when
+/// one is there (expired, a reused port, its real gone): overwritten in
+/// place, which costs a store where a map update allocates a new LRU
+/// element, links it and frees the old one. (The per-real counts need
+/// nothing more: the agent's sweep corrects them from the live entries,
+/// whatever became of the old one.) Null: a new entry is inserted. Not
+/// inlined (see [`remember_persist`]): a leaf of `schedule`, off the
+/// schedulers' call chain.
 #[inline(never)]
-fn record_new(pkt: &Packet, svc: &Service, real_id: u32, gen: u32, now: u64) {
+fn record_new(pkt: &Packet, svc: &Service, pick: u64, now: u64, stale: *mut Conn) {
+    let (real_id, gen) = (pick as u32, (pick >> 32) as u32);
     let conn = Conn {
         real_id,
         real_gen: gen,
@@ -323,9 +341,20 @@ fn record_new(pkt: &Packet, svc: &Service, real_id: u32, gen: u32, now: u64) {
         last_ns: now,
     };
     count_conn(real_id, class(conn.state), 1);
-    // A full table evicts its least recently used entry; an insert failure
-    // only means this flow is scheduled again on its next packet.
-    let _ = LB_CONNTRACK.insert(flow_key(pkt), conn, 0);
+    if stale.is_null() {
+        // A full table evicts its least recently used entry; an insert
+        // failure only means this flow is scheduled again on its next packet.
+        let _ = LB_CONNTRACK.insert(flow_key(pkt), conn, 0);
+    } else {
+        // SAFETY: a value of LB_CONNTRACK found in this program run: its
+        // memory stays a Conn until the run ends. Another CPU's packet of
+        // the same flow may read a mix of the old and new fields, and an
+        // LRU element evicted meanwhile (a full table, another CPU) may
+        // already hold another 5-tuple; either reader then finds another
+        // service or generation and schedules again, as with the field
+        // writes of the established path above.
+        unsafe { stale.write(conn) };
+    }
     if svc.flags & SVC_F_PERSISTENT != 0 {
         remember_persist(pkt, svc, real_id, gen, now);
     }
