@@ -267,7 +267,9 @@ fn cursors_shaped(info: &aya::maps::MapInfo) -> bool {
 /// the maps with connections in them.
 fn replaceable(name: &str) -> Option<&'static str> {
     Some(match name {
-        maps::CURSORS => "rr / wrr restart at the start of their rings (the old cursors were one per CPU)",
+        maps::CURSORS => {
+            "rr / wrr restart at the start of their rings (the old cursors were one per CPU)"
+        }
         maps::GLOBAL_STATS => "the global counters (lb counters) restart from 0",
         maps::HOST_MACS => "the agent writes this host's MACs again",
         _ => return None,
