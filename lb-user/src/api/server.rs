@@ -275,7 +275,7 @@ pub struct Names {
 }
 
 /// Serves `listener` with `router` until the task is aborted: one task per
-/// connection ([`serve_connection`]), at most `max` at once; a connection
+/// connection (`serve_connection`), at most `max` at once; a connection
 /// over the cap is handed to `busy` (which logs it and answers or closes
 /// it); a failed accept is logged and tried again 50 ms later.
 pub async fn accept_loop<L: Listener>(
