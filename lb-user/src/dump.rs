@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{server::Api, views, Status},
-    dataplane::Dataplane,
     list, list_json, reconciler,
 };
 
@@ -200,23 +199,11 @@ pub async fn data(api: &Api) -> Result<Data, reconciler::Stopped> {
 /// The statistics (SIGUSR2, `GET /v1/dump/stats`); the maps are read on a
 /// blocking thread with handles of their own.
 pub async fn stats(api: &Api) -> Result<Stats, reconciler::Stopped> {
-    let bpffs = api.bpffs.clone();
-    let maps = tokio::task::spawn_blocking(move || {
-        let dp = Dataplane::from_pins(&bpffs).map_err(|e| e.to_string())?;
-        let snap = list::snapshot(&dp, false).map_err(|e| e.to_string())?;
-        let global = dp.global_sum().map_err(|e| e.to_string())?;
-        Ok::<_, String>((snap, global))
-    })
-    .await;
-    let (table, counters) = match maps {
-        Ok(Ok((snap, g))) => (
+    let (table, counters) = match list::read_pinned(api.bpffs.clone()).await {
+        Ok((snap, g)) => (
             Some(list_json::Table::new(&snap, false)),
             Some(list_json::GlobalCounters::from(&g)),
         ),
-        Ok(Err(e)) => {
-            tracing::warn!("statistics: reading the maps: {e}");
-            (None, None)
-        }
         Err(e) => {
             tracing::warn!("statistics: reading the maps: {e}");
             (None, None)

@@ -30,16 +30,19 @@ pub enum Protocol {
     Http11,
 }
 
+/// A `-P` value that is none of 1.0, 1.0c, 1.1.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid HTTP protocol version '{0}' (1.0, 1.0c or 1.1)")]
+pub struct BadProtocol(pub String);
+
 impl std::str::FromStr for Protocol {
-    type Err = String;
+    type Err = BadProtocol;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "1.0" => Ok(Self::Http10),
             "1.0c" | "1.0C" => Ok(Self::Http10Close),
             "1.1" => Ok(Self::Http11),
-            _ => Err(format!(
-                "invalid HTTP protocol version '{s}' (1.0, 1.0c or 1.1)"
-            )),
+            _ => Err(BadProtocol(s.to_owned())),
         }
     }
 }

@@ -87,6 +87,32 @@ pub struct Snapshot {
 /// Where callers found it before it moved to [`crate::util`].
 pub use crate::util::monotonic_ns;
 
+/// Why [`read_pinned`] could not read the maps.
+#[derive(Debug, thiserror::Error)]
+pub enum PinnedError {
+    #[error(transparent)]
+    Open(#[from] crate::dataplane::DataplaneError),
+    #[error(transparent)]
+    Read(#[from] Error),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The table (without connections) and the global counters of the maps
+/// pinned in `bpffs`, read on a blocking thread with handles of its own
+/// (the agent's dumps and metrics).
+pub async fn read_pinned(
+    bpffs: std::path::PathBuf,
+) -> Result<(Snapshot, lb_common::GlobalStats), PinnedError> {
+    tokio::task::spawn_blocking(move || {
+        let dp = Dataplane::from_pins(&bpffs)?;
+        let snap = snapshot(&dp, false)?;
+        let global = dp.global_sum()?;
+        Ok((snap, global))
+    })
+    .await?
+}
+
 /// Reads services, reals, counters and (live) connections from the maps.
 pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
     let timeouts = dp.timeouts_in_effect();

@@ -43,11 +43,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 
 use crate::{
     api::{server::Api, views, ServiceStatus},
-    dataplane::Dataplane,
     list,
 };
 
@@ -584,23 +583,13 @@ pub fn to_classic(openmetrics: &str) -> String {
 /// Reads the maps (on a blocking thread) and asks the reconciler and the
 /// VRRP engine, each bounded by [`ASK_TIMEOUT`].
 pub async fn gather(api: &Api) -> Inputs {
-    let bpffs = api.bpffs.clone();
-    let maps = tokio::task::spawn_blocking(move || {
-        let dp = Dataplane::from_pins(&bpffs).map_err(|e| e.to_string())?;
-        let snap = list::snapshot(&dp, false).map_err(|e| e.to_string())?;
-        let global = dp.global_sum().map_err(|e| e.to_string())?;
-        Ok::<_, String>((snap, global))
-    });
+    let maps = list::read_pinned(api.bpffs.clone());
     let services = tokio::time::timeout(ASK_TIMEOUT, api.core.services());
     let checks = tokio::time::timeout(ASK_TIMEOUT, api.core.checks());
     let vrrp = tokio::time::timeout(ASK_TIMEOUT, api.vrrp.info());
     let (maps, services, checks, vrrp) = tokio::join!(maps, services, checks, vrrp);
     let (table, global) = match maps {
-        Ok(Ok((s, g))) => (Some(s), Some(g)),
-        Ok(Err(e)) => {
-            tracing::warn!("metrics: reading the maps: {e}");
-            (None, None)
-        }
+        Ok((s, g)) => (Some(s), Some(g)),
         Err(e) => {
             tracing::warn!("metrics: reading the maps: {e}");
             (None, None)
@@ -661,23 +650,15 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>) {
         .route(PATH, get(metrics))
         .fallback(not_found)
         .with_state(api);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "metrics: {MAX_CONNECTIONS} connections open; closing a new one");
-            drop(stream);
-            continue;
-        };
-        crate::api::server::serve_connection(stream, router.clone(), permit, "metrics");
-    }
+    let names = crate::api::server::Names {
+        listener: "metrics",
+        connection: "metrics",
+    };
+    crate::api::server::accept_loop(listener, router, MAX_CONNECTIONS, names, |stream, peer| {
+        tracing::warn!(%peer, "metrics: {MAX_CONNECTIONS} connections open; closing a new one");
+        drop(stream);
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -539,11 +539,20 @@ pub enum StateError {
     #[error("{}: not a saved runtime layer ({why}); moved aside to {}", path.display(), aside.display())]
     Corrupt {
         path: PathBuf,
-        why: String,
+        why: NotALayer,
         aside: PathBuf,
     },
     #[error("refusing {}: {why} (nothing another user can write is trusted)", path.display())]
     Untrusted { path: PathBuf, why: String },
+}
+
+/// Why a saved file is not a runtime layer ([`StateError::Corrupt`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NotALayer {
+    #[error(transparent)]
+    Json(serde_json::Error),
+    #[error("format '{0}', expected '{FORMAT}'")]
+    Format(String),
 }
 
 fn io_err(path: &Path, why: &str) -> impl FnOnce(std::io::Error) -> StateError {
@@ -591,13 +600,13 @@ pub fn load(dir: &Path) -> Result<Option<Record>, StateError> {
         )));
     }
     let text = std::fs::read(&path).map_err(io_err(&path, "reading it"))?;
-    let parsed: Result<Record, String> = serde_json::from_slice::<Record>(&text)
-        .map_err(|e| e.to_string())
+    let parsed = serde_json::from_slice::<Record>(&text)
+        .map_err(NotALayer::Json)
         .and_then(|r| {
             if r.format == FORMAT {
                 Ok(r)
             } else {
-                Err(format!("format '{}', expected '{FORMAT}'", r.format))
+                Err(NotALayer::Format(r.format))
             }
         });
     match parsed {

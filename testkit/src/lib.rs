@@ -585,12 +585,13 @@ fn l3_of(frame: &[u8]) -> (usize, u16) {
     }
 }
 
-/// Recomputes in full the checksum of the IPv4 header (without options)
-/// at `l3` of `frame`.
+/// Recomputes in full the checksum of the IPv4 header at `l3` of `frame`,
+/// options included (the IHL's length).
 pub fn fix_ipv4_checksum(frame: &mut [u8], l3: usize) {
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
     frame[l3 + 10] = 0;
     frame[l3 + 11] = 0;
-    let c = !lb_common::csum::fold(lb_common::csum::sum_be(&frame[l3..l3 + 20], 0));
+    let c = !lb_common::csum::fold(lb_common::csum::sum_be(&frame[l3..l3 + ihl], 0));
     frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 

@@ -392,21 +392,6 @@ fn with_byte(mut p: Vec<u8>, i: usize, v: u8) -> Vec<u8> {
     p
 }
 
-fn ipv4_checksum(p: &mut [u8], l3: usize) {
-    let ihl = (p[l3] & 0x0f) as usize * 4;
-    p[l3 + 10] = 0;
-    p[l3 + 11] = 0;
-    let mut sum = 0u32;
-    for i in (0..ihl).step_by(2) {
-        sum += u16::from_be_bytes([p[l3 + i], p[l3 + i + 1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let c = !(sum as u16);
-    p[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-}
-
 type Counter = fn(&lb_common::GlobalStats) -> u64;
 
 #[test]
@@ -445,7 +430,7 @@ fn malformed_and_unsupported_input_passes_untouched() {
     let mut tiny = good.clone();
     tiny[l3 + 2..l3 + 4].copy_from_slice(&30u16.to_be_bytes());
     // (A valid header checksum: a wrong one stops at pass_bad_csum first.)
-    ipv4_checksum(&mut tiny, l3);
+    fix_ipv4_checksum(&mut tiny, l3);
     cases.push(("total length cuts the TCP header".into(), tiny, |g| {
         g.pass_malformed
     }));
@@ -456,21 +441,21 @@ fn malformed_and_unsupported_input_passes_untouched() {
     opts[l3] = 0x46;
     let tl = (opts.len() - l3) as u16;
     opts[l3 + 2..l3 + 4].copy_from_slice(&tl.to_be_bytes());
-    ipv4_checksum(&mut opts, l3);
+    fix_ipv4_checksum(&mut opts, l3);
     cases.push(("IPv4 options".into(), opts, |g| g.pass_ip_options));
     // Later fragments (middle and last) whose first fragment was never seen
     // (first fragments are balanced: see the fragment fixtures).
     for (what, ff) in [("later fragment", 0x2010u16), ("last fragment", 0x0010)] {
         let mut f = good.clone();
         f[l3 + 6..l3 + 8].copy_from_slice(&ff.to_be_bytes());
-        ipv4_checksum(&mut f, l3);
+        fix_ipv4_checksum(&mut f, l3);
         cases.push((what.into(), f, |g| g.pass_fragment));
     }
     // Unknown protocols to the VIP (ICMP, GRE, SCTP).
     for proto in [1u8, 47, 132] {
         let mut p = good.clone();
         p[l3 + 9] = proto;
-        ipv4_checksum(&mut p, l3);
+        fix_ipv4_checksum(&mut p, l3);
         cases.push((format!("IP protocol {proto} to VIP"), p, |g| {
             g.pass_other_proto
         }));

@@ -6,19 +6,23 @@
 //! them. Every path is versioned (`/v1/…`). Errors are answered with a
 //! non-2xx status and an [`ErrorReply`] body.
 //!
-//! | method | path          | reply            | what                                   |
-//! |--------|---------------|------------------|----------------------------------------|
-//! | GET    | `/v1/status`  | [`Status`]       | services, reals and where each came from |
-//! | POST   | `/v1/reload`  | [`ReloadReply`]  | re-read keepalived.conf (as SIGHUP)    |
-//! | GET    | `/v1/checks`  | [`views::Checks`] | health checkers (`lb list --checks`)  |
-//! | GET    | `/v1/vrrp`    | [`views::Vrrp`]  | VRRP instances (`lb list --vrrp`)      |
-//! | GET    | `/v1/dump`    | [`crate::dump::Data`] | state dump (`lb dump`, SIGUSR1)   |
-//! | GET    | `/v1/dump/stats` | [`crate::dump::Stats`] | statistics (`lb dump --stats`, SIGUSR2) |
+//! | method | path             | body / reply                                     | what                                     |
+//! |--------|------------------|--------------------------------------------------|------------------------------------------|
+//! | GET    | `/v1/status`     | [`Status`]                                       | services, reals and where each came from |
+//! | POST   | `/v1/reload`     | [`ReloadReply`]                                  | re-read keepalived.conf (as SIGHUP)      |
+//! | GET    | `/v1/checks`     | [`views::Checks`]                                | health checkers (`lb list --checks`)     |
+//! | GET    | `/v1/vrrp`       | [`views::Vrrp`]                                  | VRRP instances (`lb list --vrrp`)        |
+//! | GET    | `/v1/runtime`    | [`crate::runtime::Record`]                       | the saved runtime layer                  |
+//! | POST   | `/v1/runtime`    | [`crate::runtime::Change`] / [`ChangeReply`]     | a runtime change (`lb adm`)              |
+//! | GET    | `/v1/dump`       | [`crate::dump::Data`]                            | state dump (`lb dump`, SIGUSR1)          |
+//! | GET    | `/v1/dump/stats` | [`crate::dump::Stats`]                           | statistics (`lb dump --stats`, SIGUSR2)  |
 //!
 //! `POST /v1/reload` answers 200 when the file was applied, 422 when it was
 //! refused (the diagnostics say why; the running state is kept) and 500 when
 //! it parsed but could not be written to the data plane (the previous state
-//! was restored).
+//! was restored). `POST /v1/runtime` answers as [`ChangeReply`] says. The
+//! Prometheus metrics are not on this socket: `lb run --metrics-listen`
+//! serves them over TCP ([`crate::metrics`]).
 
 pub mod client;
 pub mod server;

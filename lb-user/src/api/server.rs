@@ -9,6 +9,7 @@
 //! VRRP engine.
 
 use std::{
+    future::Future,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -212,7 +213,7 @@ pub fn router(api: Shared) -> Router {
 /// request heads within [`HEADER_TIMEOUT`], the whole connection at most
 /// [`CONNECTION_LIFETIME`]; `permit` (its slot under the connection cap)
 /// is released when it ends. `what` names the listener in the log.
-pub fn serve_connection<S>(
+fn serve_connection<S>(
     stream: S,
     router: Router,
     permit: tokio::sync::OwnedSemaphorePermit,
@@ -236,26 +237,89 @@ pub fn serve_connection<S>(
     });
 }
 
-/// Serves `listener` until the task is aborted.
-pub async fn serve(listener: UnixListener, api: Shared) {
-    let router = router(api);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// A connection [`Listener::accept_one`] took, and its peer.
+pub type Accepted<L> = std::io::Result<(<L as Listener>::Stream, <L as Listener>::Peer)>;
+
+/// A listener whose connections [`accept_loop`] serves: the control socket
+/// (Unix) and the metrics port (TCP).
+pub trait Listener: Sized {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The peer's address, for the log.
+    type Peer;
+    /// The next connection.
+    fn accept_one(&self) -> impl Future<Output = Accepted<Self>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    type Peer = tokio::net::unix::SocketAddr;
+    fn accept_one(&self) -> impl Future<Output = Accepted<Self>> + Send {
+        self.accept()
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    type Peer = std::net::SocketAddr;
+    fn accept_one(&self) -> impl Future<Output = Accepted<Self>> + Send {
+        self.accept()
+    }
+}
+
+/// How [`accept_loop`] names its listener in the log.
+pub struct Names {
+    /// Before an accept error ("control socket").
+    pub listener: &'static str,
+    /// Before a connection's error ("control").
+    pub connection: &'static str,
+}
+
+/// Serves `listener` with `router` until the task is aborted: one task per
+/// connection (`serve_connection`), at most `max` at once; a connection
+/// over the cap is handed to `busy` (which logs it and answers or closes
+/// it); a failed accept is logged and tried again 50 ms later.
+pub async fn accept_loop<L: Listener>(
+    listener: L,
+    router: Router,
+    max: usize,
+    names: Names,
+    busy: impl Fn(L::Stream, L::Peer),
+) {
+    let slots = Arc::new(Semaphore::new(max));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept_one().await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!("control socket: accept failed: {e}");
+                tracing::warn!("{}: accept failed: {e}", names.listener);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            busy(stream, peer);
+            continue;
+        };
+        serve_connection(stream, router.clone(), permit, names.connection);
+    }
+}
+
+/// Serves `listener` until the task is aborted.
+pub async fn serve(listener: UnixListener, api: Shared) {
+    let names = Names {
+        listener: "control socket",
+        connection: "control",
+    };
+    accept_loop(
+        listener,
+        router(api),
+        MAX_CONNECTIONS,
+        names,
+        |stream, _| {
             tracing::warn!(
                 "control socket: {MAX_CONNECTIONS} connections open; refusing a new one"
             );
             tokio::spawn(refuse_busy(stream));
-            continue;
-        };
-        serve_connection(stream, router.clone(), permit, "control");
-    }
+        },
+    )
+    .await;
 }

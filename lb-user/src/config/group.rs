@@ -123,23 +123,41 @@ fn member(m: &Node, out: &mut Vec<(IpAddr, u16)>, diags: &mut Vec<Diag>) {
     };
     match range(&m.keyword) {
         Ok(addrs) => out.extend(addrs.into_iter().map(|a| (a, port))),
-        Err(why) => diags.push(Diag::error(&m.loc, Some(&m.keyword), why)),
+        Err(why) => diags.push(Diag::error(&m.loc, Some(&m.keyword), why.to_string())),
     }
 }
 
+/// What is wrong with an address range ([`range`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RangeError {
+    #[error("invalid address '{text}'")]
+    Address {
+        text: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("range end '{end}' must be {radix}")]
+    End { end: String, radix: &'static str },
+    #[error("range end {end} is below its start {start}")]
+    Reversed { start: u32, end: u32 },
+    #[error("range of {count} addresses; at most {MAX_RANGE} per line")]
+    TooLong { count: u32 },
+}
+
 /// `A.B.C.D`, `A.B.C.D-E` (last byte, decimal) or `X::Y-Z` (last group, hex).
-fn range(s: &str) -> Result<Vec<IpAddr>, String> {
+fn range(s: &str) -> Result<Vec<IpAddr>, RangeError> {
     let (first, last) = match s.rsplit_once('-') {
         Some((a, e)) => (a, Some(e)),
         None => (s, None),
     };
-    let addr: IpAddr = first
-        .parse()
-        .map_err(|_| format!("invalid address '{first}'"))?;
+    let addr: IpAddr = first.parse().map_err(|source| RangeError::Address {
+        text: first.to_owned(),
+        source,
+    })?;
     let Some(end) = last else {
         return Ok(vec![addr]);
     };
-    let (start, end_value, radix_name) = match addr {
+    let (start, end_value, radix) = match addr {
         IpAddr::V4(a) => (
             u32::from(a.octets()[3]),
             end.parse::<u32>().ok().filter(|e| *e <= 255),
@@ -151,15 +169,17 @@ fn range(s: &str) -> Result<Vec<IpAddr>, String> {
             "a hexadecimal 16-bit group",
         ),
     };
-    let end = end_value.ok_or_else(|| format!("range end '{end}' must be {radix_name}"))?;
+    let end = end_value.ok_or_else(|| RangeError::End {
+        end: end.to_owned(),
+        radix,
+    })?;
     if end < start {
-        return Err(format!("range end {end} is below its start {start}"));
+        return Err(RangeError::Reversed { start, end });
     }
     if end - start + 1 > MAX_RANGE {
-        return Err(format!(
-            "range of {} addresses; at most {MAX_RANGE} per line",
-            end - start + 1
-        ));
+        return Err(RangeError::TooLong {
+            count: end - start + 1,
+        });
     }
     Ok((start..=end)
         .map(|v| match addr {
@@ -192,15 +212,26 @@ mod tests {
         assert_eq!(r.len(), 3);
         assert_eq!(r[2], "2001:db8::c".parse::<IpAddr>().unwrap());
         assert_eq!(range("10.0.0.9").unwrap().len(), 1);
-        assert!(range("10.0.0.9-3").unwrap_err().contains("below its start"));
-        assert!(range("10.0.0.1-256").unwrap_err().contains("decimal byte"));
+        assert!(range("10.0.0.9-3")
+            .unwrap_err()
+            .to_string()
+            .contains("below its start"));
+        assert!(range("10.0.0.1-256")
+            .unwrap_err()
+            .to_string()
+            .contains("decimal byte"));
         assert!(range("2001:db8::1-1ffff")
             .unwrap_err()
+            .to_string()
             .contains("hexadecimal"));
         assert!(range("2001:db8::0-ffff")
             .unwrap_err()
+            .to_string()
             .contains("at most 256"));
-        assert!(range("10.0.0.x").unwrap_err().contains("invalid address"));
+        assert!(range("10.0.0.x")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid address"));
     }
 
     fn load(text: &str) -> (Vec<String>, Vec<String>) {

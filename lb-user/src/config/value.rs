@@ -127,28 +127,38 @@ pub(super) const TIMER_DIGITS: u32 = 6;
 /// keepalived's `TIMER_MAXIMUM` (lib/parser.h: `ULONG_MAX - 1` µs).
 pub(super) const TIMER_MAX: Duration = Duration::from_micros(u64::MAX - 1);
 
+/// What is wrong with a decimal number of seconds ([`decimal_micros`]);
+/// the message follows the value ("'-1' is negative").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DecimalError {
+    #[error("is negative")]
+    Negative,
+    #[error("is not a decimal number")]
+    NotDecimal,
+    #[error("has more than {TIMER_DIGITS} decimal places (the resolution is 1 µs)")]
+    TooPrecise,
+    #[error("is too large")]
+    TooLarge(#[source] std::num::ParseIntError),
+}
+
 /// Reads a decimal number of seconds such as `2`, `0.5` or `1.000001` into
 /// microseconds, as keepalived's `read_decimal_unsigned_long_func`: digits,
 /// an optional point and at most [`TIMER_DIGITS`] decimals; no sign, no
 /// exponent, no `nan` / `inf`. `Err` says what is wrong.
-pub(super) fn decimal_micros(text: &str) -> Result<u64, String> {
+pub(super) fn decimal_micros(text: &str) -> Result<u64, DecimalError> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if text.starts_with('-') {
-        return Err("is negative".into());
+        return Err(DecimalError::Negative);
     }
     if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
-        return Err("is not a decimal number".into());
+        return Err(DecimalError::NotDecimal);
     }
     if frac.len() > TIMER_DIGITS as usize {
-        return Err(format!(
-            "has more than {TIMER_DIGITS} decimal places (the resolution is 1 µs)"
-        ));
+        return Err(DecimalError::TooPrecise);
     }
     let padded = format!("{int}{frac:0<width$}", width = TIMER_DIGITS as usize);
-    padded
-        .parse::<u64>()
-        .map_err(|_| "is too large".to_string())
+    padded.parse::<u64>().map_err(DecimalError::TooLarge)
 }
 
 /// Seconds with keepalived's TIMER rules ([`decimal_micros`]) within

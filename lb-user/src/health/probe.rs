@@ -11,6 +11,7 @@ use std::{
 
 use std::io;
 
+use lb_common::csum;
 use md5::{Digest, Md5};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -231,18 +232,6 @@ async fn smtp(to: SocketAddr, bindto: Option<IpAddr>, helo: &str) -> Result<Outc
 /// Sequence numbers of the echo requests (shared by all PING_CHECKs).
 static ECHO_SEQ: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
 
-/// The Internet checksum (RFC 1071).
-fn inet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An ICMP (type 8) or ICMPv6 (type 128) echo request with `id`, `seq`
 /// and 56 bytes of payload; the ICMPv4 checksum is filled in (the kernel
 /// computes ICMPv6's).
@@ -252,7 +241,7 @@ fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend((0..56u8).map(|i| i.wrapping_add(0x10)));
     if !v6 {
-        let c = inet_checksum(&p);
+        let c = !csum::fold(csum::sum_be(&p, 0));
         p[2..4].copy_from_slice(&c.to_be_bytes());
     }
     p
@@ -900,7 +889,11 @@ mod tests {
     fn echo_requests_and_replies() {
         let p = echo_request(false, 0x1234, 7);
         assert_eq!(&p[..8], [8, 0, p[2], p[3], 0x12, 0x34, 0, 7]);
-        assert_eq!(inet_checksum(&p), 0, "the checksum covers the message");
+        assert_eq!(
+            !csum::fold(csum::sum_be(&p, 0)),
+            0,
+            "the checksum covers the message"
+        );
         let mut reply = p.clone();
         reply[0] = 0;
         assert!(is_echo_reply(&reply, false, false, 0, 7, false));
