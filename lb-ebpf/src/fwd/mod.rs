@@ -6,9 +6,9 @@
 //! - NAT (nat.rs) rewrites the destination (client → real) or the source
 //!   (real's reply → client) address and port, updates the IPv4 header and
 //!   TCP / UDP checksums incrementally, and routes the result with the
-//!   kernel's FIB (looked up first: a packet too big for the egress gets an
-//!   ICMP error quoting it as it was sent). It also keeps the reverse table
-//!   the replies are translated with.
+//!   kernel's FIB (a packet too big for the egress has its addresses put
+//!   back and gets an ICMP error quoting it as it was sent). It also keeps
+//!   the reverse table the replies are translated with.
 //! - TUN (tun.rs) prepends an IPv4 (IPv6 for IPv6 services) header to the
 //!   real and routes it with the FIB; a packet too big for the egress MTU gets
 //!   an ICMP fragmentation-needed / packet-too-big back to the client instead
@@ -168,63 +168,41 @@ fn untag(ctx: &XdpContext, l3: usize) -> Result<(), OutOfBounds> {
     Ok(())
 }
 
-/// The FIB's answer for a packet that will leave with addresses `src` →
-/// `dst` (NAT: looked up before the rewrite, which does not change the
-/// length). `Err` when it goes no further: too big for the egress MTU with
-/// DF set (IPv6 always) it is answered with an ICMP fragmentation needed /
-/// packet too big quoting it as received ([`code::too_big`]: the sender
-/// can match the error to its flow only by the addresses it sent). IPv4
-/// without DF: a request (`to_client` false) is rewritten and passed, so
-/// the kernel's router fragments it (its source is the client's); a reply,
-/// whose source becomes the director's own VIP, the kernel would drop as a
+/// Routes a NAT packet whose addresses are final toward `dst`. Too big for
+/// the egress MTU (the FIB answers "fragmentation needed" before it looks
+/// at the neighbour): with DF set (IPv6 always) it comes back as
+/// [`code::too_big`], and the caller puts the addresses back and answers
+/// with an ICMP fragmentation needed / packet too big quoting the packet as
+/// it was sent (the sender matches the error by the addresses it used).
+/// IPv4 without DF: a request (`to_client` false) is passed, so the
+/// kernel's router fragments it (its source is the client's); a reply,
+/// whose source is now the director's own VIP, the kernel would drop as a
 /// martian, so it is dropped here and counted (drop_too_big). An ICMP error
 /// never gets an ICMP error about it (RFC 1122 3.2.2).
 #[inline(always)]
-fn lookup(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    src: &[u32; 4],
-    dst: &[u32; 4],
-    to_client: bool,
-) -> Result<(i64, FibLookup), Code> {
+fn route(ctx: &XdpContext, pkt: &Packet, src: &[u32; 4], dst: &[u32; 4], to_client: bool) -> Code {
     let (rc, p) = fib(ctx, pkt.ingress, pkt.family, src, dst, pkt.ip_len);
-    if rc != FIB_FRAG_NEEDED {
-        return Ok((rc, p));
+    if rc == FIB_FRAG_NEEDED {
+        let df = pkt.family != FAMILY_V4
+            || read_u16_raw(ctx, pkt.l3 + 6).map(|f| u16::from_be(f) & 0x4000 != 0) == Ok(true);
+        if !df && !to_client {
+            return code::PASS_NO_NEIGH;
+        }
+        if !df || pkt.kind != KIND_L4 {
+            return code::DROP_TOO_BIG;
+        }
+        // SAFETY: the kernel wrote mtu_result for this return code.
+        return code::too_big(unsafe { p.__bindgen_anon_1.mtu_result } as usize);
     }
-    let df = pkt.family != FAMILY_V4
-        || read_u16_raw(ctx, pkt.l3 + 6).map(|f| u16::from_be(f) & 0x4000 != 0) == Ok(true);
-    if !df {
-        return if to_client {
-            Err(code::DROP_TOO_BIG)
-        } else {
-            Ok((rc, p))
-        };
-    }
-    if pkt.kind != KIND_L4 {
-        return Err(code::DROP_TOO_BIG);
-    }
-    // SAFETY: the kernel wrote mtu_result for this return code.
-    Err(code::too_big(
-        unsafe { p.__bindgen_anon_1.mtu_result } as usize
-    ))
-}
-
-/// Sends a packet whose addresses are now final along the FIB's answer
-/// ([`lookup`]).
-#[inline(always)]
-fn route(ctx: &XdpContext, pkt: &Packet, rc: i64, p: &FibLookup) -> Code {
     if ((rc == FIB_SUCCESS && p.ifindex != pkt.ingress) || rc == FIB_NO_NEIGH)
         && untag(ctx, pkt.l3).is_err()
     {
         return code::DROP_NO_EGRESS;
     }
     match rc {
-        FIB_SUCCESS => send(ctx, pkt.ingress, p),
+        FIB_SUCCESS => send(ctx, pkt.ingress, &p),
         // The kernel resolves the neighbour and sends it (neigh.rs).
-        FIB_NO_NEIGH => neigh::hand_over(ctx, p, code::PASS_NO_NEIGH),
-        // An IPv4 request without DF, too big: the kernel's router
-        // fragments it ([`lookup`]).
-        FIB_FRAG_NEEDED => code::PASS_NO_NEIGH,
+        FIB_NO_NEIGH => neigh::hand_over(ctx, &p, code::PASS_NO_NEIGH),
         _ => unroutable(rc),
     }
 }

@@ -10,7 +10,7 @@ use lb_ebpf::{
     parse::{Packet, IPV4_HLEN, IPV6_HLEN, KIND_FRAG, KIND_ICMP, KIND_L4},
 };
 
-use super::{lookup, route};
+use super::route;
 use crate::{
     code::{self, Code},
     conntrack::{self, NS},
@@ -97,10 +97,6 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
     if v6_udp_without_checksum(ctx, pkt) {
         return code::DROP_UDP_ZERO_CSUM;
     }
-    let (rc, p) = match lookup(ctx, pkt, &pkt.src, &real.addr, false) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
     let r = if pkt.kind == KIND_ICMP {
         icmp_nat(
             ctx,
@@ -114,10 +110,17 @@ pub fn to_real(ctx: &XdpContext, pkt: &Packet, real: &Real) -> Code {
     } else {
         rewrite(ctx, pkt, true, &real.addr, real.port_be)
     };
-    match r {
-        Ok(()) => route(ctx, pkt, rc, &p),
-        Err(OutOfBounds) => code::DROP_NO_EGRESS,
+    if r.is_err() {
+        return code::DROP_NO_EGRESS;
     }
+    let c = route(ctx, pkt, &pkt.src, &real.addr, false);
+    // Too big: the addresses put back, so that the error quotes the packet
+    // as the client sent it (undoing the rewrite keeps the lookup after it,
+    // within the 512-byte stack of Debian 12's 6.1 verifier).
+    if c & code::SEND_TOO_BIG != 0 && rewrite(ctx, pkt, true, &pkt.dst, pkt.dport_be).is_err() {
+        return code::DROP_TOO_BIG;
+    }
+    c
 }
 
 /// Real → client: source becomes the virtual service, routed to the client.
@@ -131,19 +134,20 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, vaddr: &[u32; 4], vport_be: u16) ->
     }
     // For an ICMP error the client is the quoted packet's source (pkt.dst).
     let client = pkt.dst;
-    let (rc, p) = match lookup(ctx, pkt, vaddr, &client, true) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
     let r = if pkt.kind == KIND_ICMP {
         icmp_nat(ctx, pkt, false, &pkt.src, vaddr, pkt.sport_be, vport_be)
     } else {
         rewrite(ctx, pkt, false, vaddr, vport_be)
     };
-    match r {
-        Ok(()) => route(ctx, pkt, rc, &p),
-        Err(OutOfBounds) => code::DROP_NO_EGRESS,
+    if r.is_err() {
+        return code::DROP_NO_EGRESS;
     }
+    let c = route(ctx, pkt, vaddr, &client, true);
+    // Too big: as in `to_real`, the error quotes the reply as the real sent it.
+    if c & code::SEND_TOO_BIG != 0 && rewrite(ctx, pkt, false, &pkt.src, pkt.sport_be).is_err() {
+        return code::DROP_TOO_BIG;
+    }
+    c
 }
 
 /// Translates an ICMP error for NAT. `to_real`: an error from the client side
