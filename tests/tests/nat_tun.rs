@@ -164,3 +164,59 @@ fn nat_with_two_subnets_director_as_gateway_ipv4_and_ipv6() {
     assert!(get("redirect") > 0 && get("nat_reverse") > 0);
     assert_eq!(get("aborted"), 0);
 }
+
+/// issue 15, input 1's whole kind (replies XDP builds itself): the client
+/// side's MTU (1280 on the director's public interface) is smaller than the
+/// real's (1500), and each answer is 6,000 bytes. The reals' full-size
+/// segments are too big for the client side: the director answers each
+/// real with "fragmentation needed" / "packet too big" quoting the segment
+/// as the real sent it, the real lowers its path MTU and sends again, and
+/// every transfer completes (IPv4 and IPv6). Before, the translated segment
+/// went to the kernel, which dropped it (its source is the VIP), and the
+/// transfer stalled.
+#[test]
+fn nat_replies_larger_than_the_client_side_mtu_get_through() {
+    let _g = lb_tests::serial();
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    let mut lab = Lab::nat(&format!("lbn{}mtu", std::process::id() % 1000), bins, 2).expect("lab");
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    for r in ["r1", "r2"] {
+        let status = lab.workdir.join(format!("{r}-big"));
+        let mut body = format!("{r}\n");
+        body.push_str(&" ".repeat(6000));
+        std::fs::write(format!("{}.body", status.display()), body).unwrap();
+        lab.spawn(r, &[&probe, "serve", "8081", r, &status.to_string_lossy()], "big")
+            .unwrap();
+    }
+    lab.exec("dir", &["ip", "link", "set", "dev", "eth0", "mtu", "1280"])
+        .unwrap();
+    let conf = format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server {a} 8081 {{ weight 1 }}\n  real_server {b} 8081 {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server {a6} 8081 {{ weight 1 }}\n  real_server {b6} 8081 {{ weight 1 }}\n}}\n",
+        a = private_ip(1),
+        b = private_ip(2),
+        a6 = private_ip6(1),
+        b6 = private_ip6(2),
+    );
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    for (what, addr) in [
+        ("IPv4", format!("{VIP}:80")),
+        ("IPv6", format!("[{VIP6}]:80")),
+    ] {
+        let t = lab.http_get(&addr, 6).unwrap();
+        assert_eq!(
+            t.get("fail"),
+            Some(&0),
+            "{what}: {t:?}\n{}",
+            lab.lb(&["counters", "--bpffs", &lab.bpffs().to_string_lossy()])
+                .unwrap_or_default()
+        );
+        both_answered(&t, 6, what);
+    }
+    // At least one error per real and family (the reals cache the path MTU).
+    let sent = lab.counter("icmp_too_big_sent").unwrap();
+    assert!(sent >= 4, "icmp_too_big_sent {sent}");
+    assert_eq!(lab.counter("aborted").unwrap(), 0);
+}
