@@ -40,6 +40,38 @@ fn tally(line: &str, totals: &mut [u64; 3]) {
     }
 }
 
+/// The lines of a cargo build's output that are warnings (`warning: …`,
+/// a build script's `warning: lb-user@…: …` among them).
+fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("warning"))
+        .collect()
+}
+
+/// Builds `lb` again, which is then a no-op: its output must hold no
+/// warning (issue 12: the eBPF build's output is shown only when it fails;
+/// it once printed 51 `warning: lb-user@…: Compiling …` lines every time).
+fn quiet_rebuild() -> anyhow::Result<()> {
+    let out = cargo()
+        .args(["build", "-p", "lb-user", "--bins"])
+        .output()
+        .context("cargo build")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("cargo build -p lb-user failed:\n{stderr}");
+    }
+    let w = warnings(&stderr);
+    if !w.is_empty() {
+        bail!(
+            "building lb printed {} warning line(s):\n{}",
+            w.len(),
+            w.join("\n")
+        );
+    }
+    Ok(())
+}
+
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::ensure()?;
     // The namespace tests run the binaries themselves: `lb`, lb-lab's
@@ -47,6 +79,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     exec(cargo().args([
         "build", "-p", "lb-user", "-p", "lb-lab", "-p", "lb-bench", "--bins",
     ]))?;
+    quiet_rebuild()?;
     let mut cmd: Command = cargo();
     // The eBPF crates are tested through the fixtures (lb-testkit).
     cmd.args([
@@ -82,4 +115,26 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_script_and_compiler_warnings_are_found() {
+        let out = "   Compiling lb-user v0.1.0\nwarning: lb-user@0.1.0: Compiling lb-ebpf\n\
+                   warning: unused variable: `x`\n    Finished `dev` profile\n";
+        assert_eq!(warnings(out).len(), 2);
+        assert!(warnings("    Finished `dev` profile [unoptimized] in 0.3s\n").is_empty());
+    }
+
+    #[test]
+    fn test_result_lines_are_summed() {
+        let mut t = [0; 3];
+        tally("test result: ok. 5 passed; 1 failed; 2 ignored; 0 measured", &mut t);
+        tally("test result: ok. 3 passed; 0 failed; 0 ignored", &mut t);
+        tally("running 3 tests", &mut t);
+        assert_eq!(t, [8, 1, 2]);
+    }
 }
