@@ -339,11 +339,14 @@ pub fn render_rate(before: &Snapshot, after: &Snapshot, dt: Duration, exact: boo
     table(after, &f, Some((before, dt)))
 }
 
-/// `lb counters`: one global counter a line, summed over CPUs.
+/// `lb counters`: one global counter a line, summed over CPUs, in columns
+/// as wide as the longest name.
 pub fn render_counters(g: &lb_common::GlobalStats) -> String {
+    let fields = lb_common::GlobalStats::FIELDS;
+    let width = fields.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let mut out = String::new();
-    for ((name, what), v) in lb_common::GlobalStats::FIELDS.iter().zip(g.values()) {
-        let _ = writeln!(out, "{name:<18} {v:>14}  {}", what.trim());
+    for ((name, what), v) in fields.iter().zip(g.values()) {
+        let _ = writeln!(out, "{name:<width$} {v:>14}  {}", what.trim());
     }
     out
 }
@@ -356,6 +359,23 @@ pub fn render_conns(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_line_up_whatever_the_name_length() {
+        let mut g = lb_common::GlobalStats::default();
+        g.pass = 7;
+        g.icmp_time_exceeded_sent = 12345;
+        let out = render_counters(&g);
+        let w = "icmp_time_exceeded_sent".len();
+        for line in out.lines() {
+            // Name padded to the longest, one space, the value right-aligned in 14.
+            let (name, rest) = line.split_at(w);
+            assert!(!name.trim().is_empty() && rest.starts_with(' '), "{line:?}");
+            assert!(rest[1..15].trim().parse::<u64>().is_ok(), "{line:?}");
+            assert!(rest[15..].starts_with("  "), "{line:?}");
+        }
+        assert!(out.contains(&format!("{:<w$} {:>14}", "icmp_time_exceeded_sent", 12345)));
+    }
 
     fn snap() -> Snapshot {
         Snapshot {

@@ -185,8 +185,12 @@ fn nat_replies_larger_than_the_client_side_mtu_get_through() {
         let mut body = format!("{r}\n");
         body.push_str(&" ".repeat(6000));
         std::fs::write(format!("{}.body", status.display()), body).unwrap();
-        lab.spawn(r, &[&probe, "serve", "8081", r, &status.to_string_lossy()], "big")
-            .unwrap();
+        lab.spawn(
+            r,
+            &[&probe, "serve", "8081", r, &status.to_string_lossy()],
+            "big",
+        )
+        .unwrap();
     }
     lab.exec("dir", &["ip", "link", "set", "dev", "eth0", "mtu", "1280"])
         .unwrap();

@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn test_result_lines_are_summed() {
         let mut t = [0; 3];
-        tally("test result: ok. 5 passed; 1 failed; 2 ignored; 0 measured", &mut t);
+        tally(
+            "test result: ok. 5 passed; 1 failed; 2 ignored; 0 measured",
+            &mut t,
+        );
         tally("test result: ok. 3 passed; 0 failed; 0 ignored", &mut t);
         tally("running 3 tests", &mut t);
         assert_eq!(t, [8, 1, 2]);
