@@ -362,9 +362,11 @@ mod tests {
 
     #[test]
     fn counters_line_up_whatever_the_name_length() {
-        let mut g = lb_common::GlobalStats::default();
-        g.pass = 7;
-        g.icmp_time_exceeded_sent = 12345;
+        let g = lb_common::GlobalStats {
+            pass: 7,
+            icmp_time_exceeded_sent: 12345,
+            ..Default::default()
+        };
         let out = render_counters(&g);
         let w = "icmp_time_exceeded_sent".len();
         for line in out.lines() {
