@@ -723,7 +723,7 @@ global_stats! {
     frag_forwarded,
     /// ICMP errors forwarded / translated for a tracked flow
     icmp_forwarded,
-    /// ICMP fragmentation-needed / packet-too-big sent to clients (TUN)
+    /// ICMP fragmentation-needed / packet-too-big sent (TUN: to clients; NAT: to clients and to reals)
     icmp_too_big_sent,
     /// packets sent into an IPIP / IPv6 tunnel
     encap,

@@ -11,6 +11,9 @@ const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
 const DEFAULT_CONFIG: &str = "/etc/keepalived/keepalived.conf";
 /// sysexits.h EX_USAGE: bad configuration.
 const EX_USAGE: u8 = 64;
+/// sysexits.h EX_TEMPFAIL: the agent is serving as many control
+/// connections as it serves at once (503); nothing was done, try again.
+const EX_TEMPFAIL: u8 = 75;
 
 #[derive(Parser)]
 #[command(
@@ -309,7 +312,19 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lb: {e:#}");
-            ExitCode::FAILURE
+            // The agent is busy (503): nothing was done, try again later.
+            let busy = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<api::client::ClientError>(),
+                    Some(api::client::ClientError::Server { status, .. })
+                        if *status == hyper::StatusCode::SERVICE_UNAVAILABLE
+                )
+            });
+            if busy {
+                ExitCode::from(EX_TEMPFAIL)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

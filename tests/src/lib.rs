@@ -411,6 +411,26 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts `args` in `role`'s network namespace only, as `nsenter
+    /// --net=/run/netns/NS` does: unlike [`Lab::spawn`] (`ip netns exec`,
+    /// which mounts a sysfs of that namespace), `/sys` stays the host's.
+    /// Logged and stopped as [`Lab::spawn`]'s processes.
+    pub fn spawn_net_only(&mut self, role: &str, args: &[&str], tag: &str) -> anyhow::Result<()> {
+        let ns = self.ns(role);
+        let log = std::fs::File::create(self.workdir.join(format!("{role}-{tag}.log")))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", args.join(" ")))?;
+        self.procs.push((format!("{role}-{tag}"), child));
+        Ok(())
+    }
+
     /// Stops the process started with `tag` in `role` (SIGTERM, then SIGKILL).
     pub fn stop(&mut self, role: &str, tag: &str) -> anyhow::Result<()> {
         let key = format!("{role}-{tag}");

@@ -239,6 +239,19 @@ fn idle_and_slow_clients_stall_neither_the_api_nor_health_verdicts() {
         t.elapsed() < Duration::from_secs(29),
         "idle client never closed"
     );
+
+    // With as many connections open as the agent serves at once, a CLI
+    // request is refused with the reason (503 after its request was read)
+    // and exit 75 (EX_TEMPFAIL: nothing was done, try again).
+    let held: Vec<UnixStream> = (0..256)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = lb(&lab, &["status", "--socket", &s(&sock)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(err.contains("256 control connections"), "{err}");
+    drop(held);
 }
 
 #[test]
@@ -249,6 +262,8 @@ fn a_second_agent_on_the_same_pin_directory_is_refused_and_changes_nothing() {
     let before = list(&lab);
     let pid = agent_pid(&lab);
     // Same --bpffs, another socket, another interface, a table with one real.
+    lab.exec("dir", &["ip", "link", "add", "lbbridge0", "type", "bridge"])
+        .unwrap();
     let other = lab.config_path_of("dir2");
     std::fs::write(&other, service(1)).unwrap();
     let sock2 = lab.socket_of("dir2");
@@ -256,7 +271,7 @@ fn a_second_agent_on_the_same_pin_directory_is_refused_and_changes_nothing() {
     let out = lb_run_in_dir(
         &lab,
         Run {
-            iface: "lo",
+            iface: "lbbridge0",
             config: &other,
             bpffs: &lab.bpffs(),
             socket: &sock2,
@@ -270,6 +285,21 @@ fn a_second_agent_on_the_same_pin_directory_is_refused_and_changes_nothing() {
         "{err}"
     );
     assert!(!err.contains("native XDP"), "{err}");
+    // Nothing of its own is left either: a socket directory it created is
+    // removed again.
+    let own_dir = lab.workdir.join("refused-run");
+    let out = lb_run_in_dir(
+        &lab,
+        Run {
+            iface: "lbbridge0",
+            config: &other,
+            bpffs: &lab.bpffs(),
+            socket: &own_dir.join("lb.sock"),
+        },
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.success());
+    assert!(!own_dir.exists(), "the refused agent left {own_dir:?}");
     eprintln!("second agent refused in {:?}", t.elapsed());
     assert_eq!(list(&lab), before, "the first agent's table changed");
     let t = lab.http_get(&format!("{VIP}:80"), 20).unwrap();
@@ -282,11 +312,13 @@ fn a_second_agent_on_the_same_socket_is_refused_and_leaves_it_alone() {
     let _g = lb_tests::serial();
     let mut lab = lab("sock");
     lab.start_agent(&service(2), AGENT_ARGS).unwrap();
+    lab.exec("dir", &["ip", "link", "add", "lbbridge0", "type", "bridge"])
+        .unwrap();
     let pid = agent_pid(&lab);
     let out = lb_run_in_dir(
         &lab,
         Run {
-            iface: "lo",
+            iface: "lbbridge0",
             config: &lab.config_path(),
             bpffs: &lab.bpffs_of("other"),
             socket: &lab.socket(),
@@ -324,11 +356,19 @@ fn a_failed_start_leaves_no_pinned_maps() {
     assert!(!out.status.success());
     assert!(err.contains("no interface named eht0"), "{err}");
     assert!(!bpffs.exists(), "pin directory created: {bpffs:?}");
-    // An attach that fails after the maps were created (loopback has no
-    // native XDP): the maps this start pinned are removed again.
-    let out = lb_run_in_dir(&lab, run("lo"), Duration::from_secs(30));
+    // An interface without an Ethernet address (loopback): refused the same way.
+    let out = lb_run_in_dir(&lab, run("lo"), Duration::from_secs(10));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "attached to lo natively?");
+    assert!(!out.status.success());
+    assert!(err.contains("has no Ethernet address"), "{err}");
+    assert!(!bpffs.exists(), "pin directory created: {bpffs:?}");
+    // An attach that fails after the maps were created (a bridge
+    // interface has no native XDP): the maps this start pinned are removed again.
+    lab.exec("dir", &["ip", "link", "add", "lbbridge0", "type", "bridge"])
+        .unwrap();
+    let out = lb_run_in_dir(&lab, run("lbbridge0"), Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "attached to a bridge natively?");
     let left: Vec<_> = std::fs::read_dir(&bpffs)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -340,8 +380,8 @@ fn a_failed_start_leaves_no_pinned_maps() {
     let before = list(&lab);
     lab.stop("dir", "lb").unwrap();
     std::fs::write(&config, service(1)).unwrap();
-    let out = lb_run_in_dir(&lab, run("lo"), Duration::from_secs(30));
-    assert!(!out.status.success(), "attached to lo natively?");
+    let out = lb_run_in_dir(&lab, run("lbbridge0"), Duration::from_secs(30));
+    assert!(!out.status.success(), "attached to a bridge natively?");
     assert_eq!(list(&lab), before, "a failed restart rewrote the tables");
 }
 

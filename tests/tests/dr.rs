@@ -418,3 +418,53 @@ fn frames_for_another_hosts_mac_are_not_balanced() {
     assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
     assert_eq!(lab.counter("new_flows").unwrap(), 4);
 }
+
+/// The agent reads its interfaces in its own network namespace, also where
+/// `/sys` shows another one (`nsenter --net` into a namespace keeps the
+/// host's sysfs; so does a container sharing it): the MAC it balances for
+/// is the director's own, and traffic flows. (It read
+/// `/sys/class/net/eth0/address` before: the host's eth0, or none, and
+/// with the foreign-MAC check every frame to the VIP was passed.)
+#[test]
+fn the_agent_reads_its_own_interfaces_under_the_hosts_sysfs() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("nse");
+    std::fs::write(lab.config_path(), service("rr", 1, 1, "")).unwrap();
+    let lb = lab.bins.lb.to_string_lossy().into_owned();
+    let cfg = lab.config_path().to_string_lossy().into_owned();
+    let bpffs = lab.bpffs().to_string_lossy().into_owned();
+    let sock = lab.socket().to_string_lossy().into_owned();
+    let state = lab.state_dir_of("dir").to_string_lossy().into_owned();
+    // In the director's network namespace with the host's /sys:
+    // `nsenter --net=/run/netns/NS lb run …`.
+    let mut args = vec![
+        lb.as_str(),
+        "run",
+        "--iface",
+        "eth0",
+        "--config",
+        &cfg,
+        "--bpffs",
+        &bpffs,
+        "--socket",
+        &sock,
+        "--state-dir",
+        &state,
+    ];
+    args.extend_from_slice(AGENT_ARGS);
+    lab.spawn_net_only("dir", &args, "lb").unwrap();
+    lab.wait_resolved(Duration::from_secs(20)).unwrap();
+    let t = lab.http_get(&vip80(), 10).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}\n{}", lab.log("dir", "lb"));
+    assert_eq!(lab.counter("pass_other_host").unwrap(), 0);
+    let own = lab
+        .exec("dir", &["cat", "/sys/class/net/eth0/address"])
+        .unwrap();
+    let own = String::from_utf8_lossy(&own.stdout).trim().to_string();
+    let log = lab.log("dir", "lb");
+    let line = log
+        .lines()
+        .find(|l| l.contains("frames to these MACs are balanced"))
+        .unwrap_or_default();
+    assert!(line.contains(&own), "{own} not in: {line}\n{log}");
+}

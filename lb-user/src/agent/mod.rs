@@ -68,16 +68,8 @@ fn iface_info(name: &str) -> Result<(u32, [u8; 6]), AgentError> {
     if idx == 0 {
         return Err(AgentError::NoIface(name.into()));
     }
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
-        .map_err(|e| bad(format!("reading its MAC address: {e}")))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(bad(format!("it has no Ethernet address ({})", text.trim())));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).map_err(|e| bad(format!("its MAC address: {e}")))?;
-    }
+    // In this network namespace (not sysfs's: see util::netdev).
+    let mac = crate::util::netdev::hw_addr(name).map_err(|e| bad(e.to_string()))?;
     Ok((idx, mac))
 }
 
@@ -108,6 +100,8 @@ pub enum AgentError {
     Apply(#[from] reconciler::ApplyError),
     #[error("resolving the reals' neighbours")]
     Neighbours(#[source] BoxError),
+    #[error("reading this host's MAC addresses")]
+    HostMacs(#[source] BoxError),
     #[error("starting VRRP")]
     Vrrp(#[source] BoxError),
     #[error("{what}")]
@@ -159,6 +153,26 @@ impl Drop for StartGuard {
             let _ = std::fs::remove_dir(&self.bpffs);
         }
         tracing::info!(bpffs = %self.bpffs.display(), "start failed: removed the maps it had pinned");
+    }
+}
+
+/// Removes the socket's directory again, with the lock file in it, when
+/// this start created the directory and then failed (a refused second
+/// agent, a failed load): a failed start leaves nothing behind. A directory
+/// that was there is left with its lock file.
+struct SocketDirGuard {
+    /// The directory, when this start created it.
+    dir: Option<PathBuf>,
+    lock: PathBuf,
+    armed: bool,
+}
+
+impl Drop for SocketDirGuard {
+    fn drop(&mut self) {
+        if let (true, Some(dir)) = (self.armed, &self.dir) {
+            let _ = std::fs::remove_file(&self.lock);
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -282,7 +296,14 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
 
     // One agent per control socket and per pin directory, before either is
     // touched.
-    paths::socket_dir(&opts.socket)?;
+    let created_socket_dir = paths::socket_dir(&opts.socket)?;
+    let mut socket_guard = SocketDirGuard {
+        dir: created_socket_dir
+            .then(|| opts.socket.parent().map(PathBuf::from))
+            .flatten(),
+        lock: exclusive::socket_lock_path(&opts.socket),
+        armed: true,
+    };
     let socket_lock = exclusive::socket(&opts.socket)?;
     // The lock is held: a socket at the path is a stale one; anything else
     // is refused, never deleted.
@@ -306,11 +327,6 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     for (idx, _) in &attached {
         dp.add_iface(*idx)?;
     }
-    // Before the attach: frames to other hosts' MACs are never balanced.
-    let macs = watch::host_macs(&attached);
-    if let Err(e) = dp.set_host_macs(&macs) {
-        tracing::warn!("{}", crate::util::chain(&e));
-    }
     let tables = Tables::recover(&dp).map_err(AgentError::Recover)?;
     // One netlink socket per task: two dumps at once on one socket fail
     // with EBUSY.
@@ -320,6 +336,14 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         Ok(nl)
     };
     let nl = netlink()?;
+    // Before the attach: frames to other hosts' MACs are never balanced.
+    let macs = watch::host_macs(&nl, &attached)
+        .await
+        .map_err(|e| AgentError::HostMacs(e.into()))?;
+    watch::log_host_macs(&macs);
+    if let Err(e) = dp.set_host_macs(&macs) {
+        tracing::error!("{}", crate::util::chain(&e));
+    }
     let addrs = crate::desired::Desired::real_addrs(&config_with_runtime);
     let l2 = watch::resolve(&nl, &attached, &addrs, &mut Vec::new())
         .await
@@ -370,6 +394,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         None => None,
     };
     guard.armed = false;
+    socket_guard.armed = false;
 
     let changer = change::Changer {
         core: core.clone(),

@@ -36,64 +36,76 @@ pub async fn resolve(
 }
 
 /// The MACs frames for this host arrive with on the attached interfaces
-/// (`attached`: index and MAC at start): each interface's current address
-/// and those of the devices stacked on it (its `upper_*` devices in sysfs:
-/// VRRP VMACs, VLANs, and theirs in turn), sorted, without repeats. An
-/// interface that cannot be read keeps its MAC from start.
-pub fn host_macs(attached: &[(u32, [u8; 6])]) -> Vec<[u8; 6]> {
-    let mut macs = Vec::new();
+/// (`attached`: index and MAC at start), read over rtnetlink in the agent's
+/// own network namespace: each attached interface's current address and
+/// those of the devices stacked on it (whose lower device, `IFLA_LINK`, is
+/// one of them, two levels deep: VRRP VMACs, VLANs, a VMAC on a VLAN), sorted,
+/// without repeats. A veth's `IFLA_LINK` names its peer, which is not
+/// stacked; a peer in another namespace (`IFLA_LINK_NETNSID`) is skipped,
+/// one in this namespace is this host's MAC anyway. An attached interface
+/// missing from the dump keeps its MAC from start.
+pub async fn host_macs(
+    nl: &rtnetlink::Handle,
+    attached: &[(u32, [u8; 6])],
+) -> Result<Vec<[u8; 6]>, rtnetlink::Error> {
+    use futures::TryStreamExt as _;
+    use netlink_packet_route::link::LinkAttribute;
+
+    struct Dev {
+        index: u32,
+        lower: Option<u32>,
+        mac: Option<[u8; 6]>,
+    }
+    let mut devs = Vec::new();
+    let mut dump = nl.link().get().execute();
+    while let Some(m) = dump.try_next().await? {
+        let mut d = Dev {
+            index: m.header.index,
+            lower: None,
+            mac: None,
+        };
+        let mut other_ns = false;
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::Link(i) => d.lower = Some(*i),
+                LinkAttribute::NetnsId(_) => other_ns = true,
+                LinkAttribute::Address(b) => d.mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
+                _ => {}
+            }
+        }
+        if other_ns {
+            d.lower = None;
+        }
+        devs.push(d);
+    }
+    let mut ours: Vec<u32> = attached.iter().map(|(i, _)| *i).collect();
+    for _ in 0..2 {
+        let stacked: Vec<u32> = devs
+            .iter()
+            .filter(|d| d.lower.is_some_and(|l| ours.contains(&l)) && !ours.contains(&d.index))
+            .map(|d| d.index)
+            .collect();
+        ours.extend(stacked);
+    }
+    let mut macs: Vec<[u8; 6]> = devs
+        .iter()
+        .filter(|d| ours.contains(&d.index))
+        .filter_map(|d| d.mac)
+        .collect();
     for (idx, mac) in attached {
-        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-        // SAFETY: the buffer has IF_NAMESIZE bytes, as if_indextoname needs.
-        let found = !unsafe { libc::if_indextoname(*idx, name.as_mut_ptr()) }.is_null();
-        if !found {
+        if !devs.iter().any(|d| d.index == *idx) {
             macs.push(*mac);
-            continue;
         }
-        // SAFETY: if_indextoname wrote a NUL-terminated name.
-        let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
-        let dir = std::path::Path::new("/sys/class/net").join(&*name);
-        match read_mac(&dir) {
-            Some(m) => macs.push(m),
-            None => macs.push(*mac),
-        }
-        stacked_macs(&dir, 2, &mut macs);
     }
     macs.sort_unstable();
     macs.dedup();
-    macs
+    Ok(macs)
 }
 
-/// Adds the MACs of the devices stacked on the device whose sysfs
-/// directory is `dir`, `depth` levels up.
-fn stacked_macs(dir: &std::path::Path, depth: u32, macs: &mut Vec<[u8; 6]>) {
-    if depth == 0 {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with("upper_") {
-            continue;
-        }
-        let upper = e.path();
-        if let Some(m) = read_mac(&upper) {
-            macs.push(m);
-        }
-        stacked_macs(&upper, depth - 1, macs);
-    }
-}
-
-/// The Ethernet address in a sysfs device directory's `address`.
-fn read_mac(dir: &std::path::Path) -> Option<[u8; 6]> {
-    let text = std::fs::read_to_string(dir.join("address")).ok()?;
-    let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+/// Logs the set of this host's MACs the data plane balances frames to.
+pub fn log_host_macs(macs: &[[u8; 6]]) {
+    let list: Vec<String> = macs.iter().map(crate::util::fmt_mac).collect();
+    tracing::info!(macs = %list.join(" "), "frames to these MACs are balanced (this host's)");
 }
 
 /// Follows the neighbour table every [`NEIGHBOUR_INTERVAL`] (and at once
@@ -116,14 +128,19 @@ pub fn spawn_neighbours(
                 _ = tick.tick() => {}
                 r = published.changed() => if r.is_err() { return },
             }
-            let now = host_macs(&attached);
-            if now != macs {
-                let list: Vec<String> = now.iter().map(crate::util::fmt_mac).collect();
-                tracing::info!(macs = %list.join(" "), "frames to these MACs are balanced (this host's)");
-                if core.host_macs(now.clone()).await.is_err() {
-                    return;
+            match host_macs(&nl, &attached).await {
+                Ok(now) if now != macs => {
+                    log_host_macs(&now);
+                    if core.host_macs(now.clone()).await.is_err() {
+                        return;
+                    }
+                    macs = now;
                 }
-                macs = now;
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    "reading this host's MACs failed: {}",
+                    crate::util::chain(&e)
+                ),
             }
             let addrs = published.borrow_and_update().real_addrs.clone();
             match resolve(&nl, &attached, &addrs, &mut warned).await {

@@ -168,10 +168,13 @@ async fn not_found() -> Failure {
     )
 }
 
-/// Answers a connection over the cap with 503 and an [`ErrorReply`] (within
-/// a second; the request is not read), so the operator learns why.
+/// Answers a connection over the cap with 503 and an [`ErrorReply`], so the
+/// operator learns why: after the request's head (at most 8 KiB, read
+/// within a second; its body is not read), as an HTTP client expects the
+/// answer after its request — one sent before it is an error to hyper's
+/// client, which `lb status` then printed instead of the reason.
 async fn refuse_busy(mut stream: tokio::net::UnixStream) {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let body = serde_json::to_string(&ErrorReply {
         error: format!(
             "the agent is serving {MAX_CONNECTIONS} control connections (the most it serves at once); try again"
@@ -182,7 +185,18 @@ async fn refuse_busy(mut stream: tokio::net::UnixStream) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while head.len() < 8 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        stream.write_all(reply.as_bytes()).await
+    })
+    .await;
 }
 
 async fn method_not_allowed() -> Failure {

@@ -3,6 +3,7 @@
 //! keepalived's script security for them) and printing an error with its
 //! causes. Nothing here depends on another module of this crate.
 
+pub mod netdev;
 pub mod process;
 pub mod security;
 

@@ -48,11 +48,9 @@ pub fn link(name: &str) -> io::Result<Link> {
             format!("no interface named {name}"),
         ));
     }
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
-    let mut mac = [0u8; 6];
-    for (i, p) in text.trim().split(':').take(6).enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).unwrap_or(0);
-    }
+    // In this network namespace (not sysfs's: see util::netdev); an
+    // interface without an Ethernet address gets zeros.
+    let mac = crate::util::netdev::hw_addr(name).unwrap_or([0; 6]);
     let mut l = Link {
         name: name.to_string(),
         index,
@@ -96,16 +94,10 @@ pub fn link(name: &str) -> io::Result<Link> {
     Ok(l)
 }
 
-/// Is the interface administratively up with a carrier?
+/// Is the interface administratively up with a carrier? (In this network
+/// namespace: see util::netdev.)
 pub fn link_up(name: &str) -> bool {
-    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags"))
-        .ok()
-        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    let carrier = std::fs::read_to_string(format!("/sys/class/net/{name}/carrier"))
-        .map(|c| c.trim() == "1")
-        .unwrap_or(false);
-    flags & libc::IFF_UP as u32 != 0 && carrier
+    crate::util::netdev::is_running(name)
 }
 
 fn raw(domain: Domain, proto: i32) -> io::Result<Socket> {
