@@ -1283,35 +1283,22 @@ fn broadcast_and_multicast_frames_are_passed() {
 #[test]
 fn frames_to_another_hosts_mac_are_passed() {
     const VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x33];
+    const OTHER: [u8; 6] = [0x02, 0x99, 0, 0, 0, 0x01];
+    // A SYN to the VIP from client port `port`, sent to `mac`.
+    let syn_to =
+        |mac: [u8; 6], port: u16| tcp(eth(CLIENT_MAC, mac), CLIENT, port, VIP, 80, Flags::Syn, b"");
     let mut h = harness(&nat_conf("rr"));
     h.dp.set_host_macs(&[MAC_A, VMAC]).unwrap();
-    let other = tcp(
-        eth(CLIENT_MAC, [0x02, 0x99, 0, 0, 0, 0x01]),
-        CLIENT,
-        48100,
-        VIP,
-        80,
-        Flags::Syn,
-        b"",
-    );
+    let other = syn_to(OTHER, 48100);
     check("to another host", h.run(&other).unwrap(), XDP_PASS, &other);
     let g = counters(&h);
     assert_eq!((g.pass_other_host, g.new_flows), (1, 0), "{g:?}");
     assert!(h.dp.conntrack.keys().next().is_none(), "a flow was made");
     // An interface MAC one bit away is another host's too.
-    let near = tcp(
-        eth(CLIENT_MAC, [0x02, 0, 0, 0, 0, 0xa0]),
-        CLIENT,
-        48101,
-        VIP,
-        80,
-        Flags::Syn,
-        b"",
-    );
+    let near = syn_to([0x02, 0, 0, 0, 0, 0xa0], 48101);
     check("near miss", h.run(&near).unwrap(), XDP_PASS, &near);
     for (what, mac, port) in [("interface MAC", MAC_A, 48102), ("VMAC", VMAC, 48103)] {
-        let syn = tcp(eth(CLIENT_MAC, mac), CLIENT, port, VIP, 80, Flags::Syn, b"");
-        let (v, _) = h.run(&syn).unwrap();
+        let (v, _) = h.run(&syn_to(mac, port)).unwrap();
         assert_eq!(
             verdict_name(v),
             "XDP_REDIRECT",
@@ -1323,29 +1310,17 @@ fn frames_to_another_hosts_mac_are_passed() {
     assert_eq!((g.pass_other_host, g.new_flows), (2, 2), "{g:?}");
     // No set written (no agent): every destination is balanced, as before.
     h.dp.set_host_macs(&[]).unwrap();
-    let other = tcp(
-        eth(CLIENT_MAC, [0x02, 0x99, 0, 0, 0, 0x01]),
-        CLIENT,
-        48104,
-        VIP,
-        80,
-        Flags::Syn,
-        b"",
+    assert_eq!(
+        verdict_name(h.run(&syn_to(OTHER, 48104)).unwrap().0),
+        "XDP_REDIRECT"
     );
-    assert_eq!(verdict_name(h.run(&other).unwrap().0), "XDP_REDIRECT");
     // More MACs than the data plane compares: the check is off, and it says so.
     let many: Vec<[u8; 6]> = (0..40u8).map(|i| [0x02, 0x77, 0, 0, 0, i]).collect();
     assert!(h.dp.set_host_macs(&many).is_err());
-    let other = tcp(
-        eth(CLIENT_MAC, [0x02, 0x99, 0, 0, 0, 0x01]),
-        CLIENT,
-        48105,
-        VIP,
-        80,
-        Flags::Syn,
-        b"",
+    assert_eq!(
+        verdict_name(h.run(&syn_to(OTHER, 48105)).unwrap().0),
+        "XDP_REDIRECT"
     );
-    assert_eq!(verdict_name(h.run(&other).unwrap().0), "XDP_REDIRECT");
     assert_eq!(counters(&h).pass_other_host, 2);
 }
 

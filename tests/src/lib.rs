@@ -398,17 +398,7 @@ impl Lab {
     /// Starts a process in `role`'s namespace; it is killed when the lab drops.
     pub fn spawn(&mut self, role: &str, args: &[&str], tag: &str) -> anyhow::Result<()> {
         let ns = self.ns(role);
-        let log = std::fs::File::create(self.workdir.join(format!("{role}-{tag}.log")))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", args.join(" ")))?;
-        self.procs.push((format!("{role}-{tag}"), child));
-        Ok(())
+        self.spawn_with(role, &["ip", "netns", "exec", &ns], args, tag)
     }
 
     /// Starts `args` in `role`'s network namespace only, as `nsenter
@@ -416,11 +406,22 @@ impl Lab {
     /// which mounts a sysfs of that namespace), `/sys` stays the host's.
     /// Logged and stopped as [`Lab::spawn`]'s processes.
     pub fn spawn_net_only(&mut self, role: &str, args: &[&str], tag: &str) -> anyhow::Result<()> {
-        let ns = self.ns(role);
+        let net = format!("--net=/run/netns/{}", self.ns(role));
+        self.spawn_with(role, &["nsenter", &net, "--"], args, tag)
+    }
+
+    /// Runs `enter` followed by `args` (`enter` puts it in `role`'s
+    /// namespace), output to `ROLE-TAG.log`, kept to be stopped.
+    fn spawn_with(
+        &mut self,
+        role: &str,
+        enter: &[&str],
+        args: &[&str],
+        tag: &str,
+    ) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.workdir.join(format!("{role}-{tag}.log")))?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .arg("--")
+        let child = Command::new(enter[0])
+            .args(&enter[1..])
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -130,21 +130,27 @@ fn tun_reaches_reals_through_the_decapsulation_program() {
     assert!(encap >= 40, "{encap} packets tunnelled");
 }
 
+/// NAT services VIP:80 and [VIP6]:80 of the two-subnet lab's two reals on
+/// `port`, rr.
+fn two_subnet_services(port: u16) -> String {
+    format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server {a} {port} {{ weight 1 }}\n  real_server {b} {port} {{ weight 1 }}\n}}\n\
+         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server {a6} {port} {{ weight 1 }}\n  real_server {b6} {port} {{ weight 1 }}\n}}\n",
+        a = private_ip(1),
+        b = private_ip(2),
+        a6 = private_ip6(1),
+        b6 = private_ip6(2),
+    )
+}
+
 #[test]
 fn nat_with_two_subnets_director_as_gateway_ipv4_and_ipv6() {
     let _g = lb_tests::serial();
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
     let mut lab = Lab::nat(&format!("lbn{}two", std::process::id() % 1000), bins, 2).expect("lab");
-    let conf = format!(
-        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
-           real_server {a} 8080 {{ weight 1 }}\n  real_server {b} 8080 {{ weight 1 }}\n}}\n\
-         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
-           real_server {a6} 8080 {{ weight 1 }}\n  real_server {b6} 8080 {{ weight 1 }}\n}}\n",
-        a = private_ip(1),
-        b = private_ip(2),
-        a6 = private_ip6(1),
-        b6 = private_ip6(2),
-    );
+    let conf = two_subnet_services(8080);
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     for (what, addr) in [
         ("IPv4", format!("{VIP}:80")),
@@ -194,16 +200,7 @@ fn nat_replies_larger_than_the_client_side_mtu_get_through() {
     }
     lab.exec("dir", &["ip", "link", "set", "dev", "eth0", "mtu", "1280"])
         .unwrap();
-    let conf = format!(
-        "virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
-           real_server {a} 8081 {{ weight 1 }}\n  real_server {b} 8081 {{ weight 1 }}\n}}\n\
-         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
-           real_server {a6} 8081 {{ weight 1 }}\n  real_server {b6} 8081 {{ weight 1 }}\n}}\n",
-        a = private_ip(1),
-        b = private_ip(2),
-        a6 = private_ip6(1),
-        b6 = private_ip6(2),
-    );
+    let conf = two_subnet_services(8081);
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     for (what, addr) in [
         ("IPv4", format!("{VIP}:80")),

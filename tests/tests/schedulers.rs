@@ -220,40 +220,21 @@ fn an_old_per_cpu_cursor_pin_is_replaced_at_start() {
     let mut lab = lab("pin", 2);
     let dir = lab.bpffs();
     std::fs::create_dir_all(&dir).unwrap();
-    let pin = dir.join("LB_CURSORS");
-    let st = std::process::Command::new("bpftool")
-        .args(["map", "create", &pin.to_string_lossy()])
-        .args([
-            "type",
-            "percpu_array",
-            "key",
-            "4",
-            "value",
-            "4",
-            "entries",
-            "1024",
-        ])
-        .args(["name", "LB_CURSORS"])
-        .status()
-        .expect("bpftool");
-    assert!(st.success());
-    let stats = dir.join("LB_GLOBAL_STATS");
-    let st = std::process::Command::new("bpftool")
-        .args(["map", "create", &stats.to_string_lossy()])
-        .args([
-            "type",
-            "percpu_array",
-            "key",
-            "4",
-            "value",
-            &(29 * 8).to_string(),
-            "entries",
-            "1",
-        ])
-        .args(["name", "LB_GLOBAL_STATS"])
-        .status()
-        .expect("bpftool");
-    assert!(st.success());
+    // Per-CPU arrays as an older lb pinned them: 4-byte cursors, 29 counters.
+    let pin_old = |name: &str, value: usize, entries: u32| {
+        let path = dir.join(name);
+        let st = std::process::Command::new("bpftool")
+            .args(["map", "create", &path.to_string_lossy()])
+            .args(["type", "percpu_array", "key", "4"])
+            .args(["value", &value.to_string(), "entries", &entries.to_string()])
+            .args(["name", name])
+            .status()
+            .expect("bpftool");
+        assert!(st.success(), "bpftool map create {name}");
+        path
+    };
+    let pin = pin_old("LB_CURSORS", 4, 1024);
+    pin_old("LB_GLOBAL_STATS", 29 * 8, 1);
     lab.start_agent(&service("rr", 2, ""), AGENT_ARGS).unwrap();
     lab.wait_resolved(Duration::from_secs(5)).unwrap();
     let log = lab.log("dir", "lb");
