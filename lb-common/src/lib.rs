@@ -127,6 +127,9 @@ pub const FWD_TUN: u32 = 3;
 /// Bits of the single `LB_FLAGS` entry.
 /// Some service uses NAT: look up replies of reals in the reverse table.
 pub const FLAG_NAT: u32 = 1;
+/// [`maps::FLAGS`] bit: connection sync is on; the data plane reports new
+/// flows and their state changes in [`maps::SYNC_EVENTS`] ([`SyncEvent`]).
+pub const FLAG_SYNC: u32 = 2;
 
 /// Connection states kept in [`Conn::state`]; names follow ipvs.
 /// `CT_NONE` stands for "no entry yet" and is never stored.
@@ -733,8 +736,33 @@ global_stats! {
     neigh_sent,
     /// ICMP time exceeded sent to clients (TTL / hop limit 0 or 1 on arrival)
     icmp_time_exceeded_sent,
+    /// connection-sync events lost: the ring buffer toward the agent was full (the flow is still forwarded; the peer learns it at the next periodic refresh)
+    sync_lost,
 }
-const _: () = assert!(size_of::<GlobalStats>() == 35 * 8);
+const _: () = assert!(size_of::<GlobalStats>() == 36 * 8);
+
+/// One record of [`maps::SYNC_EVENTS`]: a flow the data plane scheduled
+/// (`state` its first state) or whose TCP state changed (`CT_*`). The
+/// agent's connection sync (lb-user `sync`) turns these into ipvs sync
+/// protocol messages. Addresses and ports in network order, as in
+/// [`FlowKey`]; the rest native.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncEvent {
+    /// The client's 5-tuple as seen on ingress (client → VIP).
+    pub key: FlowKey,
+    pub svc_id: u32,
+    pub real_id: u32,
+    pub real_gen: u32,
+    /// `CT_*` after the packet.
+    pub state: u32,
+}
+const _: () = assert!(size_of::<SyncEvent>() == 56);
+
+/// Size of the [`maps::SYNC_EVENTS`] ring buffer in bytes (a power of two
+/// and a multiple of the page size): 65,536 events of 56 bytes plus the
+/// ring's 8-byte record header, read by the agent every 10 ms.
+pub const SYNC_RING_BYTES: u32 = 1 << 22;
 
 /// What the XDP program writes in front of a packet it cannot finish
 /// (XDP metadata, `bpf_xdp_adjust_meta`) before it passes the packet up: the
@@ -820,8 +848,10 @@ pub mod maps {
     /// Overload state per real (connection thresholds), written by the
     /// data plane only; see [`super::overload_word`].
     pub const OVERLOAD: &str = "LB_OVERLOAD";
+    /// Connection-sync events ([`super::SyncEvent`], a BPF ring buffer).
+    pub const SYNC_EVENTS: &str = "LB_SYNC_EVENTS";
     /// Every map, for pinning and listing.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         SERVICES,
         REALS,
         RINGS,
@@ -842,6 +872,7 @@ pub mod maps {
         LOCALITY,
         OVERLOAD,
         HOST_MACS,
+        SYNC_EVENTS,
     ];
 }
 

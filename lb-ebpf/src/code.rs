@@ -103,6 +103,7 @@ pub const EV_ICMP_TOO_BIG_SENT: Code = event(counter!(icmp_too_big_sent));
 pub const EV_ENCAP: Code = event(counter!(encap));
 pub const EV_NEIGH_HANDOFF: Code = event(counter!(neigh_handoff));
 pub const EV_ICMP_TIME_EXCEEDED_SENT: Code = event(counter!(icmp_time_exceeded_sent));
+pub const EV_SYNC_LOST: Code = event(counter!(sync_lost));
 
 /// The XDP action of `c`.
 #[inline(always)]

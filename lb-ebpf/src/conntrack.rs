@@ -47,6 +47,9 @@ pub struct Events {
     /// The entry's state or timestamp was written (at most once a second for
     /// an established flow): the moment to refresh what depends on it.
     pub touched: bool,
+    /// The flow's state (`CT_*`) when it is new or its state changed (the
+    /// moments connection sync reports, sync.rs); `CT_NONE` otherwise.
+    pub sync_state: u32,
 }
 
 /// `f` of the idle timeouts in effect (the defaults until the agent sets
@@ -237,6 +240,9 @@ fn lookup_or_schedule(
             if st != c.state || idle > TOUCH_NS {
                 recount(c.real_id, c.state, st);
                 ev.touched = true;
+                if st != c.state {
+                    ev.sync_state = st;
+                }
                 c.state = st;
                 c.last_ns = now;
                 // ipvs keeps a persistence template alive while connections
@@ -262,6 +268,7 @@ fn lookup_or_schedule(
         None => sched::pick(svc, pkt, now).ok_or(NoReal::Empty)?,
     };
     ev.touched = true;
+    ev.sync_state = next_state(CT_NONE, pkt);
     record_new(
         pkt,
         svc,

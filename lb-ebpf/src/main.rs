@@ -31,9 +31,10 @@ mod host_mac;
 mod maps;
 mod sched;
 mod stats;
+mod sync;
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
-use lb_common::{Service, SvcKey, FLAG_NAT, FWD_NAT};
+use lb_common::{Service, SvcKey, CT_NONE, FLAG_NAT, FWD_NAT};
 use lb_ebpf::{
     packet::frame_len,
     parse::{self, Packet, KIND_FRAG, KIND_ICMP},
@@ -121,6 +122,7 @@ fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> Code {
         resched: false,
         expired: false,
         touched: false,
+        sync_state: CT_NONE,
     };
     let mut ids = [0u32; 2];
     let outcome = conntrack::schedule(pkt, svc, now, &mut ev, &mut ids);
@@ -145,6 +147,9 @@ fn balance(ctx: &XdpContext, pkt: &Packet, svc: &Service, now: u64) -> Code {
         gen: ids[1],
         real,
     };
+    if ev.sync_state != CT_NONE {
+        events |= sync::report(pkt, svc.svc_id, &ids, ev.sync_state);
+    }
     if pkt.first_frag {
         frag::track(pkt, svc.svc_id, &pick, now);
         events |= code::EV_FRAG_FIRST;

@@ -4,14 +4,14 @@
 //! persistence table sizes at load time.
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
     Conn, FlowKey, FragKey, FragVal, GlobalStats, HostMacs, Locality, LocalityKey, Persist,
     PersistKey, Real, RealConns, RevNat, Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE,
     DEFAULT_PERSIST_SIZE, FRAG_TABLE_SIZE, LOCALITY_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES,
-    MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS, RING_SIZE,
+    MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS, RING_SIZE, SYNC_RING_BYTES, SyncEvent,
 };
 use lb_ebpf::parse::Packet;
 
@@ -82,6 +82,10 @@ pub static LB_TIMEOUTS: Array<Timeouts, 1> = Array::new();
 /// Feature bits (`FLAG_*`, one entry), set by the agent.
 #[btf_map]
 pub static LB_FLAGS: Array<u32, 1> = Array::new();
+
+/// Connection-sync events (`SyncEvent`) for the agent (sync.rs).
+#[btf_map]
+pub static LB_SYNC_EVENTS: RingBuf<SyncEvent, { SYNC_RING_BYTES as usize }> = RingBuf::new();
 
 /// The MACs frames for this host are sent to (one entry, `HostMacs`), set
 /// by the agent; others are passed (host_mac.rs).

@@ -192,7 +192,7 @@ pub async fn data(api: &Api) -> Result<Data, reconciler::Stopped> {
     Ok(Data {
         status: status(api).await?,
         checks: api.core.checks().await?,
-        vrrp: api.vrrp.info().await,
+        vrrp: api.vrrp_info().await,
     })
 }
 
@@ -216,7 +216,7 @@ pub async fn stats(api: &Api) -> Result<Stats, reconciler::Stopped> {
         counters,
         health_changes,
         checks: api.core.checks().await?,
-        vrrp: api.vrrp.info().await,
+        vrrp: api.vrrp_info().await,
     })
 }
 

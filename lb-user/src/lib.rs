@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod sched;
 pub mod state;
 pub mod sweep;
+pub mod sync;
 pub mod track;
 pub mod util;
 pub mod vrrp;

@@ -403,7 +403,48 @@ fn checks(o: &mut Out, c: &views::Checks) {
     );
 }
 
+/// Connection sync's counters and state (`lvs_sync_daemon`).
+fn sync(o: &mut Out, s: &crate::sync::Status) {
+    let none = || vec![];
+    o.gauge(
+        "sync_in_sync",
+        "Connection sync: 1 once the peer's table is in (or none answered), 0 while waiting for it (VRRP held in BACKUP)",
+        [(none(), i64::from(s.state != "waiting for the peer's table"))],
+    );
+    for (name, help, v) in [
+        ("sync_sent_conns", "Connection sync: conns (flows and persistence templates) sent", s.sent_conns),
+        ("sync_sent_messages", "Connection sync: messages sent", s.sent_messages),
+        ("sync_received_conns", "Connection sync: conns received", s.received_conns),
+        ("sync_received_messages", "Connection sync: valid messages received", s.received_messages),
+        ("sync_installed_conns", "Connection sync: received conns installed in this director's tables", s.installed),
+        ("sync_bulk_served", "Connection sync: bulk copies of the table sent to a starting peer", s.bulk_served),
+        ("sync_bulk_received_conns", "Connection sync: conns in the peer's last bulk copy", s.bulk_received),
+    ] {
+        o.counter(name, help, [(none(), v)]);
+    }
+    o.counter(
+        "sync_dropped",
+        "Connection sync: messages or conns dropped, by reason (malformed, unsigned, bad signature, other sync id, unknown service, unknown real, ...)",
+        s.dropped.iter().map(|(k, v)| (labels([("reason", k.clone())]), *v)),
+    );
+    o.gauge_f(
+        "sync_send_lag_seconds",
+        "Connection sync: how long the oldest event of the last batch waited before it was sent",
+        [(none(), s.send_lag_ms / 1000.0)],
+    );
+    if let Some(ms) = s.last_received_ms {
+        o.gauge_f(
+            "sync_last_received_seconds",
+            "Connection sync: seconds since the last message from a peer",
+            [(none(), ms as f64 / 1000.0)],
+        );
+    }
+}
+
 fn vrrp(o: &mut Out, v: &views::Vrrp) {
+    if let Some(s) = &v.sync {
+        sync(o, s);
+    }
     o.gauge(
         "up",
         "Whether the VRRP engine answers (keepalived exporter's keepalived_up)",
@@ -586,7 +627,7 @@ pub async fn gather(api: &Api) -> Inputs {
     let maps = list::read_pinned(api.bpffs.clone());
     let services = tokio::time::timeout(ASK_TIMEOUT, api.core.services());
     let checks = tokio::time::timeout(ASK_TIMEOUT, api.core.checks());
-    let vrrp = tokio::time::timeout(ASK_TIMEOUT, api.vrrp.info());
+    let vrrp = tokio::time::timeout(ASK_TIMEOUT, api.vrrp_info());
     let (maps, services, checks, vrrp) = tokio::join!(maps, services, checks, vrrp);
     let (table, global) = match maps {
         Ok((s, g)) => (Some(s), Some(g)),

@@ -107,6 +107,8 @@ pub struct Published {
     pub real_gens: BTreeMap<u32, u32>,
     /// The neighbour entries in use.
     pub l2: BTreeMap<IpAddr, L2>,
+    /// Services and reals by address and by id, for connection sync.
+    pub sync_index: std::sync::Arc<crate::sync::Index>,
     pub stats: Stats,
 }
 
@@ -479,6 +481,7 @@ impl Reconciler {
             real_addrs: Desired::real_addrs(self.desired.base()),
             real_gens: self.tables.real_gens(),
             l2: self.desired.l2.clone(),
+            sync_index: std::sync::Arc::new(self.tables.sync_index()),
             stats: self.stats,
         });
     }

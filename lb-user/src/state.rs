@@ -143,6 +143,8 @@ struct SvcSlot {
 #[derive(Default)]
 pub struct Tables {
     services: BTreeMap<ServiceAddr, SvcSlot>,
+    /// Connection sync runs: the data plane reports flows (`FLAG_SYNC`).
+    pub sync: bool,
 }
 
 impl Tables {
@@ -196,7 +198,10 @@ impl Tables {
                 },
             );
         }
-        Ok(Self { services })
+        Ok(Self {
+            services,
+            sync: false,
+        })
     }
 
     /// Generation of every real id in use.
@@ -205,6 +210,41 @@ impl Tables {
             .values()
             .flat_map(|s| s.reals.values().map(|r| (r.id, r.entry.gen)))
             .collect()
+    }
+
+    /// What connection sync needs to name flows by address and port and
+    /// to find this director's ids for a peer's flows.
+    pub fn sync_index(&self) -> crate::sync::Index {
+        let mut ix = crate::sync::Index::default();
+        for (k, s) in &self.services {
+            let key = (k.addr, k.port, k.proto.number());
+            let mut reals = std::collections::HashMap::new();
+            for (&(addr, port), r) in &s.reals {
+                reals.insert((addr, port), r.id);
+                ix.reals.insert(
+                    r.id,
+                    crate::sync::RealEntry {
+                        addr,
+                        port,
+                        fwd: r.entry.fwd,
+                        gen: r.entry.gen,
+                        svc_id: s.entry.svc_id,
+                    },
+                );
+            }
+            ix.by_id.insert(s.entry.svc_id, key);
+            ix.services.insert(
+                key,
+                crate::sync::SvcEntry {
+                    id: s.entry.svc_id,
+                    flags: s.entry.flags,
+                    persist_timeout_s: s.entry.persist_timeout_s,
+                    persist_prefix: s.entry.persist_prefix,
+                    reals,
+                },
+            );
+        }
+        ix
     }
 
     /// Services currently applied, with their ids.
@@ -284,6 +324,11 @@ impl Tables {
             FLAG_NAT
         } else {
             0
+        };
+        let flags = if self.sync {
+            flags | lb_common::FLAG_SYNC
+        } else {
+            flags
         };
         dp.flags.set(0, flags, 0)?;
         Ok(())

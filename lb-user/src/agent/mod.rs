@@ -6,6 +6,7 @@
 //!   configuration maps, with the health monitor's verdicts;
 //! - the neighbour watch and the connection sweep ([`watch`]);
 //! - the VRRP engine (`crate::vrrp::engine`);
+//! - connection sync (`crate::sync`), when `lvs_sync_daemon` is set;
 //! - the API server (`crate::api::server`), one task per connection;
 //! - the metrics server (`crate::metrics`), when `--metrics-listen` is set;
 //! - this function's loop: signals (SIGHUP reloads through [`reload`];
@@ -104,6 +105,8 @@ pub enum AgentError {
     HostMacs(#[source] BoxError),
     #[error("starting VRRP")]
     Vrrp(#[source] BoxError),
+    #[error(transparent)]
+    Sync(crate::sync::SyncError),
     #[error("{what}")]
     Io {
         what: String,
@@ -349,6 +352,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         .await
         .map_err(|e| AgentError::Neighbours(e.into()))?;
     let vrrp_cfg = config.vrrp.clone();
+    // Connection sync (lvs_sync_daemon): its interface and instance must
+    // exist before anything is attached.
+    let sync_settings = crate::sync::Settings::from_config(&config)
+        .transpose()
+        .map_err(AgentError::Sync)?;
     let n_services = config_with_runtime.services.len();
     check_forwarding(&config_with_runtime);
     let file = FileLayer {
@@ -370,10 +378,21 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         }
         tracing::info!(iface = %name, mode = ?opts.mode, "XDP and tc (neighbour path) attached");
     }
+    let mut tables = tables;
+    tables.sync = sync_settings.is_some();
     let (core, mut core_task) = reconciler::spawn(dp, tables, file, runtime, l2)?;
     let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
         .await
         .map_err(|e| AgentError::Vrrp(e.into()))?;
+    // Before VRRP has instances: they start held until the peer's table is in.
+    let sync = match sync_settings {
+        Some(s) => Some(
+            crate::sync::spawn(s, opts.bpffs.clone(), core.clone(), vrrp.clone())
+                .await
+                .map_err(AgentError::Sync)?,
+        ),
+        None => None,
+    };
     // VRRP last: by the time this node takes the virtual addresses, the
     // data plane forwards what they attract.
     vrrp.reload(vrrp_cfg).await;
@@ -422,6 +441,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         config: opts.config.clone(),
         ifaces: opts.ifaces.clone(),
         bpffs: opts.bpffs.clone(),
+        sync: sync.as_ref().map(|(h, _)| h.clone()),
     });
     let metrics = metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, api.clone())));
     let server = tokio::spawn(api::server::serve(listener, api.clone()));
@@ -466,6 +486,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     }
     neighbours.abort();
     sweeper.abort();
+    if let Some((_, task)) = &sync {
+        task.abort();
+    }
     // VRRP first: priority 0 tells the backups to take over now, and the
     // virtual addresses leave this node. Clients keep sending here until the
     // new master's gratuitous ARP reaches them: XDP stays attached and

@@ -56,6 +56,17 @@ pub struct Api {
     pub config: PathBuf,
     pub ifaces: Vec<String>,
     pub bpffs: PathBuf,
+    /// Connection sync, when on.
+    pub sync: Option<crate::sync::Handle>,
+}
+
+impl Api {
+    /// The VRRP engine's state with connection sync's (`GET /v1/vrrp`).
+    pub async fn vrrp_info(&self) -> views::Vrrp {
+        let mut v = self.vrrp.info().await;
+        v.sync = self.sync.as_ref().map(|s| s.status());
+        v
+    }
 }
 
 type Shared = Arc<Api>;
@@ -141,7 +152,7 @@ async fn checks(State(api): State<Shared>) -> Result<Json<views::Checks>, Failur
 }
 
 async fn vrrp_instances(State(api): State<Shared>) -> Json<views::Vrrp> {
-    Json(api.vrrp.info().await)
+    Json(api.vrrp_info().await)
 }
 
 async fn dump_data(State(api): State<Shared>) -> Result<Json<dump::Data>, Failure> {

@@ -204,6 +204,9 @@ pub struct Vrrp {
     pub track_files: Vec<VrrpTrackFile>,
     pub track_processes: Vec<VrrpTrackProcess>,
     pub unclaimed: Vec<VrrpUnclaimed>,
+    /// Connection sync (`lvs_sync_daemon`), when on.
+    #[serde(default)]
+    pub sync: Option<crate::sync::Status>,
 }
 
 impl Vrrp {
@@ -271,6 +274,43 @@ impl Vrrp {
         }
         for g in &self.sync_groups {
             let _ = writeln!(s, "sync group {}: {}", g.name, g.members.join(" "));
+        }
+        if let Some(c) = &self.sync {
+            let _ = writeln!(
+                s,
+                "connection sync: {} ({} {}:{}, sync id {}{})",
+                c.state,
+                c.iface,
+                c.group,
+                c.port,
+                c.syncid,
+                if c.authenticated { ", signed" } else { "" }
+            );
+            let _ = writeln!(
+                s,
+                "  sent {} conns in {} messages (lag {:.1} ms); received {} conns in {} messages, {} installed{}",
+                c.sent_conns,
+                c.sent_messages,
+                c.send_lag_ms,
+                c.received_conns,
+                c.received_messages,
+                c.installed,
+                match c.last_received_ms {
+                    Some(ms) => format!(", last {:.1}s ago", ms as f64 / 1000.0),
+                    None => String::new(),
+                }
+            );
+            let _ = writeln!(
+                s,
+                "  bulk copy: {} conns received{}; {} sent to peers",
+                c.bulk_received,
+                c.bulk_ms.map(|m| format!(" in {m} ms")).unwrap_or_default(),
+                c.bulk_served
+            );
+            if !c.dropped.is_empty() {
+                let r: Vec<String> = c.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let _ = writeln!(s, "  dropped: {}", r.join(", "));
+            }
         }
         for sc in &self.scripts {
             let _ = writeln!(

@@ -78,6 +78,37 @@ pub struct Globals {
     pub lower_prio_no_advert: Option<bool>,
     /// `vrrp_higher_prio_send_advert` (default off).
     pub higher_prio_send_advert: bool,
+    /// `lvs_sync_daemon`: connection sync is on (`crate::sync`).
+    pub lvs_sync: Option<LvsSync>,
+    /// `lb_sync_auth_key KEY` (lb's own keyword; keepalived reports it as
+    /// unknown and goes on): sign sync messages and refuse unsigned ones.
+    /// The key, where it was set.
+    pub sync_auth_key: Option<(String, Loc)>,
+}
+
+/// keepalived's `lvs_sync_daemon IFACE VRRP_INSTANCE [id ID] [maxlen LEN]
+/// [port PORT] [ttl TTL] [group ADDR]` (global_parser.c, keepalived 2.2.7):
+/// the ipvs sync daemon's settings, with ipvs's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LvsSync {
+    /// Interface the messages are sent and received on.
+    pub iface: String,
+    /// The VRRP instance whose state the sync follows: while this director
+    /// is starting it holds that instance in BACKUP until the peer's bulk
+    /// copy is in; its `virtual_router_id` is the default sync id.
+    pub instance: String,
+    /// `id` (0..=255); `None`: the instance's virtual_router_id.
+    pub syncid: Option<u8>,
+    /// `maxlen`: largest message, UDP payload bytes; `None`: the
+    /// interface's MTU less 28 (IPv4 and UDP headers), as ipvs.
+    pub maxlen: Option<u16>,
+    /// `port` (default 8848).
+    pub port: u16,
+    /// `ttl` of multicast messages (default 1).
+    pub ttl: u8,
+    /// `group` (default 224.0.0.81; an IPv6 group needs an IPv6 address on the interface).
+    pub group: IpAddr,
+    pub loc: Loc,
 }
 
 impl Default for Globals {
@@ -104,6 +135,8 @@ impl Default for Globals {
             garp_lower_prio_repeat: None,
             lower_prio_no_advert: None,
             higher_prio_send_advert: false,
+            lvs_sync: None,
+            sync_auth_key: None,
         }
     }
 }
@@ -262,7 +295,6 @@ const GLOBAL_IGNORED: &[&str] = &[
     "vrrp_iptables",
     "vrrp_ipsets",
     "lvs_id",
-    "lvs_sync_daemon",
     "lvs_timeouts",
     "vrrp_mcast_group4",
     "vrrp_mcast_group6",
@@ -326,6 +358,8 @@ const GLOBAL_SHAPES: Shapes = Shapes {
         ("vrrp_lower_prio_no_advert", 1),
         ("vrrp_higher_prio_send_advert", 1),
         ("vrrp_check_unicast_src", 0),
+        ("lvs_sync_daemon", ANY),
+        ("lb_sync_auth_key", 1),
     ],
 };
 
@@ -487,10 +521,90 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
             // keepalived checks a unicast advert's source against
             // unicast_peer only with this set; lb always does (validate.rs).
             "vrrp_check_unicast_src" => {}
+            "lvs_sync_daemon" => g.lvs_sync = lvs_sync(c, diags),
+            "lb_sync_auth_key" => {
+                g.sync_auth_key = arg(c, 0, "key", diags).map(|k| (k.to_string(), c.loc.clone()))
+            }
             k if GLOBAL_IGNORED.contains(&k) => diags.push(ignored(c, "not implemented; ignored")),
             _ => diags.push(unknown(c, "global_defs")),
         }
     }
+}
+
+/// `lvs_sync_daemon IFACE VRRP_INSTANCE [id ID] [maxlen LEN] [port PORT]
+/// [ttl TTL] [group ADDR]`. keepalived ignores a bad option with a
+/// message and keeps its default; lb reports each as an error (a sync that
+/// silently runs with another id or group never meets its peer).
+fn lvs_sync(c: &Node, diags: &mut Vec<Diag>) -> Option<LvsSync> {
+    let iface = arg(c, 0, "interface", diags)?.to_string();
+    let instance = arg(c, 1, "VRRP instance", diags)?.to_string();
+    let mut s = LvsSync {
+        iface,
+        instance,
+        syncid: None,
+        maxlen: None,
+        port: crate::sync::wire::DEFAULT_PORT,
+        ttl: 1,
+        group: IpAddr::V4(crate::sync::wire::DEFAULT_GROUP),
+        loc: c.loc.clone(),
+    };
+    let mut i = 2;
+    let mut ok = true;
+    while i < c.args.len() {
+        let opt = c.args[i].as_str();
+        if !matches!(opt, "id" | "maxlen" | "port" | "ttl" | "group") {
+            diags.push(Diag::error(
+                &c.loc,
+                Some("lvs_sync_daemon"),
+                format!("unknown option '{opt}' (id, maxlen, port, ttl, group)"),
+            ));
+            ok = false;
+            i += 1;
+            continue;
+        }
+        if i + 1 >= c.args.len() {
+            diags.push(Diag::error(
+                &c.loc,
+                Some("lvs_sync_daemon"),
+                format!("no value after '{opt}'"),
+            ));
+            return None;
+        }
+        let v = i + 1;
+        match opt {
+            "id" => match uint(c, v, 0, 255, "sync id", diags) {
+                Some(x) => s.syncid = Some(x as u8),
+                None => ok = false,
+            },
+            // keepalived: up to 65535 - 20 - 8 (an IPv4 UDP payload).
+            "maxlen" => match uint(c, v, 1, 65535 - 20 - 8, "bytes", diags) {
+                Some(x) => s.maxlen = Some(x as u16),
+                None => ok = false,
+            },
+            "port" => match uint(c, v, 1, 65535, "port", diags) {
+                Some(x) => s.port = x as u16,
+                None => ok = false,
+            },
+            "ttl" => match uint(c, v, 1, 255, "hops", diags) {
+                Some(x) => s.ttl = x as u8,
+                None => ok = false,
+            },
+            _ => match parse_addr(c, v, diags) {
+                Some(a) if a.is_multicast() => s.group = a,
+                Some(a) => {
+                    diags.push(Diag::error(
+                        &c.loc,
+                        Some("lvs_sync_daemon"),
+                        format!("group {a} is not a multicast address"),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            },
+        }
+        i += 2;
+    }
+    ok.then_some(s)
 }
 
 /// `vrrp_script NAME { … }`.
@@ -1193,6 +1307,24 @@ pub fn sync_group(n: &Node, diags: &mut Vec<Diag>) -> Option<SyncGroup> {
 /// Cross-checks once every block is read: names resolve, VRIDs are unique
 /// per interface and family.
 pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
+    if let Some(s) = &v.globals.lvs_sync {
+        if !v.instances.iter().any(|i| i.name == s.instance) {
+            // keepalived logs this and runs without sync; lb refuses it:
+            // the operator asked for sync.
+            diags.push(Diag::error(
+                &s.loc,
+                Some("lvs_sync_daemon"),
+                format!("no vrrp_instance named '{}'", s.instance),
+            ));
+        }
+    }
+    if let (Some((_, loc)), None) = (&v.globals.sync_auth_key, &v.globals.lvs_sync) {
+        diags.push(Diag::warning(
+            loc,
+            Some("lb_sync_auth_key"),
+            "no lvs_sync_daemon: the key is not used",
+        ));
+    }
     let mut seen: BTreeMap<(String, bool, u8), String> = BTreeMap::new();
     for i in &v.instances {
         let key = (i.iface.clone(), i.is_ipv6(), i.vrid);

@@ -57,6 +57,13 @@ pub fn hw_addr(name: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The MTU of `name` in bytes (`SIOCGIFMTU`).
+pub fn mtu(name: &str) -> io::Result<u32> {
+    let req = query(name, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU fills the mtu member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+}
+
 /// Whether `name` is up and running (`IFF_UP` and `IFF_RUNNING`, the
 /// kernel's operational state: a carrier, not dormant), by
 /// `SIOCGIFFLAGS`. An interface that cannot be read is not up.
@@ -78,6 +85,7 @@ mod tests {
         assert!(hw_addr("lo").is_err());
         assert!(hw_addr("").is_err());
         assert!(hw_addr("a-name-far-too-long-for-ifreq").is_err());
+        assert_eq!(mtu("lo").unwrap(), 65536);
         assert!(hw_addr("no-such-if0").is_err());
         assert!(!is_running("no-such-if0"));
     }

@@ -96,6 +96,14 @@ pub struct Machine {
     /// preempt_delay running since this time (a lower master was seen).
     preempt_from: Option<Duration>,
     pub counters: Counters,
+    /// Held in BACKUP: connection sync's bulk copy from the peer is not in
+    /// yet (`crate::sync`). Where the machine would take over (its
+    /// Master_Down_Timer, `state MASTER`, the address owner, its sync
+    /// group) it stays BACKUP and remembers it; [`Machine::release`] then
+    /// takes over.
+    pub held: bool,
+    /// It would have become master while held.
+    pending_master: bool,
 }
 
 fn cs(c: u64) -> Duration {
@@ -113,6 +121,8 @@ impl Machine {
             deadline: None,
             preempt_from: None,
             counters: Counters::default(),
+            held: false,
+            pending_master: false,
         }
     }
 
@@ -143,6 +153,26 @@ impl Machine {
         out.push(Action::BecomeMaster);
     }
 
+    /// Takes over unless held (then waits in BACKUP, see [`Machine::held`]).
+    fn take_over(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if self.held {
+            self.pending_master = true;
+            self.enter_backup(now, out);
+        } else {
+            self.enter_master(now, out);
+        }
+    }
+
+    /// The hold ends: take over now if the machine would have meanwhile.
+    pub fn release(&mut self, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.held = false;
+        if std::mem::take(&mut self.pending_master) && self.state == State::Backup {
+            self.enter_master(now, &mut out);
+        }
+        out
+    }
+
     fn enter_backup(&mut self, now: Duration, out: &mut Vec<Action>) {
         let was = self.state;
         self.state = State::Backup;
@@ -165,7 +195,7 @@ impl Machine {
         let mut out = Vec::new();
         self.master_adver_cs = self.settings.advert_cs;
         if self.priority == 255 || self.settings.initial_master {
-            self.enter_master(now, &mut out);
+            self.take_over(now, &mut out);
         } else {
             self.enter_backup(now, &mut out);
         }
@@ -177,7 +207,7 @@ impl Machine {
         let mut out = Vec::new();
         match self.state {
             State::Master => self.advertise(now, &mut out),
-            State::Backup => self.enter_master(now, &mut out),
+            State::Backup => self.take_over(now, &mut out),
             State::Init | State::Fault => self.deadline = None,
         }
         out
@@ -213,6 +243,8 @@ impl Machine {
                     if !lower {
                         self.preempt_from = None;
                     }
+                    // A master it yields to is heard: nothing to take over.
+                    self.pending_master = false;
                     if self.settings.adopt_interval {
                         self.master_adver_cs = interval_cs.max(1);
                     }
@@ -295,7 +327,7 @@ impl Machine {
     pub fn follow_group(&mut self, now: Duration, master: bool) -> Vec<Action> {
         let mut out = Vec::new();
         match (master, self.state) {
-            (true, State::Backup) => self.enter_master(now, &mut out),
+            (true, State::Backup) => self.take_over(now, &mut out),
             (false, State::Master) => {
                 self.master = None;
                 self.enter_backup(now, &mut out);
@@ -595,6 +627,33 @@ mod tests {
         assert!(m.follow_group(ms(20), true).is_empty());
         assert_eq!(m.follow_group(ms(30), false), [Action::BecomeBackup]);
         assert_eq!(m.deadline(), Some(ms(30) + m.master_down_interval()));
+    }
+
+    #[test]
+    fn a_held_backup_waits_and_takes_over_on_release() {
+        let mut m = Machine::new(settings(150, "10.0.0.1"));
+        m.held = true;
+        assert_eq!(m.start(ms(0)), [Action::BecomeBackup]);
+        // The Master_Down_Timer fires while held: still BACKUP.
+        let d = m.deadline().unwrap();
+        assert!(m.on_timer(d).is_empty());
+        assert_eq!(m.state, State::Backup);
+        assert_eq!(m.release(d + ms(5))[1], Action::BecomeMaster);
+        assert_eq!(m.state, State::Master);
+        // Held, then a higher master is heard: the release takes nothing.
+        let mut b = Machine::new(settings(100, "10.0.0.2"));
+        b.held = true;
+        b.start(ms(0));
+        let d = b.deadline().unwrap();
+        b.on_timer(d);
+        b.on_advert(d + ms(1), ip("10.0.0.1"), 150, 100);
+        assert!(b.release(d + ms(2)).is_empty());
+        assert_eq!(b.state, State::Backup);
+        // The address owner is held too.
+        let mut o = Machine::new(settings(255, "10.0.0.3"));
+        o.held = true;
+        assert_eq!(o.start(ms(0)), [Action::BecomeBackup]);
+        assert_eq!(o.release(ms(1))[1], Action::BecomeMaster);
     }
 
     #[test]

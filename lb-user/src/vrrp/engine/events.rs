@@ -37,6 +37,7 @@ pub(super) async fn run(mut e: Engine, mut inbox: Inbox) {
                     let _ = r.send(());
                     false
                 }
+                Some(Command::Hold(h)) => { e.set_hold(h).await; false }
                 Some(Command::Stop(r)) => {
                     let drain = e.takeover_time();
                     e.stop_all().await;
@@ -225,6 +226,21 @@ impl Engine {
                 "SPLIT BRAIN: another master is advertising; resolved by priority, then address");
         }
         self.act(idx, actions, true).await;
+    }
+
+    /// [`super::Handle::hold`].
+    pub(super) async fn set_hold(&mut self, hold: bool) {
+        self.held = hold;
+        let now = self.now();
+        for i in 0..self.insts.len() {
+            if hold {
+                self.insts[i].machine.held = true;
+            } else if self.insts[i].machine.held {
+                let a = self.insts[i].machine.release(now);
+                self.act(i, a, true).await;
+            }
+        }
+        tracing::info!(held = hold, "VRRP instances {}", if hold { "held in BACKUP until the connection table is copied" } else { "released" });
     }
 
     pub(super) async fn on_timers(&mut self) {

@@ -76,6 +76,8 @@ enum Command {
     Info(oneshot::Sender<crate::api::views::Vrrp>),
     Reload(Box<Vrrp>, oneshot::Sender<()>),
     Stop(oneshot::Sender<Duration>),
+    /// Hold every instance in BACKUP (`true`) or release them.
+    Hold(bool),
 }
 
 /// The agent's side of the engine.
@@ -107,6 +109,14 @@ impl Handle {
         {
             let _ = rx.await;
         }
+    }
+
+    /// Holds every instance in BACKUP (`true`: a master keeps nothing, a
+    /// backup does not take over) until released (`false`), when those
+    /// that would have taken over meanwhile do. Connection sync holds the
+    /// director until the peer's bulk copy of the flow table is in.
+    pub async fn hold(&self, hold: bool) {
+        let _ = self.tx.send(Command::Hold(hold)).await;
     }
 
     /// Clean shutdown: masters send priority 0 and release their addresses;
@@ -197,6 +207,8 @@ struct Engine {
     guard: Option<guard::Guard>,
     /// The state each sync group was last notified in (all members in it).
     group_notified: BTreeMap<usize, State>,
+    /// Instances are held in BACKUP (`Handle::hold`).
+    held: bool,
 }
 
 /// What the engine's task receives.
@@ -230,6 +242,7 @@ pub async fn spawn(cfg: Vrrp, nl: rtnetlink::Handle) -> Result<Handle, Error> {
         unclaimed: BTreeMap::new(),
         guard: None,
         group_notified: BTreeMap::new(),
+        held: false,
     };
     e.apply(cfg).await?;
     let (tx, commands) = mpsc::channel(16);

@@ -214,7 +214,7 @@ impl Engine {
                 tracing::warn!(instance = %c.name, vip = %v.addr, "removed a virtual address left from an earlier run");
             }
         }
-        let machine = Machine::new(Settings {
+        let mut machine = Machine::new(Settings {
             priority: c.priority,
             advert_cs: c.advert_cs,
             adopt_interval: c.version == Version::V3,
@@ -225,6 +225,7 @@ impl Engine {
             lower_prio_no_advert: c.lower_prio_no_advert,
             higher_prio_send_advert: c.higher_prio_send_advert,
         });
+        machine.held = self.held;
         tracing::info!(instance = %c.name, iface = %c.iface, vrid = c.vrid, priority = c.priority, %src, "VRRP instance configured");
         Ok(Inst {
             cfg: c.clone(),

@@ -105,6 +105,7 @@ impl Engine {
                     count: *v,
                 })
                 .collect(),
+            sync: None,
         }
     }
 }
