@@ -1,0 +1,164 @@
+//! Connection sync between two lb directors (`lvs_sync_daemon`, ipvs sync
+//! protocol v1): long-lived connections survive a SIGKILL of the master and
+//! its return (bulk copy, then preemption). Needs root; one at a time.
+use std::time::{Duration, Instant};
+
+use lb_tests::{real_ip, Bins, Lab, AGENT_ARGS, VIP};
+
+fn lab(name: &str) -> Lab {
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    Lab::ha(&format!("lbs{}{name}", std::process::id() % 1000), bins, 2).expect("lab")
+}
+
+/// Both directors' configuration: VRRPv3 with 0.1 s adverts, sync on eth0
+/// (signed), a DR `rr` service on port 80 and a DR `wlc` service with
+/// persistence on port 8080.
+fn config(state: &str, priority: u8, key: &str) -> String {
+    let reals = |port: u16| {
+        format!(
+            "  real_server {} {port} {{\n    weight 1\n  }}\n  real_server {} {port} {{\n    weight 1\n  }}\n",
+            real_ip(1),
+            real_ip(2)
+        )
+    };
+    format!(
+        "global_defs {{\n  lvs_sync_daemon eth0 VI_1 id 51\n  lb_sync_auth_key {key}\n}}\n\
+         vrrp_instance VI_1 {{\n  state {state}\n  interface eth0\n  virtual_router_id 51\n  \
+         priority {priority}\n  version 3\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n\
+         virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n{}}}\n\
+         virtual_server {VIP} 8080 {{\n  lb_algo wlc\n  lb_kind DR\n  persistence_timeout 300\n  protocol TCP\n{}}}\n",
+        reals(80),
+        reals(8080)
+    )
+}
+
+fn vrrp_list(lab: &Lab, role: &str) -> String {
+    let sock = lab.socket_of(role).to_string_lossy().into_owned();
+    lab.lb(&["list", "--vrrp", "--socket", &sock])
+        .unwrap_or_else(|e| format!("{e:#}"))
+}
+
+fn wait_for(lab: &Lab, role: &str, what: &str, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if vrrp_list(lab, role).contains(what) {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{role}: no '{what}' in {limit:?}\n{}\nlog:\n{}",
+        vrrp_list(lab, role),
+        lab.log(role, "lb")
+    );
+}
+
+fn master(lab: &Lab, role: &str, limit: Duration) -> Duration {
+    wait_for(lab, role, "MASTER", limit)
+}
+
+/// The "N installed" count of `lb list --vrrp`'s sync lines.
+fn installed(list: &str) -> u64 {
+    list.split(" installed")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no installed count in\n{list}"))
+}
+
+/// Summary lines of a finished `nsprobe hold-many`.
+fn summary(log: &str) -> Option<(u64, u64, u64)> {
+    let get = |k: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+    };
+    Some((get("resets ")?, get("changed ")?, get("failed ")?))
+}
+
+fn wait_summary(lab: &Lab, tag: &str, limit: Duration) -> (u64, u64, u64) {
+    let t0 = Instant::now();
+    loop {
+        let log = lab.log("cl", tag);
+        if let Some(s) = summary(&log) {
+            println!("{tag}:\n{log}");
+            return s;
+        }
+        assert!(t0.elapsed() < limit, "{tag} did not finish:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn long_lived_connections_survive_a_master_kill_and_its_return() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("pair");
+    let a = config("BACKUP", 150, "s3cret");
+    let b = config("BACKUP", 100, "s3cret");
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    // No peer yet: dir waits for a bulk copy nobody sends, then takes over.
+    master(&lab, "dir", Duration::from_secs(15));
+    assert!(vrrp_list(&lab, "dir").contains("no answer from a peer"));
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    // dir2 gets dir's (empty) table at once.
+    wait_for(&lab, "dir2", "connection sync: in sync", Duration::from_secs(5));
+    wait_for(&lab, "dir2", "BACKUP", Duration::from_secs(2));
+
+    // 25 + 25 keep-alive connections, a request every 100 ms each.
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    let secs = "16";
+    for (port, tag) in [("80", "rr"), ("8080", "wlc")] {
+        let to = format!("{VIP}:{port}");
+        lab.spawn("cl", &[&probe, "hold-many", &to, "25", secs, "100"], tag)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    println!("dir before the kill:\n{}", vrrp_list(&lab, "dir"));
+    println!("dir2 before the kill:\n{}", vrrp_list(&lab, "dir2"));
+    let list2 = vrrp_list(&lab, "dir2");
+    assert!(installed(&list2) >= 50, "the backup installed too little:\n{list2}");
+
+    // SIGKILL of the master: the backup takes over with the synced flows.
+    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
+    let took = master(&lab, "dir2", Duration::from_secs(3));
+    println!("SIGKILL: dir2 MASTER after {took:?}");
+    lab.stop("dir", "lb").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The old master returns: it pulls dir2's table, then preempts.
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    let took = master(&lab, "dir", Duration::from_secs(12));
+    let list = vrrp_list(&lab, "dir");
+    println!("dir back, MASTER after {took:?}:\n{list}");
+    assert!(list.contains("connection sync: in sync"), "{list}");
+    assert!(!list.contains("bulk copy: 0 conns"), "{list}");
+    wait_for(&lab, "dir2", "BACKUP", Duration::from_secs(2));
+
+    for tag in ["rr", "wlc"] {
+        let (resets, changed, failed) = wait_summary(&lab, tag, Duration::from_secs(30));
+        assert_eq!((resets, changed), (0, 0), "{tag}: connections reset or moved to another real");
+        println!("{tag}: 25 connections, 0 reset, 0 moved; {failed} requests unanswered within 1 s during the takeovers");
+    }
+    println!("dir2 at the end:\n{}", vrrp_list(&lab, "dir2"));
+}
+
+#[test]
+fn unsigned_and_wrongly_signed_messages_are_dropped_and_counted() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("auth");
+    lab.start_agent_on("dir", &config("BACKUP", 150, "right-key"), AGENT_ARGS)
+        .unwrap();
+    lab.start_agent_on("dir2", &config("BACKUP", 100, "wrong-key"), AGENT_ARGS)
+        .unwrap();
+    // Neither answers the other's request: each times out and counts.
+    master(&lab, "dir", Duration::from_secs(15));
+    let list = vrrp_list(&lab, "dir");
+    assert!(list.contains("bad signature"), "{list}");
+    assert!(list.contains("no answer from a peer"), "{list}");
+    // Flows made on dir are not installed on dir2.
+    let t = lab.http_get(&format!("{VIP}:80"), 4).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let list2 = vrrp_list(&lab, "dir2");
+    assert_eq!(installed(&list2), 0, "{list2}");
+    assert!(list2.contains("bad signature"), "{list2}");
+}
