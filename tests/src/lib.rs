@@ -51,6 +51,13 @@ pub const PRIVATE_SUBNET: &str = "10.201.0";
 pub const PRIVATE_SUBNET6: &str = "fd00:201::";
 pub const DIRECTOR_PRIVATE_IP: &str = "10.201.0.2";
 pub const DIRECTOR_PRIVATE_IP6: &str = "fd00:201::2";
+/// The second director's private side in [`Lab::nat_ha`].
+pub const DIRECTOR2_PRIVATE_IP: &str = "10.201.0.3";
+pub const DIRECTOR2_PRIVATE_IP6: &str = "fd00:201::3";
+/// The reals' gateway in [`Lab::nat_ha`]: a VRRP address the master holds
+/// on eth1 (keepalived's classic LVS-NAT pair).
+pub const NAT_GATEWAY_IP: &str = "10.201.0.1";
+pub const NAT_GATEWAY_IP6: &str = "fd00:201::1";
 
 /// Address of real `i` (1-based) in a two-subnet lab.
 pub fn private_ip(i: usize) -> String {
@@ -173,6 +180,14 @@ impl Lab {
     /// gateway and forwarding. The agent must be given `--iface eth1` too.
     pub fn nat(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
         Self::new(prefix, bins, reals, true, false)
+    }
+
+    /// The LVS-NAT topology with two directors, `dir` and `dir2`, each on
+    /// both bridges (eth0 public, eth1 private: 10.201.0.2 / .3); the reals'
+    /// default gateway is [`NAT_GATEWAY_IP`], which VRRP must place on
+    /// the master's eth1, as the VIP on its eth0.
+    pub fn nat_ha(prefix: &str, bins: Bins, reals: usize) -> anyhow::Result<Self> {
+        Self::new(prefix, bins, reals, true, true)
     }
 
     /// A lab without topology: its work directory and its bpffs mount
@@ -525,44 +540,47 @@ impl Lab {
     /// The director's second interface on the private bridge, forwarding on,
     /// reals routed through it.
     fn build_private_side(&mut self) -> anyhow::Result<()> {
-        let ns = self.ns("dir");
-        self.exec(
-            "sw",
-            &[
-                "ip", "link", "add", "dir1", "type", "veth", "peer", "name", "eth1", "netns", &ns,
-            ],
-        )?;
-        self.exec("sw", &["ip", "link", "set", "dir1", "master", "br1", "up"])?;
-        self.sysctl("dir", "net.ipv6.conf.eth1.accept_dad=0")?;
-        self.add_addr("dir", &format!("{DIRECTOR_PRIVATE_IP}/24"), "eth1")?;
-        self.add_addr("dir", &format!("{DIRECTOR_PRIVATE_IP6}/64"), "eth1")?;
-        self.exec("dir", &["ip", "link", "set", "eth1", "up"])?;
-        for kv in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-            self.sysctl("dir", kv)?;
+        let mut directors = vec![("dir", "dir1", DIRECTOR_PRIVATE_IP, DIRECTOR_PRIVATE_IP6)];
+        if self.ha {
+            directors.push(("dir2", "dir21", DIRECTOR2_PRIVATE_IP, DIRECTOR2_PRIVATE_IP6));
         }
+        for (role, sw_end, ip, ip6) in &directors {
+            let ns = self.ns(role);
+            self.exec(
+                "sw",
+                &[
+                    "ip", "link", "add", sw_end, "type", "veth", "peer", "name", "eth1", "netns", &ns,
+                ],
+            )?;
+            self.exec("sw", &["ip", "link", "set", sw_end, "master", "br1", "up"])?;
+            self.sysctl(role, "net.ipv6.conf.eth1.accept_dad=0")?;
+            self.add_addr(role, &format!("{ip}/24"), "eth1")?;
+            self.add_addr(role, &format!("{ip6}/64"), "eth1")?;
+            self.exec(role, &["ip", "link", "set", "eth1", "up"])?;
+            for kv in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+                self.sysctl(role, kv)?;
+            }
+        }
+        let (gw, gw6) = if self.ha {
+            (NAT_GATEWAY_IP, NAT_GATEWAY_IP6)
+        } else {
+            (DIRECTOR_PRIVATE_IP, DIRECTOR_PRIVATE_IP6)
+        };
         for i in 1..=self.reals {
             let r = format!("r{i}");
+            // Onlink: in an HA lab the gateway appears with VRRP's master.
+            self.exec(&r, &["ip", "route", "add", "default", "via", gw, "dev", "eth0", "onlink"])?;
             self.exec(
                 &r,
-                &["ip", "route", "add", "default", "via", DIRECTOR_PRIVATE_IP],
-            )?;
-            self.exec(
-                &r,
-                &[
-                    "ip",
-                    "-6",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    DIRECTOR_PRIVATE_IP6,
-                ],
+                &["ip", "-6", "route", "add", "default", "via", gw6, "dev", "eth0", "onlink"],
             )?;
             // Replies cross the director's XDP_REDIRECT, which loses checksum
             // offload metadata: the reals compute checksums themselves.
             self.exec(&r, &["ethtool", "-K", "eth0", "tx", "off"])?;
         }
-        self.xdp_pass("sw", "dir1", XDP_PASS, "xdp-pass1")?;
+        for (i, (_, sw_end, _, _)) in directors.iter().enumerate() {
+            self.xdp_pass("sw", sw_end, XDP_PASS, &format!("xdp-pass1{i}"))?;
+        }
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! its return (bulk copy, then preemption). Needs root; one at a time.
 use std::time::{Duration, Instant};
 
-use lb_tests::{real_ip, Bins, Lab, AGENT_ARGS, VIP};
+use lb_tests::{private_ip, real_ip, Bins, Lab, AGENT_ARGS, NAT_GATEWAY_IP, VIP};
 
 fn lab(name: &str) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
@@ -88,57 +88,95 @@ fn wait_summary(lab: &Lab, tag: &str, limit: Duration) -> (u64, u64, u64) {
     }
 }
 
+/// Starts `a` (priority 150) alone, then `b` (100); 25 keep-alive
+/// connections per port of `ports` (a request every 100 ms each); SIGKILL
+/// of dir; dir2 takes over; dir returns, pulls the table and preempts.
+/// Every connection must stay on its real without a reset.
+fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)]) {
+    lab.start_agent_on("dir", a, AGENT_ARGS).unwrap();
+    // No peer yet: dir waits for a bulk copy nobody sends, then takes over.
+    master(lab, "dir", Duration::from_secs(15));
+    assert!(vrrp_list(lab, "dir").contains("no answer from a peer"));
+    lab.start_agent_on("dir2", b, AGENT_ARGS).unwrap();
+    // dir2 gets dir's (empty) table at once.
+    wait_for(lab, "dir2", "connection sync: in sync", Duration::from_secs(5));
+    wait_for(lab, "dir2", "BACKUP", Duration::from_secs(2));
+
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    let secs = "16";
+    for (port, tag) in ports {
+        let to = format!("{VIP}:{port}");
+        lab.spawn("cl", &[&probe, "hold-many", &to, "25", secs, "100"], tag)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    println!("dir before the kill:\n{}", vrrp_list(lab, "dir"));
+    let list2 = vrrp_list(lab, "dir2");
+    println!("dir2 before the kill:\n{list2}");
+    assert!(installed(&list2) >= 25 * ports.len() as u64, "the backup installed too little:\n{list2}");
+
+    // SIGKILL of the master: the backup takes over with the synced flows.
+    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
+    let took = master(lab, "dir2", Duration::from_secs(3));
+    println!("SIGKILL: dir2 MASTER after {took:?}");
+    lab.stop("dir", "lb").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The old master returns: it pulls dir2's table, then preempts.
+    lab.start_agent_on("dir", a, AGENT_ARGS).unwrap();
+    let took = master(lab, "dir", Duration::from_secs(12));
+    let list = vrrp_list(lab, "dir");
+    println!("dir back, MASTER after {took:?}:\n{list}");
+    assert!(list.contains("connection sync: in sync"), "{list}");
+    assert!(!list.contains("bulk copy: 0 conns"), "{list}");
+    wait_for(lab, "dir2", "BACKUP", Duration::from_secs(2));
+
+    for (_, tag) in ports {
+        let (resets, changed, failed) = wait_summary(lab, tag, Duration::from_secs(30));
+        assert_eq!((resets, changed), (0, 0), "{tag}: connections reset or moved to another real");
+        println!("{tag}: 25 connections, 0 reset, 0 moved; {failed} requests unanswered within 1 s during the takeovers");
+    }
+    println!("dir2 at the end:\n{}", vrrp_list(lab, "dir2"));
+}
+
 #[test]
 fn long_lived_connections_survive_a_master_kill_and_its_return() {
     let _g = lb_tests::serial();
     let mut lab = lab("pair");
     let a = config("BACKUP", 150, "s3cret");
     let b = config("BACKUP", 100, "s3cret");
-    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
-    // No peer yet: dir waits for a bulk copy nobody sends, then takes over.
-    master(&lab, "dir", Duration::from_secs(15));
-    assert!(vrrp_list(&lab, "dir").contains("no answer from a peer"));
-    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
-    // dir2 gets dir's (empty) table at once.
-    wait_for(&lab, "dir2", "connection sync: in sync", Duration::from_secs(5));
-    wait_for(&lab, "dir2", "BACKUP", Duration::from_secs(2));
+    master_kill_and_return(&mut lab, &a, &b, &[("80", "rr"), ("8080", "wlc")]);
+}
 
-    // 25 + 25 keep-alive connections, a request every 100 ms each.
-    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
-    let secs = "16";
-    for (port, tag) in [("80", "rr"), ("8080", "wlc")] {
-        let to = format!("{VIP}:{port}");
-        lab.spawn("cl", &[&probe, "hold-many", &to, "25", secs, "100"], tag)
-            .unwrap();
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    println!("dir before the kill:\n{}", vrrp_list(&lab, "dir"));
-    println!("dir2 before the kill:\n{}", vrrp_list(&lab, "dir2"));
-    let list2 = vrrp_list(&lab, "dir2");
-    assert!(installed(&list2) >= 50, "the backup installed too little:\n{list2}");
+/// The classic LVS-NAT pair: the VIP on eth0 and the reals' gateway on
+/// eth1 in one vrrp_sync_group; an `rr` NAT service. The replies of the
+/// synced connections are translated by the new master from the synced
+/// NAT reverse entries.
+fn nat_config(priority: u8) -> String {
+    let inst = |name: &str, iface: &str, vrid: u8, vip: &str| {
+        format!(
+            "vrrp_instance {name} {{\n  state BACKUP\n  interface {iface}\n  virtual_router_id {vrid}\n  \
+             priority {priority}\n  version 3\n  advert_int 0.1\n  virtual_ipaddress {{\n    {vip}/24\n  }}\n}}\n"
+        )
+    };
+    format!(
+        "global_defs {{\n  lvs_sync_daemon eth0 VI_1\n}}\n\
+         vrrp_sync_group G {{\n  group {{\n    VI_1\n    VI_2\n  }}\n}}\n{}{}\
+         virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  \
+         real_server {} 80 {{\n    weight 1\n  }}\n  real_server {} 80 {{\n    weight 1\n  }}\n}}\n",
+        inst("VI_1", "eth0", 51, VIP),
+        inst("VI_2", "eth1", 52, NAT_GATEWAY_IP),
+        private_ip(1),
+        private_ip(2),
+    )
+}
 
-    // SIGKILL of the master: the backup takes over with the synced flows.
-    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
-    let took = master(&lab, "dir2", Duration::from_secs(3));
-    println!("SIGKILL: dir2 MASTER after {took:?}");
-    lab.stop("dir", "lb").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-
-    // The old master returns: it pulls dir2's table, then preempts.
-    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
-    let took = master(&lab, "dir", Duration::from_secs(12));
-    let list = vrrp_list(&lab, "dir");
-    println!("dir back, MASTER after {took:?}:\n{list}");
-    assert!(list.contains("connection sync: in sync"), "{list}");
-    assert!(!list.contains("bulk copy: 0 conns"), "{list}");
-    wait_for(&lab, "dir2", "BACKUP", Duration::from_secs(2));
-
-    for tag in ["rr", "wlc"] {
-        let (resets, changed, failed) = wait_summary(&lab, tag, Duration::from_secs(30));
-        assert_eq!((resets, changed), (0, 0), "{tag}: connections reset or moved to another real");
-        println!("{tag}: 25 connections, 0 reset, 0 moved; {failed} requests unanswered within 1 s during the takeovers");
-    }
-    println!("dir2 at the end:\n{}", vrrp_list(&lab, "dir2"));
+#[test]
+fn nat_connections_survive_a_master_kill_and_its_return() {
+    let _g = lb_tests::serial();
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    let mut lab = Lab::nat_ha(&format!("lbs{}nat", std::process::id() % 1000), bins, 2).expect("lab");
+    master_kill_and_return(&mut lab, &nat_config(150), &nat_config(100), &[("80", "nat")]);
 }
 
 #[test]
