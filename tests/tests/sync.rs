@@ -14,9 +14,15 @@ fn lab(name: &str) -> Lab {
 /// (signed), a DR `rr` service on port 80 and a DR `wlc` service with
 /// persistence on port 8080.
 fn config(state: &str, priority: u8, key: &str) -> String {
+    config_weighted(state, priority, key, (1, 1))
+}
+
+/// [`config`] with the weights of the port-80 service's reals.
+fn config_weighted(state: &str, priority: u8, key: &str, w: (u32, u32)) -> String {
     let reals = |port: u16| {
+        let (w1, w2) = if port == 80 { w } else { (1, 1) };
         format!(
-            "  real_server {} {port} {{\n    weight 1\n  }}\n  real_server {} {port} {{\n    weight 1\n  }}\n",
+            "  real_server {} {port} {{\n    weight {w1}\n  }}\n  real_server {} {port} {{\n    weight {w2}\n  }}\n",
             real_ip(1),
             real_ip(2)
         )
@@ -177,6 +183,37 @@ fn nat_connections_survive_a_master_kill_and_its_return() {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
     let mut lab = Lab::nat_ha(&format!("lbs{}nat", std::process::id() % 1000), bins, 2).expect("lab");
     master_kill_and_return(&mut lab, &nat_config(150), &nat_config(100), &[("80", "nat")]);
+}
+
+/// The control: the pair without `lvs_sync_daemon`. The backup schedules
+/// the mid-stream packets anew, and a connection it sends to the other
+/// real is reset: what the tests above guard against. The weights make it
+/// certain (the master sends every connection to r1, the backup would send
+/// them to r2), not a matter of which real rr happens to pick.
+#[test]
+fn without_sync_a_takeover_resets_rr_connections() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("nosync");
+    let strip = |c: String| {
+        let end = c.find("}\n").expect("global_defs") + 2;
+        c[end..].to_string()
+    };
+    lab.start_agent_on("dir", &strip(config_weighted("BACKUP", 150, "k", (1, 0))), AGENT_ARGS)
+        .unwrap();
+    master(&lab, "dir", Duration::from_secs(3));
+    lab.start_agent_on("dir2", &strip(config_weighted("BACKUP", 100, "k", (0, 1))), AGENT_ARGS)
+        .unwrap();
+    wait_for(&lab, "dir2", "BACKUP", Duration::from_secs(2));
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    let to = format!("{VIP}:80");
+    lab.spawn("cl", &[&probe, "hold-many", &to, "10", "5", "100"], "rr")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
+    master(&lab, "dir2", Duration::from_secs(3));
+    let (resets, _, _) = wait_summary(&lab, "rr", Duration::from_secs(20));
+    assert!(resets > 0, "no connection was reset without sync: the sync tests prove nothing");
+    println!("without sync: {resets} of 10 connections reset by the takeover");
 }
 
 #[test]
