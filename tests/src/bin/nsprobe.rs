@@ -18,6 +18,14 @@
 //!                                SECONDS; prints "NAME count" lines, "fail N" and "outage_ms T"
 //!                                (from the start of the first failed request to the end of the last)
 //! nsprobe hold HOST:PORT         one keep-alive connection; a request per stdin line, prints each answer
+//! nsprobe hold-many HOST:PORT CONNS SECONDS GAP_MS
+//!                                CONNS keep-alive connections (one thread each), each sending a
+//!                                request every GAP_MS for SECONDS; one line per connection
+//!                                "conn I first=NAME last=NAME requests=N changed=C failed=F reset=0|1"
+//!                                (changed: answers from another real than the first; failed:
+//!                                requests not answered within 1 s; reset: the connection died with
+//!                                an error, RST or EOF, or stayed unanswered for 10 s), then
+//!                                "resets N", "changed N", "failed N" (sums)
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
@@ -161,6 +169,77 @@ fn serve(port: u16, name: String, status_file: Option<String>) {
             }
         });
     }
+}
+
+/// What one connection of `hold-many` saw.
+#[derive(Debug, Default)]
+struct Held {
+    first: Option<String>,
+    last: Option<String>,
+    requests: u64,
+    changed: u64,
+    failed: u64,
+    reset: bool,
+}
+
+/// How long a `hold-many` request may go unanswered before it counts as failed.
+const HELD_ANSWER: Duration = Duration::from_secs(1);
+/// How long a `hold-many` connection waits for a late answer in all before
+/// it is counted as dead (reset).
+const HELD_DEAD: Duration = Duration::from_secs(10);
+
+/// One keep-alive connection of `hold-many`: a request every `gap` until
+/// `secs` have passed since `start`. Requests are never pipelined: a
+/// request not answered within [`HELD_ANSWER`] counts as failed and its
+/// answer is still waited for (up to [`HELD_DEAD`]) before the next one.
+fn hold_one(addr: SocketAddr, start: std::time::Instant, secs: f64, gap: Duration) -> Held {
+    let mut h = Held::default();
+    let Ok(s) = TcpStream::connect_timeout(&addr, TIMEOUT) else {
+        h.reset = true;
+        return h;
+    };
+    let Ok(mut w) = s.try_clone() else {
+        h.reset = true;
+        return h;
+    };
+    let mut r = BufReader::new(s);
+    while start.elapsed().as_secs_f64() < secs {
+        h.requests += 1;
+        if w.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n").is_err() {
+            h.reset = true;
+            break;
+        }
+        let _ = r.get_ref().set_read_timeout(Some(HELD_ANSWER));
+        let mut answer = response_body(&mut r);
+        if matches!(&answer, Err(e) if is_timeout(e)) {
+            h.failed += 1;
+            let _ = r.get_ref().set_read_timeout(Some(HELD_DEAD - HELD_ANSWER));
+            answer = response_body(&mut r);
+        }
+        match answer {
+            Ok(name) => {
+                if h.first.as_ref().is_some_and(|f| *f != name) {
+                    h.changed += 1;
+                }
+                h.first.get_or_insert_with(|| name.clone());
+                h.last = Some(name);
+            }
+            Err(e) => {
+                eprintln!("hold-many: connection died: {e}");
+                h.reset = true;
+                break;
+            }
+        }
+        std::thread::sleep(gap);
+    }
+    h
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 fn response_body(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
@@ -327,8 +406,37 @@ fn main() {
                 }
             }
         }
+        Some("hold-many") => {
+            let addr: SocketAddr = args[2].parse().expect("HOST:PORT");
+            let conns: usize = args[3].parse().expect("connections");
+            let secs: f64 = args[4].parse().expect("seconds");
+            let gap = Duration::from_millis(args[5].parse().expect("gap ms"));
+            let start = std::time::Instant::now();
+            let threads: Vec<_> = (0..conns)
+                .map(|_| std::thread::spawn(move || hold_one(addr, start, secs, gap)))
+                .collect();
+            let (mut resets, mut changed, mut failed) = (0, 0, 0);
+            for (i, t) in threads.into_iter().enumerate() {
+                let h = t.join().expect("connection thread");
+                println!(
+                    "conn {i} first={} last={} requests={} changed={} failed={} reset={}",
+                    h.first.as_deref().unwrap_or("-"),
+                    h.last.as_deref().unwrap_or("-"),
+                    h.requests,
+                    h.changed,
+                    h.failed,
+                    u8::from(h.reset)
+                );
+                resets += u64::from(h.reset);
+                changed += h.changed;
+                failed += h.failed;
+            }
+            println!("resets {resets}");
+            println!("changed {changed}");
+            println!("failed {failed}");
+        }
         _ => {
-            eprintln!("usage: nsprobe serve PORT NAME | get HOST:PORT COUNT | hold HOST:PORT");
+            eprintln!("usage: nsprobe serve PORT NAME | get HOST:PORT COUNT | hold HOST:PORT | hold-many HOST:PORT CONNS SECONDS GAP_MS (see the file's header)");
             std::process::exit(2);
         }
     }
