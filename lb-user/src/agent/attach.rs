@@ -58,7 +58,7 @@ pub enum AttachError {
     OpenPin {
         path: PathBuf,
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
     #[error("{} is not a {want} link (found {found}): it was not pinned by lb; remove it", path.display())]
     NotOurs {
@@ -70,7 +70,7 @@ pub enum AttachError {
     XdpState {
         iface: String,
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("taking over the pinned link {} on {iface} (replacing its program)", path.display())]
     Replace {
@@ -90,19 +90,19 @@ pub enum AttachError {
         iface: String,
         what: &'static str,
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
     #[error("pinning {}", path.display())]
     Pin {
         path: PathBuf,
         #[source]
-        source: aya::pin::PinError,
+        source: Box<aya::pin::PinError>,
     },
     #[error("removing the stale pin {}", path.display())]
     Unpin {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: Box<io::Error>,
     },
 }
 
@@ -117,38 +117,43 @@ pub enum How {
     Adopted,
 }
 
-/// A bpf_link this agent holds, with its pin path (pinned or to be pinned).
+/// A pinned bpf_link this agent holds.
 #[derive(Debug)]
 struct Held {
-    link: Option<FdLink>,
+    link: FdLink,
     path: PathBuf,
-    pinned: bool,
+    /// Taken over from a previous agent (else attached by this one).
+    adopted: bool,
 }
 
 impl Held {
-    fn pin(&mut self, iface: &str) -> Result<()> {
-        if self.pinned {
-            return Ok(());
-        }
-        let Some(link) = self.link.take() else {
-            return Ok(());
-        };
-        let pinned = link.pin(&self.path).map_err(|source| AttachError::Pin {
-            path: self.path.clone(),
-            source,
+    /// Pins a link this agent attached. A link that cannot be pinned is
+    /// closed (detached) and the start fails: forwarding must not silently
+    /// depend on this process.
+    fn pin(link: FdLink, path: PathBuf) -> Result<Held> {
+        let pinned = link.pin(&path).map_err(|source| AttachError::Pin {
+            path: path.clone(),
+            source: Box::new(source),
         })?;
-        tracing::debug!(%iface, pin = %self.path.display(), "link pinned");
-        self.link = Some(FdLink::from(pinned));
-        self.pinned = true;
-        Ok(())
+        Ok(Held {
+            link: FdLink::from(pinned),
+            path,
+            adopted: false,
+        })
     }
 
     /// Removes the pin and closes the link: the kernel detaches it.
-    fn detach(mut self) {
-        if self.pinned {
-            remove_pin(&self.path);
+    fn detach(self) {
+        remove_pin(&self.path);
+        drop(self.link);
+    }
+
+    /// A start failed: a link taken over stays (pinned, running this
+    /// start's program on the same maps); one attached anew is detached.
+    fn undo(self) {
+        if !self.adopted {
+            self.detach();
         }
-        self.link.take();
     }
 }
 
@@ -157,11 +162,51 @@ impl Held {
 enum Tc {
     /// A tcx link (kernels from 6.6).
     Link(Held),
-    /// A netlink cls_bpf filter (older kernels): dropping the link deletes it.
-    Netlink(SchedClassifierLink),
+    /// A netlink cls_bpf filter (older kernels): dropping the link deletes
+    /// it. `adopted`: a previous agent's filter replaced in place.
+    Netlink {
+        link: SchedClassifierLink,
+        adopted: bool,
+    },
 }
 
-/// The programs attached to one interface.
+impl Tc {
+    fn detach(self) {
+        match self {
+            Tc::Link(h) => h.detach(),
+            // Dropped: aya deletes the filter.
+            Tc::Netlink { link, .. } => drop(link),
+        }
+    }
+
+    fn keep(self) {
+        match self {
+            // The pin keeps the link.
+            Tc::Link(h) => drop(h.link),
+            // Its drop would delete the filter; it holds no descriptor.
+            Tc::Netlink { link, .. } => std::mem::forget(link),
+        }
+    }
+
+    fn undo(self) {
+        match self {
+            Tc::Link(h) => h.undo(),
+            Tc::Netlink { link, adopted } => {
+                if adopted {
+                    std::mem::forget(link);
+                }
+            }
+        }
+    }
+}
+
+/// The programs attached to one interface, pinned from the moment they
+/// are attached.
+///
+/// Dropped without [`Attached::detach`] or [`Attached::keep`]: before
+/// [`Attached::started`], a failed start, which detaches what it attached
+/// anew and leaves what it took over; after it, the agent ends on an error
+/// and forwarding is left to the next agent, as after a crash.
 #[derive(Debug)]
 pub struct Attached {
     pub iface: String,
@@ -171,40 +216,48 @@ pub struct Attached {
     /// Whether this agent added the interface's clsact qdisc (kernels
     /// before 6.6); removed again when it detaches.
     pub clsact_created: bool,
-    xdp: Held,
-    tc: Tc,
+    /// `None` once released.
+    links: Option<(Held, Tc)>,
+    started: bool,
 }
 
 impl Attached {
-    /// Pins what this agent attached anew, so that it outlives the agent.
-    /// Called once the start succeeded: a start that fails detaches what it
-    /// attached (dropping it), and leaves what it took over pinned.
-    pub fn pin(&mut self) -> Result<()> {
-        self.xdp.pin(&self.iface)?;
-        if let Tc::Link(h) = &mut self.tc {
-            h.pin(&self.iface)?;
-        }
-        Ok(())
+    /// The agent has started: from now on a drop leaves the attachment in
+    /// place (see the type's doc).
+    pub fn started(&mut self) {
+        self.started = true;
     }
 
     /// Detaches XDP and tc from the interface (an explicit stop): the pins
     /// are removed and the links closed.
-    pub fn detach(self) {
-        self.xdp.detach();
-        match self.tc {
-            Tc::Link(h) => h.detach(),
-            // Dropped: aya deletes the filter.
-            Tc::Netlink(link) => drop(link),
+    pub fn detach(mut self) {
+        if let Some((xdp, tc)) = self.links.take() {
+            xdp.detach();
+            tc.detach();
         }
     }
 
     /// Leaves XDP and tc attached (`lb stop --keep-forwarding`): the pins
     /// stay and keep the links; the netlink filter is left in place.
-    pub fn keep(self) {
-        match self.tc {
-            Tc::Link(_) => {}
-            // Its drop would delete the filter; it holds no descriptor.
-            Tc::Netlink(link) => std::mem::forget(link),
+    pub fn keep(mut self) {
+        if let Some((xdp, tc)) = self.links.take() {
+            drop(xdp.link);
+            tc.keep();
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let Some((xdp, tc)) = self.links.take() else {
+            return;
+        };
+        if self.started {
+            drop(xdp.link);
+            tc.keep();
+        } else {
+            xdp.undo();
+            tc.undo();
         }
     }
 }
@@ -224,7 +277,7 @@ fn open_pin(path: &Path) -> Result<Option<FdLink>> {
         Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(AttachError::OpenPin {
             path: path.into(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -260,7 +313,7 @@ async fn xdp_state(nl: &rtnetlink::Handle, iface: &str, ifindex: u32) -> Result<
     use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
     let err = |source| AttachError::XdpState {
         iface: iface.into(),
-        source,
+        source: Box::new(source),
     };
     let mut st = XdpState::default();
     let mut links = nl.link().get().match_index(ifindex).execute();
@@ -316,14 +369,20 @@ pub async fn attach(
     mode: XdpMode,
 ) -> Result<Attached> {
     let (xdp, how) = attach_xdp(ebpf, nl, pin_dir, iface, ifindex, mode).await?;
-    let (tc, clsact_created) = attach_tc(ebpf, pin_dir, iface)?;
+    let (tc, clsact_created) = match attach_tc(ebpf, pin_dir, iface) {
+        Ok(t) => t,
+        Err(e) => {
+            xdp.undo();
+            return Err(e);
+        }
+    };
     Ok(Attached {
         iface: iface.into(),
         ifindex,
         how,
         clsact_created,
-        xdp,
-        tc,
+        links: Some((xdp, tc)),
+        started: false,
     })
 }
 
@@ -340,7 +399,7 @@ async fn attach_xdp(
         let info = old.info().map_err(|source| AttachError::Link {
             iface: iface.into(),
             what: "reading the pinned XDP link",
-            source,
+            source: Box::new(source),
         })?;
         match info.link_type() {
             Ok(LinkType::Xdp) => {}
@@ -359,7 +418,7 @@ async fn attach_xdp(
                 let link = XdpLink::try_from(old).map_err(|source| AttachError::Link {
                     iface: iface.into(),
                     what: "taking the pinned XDP link",
-                    source,
+                    source: Box::new(source),
                 })?;
                 let prog = dataplane::xdp(ebpf)?;
                 let replace = |source| AttachError::Replace {
@@ -373,7 +432,7 @@ async fn attach_xdp(
                 let link = FdLink::try_from(link).map_err(|source| AttachError::Link {
                     iface: iface.into(),
                     what: "holding the XDP link",
-                    source,
+                    source: Box::new(source),
                 })?;
                 tracing::info!(
                     %iface,
@@ -384,9 +443,9 @@ async fn attach_xdp(
                 );
                 return Ok((
                     Held {
-                        link: Some(link),
+                        link,
                         path,
-                        pinned: true,
+                        adopted: true,
                     },
                     How::Adopted,
                 ));
@@ -410,7 +469,7 @@ async fn attach_xdp(
         drop(old);
         std::fs::remove_file(&path).map_err(|source| AttachError::Unpin {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
     }
     let prog = dataplane::xdp(ebpf)?;
@@ -423,16 +482,9 @@ async fn attach_xdp(
     let link = FdLink::try_from(link).map_err(|source| AttachError::Link {
         iface: iface.into(),
         what: "XDP attached without a bpf_link (kernel before 5.9?), which cannot outlive the agent",
-        source,
+        source: Box::new(source),
     })?;
-    Ok((
-        Held {
-            link: Some(link),
-            path,
-            pinned: false,
-        },
-        How::Fresh,
-    ))
+    Ok((Held::pin(link, path)?, How::Fresh))
 }
 
 /// Whether the kernel attaches tc programs as tcx links (6.6 and later).
@@ -454,7 +506,7 @@ fn attach_tc(ebpf: &mut Ebpf, pin_dir: &Path, iface: &str) -> Result<(Tc, bool)>
         let info = old.info().map_err(|source| AttachError::Link {
             iface: iface.into(),
             what: "reading the pinned tcx link",
-            source,
+            source: Box::new(source),
         })?;
         let on_iface = matches!(info.link_type(), Ok(LinkType::Tcx))
             && SchedClassifier::query_tcx(iface, TcAttachType::Ingress)
@@ -464,22 +516,22 @@ fn attach_tc(ebpf: &mut Ebpf, pin_dir: &Path, iface: &str) -> Result<(Tc, bool)>
             let link = SchedClassifierLink::try_from(old).map_err(|source| AttachError::Link {
                 iface: iface.into(),
                 what: "taking the pinned tcx link",
-                source,
+                source: Box::new(source),
             })?;
             let id = prog.attach_to_link(link).map_err(err)?;
             let link = FdLink::try_from(prog.take_link(id).map_err(err)?).map_err(|source| {
                 AttachError::Link {
                     iface: iface.into(),
                     what: "holding the tcx link",
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             tracing::debug!(%iface, "tcx link of a previous agent taken over, program replaced");
             return Ok((
                 Tc::Link(Held {
-                    link: Some(link),
+                    link,
                     path,
-                    pinned: true,
+                    adopted: true,
                 }),
                 false,
             ));
@@ -488,7 +540,7 @@ fn attach_tc(ebpf: &mut Ebpf, pin_dir: &Path, iface: &str) -> Result<(Tc, bool)>
         drop(old);
         std::fs::remove_file(&path).map_err(|source| AttachError::Unpin {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
     }
     let id = prog
@@ -502,17 +554,10 @@ fn attach_tc(ebpf: &mut Ebpf, pin_dir: &Path, iface: &str) -> Result<(Tc, bool)>
         AttachError::Link {
             iface: iface.into(),
             what: "holding the tcx link",
-            source,
+            source: Box::new(source),
         }
     })?;
-    Ok((
-        Tc::Link(Held {
-            link: Some(link),
-            path,
-            pinned: false,
-        }),
-        false,
-    ))
+    Ok((Tc::Link(Held::pin(link, path)?), false))
 }
 
 /// Kernels before 6.6: a cls_bpf filter at [`TC_PRIORITY`] / [`TC_HANDLE`]
@@ -537,6 +582,7 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, iface: &str) -> Result<(Tc, bool)> {
             classid: None,
         })
     };
+    let mut adopted = false;
     let id = match prog.attach_with_options(iface, TcAttachType::Ingress, options()) {
         Ok(id) => id,
         Err(ProgramError::TcError(TcError::NetlinkError(e)))
@@ -552,12 +598,13 @@ fn attach_tc_netlink(ebpf: &mut Ebpf, iface: &str) -> Result<(Tc, bool)> {
             .map_err(|e| err(TcError::IoError(e).into()))?;
             let id = prog.attach_to_link(old).map_err(err)?;
             tracing::debug!(%iface, "tc filter of a previous agent replaced in place");
+            adopted = true;
             id
         }
         Err(e) => return Err(err(e)),
     };
     let link = prog.take_link(id).map_err(err)?;
-    Ok((Tc::Netlink(link), created))
+    Ok((Tc::Netlink { link, adopted }, created))
 }
 
 /// Removes the pinned links in `pin_dir` of interfaces not in `served`

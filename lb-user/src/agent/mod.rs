@@ -1,5 +1,8 @@
 //! `lb run`: the agent. It takes its locks, loads and attaches the XDP
-//! program, starts its tasks and runs until SIGTERM / SIGINT.
+//! program (or takes over the attachment a previous agent left pinned,
+//! [`attach`]), starts its tasks and runs until SIGTERM / SIGINT / SIGQUIT
+//! or `lb stop` (`POST /v1/stop`), which detach, unless a stop asked to keep
+//! forwarding.
 //!
 //! Tasks (each its own, exchanging typed messages; none can stall another):
 //! - the reconciler (`crate::reconciler`), the only writer of the
@@ -398,18 +401,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     };
     guard.armed = false;
     socket_guard.armed = false;
-    // Started: the attachments outlive this agent from now on (SIGKILL, a
-    // crash); only an explicit stop detaches them.
+    // Started: from now on the attachments outlive this agent whatever
+    // ends it (SIGKILL, a crash, an error); only an explicit stop detaches.
     attach::remove_unserved(&opts.bpffs, &opts.ifaces);
     for a in &mut links {
-        if let Err(e) = a.pin() {
-            tracing::error!(
-                iface = %a.iface,
-                "{}: forwarding on {} stops when this agent exits",
-                crate::util::chain(&e),
-                a.iface
-            );
-        }
+        a.started();
     }
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel(4);
 
