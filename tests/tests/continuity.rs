@@ -280,3 +280,33 @@ fn sigterm_detaches_unless_a_deferred_keep_forwarding_stop_was_asked() {
     assert!(out.contains("stopped"), "{out}");
     assert!(!xdp_on_eth0(&lab), "lb stop detaches XDP");
 }
+
+#[test]
+fn a_pinned_link_in_another_mode_is_replaced_by_a_fresh_attach() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("mode");
+    let conf = config();
+    let mut skb = AGENT_ARGS.to_vec();
+    skb.extend(["--xdp-mode", "skb"]);
+    lab.start_agent(&conf, &skb).unwrap();
+    let link = |lab: &Lab| {
+        let out = lab.exec("dir", &["ip", "link", "show", "eth0"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(link(&lab).contains("xdpgeneric"), "{}", link(&lab));
+    lab.signal("dir", "lb", libc::SIGKILL).unwrap();
+    lab.stop("dir", "lb").unwrap();
+    assert!(link(&lab).contains("xdpgeneric"), "kept after SIGKILL");
+
+    // Native mode asked for: the skb-mode link is not taken over.
+    lab.start_agent(&conf, AGENT_ARGS).unwrap();
+    let log = lab.log("dir", "lb");
+    assert!(!log.contains(ADOPTED), "{log}");
+    assert!(log.contains("runs in skb mode, native mode is asked for"), "{log}");
+    let l = link(&lab);
+    assert!(l.contains("prog/xdp") && !l.contains("xdpgeneric"), "{l}");
+    wait_both_reals(&lab, Duration::from_secs(10));
+    let t = lab.http_get(&vip80(), 20).unwrap();
+    assert_eq!(t.get("fail"), Some(&0), "{t:?}");
+    assert_eq!(t.get("r1").copied().unwrap_or(0) + t.get("r2").copied().unwrap_or(0), 20, "{t:?}");
+}
