@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{
-        tc::{self, SchedClassifier, TcAttachType, TcError},
+        tc::SchedClassifier,
         ProgramError, Xdp, XdpMode,
     },
-    util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{
@@ -49,12 +48,6 @@ pub enum DataplaneError {
         iface: String,
         /// What to try, for the usual causes.
         hint: String,
-        #[source]
-        source: Box<ProgramError>,
-    },
-    #[error("attaching the tc program to {iface} (ingress)")]
-    AttachTc {
-        iface: String,
         #[source]
         source: Box<ProgramError>,
     },
@@ -312,73 +305,42 @@ fn retry_eagain(
     }
 }
 
-fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+/// The XDP program of a loaded object.
+pub(crate) fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     Ok(ebpf
         .program_mut(PROGRAM)
         .ok_or_else(|| DataplaneError::Missing(format!("program {PROGRAM}")))?
         .try_into()?)
 }
 
-/// Attaches the program to `iface`. A failure says what to try: another
-/// XDP program already attached (EBUSY / EEXIST), or a driver without native
-/// XDP (`--xdp-mode skb`).
-pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<()> {
-    match xdp(ebpf)?.attach(iface, mode) {
-        Ok(_) => Ok(()),
-        Err(source) => {
-            let text = format!("{source:?}");
-            let hint = if text.contains("busy") || text.contains("exists") {
-                format!(": another XDP program is attached to it (`ip link show {iface}`); detach it first")
-            } else if mode == XdpMode::Driver {
-                ": native mode failed; the driver may lack native XDP: try --xdp-mode skb".into()
-            } else {
-                String::new()
-            };
-            Err(DataplaneError::Attach {
-                iface: iface.into(),
-                hint,
-                source: Box::new(source),
-            })
-        }
+/// [`DataplaneError::Attach`] for a failed XDP attach of `iface` in `mode`,
+/// with what to try for the usual causes.
+pub(crate) fn attach_error(iface: &str, mode: XdpMode, source: ProgramError) -> DataplaneError {
+    let text = format!("{source:?}");
+    let hint = if text.contains("busy") || text.contains("exists") {
+        format!(": another XDP program is attached to it (`ip link show {iface}`); detach it first")
+    } else if mode == XdpMode::Driver {
+        ": native mode failed; the driver may lack native XDP: try --xdp-mode skb".into()
+    } else {
+        String::new()
+    };
+    DataplaneError::Attach {
+        iface: iface.into(),
+        hint,
+        source: Box::new(source),
     }
 }
 
-fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+/// The tc program (neighbour path) of a loaded object.
+pub(crate) fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
     Ok(ebpf
         .program_mut(TC_PROGRAM)
         .ok_or_else(|| DataplaneError::Missing(format!("program {TC_PROGRAM}")))?
         .try_into()?)
 }
 
-/// Attaches the tc program at ingress of `iface` (the neighbour path, see
-/// [`TC_PROGRAM`]); it stays attached as long as `ebpf` lives, like the XDP
-/// program. Kernels from 6.6 on attach it as a tcx link, which needs no
-/// qdisc. Older kernels need a `clsact` qdisc: one is added when the
-/// interface has none, and `Ok(true)` says so; the caller removes it on exit
-/// ([`remove_clsact`]). A clsact qdisc someone else added is used and left
-/// in place (`Ok(false)`).
-pub fn attach_tc(ebpf: &mut Ebpf, iface: &str) -> Result<bool> {
-    let err = |source: ProgramError| DataplaneError::AttachTc {
-        iface: iface.into(),
-        source: Box::new(source),
-    };
-    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-    let mut created = false;
-    if !tcx {
-        match tc::qdisc_add_clsact(iface) {
-            Ok(()) => created = true,
-            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(err(e.into())),
-        }
-    }
-    tc_program(ebpf)?
-        .attach(iface, TcAttachType::Ingress)
-        .map_err(err)?;
-    Ok(created)
-}
-
-/// Removes the `clsact` qdisc of interface `ifindex` (one [`attach_tc`]
-/// added), with the filters in it. Errors are the caller's to log.
+/// Removes the `clsact` qdisc of interface `ifindex` (one
+/// `agent::attach` added on a kernel before 6.6), with the filters in it. Errors are the caller's to log.
 pub async fn remove_clsact(
     nl: &rtnetlink::Handle,
     ifindex: u32,

@@ -249,6 +249,30 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Stop a running agent, as SIGTERM does (VRRP goodbye, notify_stop
+    /// programs), and wait until it has exited.
+    ///
+    /// With --keep-forwarding, XDP and the tc program stay attached (their
+    /// links stay pinned in the pin directory): the director keeps
+    /// forwarding with the tables as they are, established flows included,
+    /// until the next `lb run` takes the attachment over without a gap. For
+    /// restarts and upgrades. Health checks and VRRP stop meanwhile.
+    Stop {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Leave XDP attached and forwarding (see above).
+        #[arg(long)]
+        keep_forwarding: bool,
+        /// Do not stop now: the next SIGTERM (`systemctl restart lb`, within
+        /// 120 s) stops the agent as asked here. `lb stop --keep-forwarding
+        /// --defer && systemctl restart lb` restarts without a gap.
+        #[arg(long)]
+        defer: bool,
+        /// Longest wait for the agent to exit, seconds (it says goodbye to
+        /// VRRP peers and runs notify_stop programs first).
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
+    },
     /// Ask a running agent for its state: services and reals, where each
     /// came from (file:line, health, quorum), reals' MAC resolution.
     Status {
@@ -625,6 +649,38 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 api::ReloadOutcome::Failed => ExitCode::FAILURE,
             })
         }
+        Cmd::Stop {
+            socket,
+            keep_forwarding,
+            defer,
+            timeout,
+        } => {
+            let reply = rt.block_on(api::client::stop(
+                &socket,
+                api::StopRequest {
+                    keep_forwarding,
+                    defer,
+                },
+            ))?;
+            println!("{}", reply.message);
+            if !reply.stopping {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let start = std::time::Instant::now();
+            // The agent answered before it began to stop: wait for its exit.
+            while process_alive(reply.pid) {
+                if start.elapsed() > Duration::from_secs(timeout) {
+                    eprintln!(
+                        "lb: the agent (pid {}) has not exited after {timeout} s",
+                        reply.pid
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::GenerateDocs { man, completions } => {
             lb_user::docs::write_man_pages(Cli::command(), &man)?;
             lb_user::docs::write_completions(Cli::command(), "lb", &completions)?;
@@ -640,4 +696,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether process `pid` still runs: it exists (kill(2) with signal 0;
+/// EPERM: it exists) and is not a zombie (exited, its parent has not
+/// collected it yet; `/proc/PID/stat`'s state `Z`).
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // The state follows the command name, which is in parentheses.
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    });
+    exists && !zombie
 }

@@ -213,7 +213,13 @@ pub fn spawn(
     let (mut monitor, health_rx) = Monitor::new();
     let (published, published_rx) = watch::channel(Published::default());
     let mut desired = Desired::new(file, runtime);
+    // A restarted agent: checkers start from the verdicts in the pinned
+    // tables (empty on a first start).
+    monitor.recover(tables.recovered_health());
     monitor.apply(desired.base());
+    // The first write already carries the checkers' initial verdicts (the
+    // recovered ones, or keepalived's: down with `alpha`).
+    desired.health = monitor.snapshot();
     desired.l2 = l2;
     let mut r = Reconciler {
         dp,

@@ -204,6 +204,24 @@ impl Tables {
         })
     }
 
+    /// The health checkers' verdict on each real, as the pinned tables
+    /// show it (true: up; false: down, [`REAL_F_DOWN`] or
+    /// [`REAL_F_INHIBITED`]): what a restarted agent starts its checkers
+    /// from instead of keepalived's initial state, so that it neither marks
+    /// a healthy real down (`alpha`) nor sends traffic to a failed one
+    /// before its checker has run.
+    pub fn recovered_health(&self) -> BTreeMap<crate::config::RealKey, bool> {
+        self.services
+            .iter()
+            .flat_map(|(svc, s)| {
+                s.reals.iter().map(move |((addr, port), r)| {
+                    let down = r.entry.flags & (REAL_F_DOWN | REAL_F_INHIBITED) != 0;
+                    ((*svc, *addr, *port), !down)
+                })
+            })
+            .collect()
+    }
+
     /// Generation of every real id in use.
     pub fn real_gens(&self) -> BTreeMap<u32, u32> {
         self.services

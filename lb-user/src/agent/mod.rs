@@ -1,5 +1,8 @@
 //! `lb run`: the agent. It takes its locks, loads and attaches the XDP
-//! program, starts its tasks and runs until SIGTERM / SIGINT.
+//! program (or takes over the attachment a previous agent left pinned,
+//! [`attach`]), starts its tasks and runs until SIGTERM / SIGINT / SIGQUIT
+//! or `lb stop` (`POST /v1/stop`), which detach, unless a stop asked to keep
+//! forwarding.
 //!
 //! Tasks (each its own, exchanging typed messages; none can stall another):
 //! - the reconciler (`crate::reconciler`), the only writer of the
@@ -12,6 +15,7 @@
 //! - this function's loop: signals (SIGHUP reloads through [`reload`];
 //!   SIGUSR1 / SIGUSR2 write the dumps of `crate::dump`).
 
+pub mod attach;
 pub mod change;
 pub mod exclusive;
 pub mod notify;
@@ -95,6 +99,8 @@ pub enum AgentError {
     Lock(#[from] exclusive::LockError),
     #[error(transparent)]
     Dataplane(#[from] dataplane::DataplaneError),
+    #[error(transparent)]
+    Attach(#[from] attach::AttachError),
     #[error("reading the pinned tables")]
     Recover(#[source] crate::state::TablesError),
     #[error(transparent)]
@@ -368,15 +374,15 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // tables an earlier agent pinned as they were (its flows resume on them).
     // Meanwhile the data plane forwards with those tables, or passes
     // everything while they are empty.
-    // clsact qdiscs this agent added for its tc program (kernels before
-    // 6.6), removed on exit.
-    let mut clsacts = Vec::new();
+    // XDP and tc, attached anew or taken over from a previous agent (its
+    // program replaced in place): see `attach`.
+    let mut links = Vec::new();
     for (name, (idx, _)) in opts.ifaces.iter().zip(&attached) {
-        dataplane::attach(&mut ebpf, name, opts.mode)?;
-        if dataplane::attach_tc(&mut ebpf, name)? {
-            clsacts.push((name.clone(), *idx));
+        let a = attach::attach(&mut ebpf, &nl, &opts.bpffs, name, *idx, opts.mode).await?;
+        if a.how == attach::How::Fresh {
+            tracing::info!(iface = %name, mode = ?opts.mode, "XDP and tc (neighbour path) attached");
         }
-        tracing::info!(iface = %name, mode = ?opts.mode, "XDP and tc (neighbour path) attached");
+        links.push(a);
     }
     let mut tables = tables;
     tables.sync = sync_settings.is_some();
@@ -414,6 +420,13 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     };
     guard.armed = false;
     socket_guard.armed = false;
+    // Started: from now on the attachments outlive this agent whatever
+    // ends it (SIGKILL, a crash, an error); only an explicit stop detaches.
+    attach::remove_unserved(&opts.bpffs, &opts.ifaces);
+    for a in &mut links {
+        a.started();
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel(4);
 
     let changer = change::Changer {
         core: core.clone(),
@@ -442,6 +455,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         ifaces: opts.ifaces.clone(),
         bpffs: opts.bpffs.clone(),
         sync: sync.as_ref().map(|(h, _)| h.clone()),
+        stop: stop_tx,
     });
     let metrics = metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, api.clone())));
     let server = tokio::spawn(api::server::serve(listener, api.clone()));
@@ -455,7 +469,10 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         opts.ifaces.join(", "),
         opts.mode
     ));
-    loop {
+    // Until when a stop keeps forwarding (`lb stop --keep-forwarding --defer`).
+    let mut keep_until: Option<Instant> = None;
+    let keep_forwarding = loop {
+        let keep_on_signal = || keep_until.is_some_and(|t| Instant::now() < t);
         tokio::select! {
             _ = hup.recv() => {
                 // In its own task: the loop keeps answering signals.
@@ -467,9 +484,19 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                     }
                 });
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = quit.recv() => break,
+            _ = term.recv() => break keep_on_signal(),
+            _ = int.recv() => break keep_on_signal(),
+            _ = quit.recv() => break keep_on_signal(),
+            Some(req) = stop_rx.recv() => {
+                if !req.defer {
+                    tracing::info!(keep_forwarding = req.keep_forwarding, "stop asked through the control socket");
+                    break req.keep_forwarding;
+                }
+                keep_until = req.keep_forwarding.then(|| {
+                    Instant::now() + std::time::Duration::from_secs(api::STOP_DEFER_WINDOW_S)
+                });
+                tracing::info!(keep_forwarding = req.keep_forwarding, "the next SIGTERM (within {} s) stops the agent {}", api::STOP_DEFER_WINDOW_S, if req.keep_forwarding { "leaving XDP attached" } else { "detaching XDP" });
+            }
             _ = usr1.recv() => crate::dump::spawn_write(api.clone(), crate::dump::Kind::Data, crate::dump::DATA_FILE.into()),
             _ = usr2.recv() => crate::dump::spawn_write(api.clone(), crate::dump::Kind::Stats, crate::dump::STATS_FILE.into()),
             r = &mut core_task => {
@@ -478,8 +505,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                 return Err(AgentError::ReconcilerStopped);
             }
         }
-    }
-    notify::stopping("stopping: releasing the virtual addresses, detaching XDP");
+    };
+    notify::stopping(if keep_forwarding {
+        "stopping: releasing the virtual addresses, leaving XDP attached"
+    } else {
+        "stopping: releasing the virtual addresses, detaching XDP"
+    });
     server.abort();
     if let Some(m) = metrics {
         m.abort();
@@ -493,8 +524,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // virtual addresses leave this node. Clients keep sending here until the
     // new master's gratuitous ARP reaches them: XDP stays attached and
     // forwards them meanwhile (DR / TUN reals answer the clients directly).
+    // With --keep-forwarding XDP stays anyway: no wait.
     let drain = vrrp.stop().await;
-    if !drain.is_zero() {
+    if !drain.is_zero() && !keep_forwarding {
         tracing::info!(?drain, "forwarding while the backup takes over");
         tokio::time::sleep(drain).await;
     }
@@ -511,20 +543,36 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         // that stopping the runtime does not kill it.
         let _ = r.await;
     }
-    tracing::info!(
-        "stopping: detaching XDP (maps stay pinned in {})",
-        opts.bpffs.display()
-    );
+    if keep_forwarding {
+        tracing::info!(
+            "stopping: leaving XDP and tc attached on {} (links pinned in {}): forwarding continues with the tables as they are until the next agent takes over",
+            opts.ifaces.join(", "),
+            opts.bpffs.display()
+        );
+    } else {
+        tracing::info!(
+            "stopping: detaching XDP (maps stay pinned in {})",
+            opts.bpffs.display()
+        );
+    }
     // The socket goes before its lock: a next agent never loses its socket
     // to this one.
     let _ = std::fs::remove_file(&opts.socket);
     let _ = std::fs::remove_file(&socket_lock.path);
-    drop(ebpf);
-    for (name, idx) in clsacts {
-        if let Err(e) = dataplane::remove_clsact(&nl, idx).await {
-            tracing::warn!(iface = %name, "removing the clsact qdisc lb added: {e}");
+    for a in links {
+        if keep_forwarding {
+            a.keep();
+            continue;
+        }
+        let (name, idx, clsact) = (a.iface.clone(), a.ifindex, a.clsact_created);
+        a.detach();
+        if clsact {
+            if let Err(e) = dataplane::remove_clsact(&nl, idx).await {
+                tracing::warn!(iface = %name, "removing the clsact qdisc lb added: {e}");
+            }
         }
     }
+    drop(ebpf);
     drop(pin_lock);
     drop(socket_lock);
     Ok(())

@@ -125,6 +125,13 @@ pub async fn reload(socket: &Path) -> Result<ReloadReply, ClientError> {
     }
 }
 
+/// `POST /v1/stop`: the agent's answer, sent before it begins to stop.
+pub async fn stop(socket: &Path, req: super::StopRequest) -> Result<super::StopReply, ClientError> {
+    let body = serde_json::to_vec(&req).map_err(ClientError::Decode)?;
+    let (s, b) = call_with(socket, Method::POST, super::STOP, Some(body)).await?;
+    decode(s, &b)
+}
+
 /// `POST /v1/runtime`: the reply whether the change was applied or refused
 /// (`Err` only when the agent could not be asked or answered otherwise).
 pub async fn change(

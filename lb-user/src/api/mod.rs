@@ -16,6 +16,7 @@
 //! | POST   | `/v1/runtime`    | [`crate::runtime::Change`] / [`ChangeReply`]     | a runtime change (`lb adm`)              |
 //! | GET    | `/v1/dump`       | [`crate::dump::Data`]                            | state dump (`lb dump`, SIGUSR1)          |
 //! | GET    | `/v1/dump/stats` | [`crate::dump::Stats`]                           | statistics (`lb dump --stats`, SIGUSR2)  |
+//! | POST   | `/v1/stop`       | [`StopRequest`] / [`StopReply`]                  | stop the agent (`lb stop`)               |
 //!
 //! `POST /v1/reload` answers 200 when the file was applied, 422 when it was
 //! refused (the diagnostics say why; the running state is kept) and 500 when
@@ -54,6 +55,38 @@ pub struct ChangeReply {
 }
 /// `GET /v1/dump`.
 pub const DUMP: &str = "/v1/dump";
+/// `POST /v1/stop` (a [`StopRequest`]): 200 with a [`StopReply`].
+pub const STOP: &str = "/v1/stop";
+
+/// `POST /v1/stop`: how the agent is to stop.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StopRequest {
+    /// Leave XDP and the tc program attached (their links stay pinned):
+    /// forwarding continues with the tables as they are until the next
+    /// agent takes the attachment over. Otherwise the stop detaches, as
+    /// SIGTERM does.
+    pub keep_forwarding: bool,
+    /// Do not stop now: the stop the next SIGTERM / SIGINT / SIGQUIT begins
+    /// (`systemctl restart`, a package upgrade's try-restart), within
+    /// [`STOP_DEFER_WINDOW_S`] seconds, keeps forwarding as asked.
+    pub defer: bool,
+}
+
+/// How long a deferred [`StopRequest`] holds, seconds: a later SIGTERM
+/// detaches again.
+pub const STOP_DEFER_WINDOW_S: u64 = 120;
+
+/// The reply to `POST /v1/stop`, sent before the agent begins to stop.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StopReply {
+    /// The agent's process id (the CLI waits for it to end).
+    pub pid: u32,
+    /// Whether the agent stops now (false: deferred).
+    pub stopping: bool,
+    pub keep_forwarding: bool,
+    /// One line for the operator.
+    pub message: String,
+}
 /// `GET /v1/dump/stats`.
 pub const DUMP_STATS: &str = "/v1/dump/stats";
 

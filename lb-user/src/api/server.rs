@@ -58,6 +58,8 @@ pub struct Api {
     pub bpffs: PathBuf,
     /// Connection sync, when on.
     pub sync: Option<crate::sync::Handle>,
+    /// Stop requests (`POST /v1/stop`) to the agent's main loop.
+    pub stop: tokio::sync::mpsc::Sender<super::StopRequest>,
 }
 
 impl Api {
@@ -141,6 +143,49 @@ async fn change(
                 .into_response()
         }
     }
+}
+
+async fn stop(
+    State(api): State<Shared>,
+    body: Result<Json<super::StopRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return Failure(StatusCode::BAD_REQUEST, format!("not a stop request: {e}"))
+                .into_response()
+        }
+    };
+    if api.stop.try_send(req).is_err() {
+        return Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is already stopping".into(),
+        )
+        .into_response();
+    }
+    let what = if req.keep_forwarding {
+        format!(
+            "XDP stays attached on {} (forwarding continues until the next agent takes over)",
+            api.ifaces.join(", ")
+        )
+    } else {
+        format!("XDP is detached from {}", api.ifaces.join(", "))
+    };
+    let message = if req.defer {
+        format!(
+            "the next SIGTERM within {} s stops the agent, and {what}",
+            super::STOP_DEFER_WINDOW_S
+        )
+    } else {
+        format!("stopping: {what}")
+    };
+    Json(super::StopReply {
+        pid: std::process::id(),
+        stopping: !req.defer,
+        keep_forwarding: req.keep_forwarding,
+        message,
+    })
+    .into_response()
 }
 
 async fn runtime_layer(State(api): State<Shared>) -> Result<Json<runtime::Record>, Failure> {
@@ -228,6 +273,7 @@ pub fn router(api: Shared) -> Router {
         .route(super::RUNTIME, get(runtime_layer).post(change))
         .route(super::DUMP, get(dump_data))
         .route(super::DUMP_STATS, get(dump_stats))
+        .route(super::STOP, post(stop))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -39,6 +39,9 @@ pub struct Monitor {
     running: BTreeMap<CheckId, Running>,
     states: Arc<Mutex<BTreeMap<CheckId, (String, CheckState)>>>,
     inhibit: BTreeMap<RealKey, bool>,
+    /// Each real's health as the pinned tables showed it at start (true:
+    /// up), used by the checkers the first [`Monitor::apply`] starts.
+    recovered: BTreeMap<RealKey, bool>,
     tx: mpsc::UnboundedSender<RealKey>,
 }
 
@@ -52,10 +55,21 @@ impl Monitor {
                 running: BTreeMap::new(),
                 states: Arc::default(),
                 inhibit: BTreeMap::new(),
+                recovered: BTreeMap::new(),
                 tx,
             },
             rx,
         )
+    }
+
+    /// Has the checkers of the first [`Monitor::apply`] start from the
+    /// health a previous agent left in the pinned tables (true: up) instead
+    /// of keepalived's initial state (up, or down with `alpha`): a
+    /// restarted agent keeps a healthy real in and a failed one out until
+    /// their checkers have run. Reals not in `recovered` start as
+    /// keepalived starts them.
+    pub fn recover(&mut self, recovered: BTreeMap<RealKey, bool>) {
+        self.recovered = recovered;
     }
 
     /// Starts, keeps or stops checkers to match `cfg`.
@@ -88,16 +102,40 @@ impl Monitor {
             }
             self.states.lock().expect("states").remove(&id);
         }
+        let recovered = std::mem::take(&mut self.recovered);
+        let mut from_tables = (0, 0);
         for (id, spec) in wanted {
             if self.running.contains_key(&id) {
                 continue;
             }
-            let task = self.spawn(id.clone(), spec.clone());
+            let up = recovered.get(&id.real).copied();
+            if id.index == 0 {
+                match up {
+                    Some(true) => from_tables.0 += 1,
+                    Some(false) => from_tables.1 += 1,
+                    None => {}
+                }
+            }
+            let task = self.spawn(id.clone(), spec.clone(), up);
             self.running.insert(id, Running { spec, task });
+        }
+        if from_tables != (0, 0) {
+            tracing::info!(
+                up = from_tables.0,
+                down = from_tables.1,
+                "checked reals start from the health the pinned tables show (a previous agent's verdicts)"
+            );
         }
     }
 
-    fn spawn(&self, id: CheckId, (check, sched, alpha): (Check, Schedule, bool)) -> JoinHandle<()> {
+    /// Starts checker `id`, up or down as `recovered` says (else as
+    /// keepalived starts it: down with `alpha`, otherwise up).
+    fn spawn(
+        &self,
+        id: CheckId,
+        (check, sched, alpha): (Check, Schedule, bool),
+        recovered: Option<bool>,
+    ) -> JoinHandle<()> {
         let states = self.states.clone();
         let tx = self.tx.clone();
         let start = self.start;
@@ -116,7 +154,10 @@ impl Monitor {
             let nanos = h.finish() % sched.warmup.as_nanos().max(1) as u64;
             Duration::from_nanos(nanos)
         };
-        let state = CheckState::new(alpha, start.elapsed(), first);
+        let mut state = CheckState::new(alpha, start.elapsed(), first);
+        if let Some(up) = recovered {
+            state.up = up;
+        }
         states
             .lock()
             .expect("states")
