@@ -12,6 +12,7 @@
 //!   SIGUSR1 / SIGUSR2 write the dumps of `crate::dump`).
 
 pub mod change;
+pub mod drain;
 pub mod exclusive;
 pub mod notify;
 pub mod paths;
@@ -402,6 +403,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         attached: attached.clone(),
         state_dir: opts.state_dir.clone(),
         saved: Default::default(),
+        drains: Default::default(),
     };
     let reloader = reload::Reloader {
         path: opts.config.clone(),
