@@ -407,11 +407,7 @@ pub enum TargetError {
 /// Reads `-t|-u VIP:PORT` and `-r REAL[:PORT]` as `lb adm -d` reads them
 /// (ipvsadm's `parse_service`: IPv4, `[IPv6]:PORT`, host and service
 /// names); the real's port defaults to the service's, as ipvsadm's.
-pub fn target(
-    tcp: Option<&str>,
-    udp: Option<&str>,
-    real: &str,
-) -> Result<RealKey, TargetError> {
+pub fn target(tcp: Option<&str>, udp: Option<&str>, real: &str) -> Result<RealKey, TargetError> {
     let (text, proto) = match (tcp, udp) {
         (Some(t), None) => (t, Proto::Tcp),
         (None, Some(u)) => (u, Proto::Udp),

@@ -864,8 +864,7 @@ mod tests {
             80,
         );
         let now = std::time::Instant::now();
-        inp.drains.drains =
-            vec![crate::drain::Drain::new(1, key, 300, 1, now, 0).info(now)];
+        inp.drains.drains = vec![crate::drain::Drain::new(1, key, 300, 1, now, 0).info(now)];
         let mut t = String::new();
         encode(&mut t, &registry(&inp)).unwrap();
         let t = to_classic(&t);

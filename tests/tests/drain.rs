@@ -62,8 +62,18 @@ fn finish(mut child: Child, limit: Duration) -> (i32, String, String) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let (mut out, mut err) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (status.code().unwrap_or(-1), out, err)
 }
 
@@ -131,21 +141,32 @@ fn drain_under_load() {
     // The table marks the real while it drains, at weight 0, with its two
     // established connections.
     let mut marked = String::new();
-    wait_for(Duration::from_secs(5), "the drain marker in lb list", || {
-        marked = list(&lab);
-        real_line(&marked, &r1).is_some_and(|l| {
-            l.contains("draining") && l.split_whitespace().nth(3) == Some("0")
-        })
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the drain marker in lb list",
+        || {
+            marked = list(&lab);
+            real_line(&marked, &r1)
+                .is_some_and(|l| l.contains("draining") && l.split_whitespace().nth(3) == Some("0"))
+        },
+    );
     let line = real_line(&marked, &r1).unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!((cols[3], cols[4]), ("0", "2"), "weight 0, 2 active: {marked}");
+    assert_eq!(
+        (cols[3], cols[4]),
+        ("0", "2"),
+        "weight 0, 2 active: {marked}"
+    );
     assert!(line.contains("s/60s"), "{line}");
 
     // The established connections stay on the drained real.
     std::thread::sleep(Duration::from_secs(2));
     for h in &mut held {
-        assert_eq!(h.request().unwrap(), "r1", "an established connection moved");
+        assert_eq!(
+            h.request().unwrap(),
+            "r1",
+            "an established connection moved"
+        );
     }
     // They close (FIN): no active connection is left.
     drop(held);
@@ -158,7 +179,8 @@ fn drain_under_load() {
     );
     assert!(out.contains("drained after"), "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("draining ") && l.contains("active 2")),
+        out.lines()
+            .any(|l| l.starts_with("draining ") && l.contains("active 2")),
         "progress lines: {out}"
     );
     // A second a line at most, and it ended once the connections closed.
@@ -179,7 +201,10 @@ fn drain_under_load() {
         .lines()
         .find_map(|l| l.strip_prefix("r1 "))
         .map_or(0, |n| n.parse().unwrap());
-    assert!(r1_served < 40, "r1 took new connections while draining:\n{load}");
+    assert!(
+        r1_served < 40,
+        "r1 took new connections while draining:\n{load}"
+    );
 }
 
 /// A connection held open past the timeout: the drain ends by its timeout
@@ -217,9 +242,16 @@ fn drain_times_out_with_a_connection_held_open() {
         Duration::from_secs(10),
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("illegal virtual server address[:port] specified"), "{err}");
+    assert!(
+        err.contains("illegal virtual server address[:port] specified"),
+        "{err}"
+    );
     let line = real_line(&list(&lab), &r1).expect("r1 listed");
-    assert_eq!(line.split_whitespace().nth(3), Some("1"), "untouched: {line}");
+    assert_eq!(
+        line.split_whitespace().nth(3),
+        Some("1"),
+        "untouched: {line}"
+    );
 
     let _held = hold_on(&lab, "r1", 1);
     let started = Instant::now();
@@ -257,7 +289,13 @@ fn drain_outlives_its_cli_and_is_cancelled() {
         let out = lab
             .exec(
                 "dir",
-                &["curl", "-sf", "--max-time", "5", &format!("http://{listen}/metrics")],
+                &[
+                    "curl",
+                    "-sf",
+                    "--max-time",
+                    "5",
+                    &format!("http://{listen}/metrics"),
+                ],
             )
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -278,10 +316,16 @@ fn drain_outlives_its_cli_and_is_cancelled() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let (code, out, _) = finish(child, Duration::from_secs(5));
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("Ctrl-C stops following it, not the drain"), "{out}");
+    assert!(
+        out.contains("Ctrl-C stops following it, not the drain"),
+        "{out}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let line = real_line(&list(&lab), &r1).expect("still there");
-    assert!(line.contains("draining") && line.contains("no timeout"), "{line}");
+    assert!(
+        line.contains("draining") && line.contains("no timeout"),
+        "{line}"
+    );
     let m = metrics(&lab);
     assert!(m.contains(&gauge(&r1, 1)), "{m}");
     assert!(m.contains(&gauge(&real_ip(2), 0)), "{m}");
@@ -293,7 +337,11 @@ fn drain_outlives_its_cli_and_is_cancelled() {
 
     // A weight given back cancels it: the real stays, weight 2.
     let (code, _, err) = lab
-        .adm("dir", &["-e", "-t", &vip80(), "-r", &format!("{r1}:80"), "-w", "2"], "")
+        .adm(
+            "dir",
+            &["-e", "-t", &vip80(), "-r", &format!("{r1}:80"), "-w", "2"],
+            "",
+        )
         .unwrap();
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(Duration::from_secs(2));

@@ -81,7 +81,7 @@ impl Registry {
         let now = Instant::now();
         if let Some(d) = self.lock().drains.get_mut(key) {
             if d.cancel(why.clone(), now) {
-                tracing::info!("drain of real {} of service {}: {why}", crate::util::fmt_sock(key.1, key.2), key.0);
+                tracing::info!("{}: {why}", name(key));
             }
         }
     }
@@ -91,7 +91,7 @@ impl Registry {
         let now = Instant::now();
         for (key, d) in self.lock().drains.iter_mut() {
             if d.cancel(why.clone(), now) {
-                tracing::info!("drain of real {} of service {}: {why}", crate::util::fmt_sock(key.1, key.2), key.0);
+                tracing::info!("{}: {why}", name(key));
             }
         }
     }
@@ -105,6 +105,15 @@ impl Registry {
             .filter(|d| d.id == id)
             .map(f)
     }
+}
+
+/// `drain of real IP:PORT of service PROTO VIP:PORT`, for the log.
+fn name(key: &RealKey) -> String {
+    format!(
+        "drain of real {} of service {}",
+        crate::util::fmt_sock(key.1, key.2),
+        key.0
+    )
 }
 
 fn prune(drains: &mut BTreeMap<RealKey, Drain>, now: Instant) {
@@ -179,9 +188,8 @@ pub async fn start(
         return Err(e);
     }
     tracing::info!(
-        "drain of real {} of service {}: weight {} → 0, {}",
-        crate::util::fmt_sock(key.1, key.2),
-        key.0,
+        "{}: weight {} → 0, {}",
+        name(&key),
         spec.weight,
         if req.timeout_s == 0 {
             "no timeout".to_string()
@@ -211,7 +219,8 @@ async fn observe(
     };
     let dir = bpffs.to_path_buf();
     let counts = tokio::task::spawn_blocking(move || {
-        let dp = crate::dataplane::Dataplane::from_pins(&dir).map_err(|e| crate::util::chain(&e))?;
+        let dp =
+            crate::dataplane::Dataplane::from_pins(&dir).map_err(|e| crate::util::chain(&e))?;
         crate::list::real_counts(&dp, &key).map_err(|e| crate::util::chain(&e))
     })
     .await
@@ -231,11 +240,7 @@ async fn follow(
     key: RealKey,
     id: u64,
 ) {
-    let name = format!(
-        "drain of real {} of service {}",
-        crate::util::fmt_sock(key.1, key.2),
-        key.0
-    );
+    let name = name(&key);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -319,7 +324,9 @@ mod tests {
         assert!(l.running_of(&key(3).0, key(3).1, key(3).2).is_none());
         assert!(matches!(
             &l.drains[0].phase,
-            crate::drain::Phase::Done { outcome: crate::drain::Outcome::Cancelled(Cancel::Weight { weight: 5 }) }
+            crate::drain::Phase::Done {
+                outcome: crate::drain::Outcome::Cancelled(Cancel::Weight { weight: 5 })
+            }
         ));
     }
 

@@ -93,9 +93,7 @@ impl Reloader {
         let reply = self.reload_serialised().await;
         if reply.outcome == ReloadOutcome::Applied {
             // The file's weights apply again: no drain goes on removing.
-            self.changer
-                .drains
-                .cancel_all(crate::drain::Cancel::Reload);
+            self.changer.drains.cancel_all(crate::drain::Cancel::Reload);
         }
         notify::reloaded(&match reply.outcome {
             ReloadOutcome::Applied => format!("running: {}", reply.message),

@@ -118,9 +118,9 @@ async fn change(
 fn refused(e: ChangeError) -> Response {
     let code = match e {
         ChangeError::ServiceExists | ChangeError::DestinationExists => StatusCode::CONFLICT,
-        ChangeError::NoSuchService | ChangeError::ServiceNotDefined | ChangeError::NoSuchDestination => {
-            StatusCode::NOT_FOUND
-        }
+        ChangeError::NoSuchService
+        | ChangeError::ServiceNotDefined
+        | ChangeError::NoSuchDestination => StatusCode::NOT_FOUND,
         ChangeError::AddressFamily | ChangeError::OutOfRange | ChangeError::Refused(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
