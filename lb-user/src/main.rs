@@ -121,7 +121,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
-    /// Drain a real server: its weight goes to 0 (no new connections, as
+    /// Drain a real server gracefully: weight 0, wait for its connections,
+    /// remove it.
+    ///
+    /// Its weight goes to 0 (no new connections, as
     /// `lb adm -e -w 0`), the agent waits until its active connections end
     /// or --timeout passes, then removes it (as `lb adm -d`). The drain runs
     /// in the agent; this command follows it, printing progress once a
@@ -147,6 +150,7 @@ enum Cmd {
         /// Start the drain and return without following it.
         #[arg(long)]
         no_wait: bool,
+        /// The agent's control socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
