@@ -209,6 +209,26 @@ impl Drain {
         Step::Remove
     }
 
+    /// A poll that could not read the counts (the maps, the reconciler):
+    /// the timeout still applies, so a drain never outlives it.
+    pub fn unreadable(&mut self, now: Instant) -> Step {
+        match &self.phase {
+            Phase::Draining => {}
+            Phase::Removing { .. } => return Step::Remove,
+            Phase::Done { .. } => return Step::Stop,
+        }
+        if self
+            .timeout
+            .is_some_and(|t| now.saturating_duration_since(self.started) >= t)
+        {
+            self.phase = Phase::Removing {
+                outcome: Outcome::TimedOut,
+            };
+            return Step::Remove;
+        }
+        Step::Wait
+    }
+
     /// The removal's result: `Err` carries the refusal's message.
     pub fn removed(&mut self, result: Result<(), String>, now: Instant) {
         let Phase::Removing { outcome } = &self.phase else {
@@ -509,6 +529,24 @@ mod tests {
                 outcome: Outcome::Drained
             }
         );
+    }
+
+    /// Input: polls that cannot read the counts. Output: it waits, and
+    /// the timeout still ends it.
+    #[test]
+    fn unreadable_counts_still_time_out() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(1, key(Proto::Tcp), 3, 1, t0, 0);
+        assert_eq!(d.unreadable(t0 + POLL), Step::Wait);
+        assert_eq!(d.unreadable(t0 + 3 * POLL), Step::Remove);
+        assert_eq!(
+            d.phase,
+            Phase::Removing {
+                outcome: Outcome::TimedOut
+            }
+        );
+        let mut d = Drain::new(2, key(Proto::Tcp), 0, 1, t0, 0);
+        assert_eq!(d.unreadable(t0 + Duration::from_secs(1000)), Step::Wait);
     }
 
     /// Input: timeout 0. Output: no timeout, however long it waits.

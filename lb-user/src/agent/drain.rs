@@ -248,15 +248,15 @@ async fn follow(
         if registry.with(&key, id, |d| d.running()) != Some(true) {
             return;
         }
-        let obs = match observe(&changer, &bpffs, key).await {
-            Ok(o) => o,
+        let step = match observe(&changer, &bpffs, key).await {
+            Ok(obs) => registry.with(&key, id, |d| d.observe(obs, Instant::now())),
             Err(e) => {
-                // A passing failure (a busy reconciler): the next poll tries again.
+                // A passing failure (a busy reconciler): the next poll
+                // tries again, unless the timeout has passed.
                 tracing::warn!("{name}: reading its connections: {e}");
-                continue;
+                registry.with(&key, id, |d| d.unreadable(Instant::now()))
             }
         };
-        let step = registry.with(&key, id, |d| d.observe(obs, Instant::now()));
         match step {
             None | Some(Step::Stop) => {
                 if let Some(info) = registry.with(&key, id, |d| d.info(Instant::now())) {
