@@ -170,7 +170,7 @@ fn drain_under_load() {
     }
     // They close (FIN): no active connection is left.
     drop(held);
-    let (code, out, err) = finish(child, Duration::from_secs(20));
+    let (code, out, err) = finish(child, Duration::from_secs(45));
     assert_eq!(
         code,
         0,
@@ -183,8 +183,8 @@ fn drain_under_load() {
             .any(|l| l.starts_with("draining ") && l.contains("active 2")),
         "progress lines: {out}"
     );
-    // A second a line at most, and it ended once the connections closed.
-    assert!(started.elapsed() < Duration::from_secs(15), "{out}");
+    // It ended once the connections closed, well before its 60 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(40), "{out}");
     let table = list(&lab);
     assert!(real_line(&table, &r1).is_none(), "r1 removed: {table}");
     assert!(real_line(&table, &real_ip(2)).is_some(), "{table}");
