@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod decap;
 pub mod desired;
 pub mod docs;
+pub mod drain;
 pub mod dump;
 pub mod genhash;
 pub mod health;

@@ -46,6 +46,10 @@ pub struct RealRow {
     pub l_threshold: u32,
     /// Live persistence templates pointing at it (ipvs's persistconns).
     pub persist_conns: u64,
+    /// The agent's running drain of it (`lb drain`), when `lb list` asked
+    /// ([`mark_drains`]); never set for `lb adm`, whose listings stay
+    /// ipvsadm's byte for byte.
+    pub draining: Option<crate::drain::DrainInfo>,
 }
 
 /// One virtual service as listed.
@@ -113,6 +117,76 @@ pub async fn read_pinned(
     .await?
 }
 
+/// The connection counts (ActiveConn, InActConn) of the real `key` in the
+/// maps, also while its checks fail (which `lb list` leaves out); `None`
+/// when the maps have no such real. Reads the services and reals only
+/// (not the connection table): cheap enough for a drain's poll.
+pub fn real_counts(
+    dp: &Dataplane,
+    key: &crate::config::RealKey,
+) -> Result<Option<(u64, u64)>, Error> {
+    let (svc, addr, port) = key;
+    let mut svc_id = None;
+    for item in dp.services.iter() {
+        let (k, s) = item?;
+        if k.proto == svc.proto.number()
+            && u16::from_be(k.port_be) == svc.port
+            && words_addr(k.addr, k.family) == svc.addr
+        {
+            svc_id = Some(s.svc_id);
+            break;
+        }
+    }
+    let Some(svc_id) = svc_id else {
+        return Ok(None);
+    };
+    for (id, r) in dp.reals.iter().enumerate() {
+        let r = r?;
+        if r.flags & REAL_F_INUSE == 0
+            || r.svc_id != svc_id
+            || u16::from_be(r.port_be) != *port
+            || words_addr(r.addr, r.family) != *addr
+        {
+            continue;
+        }
+        let c = dp.real_conns(id as u32).map_err(dataplane)?;
+        return Ok(Some((c.active, c.inactive)));
+    }
+    Ok(None)
+}
+
+/// Sets [`RealRow::draining`] from the agent's drains (`GET /v1/drain`).
+pub fn mark_drains(snap: &mut Snapshot, drains: &crate::drain::DrainList) {
+    for s in &mut snap.services {
+        let Some(proto) = crate::config::Proto::from_number(s.proto) else {
+            continue;
+        };
+        let svc = crate::config::ServiceAddr {
+            addr: s.addr,
+            port: s.port,
+            proto,
+        };
+        for r in &mut s.reals {
+            r.draining = drains.running_of(&svc, r.addr, r.port).cloned();
+        }
+    }
+}
+
+/// Asks the agent on `socket` for its drains, bounded by one second; `None`
+/// when no agent answers (`lb list` reads the maps without one).
+pub async fn agent_drains(socket: &std::path::Path) -> Option<crate::drain::DrainList> {
+    if !socket.exists() {
+        return None;
+    }
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        crate::api::client::get(socket, crate::api::DRAIN),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
 /// Reads services, reals, counters and (live) connections from the maps.
 pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
     let timeouts = dp.timeouts_in_effect();
@@ -143,6 +217,7 @@ pub fn snapshot(dp: &Dataplane, with_conns: bool) -> Result<Snapshot, Error> {
             u_threshold: r.u_threshold,
             l_threshold: r.l_threshold,
             persist_conns: 0,
+            draining: None,
         });
     }
     let mut conns = Vec::new();
@@ -414,6 +489,7 @@ mod tests {
                     u_threshold: 0,
                     l_threshold: 0,
                     persist_conns: 0,
+                    draining: None,
                 }],
             }],
             conns: vec![],

@@ -86,6 +86,20 @@ pub struct Real {
     pub stats: Counters,
     /// `null` without `--rate`.
     pub rates: Option<Rates>,
+    /// The agent is draining it (`lb drain`); `null` when not, or when no
+    /// agent answered.
+    #[serde(default)]
+    pub draining: Option<Draining>,
+}
+
+/// A real's running drain, as `lb list --json` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Draining {
+    /// Wall-clock start, seconds since the Unix epoch.
+    pub started_unix_s: u64,
+    pub elapsed_s: f64,
+    /// `null`: no timeout.
+    pub timeout_s: Option<u64>,
 }
 
 /// One virtual service.
@@ -186,6 +200,11 @@ impl Table {
                         persist_conns: r.persist_conns,
                         stats: r.stats.into(),
                         rates: None,
+                        draining: r.draining.as_ref().map(|d| Draining {
+                            started_unix_s: d.started_unix_s,
+                            elapsed_s: d.elapsed_s,
+                            timeout_s: d.timeout_s,
+                        }),
                     })
                     .collect(),
             })
@@ -300,6 +319,7 @@ mod tests {
                     u_threshold: 0,
                     l_threshold: 0,
                     persist_conns: 0,
+                    draining: None,
                 }],
             }],
             conns: vec![ConnRow {
@@ -344,6 +364,7 @@ mod tests {
                     "stats": {"conns": 3, "in_packets": 0, "out_packets": 0,
                               "in_bytes": 0, "out_bytes": 0},
                     "rates": null,
+                    "draining": null,
                 }],
             }],
             "rate_interval_s": null,

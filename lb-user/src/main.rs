@@ -14,6 +14,14 @@ const EX_USAGE: u8 = 64;
 /// sysexits.h EX_TEMPFAIL: the agent is serving as many control
 /// connections as it serves at once (503); nothing was done, try again.
 const EX_TEMPFAIL: u8 = 75;
+/// `lb drain`: the timeout passed with connections left (the real was
+/// removed all the same); timeout(1)'s status for the same case.
+const EX_DRAIN_TIMEOUT: u8 = 124;
+/// `lb drain`: the agent refused it (no such service or real), as `lb adm`
+/// exits on ipvs's errors.
+const EX_REFUSED: u8 = 255;
+/// `lb drain`: a bad service or real on the command line, as ipvsadm.
+const EX_BAD_LINE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +121,39 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Drain a real server gracefully: weight 0, wait for its connections,
+    /// remove it.
+    ///
+    /// Its weight goes to 0 (no new connections, as
+    /// `lb adm -e -w 0`), the agent waits until its active connections end
+    /// or --timeout passes, then removes it (as `lb adm -d`). The drain runs
+    /// in the agent; this command follows it, printing progress once a
+    /// second (Ctrl-C stops following, not the drain; `lb drain` again
+    /// follows it). A reload, or `lb adm -e -w N` (N > 0) on the real,
+    /// cancels it. Exit status: 0 drained and removed; 124 timed out
+    /// (removed with connections left); 1 cancelled, removal failed or the
+    /// agent lost; 2 a bad service or real; 255 no such service / real.
+    Drain {
+        /// TCP service, VIP:PORT (IPv6 as [ADDR]:PORT), as `lb adm -t`.
+        #[arg(short = 't', long = "tcp-service", value_name = "VIP:PORT")]
+        tcp: Option<String>,
+        /// UDP service, VIP:PORT, as `lb adm -u`.
+        #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT")]
+        udp: Option<String>,
+        /// The real server, ADDR[:PORT] (the service's port when left out), as `lb adm -r`.
+        #[arg(short = 'r', long = "real-server", value_name = "REAL[:PORT]")]
+        real: String,
+        /// Seconds to wait for the connections to end before removing the
+        /// real anyway; 0 waits for ever.
+        #[arg(long, value_name = "S", default_value_t = lb_user::drain::DEFAULT_TIMEOUT_S)]
+        timeout: u64,
+        /// Start the drain and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// The agent's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Print the virtual server table (ipvsadm -Ln layout).
     List {
         #[arg(long, default_value = DEFAULT_BPFFS_DIR)]
@@ -139,7 +180,8 @@ enum Cmd {
         /// master, advert interval, counters (asks the agent).
         #[arg(long)]
         vrrp: bool,
-        /// The agent's control socket (for --checks and --vrrp).
+        /// The agent's control socket (for --checks and --vrrp, and the
+        /// drain markers of the table).
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
         /// JSON instead of the table (README "JSON output").
@@ -353,6 +395,84 @@ fn main() -> ExitCode {
     }
 }
 
+/// `lb drain`: starts (or joins) the agent's drain of `key` and follows it.
+async fn drain(
+    socket: &std::path::Path,
+    key: config::RealKey,
+    timeout_s: u64,
+    no_wait: bool,
+) -> anyhow::Result<ExitCode> {
+    use lb_user::drain::{DrainList, DrainRequest, Outcome, Phase};
+    let (svc, addr, port) = key;
+    let req = DrainRequest {
+        service: svc,
+        addr,
+        port,
+        timeout_s,
+    };
+    let reply = match api::client::drain(socket, &req).await? {
+        Ok(r) => r,
+        Err(refused) => {
+            eprintln!("{}", refused.message);
+            return Ok(ExitCode::from(EX_REFUSED));
+        }
+    };
+    let d = &reply.drain;
+    let timeout = d
+        .timeout_s
+        .map_or_else(|| "no timeout".to_string(), |t| format!("timeout {t}s"));
+    if reply.joined {
+        println!(
+            "{} real {} is already being drained ({:.0}s so far, {timeout}): following that drain",
+            d.service, d.real, d.elapsed_s
+        );
+    } else {
+        println!(
+            "draining {} real {}: weight {} -> 0, {timeout}",
+            d.service, d.real, d.weight_before
+        );
+    }
+    println!("(the drain runs in the agent: Ctrl-C stops following it, not the drain)");
+    if no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (id, started) = (d.id, d.started_unix_s);
+    loop {
+        tokio::time::sleep(lb_user::drain::POLL).await;
+        let list: DrainList = match api::client::get(socket, api::DRAIN).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "lb: lost the agent while following the drain ({}); its outcome is unknown: see `lb list` or GET {}",
+                    lb_user::util::chain(&e),
+                    api::DRAIN
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let Some(d) = list
+            .drains
+            .into_iter()
+            .find(|d| d.id == id && d.started_unix_s == started && d.is_of(&svc, addr, port))
+        else {
+            eprintln!("lb: the agent no longer lists this drain (was it restarted?); its outcome is unknown");
+            return Ok(ExitCode::FAILURE);
+        };
+        match &d.phase {
+            Phase::Draining | Phase::Removing { .. } => println!("{}", d.progress()),
+            Phase::Done { outcome } => {
+                let code = match outcome {
+                    Outcome::Drained => ExitCode::SUCCESS,
+                    Outcome::TimedOut => ExitCode::from(EX_DRAIN_TIMEOUT),
+                    Outcome::Cancelled(_) | Outcome::Failed { .. } => ExitCode::FAILURE,
+                };
+                println!("{} real {}: {}", d.service, d.real, d.outcome_text());
+                return Ok(code);
+            }
+        }
+    }
+}
+
 /// `lb list` reads the pinned maps directly; say when no agent keeps them.
 fn warn_unmaintained(bpffs: &std::path::Path) {
     if agent::exclusive::holder(bpffs).is_none() {
@@ -467,6 +587,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             conns,
             json: true,
+            socket,
             ..
         } => {
             let dp = Dataplane::from_pins(&bpffs)?;
@@ -475,7 +596,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (a, b, dt) = list::rate_samples(&dp)?;
                 lb_user::list_json::Table::with_rates(&a, &b, dt)
             } else {
-                lb_user::list_json::Table::new(&list::snapshot(&dp, conns)?, conns)
+                let mut snap = list::snapshot(&dp, conns)?;
+                if let Some(d) = rt.block_on(list::agent_drains(&socket)) {
+                    list::mark_drains(&mut snap, &d);
+                }
+                lb_user::list_json::Table::new(&snap, conns)
             };
             print_out(true, &table, String::new)
         }
@@ -485,6 +610,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             conns,
             exact,
+            socket,
             ..
         } => {
             let dp = Dataplane::from_pins(&bpffs)?;
@@ -493,12 +619,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (a, b, dt) = list::rate_samples(&dp)?;
                 list::render_rate(&a, &b, dt, exact)
             } else {
-                let snap = list::snapshot(&dp, conns)?;
+                let mut snap = list::snapshot(&dp, conns)?;
                 if conns {
                     list::render_conns(&snap)
                 } else if stats {
                     list::render_stats(&snap, exact)
                 } else {
+                    // Reals the agent is draining carry a marker.
+                    if let Some(d) = rt.block_on(list::agent_drains(&socket)) {
+                        list::mark_drains(&mut snap, &d);
+                    }
                     list::render_table(&snap)
                 }
             };
@@ -573,6 +703,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Adm { .. } => unreachable!("handled in main"),
+        Cmd::Drain {
+            tcp,
+            udp,
+            real,
+            timeout,
+            no_wait,
+            socket,
+        } => {
+            let key = match lb_user::drain::target(tcp.as_deref(), udp.as_deref(), &real) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("lb drain: {e}");
+                    return Ok(ExitCode::from(EX_BAD_LINE));
+                }
+            };
+            rt.block_on(drain(&socket, key, timeout, no_wait))
+        }
         Cmd::VipGuard => {
             rt.block_on(lb_user::vrrp::guard::run())?;
             Ok(ExitCode::SUCCESS)

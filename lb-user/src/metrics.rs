@@ -79,6 +79,8 @@ pub struct Inputs {
     pub vrrp: Option<views::Vrrp>,
     /// Health changes the reconciler applied since the start.
     pub health_changes: u64,
+    /// The agent's drains (`lb drain`).
+    pub drains: crate::drain::DrainList,
 }
 
 /// A registry with one family per metric; label sets are added per sample.
@@ -224,6 +226,27 @@ pub fn registry(inp: &Inputs) -> Registry {
                     let (va, vp) = vip?;
                     let (ra, rp) = split_sock(&r.addr)?;
                     Some((backend_labels(proto, va, vp, ra, rp), i64::from(r.in_service)))
+                })
+            }),
+        );
+    }
+    if let Some(services) = &inp.services {
+        o.gauge(
+            "ipvs_backend_draining",
+            "Whether the agent is draining the real server (lb drain: weight 0, waiting for its connections to end before removing it)",
+            services.iter().flat_map(|s| {
+                let (proto, vip) = s.service.split_once(' ').unwrap_or(("", ""));
+                let vip = split_sock(vip);
+                let svc = vip.zip(crate::config::Proto::from_name(proto)).map(
+                    |((addr, port), proto)| crate::config::ServiceAddr { addr, port, proto },
+                );
+                s.reals.iter().filter_map(move |r| {
+                    let (va, vp) = vip?;
+                    let (ra, rp) = split_sock(&r.addr)?;
+                    let draining = svc
+                        .as_ref()
+                        .is_some_and(|k| inp.drains.running_of(k, ra, rp).is_some());
+                    Some((backend_labels(proto, va, vp, ra, rp), i64::from(draining)))
                 })
             }),
         );
@@ -643,6 +666,7 @@ pub async fn gather(api: &Api) -> Inputs {
         checks: checks.ok().and_then(Result::ok),
         vrrp: vrrp.ok(),
         health_changes: api.core.published().borrow().stats.health_changes,
+        drains: api.changer.drains.list(),
     }
 }
 
@@ -745,6 +769,7 @@ mod tests {
                         u_threshold: 0,
                         l_threshold: 0,
                         persist_conns: 0,
+                        draining: None,
                     }],
                 }],
                 conns: vec![],
@@ -805,6 +830,7 @@ mod tests {
                 ..Default::default()
             }),
             health_changes: 2,
+            drains: Default::default(),
         }
     }
 
@@ -844,6 +870,50 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
+    }
+
+    /// Input: two reals, one being drained. Output: the per-real
+    /// `draining` gauge is 1 for it and 0 for the other.
+    #[test]
+    fn draining_gauge_per_real() {
+        use crate::api::{Origin, RealStatus, ServiceStatus, WeightSource};
+        let real = |addr: &str| RealStatus {
+            addr: addr.into(),
+            weight: 0,
+            configured_weight: 1,
+            weight_source: WeightSource::Runtime,
+            in_service: true,
+            reach: String::new(),
+            origin: Origin::Runtime,
+        };
+        let mut inp = inputs();
+        inp.services = Some(vec![ServiceStatus {
+            service: "TCP 10.0.0.100:80".into(),
+            scheduler: "rr".into(),
+            forwarding: "DR".into(),
+            origin: Origin::Runtime,
+            quorum_up: true,
+            reals: vec![real("10.0.1.1:80"), real("10.0.1.2:80")],
+        }]);
+        let key = (
+            crate::config::ServiceAddr {
+                addr: "10.0.0.100".parse().unwrap(),
+                port: 80,
+                proto: crate::config::Proto::Tcp,
+            },
+            "10.0.1.2".parse().unwrap(),
+            80,
+        );
+        let now = std::time::Instant::now();
+        inp.drains.drains = vec![crate::drain::Drain::new(1, key, 300, 1, now, 0).info(now)];
+        let mut t = String::new();
+        encode(&mut t, &registry(&inp)).unwrap();
+        let t = to_classic(&t);
+        let line = |real: &str, v: u8| {
+            format!("lb_ipvs_backend_draining{{local_address=\"10.0.0.100\",local_port=\"80\",remote_address=\"{real}\",remote_port=\"80\",proto=\"TCP\",local_mark=\"\"}} {v}\n")
+        };
+        assert!(t.contains(&line("10.0.1.2", 1)), "{t}");
+        assert!(t.contains(&line("10.0.1.1", 0)), "{t}");
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub enum Msg {
     Status(oneshot::Sender<Vec<api::ServiceStatus>>),
     /// The health checkers' states (`GET /v1/checks`, `lb list --checks`).
     Checks(oneshot::Sender<api::views::Checks>),
+    /// A real as the table the agent runs has it (file and runtime layer,
+    /// before health), as `lb adm -e` would send it: a drain edits its
+    /// weight and follows it.
+    Real {
+        key: RealKey,
+        reply: oneshot::Sender<Result<runtime::RealSpec, runtime::ChangeError>>,
+    },
     /// Stop: returns the `omega` events (quorum_down, notify_down) to run.
     Shutdown(oneshot::Sender<Vec<Event>>),
 }
@@ -172,6 +179,15 @@ impl Handle {
     /// The health checkers' states (`GET /v1/checks`).
     pub async fn checks(&self) -> Result<api::views::Checks, Stopped> {
         self.ask(Msg::Checks).await
+    }
+
+    /// A real's forwarding, weight and thresholds ([`Msg::Real`]); ipvs's
+    /// errors for `lb adm -e` when the service or the real is not there.
+    pub async fn real(
+        &self,
+        key: RealKey,
+    ) -> Result<Result<runtime::RealSpec, runtime::ChangeError>, Stopped> {
+        self.ask(|reply| Msg::Real { key, reply }).await
     }
 
     /// Stops the reconciler; returns the omega events to run.
@@ -314,6 +330,9 @@ impl Reconciler {
             }
             Msg::Change { change, l2, reply } => {
                 let _ = reply.send(self.change(change, l2));
+            }
+            Msg::Real { key, reply } => {
+                let _ = reply.send(runtime::real_spec(self.desired.base(), &key));
             }
             Msg::Runtime(reply) => {
                 let _ = reply.send(Saved {

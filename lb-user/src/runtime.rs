@@ -465,6 +465,32 @@ fn new_service(spec: &ServiceSpec) -> VirtualServer {
     }
 }
 
+/// The real `key` of `table` as `lb adm -e` would send it (its forwarding
+/// method resolved against the service's); ipvs's errors for `-e` when the
+/// service (`Service not defined`) or the real (`No such destination`) is
+/// not there. The sorry server is not a real of the service.
+pub fn real_spec(table: &Config, key: &crate::config::RealKey) -> Result<RealSpec, ChangeError> {
+    let (svc, addr, port) = key;
+    let vs = table
+        .services
+        .iter()
+        .find(|v| v.key == *svc)
+        .ok_or(ChangeError::ServiceNotDefined)?;
+    let r = vs
+        .reals
+        .iter()
+        .find(|r| !r.sorry && (r.addr, r.port) == (*addr, *port))
+        .ok_or(ChangeError::NoSuchDestination)?;
+    Ok(RealSpec {
+        addr: r.addr,
+        port: r.port,
+        fwd: r.fwd_in(vs),
+        weight: r.weight,
+        u_threshold: r.u_threshold,
+        l_threshold: r.l_threshold,
+    })
+}
+
 fn new_real(spec: &RealSpec) -> RealServer {
     RealServer {
         addr: spec.addr,

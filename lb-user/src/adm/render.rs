@@ -356,7 +356,7 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
                 r.weight, r.persist_conns, r.active, r.inactive
             );
         } else {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
                 list::fwd_name(r.fwd),
@@ -364,6 +364,11 @@ fn service(out: &mut String, s: &SvcRow, f: &Format, before: Option<(&Snapshot, 
                 r.active,
                 r.inactive
             );
+            // `lb list` only (lb adm never sets it): the drain's marker.
+            if let Some(d) = &r.draining {
+                let _ = write!(out, " {}", d.marker());
+            }
+            out.push('\n');
         }
     }
 }
@@ -437,6 +442,7 @@ mod tests {
             u_threshold: 0,
             l_threshold: 0,
             persist_conns: 0,
+            draining: None,
         }
     }
 

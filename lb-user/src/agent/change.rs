@@ -24,11 +24,26 @@ pub struct Changer {
     /// The generation last saved: saves happen in change order, an older
     /// one never overwrites a newer one.
     pub saved: Arc<Mutex<u64>>,
+    /// The drains running (`lb drain`): a change giving a drained real a
+    /// weight again cancels its drain.
+    pub drains: super::drain::Registry,
 }
 
 impl Changer {
     /// Applies `change`; `Ok` once it is in the data plane and saved.
     pub async fn apply(&self, change: Change) -> Result<(), ChangeError> {
+        if let Change::EditReal { service, real } = &change {
+            if real.weight != 0 {
+                // Before the change: the drain must not remove the real
+                // the operator has just given traffic again.
+                self.drains.cancel_real(
+                    &(*service, real.addr, real.port),
+                    crate::drain::Cancel::Weight {
+                        weight: real.weight,
+                    },
+                );
+            }
+        }
         let l2 = match &change {
             Change::AddReal { real, .. } | Change::EditReal { real, .. } => {
                 // Unresolved yet is normal here (the solicitation is on its

@@ -17,6 +17,7 @@
 
 pub mod attach;
 pub mod change;
+pub mod drain;
 pub mod exclusive;
 pub mod notify;
 pub mod paths;
@@ -434,6 +435,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         attached: attached.clone(),
         state_dir: opts.state_dir.clone(),
         saved: Default::default(),
+        drains: Default::default(),
     };
     let reloader = reload::Reloader {
         path: opts.config.clone(),

@@ -91,6 +91,10 @@ impl Reloader {
         let _one = self.serial.lock().await;
         notify::reloading();
         let reply = self.reload_serialised().await;
+        if reply.outcome == ReloadOutcome::Applied {
+            // The file's weights apply again: no drain goes on removing.
+            self.changer.drains.cancel_all(crate::drain::Cancel::Reload);
+        }
         notify::reloaded(&match reply.outcome {
             ReloadOutcome::Applied => format!("running: {}", reply.message),
             ReloadOutcome::Refused | ReloadOutcome::Failed => {

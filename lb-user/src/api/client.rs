@@ -8,7 +8,7 @@ use hyper::{body::Bytes, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::{ChangeReply, ErrorReply, ReloadReply, Status};
+use super::{ChangeReply, DrainReply, ErrorReply, ReloadReply, Status};
 
 /// Longest a request may take, connection to last byte (a reload parses the
 /// file and resolves neighbours).
@@ -145,6 +145,26 @@ pub async fn change(
         | StatusCode::CONFLICT
         | StatusCode::NOT_FOUND
         | StatusCode::UNPROCESSABLE_ENTITY => serde_json::from_slice(&b).or_else(|_| decode(s, &b)),
+        _ => decode(s, &b),
+    }
+}
+
+/// `POST /v1/drain`: `Ok(Ok(reply))` when the drain runs, `Ok(Err(reply))`
+/// when the agent refused it (no such service / real: ipvs's message).
+pub async fn drain(
+    socket: &Path,
+    req: &crate::drain::DrainRequest,
+) -> Result<Result<DrainReply, ChangeReply>, ClientError> {
+    let body = serde_json::to_vec(req).map_err(ClientError::Decode)?;
+    let (s, b) = call_with(socket, Method::POST, super::DRAIN, Some(body)).await?;
+    match s {
+        StatusCode::OK => decode(s, &b).map(Ok),
+        StatusCode::CONFLICT | StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => {
+            match serde_json::from_slice::<ChangeReply>(&b) {
+                Ok(r) => Ok(Err(r)),
+                Err(_) => decode(s, &b),
+            }
+        }
         _ => decode(s, &b),
     }
 }

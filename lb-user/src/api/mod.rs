@@ -14,6 +14,8 @@
 //! | GET    | `/v1/vrrp`       | [`views::Vrrp`]                                  | VRRP instances (`lb list --vrrp`)        |
 //! | GET    | `/v1/runtime`    | [`crate::runtime::Record`]                       | the saved runtime layer                  |
 //! | POST   | `/v1/runtime`    | [`crate::runtime::Change`] / [`ChangeReply`]     | a runtime change (`lb adm`)              |
+//! | POST   | `/v1/drain`      | [`crate::drain::DrainRequest`] / [`DrainReply`]  | start a drain (`lb drain`)               |
+//! | GET    | `/v1/drain`      | [`crate::drain::DrainList`]                      | drains running and recently ended        |
 //! | GET    | `/v1/dump`       | [`crate::dump::Data`]                            | state dump (`lb dump`, SIGUSR1)          |
 //! | GET    | `/v1/dump/stats` | [`crate::dump::Stats`]                           | statistics (`lb dump --stats`, SIGUSR2)  |
 //! | POST   | `/v1/stop`       | [`StopRequest`] / [`StopReply`]                  | stop the agent (`lb stop`)               |
@@ -42,6 +44,21 @@ pub const VRRP: &str = "/v1/vrrp";
 /// `POST /v1/runtime` (a [`crate::runtime::Change`]), `GET /v1/runtime`
 /// (the saved runtime layer, a [`crate::runtime::Record`]).
 pub const RUNTIME: &str = "/v1/runtime";
+
+/// `POST /v1/drain` (a [`crate::drain::DrainRequest`]), `GET /v1/drain`
+/// (a [`crate::drain::DrainList`]).
+pub const DRAIN: &str = "/v1/drain";
+
+/// `POST /v1/drain`, 200: the drain started, or the one already running
+/// for that real (`joined`). Refusals are a [`ChangeReply`] with the
+/// status of `POST /v1/runtime` (404 no such service / real).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DrainReply {
+    /// The real was already being drained: this is that drain (its
+    /// timeout is kept).
+    pub joined: bool,
+    pub drain: crate::drain::DrainInfo,
+}
 
 /// `POST /v1/runtime`: 200 when the change is applied and saved; 409 when
 /// what it creates exists, 404 when what it names does not, 422 when lb or

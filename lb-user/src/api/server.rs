@@ -28,7 +28,7 @@ use hyper_util::{
 };
 use tokio::{net::UnixListener, sync::Semaphore};
 
-use super::{views, ChangeReply, ErrorReply, ReloadOutcome, Status};
+use super::{views, ChangeReply, DrainReply, ErrorReply, ReloadOutcome, Status};
 use crate::{
     agent::{change::Changer, reload::Reloader},
     dump, reconciler,
@@ -122,26 +122,49 @@ async fn change(
             message: "applied".into(),
         })
         .into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// A refused change (or drain) as [`ChangeReply`], with its status: 409
+/// what it creates exists, 404 what it names does not, 422 refused.
+fn refused(e: ChangeError) -> Response {
+    let code = match e {
+        ChangeError::ServiceExists | ChangeError::DestinationExists => StatusCode::CONFLICT,
+        ChangeError::NoSuchService
+        | ChangeError::ServiceNotDefined
+        | ChangeError::NoSuchDestination => StatusCode::NOT_FOUND,
+        ChangeError::AddressFamily | ChangeError::OutOfRange | ChangeError::Refused(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    };
+    (
+        code,
+        Json(ChangeReply {
+            ok: false,
+            message: e.to_string(),
+            error: Some(e),
+        }),
+    )
+        .into_response()
+}
+
+async fn drain_start(
+    State(api): State<Shared>,
+    body: Result<Json<crate::drain::DrainRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
         Err(e) => {
-            let code = match e {
-                ChangeError::ServiceExists | ChangeError::DestinationExists => StatusCode::CONFLICT,
-                ChangeError::NoSuchService
-                | ChangeError::ServiceNotDefined
-                | ChangeError::NoSuchDestination => StatusCode::NOT_FOUND,
-                ChangeError::AddressFamily | ChangeError::OutOfRange | ChangeError::Refused(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-            };
-            (
-                code,
-                Json(ChangeReply {
-                    ok: false,
-                    message: e.to_string(),
-                    error: Some(e),
-                }),
-            )
+            return Failure(StatusCode::BAD_REQUEST, format!("not a drain request: {e}"))
                 .into_response()
         }
+    };
+    match crate::agent::drain::start(&api.changer.drains, &api.changer, api.bpffs.clone(), req)
+        .await
+    {
+        Ok((drain, joined)) => Json(DrainReply { joined, drain }).into_response(),
+        Err(e) => refused(e),
     }
 }
 
@@ -188,6 +211,10 @@ async fn stop(
     .into_response()
 }
 
+async fn drains(State(api): State<Shared>) -> Json<crate::drain::DrainList> {
+    Json(api.changer.drains.list())
+}
+
 async fn runtime_layer(State(api): State<Shared>) -> Result<Json<runtime::Record>, Failure> {
     Ok(Json(api.core.runtime().await?.record))
 }
@@ -212,12 +239,13 @@ async fn not_found() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {})",
+            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {})",
             super::STATUS,
             super::RELOAD,
             super::CHECKS,
             super::VRRP,
             super::RUNTIME,
+            super::DRAIN,
             super::DUMP,
             super::DUMP_STATS
         ),
@@ -258,7 +286,7 @@ async fn refuse_busy(mut stream: tokio::net::UnixStream) {
 async fn method_not_allowed() -> Failure {
     Failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint (GET for status, checks, vrrp, runtime and dump; POST for reload and runtime)"
+        "method not allowed on this endpoint (GET for status, checks, vrrp, runtime, drain and dump; POST for reload, runtime and drain)"
             .into(),
     )
 }
@@ -271,6 +299,7 @@ pub fn router(api: Shared) -> Router {
         .route(super::CHECKS, get(checks))
         .route(super::VRRP, get(vrrp_instances))
         .route(super::RUNTIME, get(runtime_layer).post(change))
+        .route(super::DRAIN, get(drains).post(drain_start))
         .route(super::DUMP, get(dump_data))
         .route(super::DUMP_STATS, get(dump_stats))
         .route(super::STOP, post(stop))

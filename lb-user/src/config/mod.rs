@@ -40,6 +40,22 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// The protocol named `TCP` / `UDP` (as [`Proto::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "TCP" => Some(Proto::Tcp),
+            "UDP" => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+    /// The protocol of an IP protocol number (`None`: neither TCP nor UDP).
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            lb_common::PROTO_TCP => Some(Proto::Tcp),
+            lb_common::PROTO_UDP => Some(Proto::Udp),
+            _ => None,
+        }
+    }
     pub fn number(self) -> u8 {
         match self {
             Proto::Tcp => lb_common::PROTO_TCP,
