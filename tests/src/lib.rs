@@ -597,7 +597,8 @@ impl Lab {
         extra: &[&str],
     ) -> anyhow::Result<()> {
         self.spawn_agent_on(role, config, extra)?;
-        self.wait_resolved_on(role, Duration::from_secs(10))
+        // Generous: a loaded 2-core machine takes seconds to verify the program.
+        self.wait_resolved_on(role, Duration::from_secs(30))
     }
 
     /// Starts `lb run` on director `role` without waiting for anything.
