@@ -1177,3 +1177,46 @@ fn thresholds_and_granularity_errors() {
         ["k.conf:3:3: error: lthreshold: 5 is above uthreshold 0: ipvs refuses such a real server (ERANGE)"]
     );
 }
+
+/// `lvs_sync_daemon` as keepalived 2.2.7 reads it (interface, instance,
+/// then `id` / `maxlen` / `port` / `ttl` / `group`), ipvs's defaults, and
+/// every bad option an error naming file, line and keyword.
+#[test]
+fn lvs_sync_daemon_options_defaults_and_errors() {
+    let inst = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n priority 100\n virtual_ipaddress {\n  10.0.0.100\n }\n}\n";
+    let conf = |line: &str| format!("global_defs {{\n {line}\n}}\n{inst}");
+    let l = load_str(&conf("lvs_sync_daemon eth1 VI_1"), Path::new("s.conf"));
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let s = l.config.vrrp.globals.lvs_sync.clone().unwrap();
+    assert_eq!(
+        (s.iface.as_str(), s.instance.as_str(), s.syncid, s.maxlen, s.port, s.ttl, s.group),
+        ("eth1", "VI_1", None, None, 8848, 1, ip("224.0.0.81"))
+    );
+    let l = load_str(
+        &conf("lvs_sync_daemon eth1 VI_1 id 7 maxlen 1200 port 9000 ttl 3 group 239.1.2.3\n lb_sync_auth_key k3y"),
+        Path::new("s.conf"),
+    );
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    let s = l.config.vrrp.globals.lvs_sync.clone().unwrap();
+    assert_eq!(
+        (s.syncid, s.maxlen, s.port, s.ttl, s.group),
+        (Some(7), Some(1200), 9000, 3, ip("239.1.2.3"))
+    );
+    assert_eq!(l.config.vrrp.globals.sync_auth_key.as_ref().unwrap().0, "k3y");
+    for (line, want) in [
+        ("lvs_sync_daemon eth1", "s.conf:2:2: error: lvs_sync_daemon: missing VRRP instance"),
+        ("lvs_sync_daemon eth1 VI_2", "s.conf:2:2: error: lvs_sync_daemon: no vrrp_instance named 'VI_2'"),
+        ("lvs_sync_daemon eth1 VI_1 id 256", "s.conf:2:2: error: lvs_sync_daemon:"),
+        ("lvs_sync_daemon eth1 VI_1 port", "s.conf:2:2: error: lvs_sync_daemon: no value after 'port'"),
+        ("lvs_sync_daemon eth1 VI_1 group 10.0.0.1", "s.conf:2:2: error: lvs_sync_daemon: group 10.0.0.1 is not a multicast address"),
+        ("lvs_sync_daemon eth1 VI_1 speed 9", "s.conf:2:2: error: lvs_sync_daemon: unknown option 'speed'"),
+    ] {
+        let l = load_str(&conf(line), Path::new("s.conf"));
+        let errs: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{line}: {errs:?}");
+    }
+    // A key without sync is a warning.
+    let l = load_str(&conf("lb_sync_auth_key k"), Path::new("s.conf"));
+    assert!(!l.has_errors());
+    assert!(l.diags.iter().any(|d| d.to_string().contains("no lvs_sync_daemon: the key is not used")));
+}

@@ -236,4 +236,12 @@ fn unsigned_and_wrongly_signed_messages_are_dropped_and_counted() {
     let list2 = vrrp_list(&lab, "dir2");
     assert_eq!(installed(&list2), 0, "{list2}");
     assert!(list2.contains("bad signature"), "{list2}");
+    // A reload that changes the key says the running sync keeps its own.
+    std::fs::write(lab.config_path_of("dir2"), config("BACKUP", 100, "right-key")).unwrap();
+    let sock = lab.socket_of("dir2").to_string_lossy().into_owned();
+    let out = lab.lb(&["reload", "--socket", &sock]).unwrap();
+    assert!(
+        out.contains("connection sync settings changed: they take effect at the next start"),
+        "{out}"
+    );
 }

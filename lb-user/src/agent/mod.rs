@@ -364,6 +364,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let sync_settings = crate::sync::Settings::from_config(&config)
         .transpose()
         .map_err(AgentError::Sync)?;
+    let sync_at_start = reload::sync_settings(&config);
     let n_services = config_with_runtime.services.len();
     check_forwarding(&config_with_runtime);
     let file = FileLayer {
@@ -446,6 +447,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         attached: attached.clone(),
         serial: Default::default(),
         changer: changer.clone(),
+        sync_at_start,
     };
     let api = Arc::new(api::server::Api {
         core: core.clone(),

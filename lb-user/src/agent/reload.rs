@@ -40,6 +40,30 @@ pub struct Reloader {
     pub serial: Arc<Mutex<()>>,
     /// Saves the runtime layer when a reload changed it.
     pub changer: super::change::Changer,
+    /// The connection-sync settings the agent started with (`lvs_sync_daemon`,
+    /// `lb_sync_auth_key`): the running sync keeps them until a restart.
+    pub sync_at_start: SyncSettings,
+}
+
+/// `lvs_sync_daemon` and `lb_sync_auth_key` as a comparable value (without
+/// their locations).
+pub type SyncSettings = Option<(String, String, Option<u8>, Option<u16>, u16, u8, std::net::IpAddr, Option<String>)>;
+
+/// [`SyncSettings`] of a configuration.
+pub fn sync_settings(cfg: &config::Config) -> SyncSettings {
+    let g = &cfg.vrrp.globals;
+    g.lvs_sync.as_ref().map(|s| {
+        (
+            s.iface.clone(),
+            s.instance.clone(),
+            s.syncid,
+            s.maxlen,
+            s.port,
+            s.ttl,
+            s.group,
+            g.sync_auth_key.as_ref().map(|(k, _)| k.clone()),
+        )
+    })
 }
 
 /// Reads and parses `path` off the async threads, once it is stable (see
@@ -121,6 +145,27 @@ impl Reloader {
                 tracing::warn!("{d}");
                 loaded.diags.push(d);
             }
+        }
+        if !loaded.has_errors() && sync_settings(&loaded.config) != self.sync_at_start {
+            let loc = loaded
+                .config
+                .vrrp
+                .globals
+                .lvs_sync
+                .as_ref()
+                .map(|s| s.loc.clone())
+                .unwrap_or_else(|| config::Loc {
+                    file: Arc::new(self.path.clone()),
+                    line: 1,
+                    col: 1,
+                });
+            let d = config::Diag::warning(
+                &loc,
+                Some("lvs_sync_daemon"),
+                "connection sync settings changed: they take effect at the next start of the agent; the running sync keeps those it started with",
+            );
+            tracing::warn!("{d}");
+            loaded.diags.push(d);
         }
         let diagnostics: Vec<Diagnostic> = loaded.diags.iter().map(Diagnostic::from).collect();
         let file = self.path.display().to_string();
