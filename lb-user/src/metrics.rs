@@ -875,6 +875,39 @@ mod tests {
     /// Input: two reals, one being drained. Output: the per-real
     /// `draining` gauge is 1 for it and 0 for the other.
     #[test]
+    fn sync_state_counts_drops_and_lag() {
+        let mut inp = inputs();
+        let mut status = crate::sync::Status {
+            state: "in sync".into(),
+            sent_conns: 51,
+            installed: 153,
+            send_lag_ms: 12.5,
+            last_received_ms: Some(250),
+            ..Default::default()
+        };
+        status.dropped.insert("bad signature".into(), 3);
+        inp.vrrp.as_mut().unwrap().sync = Some(status);
+        let mut t = String::new();
+        encode(&mut t, &registry(&inp)).unwrap();
+        let t = to_classic(&t);
+        for want in [
+            "lb_sync_in_sync 1\n",
+            "lb_sync_sent_conns_total 51\n",
+            "lb_sync_installed_conns_total 153\n",
+            "lb_sync_dropped_total{reason=\"bad signature\"} 3\n",
+            "lb_sync_send_lag_seconds 0.0125\n",
+            "lb_sync_last_received_seconds 0.25\n",
+        ] {
+            assert!(t.contains(want), "{want:?} missing in\n{t}");
+        }
+        // Waiting for the peer's table.
+        inp.vrrp.as_mut().unwrap().sync.as_mut().unwrap().state = "waiting for the peer's table".into();
+        let mut t = String::new();
+        encode(&mut t, &registry(&inp)).unwrap();
+        assert!(to_classic(&t).contains("lb_sync_in_sync 0\n"));
+    }
+
+    #[test]
     fn draining_gauge_per_real() {
         use crate::api::{Origin, RealStatus, ServiceStatus, WeightSource};
         let real = |addr: &str| RealStatus {
