@@ -21,7 +21,11 @@
 //!   [`BULK_TIMEOUT`] passes; it answers the same request from a peer.
 //!
 //! Nothing here blocks the agent: map walks for a bulk copy run on the
-//! blocking pool; installs are single map updates.
+//! blocking pool, installs on a thread of their own behind a bounded queue
+//! (a flood fills the socket's buffer, not the agent's workers), and bulk
+//! copies are sent at most every [`BULK_SPACING`] whatever the number of
+//! requests (an unauthenticated request cannot make this director send
+//! its table in a loop).
 
 pub mod wire;
 
@@ -59,6 +63,67 @@ const BULK_RETRY: Duration = Duration::from_secs(1);
 pub const REFRESH: Duration = Duration::from_secs(120);
 /// Receive buffer of the sync socket (a bulk copy arrives in a burst).
 const RCVBUF: usize = 8 << 20;
+/// Received batches waiting for the installer thread; when full, the task
+/// stops reading the socket (the kernel's buffer holds the rest).
+const INSTALL_QUEUE: usize = 256;
+/// Bulk copies are sent at most this often: requests that arrive meanwhile
+/// (a flood of them, or two peers starting) share the next one.
+const BULK_SPACING: Duration = Duration::from_secs(2);
+/// Requests answered by one bulk copy, at most.
+const BULK_PENDING_MAX: usize = 16;
+
+/// Work for the installer thread.
+enum Job {
+    Install {
+        conns: Vec<SyncConn>,
+        ix: Arc<Index>,
+        timeouts: Timeouts,
+    },
+    /// Answered once every batch queued before it is installed.
+    Marker(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Installs received conns on its own thread: map updates are system
+/// calls, and a flood of messages must not take the agent's workers from
+/// VRRP, the checkers or the API.
+fn spawn_installer(
+    dp: Arc<std::sync::Mutex<Dataplane>>,
+    tx: watch::Sender<Status>,
+) -> std::io::Result<tokio::sync::mpsc::Sender<Job>> {
+    let (jobs, mut rx) = tokio::sync::mpsc::channel::<Job>(INSTALL_QUEUE);
+    std::thread::Builder::new()
+        .name("lb-sync-install".into())
+        .spawn(move || {
+            while let Some(job) = rx.blocking_recv() {
+                match job {
+                    Job::Marker(done) => {
+                        let _ = done.send(());
+                    }
+                    Job::Install { conns, ix, timeouts } => {
+                        let now = monotonic_ns();
+                        let mut installed = 0u64;
+                        let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
+                        {
+                            let mut dp = dp.lock().unwrap_or_else(|e| e.into_inner());
+                            for c in &conns {
+                                match install(&mut dp, &ix, &timeouts, c, now) {
+                                    Ok(()) => installed += 1,
+                                    Err(s) => *skipped.entry(s.reason()).or_default() += 1,
+                                }
+                            }
+                        }
+                        tx.send_modify(|st| {
+                            st.installed += installed;
+                            for (k, v) in &skipped {
+                                *st.dropped.entry(k.to_string()).or_default() += v;
+                            }
+                        });
+                    }
+                }
+            }
+        })?;
+    Ok(jobs)
+}
 
 /// A service as connection sync sees it.
 #[derive(Clone, Debug, Default)]
@@ -493,6 +558,8 @@ pub async fn spawn(
     };
     let (tx, rx) = watch::channel(status);
     let received_at = Arc::new(std::sync::Mutex::new(None));
+    let dp = Arc::new(std::sync::Mutex::new(dp));
+    let jobs = spawn_installer(dp.clone(), tx.clone()).map_err(io("starting the installer thread"))?;
     vrrp.hold(true).await;
     tracing::info!(
         iface = %settings.iface, group = %settings.group, port = settings.port, syncid = settings.syncid,
@@ -503,12 +570,13 @@ pub async fn spawn(
         s: settings,
         sock,
         ring,
-        dp: Arc::new(std::sync::Mutex::new(dp)),
+        dp,
         core,
         vrrp,
         tx,
         received_at: received_at.clone(),
         nonce: rand_nonce(),
+        jobs,
     };
     let join = tokio::spawn(task.run());
     Ok((Handle { status: rx, received_at }, join))
@@ -530,6 +598,7 @@ struct Task {
     tx: watch::Sender<Status>,
     received_at: Arc<std::sync::Mutex<Option<Instant>>>,
     nonce: u32,
+    jobs: tokio::sync::mpsc::Sender<Job>,
 }
 
 impl Task {
@@ -595,6 +664,10 @@ impl Task {
         let mut buf = vec![0u8; 65536];
         let mut templates = HashSet::new();
         let mut last_drain = Instant::now();
+        // Bulk copies asked for and not yet sent: the nonces, when it is due.
+        let mut pending: Vec<u32> = Vec::new();
+        let mut bulk_due: Option<tokio::time::Instant> = None;
+        let mut last_bulk: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = poll.tick() => {
@@ -634,6 +707,16 @@ impl Task {
                         self.send_control(Control::BulkRequest { nonce: self.nonce }).await;
                     }
                 }
+                _ = async { tokio::time::sleep_until(bulk_due.unwrap_or_else(tokio::time::Instant::now)).await }, if bulk_due.is_some() => {
+                    bulk_due = None;
+                    let count = self.send_table(false).await;
+                    for nonce in pending.drain(..) {
+                        self.send_control(Control::BulkEnd { nonce, count: count as u32 }).await;
+                        self.tx.send_modify(|st| st.bulk_served += 1);
+                    }
+                    last_bulk = Some(tokio::time::Instant::now());
+                    tracing::info!(conns = count, "connection sync: sent this director's table to a starting peer");
+                }
                 _ = refresh.tick() => {
                     if let Ok(d) = self.dp.lock() {
                         timeouts = d.timeouts_in_effect();
@@ -657,52 +740,51 @@ impl Task {
                             tracing::debug!(%from, "sync message dropped: {e}");
                         }
                         Ok(Message::Control(Control::BulkRequest { nonce })) => {
-                            if nonce == self.nonce {
+                            if nonce == self.nonce || pending.contains(&nonce) {
                                 continue;
                             }
-                            let count = self.send_table(false).await;
-                            self.send_control(Control::BulkEnd { nonce, count: count as u32 }).await;
-                            self.tx.send_modify(|st| st.bulk_served += 1);
-                            tracing::info!(%from, conns = count, "connection sync: sent this director's table to a starting peer");
+                            if pending.len() >= BULK_PENDING_MAX {
+                                self.dropped("bulk requests over the limit");
+                                continue;
+                            }
+                            tracing::debug!(%from, nonce, "connection sync: a peer asks for the table");
+                            pending.push(nonce);
+                            if bulk_due.is_none() {
+                                let now = tokio::time::Instant::now();
+                                bulk_due = Some(last_bulk.map_or(now, |t| (t + BULK_SPACING).max(now)));
+                            }
                         }
                         Ok(Message::Control(Control::BulkEnd { nonce, count })) => {
                             if nonce != self.nonce || !waiting {
                                 continue;
                             }
                             waiting = false;
-                            let ms = started.elapsed().as_millis() as u64;
-                            self.tx.send_modify(|st| {
-                                st.state = "in sync".into();
-                                st.bulk_received = count.into();
-                                st.bulk_ms = Some(ms);
+                            // Released once every conn received before the
+                            // end marker is installed.
+                            let (done, installed) = tokio::sync::oneshot::channel();
+                            let _ = self.jobs.send(Job::Marker(done)).await;
+                            let (tx, vrrp) = (self.tx.clone(), self.vrrp.clone());
+                            tokio::spawn(async move {
+                                let _ = installed.await;
+                                let ms = started.elapsed().as_millis() as u64;
+                                tx.send_modify(|st| {
+                                    st.state = "in sync".into();
+                                    st.bulk_received = count.into();
+                                    st.bulk_ms = Some(ms);
+                                });
+                                tracing::info!(%from, conns = count, ms, "connection sync: the peer's table is in; VRRP released");
+                                vrrp.hold(false).await;
                             });
-                            tracing::info!(%from, conns = count, ms, "connection sync: the peer's table is in; VRRP released");
-                            self.vrrp.hold(false).await;
                         }
                         Ok(Message::Conns(conns)) => {
-                            let ix = self.index();
-                            let now = monotonic_ns();
-                            let mut installed = 0u64;
-                            let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
-                            if let Ok(mut dp) = self.dp.lock() {
-                                for c in &conns {
-                                    match install(&mut dp, &ix, &timeouts, c, now) {
-                                        Ok(()) => installed += 1,
-                                        Err(s) => *skipped.entry(s.reason()).or_default() += 1,
-                                    }
-                                }
-                            }
                             self.tx.send_modify(|st| {
                                 st.received_messages += 1;
                                 st.received_conns += conns.len() as u64;
-                                st.installed += installed;
-                                for (k, v) in &skipped {
-                                    *st.dropped.entry(k.to_string()).or_default() += v;
-                                }
-                                if st.state.is_empty() {
-                                    st.state = "in sync".into();
-                                }
                             });
+                            let job = Job::Install { conns, ix: self.index(), timeouts };
+                            // A full queue holds this task (and the socket's
+                            // buffer fills), never the agent's other tasks.
+                            let _ = self.jobs.send(job).await;
                         }
                     }
                 }
