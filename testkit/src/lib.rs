@@ -84,6 +84,22 @@ pub fn pin_to_current_cpu() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lets the calling thread run on `cpus` only.
+fn allow_cpus(cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: the cpu_set_t is ours.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sched_setaffinity to CPUs {cpus:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// Moves the calling thread to CPU `cpu` and keeps it there: the runs it
 /// makes next execute on that CPU (BPF_PROG_TEST_RUN runs an XDP program
 /// on the caller's CPU; its `cpu` field is for raw tracepoints only).
@@ -301,8 +317,16 @@ impl Harness {
 
     /// Starts a thread that empties the connection-sync ring every `every`,
     /// as the agent's sync task does (lb-user `sync::POLL`), until
-    /// [`Harness::stop_sync_drain`].
+    /// [`Harness::stop_sync_drain`]. The thread runs on the other online
+    /// CPUs when there are any (a new thread inherits the caller's
+    /// one-CPU affinity, and would take turns with the test runs there).
     pub fn start_sync_drain(&mut self, every: Duration) -> anyhow::Result<SyncDrain> {
+        // SAFETY: sched_getcpu has no arguments.
+        let home = unsafe { libc::sched_getcpu() };
+        let others: Vec<usize> = online_cpus()?
+            .into_iter()
+            .filter(|&c| c as i32 != home)
+            .collect();
         let mut ring = self
             .sync_ring
             .take()
@@ -310,6 +334,9 @@ impl Harness {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
+            if !others.is_empty() {
+                allow_cpus(&others)?;
+            }
             let mut n = 0u64;
             loop {
                 // Read the flag first: the last pass runs after the caller's

@@ -11,8 +11,8 @@
 //! and the records read back from the ring. The maps are filled through the
 //! agent's own code, which also writes `FLAG_SYNC`. Needs root (BPF).
 use lb_common::{
-    FlowKey, GlobalStats, SyncEvent, Timeouts, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT,
-    CT_SYN_RECV, CT_UDP, PROTO_TCP, PROTO_UDP, SYNC_RING_BYTES,
+    FlowKey, GlobalStats, SyncEvent, Timeouts, CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV,
+    CT_UDP, PROTO_TCP, PROTO_UDP, SYNC_RING_BYTES,
 };
 use lb_testkit::*;
 use lb_user::state::addr_words;
@@ -117,7 +117,13 @@ impl Case {
 
     /// This method and family, TCP and UDP.
     fn both(&self) -> (Case, Case) {
-        (Case { tcp: true, ..*self }, Case { tcp: false, ..*self })
+        (
+            Case { tcp: true, ..*self },
+            Case {
+                tcp: false,
+                ..*self
+            },
+        )
     }
 
     fn harness(&self, sync: bool) -> Harness {
@@ -150,7 +156,13 @@ impl Case {
             };
             (eth, self.real(), self.rport(), self.client(), SPORT)
         } else {
-            (Eth::inbound(), self.client(), SPORT, self.vip(), self.vport())
+            (
+                Eth::inbound(),
+                self.client(),
+                SPORT,
+                self.vip(),
+                self.vport(),
+            )
         };
         match flags {
             Some(f) => tcp(eth, src, sport, dst, dport, f, payload),
@@ -305,7 +317,10 @@ fn check(method: Method, v6: bool) {
     let (off_runs, off_counters) = run(method, v6, false);
     let (t, u) = case(method, v6, true).both();
     for ((case, on), off) in [t, u].into_iter().zip(&on_runs).zip(&off_runs) {
-        assert_eq!(on.flow, off.flow, "{case:?}: the same ids in both harnesses");
+        assert_eq!(
+            on.flow, off.flow,
+            "{case:?}: the same ids in both harnesses"
+        );
         for ((s, a), b) in case.steps().iter().zip(&on.seen).zip(&off.seen) {
             let what = format!("{case:?} {}", s.what);
             assert_eq!(
@@ -402,7 +417,9 @@ fn repeat(h: &Harness, pkt: &[u8], n: u32) {
     let mut left = n;
     while left > 0 {
         let k = left.min(250);
-        let (v, _, _) = h.run_prog(lb_user::dataplane::PROGRAM, &p, k).expect("test run");
+        let (v, _, _) = h
+            .run_prog(lb_user::dataplane::PROGRAM, &p, k)
+            .expect("test run");
         assert_eq!(verdict_name(v), "XDP_TX");
         left -= k;
     }
@@ -428,7 +445,11 @@ fn sync_full_ring_counts_lost_and_still_forwards() {
     assert_eq!(g.sync_lost, 0, "{RING_RECORDS} records fit");
 
     let (v, out) = h.run(&syn).expect("run on a full ring");
-    assert_eq!(verdict_name(v), "XDP_TX", "forwarded though the ring is full");
+    assert_eq!(
+        verdict_name(v),
+        "XDP_TX",
+        "forwarded though the ring is full"
+    );
     let want = case.expected(Some(Flags::Syn), b"").unwrap();
     assert!(out == want, "output bytes\n{}", hex_diff(&out, &want));
     let g = h.dp.global_sum().unwrap();
@@ -444,7 +465,10 @@ fn sync_full_ring_counts_lost_and_still_forwards() {
         (first.real_id, first.real_gen, first.state),
         (real_id, ix.reals[&real_id].gen, CT_SYN_RECV)
     );
-    assert!(events.iter().all(|e| *e == first), "one flow, scheduled anew each run");
+    assert!(
+        events.iter().all(|e| *e == first),
+        "one flow, scheduled anew each run"
+    );
 
     // Drained: the next new flow is reported again, nothing more lost.
     let (v, _) = h.run(&syn).unwrap();
