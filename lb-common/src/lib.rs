@@ -760,8 +760,10 @@ pub struct SyncEvent {
 const _: () = assert!(size_of::<SyncEvent>() == 56);
 
 /// Size of the [`maps::SYNC_EVENTS`] ring buffer in bytes (a power of two
-/// and a multiple of the page size): 65,536 events of 56 bytes plus the
-/// ring's 8-byte record header, read by the agent every 10 ms.
+/// and a multiple of the page size), read by the agent every 10 ms. A
+/// record takes 64 bytes (the 56-byte event and the ring's 8-byte header);
+/// the kernel keeps the writer at most size − 1 bytes ahead of the reader,
+/// so 65,535 unread events fit (testkit `tests/sync.rs` fills it).
 pub const SYNC_RING_BYTES: u32 = 1 << 22;
 
 /// What the XDP program writes in front of a packet it cannot finish

@@ -9,15 +9,26 @@
 
 pub mod fuzz;
 
-use std::{collections::BTreeMap, net::IpAddr, process::Command};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context as _};
 use aya::{
+    maps::{MapData, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use etherparse::PacketBuilder;
-use lb_common::GlobalStats;
+use lb_common::{GlobalStats, SyncEvent};
 
 use lb_user::{
     config,
@@ -68,6 +79,22 @@ pub fn pin_to_current_cpu() -> anyhow::Result<()> {
         libc::CPU_SET(cpu as usize, &mut set);
         if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+        }
+    }
+    Ok(())
+}
+
+/// Lets the calling thread run on `cpus` only.
+fn allow_cpus(cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: the cpu_set_t is ours.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sched_setaffinity to CPUs {cpus:?}"));
         }
     }
     Ok(())
@@ -142,6 +169,9 @@ pub struct Harness {
     lab: Ebpf,
     pub dp: Dataplane,
     pub tables: Tables,
+    /// The connection-sync ring (`LB_SYNC_EVENTS`), taken out of the object;
+    /// `None` while a [`SyncDrain`] thread holds it.
+    sync_ring: Option<RingBuf<MapData>>,
     /// Interface packets arrive on (XDP_TX target).
     pub a: TestIface,
     /// Second attached interface (redirect target).
@@ -201,6 +231,10 @@ impl Harness {
             .try_into()?;
         dataplane::load_program(reference)?;
         let mut dp = Dataplane::from_ebpf(&mut ebpf)?;
+        let ring = ebpf
+            .take_map(lb_common::maps::SYNC_EVENTS)
+            .ok_or_else(|| anyhow!("{} missing", lb_common::maps::SYNC_EVENTS))?;
+        let sync_ring = RingBuf::try_from(ring)?;
         let a = TestIface {
             ifindex: ifindex("lbta")?,
             mac: MAC_A,
@@ -216,6 +250,7 @@ impl Harness {
             lab,
             dp,
             tables: Tables::default(),
+            sync_ring: Some(sync_ring),
             a,
             b,
             l2: BTreeMap::new(),
@@ -260,6 +295,73 @@ impl Harness {
             },
         )?;
         Ok(())
+    }
+
+    /// Turns connection sync's reports on or off (`FLAG_SYNC`, written by
+    /// the agent's own code with the next [`Harness::apply`]).
+    pub fn set_sync(&mut self, on: bool) {
+        self.tables.sync = on;
+    }
+
+    /// Takes every record waiting in the connection-sync ring, oldest
+    /// first (the ring is then empty).
+    pub fn sync_events(&mut self) -> anyhow::Result<Vec<SyncEvent>> {
+        let ring = self
+            .sync_ring
+            .as_mut()
+            .ok_or_else(|| anyhow!("the sync ring is held by a SyncDrain"))?;
+        let mut out = Vec::new();
+        drain_sync_ring(ring, &mut |ev| out.push(ev))?;
+        Ok(out)
+    }
+
+    /// Starts a thread that empties the connection-sync ring every `every`,
+    /// as the agent's sync task does (lb-user `sync::POLL`), until
+    /// [`Harness::stop_sync_drain`]. The thread runs on the other online
+    /// CPUs when there are any (a new thread inherits the caller's
+    /// one-CPU affinity, and would take turns with the test runs there).
+    pub fn start_sync_drain(&mut self, every: Duration) -> anyhow::Result<SyncDrain> {
+        // SAFETY: sched_getcpu has no arguments.
+        let home = unsafe { libc::sched_getcpu() };
+        let others: Vec<usize> = online_cpus()?
+            .into_iter()
+            .filter(|&c| c as i32 != home)
+            .collect();
+        let mut ring = self
+            .sync_ring
+            .take()
+            .ok_or_else(|| anyhow!("the sync ring is already held by a SyncDrain"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            if !others.is_empty() {
+                allow_cpus(&others)?;
+            }
+            let mut n = 0u64;
+            loop {
+                // Read the flag first: the last pass runs after the caller's
+                // last packet.
+                let last = stopped.load(Ordering::Acquire);
+                drain_sync_ring(&mut ring, &mut |_| n += 1)?;
+                if last {
+                    return Ok((ring, n));
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Ok(SyncDrain { stop, thread })
+    }
+
+    /// Stops `drain` once it has emptied the ring a last time, takes the
+    /// ring back, and returns how many records it read.
+    pub fn stop_sync_drain(&mut self, drain: SyncDrain) -> anyhow::Result<u64> {
+        drain.stop.store(true, Ordering::Release);
+        let (ring, n) = drain
+            .thread
+            .join()
+            .map_err(|_| anyhow!("sync drain thread panicked"))??;
+        self.sync_ring = Some(ring);
+        Ok(n)
     }
 
     /// A program of the balancer's object, or the lab's reference.
@@ -388,6 +490,34 @@ impl Harness {
         check_counted(&before, &after, repeat.max(1), r.0)?;
         Ok(r)
     }
+}
+
+/// A thread emptying the connection-sync ring ([`Harness::start_sync_drain`]).
+pub struct SyncDrain {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<anyhow::Result<(RingBuf<MapData>, u64)>>,
+}
+
+/// Hands each record waiting in `ring` to `each`, oldest first; a record
+/// of another size than [`SyncEvent`]'s is an error (the data plane and
+/// this build disagree on the layout).
+pub fn drain_sync_ring(
+    ring: &mut RingBuf<MapData>,
+    each: &mut dyn FnMut(SyncEvent),
+) -> anyhow::Result<()> {
+    while let Some(item) = ring.next() {
+        if item.len() != size_of::<SyncEvent>() {
+            bail!(
+                "sync ring record of {} bytes, SyncEvent has {}",
+                item.len(),
+                size_of::<SyncEvent>()
+            );
+        }
+        // SAFETY: the record holds a SyncEvent written by the data plane
+        // (size checked; read unaligned, the ring aligns records to 8).
+        each(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+    }
+    Ok(())
 }
 
 /// Checks how the global counters moved from `before` to `after` over `runs`

@@ -3,7 +3,8 @@
 //! JSON, a Markdown report with the goals table, PNG plots.
 //!
 //! 1. per-packet cost of every data-plane path through BPF_PROG_TEST_RUN,
-//!    next to an XDP_TX-only reference program (`lb-bench`), and the cost
+//!    next to an XDP_TX-only reference program (`lb-bench`), DR new and
+//!    established flows with connection sync on next to off, and the cost
 //!    versus tracked flows;
 //! 2. forwarding rate in network namespaces with a live-frames XDP traffic
 //!    generator: the XDP_TX reflector (floor), lb DR / NAT / TUN, nftables
@@ -140,7 +141,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let raw = dir.join("raw");
     std::fs::create_dir_all(&raw)?;
     // Rough durations on the 2-CPU machine this suite targets.
-    let ns_secs = 40.0 * (repeat as f64 * rounds as f64) / 5e6 + 15.0;
+    // (16 paths, 2 of them with connection sync on.)
+    let ns_secs = 46.0 * (repeat as f64 * rounds as f64) / 5e6 + 15.0;
     // Five methods, then two more devices and eight flow-count runs.
     let pps_secs = 25.0 + 15.0 * rounds as f64 * seconds * 1.4;
     let http_est = 10.0 + 5.0 * http_rounds as f64 * (http_secs as f64 + 2.0);

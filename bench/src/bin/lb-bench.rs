@@ -1,6 +1,8 @@
 //! Per-packet cost of the data plane through BPF_PROG_TEST_RUN with
-//! `repeat`, next to an XDP_TX-only reference program in the same run.
-//! `cargo xtask bench` builds and runs this; it prints a Markdown table.
+//! `repeat`, next to an XDP_TX-only reference program in the same run, and
+//! DR new and established flows with connection sync on (`sync on: ` paths,
+//! the sync ring drained every 10 ms by a thread meanwhile) next to off.
+//! `cargo xtask bench` builds and runs this; it prints Markdown tables.
 //!
 //! Usage: lb-bench [--repeat N] [--rounds N] [--out FILE.md]
 //!        lb-bench --loop PATH-NAME [--seconds S] [--repeat N]   (for `perf record`)
@@ -30,7 +32,15 @@ struct Case {
     /// BPF_PROG_TEST_RUN with a fresh packet (kernel-timed, averaged).
     single: bool,
     verdict: u32,
+    /// Connection sync on (`FLAG_SYNC`): every new flow and state change
+    /// writes a record into the sync ring, which a thread drains every
+    /// `sync::POLL` (10 ms) meanwhile, as the agent does.
+    sync: bool,
 }
+
+/// Prefix of the paths measured with connection sync on; each is compared
+/// with the path of the same name without it.
+const SYNC_ON: &str = "sync on: ";
 
 fn conf(algo: &str, kind: &str) -> String {
     // DR reals are resolved through the harness's neighbour list; NAT and
@@ -111,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         new_flow,
         single: kind != "DR",
         verdict,
+        sync: false,
     };
     let cases = [
         Case {
@@ -123,6 +134,7 @@ fn main() -> anyhow::Result<()> {
             new_flow: false,
             single: false,
             verdict: XDP_TX,
+            sync: false,
         },
         Case {
             name: "XDP_TX reference, single runs",
@@ -134,10 +146,26 @@ fn main() -> anyhow::Result<()> {
             new_flow: false,
             single: true,
             verdict: XDP_TX,
+            sync: false,
         },
         case("non-VIP pass", "rr", "DR", &other, false, XDP_PASS),
         case("DR established flow", "rr", "DR", &ack, false, XDP_TX),
+        Case {
+            sync: true,
+            ..case(
+                "sync on: DR established flow",
+                "rr",
+                "DR",
+                &ack,
+                false,
+                XDP_TX,
+            )
+        },
         case("DR new flow, rr", "rr", "DR", &syn, true, XDP_TX),
+        Case {
+            sync: true,
+            ..case("sync on: DR new flow, rr", "rr", "DR", &syn, true, XDP_TX)
+        },
         case("DR new flow, wrr", "wrr", "DR", &syn, true, XDP_TX),
         case(
             "DR new flow, wlc (2 reals)",
@@ -186,17 +214,20 @@ fn main() -> anyhow::Result<()> {
             .map(|s| s.parse())
             .transpose()?
             .unwrap_or(5.0);
-        let c = cases
-            .into_iter()
-            .find(|c| c.name.contains(name.as_str()))
+        // The path of that exact name, else the first whose name contains it.
+        let pos = cases
+            .iter()
+            .position(|c| c.name == name)
+            .or_else(|| cases.iter().position(|c| c.name.contains(name.as_str())))
             .with_context(|| format!("--loop {name}: no such path"))?;
+        let c = cases.into_iter().nth(pos).expect("position in range");
         return std::thread::spawn(move || run_loop(&c, repeat, seconds))
             .join()
             .map_err(|_| anyhow::anyhow!("loop thread panicked"))?;
     }
     // The harness enters a private network namespace on this thread.
     let single: Vec<bool> = cases.iter().map(|c| c.single).collect();
-    let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(String, Vec<f64>)>> {
+    let handle = std::thread::spawn(move || -> anyhow::Result<Measured> {
         let mut h = Harness::new(1 << 16)?;
         h.neighbour("10.0.0.11", MAC1, false);
         h.neighbour("10.0.0.12", MAC2, false);
@@ -205,9 +236,11 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|c| (c.name.to_string(), Vec::new()))
             .collect();
+        let mut synced = vec![SyncCount::default(); cases.len()];
         for round in 0..rounds {
             eprintln!("round {}/{rounds}", round + 1);
             for (i, c) in cases.iter().enumerate() {
+                h.set_sync(c.sync);
                 h.apply(&conf(c.algo, c.kind))?;
                 if let Some(p) = &c.prime {
                     h.run_prog(c.prog, p, 1)?;
@@ -231,8 +264,15 @@ fn main() -> anyhow::Result<()> {
                         verdict_name(c.verdict)
                     );
                 }
-                let before = h.dp.global_sum()?.new_flows;
+                let before = h.dp.global_sum()?;
                 let runs = if c.single { singles } else { repeat };
+                // Records of the priming runs are not the measurement's.
+                h.sync_events()?;
+                let drain = if c.sync {
+                    Some(h.start_sync_drain(lb_user::sync::POLL)?)
+                } else {
+                    None
+                };
                 let ns = if c.single {
                     let mut total = 0.0;
                     for _ in 0..singles {
@@ -242,7 +282,24 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     timed(&h, c.prog, &c.pkt, repeat).with_context(|| c.name)?.2
                 };
-                let scheduled = h.dp.global_sum()?.new_flows - before;
+                let read = match drain {
+                    Some(d) => h.stop_sync_drain(d)?,
+                    None => h.sync_events()?.len() as u64,
+                };
+                let after = h.dp.global_sum()?;
+                let scheduled = after.new_flows - before.new_flows;
+                let lost = after.sync_lost - before.sync_lost;
+                // Guard: with sync on, one record per new flow (read or
+                // lost) and none for an established flow; none with it off.
+                let want = if c.sync && c.new_flow { scheduled } else { 0 };
+                if read + lost != want {
+                    bail!(
+                        "{}: {read} sync records read and {lost} lost in {runs} runs, expected {want}",
+                        c.name
+                    );
+                }
+                synced[i].read += read;
+                synced[i].lost += lost;
                 // Guard: the new-flow cases must schedule every repetition,
                 // the others none.
                 let want = if c.new_flow { u64::from(runs) } else { 0 };
@@ -259,9 +316,9 @@ fn main() -> anyhow::Result<()> {
         if g.aborted != 0 {
             bail!("XDP_ABORTED seen during the benchmark");
         }
-        Ok(results)
+        Ok((results, synced))
     });
-    let results = handle
+    let (results, synced) = handle
         .join()
         .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
 
@@ -295,6 +352,36 @@ fn main() -> anyhow::Result<()> {
             "ns": v,
             "median": m,
             "ratio": m / reference,
+        }));
+    }
+    let mut sync_rows = Vec::new();
+    md.push_str(
+        "\n### Connection sync on / off (DR; a thread drains the sync ring every 10 ms, as the agent does)\n\n\
+         | path | sync off, ns | sync on, ns | on / off | records read | records lost |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for (i, (name, on)) in results.iter().enumerate() {
+        let Some(base) = name.strip_prefix(SYNC_ON) else {
+            continue;
+        };
+        let off = results
+            .iter()
+            .find(|(n, _)| n == base)
+            .with_context(|| format!("{name}: no path {base} to compare with"))?;
+        let (off_m, on_m) = (median(&mut off.1.clone()), median(&mut on.clone()));
+        let SyncCount { read, lost } = synced[i];
+        writeln!(
+            md,
+            "| {base} | {off_m:.1} | {on_m:.1} | {:.2}× | {read} | {lost} |",
+            on_m / off_m
+        )?;
+        sync_rows.push(serde_json::json!({
+            "path": base,
+            "off": off_m,
+            "on": on_m,
+            "ratio": on_m / off_m,
+            "records_read": read,
+            "records_lost": lost,
         }));
     }
     let rows = scaling(repeat, rounds)?;
@@ -332,6 +419,7 @@ fn main() -> anyhow::Result<()> {
             "repeat": repeat,
             "rounds": rounds,
             "paths": paths,
+            "sync": sync_rows,
             "scaling": scaling,
             "reals": reals,
         });
@@ -350,21 +438,30 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cost versus tracked flows: the table is filled with N established flows
-/// (written through the map, as a restarted agent finds them), then an
-/// established flow and new flows are timed. Flat is the goal (O(1) hash
-/// lookups); a full table makes every new flow evict its least recently
-/// used entry.
+/// Each path's name and ns per packet of each round, and its sync records.
+type Measured = (Vec<(String, Vec<f64>)>, Vec<SyncCount>);
+
+/// Sync records of a path over all rounds: read from the ring by the drain
+/// thread, and lost (the ring was full: `sync_lost`).
+#[derive(Clone, Copy, Default)]
+struct SyncCount {
+    read: u64,
+    lost: u64,
+}
+
 /// Runs path `c` for `seconds` (BPF_PROG_TEST_RUN with `repeat`, or single
 /// runs for the paths that rewrite their own input), then prints the runs
 /// and the kernel's average ns per run: the workload `perf record` samples
 /// to split a path's cost between the program's functions and the map
-/// helpers (README: Performance, where the nanoseconds go).
+/// helpers (README: Performance, where the nanoseconds go). A `sync on: `
+/// path drains the sync ring from a thread meanwhile and prints the records
+/// read and lost.
 fn run_loop(c: &Case, repeat: u32, seconds: f64) -> anyhow::Result<()> {
     let mut h = Harness::new(1 << 16)?;
     h.neighbour("10.0.0.11", MAC1, false);
     h.neighbour("10.0.0.12", MAC2, false);
     h.routed(MAC1, MAC2)?;
+    h.set_sync(c.sync);
     h.apply(&conf(c.algo, c.kind))?;
     if let Some(p) = &c.prime {
         h.run_prog(c.prog, p, 1)?;
@@ -379,6 +476,13 @@ fn run_loop(c: &Case, repeat: u32, seconds: f64) -> anyhow::Result<()> {
     if v != c.verdict {
         bail!("{}: verdict {}", c.name, verdict_name(v));
     }
+    h.sync_events()?;
+    let drain = if c.sync {
+        Some(h.start_sync_drain(lb_user::sync::POLL)?)
+    } else {
+        None
+    };
+    let lost_before = h.dp.global_sum()?.sync_lost;
     let start = std::time::Instant::now();
     let (mut runs, mut ns) = (0u64, 0.0);
     let per = if c.single { 1 } else { repeat.min(100_000) };
@@ -387,7 +491,19 @@ fn run_loop(c: &Case, repeat: u32, seconds: f64) -> anyhow::Result<()> {
         runs += u64::from(per);
         ns += r * f64::from(per);
     }
-    println!("{}: {runs} runs, {:.1} ns/run", c.name, ns / runs as f64);
+    let sync = match drain {
+        Some(d) => format!(
+            "; sync records read {}, lost {}",
+            h.stop_sync_drain(d)?,
+            h.dp.global_sum()?.sync_lost - lost_before
+        ),
+        None => String::new(),
+    };
+    println!(
+        "{}: {runs} runs, {:.1} ns/run{sync}",
+        c.name,
+        ns / runs as f64
+    );
     Ok(())
 }
 
@@ -435,6 +551,11 @@ fn timed(h: &Harness, prog: &str, pkt: &[u8], repeat: u32) -> anyhow::Result<(u3
     Ok((last.0, last.1, total / f64::from(repeat.max(1))))
 }
 
+/// Cost versus tracked flows: the table is filled with N established flows
+/// (written through the map, as a restarted agent finds them), then an
+/// established flow and new flows are timed. Flat is the goal (O(1) hash
+/// lookups); a full table makes every new flow evict its least recently
+/// used entry.
 fn scaling(repeat: u32, rounds: usize) -> anyhow::Result<Vec<(u32, f64, f64)>> {
     const SIZES: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
     let handle = std::thread::spawn(move || -> anyhow::Result<Vec<(u32, f64, f64)>> {
