@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     Conn, FlowKey, FragKey, FragVal, GlobalStats, HostMacs, Locality, LocalityKey, Persist,
-    PersistKey, Real, RealConns, RevNat, Service, Stats, SvcKey, Timeouts, DEFAULT_CONNTRACK_SIZE,
-    DEFAULT_PERSIST_SIZE, FRAG_TABLE_SIZE, LOCALITY_TABLE_SIZE, MAX_IFACES, MAX_MH_TABLES,
-    MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS, RING_SIZE, SYNC_RING_BYTES, SyncEvent,
+    PersistKey, Real, RealConns, RevNat, Service, Stats, SvcKey, SyncEvent, Timeouts,
+    DEFAULT_CONNTRACK_SIZE, DEFAULT_PERSIST_SIZE, FRAG_TABLE_SIZE, LOCALITY_TABLE_SIZE, MAX_IFACES,
+    MAX_MH_TABLES, MAX_REALS, MAX_SERVICES, MH_TABLE_SIZE, RING_GENS, RING_SIZE, SYNC_RING_BYTES,
 };
 use lb_ebpf::parse::Packet;
 

@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{
-        tc::SchedClassifier,
-        ProgramError, Xdp, XdpMode,
-    },
+    programs::{tc::SchedClassifier, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
 use lb_common::{

@@ -435,13 +435,41 @@ fn sync(o: &mut Out, s: &crate::sync::Status) {
         [(none(), i64::from(s.state != "waiting for the peer's table"))],
     );
     for (name, help, v) in [
-        ("sync_sent_conns", "Connection sync: conns (flows and persistence templates) sent", s.sent_conns),
-        ("sync_sent_messages", "Connection sync: messages sent", s.sent_messages),
-        ("sync_received_conns", "Connection sync: conns received", s.received_conns),
-        ("sync_received_messages", "Connection sync: valid messages received", s.received_messages),
-        ("sync_installed_conns", "Connection sync: received conns installed in this director's tables", s.installed),
-        ("sync_bulk_served", "Connection sync: bulk copies of the table sent to a starting peer", s.bulk_served),
-        ("sync_bulk_received_conns", "Connection sync: conns in the peer's last bulk copy", s.bulk_received),
+        (
+            "sync_sent_conns",
+            "Connection sync: conns (flows and persistence templates) sent",
+            s.sent_conns,
+        ),
+        (
+            "sync_sent_messages",
+            "Connection sync: messages sent",
+            s.sent_messages,
+        ),
+        (
+            "sync_received_conns",
+            "Connection sync: conns received",
+            s.received_conns,
+        ),
+        (
+            "sync_received_messages",
+            "Connection sync: valid messages received",
+            s.received_messages,
+        ),
+        (
+            "sync_installed_conns",
+            "Connection sync: received conns installed in this director's tables",
+            s.installed,
+        ),
+        (
+            "sync_bulk_served",
+            "Connection sync: bulk copies of the table sent to a starting peer",
+            s.bulk_served,
+        ),
+        (
+            "sync_bulk_received_conns",
+            "Connection sync: conns in the peer's last bulk copy",
+            s.bulk_received,
+        ),
     ] {
         o.counter(name, help, [(none(), v)]);
     }
@@ -901,7 +929,8 @@ mod tests {
             assert!(t.contains(want), "{want:?} missing in\n{t}");
         }
         // Waiting for the peer's table.
-        inp.vrrp.as_mut().unwrap().sync.as_mut().unwrap().state = "waiting for the peer's table".into();
+        inp.vrrp.as_mut().unwrap().sync.as_mut().unwrap().state =
+            "waiting for the peer's table".into();
         let mut t = String::new();
         encode(&mut t, &registry(&inp)).unwrap();
         assert!(to_classic(&t).contains("lb_sync_in_sync 0\n"));

@@ -1189,7 +1189,15 @@ fn lvs_sync_daemon_options_defaults_and_errors() {
     assert!(!l.has_errors(), "{:?}", l.diags);
     let s = l.config.vrrp.globals.lvs_sync.clone().unwrap();
     assert_eq!(
-        (s.iface.as_str(), s.instance.as_str(), s.syncid, s.maxlen, s.port, s.ttl, s.group),
+        (
+            s.iface.as_str(),
+            s.instance.as_str(),
+            s.syncid,
+            s.maxlen,
+            s.port,
+            s.ttl,
+            s.group
+        ),
         ("eth1", "VI_1", None, None, 8848, 1, ip("224.0.0.81"))
     );
     let l = load_str(
@@ -1202,14 +1210,35 @@ fn lvs_sync_daemon_options_defaults_and_errors() {
         (s.syncid, s.maxlen, s.port, s.ttl, s.group),
         (Some(7), Some(1200), 9000, 3, ip("239.1.2.3"))
     );
-    assert_eq!(l.config.vrrp.globals.sync_auth_key.as_ref().unwrap().0, "k3y");
+    assert_eq!(
+        l.config.vrrp.globals.sync_auth_key.as_ref().unwrap().0,
+        "k3y"
+    );
     for (line, want) in [
-        ("lvs_sync_daemon eth1", "s.conf:2:2: error: lvs_sync_daemon: missing VRRP instance"),
-        ("lvs_sync_daemon eth1 VI_2", "s.conf:2:2: error: lvs_sync_daemon: no vrrp_instance named 'VI_2'"),
-        ("lvs_sync_daemon eth1 VI_1 id 256", "s.conf:2:2: error: lvs_sync_daemon:"),
-        ("lvs_sync_daemon eth1 VI_1 port", "s.conf:2:2: error: lvs_sync_daemon: no value after 'port'"),
-        ("lvs_sync_daemon eth1 VI_1 group 10.0.0.1", "s.conf:2:2: error: lvs_sync_daemon: group 10.0.0.1 is not a multicast address"),
-        ("lvs_sync_daemon eth1 VI_1 speed 9", "s.conf:2:2: error: lvs_sync_daemon: unknown option 'speed'"),
+        (
+            "lvs_sync_daemon eth1",
+            "s.conf:2:2: error: lvs_sync_daemon: missing VRRP instance",
+        ),
+        (
+            "lvs_sync_daemon eth1 VI_2",
+            "s.conf:2:2: error: lvs_sync_daemon: no vrrp_instance named 'VI_2'",
+        ),
+        (
+            "lvs_sync_daemon eth1 VI_1 id 256",
+            "s.conf:2:2: error: lvs_sync_daemon:",
+        ),
+        (
+            "lvs_sync_daemon eth1 VI_1 port",
+            "s.conf:2:2: error: lvs_sync_daemon: no value after 'port'",
+        ),
+        (
+            "lvs_sync_daemon eth1 VI_1 group 10.0.0.1",
+            "s.conf:2:2: error: lvs_sync_daemon: group 10.0.0.1 is not a multicast address",
+        ),
+        (
+            "lvs_sync_daemon eth1 VI_1 speed 9",
+            "s.conf:2:2: error: lvs_sync_daemon: unknown option 'speed'",
+        ),
     ] {
         let l = load_str(&conf(line), Path::new("s.conf"));
         let errs: Vec<String> = l.errors().map(|d| d.to_string()).collect();
@@ -1218,5 +1247,7 @@ fn lvs_sync_daemon_options_defaults_and_errors() {
     // A key without sync is a warning.
     let l = load_str(&conf("lb_sync_auth_key k"), Path::new("s.conf"));
     assert!(!l.has_errors());
-    assert!(l.diags.iter().any(|d| d.to_string().contains("no lvs_sync_daemon: the key is not used")));
+    assert!(l.diags.iter().any(|d| d
+        .to_string()
+        .contains("no lvs_sync_daemon: the key is not used")));
 }

@@ -549,7 +549,8 @@ impl Lab {
             self.exec(
                 "sw",
                 &[
-                    "ip", "link", "add", sw_end, "type", "veth", "peer", "name", "eth1", "netns", &ns,
+                    "ip", "link", "add", sw_end, "type", "veth", "peer", "name", "eth1", "netns",
+                    &ns,
                 ],
             )?;
             self.exec("sw", &["ip", "link", "set", sw_end, "master", "br1", "up"])?;
@@ -569,10 +570,17 @@ impl Lab {
         for i in 1..=self.reals {
             let r = format!("r{i}");
             // Onlink: in an HA lab the gateway appears with VRRP's master.
-            self.exec(&r, &["ip", "route", "add", "default", "via", gw, "dev", "eth0", "onlink"])?;
             self.exec(
                 &r,
-                &["ip", "-6", "route", "add", "default", "via", gw6, "dev", "eth0", "onlink"],
+                &[
+                    "ip", "route", "add", "default", "via", gw, "dev", "eth0", "onlink",
+                ],
+            )?;
+            self.exec(
+                &r,
+                &[
+                    "ip", "-6", "route", "add", "default", "via", gw6, "dev", "eth0", "onlink",
+                ],
             )?;
             // Replies cross the director's XDP_REDIRECT, which loses checksum
             // offload metadata: the reals compute checksums themselves.

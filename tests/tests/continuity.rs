@@ -123,20 +123,39 @@ fn check_traffic(lab: &Lab, load: Probe, held: Probe, what: &str) {
     let held = held.finish();
     eprintln!("{what}: nsprobe load:\n{load}\nnsprobe hold-many:\n{held}");
     let log = lab.log("dir", "lb");
-    assert_eq!(value(&load, "fail"), 0, "{what}: new connections failed\n{load}\n{log}");
+    assert_eq!(
+        value(&load, "fail"),
+        0,
+        "{what}: new connections failed\n{load}\n{log}"
+    );
     assert!(
         value(&load, "r1") + value(&load, "r2") > 100,
         "{what}: too few requests\n{load}"
     );
-    assert_eq!(value(&held, "resets"), 0, "{what}: connections died\n{held}\n{log}");
-    assert_eq!(value(&held, "failed"), 0, "{what}: unanswered requests\n{held}\n{log}");
-    assert_eq!(value(&held, "changed"), 0, "{what}: connections moved\n{held}");
+    assert_eq!(
+        value(&held, "resets"),
+        0,
+        "{what}: connections died\n{held}\n{log}"
+    );
+    assert_eq!(
+        value(&held, "failed"),
+        0,
+        "{what}: unanswered requests\n{held}\n{log}"
+    );
+    assert_eq!(
+        value(&held, "changed"),
+        0,
+        "{what}: connections moved\n{held}"
+    );
     let conns: Vec<&str> = held.lines().filter(|l| l.starts_with("conn ")).collect();
     assert_eq!(conns.len(), 20, "{held}");
     for c in conns {
         let first = c.split_whitespace().find_map(|w| w.strip_prefix("first="));
         let last = c.split_whitespace().find_map(|w| w.strip_prefix("last="));
-        assert!(first.is_some_and(|f| f.starts_with('r')) && first == last, "{c}");
+        assert!(
+            first.is_some_and(|f| f.starts_with('r')) && first == last,
+            "{c}"
+        );
         let requests: u64 = c
             .split_whitespace()
             .find_map(|w| w.strip_prefix("requests=")?.parse().ok())
@@ -177,7 +196,10 @@ fn sigkill_then_restart_forwards_without_a_failure_and_keeps_health() {
         log.contains("checked reals start from the health the pinned tables show"),
         "{log}"
     );
-    assert!(!log.contains("real server DOWN"), "no DOWN transition:\n{log}");
+    assert!(
+        !log.contains("real server DOWN"),
+        "no DOWN transition:\n{log}"
+    );
     wait_both_reals(&lab, Duration::from_millis(500));
 }
 
@@ -200,12 +222,17 @@ fn upgrade_to_another_binary_takes_the_link_over_without_a_failure() {
     let (load, held) = traffic(&lab, TRAFFIC_S);
     std::thread::sleep(Duration::from_secs(2));
     let sock = lab.socket().to_string_lossy().into_owned();
-    let out = lab.lb(&["stop", "--keep-forwarding", "--socket", &sock]).unwrap();
+    let out = lab
+        .lb(&["stop", "--keep-forwarding", "--socket", &sock])
+        .unwrap();
     assert!(out.contains("stopped"), "{out}");
     let old_log = lab.log("dir", "lb");
     lab.stop("dir", "lb").unwrap();
     assert!(old_log.contains("leaving XDP and tc attached"), "{old_log}");
-    assert!(xdp_on_eth0(&lab), "XDP stays attached after lb stop --keep-forwarding");
+    assert!(
+        xdp_on_eth0(&lab),
+        "XDP stays attached after lb stop --keep-forwarding"
+    );
     assert!(lab.bpffs().join("link_xdp_eth0").exists());
     std::thread::sleep(Duration::from_secs(10));
 
@@ -247,14 +274,22 @@ fn sigterm_detaches_unless_a_deferred_keep_forwarding_stop_was_asked() {
         .unwrap();
     assert!(out.contains("next SIGTERM"), "{out}");
     lab.stop("dir", "lb").unwrap();
-    assert!(xdp_on_eth0(&lab), "deferred keep-forwarding stop\n{}", lab.log("dir", "lb"));
+    assert!(
+        xdp_on_eth0(&lab),
+        "deferred keep-forwarding stop\n{}",
+        lab.log("dir", "lb")
+    );
 
     // The next agent takes it over; a plain SIGTERM then detaches and
     // unpins (the maps stay pinned). Measured, not asserted: what a plain
     // SIGTERM + start (`systemctl restart lb` without the deferred stop)
     // costs the client traffic.
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
-    assert!(lab.log("dir", "lb").contains(ADOPTED), "{}", lab.log("dir", "lb"));
+    assert!(
+        lab.log("dir", "lb").contains(ADOPTED),
+        "{}",
+        lab.log("dir", "lb")
+    );
     wait_both_reals(&lab, Duration::from_secs(10));
     let (load, held) = traffic(&lab, "8");
     std::thread::sleep(Duration::from_secs(2));
@@ -265,7 +300,10 @@ fn sigterm_detaches_unless_a_deferred_keep_forwarding_stop_was_asked() {
     assert!(!xdp_on_eth0(&lab), "SIGTERM detaches XDP\n{log}");
     assert!(!lab.bpffs().join("link_xdp_eth0").exists());
     assert!(!lab.bpffs().join("link_tc_eth0").exists());
-    assert!(lab.bpffs().join("LB_CONNTRACK").exists(), "maps stay pinned");
+    assert!(
+        lab.bpffs().join("LB_CONNTRACK").exists(),
+        "maps stay pinned"
+    );
 
     // A start after a detaching stop attaches anew (nothing to adopt), and
     // `lb stop` (no option) detaches as SIGTERM does.
@@ -302,11 +340,18 @@ fn a_pinned_link_in_another_mode_is_replaced_by_a_fresh_attach() {
     lab.start_agent(&conf, AGENT_ARGS).unwrap();
     let log = lab.log("dir", "lb");
     assert!(!log.contains(ADOPTED), "{log}");
-    assert!(log.contains("runs in skb mode, native mode is asked for"), "{log}");
+    assert!(
+        log.contains("runs in skb mode, native mode is asked for"),
+        "{log}"
+    );
     let l = link(&lab);
     assert!(l.contains("prog/xdp") && !l.contains("xdpgeneric"), "{l}");
     wait_both_reals(&lab, Duration::from_secs(10));
     let t = lab.http_get(&vip80(), 20).unwrap();
     assert_eq!(t.get("fail"), Some(&0), "{t:?}");
-    assert_eq!(t.get("r1").copied().unwrap_or(0) + t.get("r2").copied().unwrap_or(0), 20, "{t:?}");
+    assert_eq!(
+        t.get("r1").copied().unwrap_or(0) + t.get("r2").copied().unwrap_or(0),
+        20,
+        "{t:?}"
+    );
 }

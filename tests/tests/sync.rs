@@ -105,7 +105,12 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)
     assert!(vrrp_list(lab, "dir").contains("no answer from a peer"));
     lab.start_agent_on("dir2", b, AGENT_ARGS).unwrap();
     // dir2 gets dir's (empty) table at once.
-    wait_for(lab, "dir2", "connection sync: in sync", Duration::from_secs(5));
+    wait_for(
+        lab,
+        "dir2",
+        "connection sync: in sync",
+        Duration::from_secs(5),
+    );
     wait_for(lab, "dir2", "BACKUP", Duration::from_secs(2));
 
     let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
@@ -119,7 +124,10 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)
     println!("dir before the kill:\n{}", vrrp_list(lab, "dir"));
     let list2 = vrrp_list(lab, "dir2");
     println!("dir2 before the kill:\n{list2}");
-    assert!(installed(&list2) >= 25 * ports.len() as u64, "the backup installed too little:\n{list2}");
+    assert!(
+        installed(&list2) >= 25 * ports.len() as u64,
+        "the backup installed too little:\n{list2}"
+    );
 
     // SIGKILL of the master: the backup takes over with the synced flows.
     lab.signal("dir", "lb", libc::SIGKILL).unwrap();
@@ -139,7 +147,11 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)
 
     for (_, tag) in ports {
         let (resets, changed, failed) = wait_summary(lab, tag, Duration::from_secs(30));
-        assert_eq!((resets, changed), (0, 0), "{tag}: connections reset or moved to another real");
+        assert_eq!(
+            (resets, changed),
+            (0, 0),
+            "{tag}: connections reset or moved to another real"
+        );
         println!("{tag}: 25 connections, 0 reset, 0 moved; {failed} requests unanswered within 1 s during the takeovers");
     }
     println!("dir2 at the end:\n{}", vrrp_list(lab, "dir2"));
@@ -181,8 +193,14 @@ fn nat_config(priority: u8) -> String {
 fn nat_connections_survive_a_master_kill_and_its_return() {
     let _g = lb_tests::serial();
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
-    let mut lab = Lab::nat_ha(&format!("lbs{}nat", std::process::id() % 1000), bins, 2).expect("lab");
-    master_kill_and_return(&mut lab, &nat_config(150), &nat_config(100), &[("80", "nat")]);
+    let mut lab =
+        Lab::nat_ha(&format!("lbs{}nat", std::process::id() % 1000), bins, 2).expect("lab");
+    master_kill_and_return(
+        &mut lab,
+        &nat_config(150),
+        &nat_config(100),
+        &[("80", "nat")],
+    );
 }
 
 /// The control: the pair without `lvs_sync_daemon`. The backup schedules
@@ -198,11 +216,19 @@ fn without_sync_a_takeover_resets_rr_connections() {
         let end = c.find("}\n").expect("global_defs") + 2;
         c[end..].to_string()
     };
-    lab.start_agent_on("dir", &strip(config_weighted("BACKUP", 150, "k", (1, 0))), AGENT_ARGS)
-        .unwrap();
+    lab.start_agent_on(
+        "dir",
+        &strip(config_weighted("BACKUP", 150, "k", (1, 0))),
+        AGENT_ARGS,
+    )
+    .unwrap();
     master(&lab, "dir", Duration::from_secs(3));
-    lab.start_agent_on("dir2", &strip(config_weighted("BACKUP", 100, "k", (0, 1))), AGENT_ARGS)
-        .unwrap();
+    lab.start_agent_on(
+        "dir2",
+        &strip(config_weighted("BACKUP", 100, "k", (0, 1))),
+        AGENT_ARGS,
+    )
+    .unwrap();
     wait_for(&lab, "dir2", "BACKUP", Duration::from_secs(2));
     let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
     let to = format!("{VIP}:80");
@@ -212,7 +238,10 @@ fn without_sync_a_takeover_resets_rr_connections() {
     lab.signal("dir", "lb", libc::SIGKILL).unwrap();
     master(&lab, "dir2", Duration::from_secs(3));
     let (resets, _, _) = wait_summary(&lab, "rr", Duration::from_secs(20));
-    assert!(resets > 0, "no connection was reset without sync: the sync tests prove nothing");
+    assert!(
+        resets > 0,
+        "no connection was reset without sync: the sync tests prove nothing"
+    );
     println!("without sync: {resets} of 10 connections reset by the takeover");
 }
 
@@ -237,7 +266,11 @@ fn unsigned_and_wrongly_signed_messages_are_dropped_and_counted() {
     assert_eq!(installed(&list2), 0, "{list2}");
     assert!(list2.contains("bad signature"), "{list2}");
     // A reload that changes the key says the running sync keeps its own.
-    std::fs::write(lab.config_path_of("dir2"), config("BACKUP", 100, "right-key")).unwrap();
+    std::fs::write(
+        lab.config_path_of("dir2"),
+        config("BACKUP", 100, "right-key"),
+    )
+    .unwrap();
     let sock = lab.socket_of("dir2").to_string_lossy().into_owned();
     let out = lab.lb(&["reload", "--socket", &sock]).unwrap();
     assert!(

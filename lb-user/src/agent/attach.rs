@@ -28,7 +28,10 @@ use std::{
 use aya::{
     programs::{
         links::{FdLink, LinkError, LinkType, PinnedLink},
-        tc::{NlOptions, SchedClassifier, SchedClassifierLink, TcAttachOptions, TcAttachType, TcError, TcHandle},
+        tc::{
+            NlOptions, SchedClassifier, SchedClassifierLink, TcAttachOptions, TcAttachType,
+            TcError, TcHandle,
+        },
         xdp::XdpLink,
         LinkOrder, ProgramError, XdpMode,
     },
@@ -481,7 +484,8 @@ async fn attach_xdp(
         .map_err(|e| dataplane::attach_error(iface, mode, e))?;
     let link = FdLink::try_from(link).map_err(|source| AttachError::Link {
         iface: iface.into(),
-        what: "XDP attached without a bpf_link (kernel before 5.9?), which cannot outlive the agent",
+        what:
+            "XDP attached without a bpf_link (kernel before 5.9?), which cannot outlive the agent",
         source: Box::new(source),
     })?;
     Ok((Held::pin(link, path)?, How::Fresh))
@@ -550,13 +554,12 @@ fn attach_tc(ebpf: &mut Ebpf, pin_dir: &Path, iface: &str) -> Result<(Tc, bool)>
             TcAttachOptions::TcxOrder(LinkOrder::default()),
         )
         .map_err(err)?;
-    let link = FdLink::try_from(prog.take_link(id).map_err(err)?).map_err(|source| {
-        AttachError::Link {
+    let link =
+        FdLink::try_from(prog.take_link(id).map_err(err)?).map_err(|source| AttachError::Link {
             iface: iface.into(),
             what: "holding the tcx link",
             source: Box::new(source),
-        }
-    })?;
+        })?;
     Ok((Tc::Link(Held::pin(link, path)?), false))
 }
 
@@ -659,7 +662,13 @@ mod tests {
     fn pins_of_unserved_interfaces_are_removed() {
         let dir = std::env::temp_dir().join(format!("lb-attach-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for f in ["link_xdp_eth0", "link_tc_eth0", "link_xdp_eth1", "link_tc_eth1", "LB_REALS"] {
+        for f in [
+            "link_xdp_eth0",
+            "link_tc_eth0",
+            "link_xdp_eth1",
+            "link_tc_eth1",
+            "LB_REALS",
+        ] {
             std::fs::write(dir.join(f), "").unwrap();
         }
         remove_unserved(&dir, &["eth0".to_string()]);

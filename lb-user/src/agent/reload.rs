@@ -47,7 +47,16 @@ pub struct Reloader {
 
 /// `lvs_sync_daemon` and `lb_sync_auth_key` as a comparable value (without
 /// their locations).
-pub type SyncSettings = Option<(String, String, Option<u8>, Option<u16>, u16, u8, std::net::IpAddr, Option<String>)>;
+pub type SyncSettings = Option<(
+    String,
+    String,
+    Option<u8>,
+    Option<u16>,
+    u16,
+    u8,
+    std::net::IpAddr,
+    Option<String>,
+)>;
 
 /// [`SyncSettings`] of a configuration.
 pub fn sync_settings(cfg: &config::Config) -> SyncSettings {

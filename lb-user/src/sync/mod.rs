@@ -39,8 +39,8 @@ use std::{
 
 use aya::maps::{Map, MapData, RingBuf};
 use lb_common::{
-    persist_client, Conn, FlowKey, Persist, PersistKey, RevNat, SyncEvent, Timeouts, CT_ESTABLISHED,
-    CT_NONE, FWD_NAT, NS_PER_SEC, SVC_F_PERSISTENT,
+    persist_client, Conn, FlowKey, Persist, PersistKey, RevNat, SyncEvent, Timeouts,
+    CT_ESTABLISHED, CT_NONE, FWD_NAT, NS_PER_SEC, SVC_F_PERSISTENT,
 };
 use tokio::{net::UdpSocket, sync::watch};
 
@@ -99,7 +99,11 @@ fn spawn_installer(
                     Job::Marker(done) => {
                         let _ = done.send(());
                     }
-                    Job::Install { conns, ix, timeouts } => {
+                    Job::Install {
+                        conns,
+                        ix,
+                        timeouts,
+                    } => {
                         let now = monotonic_ns();
                         let mut installed = 0u64;
                         let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -298,8 +302,13 @@ impl Handle {
 /// not hear itself), TTL / hop limit as configured.
 fn socket(s: &Settings) -> Result<UdpSocket, SyncError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if s.group.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(io("opening the sync socket"))?;
+    let domain = if s.group.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(io("opening the sync socket"))?;
     sock.set_reuse_address(true).map_err(io("SO_REUSEADDR"))?;
     sock.bind_device(Some(s.iface.as_bytes()))
         .map_err(io(format!("binding the sync socket to {}", s.iface)))?;
@@ -311,8 +320,10 @@ fn socket(s: &Settings) -> Result<UdpSocket, SyncError> {
             sock.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(s.ifindex))
                 .map_err(io(format!("joining {g} on {}", s.iface)))?;
             // The socket is bound to the interface: multicast leaves there.
-            sock.set_multicast_loop_v4(false).map_err(io("IP_MULTICAST_LOOP"))?;
-            sock.set_multicast_ttl_v4(s.ttl.into()).map_err(io("IP_MULTICAST_TTL"))?;
+            sock.set_multicast_loop_v4(false)
+                .map_err(io("IP_MULTICAST_LOOP"))?;
+            sock.set_multicast_ttl_v4(s.ttl.into())
+                .map_err(io("IP_MULTICAST_TTL"))?;
         }
         IpAddr::V6(g) => {
             sock.set_only_v6(true).map_err(io("IPV6_V6ONLY"))?;
@@ -320,9 +331,12 @@ fn socket(s: &Settings) -> Result<UdpSocket, SyncError> {
                 .map_err(io(format!("binding port {}", s.port)))?;
             sock.join_multicast_v6(&g, s.ifindex)
                 .map_err(io(format!("joining {g} on {}", s.iface)))?;
-            sock.set_multicast_if_v6(s.ifindex).map_err(io("IPV6_MULTICAST_IF"))?;
-            sock.set_multicast_loop_v6(false).map_err(io("IPV6_MULTICAST_LOOP"))?;
-            sock.set_multicast_hops_v6(s.ttl.into()).map_err(io("IPV6_MULTICAST_HOPS"))?;
+            sock.set_multicast_if_v6(s.ifindex)
+                .map_err(io("IPV6_MULTICAST_IF"))?;
+            sock.set_multicast_loop_v6(false)
+                .map_err(io("IPV6_MULTICAST_LOOP"))?;
+            sock.set_multicast_hops_v6(s.ttl.into())
+                .map_err(io("IPV6_MULTICAST_HOPS"))?;
         }
     }
     sock.set_nonblocking(true).map_err(io("O_NONBLOCK"))?;
@@ -331,8 +345,16 @@ fn socket(s: &Settings) -> Result<UdpSocket, SyncError> {
 
 /// The conn for data-plane event `ev` (and the template of a persistent
 /// service), or nothing when the service or real is gone (or reused).
-fn from_event(ix: &Index, t: &Timeouts, ev: &SyncEvent, out: &mut Vec<SyncConn>, templates: &mut HashSet<(IpAddr, u32)>) {
-    let (Some(&(vaddr, vport, proto)), Some(real)) = (ix.by_id.get(&ev.svc_id), ix.reals.get(&ev.real_id)) else {
+fn from_event(
+    ix: &Index,
+    t: &Timeouts,
+    ev: &SyncEvent,
+    out: &mut Vec<SyncConn>,
+    templates: &mut HashSet<(IpAddr, u32)>,
+) {
+    let (Some(&(vaddr, vport, proto)), Some(real)) =
+        (ix.by_id.get(&ev.svc_id), ix.reals.get(&ev.real_id))
+    else {
         return;
     };
     if real.gen != ev.real_gen || real.svc_id != ev.svc_id {
@@ -402,12 +424,21 @@ fn last_for(now: u64, full_s: u32, left_s: u32) -> u64 {
 }
 
 /// Installs a peer's conn in this director's tables.
-pub fn install(dp: &mut Dataplane, ix: &Index, t: &Timeouts, c: &SyncConn, now: u64) -> Result<(), Skip> {
+pub fn install(
+    dp: &mut Dataplane,
+    ix: &Index,
+    t: &Timeouts,
+    c: &SyncConn,
+    now: u64,
+) -> Result<(), Skip> {
     let svc = ix
         .services
         .get(&(c.vaddr, c.vport, c.proto))
         .ok_or(Skip::UnknownService)?;
-    let &real_id = svc.reals.get(&(c.daddr, c.dport)).ok_or(Skip::UnknownReal)?;
+    let &real_id = svc
+        .reals
+        .get(&(c.daddr, c.dport))
+        .ok_or(Skip::UnknownReal)?;
     let real = ix.reals.get(&real_id).ok_or(Skip::UnknownReal)?;
     let (client, family) = addr_words(c.client);
     if c.template {
@@ -483,7 +514,9 @@ pub fn dump(dp: &Dataplane, ix: &Index, established_only: bool) -> Vec<SyncConn>
         if established_only && c.state != CT_ESTABLISHED {
             continue;
         }
-        let (Some(&(vaddr, vport, proto)), Some(real)) = (ix.by_id.get(&c.svc_id), ix.reals.get(&c.real_id)) else {
+        let (Some(&(vaddr, vport, proto)), Some(real)) =
+            (ix.by_id.get(&c.svc_id), ix.reals.get(&c.real_id))
+        else {
             continue;
         };
         if real.gen != c.real_gen {
@@ -508,7 +541,10 @@ pub fn dump(dp: &Dataplane, ix: &Index, established_only: bool) -> Vec<SyncConn>
         let Some(&(vaddr, vport, proto)) = ix.by_id.get(&k.svc_id) else {
             continue;
         };
-        let (Some(svc), Some(real)) = (ix.services.get(&(vaddr, vport, proto)), ix.reals.get(&p.real_id)) else {
+        let (Some(svc), Some(real)) = (
+            ix.services.get(&(vaddr, vport, proto)),
+            ix.reals.get(&p.real_id),
+        ) else {
             continue;
         };
         let age = now.saturating_sub(p.last_ns);
@@ -544,8 +580,9 @@ pub async fn spawn(
     let sock = socket(&settings)?;
     let ring_map = MapData::from_pin(bpffs.join(lb_common::maps::SYNC_EVENTS))
         .map_err(|e| SyncError::Maps(Box::new(e)))?;
-    let ring = RingBuf::try_from(Map::from_map_data(ring_map).map_err(|e| SyncError::Maps(Box::new(e)))?)
-        .map_err(|e| SyncError::Maps(Box::new(e)))?;
+    let ring =
+        RingBuf::try_from(Map::from_map_data(ring_map).map_err(|e| SyncError::Maps(Box::new(e)))?)
+            .map_err(|e| SyncError::Maps(Box::new(e)))?;
     let dp = Dataplane::from_pins(&bpffs).map_err(|e| SyncError::Maps(Box::new(e)))?;
     let status = Status {
         iface: settings.iface.clone(),
@@ -559,7 +596,8 @@ pub async fn spawn(
     let (tx, rx) = watch::channel(status);
     let received_at = Arc::new(std::sync::Mutex::new(None));
     let dp = Arc::new(std::sync::Mutex::new(dp));
-    let jobs = spawn_installer(dp.clone(), tx.clone()).map_err(io("starting the installer thread"))?;
+    let jobs =
+        spawn_installer(dp.clone(), tx.clone()).map_err(io("starting the installer thread"))?;
     vrrp.hold(true).await;
     tracing::info!(
         iface = %settings.iface, group = %settings.group, port = settings.port, syncid = settings.syncid,
@@ -579,7 +617,13 @@ pub async fn spawn(
         jobs,
     };
     let join = tokio::spawn(task.run());
-    Ok((Handle { status: rx, received_at }, join))
+    Ok((
+        Handle {
+            status: rx,
+            received_at,
+        },
+        join,
+    ))
 }
 
 fn rand_nonce() -> u32 {
@@ -607,7 +651,8 @@ impl Task {
     }
 
     fn dropped(&self, why: &str) {
-        self.tx.send_modify(|s| *s.dropped.entry(why.to_string()).or_default() += 1);
+        self.tx
+            .send_modify(|s| *s.dropped.entry(why.to_string()).or_default() += 1);
     }
 
     async fn send_all(&self, msgs: &[Vec<u8>]) -> usize {
@@ -660,7 +705,11 @@ impl Task {
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
         let mut retry = tokio::time::interval(BULK_RETRY);
         let mut waiting = true;
-        let mut timeouts = self.dp.lock().map(|d| d.timeouts_in_effect()).unwrap_or_default();
+        let mut timeouts = self
+            .dp
+            .lock()
+            .map(|d| d.timeouts_in_effect())
+            .unwrap_or_default();
         let mut buf = vec![0u8; 65536];
         let mut templates = HashSet::new();
         let mut last_drain = Instant::now();
@@ -805,11 +854,26 @@ mod tests {
         for (id, a) in [(3u32, "10.0.1.1"), (4, "10.0.1.2")] {
             let addr: IpAddr = a.parse().unwrap();
             reals.insert((addr, 80), id);
-            ix.reals.insert(id, RealEntry { addr, port: 80, fwd: FWD_DR, gen: 7, svc_id: 1 });
+            ix.reals.insert(
+                id,
+                RealEntry {
+                    addr,
+                    port: 80,
+                    fwd: FWD_DR,
+                    gen: 7,
+                    svc_id: 1,
+                },
+            );
         }
         ix.services.insert(
             (vip, 80, PROTO_TCP),
-            SvcEntry { id: 1, flags: SVC_F_PERSISTENT | SVC_F_PERSIST_NET, persist_timeout_s: 300, persist_prefix: 24, reals },
+            SvcEntry {
+                id: 1,
+                flags: SVC_F_PERSISTENT | SVC_F_PERSIST_NET,
+                persist_timeout_s: 300,
+                persist_prefix: 24,
+                reals,
+            },
         );
         ix.by_id.insert(1, (vip, 80, PROTO_TCP));
         ix
@@ -819,7 +883,15 @@ mod tests {
         let (src, family) = addr_words(format!("192.0.2.{last}").parse().unwrap());
         let (dst, _) = addr_words("10.0.0.100".parse().unwrap());
         SyncEvent {
-            key: FlowKey { src, dst, sport_be: 40000u16.to_be(), dport_be: 80u16.to_be(), proto: PROTO_TCP, family, _pad: [0; 2] },
+            key: FlowKey {
+                src,
+                dst,
+                sport_be: 40000u16.to_be(),
+                dport_be: 80u16.to_be(),
+                proto: PROTO_TCP,
+                family,
+                _pad: [0; 2],
+            },
             svc_id: 1,
             real_id,
             real_gen: gen,
@@ -842,7 +914,11 @@ mod tests {
         assert_eq!(out[0].cport, 40000);
         assert_eq!(out[0].timeout_s, t.for_state(CT_SYN_RECV));
         assert!(out[1].template);
-        assert_eq!(out[1].client, "192.0.2.0".parse::<IpAddr>().unwrap(), "masked to /24");
+        assert_eq!(
+            out[1].client,
+            "192.0.2.0".parse::<IpAddr>().unwrap(),
+            "masked to /24"
+        );
         assert_eq!(out[1].timeout_s, 300);
         assert!(!out[2].template);
     }
@@ -852,6 +928,10 @@ mod tests {
         let now = 1_000 * NS_PER_SEC;
         assert_eq!(last_for(now, 900, 900), now);
         assert_eq!(last_for(now, 900, 600), now - 300 * NS_PER_SEC);
-        assert_eq!(last_for(now, 60, 900), now, "more than this director's timeout: full");
+        assert_eq!(
+            last_for(now, 60, 900),
+            now,
+            "more than this director's timeout: full"
+        );
     }
 }

@@ -33,7 +33,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::{CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, FWD_NAT, FWD_TUN, PROTO_TCP, PROTO_UDP};
+use lb_common::{
+    CT_CLOSE, CT_ESTABLISHED, CT_FIN_WAIT, CT_SYN_RECV, CT_UDP, FWD_DR, FWD_NAT, FWD_TUN,
+    PROTO_TCP, PROTO_UDP,
+};
 
 /// `SYNC_PROTO_VER`.
 pub const VERSION: u8 = 1;
@@ -195,7 +198,11 @@ fn put_conn(out: &mut Vec<u8>, c: &SyncConn) {
         flags |= F_INACTIVE;
     }
     out.extend_from_slice(&flags.to_be_bytes());
-    let state = if c.template { 0 } else { ipvs_state(c.proto, c.state) };
+    let state = if c.template {
+        0
+    } else {
+        ipvs_state(c.proto, c.state)
+    };
     out.extend_from_slice(&state.to_be_bytes());
     out.extend_from_slice(&c.cport.to_be_bytes());
     out.extend_from_slice(&c.vport.to_be_bytes());
@@ -238,7 +245,11 @@ pub fn encode_conns(
     let mut cur: Vec<u8> = Vec::new();
     let mut n = 0usize;
     for c in conns {
-        let len = if c.client.is_ipv6() { CONN_V6_LEN } else { CONN_V4_LEN };
+        let len = if c.client.is_ipv6() {
+            CONN_V6_LEN
+        } else {
+            CONN_V4_LEN
+        };
         if n > 0 && (n == MAX_CONNS || cur.len() + len + trailer > maxlen) {
             cur[4] = n as u8;
             msgs.push(finish(std::mem::take(&mut cur), key));
@@ -298,12 +309,16 @@ pub fn decode(buf: &[u8], syncid: u8, key: Option<&ring::hmac::Key>) -> Result<M
     }
     let size = be16(buf, 2) as usize;
     if size != buf.len() {
-        return Err(WireError::Size { said: size, got: buf.len() });
+        return Err(WireError::Size {
+            said: size,
+            got: buf.len(),
+        });
     }
     if buf[5] != VERSION {
         return Err(WireError::Version(buf[5]));
     }
-    let signed = buf.len() >= HEADER_LEN + AUTH_LEN && buf[buf.len() - AUTH_LEN..][..4] == AUTH_MAGIC;
+    let signed =
+        buf.len() >= HEADER_LEN + AUTH_LEN && buf[buf.len() - AUTH_LEN..][..4] == AUTH_MAGIC;
     let end = match key {
         Some(k) => {
             if !signed {
@@ -322,7 +337,10 @@ pub fn decode(buf: &[u8], syncid: u8, key: Option<&ring::hmac::Key>) -> Result<M
         None => buf.len(),
     };
     if buf[1] != syncid {
-        return Err(WireError::SyncId { got: buf[1], want: syncid });
+        return Err(WireError::SyncId {
+            got: buf[1],
+            want: syncid,
+        });
     }
     let spare = be16(buf, 6);
     if buf[0] != 0 || (spare != 0 && spare != LB_MAGIC) {
@@ -505,7 +523,10 @@ mod tests {
         let conns: Vec<_> = (0..600).map(conn).collect();
         let small = encode_conns(0, &conns, 200, None);
         assert!(small.iter().all(|m| m.len() <= 200));
-        assert_eq!(small.len(), 600usize.div_ceil((200 - HEADER_LEN) / CONN_V4_LEN));
+        assert_eq!(
+            small.len(),
+            600usize.div_ceil((200 - HEADER_LEN) / CONN_V4_LEN)
+        );
         let big = encode_conns(0, &conns, 65000, None);
         assert_eq!(big.len(), 3, "255 conns at most per message");
         // A maxlen below one conn still sends each conn.
@@ -537,7 +558,10 @@ mod tests {
     fn control_messages_round_trip_and_look_empty_to_ipvs() {
         for msg in [
             Control::BulkRequest { nonce: 0x1234_5678 },
-            Control::BulkEnd { nonce: 0x8765_4321, count: 70_000 },
+            Control::BulkEnd {
+                nonce: 0x8765_4321,
+                count: 70_000,
+            },
         ] {
             let b = encode_control(9, &msg, None);
             assert_eq!(decode(&b, 9, None), Ok(Message::Control(msg)));
@@ -552,17 +576,29 @@ mod tests {
     fn malformed_datagrams_are_refused_with_a_reason() {
         let good = encode_conns(0, &[conn(1)], 1472, None).remove(0);
         assert_eq!(decode(&good[..5], 0, None), Err(WireError::Short(5)));
-        assert!(matches!(decode(&good[..20], 0, None), Err(WireError::Size { .. })));
+        assert!(matches!(
+            decode(&good[..20], 0, None),
+            Err(WireError::Size { .. })
+        ));
         let mut v = good.clone();
         v[5] = 0;
         assert_eq!(decode(&v, 0, None), Err(WireError::Version(0)));
-        assert_eq!(decode(&good, 1, None), Err(WireError::SyncId { got: 0, want: 1 }));
+        assert_eq!(
+            decode(&good, 1, None),
+            Err(WireError::SyncId { got: 0, want: 1 })
+        );
         let mut n = good.clone();
         n[4] = 2;
-        assert!(matches!(decode(&n, 0, None), Err(WireError::Conn { index: 1, .. })));
+        assert!(matches!(
+            decode(&n, 0, None),
+            Err(WireError::Conn { index: 1, .. })
+        ));
         let mut p = good.clone();
         p[9] = 1; // ICMP
-        assert!(matches!(decode(&p, 0, None), Err(WireError::Conn { index: 0, .. })));
+        assert!(matches!(
+            decode(&p, 0, None),
+            Err(WireError::Conn { index: 0, .. })
+        ));
         let mut s = good.clone();
         s[17] = 99; // TCP state
         assert!(matches!(decode(&s, 0, None), Err(WireError::Conn { .. })));
@@ -580,7 +616,11 @@ mod tests {
     fn no_input_panics_the_decoder() {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
         let mut samples = encode_conns(0, &(0..20).map(conn).collect::<Vec<_>>(), 1472, None);
-        samples.push(encode_control(0, &Control::BulkEnd { nonce: 1, count: 2 }, None));
+        samples.push(encode_control(
+            0,
+            &Control::BulkEnd { nonce: 1, count: 2 },
+            None,
+        ));
         let mut x: u32 = 1;
         for s in &samples {
             for cut in 0..s.len() {

@@ -240,7 +240,15 @@ impl Engine {
                 self.act(i, a, true).await;
             }
         }
-        tracing::info!(held = hold, "VRRP instances {}", if hold { "held in BACKUP until the connection table is copied" } else { "released" });
+        tracing::info!(
+            held = hold,
+            "VRRP instances {}",
+            if hold {
+                "held in BACKUP until the connection table is copied"
+            } else {
+                "released"
+            }
+        );
     }
 
     pub(super) async fn on_timers(&mut self) {
