@@ -3,7 +3,7 @@
 //! its return (bulk copy, then preemption). Needs root; one at a time.
 use std::time::{Duration, Instant};
 
-use lb_tests::{private_ip, real_ip, Bins, Lab, AGENT_ARGS, NAT_GATEWAY_IP, VIP};
+use lb_tests::{private_ip, real_ip, real_ip6, Bins, Lab, AGENT_ARGS, NAT_GATEWAY_IP, VIP, VIP6};
 
 fn lab(name: &str) -> Lab {
     let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
@@ -95,10 +95,10 @@ fn wait_summary(lab: &Lab, tag: &str, limit: Duration) -> (u64, u64, u64) {
 }
 
 /// Starts `a` (priority 150) alone, then `b` (100); 25 keep-alive
-/// connections per port of `ports` (a request every 100 ms each); SIGKILL
+/// connections to each `ADDR:PORT` of `targets` (a request every 100 ms each); SIGKILL
 /// of dir; dir2 takes over; dir returns, pulls the table and preempts.
 /// Every connection must stay on its real without a reset.
-fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)]) {
+fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, targets: &[(String, &str)]) {
     lab.start_agent_on("dir", a, AGENT_ARGS).unwrap();
     // No peer yet: dir waits for a bulk copy nobody sends, then takes over.
     master(lab, "dir", Duration::from_secs(15));
@@ -115,9 +115,8 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)
 
     let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
     let secs = "16";
-    for (port, tag) in ports {
-        let to = format!("{VIP}:{port}");
-        lab.spawn("cl", &[&probe, "hold-many", &to, "25", secs, "100"], tag)
+    for (to, tag) in targets {
+        lab.spawn("cl", &[&probe, "hold-many", to, "25", secs, "100"], tag)
             .unwrap();
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -125,7 +124,7 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)
     let list2 = vrrp_list(lab, "dir2");
     println!("dir2 before the kill:\n{list2}");
     assert!(
-        installed(&list2) >= 25 * ports.len() as u64,
+        installed(&list2) >= 25 * targets.len() as u64,
         "the backup installed too little:\n{list2}"
     );
 
@@ -145,7 +144,7 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, ports: &[(&str, &str)
     assert!(!list.contains("bulk copy: 0 conns"), "{list}");
     wait_for(lab, "dir2", "BACKUP", Duration::from_secs(2));
 
-    for (_, tag) in ports {
+    for (_, tag) in targets {
         let (resets, changed, failed) = wait_summary(lab, tag, Duration::from_secs(30));
         assert_eq!(
             (resets, changed),
@@ -163,7 +162,45 @@ fn long_lived_connections_survive_a_master_kill_and_its_return() {
     let mut lab = lab("pair");
     let a = config("BACKUP", 150, "s3cret");
     let b = config("BACKUP", 100, "s3cret");
-    master_kill_and_return(&mut lab, &a, &b, &[("80", "rr"), ("8080", "wlc")]);
+    master_kill_and_return(
+        &mut lab,
+        &a,
+        &b,
+        &[(format!("{VIP}:80"), "rr"), (format!("{VIP}:8080"), "wlc")],
+    );
+}
+
+/// IPv6: a VRRPv3 instance for the IPv6 VIP beside the IPv4 one (one sync
+/// group), a DR `rr` service on the IPv6 VIP; sync over IPv4 multicast.
+fn v6_config(priority: u8) -> String {
+    let inst = |name: &str, vrid: u8, vip: &str, len: u8| {
+        format!(
+            "vrrp_instance {name} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n  \
+             priority {priority}\n  version 3\n  advert_int 0.1\n  virtual_ipaddress {{\n    {vip}/{len}\n  }}\n}}\n"
+        )
+    };
+    format!(
+        "global_defs {{\n  lvs_sync_daemon eth0 VI_1\n}}\n\
+         vrrp_sync_group G {{\n  group {{\n    VI_1\n    VI_6\n  }}\n}}\n{}{}\
+         virtual_server {VIP6} 80 {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  \
+         real_server {} 80 {{\n    weight 1\n  }}\n  real_server {} 80 {{\n    weight 1\n  }}\n}}\n",
+        inst("VI_1", 51, VIP, 24),
+        inst("VI_6", 52, VIP6, 64),
+        real_ip6(1),
+        real_ip6(2),
+    )
+}
+
+#[test]
+fn ipv6_connections_survive_a_master_kill_and_its_return() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("v6");
+    master_kill_and_return(
+        &mut lab,
+        &v6_config(150),
+        &v6_config(100),
+        &[(format!("[{VIP6}]:80"), "v6")],
+    );
 }
 
 /// The classic LVS-NAT pair: the VIP on eth0 and the reals' gateway on
@@ -199,7 +236,7 @@ fn nat_connections_survive_a_master_kill_and_its_return() {
         &mut lab,
         &nat_config(150),
         &nat_config(100),
-        &[("80", "nat")],
+        &[(format!("{VIP}:80"), "nat")],
     );
 }
 
