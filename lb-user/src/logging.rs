@@ -63,12 +63,24 @@ pub enum Format {
 }
 
 /// The filter directives in force: `--log-level` if given, else a
-/// non-empty `RUST_LOG`, else `info`.
+/// non-empty `RUST_LOG`, else `info`. Below `debug`, the netlink crates'
+/// own warnings are left out: they report attributes of newer kernels
+/// they do not parse (e.g. `IFLA_INET6_CONF` of 240 bytes on 6.18, twice a
+/// second with the host-MAC watch), which says nothing about lb.
 pub fn directives(level: Option<Level>, rust_log: Option<&str>) -> String {
+    let quiet = |l: Level| match l {
+        Level::Error | Level::Warn | Level::Info => {
+            format!(
+                "{},netlink_packet_route=error,netlink_packet_core=error",
+                l.directive()
+            )
+        }
+        _ => l.directive().to_owned(),
+    };
     match (level, rust_log.map(str::trim)) {
-        (Some(l), _) => l.directive().to_owned(),
+        (Some(l), _) => quiet(l),
         (None, Some(env)) if !env.is_empty() => env.to_owned(),
-        (None, _) => Level::Info.directive().to_owned(),
+        (None, _) => quiet(Level::Info),
     }
 }
 
@@ -171,14 +183,18 @@ mod tests {
 
     #[test]
     fn the_option_wins_over_rust_log_which_wins_over_the_default() {
-        assert_eq!(directives(Some(Level::Warn), Some("debug")), "warn");
+        assert_eq!(
+            directives(Some(Level::Warn), Some("debug")),
+            "warn,netlink_packet_route=error,netlink_packet_core=error"
+        );
         assert_eq!(directives(Some(Level::Trace), None), "trace");
         assert_eq!(
             directives(None, Some("lb_user::vrrp=debug,info")),
             "lb_user::vrrp=debug,info"
         );
-        assert_eq!(directives(None, Some("  ")), "info");
-        assert_eq!(directives(None, None), "info");
+        let info = "info,netlink_packet_route=error,netlink_packet_core=error";
+        assert_eq!(directives(None, Some("  ")), info);
+        assert_eq!(directives(None, None), info);
     }
 
     #[test]

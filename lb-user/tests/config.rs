@@ -1244,6 +1244,20 @@ fn lvs_sync_daemon_options_defaults_and_errors() {
         let errs: Vec<String> = l.errors().map(|d| d.to_string()).collect();
         assert!(errs.iter().any(|e| e.starts_with(want)), "{line}: {errs:?}");
     }
+    // A maxlen below one message with one IPv6 conn is raised, with a warning.
+    let l = load_str(
+        &conf("lvs_sync_daemon eth1 VI_1 maxlen 10"),
+        Path::new("s.conf"),
+    );
+    assert!(!l.has_errors());
+    assert_eq!(
+        l.config.vrrp.globals.lvs_sync.as_ref().unwrap().maxlen,
+        Some(80)
+    );
+    assert!(l
+        .diags
+        .iter()
+        .any(|d| d.to_string().contains("maxlen 10 is smaller")));
     // A key without sync is a warning.
     let l = load_str(&conf("lb_sync_auth_key k"), Path::new("s.conf"));
     assert!(!l.has_errors());

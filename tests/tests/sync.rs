@@ -315,3 +315,35 @@ fn unsigned_and_wrongly_signed_messages_are_dropped_and_counted() {
         "{out}"
     );
 }
+
+/// Two directors started together ask each other for their tables and are
+/// released together: the higher priority takes the VIP, the other never
+/// does (no flap while the first still waits for an answer).
+#[test]
+fn a_pair_started_together_does_not_flap() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("cold");
+    lab.spawn_agent_on("dir", &config("BACKUP", 150, "k"), AGENT_ARGS)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.spawn_agent_on("dir2", &config("BACKUP", 100, "k"), AGENT_ARGS)
+        .unwrap();
+    let took = master(&lab, "dir", Duration::from_secs(15));
+    wait_for(
+        &lab,
+        "dir2",
+        "connection sync: in sync",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let list2 = vrrp_list(&lab, "dir2");
+    println!(
+        "dir MASTER {took:?} after the start\n{}\n{list2}",
+        vrrp_list(&lab, "dir")
+    );
+    assert!(
+        list2.contains("became master 0"),
+        "dir2 took the VIP meanwhile:\n{list2}"
+    );
+    assert!(vrrp_list(&lab, "dir").contains("connection sync: in sync"));
+}

@@ -175,6 +175,20 @@ impl Reloader {
             );
             tracing::warn!("{d}");
             loaded.diags.push(d);
+            // A file the next start would refuse is refused now.
+            if let Some(Err(e)) = crate::sync::Settings::from_config(&loaded.config) {
+                let why = match &e {
+                    crate::sync::SyncError::NoIface { iface, .. } => {
+                        format!(
+                            "no interface named {iface} on this host: the next start would fail"
+                        )
+                    }
+                    other => format!("{}: the next start would fail", crate::util::chain(other)),
+                };
+                loaded
+                    .diags
+                    .push(config::Diag::error(&loc, Some("lvs_sync_daemon"), why));
+            }
         }
         let diagnostics: Vec<Diagnostic> = loaded.diags.iter().map(Diagnostic::from).collect();
         let file = self.path.display().to_string();

@@ -45,6 +45,20 @@ pub fn dump(c: &Config) -> Value {
             "smtp_helo_name": g.smtp_helo_name,
             "smtp_connect_timeout_s": secs(g.smtp_connect_timeout),
             "vrrp_higher_prio_send_advert": g.higher_prio_send_advert,
+            // The defaults filled in as the agent resolves them: the sync id
+            // from the instance, maxlen from the interface's MTU at start.
+            "lvs_sync_daemon": g.lvs_sync.as_ref().map(|s| json!({
+                "interface": s.iface,
+                "vrrp_instance": s.instance,
+                "id": s.syncid.or_else(|| c.vrrp.instances.iter().find(|i| i.name == s.instance).map(|i| i.vrid)),
+                "maxlen": s.maxlen,
+                "port": s.port,
+                "ttl": s.ttl,
+                "group": s.group,
+                "location": s.loc.to_string(),
+            })),
+            // Whether a key is set; never the key.
+            "lb_sync_auth_key": g.sync_auth_key.is_some(),
         },
         "virtual_servers": c.services.iter().map(virtual_server).collect::<Vec<_>>(),
         "vrrp_scripts": c.vrrp.scripts.values().map(script).collect::<Vec<_>>(),

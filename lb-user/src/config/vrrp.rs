@@ -531,6 +531,9 @@ pub fn globals(n: &Node, g: &mut Globals, diags: &mut Vec<Diag>) {
     }
 }
 
+/// The smallest `maxlen` lb uses: the 8-byte header and one 72-byte IPv6 conn.
+const MIN_SYNC_MAXLEN: u64 = 80;
+
 /// `lvs_sync_daemon IFACE VRRP_INSTANCE [id ID] [maxlen LEN] [port PORT]
 /// [ttl TTL] [group ADDR]`. keepalived ignores a bad option with a
 /// message and keeps its default; lb reports each as an error (a sync that
@@ -578,6 +581,16 @@ fn lvs_sync(c: &Node, diags: &mut Vec<Diag>) -> Option<LvsSync> {
             },
             // keepalived: up to 65535 - 20 - 8 (an IPv4 UDP payload).
             "maxlen" => match uint(c, v, 1, 65535 - 20 - 8, "bytes", diags) {
+                // A message carries at least one conn: below a header and
+                // an IPv6 conn it could carry none.
+                Some(x) if x < MIN_SYNC_MAXLEN => {
+                    diags.push(Diag::warning(
+                        &c.loc,
+                        Some("lvs_sync_daemon"),
+                        format!("maxlen {x} is smaller than one message with one IPv6 conn; using {MIN_SYNC_MAXLEN}"),
+                    ));
+                    s.maxlen = Some(MIN_SYNC_MAXLEN as u16);
+                }
                 Some(x) => s.maxlen = Some(x as u16),
                 None => ok = false,
             },

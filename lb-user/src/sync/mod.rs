@@ -180,10 +180,16 @@ pub struct Settings {
 /// Why sync could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("lvs_sync_daemon: no interface named {0}")]
-    NoIface(String),
-    #[error("lvs_sync_daemon: no vrrp_instance named {0}")]
-    NoInstance(String),
+    #[error("{loc}: error: lvs_sync_daemon: no interface named {iface} on this host")]
+    NoIface {
+        loc: crate::config::Loc,
+        iface: String,
+    },
+    #[error("{loc}: error: lvs_sync_daemon: no vrrp_instance named {instance}")]
+    NoInstance {
+        loc: crate::config::Loc,
+        instance: String,
+    },
     #[error("lvs_sync_daemon: {what}")]
     Io {
         what: String,
@@ -206,19 +212,25 @@ impl Settings {
     pub fn from_config(config: &Config) -> Option<Result<Settings, SyncError>> {
         let s: &LvsSync = config.vrrp.globals.lvs_sync.as_ref()?;
         Some((|| {
-            let c = std::ffi::CString::new(s.iface.as_str())
-                .map_err(|_| SyncError::NoIface(s.iface.clone()))?;
+            let no_iface = || SyncError::NoIface {
+                loc: s.loc.clone(),
+                iface: s.iface.clone(),
+            };
+            let c = std::ffi::CString::new(s.iface.as_str()).map_err(|_| no_iface())?;
             // SAFETY: a valid C string.
             let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
             if ifindex == 0 {
-                return Err(SyncError::NoIface(s.iface.clone()));
+                return Err(no_iface());
             }
             let inst = config
                 .vrrp
                 .instances
                 .iter()
                 .find(|i| i.name == s.instance)
-                .ok_or_else(|| SyncError::NoInstance(s.instance.clone()))?;
+                .ok_or_else(|| SyncError::NoInstance {
+                    loc: s.loc.clone(),
+                    instance: s.instance.clone(),
+                })?;
             let maxlen = match s.maxlen {
                 Some(m) => m as usize,
                 None => crate::util::netdev::mtu(&s.iface)
@@ -717,6 +729,9 @@ impl Task {
         let mut pending: Vec<u32> = Vec::new();
         let mut bulk_due: Option<tokio::time::Instant> = None;
         let mut last_bulk: Option<tokio::time::Instant> = None;
+        // Requests already answered: a replayed request is not answered again.
+        let mut served: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
+        let mut last_ask: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = poll.tick() => {
@@ -762,6 +777,10 @@ impl Task {
                     for nonce in pending.drain(..) {
                         self.send_control(Control::BulkEnd { nonce, count: count as u32 }).await;
                         self.tx.send_modify(|st| st.bulk_served += 1);
+                        if served.len() == 64 {
+                            served.pop_front();
+                        }
+                        served.push_back(nonce);
                     }
                     last_bulk = Some(tokio::time::Instant::now());
                     tracing::info!(conns = count, "connection sync: sent this director's table to a starting peer");
@@ -790,6 +809,18 @@ impl Task {
                         }
                         Ok(Message::Control(Control::BulkRequest { nonce })) => {
                             if nonce == self.nonce || pending.contains(&nonce) {
+                                continue;
+                            }
+                            // A peer starting while this director waits for
+                            // a table too (a pair started together): ask it
+                            // now rather than at the next retry, so that
+                            // neither takes over before the other is in.
+                            if waiting && last_ask.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+                                last_ask = Some(Instant::now());
+                                self.send_control(Control::BulkRequest { nonce: self.nonce }).await;
+                            }
+                            if served.contains(&nonce) {
+                                self.dropped("bulk request replayed");
                                 continue;
                             }
                             if pending.len() >= BULK_PENDING_MAX {

@@ -605,6 +605,9 @@ mod tests {
         let mut f = good.clone();
         f[15] = 1; // LOCALNODE
         assert!(matches!(decode(&f, 0, None), Err(WireError::Conn { .. })));
+        let mut ver = good.clone();
+        ver[10] = 0x70; // conn version nibble 7 (ipvs drops the buffer)
+        assert!(matches!(decode(&ver, 0, None), Err(WireError::Conn { .. })));
         let mut z = good.clone();
         z[11] = 200; // conn size past the end
         assert!(matches!(decode(&z, 0, None), Err(WireError::Conn { .. })));

@@ -163,12 +163,20 @@ impl Machine {
         }
     }
 
-    /// The hold ends: take over now if the machine would have meanwhile.
+    /// The hold ends. The address owner and a `state MASTER` instance that
+    /// would have taken over meanwhile do so now; any other backup that
+    /// would have listens one more Master_Down_Interval first: its peer,
+    /// starting too, may have just been released with a higher priority
+    /// (then its advert arrives first and nobody flaps).
     pub fn release(&mut self, now: Duration) -> Vec<Action> {
         let mut out = Vec::new();
         self.held = false;
         if std::mem::take(&mut self.pending_master) && self.state == State::Backup {
-            self.enter_master(now, &mut out);
+            if self.priority == 255 || self.settings.initial_master {
+                self.enter_master(now, &mut out);
+            } else {
+                self.deadline = Some(now + self.master_down_interval());
+            }
         }
         out
     }
@@ -638,7 +646,11 @@ mod tests {
         let d = m.deadline().unwrap();
         assert!(m.on_timer(d).is_empty());
         assert_eq!(m.state, State::Backup);
-        assert_eq!(m.release(d + ms(5))[1], Action::BecomeMaster);
+        // Released: one more Master_Down_Interval to hear a better peer.
+        assert!(m.release(d + ms(5)).is_empty());
+        let d2 = m.deadline().unwrap();
+        assert_eq!(d2, d + ms(5) + m.master_down_interval());
+        assert_eq!(m.on_timer(d2)[1], Action::BecomeMaster);
         assert_eq!(m.state, State::Master);
         // Held, then a higher master is heard: the release takes nothing.
         let mut b = Machine::new(settings(100, "10.0.0.2"));
