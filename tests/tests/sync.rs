@@ -347,3 +347,32 @@ fn a_pair_started_together_does_not_flap() {
     );
     assert!(vrrp_list(&lab, "dir").contains("connection sync: in sync"));
 }
+
+/// LVS-TUN: both services of [`config`] tunnelled (IPIP) to the reals,
+/// which decapsulate with `lb decap`.
+#[test]
+fn tun_connections_survive_a_master_kill_and_its_return() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("tun");
+    // The FIB lookup that routes the tunnel answers only where forwarding is on.
+    for d in ["dir", "dir2"] {
+        lab.exec(d, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .unwrap();
+    }
+    let lb = lab.bins.lb.to_string_lossy().into_owned();
+    for r in ["r1", "r2"] {
+        lab.spawn(r, &[&lb, "decap", "--iface", "eth0", "--vip", VIP], "decap")
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let tun = |p: u8| config("BACKUP", p, "s3cret").replace("lb_kind DR", "lb_kind TUN");
+    master_kill_and_return(
+        &mut lab,
+        &tun(150),
+        &tun(100),
+        &[
+            (format!("{VIP}:80"), "tun-rr"),
+            (format!("{VIP}:8080"), "tun-wlc"),
+        ],
+    );
+}
