@@ -392,7 +392,15 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let vrrp = vrrp::engine::spawn(Default::default(), nl.clone())
         .await
         .map_err(|e| AgentError::Vrrp(e.into()))?;
-    // Before VRRP has instances: they start held until the peer's table is in.
+    // With sync, the instances start held until the peer's table is in;
+    // the table is asked for once they exist (their timers then start
+    // before a fast answer can release them).
+    if sync_settings.is_some() {
+        vrrp.hold(true).await;
+    }
+    // VRRP last: by the time this node takes the virtual addresses, the
+    // data plane forwards what they attract.
+    vrrp.reload(vrrp_cfg).await;
     let sync = match sync_settings {
         Some(s) => Some(
             crate::sync::spawn(s, opts.bpffs.clone(), core.clone(), vrrp.clone())
@@ -401,9 +409,6 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         ),
         None => None,
     };
-    // VRRP last: by the time this node takes the virtual addresses, the
-    // data plane forwards what they attract.
-    vrrp.reload(vrrp_cfg).await;
 
     let listener = UnixListener::bind(&opts.socket)
         .map_err(io(format!("binding {}", opts.socket.display())))?;

@@ -581,8 +581,10 @@ pub fn dump(dp: &Dataplane, ix: &Index, established_only: bool) -> Vec<SyncConn>
     out
 }
 
-/// Starts connection sync: the socket, the ring buffer, the task. With a
-/// bulk copy pending, `vrrp` is held in BACKUP until it is in.
+/// Starts connection sync: the socket, the ring buffer, the task. The
+/// caller holds `vrrp` in BACKUP first (`Handle::hold(true)`); the task
+/// releases it once the peer's bulk copy is installed or [`BULK_TIMEOUT`]
+/// passes.
 pub async fn spawn(
     settings: Settings,
     bpffs: PathBuf,
@@ -610,7 +612,6 @@ pub async fn spawn(
     let dp = Arc::new(std::sync::Mutex::new(dp));
     let jobs =
         spawn_installer(dp.clone(), tx.clone()).map_err(io("starting the installer thread"))?;
-    vrrp.hold(true).await;
     tracing::info!(
         iface = %settings.iface, group = %settings.group, port = settings.port, syncid = settings.syncid,
         maxlen = settings.maxlen, authenticated = settings.key.is_some(),

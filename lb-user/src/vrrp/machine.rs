@@ -168,11 +168,18 @@ impl Machine {
     /// would have listens one more Master_Down_Interval first: its peer,
     /// starting too, may have just been released with a higher priority
     /// (then its advert arrives first and nobody flaps).
+    ///
+    /// Every other backup restarts its Master_Down_Timer at the release:
+    /// two directors started together are released within milliseconds of
+    /// each other (each answers the other's request), and the timers then
+    /// race from the same moment, which the higher priority (shorter skew)
+    /// wins, whatever each director's own start took.
     pub fn release(&mut self, now: Duration) -> Vec<Action> {
         let mut out = Vec::new();
         self.held = false;
-        if std::mem::take(&mut self.pending_master) && self.state == State::Backup {
-            if self.priority == 255 || self.settings.initial_master {
+        let pending = std::mem::take(&mut self.pending_master);
+        if self.state == State::Backup {
+            if pending && (self.priority == 255 || self.settings.initial_master) {
                 self.enter_master(now, &mut out);
             } else {
                 self.deadline = Some(now + self.master_down_interval());
