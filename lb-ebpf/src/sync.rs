@@ -9,11 +9,12 @@
 //! ring every 10 ms), so no interrupt work per event. A full ring drops the
 //! event and counts it (`sync_lost`): the flow is forwarded regardless.
 
-use lb_common::{FlowKey, FLAG_SYNC};
+use lb_common::FLAG_SYNC;
 use lb_ebpf::parse::Packet;
 
 use crate::{
     code::{self, Code},
+    conntrack,
     maps::{LB_FLAGS, LB_SYNC_EVENTS},
 };
 
@@ -35,15 +36,7 @@ pub fn report(pkt: &Packet, svc_id: u32, ids: &[u32; 2], state: u32) -> Code {
     // SAFETY: `p` points into the reserved ring record, valid and
     // exclusively ours until submit; every field is written before it.
     unsafe {
-        (*p).key = FlowKey {
-            src: pkt.src,
-            dst: pkt.dst,
-            sport_be: pkt.sport_be,
-            dport_be: pkt.dport_be,
-            proto: pkt.proto,
-            family: pkt.family,
-            _pad: [0; 2],
-        };
+        (*p).key = conntrack::flow_key(pkt);
         (*p).svc_id = svc_id;
         (*p).real_id = ids[0];
         (*p).real_gen = ids[1];

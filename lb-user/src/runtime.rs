@@ -481,14 +481,21 @@ pub fn real_spec(table: &Config, key: &crate::config::RealKey) -> Result<RealSpe
         .iter()
         .find(|r| !r.sorry && (r.addr, r.port) == (*addr, *port))
         .ok_or(ChangeError::NoSuchDestination)?;
-    Ok(RealSpec {
-        addr: r.addr,
-        port: r.port,
-        fwd: r.fwd_in(vs),
-        weight: r.weight,
-        u_threshold: r.u_threshold,
-        l_threshold: r.l_threshold,
-    })
+    Ok(RealSpec::of(r, vs))
+}
+
+impl RealSpec {
+    /// The spec of real `r` of service `vs` (its forwarding method resolved).
+    fn of(r: &RealServer, vs: &VirtualServer) -> Self {
+        RealSpec {
+            addr: r.addr,
+            port: r.port,
+            fwd: r.fwd_in(vs),
+            weight: r.weight,
+            u_threshold: r.u_threshold,
+            l_threshold: r.l_threshold,
+        }
+    }
 }
 
 fn new_real(spec: &RealSpec) -> RealServer {
@@ -528,18 +535,7 @@ impl ServiceRecord {
                 persistence_timeout: vs.persistence_timeout,
                 persistence_prefix: vs.persistence_prefix,
             },
-            reals: vs
-                .reals
-                .iter()
-                .map(|r| RealSpec {
-                    addr: r.addr,
-                    port: r.port,
-                    fwd: r.fwd_in(vs),
-                    weight: r.weight,
-                    u_threshold: r.u_threshold,
-                    l_threshold: r.l_threshold,
-                })
-                .collect(),
+            reals: vs.reals.iter().map(|r| RealSpec::of(r, vs)).collect(),
         }
     }
 }
