@@ -6,7 +6,7 @@
 //! - the Debian packages the build and the tests use (iproute2, bpftool,
 //!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
 //!   peer, nftables, HAProxy, wrk and a font for the benchmark, Prometheus for the
-//!   metrics test). Services the packages
+//!   metrics test, Chromium and its WebDriver for the web console's tests). Services the packages
 //!   ship are not started (policy-rc.d), and the daemons' services
 //!   ([`SERVICE_PACKAGES`]) are left disabled: see [`disable_services`].
 use std::{path::PathBuf, process::Command};
@@ -37,6 +37,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // checks its exposition.
     ("prometheus", "prometheus"),
     (crate::plot::FONT, "fonts-dejavu-core"),
+    // The web console's tests drive a headless Chromium through WebDriver
+    // (tests/src/browser.rs); Debian splits the browser and its driver.
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/bin/chromedriver", "chromium-driver"),
 ];
 
 #[derive(clap::Args, Debug, Default)]
