@@ -20,6 +20,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _};
 
+pub mod browser;
+
 /// lb-lab's pass-everything program, for the far end of a veth ([`Lab::xdp_pass`]).
 pub const XDP_PASS: &str = "xdp_pass";
 /// lb-lab's XDP_TX reflector (swaps the Ethernet addresses).
