@@ -28,3 +28,4 @@ pub mod sync;
 pub mod track;
 pub mod util;
 pub mod vrrp;
+pub mod web;

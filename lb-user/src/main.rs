@@ -63,6 +63,35 @@ enum RouterArg {
     Backup,
 }
 
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum RoleArg {
+    Admin,
+    View,
+}
+
+/// `lb run`'s web console options.
+#[derive(clap::Args, Debug)]
+struct WebArgs {
+    /// Serve the web console on ADDR:PORT (off by default; Piranha used
+    /// port 3636). Plain HTTP on a loopback address only, unless
+    /// --web-insecure; give --web-cert and --web-key for HTTPS.
+    #[arg(long, value_name = "ADDR:PORT")]
+    web_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, value_name = "FILE", requires = "web_key")]
+    web_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, value_name = "FILE", requires = "web_cert")]
+    web_key: Option<PathBuf>,
+    /// The console's users file (`lb passwd --file`).
+    #[arg(long, value_name = "FILE", default_value = lb_user::web::users::DEFAULT_FILE)]
+    web_users: PathBuf,
+    /// Allow plain HTTP on an address other than loopback (passwords and
+    /// sessions then cross the network in clear).
+    #[arg(long)]
+    web_insecure: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load and attach XDP, apply the configuration and run in the foreground.
@@ -106,6 +135,29 @@ enum Cmd {
         /// Serve Prometheus metrics on http://ADDR:PORT/metrics (off by default).
         #[arg(long, value_name = "ADDR:PORT")]
         metrics_listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        web: WebArgs,
+    },
+    /// Set, change or delete a web console user (`lb run --web-listen`).
+    ///
+    /// The password is read from the terminal (twice, not echoed) or, when
+    /// standard input is not a terminal, as its first line. It is stored as
+    /// an Argon2id hash in the users file (mode 0600, owned by root); the
+    /// console reads the file at each login, so no restart is needed.
+    /// Roles: admin (every page and change) or view (read only).
+    Passwd {
+        /// The user's name (1 to 32 of A-Z a-z 0-9 . _ -).
+        #[arg(default_value = "admin")]
+        user: String,
+        /// What the user may do.
+        #[arg(long, value_enum, default_value = "admin")]
+        role: RoleArg,
+        /// Delete the user instead.
+        #[arg(long, conflicts_with = "role")]
+        delete: bool,
+        /// The users file (`lb run --web-users`).
+        #[arg(long, default_value = lb_user::web::users::DEFAULT_FILE)]
+        file: PathBuf,
     },
     /// ipvsadm's command line: `lb adm -A -t VIP:80 -s rr`, `lb adm -Ln`,
     /// `lb adm -S`, … (also as `lbadm`, a link to lb). Changes go to the
@@ -531,6 +583,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             udp_timeout,
             config_id,
             metrics_listen,
+            web,
         } => {
             if let Some(id) = config_id {
                 config::reader::set_config_id(&id);
@@ -554,6 +607,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Timeouts::default()
                 },
                 metrics_listen,
+                web: web.web_listen.map(|listen| lb_user::web::Options {
+                    listen,
+                    cert: web.web_cert,
+                    key: web.web_key,
+                    users: web.web_users,
+                    insecure: web.web_insecure,
+                }),
             };
             match rt.block_on(agent::run(opts)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
@@ -828,6 +888,32 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Passwd {
+            user,
+            role,
+            delete,
+            file,
+        } => {
+            let role = match role {
+                RoleArg::Admin => lb_user::web::users::Role::Admin,
+                RoleArg::View => lb_user::web::users::Role::View,
+            };
+            let password = if delete {
+                None
+            } else {
+                Some(read_password(&user)?)
+            };
+            match lb_user::web::users::set(&file, &user, role, password.as_deref()) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("lb passwd: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Cmd::GenerateDocs { man, completions } => {
             lb_user::docs::write_man_pages(Cli::command(), &man)?;
             lb_user::docs::write_completions(Cli::command(), "lb", &completions)?;
@@ -858,4 +944,21 @@ fn process_alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     });
     exists && !zombie
+}
+
+/// `lb passwd`'s password: asked twice on the terminal (not echoed), or
+/// the first line of standard input when it is not a terminal.
+fn read_password(user: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {user}: "))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            anyhow::bail!("the passwords differ; nothing changed");
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }

@@ -61,6 +61,8 @@ pub struct Options {
     pub timeouts: Timeouts,
     /// Where to serve Prometheus metrics (`None`: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The web console (`None`: not served).
+    pub web: Option<crate::web::Options>,
 }
 
 fn iface_info(name: &str) -> Result<(u32, [u8; 6]), AgentError> {
@@ -90,6 +92,8 @@ pub enum AgentError {
     ConfigRefused { file: String, errors: usize },
     #[error("no interface named {0}")]
     NoIface(String),
+    #[error("web console: {0}")]
+    Web(#[source] crate::web::WebError),
     #[error("interface {name}: {why}")]
     Iface { name: String, why: String },
     #[error(transparent)]
@@ -425,6 +429,10 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         ),
         None => None,
     };
+    let web_bound = match opts.web.clone() {
+        Some(w) => Some(crate::web::bind(w).await.map_err(AgentError::Web)?),
+        None => None,
+    };
     guard.armed = false;
     socket_guard.armed = false;
     // Started: from now on the attachments outlive this agent whatever
@@ -453,6 +461,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         serial: Default::default(),
         changer: changer.clone(),
         sync_at_start,
+        last: Default::default(),
     };
     let api = Arc::new(api::server::Api {
         core: core.clone(),
@@ -467,6 +476,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         stop: stop_tx,
     });
     let metrics = metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, api.clone())));
+    let web = web_bound.map(|b| tokio::spawn(crate::web::serve(b, api.clone())));
     let server = tokio::spawn(api::server::serve(listener, api.clone()));
     let neighbours = watch::spawn_neighbours(netlink()?, attached, macs, core.clone());
     let sweeper = watch::spawn_sweep(opts.bpffs.clone(), core.clone());
@@ -523,6 +533,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     server.abort();
     if let Some(m) = metrics {
         m.abort();
+    }
+    if let Some(w) = web {
+        w.abort();
     }
     neighbours.abort();
     sweeper.abort();

@@ -43,6 +43,9 @@ pub struct Reloader {
     /// The connection-sync settings the agent started with (`lvs_sync_daemon`,
     /// `lb_sync_auth_key`): the running sync keeps them until a restart.
     pub sync_at_start: SyncSettings,
+    /// The latest reload's reply and when it ended (the web console's
+    /// configuration page).
+    pub last: Arc<std::sync::Mutex<Option<(std::time::SystemTime, ReloadReply)>>>,
 }
 
 /// `lvs_sync_daemon` and `lb_sync_auth_key` as a comparable value (without
@@ -128,6 +131,8 @@ impl Reloader {
             // The file's weights apply again: no drain goes on removing.
             self.changer.drains.cancel_all(crate::drain::Cancel::Reload);
         }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::SystemTime::now(), reply.clone()));
         notify::reloaded(&match reply.outcome {
             ReloadOutcome::Applied => format!("running: {}", reply.message),
             ReloadOutcome::Refused | ReloadOutcome::Failed => {
@@ -135,6 +140,14 @@ impl Reloader {
             }
         });
         reply
+    }
+
+    /// The latest reload (as [`Reloader::reload`] answered it) and when it
+    /// ended, as local time `YYYY-MM-DD HH:MM:SS`; `None`: none yet.
+    pub fn last_reload(&self) -> Option<(String, ReloadReply)> {
+        let g = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .map(|(t, r)| (crate::util::local_time(*t), r.clone()))
     }
 
     async fn reload_serialised(&self) -> ReloadReply {

@@ -313,7 +313,7 @@ pub fn router(api: Shared) -> Router {
 /// request heads within [`HEADER_TIMEOUT`], the whole connection at most
 /// [`CONNECTION_LIFETIME`]; `permit` (its slot under the connection cap)
 /// is released when it ends. `what` names the listener in the log.
-fn serve_connection<S>(
+pub(crate) fn serve_connection<S>(
     stream: S,
     router: Router,
     permit: tokio::sync::OwnedSemaphorePermit,

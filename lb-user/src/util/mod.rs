@@ -58,6 +58,30 @@ pub fn chain(e: &(dyn Error + 'static)) -> String {
     Chain(e).to_string()
 }
 
+/// `t` as local time, `YYYY-MM-DD HH:MM:SS` (the C library's time zone,
+/// as keepalived's logs print it); the Unix seconds when it cannot be
+/// converted.
+pub fn local_time(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as libc::time_t;
+    // SAFETY: localtime_r writes only the tm it is given; a zeroed tm is a
+    // valid value of the plain C struct.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return format!("@{secs}");
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
