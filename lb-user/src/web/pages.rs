@@ -54,7 +54,9 @@ pub fn layout(title: &str, session: Option<&Session>, here: &str, body: Markup) 
                     @if let Some(s) = session {
                         nav {
                             @for (id, path, label) in NAV {
+                                @if path != "/setup" || s.role == Role::Admin {
                                 a id=(id) href=(path) class=[(path == here).then_some("here")] { (label) }
+                                }
                             }
                         }
                         span.who {

@@ -247,7 +247,7 @@ pub struct Done {
 }
 
 fn back(done: &str) -> Response {
-    let q = serde_urlencoded::to_string([("done", done)]).unwrap_or_default();
+    let q = serde_urlencoded::to_string([("done", format!("Done: {done}."))]).unwrap_or_default();
     Redirect::to(&format!("/setup?{q}")).into_response()
 }
 
@@ -292,7 +292,7 @@ pub async fn add_service(
         Err(e) => return refused(&session, "add service", e),
     };
     let fwd = parse_fwd(&f.fwd).unwrap_or(Fwd::Dr);
-    let what = format!("added service {} ({})", spec.service, spec.sched.name());
+    let what = format!("add service {} ({})", spec.service, spec.sched.name());
     let key = spec.service;
     match apply(&web, &session, client, &what, Change::AddService { spec }).await {
         Ok(()) => {
@@ -317,7 +317,7 @@ pub async fn edit_service(
         Ok(s) => s,
         Err(e) => return refused(&session, "edit service", e),
     };
-    let what = format!("edited service {} ({})", spec.service, spec.sched.name());
+    let what = format!("edit service {} ({})", spec.service, spec.sched.name());
     match apply(&web, &session, client, &what, Change::EditService { spec }).await {
         Ok(()) => back(&what),
         Err(e) => refused(&session, "edit service", e),
@@ -335,7 +335,7 @@ pub async fn remove_service(
         Ok(s) => s,
         Err(e) => return refused(&session, "remove service", e),
     };
-    let what = format!("removed service {service}");
+    let what = format!("remove service {service}");
     match apply(
         &web,
         &session,
@@ -368,7 +368,7 @@ pub async fn add_real(
         Err(e) => return refused(&session, "add real server", e),
     };
     let what = format!(
-        "added real {} to {service} ({}, weight {})",
+        "add real {} to {service} ({}, weight {})",
         crate::util::fmt_sock(real.addr, real.port),
         real.fwd.keepalived_name(),
         real.weight
@@ -420,10 +420,7 @@ async fn set_weight(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key, current.weight);
             }
-            (
-                0,
-                format!("drained real {real_name} of {} (weight 0)", key.0),
-            )
+            (0, format!("drain real {real_name} of {} (weight 0)", key.0))
         }
         Some(_) => {
             let w = web
@@ -438,7 +435,7 @@ async fn set_weight(
                 });
             (
                 w,
-                format!("enabled real {real_name} of {} (weight {w})", key.0),
+                format!("enable real {real_name} of {} (weight {w})", key.0),
             )
         }
     };
@@ -498,7 +495,7 @@ pub async fn remove_real(
         Err(e) => return refused(&session, "remove real server", e),
     };
     let what = format!(
-        "removed real {} from {}",
+        "remove real {} from {}",
         crate::util::fmt_sock(key.1, key.2),
         key.0
     );
@@ -841,13 +838,13 @@ pub async fn wizard_post(
         Err(e) => return refused(&session, "wizard", e),
     };
     let service = spec.service;
-    let what = format!("wizard: added service {service}");
+    let what = format!("wizard: add service {service}");
     if let Err(e) = apply(&web, &session, client, &what, Change::AddService { spec }).await {
         return refused(&session, "wizard", e);
     }
     for real in reals {
         let what = format!(
-            "wizard: added real {} to {service}",
+            "wizard: add real {} to {service}",
             crate::util::fmt_sock(real.addr, real.port)
         );
         if let Err(e) = apply(
@@ -859,7 +856,7 @@ pub async fn wizard_post(
         )
         .await
         {
-            let undo = format!("wizard: removed service {service} again");
+            let undo = format!("wizard: remove service {service} again");
             let _ = apply(
                 &web,
                 &session,
