@@ -256,7 +256,13 @@ fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_configuration_written_in_the_tests_round_trips() {
     let root = manifest().join("..");
     let mut sources = Vec::new();
-    for d in ["tests/tests", "tests/src", "testkit", "lb-user/src", "lb-user/tests"] {
+    for d in [
+        "tests/tests",
+        "tests/src",
+        "testkit",
+        "lb-user/src",
+        "lb-user/tests",
+    ] {
         rust_sources(&root.join(d), &mut sources);
     }
     sources.sort();
@@ -268,7 +274,11 @@ fn every_configuration_written_in_the_tests_round_trips() {
                 continue;
             }
             let is_format = lit.contains("{{") || lit.contains("}}");
-            let conf = if is_format { fill(&lit) } else { Some(lit.clone()) };
+            let conf = if is_format {
+                fill(&lit)
+            } else {
+                Some(lit.clone())
+            };
             let Some(conf) = conf else { continue };
             let l = load_str(&conf, Path::new("/etc/keepalived/keepalived.conf"));
             if l.has_errors()
@@ -278,7 +288,10 @@ fn every_configuration_written_in_the_tests_round_trips() {
             }
             checked += 1;
             if let Some(m) = mismatch(&l.config) {
-                failures.push(format!("{}: {m}\n--- configuration:\n{conf}", src.display()));
+                failures.push(format!(
+                    "{}: {m}\n--- configuration:\n{conf}",
+                    src.display()
+                ));
             }
         }
     }

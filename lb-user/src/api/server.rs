@@ -244,7 +244,10 @@ async fn export(State(api): State<Shared>) -> Result<Response, Failure> {
         .await
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("export: {e}")))?;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         text,
     )
         .into_response())

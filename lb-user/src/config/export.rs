@@ -155,10 +155,8 @@ fn program_word(p: &Program) -> String {
         .argv
         .iter()
         .map(|a| {
-            let plain = !a.is_empty()
-                && !a
-                    .chars()
-                    .any(|c| c.is_whitespace() || "\"'\\".contains(c));
+            let plain =
+                !a.is_empty() && !a.chars().any(|c| c.is_whitespace() || "\"'\\".contains(c));
             if plain {
                 a.clone()
             } else {
@@ -183,15 +181,8 @@ fn user_name(uid: u32) -> String {
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: getpwuid_r writes only into `pw` and `buf` (of the length
     // given) and sets `out` to `&pw` or null.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pw,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut out,
-        )
-    };
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
     if rc != 0 || out.is_null() {
         return uid.to_string();
     }
@@ -206,15 +197,8 @@ fn group_name(gid: u32) -> String {
     let mut gr: libc::group = unsafe_zeroed();
     let mut out: *mut libc::group = std::ptr::null_mut();
     // SAFETY: as in user_name, for getgrgid_r.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut gr,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut out,
-        )
-    };
+    let rc =
+        unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
     if rc != 0 || out.is_null() {
         return gid.to_string();
     }
@@ -303,8 +287,12 @@ fn header(w: &mut Writer, c: &Config, now: SystemTime) {
             runtime.len()
         ));
         if runtime.iter().any(|v| v.quorum == 0) {
-            w.line("! A service made at runtime has no quorum (ipvs has none); keepalived's smallest");
-            w.line("! quorum, 1, is written: with no sorry server and no quorum_up / quorum_down it");
+            w.line(
+                "! A service made at runtime has no quorum (ipvs has none); keepalived's smallest",
+            );
+            w.line(
+                "! quorum, 1, is written: with no sorry server and no quorum_up / quorum_down it",
+            );
             w.line("! changes nothing but a \"quorum lost\" log line when every real is down.");
         }
     }
@@ -395,11 +383,7 @@ fn global_defs(w: &mut Writer, c: &Config) {
         l("vrrp_higher_prio_send_advert true".into());
     }
     if let Some(s) = &g.lvs_sync {
-        let mut t = format!(
-            "lvs_sync_daemon {} {}",
-            word(&s.iface),
-            word(&s.instance)
-        );
+        let mut t = format!("lvs_sync_daemon {} {}", word(&s.iface), word(&s.instance));
         if let Some(id) = s.syncid {
             let _ = write!(t, " id {id}");
         }
@@ -920,10 +904,7 @@ fn checker(w: &mut Writer, c: &Check) {
         w.open("FILE_CHECK");
         w.line(&format!("track_file {}", word(&f.track)));
         if let Some((wt, rev)) = f.own_weight {
-            w.line(&format!(
-                "weight {wt}{}",
-                if rev { " reverse" } else { "" }
-            ));
+            w.line(&format!("weight {wt}{}", if rev { " reverse" } else { "" }));
         }
         w.depth -= 1;
         w.line("}");
@@ -1094,7 +1075,10 @@ mod tests {
         );
         let c = load(&text);
         assert_eq!(c.vrrp.scripts["s"].program.argv, p.argv);
-        assert_eq!(c.vrrp.instances[0].notify.master.as_ref().unwrap().argv, p.argv);
+        assert_eq!(
+            c.vrrp.instances[0].notify.master.as_ref().unwrap().argv,
+            p.argv
+        );
         assert_eq!(c.vrrp.instances[0].iface, "we ird");
     }
 
@@ -1202,22 +1186,28 @@ mod tests {
             }
         }
         assert_eq!(want, got, "{text}");
-        assert!(text.contains("! and 2 virtual server(s) made at runtime"), "{text}");
+        assert!(
+            text.contains("! and 2 virtual server(s) made at runtime"),
+            "{text}"
+        );
         assert!(text.contains("quorum, 1, is written"), "{text}");
         assert!(text.contains("    lvs_method NAT\n"), "{text}");
-        assert!(text.contains("persistence_granularity 255.255.255.0"), "{text}");
-        assert!(text.contains("! from: /etc/keepalived/keepalived.conf"), "{text}");
+        assert!(
+            text.contains("persistence_granularity 255.255.255.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("! from: /etc/keepalived/keepalived.conf"),
+            "{text}"
+        );
         // The file's real keeps its checker and has the runtime weight.
         let back = load(&text);
         let r = &back.services[0].reals[0];
         assert_eq!((r.weight, r.checks.len()), (7, 1));
         // The runtime checkers come back as the same specs.
         let vs = &back.services[1];
-        let specs: Vec<Option<CheckSpec>> = vs
-            .reals
-            .iter()
-            .map(|r| RealSpec::of(r, vs).check)
-            .collect();
+        let specs: Vec<Option<CheckSpec>> =
+            vs.reals.iter().map(|r| RealSpec::of(r, vs).check).collect();
         assert_eq!(
             specs,
             merged.services[1]
