@@ -227,6 +227,7 @@ enum Cmd {
     /// from which files it was exported. `lb export > keepalived.conf`
     /// turns a table built by hand into a configuration file.
     Export {
+        /// The agent's control socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
