@@ -257,7 +257,7 @@ async fn not_found() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {})",
+            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             super::STATUS,
             super::RELOAD,
             super::CHECKS,
@@ -265,7 +265,9 @@ async fn not_found() -> Failure {
             super::RUNTIME,
             super::DRAIN,
             super::DUMP,
-            super::DUMP_STATS
+            super::DUMP_STATS,
+            super::EXPORT,
+            super::STOP
         ),
     )
 }

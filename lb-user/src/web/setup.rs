@@ -29,7 +29,7 @@ use super::{
 use crate::{
     api::{server::Api, ServiceStatus},
     config::{Fwd, Proto, RealKey, Sched, ServiceAddr},
-    runtime::{Change, ChangeError, RealSpec, ServiceSpec},
+    runtime::{Change, ChangeError, CheckSpec, RealSpec, ServiceSpec},
 };
 
 /// A form field the change cannot be made from.
@@ -208,6 +208,7 @@ pub fn real_of(
         weight,
         u_threshold: 0,
         l_threshold: 0,
+        check: None,
     })
 }
 
@@ -387,16 +388,39 @@ pub async fn add_real(
     }
 }
 
-/// `real` with the health check the form asks for (`none`, `tcp`,
-/// `http` with a path).
+/// Time between two probes of a checker made in the console,
+/// milliseconds (keepalived's `delay_loop` default, 60 s, is slow for a
+/// console user to see a real come back).
+pub const CHECK_INTERVAL_MS: u32 = 5000;
+/// Connect timeout of a checker made in the console, milliseconds.
+pub const CHECK_TIMEOUT_MS: u32 = 3000;
+
+/// `real` with the health check the form asks for: `none`, `tcp`
+/// (TCP_CHECK) or `http` (HTTP_GET of `path`, default `/`, expecting
+/// 200), probed every [`CHECK_INTERVAL_MS`]; the runtime layer validates
+/// the path.
 fn with_check(real: RealSpec, check: &str, path: &str) -> Result<RealSpec, FieldError> {
-    match check {
-        "" | "none" => Ok(real),
-        _ => {
-            let _ = path;
-            Err(bad("check", "health checks: not available yet"))
-        }
-    }
+    let spec = match check {
+        "" | "none" => return Ok(real),
+        "tcp" => CheckSpec::tcp(),
+        "http" => CheckSpec::http(
+            if path.trim().is_empty() {
+                "/"
+            } else {
+                path.trim()
+            },
+            200,
+        ),
+        _ => return Err(bad("check", "none, tcp or http")),
+    };
+    Ok(RealSpec {
+        check: Some(CheckSpec {
+            delay_loop_ms: Some(CHECK_INTERVAL_MS),
+            connect_timeout_ms: Some(CHECK_TIMEOUT_MS),
+            ..spec
+        }),
+        ..real
+    })
 }
 
 async fn set_weight(
@@ -871,10 +895,17 @@ pub async fn wizard_post(
     Redirect::to("/").into_response()
 }
 
-/// The effective configuration as keepalived.conf.
+/// The effective configuration (file merged with the runtime layer) as
+/// keepalived.conf ([`crate::config::export::keepalived_conf`], as
+/// `GET /v1/export` gives it), or a comment saying why not.
 pub async fn export_text(api: &Api) -> String {
-    let _ = api;
-    String::from("# MERGE-W1\n")
+    let cfg = match tokio::time::timeout(crate::metrics::ASK_TIMEOUT, api.core.effective()).await {
+        Ok(Ok(c)) => c,
+        _ => return "# the agent's reconciler did not answer\n".into(),
+    };
+    tokio::task::spawn_blocking(move || crate::config::export::keepalived_conf(&cfg))
+        .await
+        .unwrap_or_else(|e| format!("# export failed: {e}\n"))
 }
 
 /// `GET /setup/export`: the effective configuration as a keepalived.conf
