@@ -273,6 +273,16 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Print the configuration the running agent applies (keepalived.conf
+    /// with the runtime changes of `lb adm` and the API on top) as a
+    /// keepalived.conf that reproduces it; a header comment says when and
+    /// from which files it was exported. `lb export > keepalived.conf`
+    /// turns a table built by hand into a configuration file.
+    Export {
+        /// The agent's control socket.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Helper started by `lb run`: removes the virtual addresses the agent
     /// held if it dies without releasing them.
     #[command(hide = true)]
@@ -719,6 +729,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let d: lb_user::dump::Stats =
                 rt.block_on(api::client::get(&socket, api::DUMP_STATS))?;
             print_out(json, &d, || d.render())
+        }
+        Cmd::Export { socket } => {
+            let text = rt.block_on(api::client::export(&socket))?;
+            // A reader that stops early (`| head`) is not an error.
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig {
             file,

@@ -71,6 +71,9 @@ pub enum Msg {
         key: RealKey,
         reply: oneshot::Sender<Result<runtime::RealSpec, runtime::ChangeError>>,
     },
+    /// The configuration the agent runs: the file with the runtime layer
+    /// on top, before health (`GET /v1/export`).
+    Effective(oneshot::Sender<Box<Config>>),
     /// Stop: returns the `omega` events (quorum_down, notify_down) to run.
     Shutdown(oneshot::Sender<Vec<Event>>),
 }
@@ -188,6 +191,11 @@ impl Handle {
         key: RealKey,
     ) -> Result<Result<runtime::RealSpec, runtime::ChangeError>, Stopped> {
         self.ask(|reply| Msg::Real { key, reply }).await
+    }
+
+    /// The file with the runtime layer on top ([`Msg::Effective`]).
+    pub async fn effective(&self) -> Result<Box<Config>, Stopped> {
+        self.ask(Msg::Effective).await
     }
 
     /// Stops the reconciler; returns the omega events to run.
@@ -339,6 +347,9 @@ impl Reconciler {
                     generation: self.generation,
                     record: self.desired.runtime().record(),
                 });
+            }
+            Msg::Effective(reply) => {
+                let _ = reply.send(Box::new(self.desired.base().clone()));
             }
             Msg::Shutdown(_) => unreachable!("handled by run"),
         }

@@ -93,6 +93,204 @@ pub struct RealSpec {
     /// Connections below which an overloaded real takes new ones again.
     #[serde(default)]
     pub l_threshold: u32,
+    /// Its health checker (lb's own: ipvs has none). Absent in JSON when
+    /// none, so saved layers and clients from before checkers still work.
+    /// In [`Change::EditReal`] absence means "keep the real's checkers as
+    /// they are" (ipvsadm's `-e` knows nothing of checkers);
+    /// [`Change::SetCheck`] replaces or removes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
+}
+
+/// A health checker for a real of the runtime layer: keepalived's
+/// `TCP_CHECK` or `HTTP_GET` with one url, run by the agent exactly as the
+/// same checker written in keepalived.conf. Unset timings take
+/// keepalived's defaults for the checker (`delay_loop` 60 s,
+/// `connect_timeout` 5 s, `retry` 1, `delay_before_retry` 1 s for
+/// TCP_CHECK and 3 s for HTTP_GET; see [`crate::health::Schedule`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckSpec {
+    #[serde(flatten)]
+    pub kind: CheckSpecKind,
+    /// Port probed (`connect_port`); `None`: the real's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_port: Option<u16>,
+    /// `connect_timeout`, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u32>,
+    /// `delay_loop`: time between probes, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_loop_ms: Option<u32>,
+    /// `retry`: failed probes retried before the checker goes down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
+    /// `delay_before_retry`, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_before_retry_ms: Option<u32>,
+}
+
+/// What a [`CheckSpec`] probes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type")]
+pub enum CheckSpecKind {
+    /// `TCP_CHECK`: a TCP connection is accepted within the timeout.
+    #[serde(rename = "TCP_CHECK")]
+    Tcp,
+    /// `HTTP_GET` with one `url { path PATH; status_code STATUS }`: an
+    /// HTTP/1.0 GET of `path` answered with exactly `status`.
+    #[serde(rename = "HTTP_GET")]
+    Http {
+        /// Absolute path of the request (starts with '/').
+        path: String,
+        /// Expected status code, 100 to 599 (keepalived's range).
+        #[serde(default = "default_status")]
+        status: u16,
+    },
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+impl CheckSpec {
+    /// A TCP_CHECK with keepalived's default timing.
+    pub fn tcp() -> Self {
+        Self::of_kind(CheckSpecKind::Tcp)
+    }
+
+    /// An HTTP_GET of `path` expecting `status`, keepalived's default timing.
+    pub fn http(path: &str, status: u16) -> Self {
+        Self::of_kind(CheckSpecKind::Http {
+            path: path.into(),
+            status,
+        })
+    }
+
+    fn of_kind(kind: CheckSpecKind) -> Self {
+        CheckSpec {
+            kind,
+            connect_port: None,
+            connect_timeout_ms: None,
+            delay_loop_ms: None,
+            retry: None,
+            delay_before_retry_ms: None,
+        }
+    }
+
+    /// The checker of the configuration model this spec stands for (what a
+    /// keepalived.conf with the same `TCP_CHECK` / `HTTP_GET` block gives).
+    pub fn to_check(&self) -> check::Check {
+        let ms = |v: Option<u32>| v.map(|m| std::time::Duration::from_millis(m.into()));
+        check::Check {
+            kind: match &self.kind {
+                CheckSpecKind::Tcp => check::CheckKind::Tcp,
+                CheckSpecKind::Http { path, status } => check::CheckKind::Http {
+                    urls: vec![check::Url {
+                        path: path.clone(),
+                        status: vec![(*status, *status)],
+                        digest: None,
+                    }],
+                    virtualhost: None,
+                    tls: false,
+                    sni: false,
+                    http11: false,
+                },
+            },
+            fast_recovery: false,
+            connect_ip: None,
+            connect_port: self.connect_port,
+            bindto: None,
+            timing: check::Timing {
+                delay_loop: ms(self.delay_loop_ms),
+                connect_timeout: ms(self.connect_timeout_ms),
+                retry: self.retry,
+                delay_before_retry: ms(self.delay_before_retry_ms),
+                warmup: None,
+            },
+        }
+    }
+
+    /// The spec of a model checker, when one stands for it exactly (a
+    /// TCP_CHECK or an HTTP_GET of one url with one status, no other
+    /// option, timings in whole milliseconds): `to_check` gives `c` back.
+    pub fn of(c: &check::Check) -> Option<Self> {
+        let ms = |d: Option<std::time::Duration>| -> Option<Option<u32>> {
+            match d {
+                None => Some(None),
+                Some(d) if d.subsec_nanos() % 1_000_000 == 0 => {
+                    u32::try_from(d.as_millis()).ok().map(Some)
+                }
+                Some(_) => None,
+            }
+        };
+        let kind = match &c.kind {
+            check::CheckKind::Tcp => CheckSpecKind::Tcp,
+            check::CheckKind::Http { urls, .. } => match urls.as_slice() {
+                [u] => match u.status.as_slice() {
+                    [(a, b)] if a == b => CheckSpecKind::Http {
+                        path: u.path.clone(),
+                        status: *a,
+                    },
+                    _ => return None,
+                },
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let spec = CheckSpec {
+            kind,
+            connect_port: c.connect_port,
+            connect_timeout_ms: ms(c.timing.connect_timeout)?,
+            delay_loop_ms: ms(c.timing.delay_loop)?,
+            retry: c.timing.retry,
+            delay_before_retry_ms: ms(c.timing.delay_before_retry)?,
+        };
+        (spec.to_check() == *c).then_some(spec)
+    }
+
+    /// What neither keepalived nor the agent would run, as the message of
+    /// [`ChangeError::Refused`].
+    fn invalid(&self) -> Option<String> {
+        if let CheckSpecKind::Http { path, status } = &self.kind {
+            if !path.starts_with('/') {
+                return Some(format!(
+                    "HTTP_GET path '{}': must start with '/'",
+                    path.escape_debug()
+                ));
+            }
+            if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Some(format!(
+                    "HTTP_GET path '{}': no spaces or control characters (percent-encode them)",
+                    path.escape_debug()
+                ));
+            }
+            if !(100..=599).contains(status) {
+                return Some(format!("HTTP_GET status {status}: expected 100 to 599"));
+            }
+        }
+        if self.connect_port == Some(0) {
+            return Some("checker connect_port 0: expected 1 to 65535".into());
+        }
+        for (what, v) in [
+            ("connect_timeout", self.connect_timeout_ms),
+            ("delay_loop", self.delay_loop_ms),
+        ] {
+            if v == Some(0) {
+                return Some(format!("checker {what} 0 ms: must be greater than 0"));
+            }
+        }
+        // keepalived's connect_timeout is at most UINT_MAX µs.
+        if self
+            .connect_timeout_ms
+            .is_some_and(|t| u64::from(t) * 1000 > u64::from(u32::MAX))
+        {
+            return Some(format!(
+                "checker connect_timeout {} ms: at most 4294967 ms (keepalived's limit)",
+                self.connect_timeout_ms.unwrap_or_default()
+            ));
+        }
+        None
+    }
 }
 
 /// One change of the table: the ipvsadm commands that change it.
@@ -112,10 +310,20 @@ pub enum Change {
         service: ServiceAddr,
         real: RealSpec,
     },
-    /// `-e`: replace the real's forwarding, weight and thresholds.
+    /// `-e`: replace the real's forwarding, weight and thresholds; its
+    /// checkers too when `real.check` is given, else they are kept.
     EditReal {
         service: ServiceAddr,
         real: RealSpec,
+    },
+    /// Give a real this checker in place of the ones it has (`None`: no
+    /// checker; the real then counts as up).
+    SetCheck {
+        service: ServiceAddr,
+        addr: IpAddr,
+        port: u16,
+        #[serde(default)]
+        check: Option<CheckSpec>,
     },
     /// `-d`.
     DeleteReal {
@@ -292,6 +500,28 @@ impl Runtime {
                 r.weight = real.weight;
                 r.u_threshold = real.u_threshold;
                 r.l_threshold = real.l_threshold;
+                // ipvsadm's -e (and any client that knows nothing of
+                // checkers) sends none: the real's checkers stay. Decided
+                // here rather than in each client, which would have to read
+                // the real first and could race another change.
+                if let Some(c) = &real.check {
+                    r.checks = vec![c.to_check()];
+                }
+                self.put(vs, in_file(service));
+            }
+            Change::SetCheck {
+                service,
+                addr,
+                port,
+                check,
+            } => {
+                let mut vs = current(service).ok_or(ChangeError::ServiceNotDefined)?;
+                let r = vs
+                    .reals
+                    .iter_mut()
+                    .find(|r| !r.sorry && (r.addr, r.port) == (*addr, *port))
+                    .ok_or(ChangeError::NoSuchDestination)?;
+                r.checks = check.iter().map(CheckSpec::to_check).collect();
                 self.put(vs, in_file(service));
             }
             Change::DeleteReal {
@@ -412,6 +642,14 @@ fn validate(change: &Change) -> Result<(), ChangeError> {
             if real.l_threshold > real.u_threshold {
                 return Err(ChangeError::OutOfRange);
             }
+            if let Some(why) = real.check.as_ref().and_then(CheckSpec::invalid) {
+                return refuse(why);
+            }
+        }
+        Change::SetCheck { check: Some(c), .. } => {
+            if let Some(why) = c.invalid() {
+                return refuse(why);
+            }
         }
         Change::SetTimeouts {
             tcp_s,
@@ -486,7 +724,7 @@ pub fn real_spec(table: &Config, key: &crate::config::RealKey) -> Result<RealSpe
 
 impl RealSpec {
     /// The spec of real `r` of service `vs` (its forwarding method resolved).
-    fn of(r: &RealServer, vs: &VirtualServer) -> Self {
+    pub fn of(r: &RealServer, vs: &VirtualServer) -> Self {
         RealSpec {
             addr: r.addr,
             port: r.port,
@@ -494,6 +732,13 @@ impl RealSpec {
             weight: r.weight,
             u_threshold: r.u_threshold,
             l_threshold: r.l_threshold,
+            // One checker a spec stands for exactly; otherwise (none,
+            // several, options a spec lacks) none, which an EditReal sent
+            // back reads as "keep them".
+            check: match r.checks.as_slice() {
+                [c] => CheckSpec::of(c),
+                _ => None,
+            },
         }
     }
 }
@@ -506,7 +751,7 @@ fn new_real(spec: &RealSpec) -> RealServer {
         fwd: Some(spec.fwd),
         u_threshold: spec.u_threshold,
         l_threshold: spec.l_threshold,
-        checks: Vec::new(),
+        checks: spec.check.iter().map(CheckSpec::to_check).collect(),
         timing: check::Timing::default(),
         inhibit_on_failure: None,
         notify_up: None,
@@ -751,6 +996,7 @@ mod tests {
             weight,
             u_threshold: 0,
             l_threshold: 0,
+            check: None,
         }
     }
 
@@ -1000,6 +1246,300 @@ mod tests {
         }
         assert!(load(&dir).unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn add_checked(rt: &mut Runtime, f: &Config, check: Option<CheckSpec>) -> ServiceAddr {
+        let s2 = svc("TCP 10.0.0.2:80");
+        rt.apply(
+            f,
+            &Change::AddService {
+                spec: spec("TCP 10.0.0.2:80", Sched::Rr),
+            },
+        )
+        .unwrap();
+        let mut r = real("10.0.1.7:80", Fwd::Dr, 1);
+        r.check = check;
+        rt.apply(
+            f,
+            &Change::AddReal {
+                service: s2,
+                real: r,
+            },
+        )
+        .unwrap();
+        s2
+    }
+
+    fn checks_of(rt: &Runtime, f: &Config, key: &str) -> Vec<check::Check> {
+        let m = rt.merge(f);
+        let vs = m.services.iter().find(|v| v.key == svc(key)).unwrap();
+        vs.reals[0].checks.clone()
+    }
+
+    /// A runtime real's checker is the model's checker of the same
+    /// keepalived.conf block, so the health monitor runs it as it runs a
+    /// file's, with keepalived's default timing where none is given.
+    #[test]
+    fn a_runtime_checker_is_the_file_checker_of_the_same_block() {
+        let f = file(FILE);
+        let mut rt = Runtime::default();
+        let mut http = CheckSpec::http("/health", 204);
+        http.connect_port = Some(8080);
+        http.connect_timeout_ms = Some(1500);
+        add_checked(&mut rt, &f, Some(http.clone()));
+        let from_file = file(
+            "virtual_server 10.0.0.2 80 {
+ lb_algo rr
+ lb_kind DR
+ protocol TCP
+ real_server 10.0.1.7 80 {
+  HTTP_GET {
+   url {
+    path /health
+    status_code 204
+   }
+   connect_port 8080
+   connect_timeout 1.5
+  }
+ }
+}
+",
+        );
+        let want = &from_file.services[0].reals[0].checks;
+        assert_eq!(&checks_of(&rt, &f, "TCP 10.0.0.2:80"), want);
+        let s = crate::health::Schedule::resolve(
+            &want[0],
+            check::Timing::default(),
+            check::Timing::default(),
+        );
+        assert_eq!(
+            (
+                s.delay_loop.as_secs(),
+                s.retry,
+                s.delay_before_retry.as_secs()
+            ),
+            (60, 1, 3),
+            "keepalived's HTTP_GET defaults"
+        );
+        // The spec comes back from the model, and is saved.
+        let m = rt.merge(&f);
+        assert_eq!(
+            RealSpec::of(&m.services[1].reals[0], &m.services[1]).check,
+            Some(http.clone())
+        );
+        assert_eq!(rt.record().services[0].reals[0].check, Some(http));
+        // TCP_CHECK with every timing set.
+        let mut rt = Runtime::default();
+        let mut tcp = CheckSpec::tcp();
+        tcp.delay_loop_ms = Some(500);
+        tcp.retry = Some(0);
+        tcp.delay_before_retry_ms = Some(200);
+        add_checked(&mut rt, &f, Some(tcp.clone()));
+        let c = &checks_of(&rt, &f, "TCP 10.0.0.2:80")[0];
+        assert_eq!(c.kind, check::CheckKind::Tcp);
+        assert_eq!(
+            (
+                c.timing.delay_loop,
+                c.timing.retry,
+                c.timing.delay_before_retry
+            ),
+            (
+                Some(std::time::Duration::from_millis(500)),
+                Some(0),
+                Some(std::time::Duration::from_millis(200))
+            )
+        );
+        assert_eq!(CheckSpec::of(c), Some(tcp));
+    }
+
+    /// `lb adm -e` knows nothing of checkers: an EditReal without one keeps
+    /// the real's (a runtime real's and a file real's, which no spec can
+    /// stand for); with one it replaces them; SetCheck removes them.
+    #[test]
+    fn edit_real_keeps_the_checker_unless_it_names_one() {
+        let f = file(FILE);
+        let mut rt = Runtime::default();
+        let s2 = add_checked(&mut rt, &f, Some(CheckSpec::http("/", 200)));
+        let before = checks_of(&rt, &f, "TCP 10.0.0.2:80");
+        assert_eq!(before.len(), 1);
+        let edit = |w: u32, check: Option<CheckSpec>| {
+            let mut r = real("10.0.1.7:80", Fwd::Dr, w);
+            r.check = check;
+            Change::EditReal {
+                service: s2,
+                real: r,
+            }
+        };
+        rt.apply(&f, &edit(0, None)).unwrap();
+        assert_eq!(checks_of(&rt, &f, "TCP 10.0.0.2:80"), before, "kept");
+        assert_eq!(rt.merge(&f).services[1].reals[0].weight, 0);
+        rt.apply(&f, &edit(1, Some(CheckSpec::tcp()))).unwrap();
+        assert_eq!(
+            checks_of(&rt, &f, "TCP 10.0.0.2:80")[0].kind,
+            check::CheckKind::Tcp
+        );
+        rt.apply(
+            &f,
+            &Change::SetCheck {
+                service: s2,
+                addr: "10.0.1.7".parse().unwrap(),
+                port: 80,
+                check: None,
+            },
+        )
+        .unwrap();
+        assert!(checks_of(&rt, &f, "TCP 10.0.0.2:80").is_empty());
+        assert_eq!(
+            rt.apply(
+                &f,
+                &Change::SetCheck {
+                    service: s2,
+                    addr: "10.0.1.8".parse().unwrap(),
+                    port: 80,
+                    check: None,
+                }
+            ),
+            Err(ChangeError::NoSuchDestination)
+        );
+        // The file's real: its TCP_CHECK has connect_timeout 1 s, which a
+        // spec can hold; a real_spec sent back (what `lb drain` does) keeps
+        // it exactly, and so does one without a check.
+        let s1 = svc("TCP 10.0.0.1:80");
+        let key = (s1, "10.0.1.1".parse().unwrap(), 8080);
+        let file_checks = f.services[0].reals[0].checks.clone();
+        let mut sent = real_spec(&rt.merge(&f), &key).unwrap();
+        assert!(sent.check.is_some());
+        sent.weight = 0;
+        rt.apply(
+            &f,
+            &Change::EditReal {
+                service: s1,
+                real: sent.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(checks_of(&rt, &f, "TCP 10.0.0.1:80"), file_checks);
+        sent.check = None;
+        sent.weight = 3;
+        rt.apply(
+            &f,
+            &Change::EditReal {
+                service: s1,
+                real: sent,
+            },
+        )
+        .unwrap();
+        assert_eq!(checks_of(&rt, &f, "TCP 10.0.0.1:80"), file_checks);
+        // Two checkers, or one a spec cannot express: no spec, kept on -e.
+        let f2 = file("virtual_server 10.0.0.3 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.0.1.9 80 {\n  TCP_CHECK {\n  }\n  HTTP_GET {\n   url {\n    path /\n    digest 0123456789abcdef0123456789abcdef\n   }\n  }\n }\n}\n");
+        let k3 = (svc("TCP 10.0.0.3:80"), "10.0.1.9".parse().unwrap(), 80);
+        let spec3 = real_spec(&f2, &k3).unwrap();
+        assert_eq!(spec3.check, None);
+        let mut rt = Runtime::default();
+        rt.apply(
+            &f2,
+            &Change::EditReal {
+                service: k3.0,
+                real: spec3,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            rt.merge(&f2).services[0].reals[0].checks,
+            f2.services[0].reals[0].checks
+        );
+    }
+
+    #[test]
+    fn bad_checkers_are_refused_with_a_reason() {
+        let f = file(FILE);
+        let mut rt = Runtime::default();
+        rt.apply(
+            &f,
+            &Change::AddService {
+                spec: spec("TCP 10.0.0.2:80", Sched::Rr),
+            },
+        )
+        .unwrap();
+        let mut zero_timeout = CheckSpec::tcp();
+        zero_timeout.connect_timeout_ms = Some(0);
+        let mut port0 = CheckSpec::tcp();
+        port0.connect_port = Some(0);
+        for (c, want) in [
+            (
+                CheckSpec::http("health", 200),
+                "HTTP_GET path 'health': must start with '/'",
+            ),
+            (
+                CheckSpec::http("/a b", 200),
+                "HTTP_GET path '/a b': no spaces or control characters (percent-encode them)",
+            ),
+            (
+                CheckSpec::http("/", 99),
+                "HTTP_GET status 99: expected 100 to 599",
+            ),
+            (
+                CheckSpec::http("/", 600),
+                "HTTP_GET status 600: expected 100 to 599",
+            ),
+            (
+                zero_timeout,
+                "checker connect_timeout 0 ms: must be greater than 0",
+            ),
+            (port0, "checker connect_port 0: expected 1 to 65535"),
+        ] {
+            let mut r = real("10.0.1.7:80", Fwd::Dr, 1);
+            r.check = Some(c.clone());
+            assert_eq!(
+                rt.apply(
+                    &f,
+                    &Change::AddReal {
+                        service: svc("TCP 10.0.0.2:80"),
+                        real: r
+                    }
+                ),
+                Err(ChangeError::Refused(want.into())),
+                "{c:?}"
+            );
+            assert_eq!(
+                rt.apply(
+                    &f,
+                    &Change::SetCheck {
+                        service: svc("TCP 10.0.0.1:80"),
+                        addr: "10.0.1.1".parse().unwrap(),
+                        port: 8080,
+                        check: Some(c),
+                    }
+                ),
+                Err(ChangeError::Refused(want.into()))
+            );
+        }
+        assert!(rt.merge(&f).services[1].reals.is_empty());
+    }
+
+    /// The JSON of a real without a checker is what it was before checkers
+    /// existed, and a saved layer from then still loads.
+    #[test]
+    fn the_check_field_is_absent_when_there_is_none() {
+        let r = real("10.0.1.7:80", Fwd::Nat, 2);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("check").is_none(), "{v}");
+        let old: RealSpec =
+            serde_json::from_str(r#"{"addr":"10.0.1.7","port":80,"fwd":"NAT","weight":2}"#)
+                .unwrap();
+        assert_eq!(old, r);
+        let mut r = r;
+        r.check = Some(CheckSpec::http("/ok", 200));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["check"],
+            serde_json::json!({"type": "HTTP_GET", "path": "/ok", "status": 200})
+        );
+        let back: RealSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        let tcp: CheckSpec =
+            serde_json::from_str(r#"{"type":"TCP_CHECK","connect_timeout_ms":2000}"#).unwrap();
+        assert_eq!(tcp.connect_timeout_ms, Some(2000));
     }
 
     fn tempdir() -> PathBuf {

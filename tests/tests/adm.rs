@@ -278,3 +278,128 @@ fn runtime_layer_survives_reload_and_restart() {
     let saved = std::fs::read_to_string(lab.state_dir_of("dir").join("runtime.json")).unwrap();
     assert!(!saved.contains("8080"), "{saved}");
 }
+
+/// `POST` of `body` (JSON) to `path` on the agent's socket with a plain
+/// HTTP/1.1 exchange: the status line and the body.
+fn api_post(lab: &Lab, path: &str, body: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(lab.socket()).expect("agent socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// A service made at runtime whose reals carry HTTP_GET checkers (given
+/// through the API: ipvsadm has none): a real whose checked server stops
+/// leaves the table and comes back when it returns, as a file checker's
+/// real does; `lb adm -e` keeps the checker; `lb export` writes it, and
+/// the export is a configuration `lb check-config` accepts.
+#[test]
+fn runtime_reals_with_http_checks_go_down_and_up() {
+    let _g = lb_tests::serial();
+    let mut lab = nat_lab("chk");
+    let (r1, r2) = (private_ip(1), private_ip(2));
+    let empty = lab.workdir.join("empty.conf");
+    std::fs::write(&empty, "").unwrap();
+    let e = empty.to_string_lossy().into_owned();
+    lab.spawn_agent_args("dir", &["--config", &e]).unwrap();
+    wait_agent(&lab);
+    adm_ok(&lab, &format!("-A -t {VIP}:80 -s rr"));
+    for r in [&r1, &r2] {
+        // HTTP_GET / on the real's port 8080 (its second web server),
+        // probed every 0.5 s; down after one failed retry.
+        let body = format!(
+            r#"{{"op":"add_real","service":{{"addr":"{VIP}","port":80,"proto":"TCP"}},"real":{{"addr":"{r}","port":80,"fwd":"NAT","weight":1,"check":{{"type":"HTTP_GET","path":"/","status":200,"connect_port":8080,"connect_timeout_ms":500,"delay_loop_ms":500,"retry":1,"delay_before_retry_ms":500}}}}}}"#
+        );
+        let (status, reply) = api_post(&lab, "/v1/runtime", &body);
+        assert!(status.contains(" 200 "), "{status}\n{reply}");
+    }
+    // A bad checker is refused with the reason, nothing added.
+    let (status, reply) = api_post(
+        &lab,
+        "/v1/runtime",
+        &format!(
+            r#"{{"op":"add_real","service":{{"addr":"{VIP}","port":80,"proto":"TCP"}},"real":{{"addr":"{}","port":80,"fwd":"NAT","weight":1,"check":{{"type":"HTTP_GET","path":"health","status":200}}}}}}"#,
+            private_ip(3)
+        ),
+    );
+    assert!(status.contains(" 422 "), "{status}\n{reply}");
+    assert!(reply.contains("must start with '/'"), "{reply}");
+    let sock = lab.socket().to_string_lossy().into_owned();
+    let checks = |lab: &Lab| lab.lb(&["list", "--checks", "--socket", &sock]).unwrap();
+    let listed = |lab: &Lab, r: &str| adm_ok(lab, "-Ln").contains(&format!("{r}:80"));
+    let wait = |lab: &Lab, what: &str, cond: &dyn Fn(&Lab) -> bool| {
+        let start = std::time::Instant::now();
+        while !cond(lab) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what}: not within 10 s\n{}\n{}\n{}",
+                adm_ok(lab, "-Ln"),
+                checks(lab),
+                lab.log("dir", "lb")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    };
+    wait(&lab, "both reals checked up", &|l| {
+        let c = checks(l);
+        c.matches("HTTP_GET").count() == 2 && c.matches(" UP ").count() == 2
+    });
+    let t = tally(&lab, 20);
+    assert_eq!((count(&t, "r1"), count(&t, "r2")), (10, 10), "{t:?}");
+    // ipvsadm's -e knows nothing of checkers: r2's stays.
+    adm_ok(&lab, &format!("-e -t {VIP}:80 -r {r2}:80 -m -w 2"));
+    let c = checks(&lab);
+    assert_eq!(c.matches("HTTP_GET").count(), 2, "{c}");
+    // r2's checked server stops: r2 leaves the table, traffic goes to r1.
+    lab.stop("r2", "httpd8080").unwrap();
+    let took = wait(&lab, "r2 removed", &|l| !listed(l, &r2));
+    eprintln!("runtime HTTP_GET: down detected in {took:?} (delay_loop 0.5 s + 1 retry 0.5 s)");
+    let c = checks(&lab);
+    assert!(c.contains("DOWN"), "{c}");
+    let t = tally(&lab, 10);
+    assert_eq!(count(&t, "r1"), 10, "{t:?}");
+    // It returns: r2 is back with its weight.
+    let probe = lab.bins.nsprobe.to_string_lossy().into_owned();
+    lab.spawn("r2", &[&probe, "serve", "8080", "r2"], "httpd8080")
+        .unwrap();
+    let took = wait(&lab, "r2 back", &|l| listed(l, &r2));
+    eprintln!("runtime HTTP_GET: up detected in {took:?}");
+    let table = adm_ok(&lab, "-Ln");
+    assert!(
+        table.contains(&format!("  -> {:<28} Masq    2      ", format!("{r2}:80"))),
+        "{table}"
+    );
+    // The saved layer has the checkers; the export writes them and loads.
+    let saved = lab.lb(&["export", "--socket", &sock]).unwrap();
+    assert!(
+        saved.starts_with("! keepalived.conf exported by lb"),
+        "{saved}"
+    );
+    assert_eq!(saved.matches("HTTP_GET {").count(), 2, "{saved}");
+    assert!(saved.contains("connect_port 8080"), "{saved}");
+    assert!(saved.contains("delay_loop 0.5"), "{saved}");
+    let f = lab.workdir.join("exported.conf");
+    std::fs::write(&f, &saved).unwrap();
+    let out = lab
+        .lb(&["check-config", &f.to_string_lossy()])
+        .expect("the export is a valid configuration");
+    assert!(
+        out.contains("1 virtual server(s), 0 VRRP instance(s), 0 error(s)"),
+        "{out}"
+    );
+    let record = std::fs::read_to_string(lab.state_dir_of("dir").join("runtime.json")).unwrap();
+    assert_eq!(record.matches("\"HTTP_GET\"").count(), 2, "{record}");
+}

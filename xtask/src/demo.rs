@@ -4,6 +4,7 @@
 //! with a keepalived.conf, sends requests through the VIP, shows which real
 //! answered and the `lb list` tables, then removes everything (also on Ctrl-C).
 //! `--ha`: two directors sharing the VIP through VRRP, with a failover.
+//! `--web`: the lab with the web console (see [`crate::demo_web`]).
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -32,6 +33,14 @@ pub struct Options {
     /// master is stopped and the backup takes over.
     #[arg(long)]
     pub ha: bool,
+    /// The web console: the lab with `lb run --web-listen`, reachable on
+    /// this machine's loopback; prints its address and a one-time password
+    /// and runs until Ctrl-C.
+    #[arg(long, conflicts_with = "ha")]
+    pub web: bool,
+    /// Host port the console is forwarded to (with --web).
+    #[arg(long, default_value_t = crate::demo_web::PORT)]
+    pub web_port: u16,
 }
 
 /// The demo's keepalived.conf with a vrrp_instance in front (HA demo).
@@ -202,6 +211,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     println!("== building the lab: namespaces lbdemo-{{sw,cl,dir,r1,r2}}, bridge 10.200.0.0/24, VIP {VIP}");
     let mut lab = Lab::dr("lbdemo", bins, 2)?;
     let conf = config();
+    if opts.web {
+        println!("== keepalived.conf on the director:\n{conf}");
+        return crate::demo_web::run(lab, &conf, opts.web_port, stop);
+    }
     println!("== keepalived.conf on the director:\n{conf}");
     lab.start_agent(&conf, &["--conntrack-size", "65536"])?;
     println!("== agent running on lbdemo-dir (XDP on eth0); reals' MACs resolved:");

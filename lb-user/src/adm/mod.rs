@@ -345,6 +345,10 @@ fn change_of(inv: &Invocation) -> Result<Change, Outcome> {
             weight: inv.weight,
             u_threshold: inv.u_threshold,
             l_threshold: inv.l_threshold,
+            // ipvsadm has no checkers: -a adds a real without one, and -e
+            // leaves the real's checkers as they are (the runtime layer's
+            // rule for an EditReal without a check).
+            check: None,
         })
     };
     Ok(match inv.cmd {

@@ -114,6 +114,16 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T, Cl
     decode(s, &b)
 }
 
+/// `GET /v1/export`: the keepalived.conf of the configuration the agent
+/// runs.
+pub async fn export(socket: &Path) -> Result<String, ClientError> {
+    let (s, b) = call(socket, Method::GET, super::EXPORT).await?;
+    if !s.is_success() {
+        return decode(s, &b);
+    }
+    Ok(String::from_utf8_lossy(&b).into_owned())
+}
+
 /// `POST /v1/reload`: the reply whether the file was applied or refused.
 pub async fn reload(socket: &Path) -> Result<ReloadReply, ClientError> {
     let (s, b) = call(socket, Method::POST, super::RELOAD).await?;

@@ -72,6 +72,10 @@ pub struct ChangeReply {
 }
 /// `GET /v1/dump`.
 pub const DUMP: &str = "/v1/dump";
+/// `GET /v1/export`: the configuration the agent runs (the file with the
+/// runtime layer on top) as a keepalived.conf, `text/plain`
+/// ([`crate::config::export`]).
+pub const EXPORT: &str = "/v1/export";
 /// `POST /v1/stop` (a [`StopRequest`]): 200 with a [`StopReply`].
 pub const STOP: &str = "/v1/stop";
 

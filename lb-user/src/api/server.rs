@@ -235,11 +235,29 @@ async fn dump_stats(State(api): State<Shared>) -> Result<Json<dump::Stats>, Fail
     Ok(Json(dump::stats(&api).await?))
 }
 
+/// `GET /v1/export`: the configuration the agent runs as a keepalived.conf
+/// (text/plain); written on a blocking thread, since naming the accounts
+/// of programs asks the system's user database.
+async fn export(State(api): State<Shared>) -> Result<Response, Failure> {
+    let cfg = api.core.effective().await?;
+    let text = tokio::task::spawn_blocking(move || crate::config::export::keepalived_conf(&cfg))
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("export: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 async fn not_found() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {})",
+            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             super::STATUS,
             super::RELOAD,
             super::CHECKS,
@@ -247,7 +265,9 @@ async fn not_found() -> Failure {
             super::RUNTIME,
             super::DRAIN,
             super::DUMP,
-            super::DUMP_STATS
+            super::DUMP_STATS,
+            super::EXPORT,
+            super::STOP
         ),
     )
 }
@@ -302,6 +322,7 @@ pub fn router(api: Shared) -> Router {
         .route(super::DRAIN, get(drains).post(drain_start))
         .route(super::DUMP, get(dump_data))
         .route(super::DUMP_STATS, get(dump_stats))
+        .route(super::EXPORT, get(export))
         .route(super::STOP, post(stop))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

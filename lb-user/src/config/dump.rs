@@ -146,6 +146,9 @@ fn real_server(vs: &VirtualServer, r: &RealServer) -> Value {
         "address": r.addr,
         "port": r.port,
         "weight": r.weight,
+        // The real's forwarding method: its own `lvs_method`, else the
+        // virtual server's `lb_kind` (a runtime real always has its own).
+        "lb_kind": r.fwd_in(vs).keepalived_name(),
         "uthreshold": r.u_threshold,
         "lthreshold": r.l_threshold,
         "inhibit_on_failure": r.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),

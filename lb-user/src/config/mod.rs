@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod export;
 pub mod group;
 pub mod reader;
 pub mod route;
@@ -378,7 +379,7 @@ const VS_LATER: &[&str] = &[
 ];
 
 /// Health checkers and other `real_server` keywords for later features.
-const RS_LATER: &[&str] = &["smtp_alert", "virtualhost", "lb_kind", "lvs_method"];
+const RS_LATER: &[&str] = &["smtp_alert", "virtualhost"];
 
 fn later(node: &Node, what: &str) -> Diag {
     Diag::warning(
@@ -727,13 +728,14 @@ fn add_real(vs: &mut VirtualServer, r: RealServer, diags: &mut Vec<Diag>) {
         ));
         return;
     }
-    if r.port != vs.key.port && vs.key.port != 0 && vs.fwd != Fwd::Nat {
+    let fwd = r.fwd_in(vs);
+    if r.port != vs.key.port && vs.key.port != 0 && fwd != Fwd::Nat {
         diags.push(Diag::warning(
             &r.loc,
             Some("real_server"),
             format!(
                 "{} cannot change ports (only NAT can): packets reach the real on port {}",
-                if vs.fwd == Fwd::Dr {
+                if fwd == Fwd::Dr {
                     "direct routing"
                 } else {
                     "tunnelling"
@@ -811,6 +813,8 @@ const RS_SHAPES: Shapes = Shapes {
     ],
     values: &[
         ("weight", 1),
+        ("lvs_method", 4),
+        ("lb_kind", 4),
         ("uthreshold", 1),
         ("lthreshold", 1),
         ("inhibit_on_failure", 1),
@@ -1122,10 +1126,20 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
     let mut u_threshold = 0;
     let mut l_threshold = 0;
     let mut lthreshold_at = None;
+    let mut fwd = None;
     for c in n.children.iter().flatten() {
         RS_SHAPES.check(c, diags);
         match c.keyword.as_str() {
             k if check::is_checker(k) => checks.extend(check::parse(c, diags)),
+            // keepalived 2.2.7 (check_parser.c rs_forwarding_handler): this
+            // real's own forwarding method, as ipvs keeps one per
+            // destination (`ipvsadm -a … -g|-m|-i`).
+            "lvs_method" | "lb_kind" => {
+                let known = [("DR", Fwd::Dr), ("NAT", Fwd::Nat), ("TUN", Fwd::Tun)];
+                if let Some(v) = choice(c, "forwarding method", &known, &[], diags) {
+                    fwd = Some(v);
+                }
+            }
             "inhibit_on_failure" => inhibit_on_failure = Some(flag(c, diags)),
             "notify_up" => notify_up = notify_program(c, diags),
             "notify_down" => notify_down = notify_program(c, diags),
@@ -1169,7 +1183,7 @@ fn real_server(n: &Node, diags: &mut Vec<Diag>) -> Option<(RealServer, Option<u3
         addr: addr?,
         port: port? as u16,
         weight: 1,
-        fwd: None,
+        fwd,
         u_threshold,
         l_threshold,
         checks,

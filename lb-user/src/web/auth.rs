@@ -86,6 +86,12 @@ pub async fn headers(State(web): State<Arc<Web>>, req: Request, next: Next) -> R
 /// The guard in front of every route but `/login`.
 pub async fn guard(State(web): State<Arc<Web>>, req: Request, next: Next) -> Response {
     let session = cookie(req.headers(), session::COOKIE).and_then(|id| web.sessions.get(id));
+    // The users file decides at every request: a user deleted or given
+    // another role with `lb passwd` loses the session's rights at once.
+    let session = match session {
+        Some(s) => current_role(&web, s).await,
+        None => None,
+    };
     let Some(session) = session else {
         if req.method() == Method::GET && req.uri().path() != "/live.json" {
             return Redirect::to("/login").into_response();
@@ -138,6 +144,34 @@ pub async fn guard(State(web): State<Arc<Web>>, req: Request, next: Next) -> Res
     }
     req.extensions_mut().insert(session);
     next.run(req).await
+}
+
+/// `s` with its user's role as the users file has it now; `None` (the
+/// session ended) when the user is no longer in the file or the file
+/// cannot be read.
+async fn current_role(web: &Web, mut s: Session) -> Option<Session> {
+    let path = web.users.clone();
+    let name = s.user.clone();
+    let role = tokio::task::spawn_blocking(move || {
+        users::load(&path)
+            .ok()?
+            .into_iter()
+            .find(|u| u.name == name)
+            .map(|u| u.role)
+    })
+    .await
+    .ok()
+    .flatten();
+    match role {
+        Some(r) => {
+            s.role = r;
+            Some(s)
+        }
+        None => {
+            tracing::info!(user = %s.user, "web console: session ended: the user is no longer in {}", web.users.display());
+            None
+        }
+    }
 }
 
 /// `GET /login`.

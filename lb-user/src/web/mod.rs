@@ -171,6 +171,8 @@ pub struct Web {
     /// The forwarding method chosen when the console made a service, the
     /// default of its first real.
     pub fwd_default: Mutex<HashMap<ServiceAddr, Fwd>>,
+    /// One connection-table read at a time.
+    pub conn_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The client's address, for the rate limit and the log.
@@ -228,6 +230,7 @@ pub async fn serve(bound: Bound, api: Arc<Api>) {
         history,
         drained: Default::default(),
         fwd_default: Default::default(),
+        conn_reads: Arc::new(tokio::sync::Semaphore::new(1)),
     });
     let scheme = if web.tls { "https" } else { "http" };
     tracing::info!("web console on {scheme}://{}", bound.opts.listen);

@@ -54,7 +54,9 @@ pub fn layout(title: &str, session: Option<&Session>, here: &str, body: Markup) 
                     @if let Some(s) = session {
                         nav {
                             @for (id, path, label) in NAV {
+                                @if path != "/setup" || s.role == Role::Admin {
                                 a id=(id) href=(path) class=[(path == here).then_some("here")] { (label) }
+                                }
                             }
                         }
                         span.who {
@@ -407,7 +409,17 @@ pub async fn connections(
     Query(f): Query<ConnFilter>,
 ) -> Response {
     let bpffs = web.api.bpffs.clone();
+    // One read of the table at a time (it can hold millions of entries).
+    let Ok(_one) = web.conn_reads.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(&session),
+            "Connections",
+            "the connection table is being read for another request: try again in a moment",
+        );
+    };
     let read = tokio::task::spawn_blocking(move || {
+        let _one = _one;
         let dp = crate::dataplane::Dataplane::from_pins(&bpffs).map_err(|e| e.to_string())?;
         crate::list::snapshot(&dp, true)
             .map(|s| s.conns)

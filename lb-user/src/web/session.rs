@@ -128,12 +128,6 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
     }
-
-    /// Sessions open now.
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 fn live(s: &Session, now: Instant) -> bool {

@@ -29,7 +29,7 @@ use super::{
 use crate::{
     api::{server::Api, ServiceStatus},
     config::{Fwd, Proto, RealKey, Sched, ServiceAddr},
-    runtime::{Change, ChangeError, RealSpec, ServiceSpec},
+    runtime::{Change, ChangeError, CheckSpec, RealSpec, ServiceSpec},
 };
 
 /// A form field the change cannot be made from.
@@ -208,6 +208,7 @@ pub fn real_of(
         weight,
         u_threshold: 0,
         l_threshold: 0,
+        check: None,
     })
 }
 
@@ -247,7 +248,7 @@ pub struct Done {
 }
 
 fn back(done: &str) -> Response {
-    let q = serde_urlencoded::to_string([("done", done)]).unwrap_or_default();
+    let q = serde_urlencoded::to_string([("done", format!("Done: {done}."))]).unwrap_or_default();
     Redirect::to(&format!("/setup?{q}")).into_response()
 }
 
@@ -292,7 +293,7 @@ pub async fn add_service(
         Err(e) => return refused(&session, "add service", e),
     };
     let fwd = parse_fwd(&f.fwd).unwrap_or(Fwd::Dr);
-    let what = format!("added service {} ({})", spec.service, spec.sched.name());
+    let what = format!("add service {} ({})", spec.service, spec.sched.name());
     let key = spec.service;
     match apply(&web, &session, client, &what, Change::AddService { spec }).await {
         Ok(()) => {
@@ -317,7 +318,7 @@ pub async fn edit_service(
         Ok(s) => s,
         Err(e) => return refused(&session, "edit service", e),
     };
-    let what = format!("edited service {} ({})", spec.service, spec.sched.name());
+    let what = format!("edit service {} ({})", spec.service, spec.sched.name());
     match apply(&web, &session, client, &what, Change::EditService { spec }).await {
         Ok(()) => back(&what),
         Err(e) => refused(&session, "edit service", e),
@@ -335,7 +336,7 @@ pub async fn remove_service(
         Ok(s) => s,
         Err(e) => return refused(&session, "remove service", e),
     };
-    let what = format!("removed service {service}");
+    let what = format!("remove service {service}");
     match apply(
         &web,
         &session,
@@ -368,7 +369,7 @@ pub async fn add_real(
         Err(e) => return refused(&session, "add real server", e),
     };
     let what = format!(
-        "added real {} to {service} ({}, weight {})",
+        "add real {} to {service} ({}, weight {})",
         crate::util::fmt_sock(real.addr, real.port),
         real.fwd.keepalived_name(),
         real.weight
@@ -387,16 +388,39 @@ pub async fn add_real(
     }
 }
 
-/// `real` with the health check the form asks for (`none`, `tcp`,
-/// `http` with a path).
+/// Time between two probes of a checker made in the console,
+/// milliseconds (keepalived's `delay_loop` default, 60 s, is slow for a
+/// console user to see a real come back).
+pub const CHECK_INTERVAL_MS: u32 = 5000;
+/// Connect timeout of a checker made in the console, milliseconds.
+pub const CHECK_TIMEOUT_MS: u32 = 3000;
+
+/// `real` with the health check the form asks for: `none`, `tcp`
+/// (TCP_CHECK) or `http` (HTTP_GET of `path`, default `/`, expecting
+/// 200), probed every [`CHECK_INTERVAL_MS`]; the runtime layer validates
+/// the path.
 fn with_check(real: RealSpec, check: &str, path: &str) -> Result<RealSpec, FieldError> {
-    match check {
-        "" | "none" => Ok(real),
-        _ => {
-            let _ = path;
-            Err(bad("check", "health checks: not available yet"))
-        }
-    }
+    let spec = match check {
+        "" | "none" => return Ok(real),
+        "tcp" => CheckSpec::tcp(),
+        "http" => CheckSpec::http(
+            if path.trim().is_empty() {
+                "/"
+            } else {
+                path.trim()
+            },
+            200,
+        ),
+        _ => return Err(bad("check", "none, tcp or http")),
+    };
+    Ok(RealSpec {
+        check: Some(CheckSpec {
+            delay_loop_ms: Some(CHECK_INTERVAL_MS),
+            connect_timeout_ms: Some(CHECK_TIMEOUT_MS),
+            ..spec
+        }),
+        ..real
+    })
 }
 
 async fn set_weight(
@@ -420,10 +444,7 @@ async fn set_weight(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key, current.weight);
             }
-            (
-                0,
-                format!("drained real {real_name} of {} (weight 0)", key.0),
-            )
+            (0, format!("drain real {real_name} of {} (weight 0)", key.0))
         }
         Some(_) => {
             let w = web
@@ -438,7 +459,7 @@ async fn set_weight(
                 });
             (
                 w,
-                format!("enabled real {real_name} of {} (weight {w})", key.0),
+                format!("enable real {real_name} of {} (weight {w})", key.0),
             )
         }
     };
@@ -498,7 +519,7 @@ pub async fn remove_real(
         Err(e) => return refused(&session, "remove real server", e),
     };
     let what = format!(
-        "removed real {} from {}",
+        "remove real {} from {}",
         crate::util::fmt_sock(key.1, key.2),
         key.0
     );
@@ -841,13 +862,13 @@ pub async fn wizard_post(
         Err(e) => return refused(&session, "wizard", e),
     };
     let service = spec.service;
-    let what = format!("wizard: added service {service}");
+    let what = format!("wizard: add service {service}");
     if let Err(e) = apply(&web, &session, client, &what, Change::AddService { spec }).await {
         return refused(&session, "wizard", e);
     }
     for real in reals {
         let what = format!(
-            "wizard: added real {} to {service}",
+            "wizard: add real {} to {service}",
             crate::util::fmt_sock(real.addr, real.port)
         );
         if let Err(e) = apply(
@@ -859,7 +880,7 @@ pub async fn wizard_post(
         )
         .await
         {
-            let undo = format!("wizard: removed service {service} again");
+            let undo = format!("wizard: remove service {service} again");
             let _ = apply(
                 &web,
                 &session,
@@ -874,10 +895,17 @@ pub async fn wizard_post(
     Redirect::to("/").into_response()
 }
 
-/// The effective configuration as keepalived.conf.
+/// The effective configuration (file merged with the runtime layer) as
+/// keepalived.conf ([`crate::config::export::keepalived_conf`], as
+/// `GET /v1/export` gives it), or a comment saying why not.
 pub async fn export_text(api: &Api) -> String {
-    let _ = api;
-    String::from("# MERGE-W1\n")
+    let cfg = match tokio::time::timeout(crate::metrics::ASK_TIMEOUT, api.core.effective()).await {
+        Ok(Ok(c)) => c,
+        _ => return "# the agent's reconciler did not answer\n".into(),
+    };
+    tokio::task::spawn_blocking(move || crate::config::export::keepalived_conf(&cfg))
+        .await
+        .unwrap_or_else(|e| format!("# export failed: {e}\n"))
 }
 
 /// `GET /setup/export`: the effective configuration as a keepalived.conf
