@@ -179,7 +179,13 @@ pub async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) -> Resp
     if cookie(&headers, session::COOKIE).is_some_and(|id| web.sessions.get(id).is_some()) {
         return Redirect::to("/").into_response();
     }
-    let token = session::token();
+    // The browser's login token stays while it has one: a subresource the
+    // guard sends here (Chromium asks for /favicon.ico), or a second tab on
+    // /login, would otherwise replace the cookie under the form shown, and
+    // its login would be refused as a CSRF failure.
+    let token = cookie(&headers, session::LOGIN_COOKIE)
+        .filter(|t| session::is_token(t))
+        .map_or_else(session::token, str::to_owned);
     let no_users = users::load(&web.users).is_ok_and(|u| u.is_empty());
     let mut res = pages::login(StatusCode::OK, &token, None, no_users.then_some(&web.users));
     res.headers_mut().append(

@@ -52,6 +52,11 @@ pub fn token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Whether `t` has the form of a [`token`] (64 lower-case hex digits).
+pub fn is_token(t: &str) -> bool {
+    t.len() == 64 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Whether `a` and `b` are equal, in time independent of where they differ.
 pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -210,6 +215,10 @@ mod tests {
         assert!(same(&a, &a.clone()));
         assert!(!same(&a, &b));
         assert!(!same(&a, &a[..63]));
+        assert!(is_token(&a));
+        assert!(!is_token(&a[..63]));
+        assert!(!is_token(&"A".repeat(64)) && !is_token(&"g".repeat(64)));
+        assert!(!is_token(&format!("{};", &a[..63])));
     }
 
     #[test]
