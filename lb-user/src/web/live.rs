@@ -196,11 +196,14 @@ pub fn spawn(bpffs: PathBuf) -> (watch::Receiver<Arc<History>>, tokio::task::Joi
     (rx, task)
 }
 
-/// How a real stands, as the overview shows it.
+/// How a real stands, as the overview shows it: `down` when its checks
+/// failed, `draining` at configured weight 0 (drained in the console or
+/// by `lb adm -e -w 0`; `in_service` is false at weight 0, so it cannot
+/// tell) or while `lb drain` runs, else `up` when in service.
 pub fn health(r: &crate::api::RealStatus, draining: bool) -> &'static str {
     if matches!(r.weight_source, WeightSource::HealthDown { .. }) {
         "down"
-    } else if draining || (r.configured_weight == 0 && r.in_service) {
+    } else if draining || r.configured_weight == 0 {
         "draining"
     } else if r.in_service {
         "up"
@@ -416,5 +419,27 @@ mod tests {
             service_key(17, "2001:db8::1".parse().unwrap(), 53),
             "UDP [2001:db8::1]:53"
         );
+    }
+
+    #[test]
+    fn a_real_at_configured_weight_0_is_draining_unless_its_checks_failed() {
+        let real = |configured_weight, weight_source, in_service| crate::api::RealStatus {
+            addr: "10.1.0.2:80".into(),
+            weight: if in_service { configured_weight } else { 0 },
+            configured_weight,
+            weight_source,
+            in_service,
+            reach: "mac 02:00:00:00:00:02 ifindex 2".into(),
+            origin: crate::api::Origin::Runtime,
+        };
+        assert_eq!(health(&real(1, WeightSource::Runtime, true), false), "up");
+        // Drained in the console (lb adm -e -w 0): weight 0, not in service.
+        assert_eq!(health(&real(0, WeightSource::Runtime, false), false), "draining");
+        assert_eq!(health(&real(1, WeightSource::Runtime, true), true), "draining");
+        let down = WeightSource::HealthDown { inhibit: false };
+        assert_eq!(health(&real(1, down.clone(), false), false), "down");
+        assert_eq!(health(&real(0, down, false), false), "down");
+        // Unresolved, say: out of service at a weight above 0.
+        assert_eq!(health(&real(1, WeightSource::Config, false), false), "down");
     }
 }
