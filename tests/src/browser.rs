@@ -588,8 +588,9 @@ impl Browser {
     }
 
     /// Fills fields of the form `form` (a CSS selector) by their `name`:
-    /// a `select` gets the option of that value, a checkbox is ticked when
-    /// the value is not empty, anything else is cleared and typed into.
+    /// a `select` gets the option of that value, a radio button group the
+    /// button of that value, a checkbox is ticked when the value is not
+    /// empty, anything else is cleared and typed into.
     pub fn fill(&self, form: &str, fields: &[(&str, &str)]) -> anyhow::Result<()> {
         let form = form.to_owned();
         let fields: Vec<(String, String)> = fields
@@ -610,6 +611,13 @@ impl Browser {
                     e.select_by_value(&value)
                         .await
                         .with_context(|| format!("{css}: no option {value}"))?;
+                } else if kind == "radio" {
+                    let css = format!("{form} [name=\"{name}\"][value=\"{value}\"]");
+                    c.find(Locator::Css(&css))
+                        .await
+                        .with_context(|| format!("no radio button {css}"))?
+                        .click()
+                        .await?;
                 } else if kind == "checkbox" {
                     let on = e.is_selected().await?;
                     // Click when the box is not as asked.
@@ -626,8 +634,8 @@ impl Browser {
         .context(what)
     }
 
-    /// Clicks the first element matching `css` (a submit button waits for
-    /// the page it loads).
+    /// Clicks the first element matching `css` (for a click that loads a
+    /// page, [`Browser::click_and_load`]).
     pub fn click(&self, css: &str) -> anyhow::Result<()> {
         let s = css.to_owned();
         self.with(move |c| async move {
@@ -635,6 +643,37 @@ impl Browser {
             Ok(())
         })
         .with_context(|| format!("click {css}"))
+    }
+
+    /// Clicks the first element matching `css` and waits until the page it
+    /// loads (a form's submit button, a link) has replaced the one shown
+    /// and finished loading: a click returns before a slow answer arrives.
+    pub fn click_and_load(&self, css: &str) -> anyhow::Result<()> {
+        let s = css.to_owned();
+        let timeout = self.timeout;
+        self.with(move |c| async move {
+            // A mark on the current document: gone once another one shows.
+            c.execute("window.__lb_old_page = true;", vec![]).await?;
+            c.find(Locator::Css(&s)).await?.click().await?;
+            let start = Instant::now();
+            loop {
+                let loaded = c
+                    .execute(
+                        "return window.__lb_old_page !== true && document.readyState === 'complete';",
+                        vec![],
+                    )
+                    .await;
+                // A script may fail while the next document replaces this one.
+                if let Ok(serde_json::Value::Bool(true)) = loaded {
+                    return Ok(());
+                }
+                if start.elapsed() > timeout {
+                    bail!("no new page loaded within {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .with_context(|| format!("click {css} and load"))
     }
 
     /// The rendered text of the first element matching `css`.

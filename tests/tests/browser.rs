@@ -16,13 +16,15 @@ use lb_tests::{
 const PAGE: &str = r#"<!doctype html>
 <html><head><title>probe</title></head><body>
 <h1 id="title">nsprobe page</h1>
-<form id="f" onsubmit="document.getElementById('out').textContent = this.elements.user.value + '/' + this.elements.proto.value; return false;">
+<form id="f" onsubmit="document.getElementById('out').textContent = this.elements.user.value + '/' + this.elements.proto.value + '/' + this.elements.fwd.value; return false;">
 <input name="user" value="old">
 <select name="proto"><option value="tcp">TCP</option><option value="udp">UDP</option></select>
+<input type="radio" name="fwd" value="dr" checked><input type="radio" name="fwd" value="nat">
 <button id="go" type="submit">go</button>
 </form>
 <p id="out"></p>
 <ul><li class="item">one</li><li class="item">two</li></ul>
+<a id="next" href="/next">next</a>
 <script>document.cookie = "probe=1; SameSite=Strict";</script>
 </body></html>
 "#;
@@ -77,7 +79,7 @@ fn drives_a_page_inside_the_namespace() {
     let lab = lab("p");
     let ns = lab.ns("web");
     let url = format!("http://127.0.0.1:{PORT}/");
-    let b = Browser::start(&ns, &lab.workdir).expect("browser");
+    let mut b = Browser::start(&ns, &lab.workdir).expect("browser");
 
     // Every process of the browser is in the lab's namespace, not the host's.
     let lab_ns = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
@@ -106,20 +108,33 @@ fn drives_a_page_inside_the_namespace() {
     assert!(b.url().unwrap().starts_with(&url));
 
     // Fill (text input replaced, select chosen) and click.
-    b.fill("form#f", &[("user", "admin"), ("proto", "udp")])
-        .unwrap();
+    b.fill(
+        "form#f",
+        &[("user", "admin"), ("proto", "udp"), ("fwd", "nat")],
+    )
+    .unwrap();
     assert_eq!(
         b.prop("form#f [name=user]", "value").unwrap().as_deref(),
         Some("admin")
     );
     b.click("button#go").unwrap();
     b.wait_until("the submit handler ran", Duration::from_secs(5), |b| {
-        Ok(b.text("p#out")? == "admin/udp")
+        Ok(b.text("p#out")? == "admin/udp/nat")
     })
     .unwrap();
     assert!(b.fill("form#f", &[("missing", "x")]).is_err());
     assert!(b.fill("form#f", &[("proto", "sctp")]).is_err());
+    assert!(b.fill("form#f", &[("fwd", "tun")]).is_err());
     assert!(b.click("button#absent").is_err());
+
+    // A click that loads another page returns once it is there.
+    b.click_and_load("a#next").unwrap();
+    assert_eq!(b.url().unwrap(), format!("{url}next"));
+    assert_eq!(b.text("p#out").unwrap(), "", "a new document");
+    let bound = b.timeout;
+    b.timeout = Duration::from_secs(3);
+    assert!(b.click_and_load("h1#title").is_err(), "nothing loads");
+    b.timeout = bound;
 
     // Cookies as WebDriver reports them, and sent by the plain client.
     let cookies = b.cookies().unwrap();

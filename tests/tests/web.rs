@@ -140,14 +140,19 @@ impl Console {
         self.b
             .fill("form#login-form", &[("user", user), ("password", password)])
             .unwrap();
-        self.b.click("button#login-submit").unwrap();
+        self.b.click_and_load("button#login-submit").unwrap();
         path_of(&self.b.url().unwrap())
     }
 
     /// Logs in: the overview shows, `span#user` names the user.
     fn login(&self, user: &str, password: &str) {
         let at = self.try_login(user, password);
-        assert_eq!(at, "/", "login as {user} did not reach the overview");
+        assert_eq!(
+            at,
+            "/",
+            "login as {user} did not reach the overview; the page says: {:?}",
+            self.b.texts("p#error, h1").unwrap_or_default()
+        );
         let who = self.b.text("span#user").unwrap();
         assert!(who.contains(user), "span#user: {who}");
     }
@@ -183,7 +188,9 @@ impl Console {
                 ],
             )
             .unwrap();
-        self.b.click(&format!("{form} button.add-real")).unwrap();
+        self.b
+            .click_and_load(&format!("{form} button.add-real"))
+            .unwrap();
         self.assert_no_error("adding a real");
     }
 
@@ -268,7 +275,7 @@ fn create_service(c: &Console, check: &str) {
         ],
     )
     .unwrap();
-    c.b.click("button#save-service").unwrap();
+    c.b.click_and_load("button#save-service").unwrap();
     c.assert_no_error("saving the service");
     if path_of(&c.b.url().unwrap()) != "/setup" {
         c.goto("/setup");
@@ -320,8 +327,9 @@ fn a_dr_service_built_in_the_browser_carries_traffic_and_drains() {
     }
     lab.wait_resolved(Duration::from_secs(30)).unwrap();
 
-    // The overview before traffic: both reals up (TCP check), DR, no
-    // connection yet; then the live cells (no reload) follow the traffic.
+    // The overview before traffic: both reals up (their TCP checks
+    // passed), DR, weight 1; then the live cells (no reload) follow the
+    // traffic.
     c.goto("/");
     c.b.wait_until("both reals up", Duration::from_secs(30), |_| {
         c.goto("/");
@@ -353,7 +361,7 @@ fn a_dr_service_built_in_the_browser_carries_traffic_and_drains() {
     // connections all go to real 1.
     c.goto("/setup");
     c.screenshot("setup");
-    c.b.click(&format!("{} button.drain", real_row(&real_ip(2))))
+    c.b.click_and_load(&format!("{} button.drain", real_row(&real_ip(2))))
         .unwrap();
     c.assert_no_error("draining real 2");
     c.goto("/");
@@ -382,13 +390,40 @@ fn a_dr_service_built_in_the_browser_carries_traffic_and_drains() {
 
     // Enable it again: traffic returns to both.
     c.goto("/setup");
-    c.b.click(&format!("{} button.enable", real_row(&real_ip(2))))
+    c.b.click_and_load(&format!("{} button.enable", real_row(&real_ip(2))))
         .unwrap();
     c.assert_no_error("enabling real 2");
     let tally = lab.http_get(&format!("{VIP}:80"), 20).unwrap();
     assert_eq!(tally.get("r2"), Some(&10), "after enable: {tally:?}");
 
-    // The export reproduces the runtime state as keepalived.conf.
+    // The health check made in the form takes a real that stops serving
+    // out: "down" on the overview, its traffic to the other.
+    lab.stop("r2", "httpd80").unwrap();
+    c.b.wait_until(
+        "real 2 down on the overview",
+        Duration::from_secs(40),
+        |_| {
+            c.goto("/");
+            Ok(c.cells(&real_ip(2))["health"] == "down")
+        },
+    )
+    .unwrap();
+    let tally = lab.http_get(&format!("{VIP}:80"), 10).unwrap();
+    assert_eq!(tally.get("r1"), Some(&10), "with real 2 down: {tally:?}");
+}
+
+/// `a#export` on the setup page downloads the runtime state as
+/// keepalived.conf, health checks included, which `lb check-config`
+/// accepts.
+#[test]
+fn the_export_reproduces_the_runtime_state() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("exp");
+    let base = format!("http://{LOCAL}");
+    start_console(&mut lab, LOCAL, &[], "dir", &base);
+    let c = Console::open(&lab, "dir", &base);
+    c.login(ADMIN.0, ADMIN.1);
+    create_service(&c, "http");
     c.goto("/setup");
     let href =
         c.b.attr("a#export", "href")
@@ -419,6 +454,37 @@ fn a_dr_service_built_in_the_browser_carries_traffic_and_drains() {
             export.body
         );
     }
+    assert_eq!(
+        export.body.matches("HTTP_GET").count(),
+        2,
+        "{}",
+        export.body
+    );
+    let file = lab.workdir.join("exported.conf");
+    std::fs::write(&file, &export.body).unwrap();
+    let (code, out) = check_config(&lab, &file);
+    assert_eq!(
+        code, 0,
+        "lb check-config on the export:\n{out}\n{}",
+        export.body
+    );
+}
+
+/// `lb check-config FILE`: exit code, stdout and stderr.
+fn check_config(lab: &Lab, file: &std::path::Path) -> (i32, String) {
+    let out = Command::new(&lab.bins.lb)
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -558,6 +624,7 @@ fn the_view_role_cannot_change_anything() {
         assert_eq!(c.b.count(form).unwrap(), 0, "{form} shown to the view role");
     }
     // Forged changes with the viewer's own valid session and token.
+    c.goto("/");
     let token = c.csrf("form#logout");
     let before = adm_list(&lab);
     let svc_field = SERVICE;
@@ -587,12 +654,7 @@ fn the_view_role_cannot_change_anything() {
         ),
         (
             "/setup/real/drain",
-            vec![
-                ("service", svc_field),
-                ("real", &r1),
-                ("addr", &r1),
-                ("port", "80"),
-            ],
+            vec![("service", svc_field), ("addr", &r1), ("port", "80")],
         ),
     ];
     for (path, mut fields) in forged {
@@ -602,7 +664,7 @@ fn the_view_role_cannot_change_anything() {
         assert!(r.body.contains("read-only"), "POST {path}: {}", r.body);
     }
     assert_eq!(adm_list(&lab), before, "a view-role POST changed the table");
-    // The viewer's setup page still shows both reals at weight 1.
+    // The viewer's overview still shows real 1 at weight 1.
     c.goto("/");
     assert_eq!(c.cells(&real_ip(1))["weight"], "1");
 }
@@ -680,7 +742,7 @@ fn unauthenticated_requests_go_to_the_login_page_or_are_refused() {
     let cookie = format!("lb_session={}", session.value);
     assert_eq!(get("/", Some(&cookie)).status, 200);
     assert_eq!(get("/live.json", Some(&cookie)).status, 200);
-    c.b.click("button#logout-submit").unwrap();
+    c.b.click_and_load("button#logout-submit").unwrap();
     assert_eq!(path_of(&c.b.url().unwrap()), "/login");
     assert_eq!(get("/", Some(&cookie)).status, 303);
     assert_eq!(get("/live.json", Some(&cookie)).status, 401);
@@ -804,4 +866,58 @@ fn plain_http_off_loopback_needs_web_insecure() {
     start_console(&mut lab, &listen, &["--web-insecure"], "cl", &base);
     let c = Console::open(&lab, "cl", &base);
     c.login(ADMIN.0, ADMIN.1);
+}
+
+/// The first-run wizard: one DR service with two reals and their HTTP
+/// checks in one form; the overview shows it up and it carries traffic.
+#[test]
+fn the_first_run_wizard_makes_a_checked_dr_service() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("wiz");
+    let base = format!("http://{LOCAL}");
+    start_console(&mut lab, LOCAL, &[], "dir", &base);
+    let c = Console::open(&lab, "dir", &base);
+    c.login(ADMIN.0, ADMIN.1);
+    c.goto("/setup/wizard");
+    let (r1, r2) = (real_ip(1), real_ip(2));
+    c.b.fill(
+        "form#wizard",
+        &[
+            ("fwd", "dr"),
+            ("proto", "tcp"),
+            ("vip", VIP),
+            ("port", "80"),
+            ("sched", "rr"),
+            ("real1", &r1),
+            ("real2", &r2),
+            ("check", "http"),
+            ("check_path", "/"),
+        ],
+    )
+    .unwrap();
+    c.b.click_and_load("button#wizard-submit")
+        .unwrap();
+    c.assert_no_error("the wizard");
+    let list = adm_list(&lab);
+    assert!(
+        list.contains(&format!("{r1}:80")) && list.contains(&format!("{r2}:80")),
+        "{list}"
+    );
+    lab.wait_resolved(Duration::from_secs(30)).unwrap();
+    c.b.wait_until("both reals up", Duration::from_secs(30), |_| {
+        c.goto("/");
+        Ok((1..=2).all(|i| c.cells(&real_ip(i))["health"] == "up"))
+    })
+    .unwrap();
+    let tally = lab.http_get(&format!("{VIP}:80"), 20).unwrap();
+    assert_eq!(tally.get("r1"), Some(&10), "{tally:?}");
+    assert_eq!(tally.get("r2"), Some(&10), "{tally:?}");
+    // The checks are the wizard's: the export carries an HTTP_GET per real.
+    let export = c.b.http(HttpRequest::get(&c.url("/setup/export"))).unwrap();
+    assert_eq!(
+        export.body.matches("HTTP_GET").count(),
+        2,
+        "{}",
+        export.body
+    );
 }
