@@ -355,6 +355,19 @@ fn a_dr_service_built_in_the_browser_carries_traffic_and_drains() {
     for i in 1..=2 {
         assert!(c.conns(&real_ip(i)).unwrap() >= before[i - 1] + 10);
     }
+    // A few seconds of steady traffic, so the screenshot's chart has a
+    // curve (the sampler takes one point every 2 s).
+    for _ in 0..6 {
+        let t = lab.http_get(&format!("{VIP}:80"), 6).unwrap();
+        assert_eq!(
+            t.get("r1").unwrap_or(&0) + t.get("r2").unwrap_or(&0),
+            6,
+            "{t:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    c.goto("/");
+    std::thread::sleep(Duration::from_millis(2500));
     c.screenshot("overview");
 
     // Drain real 2 on the setup page: kept, weight 0, "draining"; new
@@ -895,8 +908,7 @@ fn the_first_run_wizard_makes_a_checked_dr_service() {
         ],
     )
     .unwrap();
-    c.b.click_and_load("button#wizard-submit")
-        .unwrap();
+    c.b.click_and_load("button#wizard-submit").unwrap();
     c.assert_no_error("the wizard");
     let list = adm_list(&lab);
     assert!(
@@ -920,4 +932,73 @@ fn the_first_run_wizard_makes_a_checked_dr_service() {
         "{}",
         export.body
     );
+}
+
+/// One login through the plain client from `t`'s namespace, as a browser
+/// does it: `GET /login` for the form's token and its cookie, then the POST.
+fn raw_login(t: &NetnsThread, base: &str, user: &str, password: &str) -> HttpResponse {
+    let page = t
+        .http(HttpRequest::get(&format!("{base}/login")), HTTP_TIMEOUT)
+        .unwrap();
+    let cookie = page
+        .set_cookies()
+        .into_iter()
+        .find_map(|c| c.split(';').next().filter(|kv| kv.starts_with("lb_login=")))
+        .expect("lb_login cookie")
+        .to_owned();
+    let token = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the login form's csrf field")
+        .to_owned();
+    let req = HttpRequest::post_form(
+        &format!("{base}/login"),
+        &[("user", user), ("password", password), ("csrf", &token)],
+    )
+    .header("Cookie", &cookie);
+    t.http(req, HTTP_TIMEOUT).unwrap()
+}
+
+/// Failed logins from one address are limited: after five, even the right
+/// password gets 429 (the limit's window is a minute; not waited for).
+#[test]
+fn login_attempts_are_rate_limited() {
+    let _g = lb_tests::serial();
+    let mut lab = lab("rate");
+    let base = format!("http://{LOCAL}");
+    start_console(&mut lab, LOCAL, &[], "dir", &base);
+    let t = NetnsThread::new(&lab.ns("dir")).unwrap();
+    // The raw login works (the check below is the limit, not the client).
+    let ok = raw_login(&t, &base, ADMIN.0, ADMIN.1);
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert!(ok
+        .set_cookies()
+        .iter()
+        .any(|c| c.starts_with("lb_session=")));
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(raw_login(&t, &base, ADMIN.0, "guess").status);
+        if codes.last() == Some(&429) {
+            break;
+        }
+    }
+    assert_eq!(codes.last(), Some(&429), "no limit after {codes:?}");
+    assert!(codes.len() >= 3, "limited too early: {codes:?}");
+    assert!(
+        codes[..codes.len() - 1].iter().all(|c| *c == 401),
+        "{codes:?}"
+    );
+    let r = raw_login(&t, &base, ADMIN.0, ADMIN.1);
+    assert_eq!(
+        r.status, 429,
+        "the right password within the window: {}",
+        r.body
+    );
+    assert!(r.body.contains("id=\"error\""), "{}", r.body);
+    assert!(r
+        .set_cookies()
+        .iter()
+        .all(|c| !c.starts_with("lb_session=")));
 }
