@@ -576,7 +576,10 @@ mod hash_tables {
         let count = |k: (IpAddr, u16)| want.iter().filter(|&&x| x == k).count() as f64;
         let heavy = count((IpAddr::from([192, 0, 2, 3]), 80)); // weight 4
         let light = count((IpAddr::from([192, 0, 2, 4]), 80)); // weight 1
-        assert!((heavy / light - 4.0).abs() < 0.02 * 4.0, "{heavy} / {light}");
+        assert!(
+            (heavy / light - 4.0).abs() < 0.02 * 4.0,
+            "{heavy} / {light}"
+        );
     }
 
     #[test]

@@ -7,6 +7,19 @@
 //! the same real address on both. The maps are filled through the agent's
 //! own code (`Tables::sync`). Needs root (BPF).
 use lb_testkit::*;
+use lb_user::{
+    config::{Proto, ServiceAddr},
+    state::svc_key,
+};
+
+/// What one director did: per flow of [`flows`], the address of the real
+/// its SYN went to; and its Maglev table as the data plane reads it from
+/// `LB_MAGLEV`, each slot as the real's (address words, port) from
+/// `LB_REALS` — the agent's real ids translated, since they differ.
+struct Director {
+    picks: Vec<String>,
+    table: Vec<([u32; 4], u16)>,
+}
 
 const VIP: &str = "10.0.0.100";
 /// The service's reals: address, MAC (how the output names the real) and
@@ -25,9 +38,8 @@ const FLOWS: usize = 2_000;
 /// The mh service (`mh-port`: the source port is hashed too) with the reals
 /// of `REALS` at indices `order`, in that order.
 fn service(order: &[usize]) -> String {
-    let mut s = format!(
-        "virtual_server {VIP} 80 {{\n lb_algo mh\n lb_kind DR\n protocol TCP\n mh-port\n"
-    );
+    let mut s =
+        format!("virtual_server {VIP} 80 {{\n lb_algo mh\n lb_kind DR\n protocol TCP\n mh-port\n");
     for &i in order {
         let (ip, _, w) = REALS[i];
         s += &format!(" real_server {ip} 80 {{ weight {w} }}\n");
@@ -57,9 +69,8 @@ fn flows() -> Vec<(String, u16)> {
 
 /// One director: `configs` applied in turn (as successive reloads or
 /// `lb adm` changes would), the reals reached through interface `b` when
-/// `via_b`, those in `unreachable` not resolved. Returns, per flow of
-/// [`flows`], the address of the real its SYN went to.
-fn director(configs: Vec<String>, via_b: bool, unreachable: &'static [&'static str]) -> Vec<String> {
+/// `via_b`, those in `unreachable` not resolved.
+fn director(configs: Vec<String>, via_b: bool, unreachable: &'static [&'static str]) -> Director {
     std::thread::spawn(move || {
         let mut h = Harness::new(8192).expect("harness (needs root and a BPF-capable kernel)");
         for (ip, mac, _) in REALS {
@@ -74,7 +85,7 @@ fn director(configs: Vec<String>, via_b: bool, unreachable: &'static [&'static s
             h.apply(c).expect("apply");
         }
         let want = if via_b { "XDP_REDIRECT" } else { "XDP_TX" };
-        flows()
+        let picks = flows()
             .iter()
             .map(|(client, port)| {
                 let pkt = tcp(Eth::inbound(), client, *port, VIP, 80, Flags::Syn, b"");
@@ -86,22 +97,53 @@ fn director(configs: Vec<String>, via_b: bool, unreachable: &'static [&'static s
                     .unwrap_or_else(|| panic!("{client}:{port}: not sent to a real's MAC"));
                 ip.to_string()
             })
-            .collect()
+            .collect();
+        Director {
+            picks,
+            table: maglev_of(&h),
+        }
     })
     .join()
     .expect("director thread")
 }
 
+/// The shared service's live Maglev table in `h`'s maps, slot by slot.
+fn maglev_of(h: &Harness) -> Vec<([u32; 4], u16)> {
+    let key = svc_key(&ServiceAddr {
+        addr: VIP.parse().unwrap(),
+        port: 80,
+        proto: Proto::Tcp,
+    });
+    let svc = h.dp.services.get(&key, 0).expect("the service's entry");
+    assert_eq!(svc.ring_len, lb_common::MH_TABLE_SIZE);
+    (0..svc.ring_len)
+        .map(|pos| {
+            let index = lb_common::maglev_index(svc.table_id, svc.ring_gen, pos);
+            let id = h.dp.maglev.get(&index, 0).expect("a Maglev slot");
+            let real = h.dp.reals.get(&id, 0).expect("the slot's real");
+            (real.addr, u16::from_be(real.port_be))
+        })
+        .collect()
+}
+
+/// How many slots of two directors' tables hold different reals.
+fn slots_differing(a: &Director, b: &Director) -> usize {
+    assert_eq!(a.table.len(), b.table.len());
+    (0..a.table.len())
+        .filter(|&i| a.table[i] != b.table[i])
+        .count()
+}
+
 /// Director A: the service alone, its reals in configuration order, one
 /// load, interface `a`.
-fn director_a(unreachable: &'static [&'static str]) -> Vec<String> {
+fn director_a(unreachable: &'static [&'static str]) -> Director {
     director(vec![service(&[0, 1, 2, 3, 4, 5])], false, unreachable)
 }
 
 /// Director B: another mh service first, then the shared service's reals
 /// added one at a time in the opposite order (each step a new
 /// configuration, as `lb adm -a` would), interface `b`.
-fn director_b(unreachable: &'static [&'static str]) -> Vec<String> {
+fn director_b(unreachable: &'static [&'static str]) -> Director {
     let mut configs = vec![OTHER.to_string()];
     let mut order = Vec::new();
     for i in (0..REALS.len()).rev() {
@@ -113,8 +155,11 @@ fn director_b(unreachable: &'static [&'static str]) -> Vec<String> {
 
 #[test]
 fn two_directors_send_2000_flows_to_the_same_reals() {
-    let a = director_a(&[]);
-    let b = director_b(&[]);
+    let (da, db) = (director_a(&[]), director_b(&[]));
+    // The whole table first: reals added in another order contest about
+    // 0.1 % of the slots differently, which 2,000 flows alone may miss.
+    assert_eq!(slots_differing(&da, &db), 0, "Maglev slots differ");
+    let (a, b) = (&da.picks, &db.picks);
     let flows = flows();
     let differ: Vec<String> = (0..FLOWS)
         .filter(|&k| a[k] != b[k])
@@ -142,8 +187,9 @@ fn a_real_one_director_cannot_reach_moves_only_its_own_flows() {
     // Director B has not resolved 10.0.0.13 (DR, no MAC yet): the real
     // keeps its slots in B's table, whose probe falls back past them, so
     // every other flow still lands where it lands on A.
-    let a = director_a(&[]);
-    let b = director_b(&["10.0.0.13"]);
+    let (da, db) = (director_a(&[]), director_b(&["10.0.0.13"]));
+    assert_eq!(slots_differing(&da, &db), 0, "Maglev slots differ");
+    let (a, b) = (&da.picks, &db.picks);
     let mut own = 0;
     for k in 0..FLOWS {
         if a[k] == "10.0.0.13" {
