@@ -922,10 +922,24 @@ pub mod hash {
         h
     }
 
+    /// Seed of [`mh_hash`]: a constant, never drawn per boot or per agent
+    /// (as ipvs mh's fixed `hsiphash` keys), so that every director — and
+    /// every version of lb that keeps this value — hashes a flow to the same
+    /// Maglev slot. Changing it changes which real every mh flow gets.
+    pub const MH_HASH_SEED: u32 = 0x9747_b28c;
+
     /// Flow hash for Maglev: source address (and port when hashed).
+    ///
+    /// `addr` is in the maps' layout (network-order words, IPv4 in word 0,
+    /// the rest 0); `port_be` is the source port in network order, or 0
+    /// when the service does not hash the port (`mh-port` unset). The result
+    /// depends on these two and [`MH_HASH_SEED`] only: nothing of the
+    /// director (interface, MAC, boot, CPU) enters it, which is half of what
+    /// makes mh identical on every director (the other half: the agent's
+    /// table is a pure function of the configured reals and weights).
     #[inline(always)]
     pub fn mh_hash(addr: &[u32; 4], port_be: u16) -> u32 {
-        let mut h = 0x9747_b28c_u32;
+        let mut h = MH_HASH_SEED;
         let mut i = 0;
         while i < 4 {
             h = fmix32(h ^ addr[i]);
@@ -1013,6 +1027,21 @@ mod tests {
         let want = (0xc000_0207u32.wrapping_mul(0x61C8_8647)) >> 24;
         assert_eq!(hash::sh_bucket(&a, 0, 0), want);
         assert_eq!(hash::sh_bucket(&a, 0, 1), (want + 1) & 255);
+    }
+
+    /// [`hash::mh_hash`] of the three inputs of `mh_hash_is_pinned`,
+    /// computed once by an independent (Python) copy of the function.
+    const MH_PIN: [u32; 3] = [0xd605_8b47, 0xe12f_bbc3, 0x77e1_3cd1];
+
+    #[test]
+    fn mh_hash_is_pinned() {
+        // Directors running different builds must agree on every flow's
+        // slot: these values change only with MH_HASH_SEED or the mixing.
+        let a = [u32::from_ne_bytes([192, 0, 2, 7]), 0, 0, 0];
+        assert_eq!(hash::mh_hash(&a, 0), MH_PIN[0]);
+        assert_eq!(hash::mh_hash(&a, 40000u16.to_be()), MH_PIN[1]);
+        let b = [1u32.to_be(), 2u32.to_be(), 4u32.to_be(), 8u32.to_be()];
+        assert_eq!(hash::mh_hash(&b, 443u16.to_be()), MH_PIN[2]);
     }
 
     #[test]

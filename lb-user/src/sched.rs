@@ -8,9 +8,11 @@
 //! sum still exceeds the ring size they are scaled down proportionally (each
 //! positive weight keeps at least one slot).
 
+use std::net::IpAddr;
+
 use lb_common::{DH_TABLE_SIZE, MH_TABLE_SIZE, SH_TABLE_SIZE};
 
-use crate::config::Sched;
+use crate::config::{fmt_sock, Sched};
 
 /// What the data plane reads for a service's scheduler: a ring in `LB_RINGS`
 /// (rr, wrr: the sequence; lc, wlc, sed, nq, fo, ovf, twos, lblc, lblcr:
@@ -19,7 +21,10 @@ use crate::config::Sched;
 ///
 /// `reals` are the reals that may take new flows, in configuration order;
 /// for dh, every real that ipvs would have as a destination (see
-/// [`in_dh_table`]), whatever its weight or availability.
+/// [`in_dh_table`]), whatever its weight or availability; for mh, every
+/// real whose checkers have not failed (see [`in_mh_table`]), whatever this
+/// director can reach: the Maglev table ignores their order and ids (see
+/// [`maglev_table`]).
 pub fn build(sched: Sched, reals: &[Member], ring_cap: usize) -> Vec<u32> {
     if sched == Sched::Dh {
         let ids: Vec<u32> = reals.iter().map(|m| m.id).collect();
@@ -45,6 +50,20 @@ pub fn in_dh_table(flags: u32) -> bool {
     flags & lb_common::REAL_F_DOWN == 0
 }
 
+/// Whether a real with `flags` (`REAL_F_*`) is in an mh service's Maglev
+/// table: every configured real except those whose checkers failed
+/// (`REAL_F_DOWN`; keepalived removes them from ipvs), as for dh. Whether
+/// this director can reach the real (`REAL_F_AVAILABLE`: a DR real's MAC
+/// resolved, a TUN real routed) is left out on purpose: it differs between
+/// directors and over time, and a table built from it would send the same
+/// flow to different reals on different directors. The data plane skips an
+/// unreachable real's slots instead (the fallback probe: the next slots),
+/// so only that real's flows go elsewhere, and only on the director that
+/// cannot reach it. Weight 0 (drained, `inhibit_on_failure`) takes no slot.
+pub fn in_mh_table(flags: u32) -> bool {
+    flags & lb_common::REAL_F_DOWN == 0
+}
+
 /// ipvs dh's table (`ip_vs_dh_reassign`): the 256 buckets dealt out to the
 /// reals in order, one bucket each per turn, whatever their weights.
 pub fn dh_table(ids: &[u32]) -> Vec<u32> {
@@ -59,10 +78,23 @@ pub fn dh_table(ids: &[u32]) -> Vec<u32> {
 /// A real that can take new flows, as the table builders see it.
 #[derive(Clone, Debug)]
 pub struct Member {
+    /// The real's slot in `LB_REALS`: what the tables hold. Each agent
+    /// allocates its own (first free slot), so the same real has different
+    /// ids on different directors; no table's layout depends on it.
     pub id: u32,
+    /// Configured weight (or the checker's dynamic weight); 0 takes no slot.
     pub weight: u32,
-    /// Stable name (address and port) that places the real in a Maglev table.
-    pub name: String,
+    /// The real's address as configured.
+    pub addr: IpAddr,
+    /// The real's port as configured (host order).
+    pub port: u16,
+}
+
+impl Member {
+    /// The real's identity in a Maglev table: configuration only.
+    fn key(&self) -> (IpAddr, u16) {
+        (self.addr, self.port)
+    }
 }
 
 /// ipvs sh's table (`ip_vs_sh_reassign`): the buckets are dealt out in
@@ -85,8 +117,8 @@ pub fn sh_table(members: &[(u32, u32)]) -> Vec<u32> {
     t
 }
 
-/// FNV-1a, 64 bits, from `seed`: stable across builds and runs, so a
-/// restarted agent builds the same Maglev table.
+/// FNV-1a, 64 bits, from `seed`: stable across builds, runs and
+/// directors, so every agent builds the same Maglev table.
 fn fnv1a(seed: u64, data: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
     for &b in data {
@@ -99,41 +131,71 @@ fn fnv1a(seed: u64, data: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Maglev lookup table of `m` slots (m prime) for `members` = (real id,
-/// weight), as in the Maglev paper with weights as turns: each round, a real
-/// takes `weight / gcd` slots from its own permutation of the table
-/// (offset + j × skip mod m), until every slot is taken. The permutation
-/// depends only on the real's id, so adding or removing one real of N moves
-/// about 1/N of the slots.
+/// Seeds of the two FNV-1a hashes that give a real its Maglev permutation
+/// (offset, skip): constants, as ipvs mh's fixed `hsiphash` keys, never per
+/// boot or per agent. Changing them reshuffles every mh table.
+const MAGLEV_OFFSET_SEED: u64 = 0x6d61_676c_6576_0001;
+/// See [`MAGLEV_OFFSET_SEED`].
+const MAGLEV_SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
+
+/// A real's Maglev permutation of a table of `m` slots: (offset, skip),
+/// from the FNV-1a hashes of its `address:port` text (`fmt_sock`: IPv4
+/// dotted quad, IPv6 in RFC 5952 form in brackets).
+fn maglev_permutation(addr: IpAddr, port: u16, m: u64) -> (u64, u64) {
+    let name = fmt_sock(addr, port);
+    let k = name.as_bytes();
+    let offset = fnv1a(MAGLEV_OFFSET_SEED, k) % m;
+    let skip = fnv1a(MAGLEV_SKIP_SEED, k) % (m - 1) + 1;
+    (offset, skip)
+}
+
+/// Maglev lookup table of `m` slots (m prime) for `members`, as in the
+/// Maglev paper with weights as turns (ipvs mh's `ip_vs_mh_populate`):
+/// each round, every real takes `weight / gcd` slots from its own
+/// permutation of the table (offset + j × skip mod m, from its address and
+/// port), until every slot is taken. Weight 0 takes no slot.
+///
+/// **The table is a pure function of the set of (address, port, weight)**:
+/// the members are first put in a canonical order — by address (IPv4 before
+/// IPv6, then numerically), then port, then weight — so the order the reals
+/// were configured or added in (file, `lb adm -a`, runtime or reload) does
+/// not decide who wins a contested slot, and the slots hold member indices
+/// that become real ids only at the end, so the ids each agent allocated do
+/// not matter either. Every director with the same reals and weights builds
+/// the same table (ipvs itself walks its destination list in insertion
+/// order, so two ipvs directors agree only if the reals were added in the
+/// same order). A service's reals are distinct (address, port) pairs.
+///
+/// Removing one real of N moves its slots plus a small fraction of the
+/// others' (Maglev's bound: the permutations of the others are unchanged,
+/// only the contested slots they took before it may change); adding one
+/// takes about 1/N of the table.
 pub fn maglev_table(members: &[Member], m: usize) -> Vec<u32> {
-    if members.is_empty() {
+    let mut order: Vec<&Member> = members.iter().filter(|r| r.weight > 0).collect();
+    if order.is_empty() {
         return Vec::new();
     }
-    let g = members.iter().fold(0u64, |g, r| gcd(g, r.weight as u64));
-    let turns: Vec<u64> = members.iter().map(|r| r.weight as u64 / g).collect();
-    let perm: Vec<(u64, u64)> = members
+    order.sort_by_key(|r| (r.key(), r.weight));
+    let g = order.iter().fold(0u64, |g, r| gcd(g, r.weight as u64));
+    let turns: Vec<u64> = order.iter().map(|r| r.weight as u64 / g).collect();
+    let perm: Vec<(u64, u64)> = order
         .iter()
-        .map(|r| {
-            let k = r.name.as_bytes();
-            let offset = fnv1a(0x6d61_676c_6576_0001, k) % m as u64;
-            let skip = fnv1a(0x6d61_676c_6576_0002, k) % (m as u64 - 1) + 1;
-            (offset, skip)
-        })
+        .map(|r| maglev_permutation(r.addr, r.port, m as u64))
         .collect();
-    let mut next = vec![0u64; members.len()];
+    let mut next = vec![0u64; order.len()];
+    // Slot → index into `order`; u32::MAX while free.
     let mut table = vec![u32::MAX; m];
     let mut filled = 0;
     'fill: loop {
-        for (i, r) in members.iter().enumerate() {
-            let id = r.id;
+        for i in 0..order.len() {
+            let (offset, skip) = perm[i];
             for _ in 0..turns[i] {
-                let (offset, skip) = perm[i];
                 let mut c = ((offset + next[i] * skip) % m as u64) as usize;
                 while table[c] != u32::MAX {
                     next[i] += 1;
                     c = ((offset + next[i] * skip) % m as u64) as usize;
                 }
-                table[c] = id;
+                table[c] = i as u32;
                 next[i] += 1;
                 filled += 1;
                 if filled == m {
@@ -142,7 +204,8 @@ pub fn maglev_table(members: &[Member], m: usize) -> Vec<u32> {
             }
         }
     }
-    table
+    // Only now the agent's own ids.
+    table.iter().map(|&i| order[i as usize].id).collect()
 }
 
 /// Builds the ring for `reals` = (real id, weight), at most `cap` slots.
@@ -349,7 +412,8 @@ mod hash_tables {
         Member {
             id,
             weight,
-            name: format!("10.0.0.{id}:80"),
+            addr: IpAddr::from([10, 0, 0, id as u8]),
+            port: 80,
         }
     }
 
@@ -390,13 +454,7 @@ mod hash_tables {
     }
 
     fn members(v: &[(u32, u32)]) -> Vec<Member> {
-        v.iter()
-            .map(|&(id, weight)| Member {
-                id,
-                weight,
-                name: format!("10.0.0.{id}:80"),
-            })
-            .collect()
+        v.iter().map(|&(id, weight)| member(id, weight)).collect()
     }
 
     #[test]
@@ -434,5 +492,135 @@ mod hash_tables {
             taken < share + m / 50,
             "adding moved {taken} slots for a share of {share}"
         );
+    }
+
+    /// Twelve reals of one service as (address, port, weight): IPv4 and
+    /// IPv6, two ports on one address, weights 1 to 4 and a drained one.
+    fn service_reals() -> Vec<(IpAddr, u16, u32)> {
+        let mut v: Vec<(IpAddr, u16, u32)> = (1..=8u8)
+            .map(|i| (IpAddr::from([192, 0, 2, i]), 80, u32::from(i % 4) + 1))
+            .collect();
+        v.push((IpAddr::from([192, 0, 2, 1]), 8080, 2));
+        v.push(("2001:db8::10".parse().unwrap(), 80, 3));
+        v.push(("2001:db8::9".parse().unwrap(), 80, 1));
+        v.push((IpAddr::from([192, 0, 2, 9]), 80, 0));
+        v
+    }
+
+    /// The reals of `reals` in the order `order` gives, with the ids one
+    /// agent might have allocated (`id_of(position in that order)`).
+    fn agent_members(
+        reals: &[(IpAddr, u16, u32)],
+        order: &[usize],
+        id_of: impl Fn(usize) -> u32,
+    ) -> Vec<Member> {
+        order
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| Member {
+                id: id_of(k),
+                weight: reals[i].2,
+                addr: reals[i].0,
+                port: reals[i].1,
+            })
+            .collect()
+    }
+
+    /// A table translated from ids to the reals' (address, port).
+    fn by_address(table: &[u32], members: &[Member]) -> Vec<(IpAddr, u16)> {
+        table
+            .iter()
+            .map(|id| {
+                let m = members.iter().find(|m| m.id == *id).expect("a member");
+                (m.addr, m.port)
+            })
+            .collect()
+    }
+
+    /// A fixed shuffle of 0..n (an LCG's order): not sorted, not reversed.
+    fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        let mut x = seed;
+        for i in (1..n).rev() {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            v.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        v
+    }
+
+    #[test]
+    fn maglev_is_the_same_whatever_the_order_and_the_ids() {
+        let m = MH_TABLE_SIZE as usize;
+        let reals = service_reals();
+        let n = reals.len();
+        // Director A: configuration order, ids 0..n.
+        let a = agent_members(&reals, &(0..n).collect::<Vec<_>>(), |k| k as u32);
+        let want = by_address(&build(Sched::Mh, &a, 1024), &a);
+        assert_eq!(want.len(), m);
+        let orders = [
+            (0..n).rev().collect::<Vec<_>>(),
+            shuffled(n, 7),
+            shuffled(n, 1234),
+        ];
+        for (j, order) in orders.iter().enumerate() {
+            // Director B: the reals added in another order, ids from
+            // another free list (other services took the low slots).
+            let b = agent_members(&reals, order, |k| 1000 + 37 * k as u32 + j as u32);
+            let got = by_address(&build(Sched::Mh, &b, 1024), &b);
+            let differ = (0..m).filter(|&i| got[i] != want[i]).count();
+            assert_eq!(differ, 0, "order {order:?}: {differ} slots differ");
+        }
+        // The drained real (weight 0) has no slot on either.
+        assert!(want.iter().all(|&(a, _)| a != IpAddr::from([192, 0, 2, 9])));
+        // Weights still hold: 4 against 1 within half a percent.
+        let count = |k: (IpAddr, u16)| want.iter().filter(|&&x| x == k).count() as f64;
+        let heavy = count((IpAddr::from([192, 0, 2, 3]), 80)); // weight 4
+        let light = count((IpAddr::from([192, 0, 2, 4]), 80)); // weight 1
+        assert!(
+            (heavy / light - 4.0).abs() < 0.02 * 4.0,
+            "{heavy} / {light}"
+        );
+    }
+
+    #[test]
+    fn maglev_changes_with_the_set_only() {
+        // Not a constant table: a weight change or another port changes it.
+        let m = 4099;
+        let reals = service_reals();
+        let base = agent_members(&reals, &(0..reals.len()).collect::<Vec<_>>(), |k| k as u32);
+        let t0 = by_address(&maglev_table(&base, m), &base);
+        let mut heavier = base.clone();
+        heavier[0].weight += 1;
+        assert_ne!(by_address(&maglev_table(&heavier, m), &heavier), t0);
+        let mut moved = base.clone();
+        moved[1].port = 81;
+        assert_ne!(by_address(&maglev_table(&moved, m), &moved), t0);
+    }
+
+    #[test]
+    fn maglev_removal_on_another_director_moves_only_that_reals_slots() {
+        // Director A holds all reals; director B, whose reals were added in
+        // another order with other ids, loses one: B's table differs from
+        // A's in the removed real's slots plus Maglev's small bound.
+        let m = MH_TABLE_SIZE as usize;
+        let reals: Vec<(IpAddr, u16, u32)> = service_reals()
+            .into_iter()
+            .map(|(a, p, w)| (a, p, w.max(1)))
+            .collect();
+        let n = reals.len();
+        let a = agent_members(&reals, &(0..n).collect::<Vec<_>>(), |k| k as u32);
+        let before = by_address(&maglev_table(&a, m), &a);
+        let gone = (IpAddr::from([192, 0, 2, 5]), 80);
+        let order: Vec<usize> = shuffled(n, 99)
+            .into_iter()
+            .filter(|&i| (reals[i].0, reals[i].1) != gone)
+            .collect();
+        let b = agent_members(&reals, &order, |k| 500 - k as u32);
+        let after = by_address(&maglev_table(&b, m), &b);
+        assert!(after.iter().all(|&x| x != gone));
+        let moved = (0..m)
+            .filter(|&i| before[i] != gone && before[i] != after[i])
+            .count();
+        assert!(moved < m / 50, "{moved} slots of other reals moved");
     }
 }

@@ -542,22 +542,25 @@ impl Tables {
             }
         }
 
-        // Scheduler table over available reals (dh: see in_dh_table), in
-        // configuration order.
+        // Scheduler table over available reals, in configuration order;
+        // dh and mh: over the reals not failed (sched::in_dh_table,
+        // sched::in_mh_table), so that mh's table is the same on every
+        // director whatever each one can reach.
         let members: Vec<Member> = vs
             .reals
             .iter()
             .filter_map(|r| {
                 let s = slot.reals.get(&(r.addr, r.port))?;
-                let member = if vs.sched == Sched::Dh {
-                    sched::in_dh_table(s.entry.flags)
-                } else {
-                    s.entry.flags & REAL_F_AVAILABLE != 0
+                let member = match vs.sched {
+                    Sched::Dh => sched::in_dh_table(s.entry.flags),
+                    Sched::Mh => sched::in_mh_table(s.entry.flags),
+                    _ => s.entry.flags & REAL_F_AVAILABLE != 0,
                 };
-                member.then(|| Member {
+                member.then_some(Member {
                     id: s.id,
                     weight: s.entry.weight,
-                    name: fmt_sock(r.addr, r.port),
+                    addr: r.addr,
+                    port: r.port,
                 })
             })
             .collect();

@@ -4,7 +4,7 @@
 //! fo, ovf, lblc and lblcr choice sequences, lblc / lblcr entries and their
 //! expiry, dh's table without fallback, twos's two weighted draws.
 use lb_testkit::*;
-use lb_user::{config::fmt_sock, sched, state::addr_words};
+use lb_user::{sched, state::addr_words};
 
 const VIP: &str = "10.0.0.100";
 const REALS: [(&str, [u8; 6]); 4] = [
@@ -133,7 +133,8 @@ fn from_table(h: &Harness, algo: &str, client: &str, port: u16, n: usize) -> usi
             sched::Member {
                 id: h.tables.real_id(&svc(), addr, 80).unwrap(),
                 weight: 1,
-                name: fmt_sock(addr, 80),
+                addr,
+                port: 80,
             }
         })
         .collect();

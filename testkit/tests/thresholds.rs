@@ -11,7 +11,7 @@
 //! Connections are released the way the agent releases them: RST (state
 //! CLOSE), a close timeout of 0 s, and the agent's sweep.
 use lb_testkit::*;
-use lb_user::{config::fmt_sock, sched, state::addr_words};
+use lb_user::{sched, state::addr_words};
 
 const VIP: &str = "10.0.0.100";
 const CLIENT: &str = "192.0.2.7";
@@ -203,7 +203,8 @@ fn from_table(h: &Harness, algo: &str, client: &str, n: usize) -> usize {
             sched::Member {
                 id: h.tables.real_id(&svc, addr, 80).unwrap(),
                 weight: 1,
-                name: fmt_sock(addr, 80),
+                addr,
+                port: 80,
             }
         })
         .collect();

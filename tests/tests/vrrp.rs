@@ -1155,3 +1155,73 @@ fn established_dr_flows_survive_failover_with_maglev() {
         .unwrap();
     println!("dir2 after the failover:\n{stats}");
 }
+
+/// mh is identical on both directors whatever the order the reals were
+/// added in: `dir` has the three reals in its file (r1, r2, r3); `dir2`'s
+/// file has r3 only and `lb adm -a` adds r2, then r1, at runtime (another
+/// order, other real ids). 24 keep-alive connections (`mh-port`: spread by
+/// source port) opened through `dir` are answered by the same reals through
+/// `dir2` after `dir` stops. (The slot-by-slot comparison of two tables is
+/// `testkit/tests/directors.rs`; this is the agents' whole path.)
+#[test]
+fn maglev_is_identical_on_both_directors_whatever_the_order_reals_were_added() {
+    let _g = lb_tests::serial();
+    let bins = Bins::from_target_dir(env!("CARGO_BIN_EXE_nsprobe"));
+    let mut lab = Lab::ha(&format!("lbv{}mo", std::process::id() % 1000), bins, 3).expect("lab");
+    let real =
+        |i: usize, w: u32| format!("  real_server {} 80 {{\n    weight {w}\n  }}\n", real_ip(i));
+    let head = format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo mh\n  mh-port\n  lb_kind DR\n  protocol TCP\n"
+    );
+    let svc_a = format!("{head}{}{}{}}}\n", real(1, 1), real(2, 2), real(3, 1));
+    let svc_b = format!("{head}{}}}\n", real(3, 1));
+    let a = format!(
+        "{}{svc_a}",
+        fast_instance("VI_1", 51, "MASTER", 150, VIP, "")
+    );
+    let b = format!(
+        "{}{svc_b}",
+        fast_instance("VI_1", 51, "BACKUP", 100, VIP, "")
+    );
+    lab.start_agent_on("dir", &a, AGENT_ARGS).unwrap();
+    lab.start_agent_on("dir2", &b, AGENT_ARGS).unwrap();
+    for (i, w) in [(2, "2"), (1, "1")] {
+        let (code, out, err) = lab
+            .adm(
+                "dir2",
+                &[
+                    "-a",
+                    "-t",
+                    &format!("{VIP}:80"),
+                    "-r",
+                    &format!("{}:80", real_ip(i)),
+                    "-g",
+                    "-w",
+                    w,
+                ],
+                "",
+            )
+            .unwrap();
+        assert_eq!(code, 0, "lb adm -a r{i}: {out}{err}");
+    }
+    lab.wait_resolved_on("dir", Duration::from_secs(5)).unwrap();
+    lab.wait_resolved_on("dir2", Duration::from_secs(5))
+        .unwrap();
+    wait_state(&lab, "dir", "MASTER", Duration::from_secs(5));
+    wait_state(&lab, "dir2", "BACKUP", Duration::from_secs(5));
+    let mut held: Vec<_> = (0..24)
+        .map(|_| lab.hold(&format!("{VIP}:80")).unwrap())
+        .collect();
+    let first: Vec<String> = held.iter().map(|h| h.first.clone()).collect();
+    assert!(first.iter().all(|f| f.starts_with('r')), "{first:?}");
+    let reals: std::collections::BTreeSet<&String> = first.iter().collect();
+    assert!(
+        reals.len() > 1,
+        "mh-port spreads the connections: {first:?}"
+    );
+    lab.stop("dir", "lb").unwrap();
+    wait_state(&lab, "dir2", "MASTER", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(200));
+    let after: Vec<String> = held.iter_mut().map(|h| h.request().unwrap()).collect();
+    assert_eq!(after, first, "each connection still answered by its real");
+}

@@ -705,7 +705,8 @@ fn maglev_build(rounds: usize) -> anyhow::Result<Vec<(u32, f64)>> {
             .map(|i| lb_user::sched::Member {
                 id: i,
                 weight: 1,
-                name: format!("{}:80", many_real(i)),
+                addr: many_real(i).parse().expect("an address"),
+                port: 80,
             })
             .collect();
         let mut t = Vec::new();
