@@ -324,3 +324,121 @@ pub fn check_vips(b: &Bgp, services: &[super::VirtualServer], diags: &mut Vec<Di
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, Severity};
+
+    fn load(text: &str) -> crate::config::Loaded {
+        load_str(text, std::path::Path::new("k.conf"))
+    }
+
+    fn lines(l: &crate::config::Loaded) -> Vec<String> {
+        l.diags.iter().map(ToString::to_string).collect()
+    }
+
+    /// Input: a whole block. Output: every value, and the defaults of
+    /// what it leaves out.
+    #[test]
+    fn a_block_is_read_with_its_defaults() {
+        let l = load("lb_bgp {\n  local_as 4200000001\n  neighbor 10.0.0.1 65000\n  neighbor fd00::1 65000\n  next_hop 10.0.0.2\n  next_hop6 fd00::2\n  withdraw_grace 0.5\n}\n");
+        assert!(l.diags.is_empty(), "{:?}", lines(&l));
+        let b = l.config.bgp.expect("the block");
+        assert_eq!(b.daemon, Daemon::Gobgp);
+        assert_eq!(b.api, DEFAULT_API);
+        assert_eq!(b.local_as, 4_200_000_001);
+        assert_eq!(b.router_id(), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(b.neighbors.len(), 2);
+        assert_eq!(b.neighbors[1].loc.line, 4);
+        assert_eq!(b.withdraw_grace, Duration::from_millis(500));
+        assert_eq!(b.announce_delay, Duration::ZERO);
+        assert_eq!(b.poll_interval, Duration::from_secs(2));
+        assert_eq!(b.timeout, Duration::from_secs(2));
+        assert_eq!(b.program, PathBuf::from("gobgp"));
+        assert_eq!(
+            b.next_hop_of("fd00::100".parse().unwrap()),
+            Some("fd00::2".parse().unwrap())
+        );
+    }
+
+    /// Input: a block with a problem on each line. Output: every problem
+    /// at once, located, and no block.
+    #[test]
+    fn every_problem_is_reported_with_its_location() {
+        let l = load(
+            "lb_bgp {\n  daemon bird\n  api localhost\n  local_as 0\n  neighbor 10.0.0.1 4294967296\n  next_hop fd00::2\n  router_id fd00::1\n  poll_interval 0.01\n  frobnicate 1\n}\n",
+        );
+        let got = lines(&l);
+        for want in [
+            "k.conf:2:3: error: daemon: unknown daemon 'bird' (lb drives gobgp)",
+            "k.conf:3:3: error: api: 'localhost' is not ADDRESS:PORT",
+            "k.conf:4:3: error: local_as: '0' must be a whole number from 1 to 4294967295 (AS number)",
+            "k.conf:5:3: error: neighbor: '4294967296' must be a whole number from 1 to 4294967295 (AS number)",
+            "k.conf:6:3: error: next_hop: an IPv6 next hop goes in next_hop6",
+            "k.conf:7:3: error: router_id: the BGP identifier is an IPv4 address",
+            "k.conf:8:3: error: poll_interval: '0.01' must be from 0.1 to 3600 seconds",
+            "k.conf:9:3: warning: frobnicate: unknown keyword in lb_bgp; ignored",
+            "k.conf:1:1: error: lb_bgp: missing next_hop",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "{want}\nnot in:\n{}",
+                got.join("\n")
+            );
+        }
+        assert!(l.config.bgp.is_none());
+        let l = load(
+            "lb_bgp {\n  next_hop 10.0.0.2\n}\nlb_bgp {\n  local_as 1\n  next_hop 10.0.0.2\n}\n",
+        );
+        let got = lines(&l);
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("k.conf:1:1: error: lb_bgp: missing local_as")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|g| g
+                .starts_with("k.conf:4:1: error: lb_bgp: given twice; the first is at k.conf:1:1")),
+            "{got:?}"
+        );
+    }
+
+    /// A VIP of a family without a next hop is a warning at its service.
+    #[test]
+    fn a_vip_without_a_next_hop_of_its_family_is_a_warning() {
+        let l = load("lb_bgp {\n  local_as 65001\n  next_hop 10.0.0.2\n}\nvirtual_server fd00::100 80 {\n  lb_kind DR\n  protocol TCP\n  lb_algo mh\n}\n");
+        let w: Vec<_> = l
+            .diags
+            .iter()
+            .filter(|d| d.severity == Severity::Warning && d.message.contains("BGP"))
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            w,
+            ["k.conf:5:1: warning: virtual_server: fd00::100 is not announced over BGP: lb_bgp has no next_hop6"]
+        );
+    }
+
+    /// `lb export` writes the block so that it reads back the same.
+    #[test]
+    fn export_reads_back_the_same() {
+        let l = load("lb_bgp {\n  api [::1]:50052\n  local_as 65001\n  router_id 1.2.3.4\n  neighbor 10.0.0.1 65000\n  next_hop 10.0.0.2\n  announce_delay 1.5\n  timeout 3\n  gobgp_program \"/opt/go bgp/gobgp\"\n}\n");
+        assert!(l.diags.is_empty(), "{:?}", lines(&l));
+        let text = crate::config::export::keepalived_conf(&l.config);
+        let again = load(&text);
+        assert!(!again.has_errors(), "{:?}\n{text}", lines(&again));
+        let (mut a, mut b) = (l.config.bgp.unwrap(), again.config.bgp.unwrap());
+        // Locations differ (the exported file has its own lines).
+        a.loc = b.loc.clone();
+        for (x, y) in a.neighbors.iter_mut().zip(&b.neighbors) {
+            x.loc = y.loc.clone();
+        }
+        b.loc = a.loc.clone();
+        assert_eq!(a, b, "{text}");
+        let dump = crate::config::dump::dump(&l.config);
+        assert_eq!(dump["lb_bgp"]["router_id"], "1.2.3.4");
+        assert_eq!(dump["lb_bgp"]["announce_delay_s"], 1.5);
+        assert_eq!(dump["lb_bgp"]["neighbors"][0]["as"], 65000);
+    }
+}
