@@ -1000,6 +1000,62 @@ mod tests {
         assert!(to_classic(&t).contains("lb_sync_in_sync 0\n"));
     }
 
+    /// Per VIP announced / wanted, per peer the session, the daemon and
+    /// the drain; nothing without `lb_bgp`.
+    #[test]
+    fn bgp_gauges_per_vip_and_peer() {
+        let mut inp = inputs();
+        let mut s = String::new();
+        encode(&mut s, &registry(&inp)).unwrap();
+        assert!(!s.contains("lb_bgp"), "{s}");
+        inp.bgp = Some(crate::bgp::View {
+            configured: true,
+            daemon_up: true,
+            vips: vec![
+                crate::bgp::VipView {
+                    vip: "10.0.0.100".parse().unwrap(),
+                    services: 1,
+                    serving: 1,
+                    want: true,
+                    reason: None,
+                    announced: true,
+                    next_hop: Some("10.0.0.2".parse().unwrap()),
+                },
+                crate::bgp::VipView {
+                    vip: "10.0.0.101".parse().unwrap(),
+                    services: 1,
+                    serving: 0,
+                    want: false,
+                    reason: Some(crate::bgp::gate::Reason::NoHealthyReal),
+                    announced: false,
+                    next_hop: None,
+                },
+            ],
+            peers: vec![crate::bgp::PeerView {
+                address: "10.0.0.1".parse().unwrap(),
+                asn: 65000,
+                state: crate::bgp::gobgp::Session::Active,
+                up: false,
+                configured: true,
+            }],
+            withdrawals: 3,
+            ..Default::default()
+        });
+        let mut s = String::new();
+        encode(&mut s, &registry(&inp)).unwrap();
+        for want in [
+            "lb_bgp_announced{vip=\"10.0.0.100\"} 1\n",
+            "lb_bgp_announced{vip=\"10.0.0.101\"} 0\n",
+            "lb_bgp_wanted{vip=\"10.0.0.101\"} 0\n",
+            "lb_bgp_session_up{peer=\"10.0.0.1\",peer_as=\"65000\"} 0\n",
+            "lb_bgp_daemon_up 1\n",
+            "lb_bgp_drained 0\n",
+            "lb_bgp_withdrawals_total 3\n",
+        ] {
+            assert!(s.contains(want), "{want}\n{s}");
+        }
+    }
+
     #[test]
     fn draining_gauge_per_real() {
         use crate::api::{Origin, RealStatus, ServiceStatus, WeightSource};

@@ -428,7 +428,7 @@ mod tests {
         let text = crate::config::export::keepalived_conf(&l.config);
         let again = load(&text);
         assert!(!again.has_errors(), "{:?}\n{text}", lines(&again));
-        let (mut a, mut b) = (l.config.bgp.unwrap(), again.config.bgp.unwrap());
+        let (mut a, mut b) = (l.config.bgp.clone().unwrap(), again.config.bgp.unwrap());
         // Locations differ (the exported file has its own lines).
         a.loc = b.loc.clone();
         for (x, y) in a.neighbors.iter_mut().zip(&b.neighbors) {
