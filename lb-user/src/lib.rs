@@ -3,6 +3,7 @@
 pub mod adm;
 pub mod agent;
 pub mod api;
+pub mod bgp;
 pub mod changes;
 pub mod config;
 pub mod dataplane;

@@ -92,6 +92,15 @@ struct WebArgs {
     web_insecure: bool,
 }
 
+/// `lb bgp`'s actions.
+#[derive(Subcommand, Clone, Copy)]
+enum BgpAction {
+    /// Withdraw every VIP and keep them withdrawn.
+    Drain,
+    /// Announce again the VIPs that serve.
+    Undrain,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load and attach XDP, apply the configuration and run in the foreground.
@@ -232,7 +241,11 @@ enum Cmd {
         /// master, advert interval, counters (asks the agent).
         #[arg(long)]
         vrrp: bool,
-        /// The agent's control socket (for --checks and --vrrp, and the
+        /// BGP announcement: the daemon's sessions, and per VIP whether it
+        /// is announced and why not (asks the agent).
+        #[arg(long)]
+        bgp: bool,
+        /// The agent's control socket (for --checks, --vrrp and --bgp, and the
         /// drain markers of the table).
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -347,6 +360,24 @@ enum Cmd {
         /// VRRP virtual_router_id (pulse has none; both routers need the same).
         #[arg(long, default_value_t = 51, value_parser = clap::value_parser!(u8).range(1..))]
         vrid: u8,
+    },
+    /// Drain this director for maintenance (withdraw every VIP from BGP)
+    /// or bring it back (`lb_bgp`).
+    ///
+    /// `drain` withdraws every VIP through the BGP daemon: the routers send
+    /// the flows to the other directors, and XDP keeps forwarding what
+    /// still arrives here. The drain is kept in the state directory, across
+    /// restarts, until `undrain`, which announces again the VIPs that have
+    /// a healthy real. Prints the announcement state (`lb list --bgp`).
+    Bgp {
+        #[command(subcommand)]
+        action: BgpAction,
+        /// The agent's control socket.
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the API's JSON reply.
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Ask a running agent to reload its configuration (same as SIGHUP).
     Reload {
@@ -642,6 +673,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let c: api::views::Checks = rt.block_on(api::client::get(&socket, api::CHECKS))?;
             print_out(json, &c, || c.render())
+        }
+        Cmd::List {
+            bgp: true,
+            socket,
+            json,
+            ..
+        } => {
+            let v: lb_user::bgp::View = rt.block_on(api::client::get(&socket, api::BGP))?;
+            print_out(json, &v, || v.render())
+        }
+        Cmd::Bgp {
+            action,
+            socket,
+            json,
+        } => {
+            let drained = matches!(action, BgpAction::Drain);
+            let v = rt.block_on(api::client::bgp_drain(&socket, drained))?;
+            print_out(json, &v, || v.render())
         }
         Cmd::List {
             vrrp: true,

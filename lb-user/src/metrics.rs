@@ -81,6 +81,8 @@ pub struct Inputs {
     pub health_changes: u64,
     /// The agent's drains (`lb drain`).
     pub drains: crate::drain::DrainList,
+    /// BGP announcement (`lb_bgp`); `None` or not configured: no `lb_bgp_*`.
+    pub bgp: Option<crate::bgp::View>,
 }
 
 /// A registry with one family per metric; label sets are added per sample.
@@ -257,10 +259,70 @@ pub fn registry(inp: &Inputs) -> Registry {
     if let Some(v) = &inp.vrrp {
         vrrp(&mut o, v);
     }
+    if let Some(b) = inp.bgp.as_ref().filter(|b| b.configured) {
+        bgp(&mut o, b);
+    }
     if let Some(g) = &inp.global {
         dataplane(&mut o, g);
     }
     o.0
+}
+
+/// `lb_bgp_*`: per VIP whether the daemon has its route, per peer whether
+/// the session is up, the daemon and the drain.
+fn bgp(o: &mut Out, b: &crate::bgp::View) {
+    o.gauge(
+        "bgp_announced",
+        "Whether the BGP daemon announces the VIP (1) or not (0), as last read from its RIB",
+        b.vips
+            .iter()
+            .map(|v| (labels([("vip", v.vip.to_string())]), i64::from(v.announced))),
+    );
+    o.gauge(
+        "bgp_wanted",
+        "Whether the VIP should be announced (a healthy real, XDP attached, not drained, not stopping)",
+        b.vips
+            .iter()
+            .map(|v| (labels([("vip", v.vip.to_string())]), i64::from(v.want))),
+    );
+    o.gauge(
+        "bgp_session_up",
+        "Whether the BGP daemon's session with the peer is established",
+        b.peers.iter().map(|p| {
+            (
+                labels([
+                    ("peer", p.address.to_string()),
+                    ("peer_as", p.asn.to_string()),
+                ]),
+                i64::from(p.up),
+            )
+        }),
+    );
+    o.gauge(
+        "bgp_daemon_up",
+        "Whether the BGP daemon answered the agent's last requests",
+        [(vec![], i64::from(b.daemon_up))],
+    );
+    o.gauge(
+        "bgp_drained",
+        "Whether the director is drained (lb bgp drain): every VIP withdrawn",
+        [(vec![], i64::from(b.drained))],
+    );
+    o.counter(
+        "bgp_announcements",
+        "Routes the agent added to the BGP daemon",
+        [(vec![], b.announcements)],
+    );
+    o.counter(
+        "bgp_withdrawals",
+        "Routes the agent withdrew from the BGP daemon",
+        [(vec![], b.withdrawals)],
+    );
+    o.counter(
+        "bgp_errors",
+        "Rounds of requests to the BGP daemon that failed",
+        [(vec![], b.errors)],
+    );
 }
 
 fn ipvs(o: &mut Out, snap: &list::Snapshot) {
@@ -695,6 +757,7 @@ pub async fn gather(api: &Api) -> Inputs {
         vrrp: vrrp.ok(),
         health_changes: api.core.published().borrow().stats.health_changes,
         drains: api.changer.drains.list(),
+        bgp: Some(api.bgp.view()),
     }
 }
 
@@ -859,6 +922,7 @@ mod tests {
             }),
             health_changes: 2,
             drains: Default::default(),
+            bgp: None,
         }
     }
 
@@ -934,6 +998,62 @@ mod tests {
         let mut t = String::new();
         encode(&mut t, &registry(&inp)).unwrap();
         assert!(to_classic(&t).contains("lb_sync_in_sync 0\n"));
+    }
+
+    /// Per VIP announced / wanted, per peer the session, the daemon and
+    /// the drain; nothing without `lb_bgp`.
+    #[test]
+    fn bgp_gauges_per_vip_and_peer() {
+        let mut inp = inputs();
+        let mut s = String::new();
+        encode(&mut s, &registry(&inp)).unwrap();
+        assert!(!s.contains("lb_bgp"), "{s}");
+        inp.bgp = Some(crate::bgp::View {
+            configured: true,
+            daemon_up: true,
+            vips: vec![
+                crate::bgp::VipView {
+                    vip: "10.0.0.100".parse().unwrap(),
+                    services: 1,
+                    serving: 1,
+                    want: true,
+                    reason: None,
+                    announced: true,
+                    next_hop: Some("10.0.0.2".parse().unwrap()),
+                },
+                crate::bgp::VipView {
+                    vip: "10.0.0.101".parse().unwrap(),
+                    services: 1,
+                    serving: 0,
+                    want: false,
+                    reason: Some(crate::bgp::gate::Reason::NoHealthyReal),
+                    announced: false,
+                    next_hop: None,
+                },
+            ],
+            peers: vec![crate::bgp::PeerView {
+                address: "10.0.0.1".parse().unwrap(),
+                asn: 65000,
+                state: crate::bgp::gobgp::Session::Active,
+                up: false,
+                configured: true,
+            }],
+            withdrawals: 3,
+            ..Default::default()
+        });
+        let mut s = String::new();
+        encode(&mut s, &registry(&inp)).unwrap();
+        for want in [
+            "lb_bgp_announced{vip=\"10.0.0.100\"} 1\n",
+            "lb_bgp_announced{vip=\"10.0.0.101\"} 0\n",
+            "lb_bgp_wanted{vip=\"10.0.0.101\"} 0\n",
+            "lb_bgp_session_up{peer=\"10.0.0.1\",peer_as=\"65000\"} 0\n",
+            "lb_bgp_daemon_up 1\n",
+            "lb_bgp_drained 0\n",
+            "lb_bgp_withdrawals_total 3\n",
+        ] {
+            assert!(s.contains(want), "{want}\n{s}");
+        }
     }
 
     #[test]

@@ -120,6 +120,11 @@ pub struct Published {
     /// Services and reals by address and by id, for connection sync.
     pub sync_index: std::sync::Arc<crate::sync::Index>,
     pub stats: Stats,
+    /// Per VIP, its services and those with a real that takes connections
+    /// (what BGP announcement is gated on, `crate::bgp`).
+    pub vips: BTreeMap<IpAddr, crate::bgp::gate::VipHealth>,
+    /// The `lb_bgp` block of the configuration in force.
+    pub bgp: Option<std::sync::Arc<crate::config::bgp::Bgp>>,
 }
 
 /// The other tasks' side of the reconciler.
@@ -220,6 +225,8 @@ struct Reconciler {
     published: watch::Sender<Published>,
     /// Bumped by each runtime change.
     generation: u64,
+    /// Per VIP health of the last write ([`Published::vips`]).
+    vips: BTreeMap<IpAddr, crate::bgp::gate::VipHealth>,
 }
 
 /// Starts the reconciler on the maps of `dp` (ids recovered from the pins in
@@ -254,6 +261,7 @@ pub fn spawn(
         stats: Stats::default(),
         published,
         generation: 0,
+        vips: BTreeMap::new(),
     };
     r.write().map_err(ApplyError)?;
     for line in crate::changes::describe(&Config::default(), r.desired.base()) {
@@ -508,6 +516,7 @@ impl Reconciler {
             &|ip| l2.get(&ip).copied(),
             &|svc, ip, port| desired.health_of(&(*svc, ip, port)),
         )?;
+        self.vips = crate::bgp::gate::vip_health(&effective, &|k| desired.health_of(k));
         self.effective = effective;
         Ok(())
     }
@@ -519,6 +528,8 @@ impl Reconciler {
             l2: self.desired.l2.clone(),
             sync_index: std::sync::Arc::new(self.tables.sync_index()),
             stats: self.stats,
+            vips: self.vips.clone(),
+            bgp: self.desired.base().bgp.clone().map(std::sync::Arc::new),
         });
     }
 }

@@ -422,6 +422,7 @@ impl Runtime {
             services,
             vrrp: file.vrrp.clone(),
             nodes: file.nodes.clone(),
+            bgp: file.bgp.clone(),
         }
     }
 

@@ -883,3 +883,298 @@ pub mod seeds {
         (path.clone(), config_blocks(&doc))
     }
 }
+
+/// The scale-out lab (issue 18): active-active directors behind a router
+/// that spreads flows over them by ECMP, each director announcing the VIPs
+/// over BGP through its own GoBGP daemon, the router (BIRD 2) installing
+/// the routes with all their next hops (`merge paths`) into its kernel.
+///
+/// ```text
+///  cl 10.210.0.2 ── rt (BIRD, AS 65000) 10.210.0.1 | 10.200.0.254 ── br0 (sw)
+///                                                      ├─ dir1 10.200.0.2  lb + gobgpd (AS 65001)
+///                                                      ├─ dir2 10.200.0.3  lb + gobgpd
+///                                                      ├─ dir3 10.200.0.4  lb + gobgpd
+///                                                      └─ r1 10.200.0.11, r2 …  (VIPs on lo, DR)
+/// ```
+///
+/// The router hashes on the 5-tuple (`fib_multipath_hash_policy=1`); the
+/// reals answer the client directly through the router (DR). Used by
+/// `tests/bgp.rs`; meant for the flow-spread and director-loss tests and
+/// `cargo xtask demo --ecmp` too.
+pub mod ecmp {
+    use std::{
+        net::IpAddr,
+        time::{Duration, Instant},
+    };
+
+    use anyhow::{bail, Context as _};
+
+    use super::{real_ip, Bins, Lab, XDP_PASS};
+
+    /// The router's address on the directors' segment (the BGP peer).
+    pub const ROUTER_IP: &str = "10.200.0.254";
+    /// The router's address on the client's network (the client's gateway).
+    pub const ROUTER_CLIENT_IP: &str = "10.210.0.1";
+    /// The client, on its own network behind the router.
+    pub const CLIENT_IP: &str = "10.210.0.2";
+    /// The VIPs (on no segment: reached only through the announced routes).
+    pub const VIP: &str = "10.220.0.100";
+    pub const VIP2: &str = "10.220.0.101";
+    /// The router's AS and the directors' (one AS for all of them).
+    pub const ROUTER_AS: u32 = 65000;
+    pub const DIRECTOR_AS: u32 = 65001;
+    /// gobgpd's gRPC address in each director's namespace.
+    pub const GOBGP_API: &str = "127.0.0.1:50051";
+
+    /// Role of director `i` (1-based): `dir1`, `dir2`…
+    pub fn director(i: usize) -> String {
+        format!("dir{i}")
+    }
+
+    /// Address of director `i` (1-based): 10.200.0.2, .3…
+    pub fn director_ip(i: usize) -> String {
+        format!("{}.{}", super::SUBNET, 1 + i)
+    }
+
+    /// The `lb_bgp` block of director `i`, with `extra` lines inside
+    /// (`poll_interval 0.5`, …).
+    pub fn bgp_block(i: usize, extra: &str) -> String {
+        format!(
+            "lb_bgp {{\n    daemon gobgp\n    api {GOBGP_API}\n    local_as {DIRECTOR_AS}\n    neighbor {ROUTER_IP} {ROUTER_AS}\n    next_hop {}\n{extra}}}\n",
+            director_ip(i)
+        )
+    }
+
+    /// BIRD's configuration: a BGP session per director, ECMP into the
+    /// kernel, short timers (a lab, not a network).
+    fn bird_conf(directors: usize) -> String {
+        let mut c = format!(
+            "router id {ROUTER_IP};\n\
+             protocol device {{ scan time 1; }}\n\
+             protocol kernel {{\n  ipv4 {{ import none; export all; }};\n  merge paths on;\n}}\n\
+             template bgp directors {{\n  local {ROUTER_IP} as {ROUTER_AS};\n  ipv4 {{ import all; export none; }};\n  hold time 3;\n  keepalive time 1;\n  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 4;\n}}\n"
+        );
+        for i in 1..=directors {
+            c.push_str(&format!(
+                "protocol bgp d{i} from directors {{ neighbor {} as {DIRECTOR_AS}; }}\n",
+                director_ip(i)
+            ));
+        }
+        c
+    }
+
+    impl Lab {
+        /// Builds the scale-out lab with `directors` directors (each with
+        /// its gobgpd started, no lb yet) and `reals` reals serving HTTP on
+        /// ports 80 and 8080 (process tags `httpd80`, `httpd8080`).
+        pub fn ecmp(
+            prefix: &str,
+            bins: Bins,
+            directors: usize,
+            reals: usize,
+        ) -> anyhow::Result<Lab> {
+            let mut lab = Lab::create(prefix, bins, reals, false, false)?;
+            lab.build_ecmp(directors)
+                .context("building the scale-out (ECMP) lab")?;
+            Ok(lab)
+        }
+
+        fn build_ecmp(&mut self, directors: usize) -> anyhow::Result<()> {
+            self.add_ns("sw")?;
+            self.exec("sw", &["ip", "link", "add", "br0", "type", "bridge"])?;
+            self.exec("sw", &["ip", "link", "set", "br0", "up"])?;
+            // Hosts on the segment: the router, the directors, the reals.
+            let mut hosts = vec![("rt".to_string(), ROUTER_IP.to_string())];
+            for i in 1..=directors {
+                hosts.push((director(i), director_ip(i)));
+            }
+            for i in 1..=self.reals {
+                hosts.push((format!("r{i}"), real_ip(i)));
+            }
+            for (role, ip) in &hosts {
+                let ns = self.add_ns(role)?;
+                self.exec(
+                    "sw",
+                    &[
+                        "ip", "link", "add", role, "type", "veth", "peer", "name", "eth0", "netns",
+                        &ns,
+                    ],
+                )?;
+                self.exec("sw", &["ip", "link", "set", role, "master", "br0", "up"])?;
+                self.add_addr(role, &format!("{ip}/24"), "eth0")?;
+                self.exec(role, &["ip", "link", "set", "eth0", "up"])?;
+            }
+            // The client's network: a veth straight to the router.
+            let cl = self.add_ns("cl")?;
+            self.exec(
+                "rt",
+                &[
+                    "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns",
+                    &cl,
+                ],
+            )?;
+            self.add_addr("rt", &format!("{ROUTER_CLIENT_IP}/24"), "eth1")?;
+            self.exec("rt", &["ip", "link", "set", "eth1", "up"])?;
+            self.add_addr("cl", &format!("{CLIENT_IP}/24"), "eth0")?;
+            self.exec("cl", &["ip", "link", "set", "eth0", "up"])?;
+            self.exec(
+                "cl",
+                &["ip", "route", "add", "default", "via", ROUTER_CLIENT_IP],
+            )?;
+            // XDP_TX loses checksum-offload metadata: the client computes
+            // its checksums itself (as in every lab).
+            self.exec("cl", &["ethtool", "-K", "eth0", "tx", "off"])?;
+            for kv in [
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.fib_multipath_hash_policy=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.eth0.rp_filter=0",
+            ] {
+                self.sysctl("rt", kv)?;
+            }
+            // Directors: the VIPs on lo (nothing answers ARP for them: the
+            // router reaches them by the announced next hops); XDP on the
+            // switch side so that XDP_TX frames are delivered.
+            for i in 1..=directors {
+                let d = director(i);
+                for vip in [VIP, VIP2] {
+                    self.add_addr(&d, &format!("{vip}/32"), "lo")?;
+                }
+                self.exec(&d, &["ip", "route", "add", "default", "via", ROUTER_IP])?;
+                self.xdp_pass("sw", &d, XDP_PASS, &format!("xdp-pass-{d}"))?;
+                self.start_gobgpd(i)?;
+            }
+            // Reals: the VIPs on lo without ARP, answers to the client
+            // through the router.
+            let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+            for i in 1..=self.reals {
+                let r = format!("r{i}");
+                for vip in [VIP, VIP2] {
+                    self.add_addr(&r, &format!("{vip}/32"), "lo")?;
+                }
+                for k in ["all", "eth0"] {
+                    self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_ignore=1"))?;
+                    self.sysctl(&r, &format!("net.ipv4.conf.{k}.arp_announce=2"))?;
+                }
+                self.exec(&r, &["ip", "route", "add", "default", "via", ROUTER_IP])?;
+                self.spawn(&r, &[&probe, "serve", "80", &r], "httpd80")?;
+                self.spawn(&r, &[&probe, "serve", "8080", &r], "httpd8080")?;
+            }
+            let conf = self.workdir.join("bird.conf");
+            std::fs::write(&conf, bird_conf(directors))?;
+            let conf = conf.to_string_lossy().into_owned();
+            let ctl = self.bird_socket();
+            self.spawn(
+                "rt",
+                &[
+                    "bird",
+                    "-f",
+                    "-c",
+                    &conf,
+                    "-s",
+                    &ctl,
+                    "-P",
+                    &format!("{ctl}.pid"),
+                ],
+                "bird",
+            )?;
+            self.mount_bpffs()?;
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        }
+
+        fn bird_socket(&self) -> String {
+            self.workdir.join("bird.ctl").to_string_lossy().into_owned()
+        }
+
+        /// Starts director `i`'s gobgpd without a configuration (lb starts
+        /// its BGP instance and adds the router as a peer), process tag
+        /// `gobgpd`.
+        pub fn start_gobgpd(&mut self, i: usize) -> anyhow::Result<()> {
+            self.spawn(
+                &director(i),
+                &[
+                    "gobgpd",
+                    "--log-plain",
+                    "--api-hosts",
+                    GOBGP_API,
+                    "--pprof-disable",
+                ],
+                "gobgpd",
+            )
+        }
+
+        /// `birdc ARGS…` on the router's control socket: its output.
+        pub fn birdc(&self, args: &[&str]) -> anyhow::Result<String> {
+            let ctl = self.bird_socket();
+            let mut full = vec!["birdc", "-s", ctl.as_str()];
+            full.extend_from_slice(args);
+            Ok(String::from_utf8_lossy(&super::run(&full)?.stdout).into_owned())
+        }
+
+        /// The router's BGP session state with director `i` (BIRD's
+        /// `show protocols` Info column: `Established`, `Active`…).
+        pub fn bird_session(&self, i: usize) -> anyhow::Result<String> {
+            let out = self.birdc(&["show", "protocols", &format!("d{i}")])?;
+            Ok(out
+                .lines()
+                .find(|l| l.starts_with(&format!("d{i} ")))
+                .and_then(|l| l.split_whitespace().nth(5))
+                .unwrap_or("")
+                .to_owned())
+        }
+
+        /// The next hops of the router's kernel route to `vip` (empty:
+        /// no route), sorted.
+        pub fn router_next_hops(&self, vip: &str) -> anyhow::Result<Vec<IpAddr>> {
+            let out = self.exec("rt", &["ip", "-4", "route", "show", &format!("{vip}/32")])?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut hops: Vec<IpAddr> = text
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .filter(|w| w[0] == "via")
+                .filter_map(|w| w[1].parse().ok())
+                .collect();
+            hops.sort();
+            Ok(hops)
+        }
+
+        /// Waits until the router's route to `vip` has exactly the next
+        /// hops of `directors` (1-based; empty: no route); fails after
+        /// `timeout` with what the router has and BIRD's view.
+        pub fn wait_next_hops(
+            &self,
+            vip: &str,
+            directors: &[usize],
+            timeout: Duration,
+        ) -> anyhow::Result<Duration> {
+            let mut want: Vec<IpAddr> = directors
+                .iter()
+                .map(|&i| director_ip(i).parse().expect("an address"))
+                .collect();
+            want.sort();
+            let start = Instant::now();
+            loop {
+                let have = self.router_next_hops(vip)?;
+                if have == want {
+                    return Ok(start.elapsed());
+                }
+                if start.elapsed() > timeout {
+                    bail!(
+                        "the router's route to {vip} has next hops {have:?}, not {want:?}, after {timeout:?}; BIRD:\n{}\n{}",
+                        self.birdc(&["show", "protocols"]).unwrap_or_default(),
+                        self.birdc(&["show", "route", "all"]).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+
+        /// Starts `lb run` on director `i` with `config` (process tag `lb`)
+        /// and waits until its reals are resolved.
+        pub fn start_ecmp_agent(&mut self, i: usize, config: &str) -> anyhow::Result<()> {
+            self.start_agent_on(&director(i), config, super::AGENT_ARGS)
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! - the Debian packages the build and the tests use (iproute2, bpftool,
 //!   ethtool, procps, a C compiler for ring, keepalived as the VRRP test
 //!   peer, nftables, HAProxy, wrk and a font for the benchmark, Prometheus for the
-//!   metrics test, Chromium and its WebDriver for the web console's tests). Services the packages
+//!   metrics test, Chromium and its WebDriver for the web console's tests,
+//!   GoBGP and BIRD 2 for the scale-out lab). Services the packages
 //!   ship are not started (policy-rc.d), and the daemons' services
 //!   ([`SERVICE_PACKAGES`]) are left disabled: see [`disable_services`].
 use std::{path::PathBuf, process::Command};
@@ -36,6 +37,14 @@ const PACKAGES: &[(&str, &str)] = &[
     // The metrics test: a real Prometheus scrapes the agent; promtool
     // checks its exposition.
     ("prometheus", "prometheus"),
+    // The scale-out lab (tests/tests/bgp.rs): each director announces its
+    // VIPs through GoBGP (`gobgpd`, driven with the `gobgp` client the same
+    // package ships); the router stands in for the top-of-rack switch with
+    // BIRD 2 installing ECMP routes into its kernel.
+    ("gobgpd", "gobgpd"),
+    ("gobgp", "gobgpd"),
+    ("bird", "bird2"),
+    ("birdc", "bird2"),
     (crate::plot::FONT, "fonts-dejavu-core"),
     // The web console's tests drive a headless Chromium through WebDriver
     // (tests/src/browser.rs); Debian splits the browser and its driver.

@@ -10,6 +10,8 @@
 //! - the neighbour watch and the connection sweep ([`watch`]);
 //! - the VRRP engine (`crate::vrrp::engine`);
 //! - connection sync (`crate::sync`), when `lvs_sync_daemon` is set;
+//! - BGP announcement of the VIPs (`crate::bgp`), driving gobgpd when
+//!   `lb_bgp` is set;
 //! - the API server (`crate::api::server`), one task per connection;
 //! - the metrics server (`crate::metrics`), when `--metrics-listen` is set;
 //! - this function's loop: signals (SIGHUP reloads through [`reload`];
@@ -442,6 +444,8 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         a.started();
     }
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel(4);
+    // XDP is attached and the first table written: VIPs may be announced.
+    let bgp = crate::bgp::spawn(core.published(), opts.state_dir.clone());
 
     let changer = change::Changer {
         core: core.clone(),
@@ -474,6 +478,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         bpffs: opts.bpffs.clone(),
         sync: sync.as_ref().map(|(h, _)| h.clone()),
         stop: stop_tx,
+        bgp: bgp.clone(),
     });
     let metrics = metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, api.clone())));
     let web = web_bound.map(|b| tokio::spawn(crate::web::serve(b, api.clone())));
@@ -542,7 +547,26 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     if let Some((_, task)) = &sync {
         task.abort();
     }
-    // VRRP first: priority 0 tells the backups to take over now, and the
+    // BGP first: the routers stop sending new flows here and move the
+    // established ones to the other directors (which pick the same reals
+    // for `mh`); XDP keeps forwarding what still arrives for
+    // `withdraw_grace`. A stop that keeps forwarding keeps the routes too:
+    // the next agent takes them over with the attachment.
+    // Bounded: each request to the daemon has its own timeout, and a
+    // daemon that answers nothing is given up on after the first.
+    let withdrawn = tokio::time::timeout(BGP_STOP_LIMIT, bgp.stop(!keep_forwarding)).await;
+    if withdrawn.is_err() {
+        tracing::error!(
+            "BGP: the withdrawal did not finish within {BGP_STOP_LIMIT:?}; stopping anyway"
+        );
+    }
+    if let Ok(Some(grace)) = withdrawn {
+        if !grace.is_zero() {
+            tracing::info!(?grace, "forwarding while the routers withdraw the routes");
+            tokio::time::sleep(grace).await;
+        }
+    }
+    // VRRP next: priority 0 tells the backups to take over now, and the
     // virtual addresses leave this node. Clients keep sending here until the
     // new master's gratuitous ARP reaches them: XDP stays attached and
     // forwards them meanwhile (DR / TUN reals answer the clients directly).
@@ -599,6 +623,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     drop(socket_lock);
     Ok(())
 }
+
+/// Longest the stop waits for the BGP withdrawal (before `withdraw_grace`).
+const BGP_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// NAT and TUN route with the kernel's FIB, which answers only where IP
 /// forwarding is enabled on the ingress interface (and NAT passes packets

@@ -178,3 +178,15 @@ pub async fn drain(
         _ => decode(s, &b),
     }
 }
+
+/// `POST /v1/bgp/drain` (`drained`) or `/v1/bgp/undrain`: the announcement
+/// state after the daemon was told.
+pub async fn bgp_drain(socket: &Path, drained: bool) -> Result<crate::bgp::View, ClientError> {
+    let path = if drained {
+        super::BGP_DRAIN
+    } else {
+        super::BGP_UNDRAIN
+    };
+    let (s, b) = call(socket, Method::POST, path).await?;
+    decode(s, &b)
+}

@@ -19,6 +19,9 @@
 //! | GET    | `/v1/dump`       | [`crate::dump::Data`]                            | state dump (`lb dump`, SIGUSR1)          |
 //! | GET    | `/v1/dump/stats` | [`crate::dump::Stats`]                           | statistics (`lb dump --stats`, SIGUSR2)  |
 //! | POST   | `/v1/stop`       | [`StopRequest`] / [`StopReply`]                  | stop the agent (`lb stop`)               |
+//! | GET    | `/v1/bgp`        | [`crate::bgp::View`]                             | BGP announcement (`lb list --bgp`)       |
+//! | POST   | `/v1/bgp/drain`  | [`crate::bgp::View`]                             | withdraw every VIP (`lb bgp drain`)      |
+//! | POST   | `/v1/bgp/undrain`| [`crate::bgp::View`]                             | announce again (`lb bgp undrain`)        |
 //!
 //! `POST /v1/reload` answers 200 when the file was applied, 422 when it was
 //! refused (the diagnostics say why; the running state is kept) and 500 when
@@ -78,6 +81,14 @@ pub const DUMP: &str = "/v1/dump";
 pub const EXPORT: &str = "/v1/export";
 /// `POST /v1/stop` (a [`StopRequest`]): 200 with a [`StopReply`].
 pub const STOP: &str = "/v1/stop";
+/// `GET /v1/bgp`: the announcement state ([`crate::bgp::View`]).
+pub const BGP: &str = "/v1/bgp";
+/// `POST /v1/bgp/drain`: withdraw every VIP and keep them withdrawn (kept
+/// across restarts) until `POST /v1/bgp/undrain`; both answer the
+/// [`crate::bgp::View`] after the daemon was told.
+pub const BGP_DRAIN: &str = "/v1/bgp/drain";
+/// `POST /v1/bgp/undrain`.
+pub const BGP_UNDRAIN: &str = "/v1/bgp/undrain";
 
 /// `POST /v1/stop`: how the agent is to stop.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -60,6 +60,8 @@ pub struct Api {
     pub sync: Option<crate::sync::Handle>,
     /// Stop requests (`POST /v1/stop`) to the agent's main loop.
     pub stop: tokio::sync::mpsc::Sender<super::StopRequest>,
+    /// BGP announcement of the VIPs (`lb_bgp`).
+    pub bgp: crate::bgp::Handle,
 }
 
 impl Api {
@@ -253,11 +255,31 @@ async fn export(State(api): State<Shared>) -> Result<Response, Failure> {
         .into_response())
 }
 
+async fn bgp_view(State(api): State<Shared>) -> Json<crate::bgp::View> {
+    Json(api.bgp.view())
+}
+
+async fn bgp_drain(api: &Api, drained: bool) -> Result<Json<crate::bgp::View>, Failure> {
+    api.bgp
+        .drain(drained)
+        .await
+        .map(Json)
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, crate::util::chain(&e)))
+}
+
+async fn bgp_drain_on(State(api): State<Shared>) -> Result<Json<crate::bgp::View>, Failure> {
+    bgp_drain(&api, true).await
+}
+
+async fn bgp_drain_off(State(api): State<Shared>) -> Result<Json<crate::bgp::View>, Failure> {
+    bgp_drain(&api, false).await
+}
+
 async fn not_found() -> Failure {
     Failure(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+            "no such endpoint (the API has {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             super::STATUS,
             super::RELOAD,
             super::CHECKS,
@@ -267,7 +289,10 @@ async fn not_found() -> Failure {
             super::DUMP,
             super::DUMP_STATS,
             super::EXPORT,
-            super::STOP
+            super::STOP,
+            super::BGP,
+            super::BGP_DRAIN,
+            super::BGP_UNDRAIN
         ),
     )
 }
@@ -306,7 +331,7 @@ async fn refuse_busy(mut stream: tokio::net::UnixStream) {
 async fn method_not_allowed() -> Failure {
     Failure(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint (GET for status, checks, vrrp, runtime, drain and dump; POST for reload, runtime and drain)"
+        "method not allowed on this endpoint (GET for status, checks, vrrp, runtime, drain, dump and bgp; POST for reload, runtime, drain, stop, bgp/drain and bgp/undrain)"
             .into(),
     )
 }
@@ -324,6 +349,9 @@ pub fn router(api: Shared) -> Router {
         .route(super::DUMP_STATS, get(dump_stats))
         .route(super::EXPORT, get(export))
         .route(super::STOP, post(stop))
+        .route(super::BGP, get(bgp_view))
+        .route(super::BGP_DRAIN, post(bgp_drain_on))
+        .route(super::BGP_UNDRAIN, post(bgp_drain_off))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

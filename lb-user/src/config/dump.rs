@@ -3,7 +3,8 @@
 //!
 //! Format `lb-config-dump/1` (stable; new keys may be added, none renamed):
 //! one object with `format`, `global_defs`, `virtual_servers`,
-//! `vrrp_scripts`, `vrrp_instances` and `vrrp_sync_groups`. Keys are
+//! `vrrp_scripts`, `vrrp_instances`, `vrrp_sync_groups`, `track_files`,
+//! `vrrp_track_processes` and `lb_bgp` (null without the block). Keys are
 //! keepalived's keyword names; durations are numbers of seconds with the
 //! suffix `_s` (µs resolution, keepalived's); absent optional values are
 //! `null`. A checker's timing is its effective one (its own value, else its
@@ -72,6 +73,7 @@ pub fn dump(c: &Config) -> Value {
             "init_file": f.init.map(|(v, overwrite)| json!({"value": v, "overwrite": overwrite})),
             "location": f.loc.to_string(),
         })).collect::<Vec<_>>(),
+        "lb_bgp": c.bgp.as_ref().map(bgp),
         "vrrp_track_processes": c.vrrp.processes.values().map(|p| json!({
             "name": p.name,
             "process": p.process,
@@ -84,6 +86,30 @@ pub fn dump(c: &Config) -> Value {
             "terminate_delay_s": secs(p.terminate_delay),
             "weight": p.weight,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// `lb_bgp` with its defaults (`router_id`: the one given to an
+/// unconfigured daemon).
+fn bgp(b: &super::bgp::Bgp) -> Value {
+    json!({
+        "daemon": b.daemon.name(),
+        "api": b.api.to_string(),
+        "local_as": b.local_as,
+        "router_id": b.router_id(),
+        "neighbors": b.neighbors.iter().map(|n| json!({
+            "address": n.addr,
+            "as": n.asn,
+            "location": n.loc.to_string(),
+        })).collect::<Vec<_>>(),
+        "next_hop": b.next_hop,
+        "next_hop6": b.next_hop6,
+        "announce_delay_s": secs(b.announce_delay),
+        "withdraw_grace_s": secs(b.withdraw_grace),
+        "poll_interval_s": secs(b.poll_interval),
+        "timeout_s": secs(b.timeout),
+        "gobgp_program": b.program,
+        "location": b.loc.to_string(),
     })
 }
 

@@ -91,8 +91,40 @@ pub fn keepalived_conf_at(c: &Config, now: SystemTime) -> String {
     for g in &c.vrrp.groups {
         sync_group(&mut w, g);
     }
+    if let Some(b) = &c.bgp {
+        bgp(&mut w, b);
+    }
     virtual_servers(&mut w, c);
     w.out
+}
+
+/// `lb_bgp { … }` with every value written out.
+fn bgp(w: &mut Writer, b: &super::bgp::Bgp) {
+    w.open(super::bgp::KEYWORD);
+    w.line(&format!("daemon {}", b.daemon.name()));
+    w.line(&format!("api {}", b.api));
+    w.line(&format!("local_as {}", b.local_as));
+    if let Some(r) = b.router_id {
+        w.line(&format!("router_id {r}"));
+    }
+    for n in &b.neighbors {
+        w.line(&format!("neighbor {} {}", n.addr, n.asn));
+    }
+    if let Some(h) = b.next_hop {
+        w.line(&format!("next_hop {h}"));
+    }
+    if let Some(h) = b.next_hop6 {
+        w.line(&format!("next_hop6 {h}"));
+    }
+    w.line(&format!("announce_delay {}", secs_text(b.announce_delay)));
+    w.line(&format!("withdraw_grace {}", secs_text(b.withdraw_grace)));
+    w.line(&format!("poll_interval {}", secs_text(b.poll_interval)));
+    w.line(&format!("timeout {}", secs_text(b.timeout)));
+    w.line(&format!(
+        "gobgp_program {}",
+        word(&b.program.to_string_lossy())
+    ));
+    w.close();
 }
 
 /// Lines with two-space indentation per open block.

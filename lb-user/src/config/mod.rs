@@ -6,6 +6,7 @@
 //! make the file unusable (the running configuration is kept); warnings name
 //! unknown keywords and keywords whose semantics are not implemented yet.
 
+pub mod bgp;
 pub mod check;
 pub mod dump;
 pub mod export;
@@ -312,6 +313,8 @@ pub struct Config {
     pub vrrp: vrrp::Vrrp,
     /// Every top-level statement, kept for the features that use the other blocks.
     pub nodes: Vec<Node>,
+    /// `lb_bgp`: announcing the VIPs through a BGP daemon (lb's own block).
+    pub bgp: Option<bgp::Bgp>,
 }
 
 /// A parsed file with all its diagnostics.
@@ -479,6 +482,8 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     let mut index: BTreeMap<ServiceAddr, usize> = BTreeMap::new();
     let mut vr = vrrp::Vrrp::default();
     let groups = group::groups(&nodes, &mut diags);
+    let mut bgp_block: Option<bgp::Bgp> = None;
+    let mut bgp_at: Option<Loc> = None;
     // global_defs first: it sets the instances' defaults wherever it is.
     for n in nodes.iter().filter(|n| n.keyword == "global_defs") {
         vrrp::globals(n, &mut vr.globals, &mut diags);
@@ -553,6 +558,18 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
                     insert_service(&mut services, &mut index, vs, &mut diags);
                 }
             }
+            bgp::KEYWORD => {
+                if let Some(first) = &bgp_at {
+                    diags.push(Diag::error(
+                        &n.loc,
+                        Some(bgp::KEYWORD),
+                        format!("given twice; the first is at {first}"),
+                    ));
+                } else {
+                    bgp_at = Some(n.loc.clone());
+                    bgp_block = bgp::bgp(n, &mut diags);
+                }
+            }
             k if TOP_LATER.contains(&k) => diags.push(later(n, "this block")),
             _ => diags.push(Diag::warning(
                 &n.loc,
@@ -564,10 +581,14 @@ fn finish(nodes: Vec<Node>, mut diags: Vec<Diag>) -> Loaded {
     vrrp::finish(&mut vr, &mut diags);
     track::resolve(&mut services, &vr.files, &mut diags);
     capacity(&services, &mut diags);
+    if let Some(b) = &bgp_block {
+        bgp::check_vips(b, &services, &mut diags);
+    }
     let mut config = Config {
         services,
         vrrp: vr,
         nodes,
+        bgp: bgp_block,
     };
     script::secure(&mut config, &mut diags);
     Loaded {

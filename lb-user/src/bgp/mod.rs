@@ -1,0 +1,625 @@
+//! Announcing the VIPs over BGP through GoBGP (`lb_bgp`, README
+//! "Scale-out (ECMP + BGP)").
+//!
+//! One task owns everything BGP: it follows what the reconciler publishes
+//! (per VIP, whether one of its services has a real that takes
+//! connections; the `lb_bgp` block of the configuration in force), decides
+//! with [`gate::decide`] which VIPs are announced, and brings the daemon
+//! there through [`gobgp::Client`]: it starts the daemon's BGP instance and
+//! adds the configured peers when the daemon lacks them (a daemon started
+//! without a configuration, or restarted), then adds and withdraws the host
+//! routes. It reads the daemon's state every `poll_interval`, so a
+//! restarted daemon gets its paths back and the session states stay
+//! current. Every request is bounded by `timeout`; failures are logged (on
+//! change, not on every try) and retried with a doubling back-off (1 s to
+//! 30 s). Nothing else waits on the daemon: the reconciler only publishes,
+//! and the API reads the task's last [`View`].
+//!
+//! Deliberate stops withdraw first ([`Handle::stop`]); the agent then keeps
+//! XDP attached for `withdraw_grace` while the routers move the flows. A
+//! drain (`lb bgp drain`) withdraws every VIP and is kept in the state
+//! directory (`bgp-drained`), so a director restarted during maintenance
+//! stays out until `lb bgp undrain`.
+
+pub mod gate;
+pub mod gobgp;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{config::bgp::Bgp, reconciler::Published};
+use gate::{Facts, Reason, Verdict, VipHealth};
+
+/// The file in the state directory whose presence means drained.
+pub const DRAIN_FILE: &str = "bgp-drained";
+/// First and longest wait before retrying a failed daemon.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// One VIP as `lb list --bgp` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VipView {
+    pub vip: IpAddr,
+    /// Services on the VIP, and those with a real that takes connections.
+    pub services: u32,
+    pub serving: u32,
+    /// What the rule wants.
+    pub want: bool,
+    /// `None` when wanted; else why not.
+    pub reason: Option<Reason>,
+    /// A local path of the VIP is in the daemon's RIB (as last read).
+    pub announced: bool,
+    /// The next hop of the daemon's path, when announced.
+    pub next_hop: Option<IpAddr>,
+}
+
+/// One of the daemon's peers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerView {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub state: gobgp::Session,
+    /// The session is established.
+    pub up: bool,
+    /// A `neighbor` of `lb_bgp` (false: from the daemon's own configuration).
+    pub configured: bool,
+}
+
+/// The announcement state (`GET /v1/bgp`, `lb list --bgp`, the metrics).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct View {
+    /// `lb_bgp` is in the configuration in force.
+    pub configured: bool,
+    pub daemon: Option<String>,
+    /// The daemon's gRPC address.
+    pub api: Option<String>,
+    pub local_as: Option<u32>,
+    /// The last request to the daemon succeeded.
+    pub daemon_up: bool,
+    /// The last failure, while failing.
+    pub error: Option<String>,
+    /// Seconds since the daemon last answered every request of a round.
+    pub last_ok_ago_s: Option<f64>,
+    pub drained: bool,
+    pub stopping: bool,
+    pub vips: Vec<VipView>,
+    pub peers: Vec<PeerView>,
+    /// Paths added, paths withdrawn, failed rounds, since the start.
+    pub announcements: u64,
+    pub withdrawals: u64,
+    pub errors: u64,
+}
+
+/// Saving or reading the drain mark failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BgpError {
+    #[error("writing {path}")]
+    Save {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the BGP task has stopped")]
+    Stopped,
+}
+
+enum Cmd {
+    Drain {
+        drained: bool,
+        reply: oneshot::Sender<Result<View, BgpError>>,
+    },
+    Stop {
+        withdraw: bool,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The other tasks' side of the BGP task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Cmd>,
+    view: watch::Receiver<View>,
+    /// `withdraw_grace` of the settings in force.
+    settings_grace: Arc<std::sync::Mutex<Duration>>,
+}
+
+impl Handle {
+    /// The latest state (never waits on the daemon).
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// Drains (`true`) or undrains the director; the state after the
+    /// daemon was told (or after one failed try, retried in the
+    /// background).
+    pub async fn drain(&self, drained: bool) -> Result<View, BgpError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Drain { drained, reply })
+            .await
+            .map_err(|_| BgpError::Stopped)?;
+        rx.await.map_err(|_| BgpError::Stopped)?
+    }
+
+    /// Stops the task. With `withdraw`, the VIPs are withdrawn first (one
+    /// try); returns whether anything was announced before (the agent then
+    /// waits `withdraw_grace`) and the grace to wait.
+    pub async fn stop(&self, withdraw: bool) -> Option<Duration> {
+        let grace = self.settings_grace.lock().map(|g| *g).unwrap_or_default();
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stop { withdraw, reply }).await.is_err() {
+            return None;
+        }
+        rx.await.ok().and_then(|had| had.then_some(grace))
+    }
+}
+
+/// Reads the drain mark of `state_dir`.
+pub fn drained_at_start(state_dir: &Path) -> bool {
+    state_dir.join(DRAIN_FILE).exists()
+}
+
+fn save_drain(state_dir: &Path, drained: bool) -> Result<(), BgpError> {
+    let path = state_dir.join(DRAIN_FILE);
+    let r = if drained {
+        std::fs::write(
+            &path,
+            b"drained by `lb bgp drain`; `lb bgp undrain` removes this file\n",
+        )
+    } else {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    };
+    r.map_err(|source| BgpError::Save {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+struct Task {
+    state_dir: PathBuf,
+    published: watch::Receiver<Published>,
+    view: watch::Sender<View>,
+    settings: Option<Arc<Bgp>>,
+    vips: BTreeMap<IpAddr, VipHealth>,
+    /// VIPs this agent may have announced: the table's and those announced
+    /// since (withdrawn, then forgotten, when the table loses them).
+    owned: BTreeSet<IpAddr>,
+    /// Local paths of the daemon as last read (VIP → next hops).
+    paths: BTreeMap<IpAddr, Vec<IpAddr>>,
+    peers: Vec<gobgp::Peer>,
+    attached_at: Instant,
+    drained: bool,
+    stopping: bool,
+    /// Not before this instant after a failure.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    next_poll: Instant,
+    error: Option<String>,
+    last_ok: Option<Instant>,
+    counts: (u64, u64, u64),
+    /// The daemon's AS differs from local_as (logged once).
+    as_mismatch_logged: Option<u32>,
+    grace: Arc<std::sync::Mutex<Duration>>,
+}
+
+/// Starts the BGP task on what the reconciler publishes; the data plane is
+/// attached and its first table written (the agent calls this after both).
+pub fn spawn(published: watch::Receiver<Published>, state_dir: PathBuf) -> Handle {
+    let (tx, rx) = mpsc::channel(8);
+    let (view_tx, view_rx) = watch::channel(View::default());
+    let drained = drained_at_start(&state_dir);
+    if drained {
+        tracing::warn!(
+            "BGP: the director is drained ({} in {}): no VIP is announced until `lb bgp undrain`",
+            DRAIN_FILE,
+            state_dir.display()
+        );
+    }
+    let grace = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let now = Instant::now();
+    let task = Task {
+        state_dir,
+        published,
+        view: view_tx,
+        settings: None,
+        vips: BTreeMap::new(),
+        owned: BTreeSet::new(),
+        paths: BTreeMap::new(),
+        peers: Vec::new(),
+        attached_at: now,
+        drained,
+        stopping: false,
+        retry_at: None,
+        backoff: BACKOFF_MIN,
+        next_poll: now,
+        error: None,
+        last_ok: None,
+        counts: (0, 0, 0),
+        as_mismatch_logged: None,
+        grace: grace.clone(),
+    };
+    tokio::spawn(task.run(rx));
+    Handle {
+        tx,
+        view: view_rx,
+        settings_grace: grace,
+    }
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        self.take_published();
+        loop {
+            self.round(false).await;
+            let wake = self.wake_at();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Cmd::Drain { drained, reply }) => {
+                        let r = save_drain(&self.state_dir, drained);
+                        if r.is_ok() && drained != self.drained {
+                            self.drained = drained;
+                            tracing::info!("BGP: director {}", if drained { "drained: withdrawing every VIP" } else { "undrained: announcing the VIPs that serve" });
+                            self.round(true).await;
+                        }
+                        let _ = reply.send(r.map(|()| self.view()));
+                    }
+                    Some(Cmd::Stop { withdraw, reply }) => {
+                        let had = self.paths.keys().any(|v| self.owned.contains(v));
+                        if withdraw {
+                            self.stopping = true;
+                            self.round(true).await;
+                            if self.paths.keys().any(|v| self.owned.contains(v)) {
+                                tracing::error!("BGP: stopping with VIPs still announced (the daemon did not take the withdrawal: {}); the routers keep sending here until the daemon stops", self.error.as_deref().unwrap_or("unknown"));
+                            } else if had {
+                                tracing::info!("BGP: every VIP withdrawn before the stop");
+                            }
+                        } else if had {
+                            tracing::info!("BGP: stopping with the VIPs announced (XDP keeps forwarding; the next agent takes the announcements over)");
+                        }
+                        let _ = reply.send(had && withdraw);
+                        return;
+                    }
+                },
+                r = self.published.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    self.take_published();
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// Takes the reconciler's latest table health and settings.
+    fn take_published(&mut self) {
+        let p = self.published.borrow_and_update().clone();
+        self.vips = p.vips;
+        if p.bgp != self.settings {
+            match (&self.settings, &p.bgp) {
+                (None, Some(b)) => tracing::info!(api = %b.api, local_as = b.local_as, "BGP: announcing through {} (lb_bgp)", b.daemon.name()),
+                (Some(_), None) => tracing::info!("BGP: lb_bgp removed from the configuration; VIPs announced before stay in the daemon"),
+                _ => tracing::info!("BGP: lb_bgp changed"),
+            }
+            self.settings = p.bgp;
+            if let Ok(mut g) = self.grace.lock() {
+                *g = self
+                    .settings
+                    .as_ref()
+                    .map_or(Duration::ZERO, |b| b.withdraw_grace);
+            }
+            // New settings: ask the daemon now.
+            self.retry_at = None;
+            self.next_poll = Instant::now();
+        }
+        self.owned.extend(self.vips.keys().copied());
+    }
+
+    fn facts(&self) -> Facts {
+        Facts {
+            attached_for: Some(self.attached_at.elapsed()),
+            drained: self.drained,
+            stopping: self.stopping,
+        }
+    }
+
+    fn wake_at(&self) -> Instant {
+        let mut at = self.next_poll;
+        if let Some(r) = self.retry_at {
+            at = at.max(r);
+        }
+        if let Some(b) = &self.settings {
+            if let Some(d) = gate::next_change(&self.facts(), b) {
+                at = at.min(Instant::now() + d);
+            }
+        }
+        at
+    }
+
+    /// One round: read the daemon, correct it, publish the view. `force`
+    /// ignores the back-off (a drain, a stop).
+    async fn round(&mut self, force: bool) {
+        let Some(b) = self.settings.clone() else {
+            self.publish();
+            return;
+        };
+        let now = Instant::now();
+        if !force && self.retry_at.is_some_and(|t| now < t) {
+            self.publish();
+            return;
+        }
+        let client = gobgp::Client {
+            program: b.program.clone(),
+            api: b.api,
+            timeout: b.timeout,
+        };
+        match self.converge(&b, &client).await {
+            Ok(()) => {
+                if let Some(e) = self.error.take() {
+                    tracing::info!("BGP: {} answers again (was: {e})", b.daemon.name());
+                }
+                self.retry_at = None;
+                self.backoff = BACKOFF_MIN;
+                self.last_ok = Some(Instant::now());
+            }
+            Err(e) => {
+                let text = crate::util::chain(&e);
+                if self.error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!("BGP: {text}; retrying every {:?} at most", BACKOFF_MAX);
+                }
+                self.error = Some(text);
+                self.counts.2 += 1;
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        self.next_poll = Instant::now() + b.poll_interval;
+        self.publish();
+    }
+
+    async fn converge(&mut self, b: &Bgp, client: &gobgp::Client) -> Result<(), gobgp::GobgpError> {
+        match client.global().await? {
+            None => {
+                let Some(id) = b.router_id() else {
+                    return Ok(());
+                };
+                client.start(b.local_as, id).await?;
+                tracing::info!(
+                    local_as = b.local_as,
+                    router_id = %id,
+                    "BGP: started gobgpd's BGP instance (it had none)"
+                );
+            }
+            Some(g) if g.asn != b.local_as => {
+                if self.as_mismatch_logged != Some(g.asn) {
+                    tracing::error!(
+                        "BGP: gobgpd runs AS {} but lb_bgp says local_as {}: fix one of them (lb does not restart the daemon's BGP instance)",
+                        g.asn,
+                        b.local_as
+                    );
+                    self.as_mismatch_logged = Some(g.asn);
+                }
+            }
+            Some(_) => self.as_mismatch_logged = None,
+        }
+        let mut peers = client.neighbors().await?;
+        for n in &b.neighbors {
+            if !peers.iter().any(|p| p.addr == n.addr) {
+                client.add_neighbor(n.addr, n.asn).await?;
+                tracing::info!(peer = %n.addr, asn = n.asn, "BGP: neighbor added to gobgpd");
+                peers.push(gobgp::Peer {
+                    addr: n.addr,
+                    asn: n.asn,
+                    session: gobgp::Session::Unknown,
+                });
+            }
+        }
+        self.log_sessions(&peers);
+        self.peers = peers;
+        let verdicts = gate::decide(&self.vips, self.owned.iter().copied(), &self.facts(), b);
+        let mut paths = BTreeMap::new();
+        for fam in [
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        ] {
+            if verdicts.keys().any(|v| v.is_ipv4() == fam.is_ipv4()) {
+                paths.extend(client.local_paths(fam).await?);
+            }
+        }
+        for (vip, v) in &verdicts {
+            let have = paths.get(vip);
+            match v {
+                Verdict::Announce(nh) if have.is_none_or(|h| h != &vec![*nh]) => {
+                    client.announce(*vip, *nh).await?;
+                    tracing::info!(%vip, next_hop = %nh, "BGP: announced");
+                    self.counts.0 += 1;
+                    paths.insert(*vip, vec![*nh]);
+                }
+                Verdict::Withdraw(why) if have.is_some() => {
+                    client.withdraw(*vip).await?;
+                    tracing::info!(%vip, "BGP: withdrawn ({})", why.text());
+                    self.counts.1 += 1;
+                    paths.remove(vip);
+                }
+                _ => {}
+            }
+            if matches!(v, Verdict::Withdraw(Reason::NotConfigured)) && !paths.contains_key(vip) {
+                self.owned.remove(vip);
+            }
+        }
+        // Only ours are shown and counted.
+        paths.retain(|v, _| self.owned.contains(v) || self.vips.contains_key(v));
+        self.paths = paths;
+        Ok(())
+    }
+
+    fn log_sessions(&self, now: &[gobgp::Peer]) {
+        for p in now {
+            let before = self
+                .peers
+                .iter()
+                .find(|o| o.addr == p.addr)
+                .map(|o| o.session);
+            let up = p.session == gobgp::Session::Established;
+            match before {
+                Some(b) if (b == gobgp::Session::Established) != up => {
+                    if up {
+                        tracing::info!(peer = %p.addr, "BGP: session established");
+                    } else {
+                        tracing::warn!(peer = %p.addr, state = p.session.name(), "BGP: session down");
+                    }
+                }
+                None if up => tracing::info!(peer = %p.addr, "BGP: session established"),
+                _ => {}
+            }
+        }
+    }
+
+    fn view(&self) -> View {
+        let b = self.settings.as_deref();
+        let verdicts =
+            b.map(|b| gate::decide(&self.vips, self.owned.iter().copied(), &self.facts(), b));
+        let vips = self
+            .owned
+            .iter()
+            .chain(self.vips.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|vip| {
+                let h = self.vips.get(vip).copied().unwrap_or_default();
+                let v = verdicts.as_ref().and_then(|m| m.get(vip)).copied();
+                VipView {
+                    vip: *vip,
+                    services: h.services,
+                    serving: h.serving,
+                    want: matches!(v, Some(Verdict::Announce(_))),
+                    reason: match v {
+                        Some(Verdict::Withdraw(r)) => Some(r),
+                        _ => None,
+                    },
+                    announced: self.paths.contains_key(vip),
+                    next_hop: self.paths.get(vip).and_then(|h| h.first()).copied(),
+                }
+            })
+            .collect();
+        View {
+            configured: b.is_some(),
+            daemon: b.map(|b| b.daemon.name().to_owned()),
+            api: b.map(|b| b.api.to_string()),
+            local_as: b.map(|b| b.local_as),
+            daemon_up: b.is_some() && self.error.is_none() && self.last_ok.is_some(),
+            error: self.error.clone(),
+            last_ok_ago_s: self.last_ok.map(|t| t.elapsed().as_secs_f64()),
+            drained: self.drained,
+            stopping: self.stopping,
+            vips,
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerView {
+                    address: p.addr,
+                    asn: p.asn,
+                    state: p.session,
+                    up: p.session == gobgp::Session::Established,
+                    configured: b.is_some_and(|b| b.neighbors.iter().any(|n| n.addr == p.addr)),
+                })
+                .collect(),
+            announcements: self.counts.0,
+            withdrawals: self.counts.1,
+            errors: self.counts.2,
+        }
+    }
+
+    fn publish(&self) {
+        self.view.send_replace(self.view());
+    }
+}
+
+impl View {
+    /// `lb list --bgp`.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        if !self.configured {
+            let _ = writeln!(
+                s,
+                "BGP not configured (no lb_bgp block){}",
+                if self.drained {
+                    "; director drained"
+                } else {
+                    ""
+                }
+            );
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "daemon {} at {} local AS {}: {}{}{}",
+            self.daemon.as_deref().unwrap_or("?"),
+            self.api.as_deref().unwrap_or("?"),
+            self.local_as.map_or("?".into(), |a| a.to_string()),
+            if self.daemon_up {
+                "answering"
+            } else {
+                "NOT ANSWERING"
+            },
+            match &self.error {
+                Some(e) => format!(" ({e})"),
+                None => String::new(),
+            },
+            if self.drained {
+                "; director DRAINED"
+            } else {
+                ""
+            },
+        );
+        let _ = writeln!(s, "{:<17} {:<11} {:<12} From", "Peer", "AS", "State");
+        for p in &self.peers {
+            let _ = writeln!(
+                s,
+                "{:<17} {:<11} {:<12} {}",
+                p.address.to_string(),
+                p.asn,
+                p.state.name(),
+                if p.configured { "lb_bgp" } else { "daemon" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:<40} {:<10} {:<9} {:<17} Why not",
+            "VIP", "Announced", "Serving", "Next hop"
+        );
+        for v in &self.vips {
+            let _ = writeln!(
+                s,
+                "{:<40} {:<10} {:<9} {:<17} {}",
+                v.vip.to_string(),
+                if v.announced { "yes" } else { "no" },
+                format!("{}/{}", v.serving, v.services),
+                v.next_hop.map_or("-".into(), |h| h.to_string()),
+                match (v.reason, v.want, v.announced) {
+                    (Some(r), _, _) => r.text().to_owned(),
+                    (None, true, false) => "pending (daemon not told yet)".into(),
+                    _ => String::new(),
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "announced {} withdrawn {} failed rounds {}",
+            self.announcements, self.withdrawals, self.errors
+        );
+        s
+    }
+}
