@@ -434,8 +434,14 @@ mod tests {
         };
         assert_eq!(health(&real(1, WeightSource::Runtime, true), false), "up");
         // Drained in the console (lb adm -e -w 0): weight 0, not in service.
-        assert_eq!(health(&real(0, WeightSource::Runtime, false), false), "draining");
-        assert_eq!(health(&real(1, WeightSource::Runtime, true), true), "draining");
+        assert_eq!(
+            health(&real(0, WeightSource::Runtime, false), false),
+            "draining"
+        );
+        assert_eq!(
+            health(&real(1, WeightSource::Runtime, true), true),
+            "draining"
+        );
         let down = WeightSource::HealthDown { inhibit: false };
         assert_eq!(health(&real(1, down.clone(), false), false), "down");
         assert_eq!(health(&real(0, down, false), false), "down");

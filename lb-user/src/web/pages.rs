@@ -180,7 +180,7 @@ fn vrrp_rows(v: &[views::VrrpInstance]) -> Markup {
                 @for i in v {
                     tr data-instance=(i.name) {
                         td { (i.name) } td { (i.interface) } td { (i.vrid) }
-                        td.state class=(i.state.to_lowercase()) { (i.state) }
+                        td class=(format!("state {}", i.state.to_lowercase())) { (i.state) }
                         td { (i.priority) @if i.priority != i.configured_priority { " (configured " (i.configured_priority) ")" } }
                         td { (i.master_address.as_deref().unwrap_or("unknown")) }
                         td { (i.vips.join(", ")) }
@@ -222,7 +222,7 @@ pub fn overview_body(o: &Overview) -> Markup {
                         @for r in &s.reals {
                             tr.real data-real=(r.real) {
                                 td { (r.real) } td.fwd { (r.fwd) } td.weight { (r.weight) }
-                                td.health class=(r.health) { (r.health) }
+                                td class=(format!("health {}", r.health)) { (r.health) }
                                 td.active { (r.active) } td.inactive { (r.inactive) }
                                 td.conns { (r.conns) } td.cps { (si(r.cps)) } td.bps { (si(r.bps)) }
                             }
@@ -313,7 +313,7 @@ pub async fn checks(
                     @for c in &c.checkers {
                         tr.checker data-service=(c.service) data-real=(c.real) {
                             td { (c.service) } td { (c.real) } td { (c.check) }
-                            td.state class=(if c.up { "up" } else { "down" }) { (if c.up { "up" } else { "down" }) }
+                            td class=(if c.up { "state up" } else { "state down" }) { (if c.up { "up" } else { "down" }) }
                             td.result { @match &c.last {
                                 None => "not probed yet",
                                 Some(views::ProbeResult::Ok) => "ok",
@@ -489,9 +489,9 @@ pub async fn config(
             Ok(Ok(list)) => table.origins {
                 thead { tr { th { "Service / real" } th { "Scheduler" } th { "Weight" } th { "From" } } }
                 tbody { @for s in &list {
-                    tr.service class=(origin_class(&s.origin)) { td { b { (s.service) } } td { (s.scheduler) " " (s.forwarding) } td {} td.origin { (s.origin) } }
+                    tr class=(format!("service {}", origin_class(&s.origin))) { td { b { (s.service) } } td { (s.scheduler) " " (s.forwarding) } td {} td.origin { (s.origin) } }
                     @for r in &s.reals {
-                        tr.real class=(origin_class(&r.origin)) { td { "\u{2003}" (r.addr) } td {} td { (r.weight) " (" (r.weight_source) ")" } td.origin { (r.origin) } }
+                        tr class=(format!("real {}", origin_class(&r.origin))) { td { "\u{2003}" (r.addr) } td {} td { (r.weight) " (" (r.weight_source) ")" } td.origin { (r.origin) } }
                     }
                 } }
             },
@@ -548,7 +548,17 @@ mod tests {
                 cps: 0.0,
                 bps: 0.0,
                 series: vec![],
-                reals: vec![],
+                reals: vec![live::RealView {
+                    real: "10.1.0.2:80".into(),
+                    fwd: "Route".into(),
+                    weight: 1,
+                    health: "draining".into(),
+                    active: 0,
+                    inactive: 0,
+                    conns: 0,
+                    cps: 0.0,
+                    bps: 0.0,
+                }],
             }],
             vrrp: vec![],
             sync: None,
@@ -558,5 +568,11 @@ mod tests {
         let html = overview_body(&o).into_string();
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
         assert!(html.contains(r#"data-service="TCP 10.0.0.1:80""#));
+        // One class attribute per element (a second one is ignored by
+        // browsers).
+        for tag in html.split('<') {
+            let tag = tag.split('>').next().unwrap_or_default();
+            assert!(tag.matches(" class=").count() <= 1, "<{tag}>");
+        }
     }
 }

@@ -656,7 +656,7 @@ fn service_block(session: &Session, s: &ServiceStatus, default_fwd: Fwd) -> Mark
                         @let health = super::live::health(r, false);
                         tr.real data-real=(r.addr) {
                             td { (r.addr) } td.weight { (r.weight) }
-                            td.health class=(health) { (health) }
+                            td class=(format!("health {health}")) { (health) }
                             td { (r.origin) }
                             td.actions {
                                 @if r.configured_weight > 0 {
