@@ -94,8 +94,10 @@ pub enum AgentError {
     ConfigRefused { file: String, errors: usize },
     #[error("no interface named {0}")]
     NoIface(String),
+    /// The console's error is the whole message (no source chain: it
+    /// would be printed twice).
     #[error("web console: {0}")]
-    Web(#[source] crate::web::WebError),
+    Web(crate::web::WebError),
     #[error("interface {name}: {why}")]
     Iface { name: String, why: String },
     #[error(transparent)]
@@ -273,6 +275,13 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         });
     }
     let config = loaded.config;
+    // The web console's options, certificate, users file and address are
+    // checked before anything is attached or announced: a bad one fails
+    // the start with nothing to undo.
+    let web_bound = match opts.web.clone() {
+        Some(w) => Some(crate::web::bind(w).await.map_err(AgentError::Web)?),
+        None => None,
+    };
     // The runtime layer a previous agent saved (`lb adm` changes).
     paths::private_dir(&opts.state_dir)?;
     let runtime = match crate::runtime::load(&opts.state_dir) {
@@ -429,10 +438,6 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                 .await
                 .map_err(io(format!("binding the metrics address {addr}")))?,
         ),
-        None => None,
-    };
-    let web_bound = match opts.web.clone() {
-        Some(w) => Some(crate::web::bind(w).await.map_err(AgentError::Web)?),
         None => None,
     };
     guard.armed = false;

@@ -93,7 +93,9 @@ pub async fn guard(State(web): State<Arc<Web>>, req: Request, next: Next) -> Res
         None => None,
     };
     let Some(session) = session else {
-        if req.method() == Method::GET && req.uri().path() != "/live.json" {
+        if (req.method() == Method::GET || req.method() == Method::HEAD)
+            && req.uri().path() != "/live.json"
+        {
             return Redirect::to("/login").into_response();
         }
         return pages::error(
@@ -195,6 +197,55 @@ pub async fn login_page(State(web): State<Arc<Web>>, headers: HeaderMap) -> Resp
     res
 }
 
+/// Password hashes computed at once.
+pub const HASHES_AT_ONCE: usize = 1;
+/// Longest a login waits for its turn to hash.
+pub const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest a request body (a form) may take to arrive.
+pub const BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads every request's body within [`BODY_WAIT`] and at most
+/// [`super::MAX_FORM`] bytes before any handler runs (a client sending its
+/// form a byte at a time holds its connection 5 s, not 120); refuses
+/// methods other than GET, HEAD and POST (405).
+pub async fn body_deadline(req: Request, next: Next) -> Response {
+    match *req.method() {
+        Method::GET | Method::HEAD => return next.run(req).await,
+        Method::POST => {}
+        _ => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, HEAD, POST")],
+                "the console answers GET, HEAD and POST\n",
+            )
+                .into_response()
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let bytes =
+        match tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, super::MAX_FORM)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return pages::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    None,
+                    "Refused",
+                    "the form is too large",
+                )
+            }
+            Err(_) => {
+                return pages::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    None,
+                    "Refused",
+                    "the form took too long to arrive",
+                )
+            }
+        };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
 /// The login form.
 #[derive(Deserialize)]
 pub struct LoginForm {
@@ -223,19 +274,29 @@ pub async fn login(
         res
     };
     let expected = cookie(&headers, session::LOGIN_COOKIE).unwrap_or("");
-    if expected.is_empty() || !session::same(expected, &form.csrf) {
+    if !session::is_token(expected) || !session::same(expected, &form.csrf) {
         return again(
             StatusCode::FORBIDDEN,
             "CSRF token missing or wrong: the login form expired, try again",
         );
     }
-    if let Err(wait) = web.limit.check(peer.ip()) {
+    if let Err(wait) = web.limit.begin(peer.ip()) {
         tracing::warn!(client = %peer.ip(), "web console: login refused, too many failed attempts");
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("too many failed attempts: try again in {wait} s"),
         );
     }
+    // One hash at a time (each takes 19 MiB and tens of milliseconds):
+    // a burst of logins queues here, briefly, instead of eating memory.
+    let Ok(Ok(_hashing)) =
+        tokio::time::timeout(HASH_WAIT, web.hashing.clone().acquire_owned()).await
+    else {
+        return again(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many logins at once: try again in a moment",
+        );
+    };
     let path = web.users.clone();
     let (name, password) = (form.user.clone(), form.password);
     let verdict = tokio::task::spawn_blocking(move || {
@@ -265,7 +326,6 @@ pub async fn login(
             res
         }
         Ok(Ok(None)) => {
-            web.limit.failed(peer.ip());
             tracing::warn!(user = %form.user.escape_debug(), client = %peer.ip(), "web console: failed login");
             again(StatusCode::UNAUTHORIZED, "wrong user name or password")
         }

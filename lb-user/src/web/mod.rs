@@ -173,6 +173,8 @@ pub struct Web {
     pub fwd_default: Mutex<HashMap<ServiceAddr, Fwd>>,
     /// One connection-table read at a time.
     pub conn_reads: Arc<tokio::sync::Semaphore>,
+    /// Password hashes computed at once ([`auth::HASHES_AT_ONCE`]).
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// The client's address, for the rate limit and the log.
@@ -209,6 +211,7 @@ pub fn router(web: Arc<Web>) -> Router {
     Router::new()
         .route("/login", get(auth::login_page).post(auth::login))
         .merge(guarded)
+        .layer(axum::middleware::from_fn(auth::body_deadline))
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
             auth::headers,
@@ -231,6 +234,7 @@ pub async fn serve(bound: Bound, api: Arc<Api>) {
         drained: Default::default(),
         fwd_default: Default::default(),
         conn_reads: Arc::new(tokio::sync::Semaphore::new(1)),
+        hashing: Arc::new(tokio::sync::Semaphore::new(auth::HASHES_AT_ONCE)),
     });
     let scheme = if web.tls { "https" } else { "http" };
     tracing::info!("web console on {scheme}://{}", bound.opts.listen);

@@ -396,10 +396,13 @@ fn sock(s: (std::net::IpAddr, u16)) -> String {
 
 /// Whether `c` passes `f`.
 pub fn conn_matches(c: &ConnRow, f: &ConnFilter) -> bool {
-    let svc = live::service_key(c.proto, c.vip.0, c.vip.1);
-    sock(c.src).contains(f.client.trim())
-        && svc.contains(f.service.trim())
-        && sock(c.dst).contains(f.real.trim())
+    let has = |text: String, want: &str| {
+        text.to_ascii_lowercase()
+            .contains(&want.trim().to_ascii_lowercase())
+    };
+    has(sock(c.src), &f.client)
+        && has(live::service_key(c.proto, c.vip.0, c.vip.1), &f.service)
+        && has(sock(c.dst), &f.real)
 }
 
 /// `GET /connections?client=&service=&real=`.
@@ -410,12 +413,17 @@ pub async fn connections(
 ) -> Response {
     let bpffs = web.api.bpffs.clone();
     // One read of the table at a time (it can hold millions of entries).
-    let Ok(_one) = web.conn_reads.clone().try_acquire_owned() else {
+    let Ok(Ok(_one)) = tokio::time::timeout(
+        Duration::from_secs(10),
+        web.conn_reads.clone().acquire_owned(),
+    )
+    .await
+    else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(&session),
             "Connections",
-            "the connection table is being read for another request: try again in a moment",
+            "the connection table is being read for other requests: try again in a moment",
         );
     };
     let read = tokio::task::spawn_blocking(move || {
@@ -475,6 +483,11 @@ pub async fn config(
     let services = tokio::time::timeout(crate::metrics::ASK_TIMEOUT, web.api.core.services()).await;
     let last = web.api.reloader.last_reload();
     let export = super::setup::export_text(&web.api).await;
+    let export = if session.role == Role::Admin {
+        export
+    } else {
+        super::setup::redact(&export)
+    };
     let body = html! {
         p { "Configuration file " code { (web.api.config.display()) } "; changes made here or with "
             code { "lb adm" } " are the runtime layer, kept across reloads." }
@@ -510,7 +523,9 @@ pub async fn config(
             }
         }
         h2 { "Effective configuration" }
-        p { "As keepalived.conf (" a #export-link href="/setup/export" { "download" } ")." }
+        p { "As keepalived.conf"
+            @if session.role == Role::Admin { " (" a #export-link href="/setup/export" { "download" } ")" }
+            @else { " (keys hidden: your role is view)" } "." }
         pre #effective { (export) }
     };
     respond(

@@ -9,11 +9,17 @@
 //! before any session, carries the value of the cookie [`LOGIN_COOKIE`]
 //! (double submit). Tokens are compared in constant time.
 //!
-//! Failed logins are limited per client address: [`MAX_FAILURES`] in
-//! [`WINDOW`], then every login from that address is refused (429) until
-//! the window has passed; and [`MAX_FAILURES_ALL`] in the window from all
-//! addresses together (a spread guessing attempt). Nothing here blocks:
-//! one short std mutex per table.
+//! Logins are limited per client address: each attempt counts as a failure
+//! before its password is hashed (so parallel attempts cannot pass the
+//! limit) and a success clears the count; [`MAX_FAILURES`] in [`WINDOW`],
+//! then every login from that address is refused (429) until the window
+//! has passed. There is no limit over all addresses (it would let anyone
+//! lock every admin out); a guessing attempt spread over many addresses is
+//! bounded by the hash itself, computed one at a time
+//! ([`super::auth::HASHES_AT_ONCE`]). A user has at most
+//! [`MAX_SESSIONS_PER_USER`] sessions (their oldest ends first), so one
+//! user's logins cannot push out the others'. Nothing here blocks: one
+//! short std mutex per table.
 
 use std::{
     collections::HashMap,
@@ -36,9 +42,8 @@ pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub const MAX_SESSIONS: usize = 1024;
 /// Failed logins from one address in [`WINDOW`] before it is refused.
 pub const MAX_FAILURES: u32 = 5;
-/// Failed logins from all addresses in [`WINDOW`] before every login is
-/// refused.
-pub const MAX_FAILURES_ALL: u32 = 50;
+/// Sessions one user has at once.
+pub const MAX_SESSIONS_PER_USER: usize = 16;
 /// The rate limit's window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
@@ -97,6 +102,16 @@ impl Sessions {
         };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| live(s, now));
+        let mine: Vec<(Instant, String)> = map
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(k, s)| (s.seen, k.clone()))
+            .collect();
+        if mine.len() >= MAX_SESSIONS_PER_USER {
+            if let Some((_, oldest)) = mine.into_iter().min() {
+                map.remove(&oldest);
+            }
+        }
         if map.len() >= MAX_SESSIONS {
             if let Some(oldest) = map
                 .iter()
@@ -139,58 +154,36 @@ fn live(s: &Session, now: Instant) -> bool {
     now.duration_since(s.seen) < IDLE && now.duration_since(s.started) < LIFETIME
 }
 
-/// Failed logins per address within the window.
+/// Login attempts per address within the window.
 #[derive(Default)]
 pub struct LoginLimit {
-    inner: Mutex<Limits>,
-}
-
-#[derive(Default)]
-struct Limits {
-    by_addr: HashMap<IpAddr, (Instant, u32)>,
-    all: Option<(Instant, u32)>,
+    inner: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl LoginLimit {
-    /// Whether `addr` may try to log in now; `Err(seconds)` until it may.
-    pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
-        self.check_at(addr, Instant::now())
+    /// Counts a login attempt from `addr` as failed until [`succeeded`]
+    /// says otherwise; `Err(seconds)` (nothing counted) while the address
+    /// is refused.
+    ///
+    /// [`succeeded`]: LoginLimit::succeeded
+    pub fn begin(&self, addr: IpAddr) -> Result<(), u64> {
+        self.begin_at(addr, Instant::now())
     }
 
-    fn check_at(&self, addr: IpAddr, now: Instant) -> Result<(), u64> {
-        let l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let blocked = |(since, n): (Instant, u32), max: u32| {
-            let age = now.duration_since(since);
-            (n >= max && age < WINDOW).then(|| (WINDOW - age).as_secs().max(1))
-        };
-        if let Some(s) = l.by_addr.get(&addr).and_then(|e| blocked(*e, MAX_FAILURES)) {
-            return Err(s);
-        }
-        if let Some(s) = l.all.and_then(|e| blocked(e, MAX_FAILURES_ALL)) {
-            return Err(s);
-        }
-        Ok(())
-    }
-
-    /// Counts a failed login from `addr`.
-    pub fn failed(&self, addr: IpAddr) {
-        self.failed_at(addr, Instant::now())
-    }
-
-    fn failed_at(&self, addr: IpAddr, now: Instant) {
+    fn begin_at(&self, addr: IpAddr, now: Instant) -> Result<(), u64> {
         let mut l = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let bump = |e: &mut (Instant, u32)| {
-            if now.duration_since(e.0) >= WINDOW {
-                *e = (now, 0);
-            }
-            e.1 += 1;
-        };
-        if l.by_addr.len() > 4096 {
-            l.by_addr
-                .retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
+        if l.len() > 4096 {
+            l.retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
         }
-        bump(l.by_addr.entry(addr).or_insert((now, 0)));
-        bump(l.all.get_or_insert((now, 0)));
+        let e = l.entry(addr).or_insert((now, 0));
+        let age = now.duration_since(e.0);
+        if age >= WINDOW {
+            *e = (now, 0);
+        } else if e.1 >= MAX_FAILURES {
+            return Err((WINDOW - age).as_secs().max(1));
+        }
+        e.1 += 1;
+        Ok(())
     }
 
     /// A successful login from `addr` clears its count.
@@ -198,7 +191,6 @@ impl LoginLimit {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .by_addr
             .remove(&addr);
     }
 }
@@ -236,29 +228,44 @@ mod tests {
     }
 
     #[test]
-    fn failures_block_one_address_for_the_window() {
+    fn attempts_count_before_they_end_and_block_one_address_for_the_window() {
         let l = LoginLimit::default();
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
+        // Parallel attempts: none has ended, the sixth is refused already.
         for _ in 0..MAX_FAILURES {
-            assert!(l.check_at(a, t0).is_ok());
-            l.failed_at(a, t0);
+            assert!(l.begin_at(a, t0).is_ok());
         }
-        let wait = l.check_at(a, t0).unwrap_err();
+        let wait = l.begin_at(a, t0).unwrap_err();
         assert!((1..=60).contains(&wait));
-        assert!(l.check_at(b, t0).is_ok(), "another address is not blocked");
-        assert!(l.check_at(a, t0 + WINDOW).is_ok(), "the window passed");
+        assert!(l.begin_at(b, t0).is_ok(), "another address is not blocked");
+        assert!(l.begin_at(a, t0 + WINDOW).is_ok(), "the window passed");
         l.succeeded(a);
-        assert!(l.check_at(a, t0).is_ok());
+        assert!(l.begin_at(a, t0).is_ok());
     }
 
     #[test]
-    fn failures_from_many_addresses_block_all() {
+    fn many_addresses_block_nobody_else() {
         let l = LoginLimit::default();
         let t0 = Instant::now();
-        for i in 0..MAX_FAILURES_ALL {
-            l.failed_at(IpAddr::from([10, 0, (i / 200) as u8, (i % 200) as u8]), t0);
+        for i in 0..500u32 {
+            for _ in 0..MAX_FAILURES {
+                let _ = l.begin_at(IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8]), t0);
+            }
         }
-        assert!(l.check_at("192.0.2.1".parse().unwrap(), t0).is_err());
+        assert!(l.begin_at("192.0.2.1".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn one_user_cannot_push_out_the_others() {
+        let s = Sessions::default();
+        let admin = s.create("admin", Role::Admin);
+        let mut views = Vec::new();
+        for _ in 0..MAX_SESSIONS + 10 {
+            views.push(s.create("viewer", Role::View));
+        }
+        assert!(s.get(&admin).is_some());
+        assert!(s.get(views.last().unwrap()).is_some());
+        assert!(s.get(&views[0]).is_none(), "the viewer's oldest ended");
     }
 }

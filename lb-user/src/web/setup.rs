@@ -65,12 +65,25 @@ pub fn parse_service(text: &str) -> Result<ServiceAddr, FieldError> {
 }
 
 fn parse_ip(field: &'static str, text: &str) -> Result<IpAddr, FieldError> {
-    text.trim().parse().map_err(|_| {
+    let ip: IpAddr = text.trim().parse().map_err(|_| {
         bad(
             field,
             format!("{:?} is not an IPv4 or IPv6 address", text.trim()),
         )
-    })
+    })?;
+    // Stricter than ipvsadm (the console is for people who may not know
+    // LVS): addresses no service or real server can have.
+    let why = match ip {
+        _ if ip.is_unspecified() => Some("the unspecified address"),
+        _ if ip.is_loopback() => Some("a loopback address"),
+        _ if ip.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        _ => None,
+    };
+    match why {
+        Some(w) => Err(bad(field, format!("{ip} is {w}"))),
+        None => Ok(ip),
+    }
 }
 
 fn parse_port(field: &'static str, text: &str) -> Result<u16, FieldError> {
@@ -201,8 +214,15 @@ pub fn real_of(
             .filter(|w| *w <= 65535)
             .ok_or_else(|| bad("weight", "0 to 65535"))?,
     };
+    let addr = parse_ip("addr", addr)?;
+    if addr == service.addr {
+        return Err(bad(
+            "addr",
+            "a real server cannot be the virtual address itself",
+        ));
+    }
     Ok(RealSpec {
-        addr: parse_ip("addr", addr)?,
+        addr,
         port,
         fwd,
         weight,
@@ -317,6 +337,28 @@ pub async fn edit_service(
     let spec = match f.spec() {
         Ok(s) => s,
         Err(e) => return refused(&session, "edit service", e),
+    };
+    // The form sets the scheduler and the persistence timeout; the rest
+    // (hash flags, persistence granularity) stays as the service has it.
+    let current =
+        match tokio::time::timeout(crate::metrics::ASK_TIMEOUT, web.api.core.effective()).await {
+            Ok(Ok(cfg)) => cfg.services.iter().find(|v| v.key == spec.service).cloned(),
+            _ => {
+                return refused(
+                    &session,
+                    "edit service",
+                    "the agent's reconciler did not answer",
+                )
+            }
+        };
+    let Some(current) = current else {
+        return refused(&session, "edit service", ChangeError::NoSuchService);
+    };
+    let spec = ServiceSpec {
+        hash_port: current.hash_port,
+        hash_fallback: current.hash_fallback,
+        persistence_prefix: current.persistence_prefix,
+        ..spec
     };
     let what = format!("edit service {} ({})", spec.service, spec.sched.name());
     match apply(&web, &session, client, &what, Change::EditService { spec }).await {
@@ -636,7 +678,12 @@ fn real_hidden(session: &Session, service: &str, real: &str) -> Markup {
     }
 }
 
-fn service_block(session: &Session, s: &ServiceStatus, default_fwd: Fwd) -> Markup {
+fn service_block(
+    session: &Session,
+    s: &ServiceStatus,
+    default_fwd: Fwd,
+    persistence: Option<u32>,
+) -> Markup {
     html! {
         section.service data-service=(s.service) {
             div.head {
@@ -698,8 +745,9 @@ fn service_block(session: &Session, s: &ServiceStatus, default_fwd: Fwd) -> Mark
                     input type="hidden" name="vip" value=(key.map(|k| k.addr.to_string()).unwrap_or_default());
                     input type="hidden" name="port" value=(key.map(|k| k.port.to_string()).unwrap_or_default());
                     label { "Scheduler " (sched_select(&s.scheduler)) }
-                    label { "Persistence (s) " input name="persistence" placeholder="none" size="6"; }
+                    label { "Persistence (s) " input name="persistence" placeholder="none" size="6" value=(persistence.map(|p| p.to_string()).unwrap_or_default()); }
                     button.save-edit type="submit" { "Save" }
+                    span.note { " Other settings (hash flags, persistence granularity) are kept." }
                 }
             }
         }
@@ -740,6 +788,10 @@ pub async fn page(
         );
     }
     let services = tokio::time::timeout(crate::metrics::ASK_TIMEOUT, web.api.core.services()).await;
+    let effective = tokio::time::timeout(crate::metrics::ASK_TIMEOUT, web.api.core.effective())
+        .await
+        .ok()
+        .and_then(Result::ok);
     let body = html! {
         @if !done.done.is_empty() { p #done .ok { (done.done) } }
         p {
@@ -750,7 +802,10 @@ pub async fn page(
         (service_form(&session))
         @match services {
             Ok(Ok(list)) => {
-                @for s in &list { (service_block(&session, s, default_fwd(&web, s))) }
+                @for s in &list {
+                    @let p = parse_service(&s.service).ok().and_then(|k| effective.as_ref()?.services.iter().find(|v| v.key == k)?.persistence_timeout);
+                    (service_block(&session, s, default_fwd(&web, s), p))
+                }
             },
             _ => p.error { "the agent's reconciler did not answer" },
         }
@@ -895,6 +950,27 @@ pub async fn wizard_post(
     Redirect::to("/").into_response()
 }
 
+/// Keywords whose value is a secret (keepalived's VRRP `auth_pass`, lb's
+/// `lb_sync_auth_key`): [`redact`] hides their values.
+pub const SECRET_KEYWORDS: [&str; 2] = ["auth_pass", "lb_sync_auth_key"];
+
+/// `conf` with the value of every [`SECRET_KEYWORDS`] line replaced, for
+/// users who may read the configuration but not its keys (the view role).
+pub fn redact(conf: &str) -> String {
+    let mut out = String::with_capacity(conf.len());
+    for line in conf.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        match line.split_whitespace().next() {
+            Some(k) if SECRET_KEYWORDS.contains(&k) => {
+                out.push_str(&format!("{indent}{k} (hidden: admins only)"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The effective configuration (file merged with the runtime layer) as
 /// keepalived.conf ([`crate::config::export::keepalived_conf`], as
 /// `GET /v1/export` gives it), or a comment saying why not.
@@ -914,6 +990,14 @@ pub async fn export(
     State(web): State<Arc<Web>>,
     Extension(session): Extension<Session>,
 ) -> Response {
+    if session.role != Role::Admin {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            Some(&session),
+            "Export",
+            "your role is read-only (view): the export holds the VRRP and sync keys, it is for admins",
+        );
+    }
     tracing::info!(user = %session.user, "web console: exported the configuration");
     (
         [
@@ -998,6 +1082,51 @@ mod tests {
             "weight"
         );
         assert_eq!(real_of(svc, "x", "", "", "dr").unwrap_err().field, "addr");
+        for nonsense in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "10.0.0.100",
+        ] {
+            assert_eq!(
+                real_of(svc, nonsense, "", "", "dr").unwrap_err().field,
+                "addr",
+                "{nonsense}"
+            );
+        }
+        let vip = |v: &str| {
+            ServiceForm {
+                vip: v.into(),
+                port: "80".into(),
+                ..Default::default()
+            }
+            .spec()
+        };
+        for nonsense in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "ff02::1",
+        ] {
+            assert_eq!(vip(nonsense).unwrap_err().field, "vip", "{nonsense}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_the_view_role() {
+        let conf = "vrrp_instance VI_1 {\n    authentication {\n        auth_type PASS\n        auth_pass S3cr3t\n    }\n}\nglobal_defs {\n  lb_sync_auth_key \"k e y\"\n}\n";
+        let r = redact(conf);
+        assert!(!r.contains("S3cr3t") && !r.contains("k e y"), "{r}");
+        assert!(
+            r.contains("        auth_pass (hidden: admins only)\n"),
+            "{r}"
+        );
+        assert!(r.contains("auth_type PASS"));
+        assert_eq!(r.lines().count(), conf.lines().count());
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub enum UsersError {
     TooLarge { path: PathBuf },
     #[error("user name {0:?}: 1 to 32 of A-Z a-z 0-9 . _ -")]
     BadName(String),
+    #[error("no user {0}; nothing changed")]
+    NoSuchUser(String),
     #[error("the password is empty")]
     EmptyPassword,
     #[error("the password is longer than {MAX_PASSWORD} bytes")]
@@ -181,6 +183,20 @@ fn distrust(meta: &std::fs::Metadata) -> Option<String> {
     None
 }
 
+/// Why the directory `meta` (holding a users file) is not to be trusted:
+/// one another user could write to could get the file replaced.
+fn distrust_dir(meta: &std::fs::Metadata) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Some(format!("its directory is owned by uid {}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!("its directory has mode {:o}", meta.mode() & 0o7777));
+    }
+    None
+}
+
 /// Reads and checks the users file. A missing file is no users (every
 /// login fails), not an error.
 pub fn load(path: &Path) -> Result<Vec<User>, UsersError> {
@@ -198,7 +214,12 @@ pub fn load(path: &Path) -> Result<Vec<User>, UsersError> {
         Err(e) => return Err(io(e)),
     };
     let meta = file.metadata().map_err(io)?;
-    if let Some(why) = distrust(&meta) {
+    let dir_why = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .and_then(|d| std::fs::metadata(d).ok())
+        .and_then(|d| distrust_dir(&d));
+    if let Some(why) = distrust(&meta).or(dir_why) {
         return Err(UsersError::Untrusted {
             path: path.to_path_buf(),
             why,
@@ -316,10 +337,7 @@ pub fn set(
         let before = users.len();
         users.retain(|u| u.name != name);
         if users.len() == before {
-            return Ok(format!(
-                "{}: no user {name}; nothing changed",
-                path.display()
-            ));
+            return Err(UsersError::NoSuchUser(name.into()));
         }
         write(path, &users)?;
         return Ok(format!("{}: user {name} deleted", path.display()));
@@ -410,6 +428,15 @@ mod tests {
         assert!(verify(&users[0], "three") && !verify(&users[0], "one"));
         set(&path, "ops", Role::View, None).unwrap();
         assert_eq!(load(&path).unwrap().len(), 1);
+        assert!(matches!(
+            set(&path, "ops", Role::View, None),
+            Err(UsersError::NoSuchUser(_))
+        ));
+        let sub = path.parent().unwrap();
+        std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("its directory has mode 777"), "{e}");
+        std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(set(&path, "bad name", Role::View, Some("x")).is_err());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let e = load(&path).unwrap_err().to_string();
