@@ -677,6 +677,14 @@ fn the_view_role_cannot_change_anything() {
         assert!(r.body.contains("read-only"), "POST {path}: {}", r.body);
     }
     assert_eq!(adm_list(&lab), before, "a view-role POST changed the table");
+    // The export holds the VRRP and sync keys: admins only; the
+    // configuration page shows the viewer the configuration, keys hidden.
+    let r = c.b.http(HttpRequest::get(&c.url("/setup/export"))).unwrap();
+    assert_eq!(r.status, 403, "GET /setup/export: {}", r.body);
+    assert!(r.body.contains("read-only"), "{}", r.body);
+    c.goto("/config");
+    assert!(c.b.text("main").unwrap().contains("keys hidden"));
+    assert_eq!(c.b.count("a#export-link").unwrap(), 0);
     // The viewer's overview still shows real 1 at weight 1.
     c.goto("/");
     assert_eq!(c.cells(&real_ip(1))["weight"], "1");
