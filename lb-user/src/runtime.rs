@@ -18,7 +18,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -901,35 +900,10 @@ fn unsafe_geteuid() -> u32 {
 /// renamed over the old one, and the directory is synced. A crash leaves
 /// the old file or the new one, never a mix.
 pub fn save(dir: &Path, rec: &Record) -> Result<(), StateError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    let text = serde_json::to_vec_pretty(rec).expect("a record always serialises");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(io_err(&tmp, "creating it"))?;
-    let written = f
-        .write_all(&text)
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, "writing it")(e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&path, "renaming the new file over it")(e));
-    }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "syncing the directory"))?;
-    Ok(())
+    let mut text = serde_json::to_vec_pretty(rec).expect("a record always serialises");
+    text.push(b'\n');
+    crate::util::replace_file(&dir.join(STATE_FILE), &text)
+        .map_err(|e| io_err(&e.path, e.step)(e.source))
 }
 
 /// The protocol word ipvsadm uses for `proto` (`-t` / `-u`).

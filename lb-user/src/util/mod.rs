@@ -82,6 +82,62 @@ pub fn local_time(t: std::time::SystemTime) -> String {
     )
 }
 
+/// A step of [`replace_file`] that failed, with the path it was about.
+#[derive(Debug)]
+pub struct ReplaceError {
+    pub path: std::path::PathBuf,
+    /// "creating it", "writing it", "renaming the new file over it",
+    /// "syncing the directory".
+    pub step: &'static str,
+    pub source: std::io::Error,
+}
+
+/// Replaces `path` with `bytes` atomically: a new file `.NAME.PID.tmp` in
+/// the same directory (mode 0600, created exclusively, never through a
+/// link) is written and synced, renamed over `path`, and the directory is
+/// synced. A crash leaves the old file or the new one, never a mix; on an
+/// error the new file is removed.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), ReplaceError> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    fn fail(
+        p: &std::path::Path,
+        step: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> ReplaceError {
+        let path = p.to_path_buf();
+        move |source| ReplaceError { path, step, source }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(fail(&tmp, "creating it"))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(&tmp, "writing it")(e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(path, "renaming the new file over it")(e));
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fail(dir, "syncing the directory"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,6 @@
 
 use std::{
     fmt,
-    io::Write as _,
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
@@ -236,9 +235,9 @@ pub fn load(path: &Path) -> Result<Vec<User>, UsersError> {
     parse(path, &text)
 }
 
-/// Writes `users` to `path`: a new file (mode 0600) in the same directory,
-/// synced and renamed over the old one; the directory is made (0755) when
-/// missing.
+/// Writes `users` to `path` as [`crate::util::replace_file`] does (a new
+/// file, mode 0600, synced and renamed over the old one); the directory is
+/// made (0755) when missing.
 pub fn write(path: &Path, users: &[User]) -> Result<(), UsersError> {
     let io = |source| UsersError::Io {
         path: path.to_path_buf(),
@@ -249,28 +248,10 @@ pub fn write(path: &Path, users: &[User]) -> Result<(), UsersError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "web-users".into());
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(io)?;
-    let done = f
-        .write_all(render(users).as_bytes())
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    crate::util::replace_file(path, render(users).as_bytes()).map_err(|e| UsersError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// The Argon2id hash of `password` with a fresh random salt.
