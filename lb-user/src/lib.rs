@@ -19,6 +19,7 @@ pub mod list_json;
 pub mod logging;
 pub mod lvscf;
 pub mod metrics;
+pub mod mh_digest;
 pub mod neigh;
 pub mod reconciler;
 pub mod runtime;

@@ -245,6 +245,11 @@ enum Cmd {
         /// is announced and why not (asks the agent).
         #[arg(long)]
         bgp: bool,
+        /// Per `mh` service, a digest of its live Maglev table (slots
+        /// resolved to real addresses): equal on every director exactly
+        /// when they send each flow to the same real (README "Scale-out").
+        #[arg(long)]
+        mh_digest: bool,
         /// The agent's control socket (for --checks, --vrrp and --bgp, and the
         /// drain markers of the table).
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -691,6 +696,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let drained = matches!(action, BgpAction::Drain);
             let v = rt.block_on(api::client::bgp_drain(&socket, drained))?;
             print_out(json, &v, || v.render())
+        }
+        Cmd::List {
+            mh_digest: true,
+            bpffs,
+            json,
+            ..
+        } => {
+            let dp = Dataplane::from_pins(&bpffs)?;
+            warn_unmaintained(&bpffs);
+            let t = lb_user::mh_digest::read(&dp)?;
+            print_out(json, &serde_json::json!({ "mh_tables": t }), || {
+                lb_user::mh_digest::render(&t)
+            })
         }
         Cmd::List {
             vrrp: true,

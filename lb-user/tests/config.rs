@@ -1191,15 +1191,35 @@ fn lvs_sync_daemon_options_defaults_and_errors() {
     assert_eq!(
         (
             s.iface.as_str(),
-            s.instance.as_str(),
+            s.instance.as_deref(),
             s.syncid,
             s.maxlen,
             s.port,
             s.ttl,
             s.group
         ),
-        ("eth1", "VI_1", None, None, 8848, 1, ip("224.0.0.81"))
+        ("eth1", Some("VI_1"), None, None, 8848, 1, ip("224.0.0.81"))
     );
+    // lb's extension: without an instance (active-active directors, no
+    // VRRP), the options follow the interface; the sync id defaults to 0.
+    for (line, id) in [
+        ("lvs_sync_daemon eth1", None),
+        ("lvs_sync_daemon eth1 id 9 port 9001", Some(9)),
+    ] {
+        let l = load_str(
+            &format!("global_defs {{\n {line}\n}}\n"),
+            Path::new("s.conf"),
+        );
+        assert!(!l.has_errors(), "{line}: {:?}", l.diags);
+        let s = l.config.vrrp.globals.lvs_sync.clone().unwrap();
+        assert_eq!((s.instance, s.syncid), (None, id), "{line}");
+        let dump = lb_user::config::dump::dump(&l.config);
+        assert_eq!(
+            dump["global_defs"]["lvs_sync_daemon"]["id"],
+            id.unwrap_or(0),
+            "{line}: {dump:#}"
+        );
+    }
     let l = load_str(
         &conf("lvs_sync_daemon eth1 VI_1 id 7 maxlen 1200 port 9000 ttl 3 group 239.1.2.3\n lb_sync_auth_key k3y"),
         Path::new("s.conf"),
@@ -1216,8 +1236,8 @@ fn lvs_sync_daemon_options_defaults_and_errors() {
     );
     for (line, want) in [
         (
-            "lvs_sync_daemon eth1",
-            "s.conf:2:2: error: lvs_sync_daemon: missing VRRP instance",
+            "lvs_sync_daemon",
+            "s.conf:2:2: error: lvs_sync_daemon: missing interface",
         ),
         (
             "lvs_sync_daemon eth1 VI_2",

@@ -598,6 +598,12 @@ pub fn run_xdp(
     // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
     let md: [u32; 6] = [0, pkt.len() as u32, 0, ifindex, 0, 0];
     let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    // The kernel stops a repeated run with EINTR when a signal is pending on
+    // the thread (bpf_test_timer_continue), after running part of it: a
+    // SIGCHLD of a command another test spawned made a ring-filling test
+    // flaky. Signals are blocked on this thread for the call (the process's
+    // other threads take them meanwhile), so a run is whole or fails.
+    let _mask = SignalsBlocked::new();
     let r = prog.test_run(TestRunOptions {
         data_in: Some(pkt),
         data_out: Some(&mut out),
@@ -607,6 +613,33 @@ pub fn run_xdp(
     })?;
     out.truncate(r.data_size_out as usize);
     Ok((r.return_value, out, r.duration.as_nanos() as f64))
+}
+
+/// Every signal blocked on the calling thread until dropped (the previous
+/// mask restored).
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: sigset_t is plain data, initialised by sigfillset /
+        // pthread_sigmask before use.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` on the same thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Ethernet addresses used by the fixtures.

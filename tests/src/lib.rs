@@ -1177,4 +1177,152 @@ pub mod ecmp {
             self.start_agent_on(&director(i), config, super::AGENT_ARGS)
         }
     }
+
+    // --- Spread and director loss, seen from the directors' tables and the
+    // client (`cargo xtask demo --ecmp`). ---
+
+    /// One connection a director tracks (a row of `lb list -c --json`).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Tracked {
+        /// The real the director sends it to.
+        pub real: String,
+        /// The entry's state (`ESTABLISHED`, `SYN_RECV`, `FIN_WAIT`…).
+        pub state: String,
+        /// Seconds left before the entry expires: the entry of a flow that
+        /// moved to another director stops being refreshed, so it has less
+        /// left than the live one.
+        pub expire_s: u64,
+    }
+
+    impl Lab {
+        /// The connections director `i` tracks from the client to
+        /// `vip:port`, by the client's source port (its connection table,
+        /// read from the pinned maps with `lb list -c --json`).
+        pub fn director_flows(
+            &self,
+            i: usize,
+            vip: &str,
+            port: u16,
+        ) -> anyhow::Result<std::collections::BTreeMap<u16, Tracked>> {
+            let bpffs = self.bpffs_of(&director(i)).to_string_lossy().into_owned();
+            let out = self.lb(&["list", "-c", "--json", "--bpffs", &bpffs])?;
+            let v: serde_json::Value = serde_json::from_str(&out)
+                .with_context(|| format!("lb list -c --json of {}: {out}", director(i)))?;
+            let mut flows = std::collections::BTreeMap::new();
+            for c in v["connections"].as_array().into_iter().flatten() {
+                if c["source_address"] == CLIENT_IP
+                    && c["virtual_address"] == vip
+                    && c["virtual_port"] == port
+                {
+                    let sport = c["source_port"].as_u64().unwrap_or(0) as u16;
+                    flows.insert(
+                        sport,
+                        Tracked {
+                            real: c["destination_address"].as_str().unwrap_or("?").to_owned(),
+                            state: c["state"].as_str().unwrap_or("?").to_owned(),
+                            expire_s: c["expire_s"].as_u64().unwrap_or(0),
+                        },
+                    );
+                }
+            }
+            Ok(flows)
+        }
+
+        /// Starts `nsprobe hold-many ADDR CONNS SECS GAP_MS` in the client
+        /// (keep-alive connections, a request on each every `gap_ms`);
+        /// [`HoldMany::finish`] waits for its summary.
+        pub fn hold_many(
+            &self,
+            addr: &str,
+            conns: usize,
+            secs: f64,
+            gap_ms: u64,
+        ) -> anyhow::Result<HoldMany> {
+            let probe = self.bins.nsprobe.to_string_lossy().into_owned();
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.ns("cl"), &probe, "hold-many", addr])
+                .args([conns.to_string(), secs.to_string(), gap_ms.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("starting nsprobe hold-many")?;
+            Ok(HoldMany { child: Some(child) })
+        }
+    }
+
+    /// A running `nsprobe hold-many`; killed if dropped before it finished.
+    pub struct HoldMany {
+        child: Option<std::process::Child>,
+    }
+
+    /// What `nsprobe hold-many` reported at its end.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct HoldSummary {
+        /// Connections held.
+        pub connections: usize,
+        /// Requests sent, over all connections.
+        pub requests: u64,
+        /// Connections that died (error, RST, EOF, 10 s unanswered).
+        pub resets: u64,
+        /// Answers from another real than the connection's first.
+        pub changed: u64,
+        /// Requests not answered within 1 s (answered later).
+        pub failed: u64,
+        /// Connections per first real (`r1`, `r2`…).
+        pub first_real: std::collections::BTreeMap<String, usize>,
+        /// What hold-many wrote on stderr (why connections died).
+        pub errors: String,
+    }
+
+    impl HoldMany {
+        /// Waits for the end of the run and parses its summary.
+        pub fn finish(mut self) -> anyhow::Result<HoldSummary> {
+            let child = self.child.take().context("hold-many already finished")?;
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!(
+                    "nsprobe hold-many failed: {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let mut s = HoldSummary {
+                errors: String::from_utf8_lossy(&out.stderr).into_owned(),
+                ..HoldSummary::default()
+            };
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut w = line.split_whitespace();
+                match (w.next(), w.next()) {
+                    (Some("conn"), Some(_)) => {
+                        s.connections += 1;
+                        for kv in w {
+                            match kv.split_once('=') {
+                                Some(("first", r)) => {
+                                    *s.first_real.entry(r.to_owned()).or_default() += 1
+                                }
+                                Some(("requests", n)) => {
+                                    s.requests += n.parse::<u64>().unwrap_or(0)
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    (Some("resets"), Some(n)) => s.resets = n.parse()?,
+                    (Some("changed"), Some(n)) => s.changed = n.parse()?,
+                    (Some("failed"), Some(n)) => s.failed = n.parse()?,
+                    _ => {}
+                }
+            }
+            Ok(s)
+        }
+    }
+
+    impl Drop for HoldMany {
+        fn drop(&mut self) {
+            if let Some(c) = self.child.as_mut() {
+                super::terminate(c);
+            }
+        }
+    }
 }

@@ -11,9 +11,13 @@
 //!    DNAT + conntrack (`lb-pps`), rounds interleaved;
 //! 3. connection-level service: wrk through no balancer, lb DR, lb NAT,
 //!    HAProxy (TCP mode) and nftables DNAT to two HTTP reals;
-//! 4. with `--ipvs`: ipvs DR / NAT next to lb DR / NAT, the XDP_TX floor and
+//! 4. scale-out capacity: the aggregate forwarding rate of 1, 2 and 3 lb DR
+//!    directors fed at once, one generator thread per director, the flows
+//!    split between them as a router's ECMP splits them (`lb-pps --ecmp`;
+//!    alone: `--only ecmp`);
+//! 5. with `--ipvs`: ipvs DR / NAT next to lb DR / NAT, the XDP_TX floor and
 //!    nftables in one virtual machine running Debian's stock kernel;
-//! 5. plots and the report.
+//! 6. plots and the report.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -60,6 +64,18 @@ pub struct Options {
     /// (the README's figures) instead of `target/bench/`.
     #[arg(long)]
     pub save: bool,
+    /// Run one stage alone (after the build): its raw figures go to
+    /// `raw/` and its own report (`ecmp.md`) next to `bench.md`, which is
+    /// left as it was.
+    #[arg(long, value_enum)]
+    pub only: Option<Stage>,
+}
+
+/// A stage `--only` can run alone.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Scale-out capacity: 1, 2 and 3 directors (`lb-pps --ecmp`).
+    Ecmp,
 }
 
 struct Progress {
@@ -146,8 +162,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     // Five methods, then two more devices and eight flow-count runs.
     let pps_secs = 25.0 + 15.0 * rounds as f64 * seconds * 1.4;
     let http_est = 10.0 + 5.0 * http_rounds as f64 * (http_secs as f64 + 2.0);
-    let mut estimate = vec![60.0, ns_secs, pps_secs, http_est];
-    if opts.ipvs {
+    // Three agents to start, then three director counts per round.
+    let ecmp_secs = 20.0 + 3.0 * rounds as f64 * (seconds + 1.0);
+    let mut estimate = if opts.only == Some(Stage::Ecmp) {
+        vec![60.0, ecmp_secs]
+    } else {
+        vec![60.0, ns_secs, pps_secs, http_est, ecmp_secs]
+    };
+    if opts.ipvs && opts.only.is_none() {
         estimate.push(60.0 + 6.0 * rounds as f64 * 0.5 * 3.0);
     }
     estimate.push(2.0);
@@ -184,6 +206,46 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "nsprobe",
     ]))?;
     let bin = |n: &str| root().join("target/release").join(n);
+    let ecmp_json = raw.join("ecmp.json");
+    let ecmp_md = raw.join("ecmp.md");
+    let ecmp_stage = |p: &mut Progress| -> anyhow::Result<()> {
+        p.stage("scale-out: 1, 2 and 3 directors at once (one generator each)");
+        exec(
+            Command::new(bin("lb-pps"))
+                .arg("--lb")
+                .arg(bin("lb"))
+                .args([
+                    "--ecmp",
+                    "--seconds",
+                    &seconds.to_string(),
+                    "--rounds",
+                    &rounds.to_string(),
+                    "--flows",
+                    &opts.flows.to_string(),
+                ])
+                .arg("--out")
+                .arg(&ecmp_md)
+                .arg("--json")
+                .arg(&ecmp_json),
+        )
+    };
+    if opts.only == Some(Stage::Ecmp) {
+        ecmp_stage(&mut p)?;
+        p.stage("report");
+        let text = ecmp_report(&read_json(&ecmp_json)?, &std::fs::read_to_string(&ecmp_md)?);
+        let head = format!(
+            "# Scale-out capacity\n\n{}\nProduced by `cargo xtask bench --only ecmp{}`; raw figures in `raw/ecmp.json`.\n\n",
+            machine_line(opts.quick),
+            if opts.quick { " --quick" } else { "" },
+        );
+        std::fs::write(dir.join("ecmp.md"), head + &text)?;
+        eprintln!(
+            "\n{text}\nxtask bench: done in {:.0} s; report {}",
+            p.start.elapsed().as_secs_f64(),
+            dir.join("ecmp.md").display()
+        );
+        return Ok(());
+    }
 
     p.stage("per-packet cost (BPF_PROG_TEST_RUN) and cost versus tracked flows");
     let ns_json = raw.join("ns.json");
@@ -274,6 +336,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         std::fs::write(&http_json, serde_json::to_string_pretty(&doc)?)?;
     }
 
+    ecmp_stage(&mut p)?;
+
     if opts.ipvs {
         p.stage("ipvs side by side in a virtual machine (emulated)");
         let doc = bench_ipvs::run(0.5, if opts.quick { 1 } else { rounds.min(3) })?;
@@ -282,7 +346,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     p.stage("plots and report");
     let goals = report(
-        &dir, &ns_json, &ns_md, &pps_json, &pps_md, &http_json, opts.quick,
+        &dir, &ns_json, &ns_md, &pps_json, &pps_md, &http_json, &ecmp_json, &ecmp_md, opts.quick,
     )?;
     eprintln!("\n{goals}");
     eprintln!(
@@ -293,6 +357,83 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scale-out section: the method, `lb-pps --ecmp`'s table, and what
+/// bounds it on this machine.
+fn ecmp_report(doc: &Value, table: &str) -> String {
+    let ratio = |k: u64| {
+        doc["directors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["directors"] == k))
+            .map(|d| format!("{:.2}", f(&d["ratio_to_one"])))
+            .unwrap_or_else(|| "—".into())
+    };
+    format!(
+        "Three lb DR directors with identical `mh` services (two reals, UDP),\n\
+         each behind its own veth, as each director sits behind its own port of\n\
+         an ECMP router. For 1, 2 and 3 active directors, one generator thread\n\
+         per director (its own live-frames generator, pinned to CPU i mod {cpus})\n\
+         sends 64-byte frames into that director, the {} flows split in\n\
+         disjoint ranges between the active directors as the router's hash\n\
+         splits them; the threads start together and run {} s. The rate is the\n\
+         sum over the directors of the frames forwarded back per second;\n\
+         director counts interleaved, {} rounds, medians. The last column is\n\
+         the directors' own count (`lb counters`: `tx` + `redirect`) over the\n\
+         frames counted back (1.000: every frame lb forwarded was counted).\n\
+         The router's kernel forwarding is left out: it would cap the rate.\n\n\
+         {table}\n\
+         Ratios 1 : {} : {}. veth runs each director's XDP program in its\n\
+         sender's softirq, so a director forwards on the CPU of the generator\n\
+         that feeds it: the aggregate grows with the directors while there are\n\
+         CPUs for their generators ({cpus} here). Beyond that directors share\n\
+         CPUs, and what more they add comes from the larger share of a loaded\n\
+         machine the scheduler gives more threads, not from capacity. On\n\
+         separate machines each director brings its own CPUs.\n",
+        doc["flows"],
+        doc["seconds"],
+        doc["rounds"],
+        ratio(2),
+        ratio(3),
+        cpus = doc["cpus"],
+    )
+}
+
+/// "Machine: … CPUs (model), kernel …; date; commit …" of a report.
+fn machine_line(quick: bool) -> String {
+    let commit = output(Command::new("git").args([
+        "-C",
+        &root().to_string_lossy(),
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]))
+    .unwrap_or_else(|_| "unknown".into());
+    let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
+    format!(
+        "Machine: {cpus} CPUs ({model}), kernel {}; {}; commit {}{}.",
+        kernel.trim(),
+        date.trim(),
+        commit.trim(),
+        if quick { " (quick run)" } else { "" },
+    )
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one path per raw file of the run, read here only"
+)]
 fn report(
     dir: &Path,
     ns_json: &Path,
@@ -300,9 +441,13 @@ fn report(
     pps_json: &Path,
     pps_md: &Path,
     http_json: &Path,
+    ecmp_json: &Path,
+    ecmp_md: &Path,
     quick: bool,
 ) -> anyhow::Result<String> {
     plot::init_font()?;
+    let ecmp = read_json(ecmp_json)?;
+    let ecmp_section = ecmp_report(&ecmp, &std::fs::read_to_string(ecmp_md)?);
     let ns = read_json(ns_json)?;
     let pps = read_json(pps_json)?;
     let http = read_json(http_json)?;
@@ -522,6 +667,22 @@ fn report(
         http_rps("dr"),
         http_rps("direct"),
     );
+    let directors = |k: u64| {
+        ecmp["directors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["directors"] == k))
+            .map(|d| f(&d["median_pps"]))
+    };
+    ratio(
+        "2 directors / 1 (pps, scale-out)",
+        directors(2),
+        directors(1),
+    );
+    ratio(
+        "3 directors / 1 (pps, scale-out)",
+        directors(3),
+        directors(1),
+    );
     ratio(
         "lb DR / ipvs DR (pps, in the VM)",
         ipvs_rate("dr"),
@@ -535,32 +696,13 @@ fn report(
 
     let goals_md = goals(&ns, &pps);
 
-    let commit = output(Command::new("git").args([
-        "-C",
-        &root().to_string_lossy(),
-        "rev-parse",
-        "--short",
-        "HEAD",
-    ]))
-    .unwrap_or_else(|_| "unknown".into());
-    let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     let rel = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
     let report = format!(
         "# Benchmark report\n\n\
-         Machine: {cpus} CPUs ({model}), kernel {}; {}; commit {}{}.\n\
+         {}\n\
          Produced by `cargo xtask bench{}`; raw figures in `raw/` (JSON).\n\n\
          ## Goals (issue 15: forwarding at the floor)\n\n{goals_md}\n\
          ## Ratios\n\n| comparison | ratio |\n|---|---:|\n{ratios}\n\
@@ -581,13 +723,11 @@ fn report(
          Client, balancer and reals share the machine's {cpus} CPUs, so the servers\n\
          and the client bound every method; the balancer's own cost shows in the\n\
          difference to \"no balancer\".\n\n{}\n![HTTP requests per second]({})\n\n\
+         ## Scale-out: 1, 2 and 3 directors\n\n{}\n\
          ## ipvs, side by side in a virtual machine\n\n{}\n\
          ## Cost per packet\n\n{}\n\
          ![cost per packet]({})\n\n![cost versus tracked flows]({})\n",
-        kernel.trim(),
-        date.trim(),
-        commit.trim(),
-        if quick { " (quick run)" } else { "" },
+        machine_line(quick),
         if quick { " --quick" } else { "" },
         pps["flows"],
         std::fs::read_to_string(pps_md)?,
@@ -597,6 +737,7 @@ fn report(
         http["seconds"],
         http_md,
         rel(&http_png),
+        ecmp_section,
         ipvs_md,
         std::fs::read_to_string(ns_md)?,
         rel(&ns_png),

@@ -5,6 +5,8 @@
 //! answered and the `lb list` tables, then removes everything (also on Ctrl-C).
 //! `--ha`: two directors sharing the VIP through VRRP, with a failover.
 //! `--web`: the lab with the web console (see [`crate::demo_web`]).
+//! `--ecmp`: three directors behind an ECMP router, announcing through BGP,
+//! and a director loss (see [`crate::demo_ecmp`]).
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -38,6 +40,11 @@ pub struct Options {
     /// and runs until Ctrl-C.
     #[arg(long, conflicts_with = "ha")]
     pub web: bool,
+    /// Scale-out: three directors (lb and gobgpd each) behind a BIRD router
+    /// with ECMP; the route, the spread of 60 connections, the loss of one
+    /// director and the connections that survived it.
+    #[arg(long, conflicts_with_all = ["ha", "web", "hold"])]
+    pub ecmp: bool,
     /// Host port the console is forwarded to (with --web).
     #[arg(long, default_value_t = crate::demo_web::PORT)]
     pub web_port: u16,
@@ -207,6 +214,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     if opts.ha {
         return run_ha(bins, &opts, &stop);
+    }
+    if opts.ecmp {
+        return crate::demo_ecmp::run(bins, &stop);
     }
     println!("== building the lab: namespaces lbdemo-{{sw,cl,dir,r1,r2}}, bridge 10.200.0.0/24, VIP {VIP}");
     let mut lab = Lab::dr("lbdemo", bins, 2)?;

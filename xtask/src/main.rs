@@ -5,6 +5,7 @@ mod bench_ipvs;
 mod conformance;
 mod deb;
 mod demo;
+mod demo_ecmp;
 mod demo_web;
 mod fuzz;
 mod kernel_check;

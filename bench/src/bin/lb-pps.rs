@@ -24,11 +24,18 @@
 //! With `--scaling`, lb DR is also measured with 1 to 1,000,000 tracked
 //! flows and with 100 and 1,000 reals.
 //!
+//! With `--ecmp` (instead of the methods), the scale-out capacity: three
+//! lb DR directors with identical `mh` services, each behind its own veth,
+//! fed at once by one generator thread per active director with the flows
+//! split between them (as a router's ECMP splits them); the aggregate rate
+//! of 1, 2 and 3 directors, interleaved, medians, and the directors' own
+//! count of frames forwarded next to the frames counted back.
+//!
 //! The namespaces and processes are a [`lb_tests::Lab`] (an empty one this
 //! program builds its topology in), removed when the run ends or fails.
 //!
 //! Usage: lb-pps --lb PATH [--lab PATH] [--seconds S] [--rounds N] [--flows N]
-//!               [--scaling] [--methods floor,dr,nat,tun,nft] [--json FILE]
+//!               [--scaling] [--methods floor,dr,nat,tun,nft] [--ecmp] [--json FILE]
 //!               [--out FILE.md]
 //! (`--lab`: the lb-lab binary, by default next to this one.)
 use std::{
@@ -65,6 +72,8 @@ const IPVS: [&str; 2] = ["ipvs-dr", "ipvs-nat"];
 const MANY: [&str; 2] = ["dr100", "dr1000"];
 /// Tracked flows of `--scaling` (lb DR).
 const FLOW_COUNTS: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+/// Directors of `--ecmp` (lb DR, `mh`, identical configurations).
+const DIRECTORS: [&str; 3] = ["d1", "d2", "d3"];
 
 /// (lb_kind, reals) of an lb device under test.
 fn lb_kind(name: &str) -> Option<(&'static str, u32)> {
@@ -74,6 +83,7 @@ fn lb_kind(name: &str) -> Option<(&'static str, u32)> {
         "tun" => ("TUN", 2),
         "dr100" => ("DR", 100),
         "dr1000" => ("DR", 1000),
+        "d1" | "d2" | "d3" => ("DR", 2),
         _ => return None,
     })
 }
@@ -125,10 +135,12 @@ struct Dut {
     delivered: Vec<f64>,
 }
 
-fn service(kind: &str, n: u32) -> String {
+/// The UDP virtual service of `n` reals by `kind`, scheduled by `sched`.
+fn service(kind: &str, sched: &str, n: u32) -> String {
     let port = if kind == "NAT" { 8080 } else { 80 };
-    let mut c =
-        format!("virtual_server {VIP} 80 {{\n  lb_algo rr\n  lb_kind {kind}\n  protocol UDP\n");
+    let mut c = format!(
+        "virtual_server {VIP} 80 {{\n  lb_algo {sched}\n  lb_kind {kind}\n  protocol UDP\n"
+    );
     for i in 0..n {
         c += &format!(
             "  real_server {} {port} {{\n    weight 1\n  }}\n",
@@ -232,11 +244,18 @@ fn setup_dut(lab: &mut Lab, name: &'static str) -> anyhow::Result<Dut> {
             let (lb_kind, n) = lb_kind(kind).ok_or_else(|| anyhow!("unknown method {kind}"))?;
             // `lb run --iface eth0`, pins under the lab's bpffs, control
             // socket and configuration in its work directory.
+            // The scale-out directors run `mh`, as an ECMP deployment
+            // must (every director sends a flow to the same real).
+            let (sched, conntrack) = if DIRECTORS.contains(&kind) {
+                ("mh", "2097152")
+            } else {
+                // Room for the 1M-flow scaling run on 2 CPUs.
+                ("rr", "2097152")
+            };
             lab.spawn_agent_on(
                 kind,
-                &service(lb_kind, n),
-                // Room for the 1M-flow scaling run on 2 CPUs.
-                &["--conntrack-size", "2097152"],
+                &service(lb_kind, sched, n),
+                &["--conntrack-size", conntrack],
             )?;
             lab.wait_resolved_on(kind, Duration::from_secs(15))?;
         }
@@ -313,6 +332,36 @@ impl Gen {
     /// Generates `n` frames of `flows` flows into `d`'s veth; returns
     /// (seconds, frames counted back).
     fn burst(&mut self, d: &Dut, n: u32, flows: u32) -> anyhow::Result<(f64, u64)> {
+        self.generate(d, n, flows, 1024, |_, runs| runs == 0)
+    }
+
+    /// Generates frames of `flows` flows from source port `base_port` into
+    /// `d`'s veth for `seconds`, in runs of `chunk` frames; returns
+    /// (seconds, frames counted back).
+    fn run_for(
+        &mut self,
+        d: &Dut,
+        seconds: f64,
+        chunk: u32,
+        flows: u32,
+        base_port: u32,
+    ) -> anyhow::Result<(f64, u64)> {
+        self.generate(d, chunk, flows, base_port, |start, _| {
+            start.elapsed().as_secs_f64() < seconds
+        })
+    }
+
+    /// Runs of `chunk` live frames of `flows` flows from `base_port` into
+    /// `d`'s veth while `more(start, runs done)`; returns (seconds, frames
+    /// counted back).
+    fn generate(
+        &mut self,
+        d: &Dut,
+        chunk: u32,
+        flows: u32,
+        base_port: u32,
+        more: impl Fn(Instant, u32) -> bool,
+    ) -> anyhow::Result<(f64, u64)> {
         let mut frame = [0u8; GEN_FRAME_LEN];
         frame.copy_from_slice(&d.frame);
         let mut cfg: Array<_, GenConfig> = Array::try_from(
@@ -324,7 +373,7 @@ impl Gen {
             0,
             GenConfig {
                 flows,
-                base_port: 1024,
+                base_port,
                 frame,
             },
             0,
@@ -342,14 +391,18 @@ impl Gen {
             .ok_or_else(|| anyhow!("xdp_gen missing"))?
             .try_into()?;
         let start = Instant::now();
-        gen.test_run(TestRunOptions {
-            data_in: Some(&d.frame),
-            ctx_in: Some(&ctx),
-            repeat: n,
-            attrs: TestRunAttrs::new().xdp_live_frames(64),
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_RUN with live frames")?;
+        let mut runs = 0;
+        while more(start, runs) {
+            gen.test_run(TestRunOptions {
+                data_in: Some(&d.frame),
+                ctx_in: Some(&ctx),
+                repeat: chunk,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_RUN with live frames")?;
+            runs += 1;
+        }
         let secs = start.elapsed().as_secs_f64();
         // Frames still in flight through the method's NAPI.
         std::thread::sleep(Duration::from_millis(30));
@@ -383,6 +436,211 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow:
     }
 }
 
+/// One measurement of `--ecmp`: the first `directors` directors forwarding
+/// at once, each fed by its own generator thread.
+struct ScaleSample {
+    directors: usize,
+    /// Frames per second counted back, summed over the directors.
+    pps: f64,
+    /// Each director's share of it, frames per second.
+    per_director: Vec<f64>,
+    /// Frames counted back by the generators, in all.
+    counted: u64,
+    /// Frames the directors' data planes forwarded (`tx` + `redirect` of
+    /// `lb counters`) over the same runs, in all.
+    lb_forwarded: u64,
+}
+
+/// Frames director `name`'s data plane forwarded so far (`lb counters`:
+/// `tx` + `redirect`, summed over CPUs).
+fn lb_forwarded(lab: &Lab, name: &str) -> anyhow::Result<u64> {
+    let bpffs = lab.bpffs_of(name).to_string_lossy().into_owned();
+    let out = lab.lb(&["counters", "--json", "--bpffs", &bpffs])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let c = |k: &str| {
+        v["counters"][k]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no counter {k} in {out}"))
+    };
+    Ok(c("tx")? + c("redirect")?)
+}
+
+/// `--ecmp`: the aggregate forwarding rate of 1, 2 and 3 directors. Each
+/// active director gets its own generator thread (its own generator
+/// object, pinned to CPU `i % CPUs`) sending into its veth, as a router's
+/// ECMP hands each director its share of the flows: `flows` source ports
+/// split in disjoint ranges between the active directors. The threads
+/// start together and generate for `seconds`; the rate is the sum of each
+/// director's frames counted back per second. The director counts are
+/// interleaved within each round (the order turns each round).
+fn scale_out(
+    lab: &Lab,
+    gen_ns: &str,
+    duts: &[Dut],
+    seconds: f64,
+    rounds: usize,
+    flows: u32,
+) -> anyhow::Result<Vec<ScaleSample>> {
+    let cpus = lb_testkit::online_cpus()?;
+    // One generator object per director, loaded in the generator namespace.
+    let mut gens: Vec<Gen> = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<Vec<Gen>> {
+            enter_ns(gen_ns)?;
+            duts.iter()
+                .map(|d| Gen::new(std::slice::from_ref(d)))
+                .collect()
+        })
+        .join()
+        .map_err(|_| anyhow!("generator thread panicked"))?
+    })?;
+    // Calibration (frames per run of a twentieth of `seconds`) and warm-up:
+    // every flow known to every director.
+    let chunk = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<u32> {
+            enter_ns(gen_ns)?;
+            lb_testkit::pin_to_cpu(cpus[0])?;
+            let (t, _) = gens[0].burst(&duts[0], 200_000, flows)?;
+            for (g, d) in gens.iter_mut().zip(duts) {
+                g.burst(d, flows * 4, flows)?;
+            }
+            let chunk = ((200_000.0 / t) * seconds / 20.0).clamp(10_000.0, 5_000_000.0) as u32;
+            eprintln!(
+                "lb-pps: calibration {:.3} Mpps, runs of {chunk} frames",
+                0.2 / t
+            );
+            Ok(chunk)
+        })
+        .join()
+        .map_err(|_| anyhow!("generator thread panicked"))?
+    })?;
+    let mut samples = Vec::new();
+    for r in 0..rounds {
+        eprintln!("lb-pps: scale-out round {}/{rounds}", r + 1);
+        for j in 0..duts.len() {
+            let k = 1 + (j + r) % duts.len();
+            let per = flows / k as u32;
+            let before: Vec<u64> = duts[..k]
+                .iter()
+                .map(|d| lb_forwarded(lab, d.name))
+                .collect::<anyhow::Result<_>>()?;
+            let barrier = std::sync::Barrier::new(k);
+            let results: Vec<(f64, u64)> = std::thread::scope(|s| {
+                let handles: Vec<_> = gens[..k]
+                    .iter_mut()
+                    .zip(&duts[..k])
+                    .enumerate()
+                    .map(|(i, (g, d))| {
+                        let barrier = &barrier;
+                        let cpu = cpus[i % cpus.len()];
+                        s.spawn(move || -> anyhow::Result<(f64, u64)> {
+                            enter_ns(gen_ns)?;
+                            lb_testkit::pin_to_cpu(cpu)?;
+                            barrier.wait();
+                            g.run_for(d, seconds, chunk, per, 1024 + i as u32 * per)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().map_err(|_| anyhow!("generator thread panicked"))?)
+                    .collect::<anyhow::Result<_>>()
+            })?;
+            let mut lb_total = 0;
+            for (d, b) in duts[..k].iter().zip(before) {
+                lb_total += lb_forwarded(lab, d.name)? - b;
+            }
+            let per_director: Vec<f64> = results.iter().map(|(t, n)| *n as f64 / t).collect();
+            let s = ScaleSample {
+                directors: k,
+                pps: per_director.iter().sum(),
+                per_director,
+                counted: results.iter().map(|(_, n)| n).sum(),
+                lb_forwarded: lb_total,
+            };
+            eprintln!(
+                "lb-pps:   {k} director(s): {:.3} Mpps ({})",
+                s.pps / 1e6,
+                s.per_director
+                    .iter()
+                    .map(|p| format!("{:.3}", p / 1e6))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            );
+            samples.push(s);
+        }
+    }
+    Ok(samples)
+}
+
+/// The `--ecmp` table (Markdown) and JSON document of `samples`.
+fn scale_out_report(
+    samples: &[ScaleSample],
+    flows: u32,
+    seconds: f64,
+    rounds: usize,
+) -> (String, serde_json::Value) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let rates = |k: usize| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|s| s.directors == k)
+            .map(|s| s.pps)
+            .collect()
+    };
+    let one = median(&rates(1));
+    let mut md = String::from(
+        "| directors | Mpps, all directors (median) | min–max | per director (median) | × one director | lb forwarded / counted back |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut doc = Vec::new();
+    for k in 1..=DIRECTORS.len() {
+        let v = rates(k);
+        if v.is_empty() {
+            continue;
+        }
+        let of_k: Vec<&ScaleSample> = samples.iter().filter(|s| s.directors == k).collect();
+        let per: Vec<f64> = (0..k)
+            .map(|i| median(&of_k.iter().map(|s| s.per_director[i]).collect::<Vec<_>>()))
+            .collect();
+        let counted: u64 = of_k.iter().map(|s| s.counted).sum();
+        let forwarded: u64 = of_k.iter().map(|s| s.lb_forwarded).sum();
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(0.0, f64::max);
+        let _ = writeln!(
+            md,
+            "| {k} | {:.3} | {:.3}–{:.3} | {} | {:.2} | {:.3} |",
+            median(&v) / 1e6,
+            lo / 1e6,
+            hi / 1e6,
+            per.iter()
+                .map(|p| format!("{:.3}", p / 1e6))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            median(&v) / one,
+            forwarded as f64 / counted.max(1) as f64
+        );
+        doc.push(serde_json::json!({
+            "directors": k,
+            "pps": v,
+            "median_pps": median(&v),
+            "ratio_to_one": median(&v) / one,
+            "per_director_median_pps": per,
+            "counted": counted,
+            "lb_forwarded": forwarded,
+        }));
+    }
+    let doc = serde_json::json!({
+        "frame_bytes": GEN_FRAME_LEN,
+        "flows": flows,
+        "seconds": seconds,
+        "rounds": rounds,
+        "cpus": cpus,
+        "directors": doc,
+    });
+    (md, doc)
+}
+
 /// Rates of one flow count: (method, flows, rates per round).
 type FlowRates = (&'static str, u32, Vec<f64>);
 
@@ -397,6 +655,7 @@ fn main() -> anyhow::Result<()> {
     let flows: u32 = arg(&args, "--flows", 1024)?;
     let methods: String = arg(&args, "--methods", ALL.join(","))?;
     let scaling = args.iter().any(|a| a == "--scaling");
+    let ecmp = args.iter().any(|a| a == "--ecmp");
     let json: Option<PathBuf> = arg::<String>(&args, "--json", String::new())
         .ok()
         .filter(|s| !s.is_empty())
@@ -450,6 +709,24 @@ fn main() -> anyhow::Result<()> {
     let mut lab = Lab::empty(PREFIX, bins)?;
     lab.add_ns(GEN)?;
     let gen_ns = lab.ns(GEN);
+    if ecmp {
+        let mut duts = Vec::new();
+        for d in DIRECTORS {
+            eprintln!("lb-pps: setting up director {d}");
+            duts.push(setup_dut(&mut lab, d)?);
+        }
+        let samples = scale_out(&lab, &gen_ns, &duts, seconds, rounds, flows)?;
+        let (md, doc) = scale_out_report(&samples, flows, seconds, rounds);
+        print!("{md}");
+        if let Some(p) = out {
+            std::fs::write(p, &md)?;
+        }
+        if let Some(p) = json {
+            std::fs::write(p, serde_json::to_string_pretty(&doc)?)?;
+        }
+        drop(lab);
+        return Ok(());
+    }
     let mut duts = Vec::new();
     for m in &methods {
         eprintln!("lb-pps: setting up {m}");

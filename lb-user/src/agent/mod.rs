@@ -410,7 +410,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // With sync, the instances start held until the peer's table is in;
     // the table is asked for once they exist (their timers then start
     // before a fast answer can release them).
-    if sync_settings.is_some() {
+    if sync_settings.as_ref().is_some_and(|s| s.instance.is_some()) {
         vrrp.hold(true).await;
     }
     // VRRP last: by the time this node takes the virtual addresses, the
@@ -450,7 +450,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     }
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel(4);
     // XDP is attached and the first table written: VIPs may be announced.
-    let bgp = crate::bgp::spawn(core.published(), opts.state_dir.clone());
+    // With sync, not before a peer's table is in (or none answered).
+    let bgp = crate::bgp::spawn(
+        core.published(),
+        opts.state_dir.clone(),
+        sync.as_ref().map(|(h, _)| h.tables_ready()),
+    );
 
     let changer = change::Changer {
         core: core.clone(),
@@ -560,17 +565,27 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // Bounded: each request to the daemon has its own timeout, and a
     // daemon that answers nothing is given up on after the first.
     let withdrawn = tokio::time::timeout(BGP_STOP_LIMIT, bgp.stop(!keep_forwarding)).await;
-    if withdrawn.is_err() {
-        tracing::error!(
-            "BGP: the withdrawal did not finish within {BGP_STOP_LIMIT:?}; stopping anyway"
-        );
-    }
-    if let Ok(Some(grace)) = withdrawn {
-        if !grace.is_zero() {
-            tracing::info!(?grace, "forwarding while the routers withdraw the routes");
-            tokio::time::sleep(grace).await;
+    let bgp_stop = match withdrawn {
+        Ok(out) => out,
+        Err(_) => {
+            // Unconfirmed: routes may stay; keep forwarding for them.
+            tracing::error!(
+                "BGP: the withdrawal did not finish within {BGP_STOP_LIMIT:?}: stopping with XDP attached"
+            );
+            crate::bgp::StopOutcome {
+                grace: None,
+                keep_attached: bgp.view().configured,
+            }
         }
+    };
+    if let Some(grace) = bgp_stop.grace.filter(|g| !g.is_zero()) {
+        tracing::info!(?grace, "forwarding while the routers withdraw the routes");
+        tokio::time::sleep(grace).await;
     }
+    // A withdrawal the daemon did not confirm stops like --keep-forwarding
+    // (VRRP still goes): the routes that may remain lead to a director
+    // that forwards.
+    let keep_forwarding = keep_forwarding || bgp_stop.keep_attached;
     // VRRP next: priority 0 tells the backups to take over now, and the
     // virtual addresses leave this node. Clients keep sending here until the
     // new master's gratuitous ARP reaches them: XDP stays attached and

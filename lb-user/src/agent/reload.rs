@@ -52,7 +52,7 @@ pub struct Reloader {
 /// their locations).
 pub type SyncSettings = Option<(
     String,
-    String,
+    Option<String>,
     Option<u8>,
     Option<u16>,
     u16,

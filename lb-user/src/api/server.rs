@@ -260,11 +260,13 @@ async fn bgp_view(State(api): State<Shared>) -> Json<crate::bgp::View> {
 }
 
 async fn bgp_drain(api: &Api, drained: bool) -> Result<Json<crate::bgp::View>, Failure> {
-    api.bgp
-        .drain(drained)
-        .await
-        .map(Json)
-        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, crate::util::chain(&e)))
+    api.bgp.drain(drained).await.map(Json).map_err(|e| {
+        let code = match e {
+            crate::bgp::BgpError::NotConfigured => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, crate::util::chain(&e))
+    })
 }
 
 async fn bgp_drain_on(State(api): State<Shared>) -> Result<Json<crate::bgp::View>, Failure> {

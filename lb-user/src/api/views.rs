@@ -216,23 +216,26 @@ impl Vrrp {
         if !self.running {
             return "VRRP engine stopped\n".into();
         }
+        // Connection sync runs without VRRP too (active-active directors):
+        // its lines follow.
         if self.instances.is_empty() {
-            return "no VRRP instances configured\n".into();
+            s.push_str("no VRRP instances configured\n");
+        } else {
+            let _ = writeln!(
+                s,
+                "{:<12} {:<7} {:>4} {:<8} {:>9} {:<6} {:<26} {:>7} {:>9} {:>9}",
+                "Instance",
+                "State",
+                "VRID",
+                "Iface",
+                "Prio(cfg)",
+                "Vers",
+                "Master",
+                "Advert",
+                "Sent",
+                "Received"
+            );
         }
-        let _ = writeln!(
-            s,
-            "{:<12} {:<7} {:>4} {:<8} {:>9} {:<6} {:<26} {:>7} {:>9} {:>9}",
-            "Instance",
-            "State",
-            "VRID",
-            "Iface",
-            "Prio(cfg)",
-            "Vers",
-            "Master",
-            "Advert",
-            "Sent",
-            "Received"
-        );
         for i in &self.instances {
             let master = match &i.master_address {
                 Some(a) if i.state == "MASTER" => format!("{a} (this node)"),
@@ -450,5 +453,36 @@ mod tests {
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j["instances"][0]["dropped"]["auth"], 3);
         assert_eq!(j["instances"][0]["advert_interval_s"], 1.0);
+    }
+
+    /// Input: connection sync on, no VRRP instance (active-active
+    /// directors). Output: the sync lines are shown after the note.
+    #[test]
+    fn vrrp_render_sync_without_instances() {
+        let v = Vrrp {
+            running: true,
+            sync: Some(crate::sync::Status {
+                iface: "eth0".into(),
+                group: "224.0.0.81".into(),
+                port: 8848,
+                syncid: 18,
+                state: "in sync".into(),
+                installed: 45,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = v.render();
+        assert!(t.starts_with("no VRRP instances configured\n"), "{t}");
+        assert!(
+            t.contains("connection sync: in sync (eth0 224.0.0.81:8848, sync id 18)"),
+            "{t}"
+        );
+        assert!(t.contains("45 installed"), "{t}");
+        let none = Vrrp {
+            running: true,
+            ..Default::default()
+        };
+        assert_eq!(none.render(), "no VRRP instances configured\n");
     }
 }

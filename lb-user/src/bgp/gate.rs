@@ -59,6 +59,10 @@ pub struct Facts {
     pub drained: bool,
     /// The agent is stopping on purpose (SIGTERM, `lb stop`).
     pub stopping: bool,
+    /// Connection sync is still waiting for a peer's table (at most
+    /// `sync::BULK_TIMEOUT`): a returning director is announced only once
+    /// the flows the others track are in its tables.
+    pub syncing: bool,
 }
 
 /// Why a VIP is not announced, in the order the rule checks them.
@@ -75,6 +79,8 @@ pub enum Reason {
     NotAttached,
     /// Attached for less than `announce_delay`.
     Settling,
+    /// Connection sync waits for a peer's table (bulk copy).
+    Syncing,
     /// No service on the VIP any more (a reload removed it): withdrawn
     /// and then forgotten.
     NotConfigured,
@@ -92,6 +98,7 @@ impl Reason {
             Reason::Drained => "director drained",
             Reason::NotAttached => "data plane not attached",
             Reason::Settling => "announce_delay running",
+            Reason::Syncing => "waiting for a peer's connection table",
             Reason::NotConfigured => "no longer configured",
             Reason::NoNextHop => "no next hop for its family",
             Reason::NoHealthyReal => "no healthy real",
@@ -126,6 +133,7 @@ pub fn decide(
             match (facts.attached_for, vips.get(&vip), bgp.next_hop_of(vip)) {
                 (None, _, _) => Verdict::Withdraw(Reason::NotAttached),
                 (Some(t), _, _) if t < bgp.announce_delay => Verdict::Withdraw(Reason::Settling),
+                _ if facts.syncing => Verdict::Withdraw(Reason::Syncing),
                 (_, None, _) => Verdict::Withdraw(Reason::NotConfigured),
                 (_, _, None) => Verdict::Withdraw(Reason::NoNextHop),
                 (_, Some(h), Some(_)) if h.serving == 0 => Verdict::Withdraw(Reason::NoHealthyReal),
@@ -219,6 +227,7 @@ virtual_server fd00::100 80 {
         attached_for: Some(Duration::from_secs(5)),
         drained: false,
         stopping: false,
+        syncing: false,
     };
 
     /// Input: every real up. Output: a VIP serves when one of its services
@@ -331,9 +340,14 @@ virtual_server fd00::100 80 {
             drained: true,
             ..UP
         };
+        let syncing = Facts {
+            syncing: true,
+            ..UP
+        };
         for (facts, why) in [
             (not_attached, Reason::NotAttached),
             (settling, Reason::Settling),
+            (syncing, Reason::Syncing),
             (drained, Reason::Drained),
             (stopping, Reason::Stopping),
         ] {

@@ -220,6 +220,13 @@ impl Client {
             .map(drop)
     }
 
+    /// `gobgp neighbor del ADDR`: ends the session and forgets the peer.
+    pub async fn del_neighbor(&self, addr: IpAddr) -> Result<(), GobgpError> {
+        self.run(&["neighbor", "del", &addr.to_string()])
+            .await
+            .map(drop)
+    }
+
     /// Host prefixes of `vip`'s family in the global RIB that were added
     /// locally (not learnt from a peer), with their next hops.
     pub async fn local_paths(

@@ -108,7 +108,25 @@ pub enum BgpError {
     },
     #[error("the BGP task has stopped")]
     Stopped,
+    #[error("no lb_bgp block in the configuration in force: nothing to drain or undrain")]
+    NotConfigured,
 }
+
+/// How a deliberate stop went (`Handle::stop`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopOutcome {
+    /// VIPs were withdrawn: the agent forwards for this long (the
+    /// settings' `withdraw_grace`) while the routers move the flows.
+    pub grace: Option<Duration>,
+    /// The daemon did not confirm the withdrawal (not answering, or
+    /// refusing): routes may stay or come back, so the agent leaves XDP
+    /// attached (as `--keep-forwarding`) for them to reach a director that
+    /// forwards.
+    pub keep_attached: bool,
+}
+
+/// How long a stop retries a withdrawal the daemon did not take.
+pub const STOP_RETRY: Duration = Duration::from_secs(10);
 
 enum Cmd {
     Drain {
@@ -117,7 +135,7 @@ enum Cmd {
     },
     Stop {
         withdraw: bool,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<StopOutcome>,
     },
 }
 
@@ -148,16 +166,17 @@ impl Handle {
         rx.await.map_err(|_| BgpError::Stopped)?
     }
 
-    /// Stops the task. With `withdraw`, the VIPs are withdrawn first (one
-    /// try); returns whether anything was announced before (the agent then
-    /// waits `withdraw_grace`) and the grace to wait.
-    pub async fn stop(&self, withdraw: bool) -> Option<Duration> {
+    /// Stops the task. With `withdraw`, the VIPs are withdrawn first,
+    /// retried for [`STOP_RETRY`] when the daemon does not take it.
+    pub async fn stop(&self, withdraw: bool) -> StopOutcome {
         let grace = self.settings_grace.lock().map(|g| *g).unwrap_or_default();
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Cmd::Stop { withdraw, reply }).await.is_err() {
-            return None;
+            return StopOutcome::default();
         }
-        rx.await.ok().and_then(|had| had.then_some(grace))
+        let mut out = rx.await.unwrap_or_default();
+        out.grace = out.grace.map(|_| grace);
+        out
     }
 }
 
@@ -210,11 +229,29 @@ struct Task {
     /// The daemon's AS differs from local_as (logged once).
     as_mismatch_logged: Option<u32>,
     grace: Arc<std::sync::Mutex<Duration>>,
+    /// See [`spawn`]; `None`: no connection sync.
+    tables_ready: Option<watch::Receiver<bool>>,
+    /// Settings a reload replaced (another `api`) or removed: their daemon
+    /// still has the paths and peers this agent added, withdrawn and
+    /// deleted there before they are forgotten.
+    retiring: Vec<Arc<Bgp>>,
+    /// Peers this agent added to the daemon (deleted when a reload drops
+    /// them from `lb_bgp`; peers of the daemon's own configuration are
+    /// never touched).
+    added_peers: BTreeSet<IpAddr>,
+    /// The daemon runs another AS than `local_as` (shown as the error).
+    mismatch: Option<String>,
 }
 
 /// Starts the BGP task on what the reconciler publishes; the data plane is
 /// attached and its first table written (the agent calls this after both).
-pub fn spawn(published: watch::Receiver<Published>, state_dir: PathBuf) -> Handle {
+/// `tables_ready`: with connection sync, `false` until a peer's table is in
+/// (`sync::Handle::tables_ready`); nothing is announced before.
+pub fn spawn(
+    published: watch::Receiver<Published>,
+    state_dir: PathBuf,
+    tables_ready: Option<watch::Receiver<bool>>,
+) -> Handle {
     let (tx, rx) = mpsc::channel(8);
     let (view_tx, view_rx) = watch::channel(View::default());
     let drained = drained_at_start(&state_dir);
@@ -247,6 +284,10 @@ pub fn spawn(published: watch::Receiver<Published>, state_dir: PathBuf) -> Handl
         counts: (0, 0, 0),
         as_mismatch_logged: None,
         grace: grace.clone(),
+        tables_ready,
+        retiring: Vec::new(),
+        added_peers: BTreeSet::new(),
+        mismatch: None,
     };
     tokio::spawn(task.run(rx));
     Handle {
@@ -265,6 +306,9 @@ impl Task {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
+                    Some(Cmd::Drain { reply, .. }) if self.settings.is_none() => {
+                        let _ = reply.send(Err(BgpError::NotConfigured));
+                    }
                     Some(Cmd::Drain { drained, reply }) => {
                         let r = save_drain(&self.state_dir, drained);
                         if r.is_ok() && drained != self.drained {
@@ -275,19 +319,31 @@ impl Task {
                         let _ = reply.send(r.map(|()| self.view()));
                     }
                     Some(Cmd::Stop { withdraw, reply }) => {
-                        let had = self.paths.keys().any(|v| self.owned.contains(v));
+                        let had = self.announced_any();
+                        let mut out = StopOutcome::default();
                         if withdraw {
                             self.stopping = true;
-                            self.round(true).await;
-                            if self.paths.keys().any(|v| self.owned.contains(v)) {
-                                tracing::error!("BGP: stopping with VIPs still announced (the daemon did not take the withdrawal: {}); the routers keep sending here until the daemon stops", self.error.as_deref().unwrap_or("unknown"));
+                            let until = Instant::now() + STOP_RETRY;
+                            loop {
+                                self.round(true).await;
+                                // Unconfirmed: a failed round after paths
+                                // were seen, or paths still there.
+                                out.keep_attached = self.announced_any() || (had && self.error.is_some());
+                                if !out.keep_attached || Instant::now() >= until {
+                                    break;
+                                }
+                                tokio::time::sleep(BACKOFF_MIN).await;
+                            }
+                            if out.keep_attached {
+                                tracing::error!("BGP: the daemon did not confirm the withdrawal ({}) within {STOP_RETRY:?}: XDP stays attached so that the routes it may still announce (or announce again when it answers) reach a director that forwards; withdraw them by hand (`gobgp global rib del`) or start lb again", self.error.as_deref().unwrap_or("the paths are still there"));
                             } else if had {
                                 tracing::info!("BGP: every VIP withdrawn before the stop");
+                                out.grace = Some(Duration::ZERO);
                             }
                         } else if had {
                             tracing::info!("BGP: stopping with the VIPs announced (XDP keeps forwarding; the next agent takes the announcements over)");
                         }
-                        let _ = reply.send(had && withdraw);
+                        let _ = reply.send(out);
                         return;
                     }
                 },
@@ -297,6 +353,13 @@ impl Task {
                     }
                     self.take_published();
                 }
+                // The tables are in place (sync): decide again at once.
+                Ok(()) = async {
+                    match self.tables_ready.as_mut() {
+                        Some(r) if !*r.borrow() => r.changed().await,
+                        _ => std::future::pending().await,
+                    }
+                } => {}
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -308,9 +371,24 @@ impl Task {
         self.vips = p.vips;
         if p.bgp != self.settings {
             match (&self.settings, &p.bgp) {
-                (None, Some(b)) => tracing::info!(api = %b.api, local_as = b.local_as, "BGP: announcing through {} (lb_bgp)", b.daemon.name()),
-                (Some(_), None) => tracing::info!("BGP: lb_bgp removed from the configuration; VIPs announced before stay in the daemon"),
-                _ => tracing::info!("BGP: lb_bgp changed"),
+                (None, Some(b)) => {
+                    tracing::info!(api = %b.api, local_as = b.local_as, "BGP: announcing through {} (lb_bgp)", b.daemon.name())
+                }
+                (Some(old), None) => {
+                    tracing::info!("BGP: lb_bgp removed from the configuration: withdrawing the VIPs this agent announced and deleting the peers it added");
+                    self.retiring.push(old.clone());
+                }
+                (Some(old), Some(new)) => {
+                    if old.api != new.api {
+                        tracing::info!(old = %old.api, new = %new.api, "BGP: lb_bgp names another daemon: withdrawing the VIPs and deleting the peers this agent added at the old one");
+                        self.retiring.push(old.clone());
+                    } else if old.local_as != new.local_as || old.router_id() != new.router_id() {
+                        tracing::warn!("BGP: local_as / router_id changed: lb does not restart gobgpd's BGP instance; restart gobgpd (lb sets it up again) for the change to take effect");
+                    } else {
+                        tracing::info!("BGP: lb_bgp changed");
+                    }
+                }
+                (None, None) => {}
             }
             self.settings = p.bgp;
             if let Ok(mut g) = self.grace.lock() {
@@ -331,6 +409,7 @@ impl Task {
             attached_for: Some(self.attached_at.elapsed()),
             drained: self.drained,
             stopping: self.stopping,
+            syncing: self.tables_ready.as_ref().is_some_and(|r| !*r.borrow()),
         }
     }
 
@@ -350,7 +429,14 @@ impl Task {
     /// One round: read the daemon, correct it, publish the view. `force`
     /// ignores the back-off (a drain, a stop).
     async fn round(&mut self, force: bool) {
+        if !self.retiring.is_empty() {
+            self.retire().await;
+        }
         let Some(b) = self.settings.clone() else {
+            if self.retiring.is_empty() {
+                self.paths.clear();
+                self.peers.clear();
+            }
             self.publish();
             return;
         };
@@ -388,6 +474,71 @@ impl Task {
         self.publish();
     }
 
+    /// Whether a VIP of this agent is in the daemon's RIB (as last read),
+    /// or a replaced daemon may still hold some.
+    fn announced_any(&self) -> bool {
+        self.paths.keys().any(|v| self.owned.contains(v)) || !self.retiring.is_empty()
+    }
+
+    /// Withdraws this agent's VIPs from the daemons of replaced or removed
+    /// settings and deletes the peers it added there; those done are
+    /// forgotten, a failure is logged once and retried next round.
+    async fn retire(&mut self) {
+        let mut left = Vec::new();
+        for old in std::mem::take(&mut self.retiring) {
+            let client = gobgp::Client {
+                program: old.program.clone(),
+                api: old.api,
+                timeout: old.timeout,
+            };
+            let r: Result<usize, gobgp::GobgpError> = async {
+                let mut n = 0;
+                for fam in [
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                ] {
+                    for vip in client.local_paths(fam).await?.into_keys() {
+                        if self.owned.contains(&vip) {
+                            client.withdraw(vip).await?;
+                            tracing::info!(%vip, api = %old.api, "BGP: withdrawn (lb_bgp changed)");
+                            self.counts.1 += 1;
+                            n += 1;
+                        }
+                    }
+                }
+                for p in client.neighbors().await? {
+                    let keep = self.settings.as_ref().is_some_and(|b| b.api == old.api && b.neighbors.iter().any(|n| n.addr == p.addr));
+                    if self.added_peers.contains(&p.addr) && !keep {
+                        client.del_neighbor(p.addr).await?;
+                        tracing::info!(peer = %p.addr, api = %old.api, "BGP: neighbor lb had added deleted (lb_bgp changed)");
+                    }
+                }
+                Ok(n)
+            }
+            .await;
+            match r {
+                Ok(_) => {
+                    if self.settings.as_ref().is_none_or(|b| b.api != old.api) {
+                        self.added_peers.clear();
+                    }
+                }
+                Err(e) => {
+                    let text = format!(
+                        "retiring the daemon at {}: {}",
+                        old.api,
+                        crate::util::chain(&e)
+                    );
+                    if self.error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!("BGP: {text}; retrying");
+                    }
+                    self.error = Some(text);
+                    left.push(old);
+                }
+            }
+        }
+        self.retiring = left;
+    }
+
     async fn converge(&mut self, b: &Bgp, client: &gobgp::Client) -> Result<(), gobgp::GobgpError> {
         match client.global().await? {
             None => {
@@ -402,21 +553,26 @@ impl Task {
                 );
             }
             Some(g) if g.asn != b.local_as => {
+                let text = format!(
+                    "gobgpd runs AS {} but lb_bgp says local_as {}: fix one of them (lb does not restart the daemon's BGP instance)",
+                    g.asn, b.local_as
+                );
                 if self.as_mismatch_logged != Some(g.asn) {
-                    tracing::error!(
-                        "BGP: gobgpd runs AS {} but lb_bgp says local_as {}: fix one of them (lb does not restart the daemon's BGP instance)",
-                        g.asn,
-                        b.local_as
-                    );
+                    tracing::error!("BGP: {text}");
                     self.as_mismatch_logged = Some(g.asn);
                 }
+                self.mismatch = Some(text);
             }
-            Some(_) => self.as_mismatch_logged = None,
+            Some(_) => {
+                self.as_mismatch_logged = None;
+                self.mismatch = None;
+            }
         }
         let mut peers = client.neighbors().await?;
         for n in &b.neighbors {
             if !peers.iter().any(|p| p.addr == n.addr) {
                 client.add_neighbor(n.addr, n.asn).await?;
+                self.added_peers.insert(n.addr);
                 tracing::info!(peer = %n.addr, asn = n.asn, "BGP: neighbor added to gobgpd");
                 peers.push(gobgp::Peer {
                     addr: n.addr,
@@ -424,6 +580,21 @@ impl Task {
                     session: gobgp::Session::Unknown,
                 });
             }
+        }
+        // Peers this agent added that lb_bgp no longer names.
+        let gone: Vec<IpAddr> = self
+            .added_peers
+            .iter()
+            .filter(|a| !b.neighbors.iter().any(|n| n.addr == **a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if peers.iter().any(|p| p.addr == addr) {
+                client.del_neighbor(addr).await?;
+                tracing::info!(peer = %addr, "BGP: neighbor removed from lb_bgp: deleted from gobgpd");
+            }
+            self.added_peers.remove(&addr);
+            peers.retain(|p| p.addr != addr);
         }
         self.log_sessions(&peers);
         self.peers = peers;
@@ -488,6 +659,7 @@ impl Task {
 
     fn view(&self) -> View {
         let b = self.settings.as_deref();
+        let answering = self.error.is_none();
         let verdicts =
             b.map(|b| gate::decide(&self.vips, self.owned.iter().copied(), &self.facts(), b));
         let vips = self
@@ -508,8 +680,15 @@ impl Task {
                         Some(Verdict::Withdraw(r)) => Some(r),
                         _ => None,
                     },
-                    announced: self.paths.contains_key(vip),
-                    next_hop: self.paths.get(vip).and_then(|h| h.first()).copied(),
+                    // Confirmed by the daemon's last answer: nothing is
+                    // vouched for while it does not answer.
+                    announced: answering && self.paths.contains_key(vip),
+                    next_hop: self
+                        .paths
+                        .get(vip)
+                        .filter(|_| answering)
+                        .and_then(|h| h.first())
+                        .copied(),
                 }
             })
             .collect();
@@ -519,7 +698,7 @@ impl Task {
             api: b.map(|b| b.api.to_string()),
             local_as: b.map(|b| b.local_as),
             daemon_up: b.is_some() && self.error.is_none() && self.last_ok.is_some(),
-            error: self.error.clone(),
+            error: self.error.clone().or_else(|| self.mismatch.clone()),
             last_ok_ago_s: self.last_ok.map(|t| t.elapsed().as_secs_f64()),
             drained: self.drained,
             stopping: self.stopping,
@@ -530,8 +709,13 @@ impl Task {
                 .map(|p| PeerView {
                     address: p.addr,
                     asn: p.asn,
-                    state: p.session,
-                    up: p.session == gobgp::Session::Established,
+                    // The session as last read, while the daemon answers.
+                    state: if answering {
+                        p.session
+                    } else {
+                        gobgp::Session::Unknown
+                    },
+                    up: answering && p.session == gobgp::Session::Established,
                     configured: b.is_some_and(|b| b.neighbors.iter().any(|n| n.addr == p.addr)),
                 })
                 .collect(),

@@ -33,7 +33,7 @@ use std::{
 };
 
 use super::{
-    value::{arg, block, errors, parse_addr, timer, uint, unknown, Shapes},
+    value::{arg, block, errors, parse_addr, timer, uint, Shapes},
     Diag, Loc, Node,
 };
 
@@ -140,6 +140,54 @@ const SHAPES: Shapes = Shapes {
 /// Largest AS number (4-octet, RFC 6793); 0 is reserved (RFC 7607).
 const MAX_AS: u64 = u32::MAX as u64;
 
+/// Most `neighbor`s in the block: a director peers with its routers (a
+/// handful); the cap keeps a hostile file from costing the parser and the
+/// daemon thousands of sessions.
+pub const MAX_NEIGHBORS: usize = 64;
+
+/// Keywords that take one value: a second one is an error (it would
+/// otherwise silently win over the first).
+const SINGLE: [&str; 11] = [
+    "daemon",
+    "api",
+    "local_as",
+    "router_id",
+    "next_hop",
+    "next_hop6",
+    "announce_delay",
+    "withdraw_grace",
+    "poll_interval",
+    "timeout",
+    "gobgp_program",
+];
+
+/// Whether `a` can be a BGP peer, a next hop or a router id: not the
+/// unspecified, a multicast or the broadcast address (gobgpd would take
+/// them and announce routes nobody can use). `None`: fine; else why not.
+fn unusable(a: IpAddr) -> Option<&'static str> {
+    match a {
+        a if a.is_unspecified() => Some("the unspecified address"),
+        a if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        _ => None,
+    }
+}
+
+/// An error when `a` (the value of `c`) is [`unusable`].
+fn usable(c: &Node, a: IpAddr, diags: &mut Vec<Diag>) -> Option<IpAddr> {
+    match unusable(a) {
+        None => Some(a),
+        Some(why) => {
+            diags.push(Diag::error(
+                &c.loc,
+                Some(&c.keyword),
+                format!("{a} is {why}"),
+            ));
+            None
+        }
+    }
+}
+
 /// Parses one `lb_bgp` block; problems go to `diags` with their location.
 pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
     if !n.args.is_empty() {
@@ -169,8 +217,20 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
     let secs = |c: &Node, min: u64, max: u64, diags: &mut Vec<Diag>| {
         timer(c, Duration::from_secs(min), Duration::from_secs(max), diags)
     };
+    let mut seen: std::collections::BTreeMap<&str, &Loc> = std::collections::BTreeMap::new();
+    let mut too_many: Option<&Loc> = None;
     for c in block(n, diags) {
         SHAPES.check(c, diags);
+        if let Some(k) = SINGLE.iter().find(|k| **k == c.keyword) {
+            if let Some(first) = seen.insert(k, &c.loc) {
+                diags.push(Diag::error(
+                    &c.loc,
+                    Some(k),
+                    format!("given twice (first at {first}): say it once"),
+                ));
+                continue;
+            }
+        }
         match c.keyword.as_str() {
             "daemon" => match arg(c, 0, "daemon name", diags) {
                 Some("gobgp") => out.daemon = Daemon::Gobgp,
@@ -184,6 +244,13 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
             "api" => {
                 if let Some(a) = arg(c, 0, "address:port", diags) {
                     match a.parse::<SocketAddr>() {
+                        Ok(s) if s.port() == 0 || unusable(s.ip()).is_some() => {
+                            diags.push(Diag::error(
+                                &c.loc,
+                                Some("api"),
+                                format!("'{a}' cannot be gobgpd's gRPC address (port 0, or an address nothing listens on)"),
+                            ))
+                        }
                         Ok(s) => out.api = s,
                         Err(_) => diags.push(Diag::error(
                             &c.loc,
@@ -194,7 +261,7 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
                 }
             }
             "local_as" => local_as = uint(c, 0, 1, MAX_AS, "AS number", diags),
-            "router_id" => match parse_addr(c, 0, diags) {
+            "router_id" => match parse_addr(c, 0, diags).and_then(|a| usable(c, a, diags)) {
                 Some(IpAddr::V4(a)) => out.router_id = Some(a),
                 Some(IpAddr::V6(_)) => diags.push(Diag::error(
                     &c.loc,
@@ -204,7 +271,12 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
                 None => {}
             },
             "neighbor" => {
-                let addr = parse_addr(c, 0, diags);
+                if out.neighbors.len() >= MAX_NEIGHBORS {
+                    // One error for the lot (below), not one per line.
+                    too_many.get_or_insert(&c.loc);
+                    continue;
+                }
+                let addr = parse_addr(c, 0, diags).and_then(|a| usable(c, a, diags));
                 let asn = uint(c, 1, 1, MAX_AS, "AS number", diags);
                 if let (Some(addr), Some(asn)) = (addr, asn) {
                     if let Some(o) = out.neighbors.iter().find(|o| o.addr == addr) {
@@ -222,7 +294,7 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
                     }
                 }
             }
-            "next_hop" => match parse_addr(c, 0, diags) {
+            "next_hop" => match parse_addr(c, 0, diags).and_then(|a| usable(c, a, diags)) {
                 Some(IpAddr::V4(a)) => out.next_hop = Some(a),
                 Some(IpAddr::V6(_)) => diags.push(Diag::error(
                     &c.loc,
@@ -231,7 +303,7 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
                 )),
                 None => {}
             },
-            "next_hop6" => match parse_addr(c, 0, diags) {
+            "next_hop6" => match parse_addr(c, 0, diags).and_then(|a| usable(c, a, diags)) {
                 Some(IpAddr::V6(a)) => out.next_hop6 = Some(a),
                 Some(IpAddr::V4(_)) => diags.push(Diag::error(
                     &c.loc,
@@ -273,8 +345,22 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
                     out.program = PathBuf::from(p);
                 }
             }
-            _ => diags.push(unknown(c, KEYWORD)),
+            // lb's own block: a misspelt keyword (`neighbour`) is an
+            // error, not a warning keepalived-style, since nothing else
+            // reads the block and a lost line changes what is announced.
+            _ => diags.push(Diag::error(
+                &c.loc,
+                Some(&c.keyword),
+                format!("unknown keyword in {KEYWORD} (daemon, api, local_as, router_id, neighbor, next_hop, next_hop6, announce_delay, withdraw_grace, poll_interval, timeout, gobgp_program)"),
+            )),
         }
+    }
+    if let Some(loc) = too_many {
+        diags.push(Diag::error(
+            loc,
+            Some("neighbor"),
+            format!("more than {MAX_NEIGHBORS} neighbors (from here on)"),
+        ));
     }
     match local_as {
         Some(a) => out.local_as = a as u32,
@@ -378,7 +464,7 @@ mod tests {
             "k.conf:6:3: error: next_hop: an IPv6 next hop goes in next_hop6",
             "k.conf:7:3: error: router_id: the BGP identifier is an IPv4 address",
             "k.conf:8:3: error: poll_interval: '0.01' must be from 0.1 to 3600 seconds",
-            "k.conf:9:3: warning: frobnicate: unknown keyword in lb_bgp; ignored",
+            "k.conf:9:3: error: frobnicate: unknown keyword in lb_bgp (daemon, api,",
             "k.conf:1:1: error: lb_bgp: missing next_hop",
         ] {
             assert!(
@@ -400,6 +486,73 @@ mod tests {
         assert!(
             got.iter().any(|g| g
                 .starts_with("k.conf:4:1: error: lb_bgp: given twice; the first is at k.conf:1:1")),
+            "{got:?}"
+        );
+    }
+
+    /// Input: what the fresh-user trial found accepted without a word.
+    /// Output: each an error at its line; no block.
+    #[test]
+    fn repeats_typos_unusable_addresses_and_too_many_neighbors_are_errors() {
+        for (body, want) in [
+            (
+                "  local_as 65002\n",
+                "k.conf:5:3: error: local_as: given twice (first at k.conf:2:3)",
+            ),
+            (
+                "  next_hop 10.0.0.3\n",
+                "k.conf:5:3: error: next_hop: given twice (first at k.conf:4:3)",
+            ),
+            (
+                "  neighbour 10.0.0.1 65000\n",
+                "k.conf:5:3: error: neighbour: unknown keyword in lb_bgp",
+            ),
+            (
+                "  neighbor 0.0.0.0 65000\n",
+                "k.conf:5:3: error: neighbor: 0.0.0.0 is the unspecified address",
+            ),
+            (
+                "  neighbor 224.0.0.1 65000\n",
+                "k.conf:5:3: error: neighbor: 224.0.0.1 is a multicast address",
+            ),
+            (
+                "  router_id 255.255.255.255\n",
+                "k.conf:5:3: error: router_id: 255.255.255.255 is the broadcast address",
+            ),
+            (
+                "  api 127.0.0.1:0\n",
+                "k.conf:5:3: error: api: '127.0.0.1:0' cannot be",
+            ),
+            (
+                "  next_hop6 ::\n",
+                "k.conf:5:3: error: next_hop6: :: is the unspecified address",
+            ),
+        ] {
+            let l = load(&format!(
+                "lb_bgp {{\n  local_as 65001\n  neighbor 10.0.0.254 65000\n  next_hop 10.0.0.2\n{body}}}\n"
+            ));
+            let got = lines(&l);
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "{want}\nnot in:\n{}",
+                got.join("\n")
+            );
+            assert!(l.config.bgp.is_none(), "{body}");
+        }
+        // 65 neighbors: one error, at the 65th.
+        let many: String = (1..=65)
+            .map(|i| format!("  neighbor 10.1.{}.{} 65000\n", i / 250, i % 250 + 1))
+            .collect();
+        let l = load(&format!(
+            "lb_bgp {{\n  local_as 65001\n  next_hop 10.0.0.2\n{many}}}\n"
+        ));
+        let got: Vec<String> = lines(&l)
+            .into_iter()
+            .filter(|g| g.contains("neighbors"))
+            .collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("k.conf:68:3: error: neighbor: more than 64 neighbors"),
             "{got:?}"
         );
     }

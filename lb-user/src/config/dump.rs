@@ -51,7 +51,10 @@ pub fn dump(c: &Config) -> Value {
             "lvs_sync_daemon": g.lvs_sync.as_ref().map(|s| json!({
                 "interface": s.iface,
                 "vrrp_instance": s.instance,
-                "id": s.syncid.or_else(|| c.vrrp.instances.iter().find(|i| i.name == s.instance).map(|i| i.vrid)),
+                "id": s.syncid.or_else(|| match &s.instance {
+                    Some(n) => c.vrrp.instances.iter().find(|i| &i.name == n).map(|i| i.vrid),
+                    None => Some(0),
+                }),
                 "maxlen": s.maxlen,
                 "port": s.port,
                 "ttl": s.ttl,

@@ -415,7 +415,10 @@ fn global_defs(w: &mut Writer, c: &Config) {
         l("vrrp_higher_prio_send_advert true".into());
     }
     if let Some(s) = &g.lvs_sync {
-        let mut t = format!("lvs_sync_daemon {} {}", word(&s.iface), word(&s.instance));
+        let mut t = format!("lvs_sync_daemon {}", word(&s.iface));
+        if let Some(i) = &s.instance {
+            let _ = write!(t, " {}", word(i));
+        }
         if let Some(id) = s.syncid {
             let _ = write!(t, " id {id}");
         }

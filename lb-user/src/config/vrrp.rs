@@ -88,16 +88,22 @@ pub struct Globals {
 
 /// keepalived's `lvs_sync_daemon IFACE VRRP_INSTANCE [id ID] [maxlen LEN]
 /// [port PORT] [ttl TTL] [group ADDR]` (global_parser.c, keepalived 2.2.7):
-/// the ipvs sync daemon's settings, with ipvs's defaults.
+/// the ipvs sync daemon's settings, with ipvs's defaults. lb's extension:
+/// the instance may be left out (`lvs_sync_daemon IFACE [id ID] …`) for
+/// directors without VRRP (active-active behind ECMP, README "Scale-out");
+/// keepalived requires it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LvsSync {
     /// Interface the messages are sent and received on.
     pub iface: String,
     /// The VRRP instance whose state the sync follows: while this director
     /// is starting it holds that instance in BACKUP until the peer's bulk
-    /// copy is in; its `virtual_router_id` is the default sync id.
-    pub instance: String,
-    /// `id` (0..=255); `None`: the instance's virtual_router_id.
+    /// copy is in; its `virtual_router_id` is the default sync id. `None`
+    /// (lb's extension): no VRRP; the sync id defaults to 0 (ipvsadm's
+    /// `--syncid` default) and BGP announcements wait for the bulk copy.
+    pub instance: Option<String>,
+    /// `id` (0..=255); `None`: the instance's virtual_router_id, or 0
+    /// without an instance.
     pub syncid: Option<u8>,
     /// `maxlen`: largest message, UDP payload bytes; `None`: the
     /// interface's MTU less 28 (IPv4 and UDP headers), as ipvs.
@@ -540,7 +546,14 @@ const MIN_SYNC_MAXLEN: u64 = 80;
 /// silently runs with another id or group never meets its peer).
 fn lvs_sync(c: &Node, diags: &mut Vec<Diag>) -> Option<LvsSync> {
     let iface = arg(c, 0, "interface", diags)?.to_string();
-    let instance = arg(c, 1, "VRRP instance", diags)?.to_string();
+    const OPTIONS: [&str; 5] = ["id", "maxlen", "port", "ttl", "group"];
+    // The instance is the second word unless it is left out (lb's
+    // extension): absent, or the second word is an option.
+    let instance = c
+        .args
+        .get(1)
+        .filter(|a| !OPTIONS.contains(&a.as_str()))
+        .cloned();
     let mut s = LvsSync {
         iface,
         instance,
@@ -551,11 +564,11 @@ fn lvs_sync(c: &Node, diags: &mut Vec<Diag>) -> Option<LvsSync> {
         group: IpAddr::V4(crate::sync::wire::DEFAULT_GROUP),
         loc: c.loc.clone(),
     };
-    let mut i = 2;
+    let mut i = if s.instance.is_some() { 2 } else { 1 };
     let mut ok = true;
     while i < c.args.len() {
         let opt = c.args[i].as_str();
-        if !matches!(opt, "id" | "maxlen" | "port" | "ttl" | "group") {
+        if !OPTIONS.contains(&opt) {
             diags.push(Diag::error(
                 &c.loc,
                 Some("lvs_sync_daemon"),
@@ -1320,14 +1333,19 @@ pub fn sync_group(n: &Node, diags: &mut Vec<Diag>) -> Option<SyncGroup> {
 /// Cross-checks once every block is read: names resolve, VRIDs are unique
 /// per interface and family.
 pub fn finish(v: &mut Vrrp, diags: &mut Vec<Diag>) {
-    if let Some(s) = &v.globals.lvs_sync {
-        if !v.instances.iter().any(|i| i.name == s.instance) {
+    if let Some((s, name)) = v
+        .globals
+        .lvs_sync
+        .as_ref()
+        .and_then(|s| Some((s, s.instance.as_ref()?)))
+    {
+        if !v.instances.iter().any(|i| &i.name == name) {
             // keepalived logs this and runs without sync; lb refuses it:
             // the operator asked for sync.
             diags.push(Diag::error(
                 &s.loc,
                 Some("lvs_sync_daemon"),
-                format!("no vrrp_instance named '{}'", s.instance),
+                format!("no vrrp_instance named '{name}'"),
             ));
         }
     }

@@ -167,7 +167,9 @@ pub struct Index {
 pub struct Settings {
     pub iface: String,
     pub ifindex: u32,
-    pub instance: String,
+    /// The VRRP instance held while the bulk copy comes; `None`: no VRRP
+    /// (active-active directors).
+    pub instance: Option<String>,
     pub syncid: u8,
     /// Largest message (UDP payload bytes).
     pub maxlen: usize,
@@ -222,15 +224,21 @@ impl Settings {
             if ifindex == 0 {
                 return Err(no_iface());
             }
-            let inst = config
-                .vrrp
-                .instances
-                .iter()
-                .find(|i| i.name == s.instance)
-                .ok_or_else(|| SyncError::NoInstance {
-                    loc: s.loc.clone(),
-                    instance: s.instance.clone(),
-                })?;
+            let vrid = match &s.instance {
+                Some(name) => Some(
+                    config
+                        .vrrp
+                        .instances
+                        .iter()
+                        .find(|i| &i.name == name)
+                        .ok_or_else(|| SyncError::NoInstance {
+                            loc: s.loc.clone(),
+                            instance: name.clone(),
+                        })?
+                        .vrid,
+                ),
+                None => None,
+            };
             let maxlen = match s.maxlen {
                 Some(m) => m as usize,
                 None => crate::util::netdev::mtu(&s.iface)
@@ -243,7 +251,8 @@ impl Settings {
                 iface: s.iface.clone(),
                 ifindex,
                 instance: s.instance.clone(),
-                syncid: s.syncid.unwrap_or(inst.vrid),
+                // ipvsadm's --syncid default is 0.
+                syncid: s.syncid.or(vrid).unwrap_or(0),
                 maxlen,
                 port: s.port,
                 ttl: s.ttl,
@@ -294,9 +303,17 @@ pub struct Status {
 pub struct Handle {
     status: watch::Receiver<Status>,
     received_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    ready: watch::Receiver<bool>,
 }
 
 impl Handle {
+    /// `true` once this director's tables are in place: a peer's bulk copy
+    /// is installed, or none answered within [`BULK_TIMEOUT`]. The BGP task
+    /// announces nothing before (README "Scale-out").
+    pub fn tables_ready(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
     pub fn status(&self) -> Status {
         let mut s = self.status.borrow().clone();
         s.last_received_ms = self
@@ -609,6 +626,7 @@ pub async fn spawn(
     };
     let (tx, rx) = watch::channel(status);
     let received_at = Arc::new(std::sync::Mutex::new(None));
+    let (ready_tx, ready) = watch::channel(false);
     let dp = Arc::new(std::sync::Mutex::new(dp));
     let jobs =
         spawn_installer(dp.clone(), tx.clone()).map_err(io("starting the installer thread"))?;
@@ -628,12 +646,14 @@ pub async fn spawn(
         received_at: received_at.clone(),
         nonce: rand_nonce(),
         jobs,
+        ready: Arc::new(ready_tx),
     };
     let join = tokio::spawn(task.run());
     Ok((
         Handle {
             status: rx,
             received_at,
+            ready,
         },
         join,
     ))
@@ -656,9 +676,28 @@ struct Task {
     received_at: Arc<std::sync::Mutex<Option<Instant>>>,
     nonce: u32,
     jobs: tokio::sync::mpsc::Sender<Job>,
+    ready: Arc<watch::Sender<bool>>,
+}
+
+/// The wait for a peer's table is over: BGP may announce, and the VRRP
+/// instance (when sync follows one) is released.
+async fn release(ready: &watch::Sender<bool>, s: &Settings, vrrp: &crate::vrrp::engine::Handle) {
+    ready.send_replace(true);
+    if s.instance.is_some() {
+        vrrp.hold(false).await;
+    }
 }
 
 impl Task {
+    /// What the end of the wait for a peer's table releases, for the log.
+    fn released_what(&self) -> &'static str {
+        if self.s.instance.is_some() {
+            "VRRP released"
+        } else {
+            "tables in place"
+        }
+    }
+
     fn index(&self) -> Arc<Index> {
         self.core.published().borrow().sync_index.clone()
     }
@@ -766,8 +805,8 @@ impl Task {
                     if started.elapsed() >= BULK_TIMEOUT {
                         waiting = false;
                         self.tx.send_modify(|st| st.state = "no answer from a peer".into());
-                        tracing::warn!("connection sync: no peer answered the table request in {BULK_TIMEOUT:?}; VRRP released");
-                        self.vrrp.hold(false).await;
+                        tracing::warn!("connection sync: no peer answered the table request in {BULK_TIMEOUT:?}; {}", self.released_what());
+                        release(&self.ready, &self.s, &self.vrrp).await;
                     } else {
                         self.send_control(Control::BulkRequest { nonce: self.nonce }).await;
                     }
@@ -845,6 +884,7 @@ impl Task {
                             let (done, installed) = tokio::sync::oneshot::channel();
                             let _ = self.jobs.send(Job::Marker(done)).await;
                             let (tx, vrrp) = (self.tx.clone(), self.vrrp.clone());
+                            let (ready, s, what) = (self.ready.clone(), self.s.clone(), self.released_what());
                             tokio::spawn(async move {
                                 let _ = installed.await;
                                 let ms = started.elapsed().as_millis() as u64;
@@ -853,8 +893,8 @@ impl Task {
                                     st.bulk_received = count.into();
                                     st.bulk_ms = Some(ms);
                                 });
-                                tracing::info!(%from, conns = count, ms, "connection sync: the peer's table is in; VRRP released");
-                                vrrp.hold(false).await;
+                                tracing::info!(%from, conns = count, ms, "connection sync: the peer's table is in; {what}");
+                                release(&ready, &s, &vrrp).await;
                             });
                         }
                         Ok(Message::Conns(conns)) => {
