@@ -413,3 +413,76 @@ fn bare_names_are_searched_and_missing_programs_warned() {
         "{warnings:#?}"
     );
 }
+
+/// lb_bgp's `gobgp_program` runs as root: it is checked where it is
+/// configured as every program is (an error under enable_script_security,
+/// a warning without, a missing one a warning), and again before each run,
+/// where a refused one never runs.
+#[tokio::test]
+async fn the_gobgp_client_is_checked_at_load_and_before_each_run() {
+    let _serial = assert_root();
+    let d = Dir::new("gobgp");
+    let prog = d.program("gobgp", "ran", NOBODY);
+    let p = prog.display().to_string();
+    let conf = |globals: &str, prog: &str| {
+        format!(
+            "global_defs {{\n  {globals}\n}}\nlb_bgp {{\n  local_as 65001\n  next_hop 10.0.0.2\n  gobgp_program \"{prog}\"\n}}\n"
+        )
+    };
+    assert_eq!(
+        diags(&conf("enable_script_security", &p), Severity::Error),
+        [format!(
+            "s.conf:7:3: error: gobgp_program: {p} is owned by uid 65534: a non-root user could change what runs as root; refused (enable_script_security)"
+        )]
+    );
+    let text = conf("script_user root", &p);
+    assert_eq!(diags(&text, Severity::Error), Vec::<String>::new());
+    assert_eq!(
+        diags(&text, Severity::Warning),
+        [format!(
+            "s.conf:7:3: warning: gobgp_program: {p} is owned by uid 65534: a non-root user could change what runs as root; run anyway as enable_script_security is not set (keepalived: SECURITY VIOLATION)"
+        )]
+    );
+    // One that is not there: a warning, the block is kept.
+    let missing = d.0.join("none");
+    let l = load_str(
+        &conf("enable_script_security", &missing.display().to_string()),
+        Path::new("s.conf"),
+    );
+    assert!(!l.has_errors(), "{:?}", l.diags);
+    assert!(l.config.bgp.is_some());
+    assert_eq!(
+        l.diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!(
+            "s.conf:7:3: warning: gobgp_program: {}: No such file or directory; every request to the BGP daemon fails and no VIP is announced until it is there (Debian's gobgpd package)",
+            missing.display()
+        )]
+    );
+    // A bare name other than the default is found but reported.
+    assert_eq!(
+        diags(&conf("script_user root", "true"), Severity::Warning),
+        ["s.conf:7:3: warning: gobgp_program: 'true' found by PATH search as /usr/bin/true; give the full path (as keepalived asks)"]
+    );
+
+    // Before each run: refused under enable_script_security, nothing runs.
+    let mut client = lb_user::bgp::gobgp::Client {
+        program: prog.clone(),
+        api: "127.0.0.1:9".parse().unwrap(),
+        timeout: Duration::from_secs(5),
+        script_security: true,
+    };
+    let e = client.global().await.unwrap_err();
+    assert!(
+        matches!(e, lb_user::bgp::gobgp::GobgpError::Refused { .. }),
+        "{e:?}"
+    );
+    assert!(!d.has("ran"), "a refused client never runs");
+    // Without it, it runs (and prints nothing lb can read).
+    client.script_security = false;
+    let e = client.global().await.unwrap_err();
+    assert!(
+        matches!(e, lb_user::bgp::gobgp::GobgpError::Output { .. }),
+        "{e:?}"
+    );
+    assert!(d.has("ran"));
+}

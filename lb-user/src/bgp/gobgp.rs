@@ -48,6 +48,12 @@ pub enum GobgpError {
     },
     #[error("`gobgp {args}` printed what lb does not read ({why})")]
     Output { args: String, why: String },
+    #[error("not running {program}")]
+    Refused {
+        program: String,
+        #[source]
+        source: crate::util::security::Refused,
+    },
 }
 
 /// The state of a BGP session (the API's `PeerState.SessionState`).
@@ -108,9 +114,15 @@ pub struct Global {
 /// A client of one daemon.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// `gobgp_program`: checked before each run by keepalived's script
+    /// security rule as root (see [`crate::util::security`]), the resolved
+    /// file executed with an empty environment but PATH.
     pub program: PathBuf,
     pub api: SocketAddr,
     pub timeout: Duration,
+    /// `enable_script_security`: a program a non-root user could change is
+    /// refused ([`GobgpError::Refused`]) rather than run.
+    pub script_security: bool,
 }
 
 /// The address family argument of `gobgp … -a`.
@@ -131,11 +143,40 @@ pub fn host_prefix(vip: IpAddr) -> String {
 }
 
 impl Client {
+    /// The client of the daemon `b` configures.
+    pub fn of(b: &crate::config::bgp::Bgp) -> Client {
+        Client {
+            program: b.program.clone(),
+            api: b.api,
+            timeout: b.timeout,
+            script_security: b.script_security,
+        }
+    }
+
     /// Runs `gobgp -u HOST -p PORT ARGS…` within the timeout; its stdout.
+    /// The program is checked first, as every configured program is
+    /// (`util::process::command`): an insecure one is refused under
+    /// `enable_script_security` and logged at debug level otherwise (the
+    /// load warned).
     async fn run(&self, args: &[&str]) -> Result<String, GobgpError> {
+        use crate::util::security;
         let shown = args.join(" ");
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("-u")
+        let name = self.program.to_string_lossy();
+        let checked =
+            security::authorize(&name, (0, 0), self.script_security).map_err(|source| {
+                GobgpError::Refused {
+                    program: name.to_string(),
+                    source,
+                }
+            })?;
+        if let Some(i) = &checked.insecure {
+            tracing::debug!(program = %name, "{i}: runs as root anyway (enable_script_security is not set)");
+        }
+        let mut cmd = tokio::process::Command::new(&checked.path);
+        cmd.arg0(name.as_ref())
+            .env_clear()
+            .env("PATH", security::SEARCH_PATH)
+            .arg("-u")
             .arg(self.api.ip().to_string())
             .arg("-p")
             .arg(self.api.port().to_string())

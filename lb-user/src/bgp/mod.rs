@@ -91,6 +91,10 @@ pub struct View {
     pub stopping: bool,
     pub vips: Vec<VipView>,
     pub peers: Vec<PeerView>,
+    /// Problems of the settings seen at run time (a next hop that is not an
+    /// address of this director), one sentence each.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Paths added, paths withdrawn, failed rounds, since the start.
     pub announcements: u64,
     pub withdrawals: u64,
@@ -241,6 +245,9 @@ struct Task {
     added_peers: BTreeSet<IpAddr>,
     /// The daemon runs another AS than `local_as` (shown as the error).
     mismatch: Option<String>,
+    /// Configured next hops that are not addresses of this director (as
+    /// last checked; logged when the set changes).
+    foreign: Vec<IpAddr>,
 }
 
 /// Starts the BGP task on what the reconciler publishes; the data plane is
@@ -288,6 +295,7 @@ pub fn spawn(
         retiring: Vec::new(),
         added_peers: BTreeSet::new(),
         mismatch: None,
+        foreign: Vec::new(),
     };
     tokio::spawn(task.run(rx));
     Handle {
@@ -445,11 +453,8 @@ impl Task {
             self.publish();
             return;
         }
-        let client = gobgp::Client {
-            program: b.program.clone(),
-            api: b.api,
-            timeout: b.timeout,
-        };
+        self.check_next_hops(&b);
+        let client = gobgp::Client::of(&b);
         match self.converge(&b, &client).await {
             Ok(()) => {
                 if let Some(e) = self.error.take() {
@@ -486,11 +491,7 @@ impl Task {
     async fn retire(&mut self) {
         let mut left = Vec::new();
         for old in std::mem::take(&mut self.retiring) {
-            let client = gobgp::Client {
-                program: old.program.clone(),
-                api: old.api,
-                timeout: old.timeout,
-            };
+            let client = gobgp::Client::of(&old);
             let r: Result<usize, gobgp::GobgpError> = async {
                 let mut n = 0;
                 for fam in [
@@ -719,15 +720,59 @@ impl Task {
                     configured: b.is_some_and(|b| b.neighbors.iter().any(|n| n.addr == p.addr)),
                 })
                 .collect(),
+            warnings: self
+                .foreign
+                .iter()
+                .filter(|_| b.is_some())
+                .map(|h| foreign_text(*h))
+                .collect(),
             announcements: self.counts.0,
             withdrawals: self.counts.1,
             errors: self.counts.2,
         }
     }
 
+    /// Logs a change of [`foreign_next_hops`].
+    fn check_next_hops(&mut self, b: &Bgp) {
+        let now = foreign_next_hops(b);
+        if now == self.foreign {
+            return;
+        }
+        for h in now.iter().filter(|h| !self.foreign.contains(h)) {
+            tracing::warn!(next_hop = %h, "BGP: {}", foreign_text(*h));
+        }
+        for h in self.foreign.iter().filter(|h| !now.contains(h)) {
+            tracing::info!(next_hop = %h, "BGP: next hop {h} is an address of this director now");
+        }
+        self.foreign = now;
+    }
+
     fn publish(&self) {
         self.view.send_replace(self.view());
     }
+}
+
+/// The configured next hops (`next_hop`, `next_hop6`) that are not
+/// addresses of this director, in the agent's network namespace: a UDP
+/// socket cannot bind them (`EADDRNOTAVAIL`). Announced, such a next hop
+/// sends the VIPs' traffic to another machine or nowhere; lb warns and
+/// still announces (a next hop elsewhere may be meant). With
+/// `net.ipv4.ip_nonlocal_bind` (`net.ipv6.ip_nonlocal_bind`) set every
+/// address binds and none is reported; an IPv6 address still in duplicate
+/// address detection is reported until it is usable.
+pub fn foreign_next_hops(b: &Bgp) -> Vec<IpAddr> {
+    [b.next_hop.map(IpAddr::V4), b.next_hop6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
+        .filter(|h| {
+            matches!(std::net::UdpSocket::bind((*h, 0)),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+        })
+        .collect()
+}
+
+fn foreign_text(h: IpAddr) -> String {
+    format!("next hop {h} is not an address of this director: the routers would send the VIPs' traffic there, not here")
 }
 
 impl View {
@@ -768,6 +813,9 @@ impl View {
                 ""
             },
         );
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
         let _ = writeln!(s, "{:<17} {:<11} {:<12} From", "Peer", "AS", "State");
         for p in &self.peers {
             let _ = writeln!(
@@ -805,5 +853,41 @@ impl View {
             self.announcements, self.withdrawals, self.errors
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(next_hops: &str) -> Bgp {
+        let l = crate::config::load_str(
+            &format!("lb_bgp {{\n  local_as 65001\n  router_id 1.1.1.1\n{next_hops}}}\n"),
+            Path::new("k.conf"),
+        );
+        assert!(!l.has_errors(), "{:?}", l.diags);
+        l.config.bgp.expect("the block")
+    }
+
+    /// Input: next hops on loopback and in TEST-NET-1 / the documentation
+    /// prefix (on no interface). Output: only those are reported, and
+    /// `lb list --bgp` shows them.
+    #[test]
+    fn a_next_hop_this_director_does_not_have_is_reported() {
+        assert_eq!(
+            foreign_next_hops(&settings("  next_hop 127.0.0.1\n  next_hop6 ::1\n")),
+            Vec::<IpAddr>::new()
+        );
+        let far = settings("  next_hop 192.0.2.1\n  next_hop6 2001:db8::1\n");
+        let want: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        assert_eq!(foreign_next_hops(&far), want);
+        let view = View {
+            configured: true,
+            warnings: want.iter().map(|h| foreign_text(*h)).collect(),
+            ..View::default()
+        };
+        assert!(view.render().contains(
+            "\nwarning: next hop 192.0.2.1 is not an address of this director: the routers would send the VIPs' traffic there, not here\n"
+        ));
     }
 }

@@ -99,8 +99,18 @@ pub struct Bgp {
     pub poll_interval: Duration,
     /// Bound of each request to the daemon.
     pub timeout: Duration,
-    /// The `gobgp` client program.
+    /// The `gobgp` client program: an absolute path, or a bare name looked
+    /// up in [`crate::util::security::SEARCH_PATH`]. It runs as root, so it
+    /// is checked by keepalived's `enable_script_security` rule
+    /// (`config::script::secure` at load, `bgp::gobgp::Client` before each
+    /// run).
     pub program: PathBuf,
+    /// Where `gobgp_program` was given (`None`: the default, `gobgp`).
+    pub program_at: Option<Loc>,
+    /// `enable_script_security` of the global block (set with the other
+    /// programs' policy by `config::script::secure`): a `gobgp_program`
+    /// that a non-root user could change is refused rather than run.
+    pub script_security: bool,
     pub loc: Loc,
 }
 
@@ -210,6 +220,8 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
         poll_interval: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         program: PathBuf::from("gobgp"),
+        program_at: None,
+        script_security: false,
         loc: n.loc.clone(),
     };
     let mut local_as = None;
@@ -343,6 +355,7 @@ pub fn bgp(n: &Node, diags: &mut Vec<Diag>) -> Option<Bgp> {
             "gobgp_program" => {
                 if let Some(p) = arg(c, 0, "program path", diags) {
                     out.program = PathBuf::from(p);
+                    out.program_at = Some(c.loc.clone());
                 }
             }
             // lb's own block: a misspelt keyword (`neighbour`) is an
@@ -424,12 +437,21 @@ mod tests {
         l.diags.iter().map(ToString::to_string).collect()
     }
 
+    /// [`lines`] less the warning that the default client, `gobgp`, is not
+    /// installed (on a machine without Debian's gobgpd).
+    fn lines_but_no_client(l: &crate::config::Loaded) -> Vec<String> {
+        lines(l)
+            .into_iter()
+            .filter(|d| !d.contains("warning: lb_bgp: 'gobgp' is not an executable file in"))
+            .collect()
+    }
+
     /// Input: a whole block. Output: every value, and the defaults of
     /// what it leaves out.
     #[test]
     fn a_block_is_read_with_its_defaults() {
         let l = load("lb_bgp {\n  local_as 4200000001\n  neighbor 10.0.0.1 65000\n  neighbor fd00::1 65000\n  next_hop 10.0.0.2\n  next_hop6 fd00::2\n  withdraw_grace 0.5\n}\n");
-        assert!(l.diags.is_empty(), "{:?}", lines(&l));
+        assert_eq!(lines_but_no_client(&l), Vec::<String>::new());
         let b = l.config.bgp.expect("the block");
         assert_eq!(b.daemon, Daemon::Gobgp);
         assert_eq!(b.api, DEFAULT_API);
@@ -564,7 +586,7 @@ mod tests {
         let w: Vec<_> = l
             .diags
             .iter()
-            .filter(|d| d.severity == Severity::Warning && d.message.contains("BGP"))
+            .filter(|d| d.severity == Severity::Warning && d.message.contains("announced over BGP"))
             .map(ToString::to_string)
             .collect();
         assert_eq!(
@@ -576,14 +598,19 @@ mod tests {
     /// `lb export` writes the block so that it reads back the same.
     #[test]
     fn export_reads_back_the_same() {
-        let l = load("lb_bgp {\n  api [::1]:50052\n  local_as 65001\n  router_id 1.2.3.4\n  neighbor 10.0.0.1 65000\n  next_hop 10.0.0.2\n  announce_delay 1.5\n  timeout 3\n  gobgp_program \"/opt/go bgp/gobgp\"\n}\n");
-        assert!(l.diags.is_empty(), "{:?}", lines(&l));
+        let l = load("lb_bgp {\n  api [::1]:50052\n  local_as 65001\n  router_id 1.2.3.4\n  neighbor 10.0.0.1 65000\n  next_hop 10.0.0.2\n  announce_delay 1.5\n  timeout 3\n  gobgp_program \"/nonexistent go bgp/gobgp\"\n}\n");
+        // The program is checked where it is given: it is not there.
+        assert_eq!(
+            lines(&l),
+            ["k.conf:9:3: warning: gobgp_program: /nonexistent go bgp: No such file or directory; every request to the BGP daemon fails and no VIP is announced until it is there (Debian's gobgpd package)"]
+        );
         let text = crate::config::export::keepalived_conf(&l.config);
         let again = load(&text);
         assert!(!again.has_errors(), "{:?}\n{text}", lines(&again));
         let (mut a, mut b) = (l.config.bgp.clone().unwrap(), again.config.bgp.unwrap());
         // Locations differ (the exported file has its own lines).
         a.loc = b.loc.clone();
+        a.program_at = b.program_at.clone();
         for (x, y) in a.neighbors.iter_mut().zip(&b.neighbors) {
             x.loc = y.loc.clone();
         }

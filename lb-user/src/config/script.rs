@@ -1,6 +1,7 @@
 //! Every program the configuration runs — `vrrp_script`, `MISC_CHECK`,
 //! `notify_up` / `notify_down`, `quorum_up` / `quorum_down`, the notify
-//! programs of `vrrp_instance` and `vrrp_sync_group` — prepared as
+//! programs of `vrrp_instance` and `vrrp_sync_group`, and lb_bgp's
+//! `gobgp_program` (always root) — prepared as
 //! keepalived 2.2.7 prepares them (`get_default_script_user` in
 //! lib/notify.c, `check_vrrp_script_security` in vrrp/vrrp.c,
 //! `check_check_script_security` in check/check_data.c): the account it runs
@@ -101,20 +102,68 @@ pub fn secure(cfg: &mut Config, diags: &mut Vec<Diag>) {
                     ));
                 }
                 if let Some(i) = c.insecure {
-                    diags.push(if on {
-                        Diag::error(
-                            &loc,
-                            Some(keyword),
-                            format!("{i}: a non-root user could change what runs as root; refused (enable_script_security)"),
-                        )
-                    } else {
-                        Diag::warning(
-                            &loc,
-                            Some(keyword),
-                            format!("{i}: a non-root user could change what runs as root; run anyway as enable_script_security is not set (keepalived: SECURITY VIOLATION)"),
-                        )
-                    });
+                    diags.push(insecure(&loc, keyword, &i, on));
                 }
+            }
+        }
+    }
+    if let Some(b) = &mut cfg.bgp {
+        b.script_security = on;
+        gobgp_program(b, on, diags);
+    }
+}
+
+/// The diagnostic of a program run as root that a non-root user could
+/// change: an error with `enable_script_security` (`on`), else a warning.
+fn insecure(loc: &Loc, keyword: &'static str, i: &security::Insecure, on: bool) -> Diag {
+    if on {
+        Diag::error(
+            loc,
+            Some(keyword),
+            format!("{i}: a non-root user could change what runs as root; refused (enable_script_security)"),
+        )
+    } else {
+        Diag::warning(
+            loc,
+            Some(keyword),
+            format!("{i}: a non-root user could change what runs as root; run anyway as enable_script_security is not set (keepalived: SECURITY VIOLATION)"),
+        )
+    }
+}
+
+/// `lb_bgp`'s `gobgp_program`, which the agent runs as root to talk to the
+/// daemon: the same rule as the other programs (a missing one is a
+/// warning: nothing is announced until it is installed; an insecure one an
+/// error under `enable_script_security`). The default, a bare `gobgp`, is
+/// found in [`security::SEARCH_PATH`] without a warning; a bare name the
+/// file gives is reported as the other programs' are.
+fn gobgp_program(b: &super::bgp::Bgp, on: bool, diags: &mut Vec<Diag>) {
+    let (loc, keyword) = match &b.program_at {
+        Some(at) => (at, "gobgp_program"),
+        None => (&b.loc, super::bgp::KEYWORD),
+    };
+    let name = b.program.to_string_lossy();
+    match security::check(&name, (0, 0)) {
+        Err(e) => diags.push(Diag::warning(
+            loc,
+            Some(keyword),
+            format!(
+                "{e}; every request to the BGP daemon fails and no VIP is announced until it is there (Debian's gobgpd package)"
+            ),
+        )),
+        Ok(c) => {
+            if c.searched && b.program_at.is_some() {
+                diags.push(Diag::warning(
+                    loc,
+                    Some(keyword),
+                    format!(
+                        "'{name}' found by PATH search as {}; give the full path (as keepalived asks)",
+                        c.path.display()
+                    ),
+                ));
+            }
+            if let Some(i) = c.insecure {
+                diags.push(insecure(loc, keyword, &i, on));
             }
         }
     }
