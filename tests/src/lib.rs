@@ -489,6 +489,36 @@ impl Lab {
         std::fs::read_to_string(self.workdir.join(format!("{role}-{tag}.log"))).unwrap_or_default()
     }
 
+    /// (resets, changed, failed) of the `nsprobe hold-many` spawned with
+    /// `tag` in the client, once it has finished (`None` while it runs): its
+    /// summary lines `resets N`, `changed N`, `failed N`.
+    pub fn hold_many_summary(&self, tag: &str) -> Option<(u64, u64, u64)> {
+        let log = self.log("cl", tag);
+        let get = |k: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+        };
+        Some((get("resets ")?, get("changed ")?, get("failed ")?))
+    }
+
+    /// Waits for [`Lab::hold_many_summary`], printing the run's log; fails
+    /// after `limit`.
+    pub fn wait_hold_many(&self, tag: &str, limit: Duration) -> (u64, u64, u64) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.hold_many_summary(tag) {
+                eprintln!("{tag}:\n{}", self.log("cl", tag));
+                return s;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "{tag} did not finish:\n{}",
+                self.log("cl", tag)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn bpffs(&self) -> PathBuf {
         self.bpffs_of("dir")
     }

@@ -258,29 +258,6 @@ fn mh_digest(lab: &Lab, i: usize) -> serde_json::Value {
     serde_json::from_str(&out).expect("JSON")
 }
 
-/// Summary of a finished `nsprobe hold-many` (resets, changed, failed),
-/// `None` while it runs.
-fn summary(log: &str) -> Option<(u64, u64, u64)> {
-    let get = |k: &str| {
-        log.lines()
-            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-    };
-    Some((get("resets ")?, get("changed ")?, get("failed ")?))
-}
-
-fn wait_summary(lab: &Lab, tag: &str, limit: Duration) -> (u64, u64, u64) {
-    let t0 = Instant::now();
-    loop {
-        let log = lab.log("cl", tag);
-        if let Some(s) = summary(&log) {
-            eprintln!("{tag}:\n{log}");
-            return s;
-        }
-        assert!(t0.elapsed() < limit, "{tag} did not finish:\n{log}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Every flow seen in `seen` goes to one real whatever director tracks it:
 /// merges `more` into `seen`, failing on a flow whose real differs.
 fn same_reals(seen: &mut BTreeMap<u16, String>, more: &BTreeMap<u16, String>, what: &str) {
@@ -445,10 +422,10 @@ fn flows_spread_over_three_directors_and_survive_a_loss_a_return_and_a_drain() {
         same_reals(&mut seen, &flows(&lab, i, VIP), "after the drain");
     }
     assert!(
-        summary(&lab.log("cl", "held")).is_none(),
+        lab.hold_many_summary("held").is_none(),
         "the held connections ended before the last phase: lengthen them"
     );
-    let (resets, changed, failed) = wait_summary(&lab, "held", Duration::from_secs(150));
+    let (resets, changed, failed) = lab.wait_hold_many("held", Duration::from_secs(150));
     eprintln!("held {CONNS} connections: resets {resets} changed {changed} failed {failed}");
     assert_eq!((resets, changed), (0, 0), "{}", lab.log("cl", "held"));
 }
@@ -540,10 +517,10 @@ fn with_rr_connection_sync_carries_a_lost_directors_flows_and_a_returning_one_wa
     same_reals(&mut seen, &wait_flows(&lab, 3, CONNS), "after the return");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        summary(&lab.log("cl", "held")).is_none(),
+        lab.hold_many_summary("held").is_none(),
         "the held connections ended before the last phase: lengthen them"
     );
-    let (resets, changed, failed) = wait_summary(&lab, "held", Duration::from_secs(120));
+    let (resets, changed, failed) = lab.wait_hold_many("held", Duration::from_secs(120));
     eprintln!("held {CONNS} connections: resets {resets} changed {changed} failed {failed}");
     assert_eq!((resets, changed), (0, 0), "{}", lab.log("cl", "held"));
 }

@@ -72,28 +72,6 @@ fn installed(list: &str) -> u64 {
         .unwrap_or_else(|| panic!("no installed count in\n{list}"))
 }
 
-/// Summary lines of a finished `nsprobe hold-many`.
-fn summary(log: &str) -> Option<(u64, u64, u64)> {
-    let get = |k: &str| {
-        log.lines()
-            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-    };
-    Some((get("resets ")?, get("changed ")?, get("failed ")?))
-}
-
-fn wait_summary(lab: &Lab, tag: &str, limit: Duration) -> (u64, u64, u64) {
-    let t0 = Instant::now();
-    loop {
-        let log = lab.log("cl", tag);
-        if let Some(s) = summary(&log) {
-            println!("{tag}:\n{log}");
-            return s;
-        }
-        assert!(t0.elapsed() < limit, "{tag} did not finish:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Starts `a` (priority 150) alone, then `b` (100); 25 keep-alive
 /// connections to each `ADDR:PORT` of `targets` (a request every 100 ms each); SIGKILL
 /// of dir; dir2 takes over; dir returns, pulls the table and preempts.
@@ -145,7 +123,7 @@ fn master_kill_and_return(lab: &mut Lab, a: &str, b: &str, targets: &[(String, &
     wait_for(lab, "dir2", "BACKUP", Duration::from_secs(2));
 
     for (_, tag) in targets {
-        let (resets, changed, failed) = wait_summary(lab, tag, Duration::from_secs(30));
+        let (resets, changed, failed) = lab.wait_hold_many(tag, Duration::from_secs(30));
         assert_eq!(
             (resets, changed),
             (0, 0),
@@ -274,7 +252,7 @@ fn without_sync_a_takeover_resets_rr_connections() {
     std::thread::sleep(Duration::from_secs(2));
     lab.signal("dir", "lb", libc::SIGKILL).unwrap();
     master(&lab, "dir2", Duration::from_secs(3));
-    let (resets, _, _) = wait_summary(&lab, "rr", Duration::from_secs(20));
+    let (resets, _, _) = lab.wait_hold_many("rr", Duration::from_secs(20));
     assert!(
         resets > 0,
         "no connection was reset without sync: the sync tests prove nothing"
